@@ -1,0 +1,54 @@
+# ENRS - the two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OIDC_NODE := tests/oidc_provider/node_modules/.package-lock.json
+PG_ADMIN_URL ?= $(or $(ENRS_TEST_DATABASE_URL),postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
+SRC := src tests bench migrations
+
+.PHONY: run test lint typecheck test-sqlite test-postgresql test-deps install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, migrate, load the demo data, start every listener (SQLite + ./var/)
+run: $(STAMP)
+	$(BIN)/enrs migrate
+	$(BIN)/enrs demo load
+	$(BIN)/enrs serve
+
+## make test: lint, type-check, the whole suite on SQLite then on PostgreSQL
+test: lint typecheck test-sqlite test-postgresql
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+test-deps: $(STAMP) $(OIDC_NODE)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+$(OIDC_NODE): tests/oidc_provider/package-lock.json
+	npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error
+
+test-sqlite: test-deps
+	ENRS_TEST_BACKEND=sqlite $(BIN)/pytest
+
+test-postgresql: test-deps
+	@$(BIN)/python -c "import sqlalchemy as s; s.create_engine('$(PG_ADMIN_URL)').connect().close()" 2>/dev/null || { \
+	  echo "PostgreSQL is not reachable at $(PG_ADMIN_URL): start it or set ENRS_TEST_DATABASE_URL"; exit 1; }
+	ENRS_TEST_BACKEND=postgresql ENRS_TEST_DATABASE_URL='$(PG_ADMIN_URL)' $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) tests/oidc_provider/node_modules .mypy_cache .ruff_cache .pytest_cache

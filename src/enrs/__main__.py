@@ -1,0 +1,3 @@
+from enrs.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""OAuth 2 authorization server endpoints: token (client_credentials), JWKS, discovery.
+
+RFC 6749 §4.4 and §5, RFC 8414 / OpenID Connect Discovery, SMART App Launch 2 well-known.
+Token errors are RFC 6749 JSON (``error``, ``error_description``), not problem+json.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse
+
+from enrs.accounts import service
+from enrs.kit.http import DbSession, TransactionalRoute, new_entry
+from enrs.kit.security.scopes import ROLES
+from enrs.settings import Settings
+
+router = APIRouter(route_class=TransactionalRoute, tags=["oauth"])
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (unquote(user), unquote(password)) if sep else None
+
+
+def _error(status: int, error: str, description: str) -> JSONResponse:
+    headers = dict(NO_STORE)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="enrs"'
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=headers
+    )
+
+
+@router.post("/oauth/token", summary="OAuth 2 token endpoint (client_credentials)")
+def token(
+    request: Request,
+    session: DbSession,
+    grant_type: Annotated[str | None, Form()] = None,
+    scope: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+) -> JSONResponse:
+    entry = new_entry(request, "token", "token", action="E")
+    basic = _basic_credentials(request)
+    if basic is not None:
+        client_id, client_secret = basic
+    entry.agent_kind, entry.agent_id, entry.client_id = "client", client_id, client_id
+    if not grant_type:
+        return _error(400, "invalid_request", "grant_type is required")
+    if grant_type != "client_credentials":
+        return _error(400, "unsupported_grant_type", f"grant_type {grant_type!r} not supported")
+    if not client_id or not client_secret:
+        return _error(401, "invalid_client", "client authentication required")
+    grant = service.client_credentials_grant(
+        session,
+        request.app.state.tokens,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=scope,
+    )
+    if grant.client is not None:
+        entry.agent_name = grant.client.name
+    if grant.error:
+        entry.outcome_desc = f"{grant.error}: {grant.error_description}"
+        return _error(
+            401 if grant.error == "invalid_client" else 400, grant.error, grant.error_description
+        )
+    body = {
+        "access_token": grant.access_token,
+        "token_type": "Bearer",
+        "expires_in": grant.expires_in,
+        "scope": grant.scope,
+    }
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that sign access tokens")
+def jwks(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.tokens.keys.jwks())
+
+
+def _metadata(settings: Settings) -> dict[str, Any]:
+    base = settings.base_url
+    return {
+        "issuer": base,
+        "token_endpoint": f"{base}/oauth/token",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": sorted({s for v in ROLES.values() for s in v.split()}),
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [settings.signing_alg],
+        "token_endpoint_auth_signing_alg_values_supported": [settings.signing_alg],
+        "service_documentation": f"{base}/docs",
+    }
+
+
+@router.get("/.well-known/openid-configuration", summary="Authorization server metadata")
+def openid_configuration(request: Request) -> JSONResponse:
+    return JSONResponse(_metadata(request.app.state.settings))
+
+
+@router.get("/.well-known/oauth-authorization-server", include_in_schema=False)
+def oauth_metadata(request: Request) -> JSONResponse:
+    return JSONResponse(_metadata(request.app.state.settings))
+
+
+@router.get("/fhir/.well-known/smart-configuration", summary="SMART App Launch configuration")
+def smart_configuration(request: Request) -> JSONResponse:
+    meta = _metadata(request.app.state.settings)
+    meta["capabilities"] = ["client-confidential-symmetric", "permission-v2"]
+    return JSONResponse(meta)

@@ -1,0 +1,105 @@
+"""``create_app(settings)``: the HTTP application with its routers, middleware and lifespan,
+and the list of protocol listeners ``enrs serve`` starts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from enrs import __version__
+from enrs.accounts import endpoints as accounts_endpoints
+from enrs.accounts import service as accounts_service
+from enrs.kit.db import Database
+from enrs.kit.fhir.capability import CapabilityRegistry
+from enrs.kit.http import RequestContextMiddleware, install_error_handlers
+from enrs.kit.listeners import Listener
+from enrs.kit.security.keys import KeyRing
+from enrs.kit.security.tokens import TokenIssuer
+from enrs.kit.storage import open_storage
+from enrs.portal import endpoints as portal_endpoints
+from enrs.portal.auth import LoginRequired, on_login_required
+from enrs.settings import Settings
+from enrs.system import audit_endpoints, fhir_endpoints
+from enrs.system import endpoints as system_endpoints
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the HTTP application for ``settings`` (nothing global, nothing at import)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    keys = KeyRing(settings.keys_path / "signing", settings.signing_alg)
+    tokens = TokenIssuer(keys, settings.base_url, settings.access_token_ttl)
+    storage = open_storage(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(keys.load)
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="ENRS",
+        version=__version__,
+        summary="Espace Numérique Régional de Santé",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.tokens = tokens
+    app.state.storage = storage
+    app.state.principal_from_claims = accounts_service.principal_from_claims
+    app.state.session_resolver = accounts_service.principal_from_session
+    app.state.html_error = portal_endpoints.render_error
+    app.state.capabilities = capabilities = CapabilityRegistry()
+    audit_endpoints.register_capabilities(capabilities)
+    install_error_handlers(app)
+    app.add_exception_handler(LoginRequired, on_login_required)
+    app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
+    app.include_router(system_endpoints.router)
+    app.include_router(accounts_endpoints.router)
+    app.include_router(fhir_endpoints.router)
+    app.include_router(audit_endpoints.router)
+    app.include_router(portal_endpoints.router)
+    static = Path(__file__).parent / "portal" / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: settings from the environment / ``.env``."""
+    return create_app(Settings())
+
+
+def _run_http(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper())
+    uvicorn.run(
+        "enrs.app:create_app_from_env",
+        factory=True,
+        host=settings.http_host,
+        port=settings.http_port,
+        workers=settings.http_workers,
+        log_level=settings.log_level,
+        proxy_headers=False,
+    )
+
+
+def listeners() -> list[Listener]:
+    """Every listener of the platform; later services append theirs (MLLP, DICOM, SMTP)."""
+    return [
+        Listener(
+            "http",
+            lambda s: f"{s.base_url} ({s.http_workers} worker(s), {s.http_host}:{s.http_port})",
+            _run_http,
+        )
+    ]

@@ -1,0 +1,236 @@
+"""The ``enrs`` command: serve, migrate, users, clients, audit, keys, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from enrs.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@click.group()
+@click.version_option(package_name="enrs")
+def main() -> None:
+    """ENRS - Espace Numérique Régional de Santé."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@click.option("--host", help="HTTP listen address (ENRS_HTTP_HOST)")
+@click.option("--port", type=int, help="HTTP port (ENRS_HTTP_PORT)")
+@click.option("--workers", type=int, help="HTTP worker processes (ENRS_HTTP_WORKERS)")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Start every listener of the platform (HTTP now; MLLP, DICOM, SMTP later)."""
+    from enrs.app import listeners
+    from enrs.kit.listeners import supervise
+
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"ENRS_HTTP_{name}"] = str(value)
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_keys(settings)
+    sys.exit(supervise(listeners(), settings))
+
+
+def _prepare_keys(settings: Settings) -> None:
+    from enrs.kit.security.keys import KeyRing
+    from enrs.kit.storage import open_storage
+
+    KeyRing(settings.keys_path / "signing", settings.signing_alg).load()
+    open_storage(settings).check()
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision."""
+    from enrs.kit.migrate import upgrade_head
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_head(settings.database_url)
+    click.echo(f"database at head: {settings.database_url.split('@')[-1]}")
+
+
+@main.group()
+def users() -> None:
+    """Local user accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--name", "display_name", required=True, help="Display name")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    help="admin, identitovigilance, professional, auditor (repeatable)",
+)
+@click.option("--rpps", help="RPPS number (11 digits), to log in through the external provider")
+@click.option("--email")
+@click.option("--password", help="Password (prompted when omitted; ENRS_NEW_PASSWORD also read)")
+@click.option("--no-password", is_flag=True, help="External login only")
+@click.option("--totp", is_flag=True, help="Enrol a TOTP second factor and print its URI")
+def users_create(
+    username: str,
+    display_name: str,
+    roles: tuple[str, ...],
+    rpps: str | None,
+    email: str | None,
+    password: str | None,
+    no_password: bool,
+    totp: bool,
+) -> None:
+    """Create a user account."""
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+    from enrs.kit.security.totp import provisioning_uri
+
+    if not no_password and password is None:
+        password = os.environ.get("ENRS_NEW_PASSWORD") or click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True
+        )
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        user = service.create_user(
+            session,
+            username=username,
+            display_name=display_name,
+            password=None if no_password else password,
+            roles=list(roles),
+            rpps=rpps,
+            email=email,
+            with_totp=totp,
+        )
+        out = {"id": user.id, "username": user.username, "roles": user.roles.split()}
+        if user.totp_secret:
+            out["totp_uri"] = provisioning_uri(user.totp_secret, user.username)
+    db.dispose()
+    click.echo(json.dumps(out))
+
+
+@users.command("list")
+def users_list() -> None:
+    """List user accounts."""
+    from enrs.accounts import repository
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        for u in repository.list_users(session):
+            locked = " locked" if u.locked_until else ""
+            click.echo(f"{u.username}\t{u.display_name}\t{u.roles}\t{u.rpps or '-'}{locked}")
+    db.dispose()
+
+
+@users.command("unlock")
+@click.argument("username")
+def users_unlock(username: str) -> None:
+    """Clear a user's lock-out."""
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        service.unlock_user(session, username)
+    db.dispose()
+    click.echo(f"{username} unlocked")
+
+
+@main.group()
+def clients() -> None:
+    """System clients (client_credentials)."""
+
+
+@clients.command("create")
+@click.argument("name")
+@click.option("--scope", required=True, help='SMART scopes, e.g. "system/Patient.rs"')
+def clients_create(name: str, scope: str) -> None:
+    """Register a system client; prints its client_id and client_secret as JSON."""
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        client, secret = service.create_client(session, name=name, scope=scope)
+        out = {"client_id": client.client_id, "client_secret": secret, "scope": client.scope}
+    db.dispose()
+    click.echo(json.dumps(out))
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain; exit 1 at the first altered or missing record."""
+    from enrs.kit.audit import verify_chain
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    report = verify_chain(db)
+    db.dispose()
+    if report.ok:
+        click.echo(f"audit trail intact: {report.checked} records verified")
+        return
+    click.echo(
+        f"audit trail BROKEN at record {report.first_bad_seq}: {report.problem} "
+        f"({report.checked} records verified before it)",
+        err=True,
+    )
+    sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """Encryption and signing keys."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """New blob master key; re-wrap every object's data key with it."""
+    from enrs.kit.storage import open_storage
+
+    report = open_storage(_settings()).rotate_master_key()
+    click.echo(
+        json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars(report), default=str)
+    )
+
+
+@keys.command("rotate-signing")
+def keys_rotate_signing() -> None:
+    """New token signing key; older keys keep verifying the tokens they signed."""
+    from enrs.kit.security.keys import KeyRing
+
+    settings = _settings()
+    key = KeyRing(settings.keys_path / "signing", settings.signing_alg).rotate()
+    click.echo(json.dumps({"kid": key.kid, "alg": key.alg}))
+
+
+@main.group()
+def demo() -> None:
+    """Demo data."""
+
+
+@demo.command("load")
+def demo_load() -> None:
+    """Load the demo accounts (idempotent) and print them."""
+    from enrs.demo import load_demo
+
+    for line in load_demo(_settings()):
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()

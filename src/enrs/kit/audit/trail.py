@@ -1,0 +1,147 @@
+"""Writing and verifying the hash chain of the audit trail.
+
+Each record carries ``hash = SHA-256(prev_hash || canonical JSON of its fields)`` and a gap-free
+sequence number, so ``verify_chain`` finds the first record altered, inserted or removed.
+Writers serialise on the chain head: ``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE``
+on SQLite. Records are written in their own short transaction, after the request's own
+transaction has committed or rolled back, so failures are recorded too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Connection
+
+from enrs.kit.audit.models import AuditRecord
+from enrs.kit.db import Database, utcnow
+
+GENESIS = "0" * 64
+_LOCK_KEY = 0x454E5253  # "ENRS"
+
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D"}
+
+
+class Outcome(StrEnum):
+    """FHIR AuditEvent.outcome codes."""
+
+    SUCCESS = "0"
+    MINOR_FAILURE = "4"
+    SERIOUS_FAILURE = "8"
+    MAJOR_FAILURE = "12"
+
+
+@dataclass
+class AuditEntry:
+    """One audited event, filled in during a request and written when its outcome is known."""
+
+    category: str
+    interaction: str
+    action: str = "E"
+    outcome: str = Outcome.SUCCESS
+    outcome_desc: str | None = None
+    agent_kind: str = "anonymous"
+    agent_id: str | None = None
+    agent_name: str | None = None
+    client_id: str | None = None
+    source_ip: str | None = None
+    patient_ref: str | None = None
+    resource_type: str | None = None
+    entity_ref: str | None = None
+    query: str | None = None
+    request_id: str | None = None
+    recorded: datetime = field(default_factory=utcnow)
+
+
+def _canonical(seq: int, fields: dict[str, Any]) -> bytes:
+    data = {k: v for k, v in fields.items() if k not in ("hash", "prev_hash", "seq")}
+    data["seq"] = seq
+    data["recorded"] = fields["recorded"].isoformat(timespec="microseconds")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev_hash: str, seq: int, fields: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + _canonical(seq, fields)).hexdigest()
+
+
+def _lock_head(conn: Connection) -> tuple[int, str]:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    row = conn.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def write_entries(db: Database, entries: Sequence[AuditEntry]) -> list[int]:
+    """Append ``entries`` to the chain in one transaction; returns their sequence numbers."""
+    if not entries:
+        return []
+    seqs: list[int] = []
+    with db.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        seq, prev = _lock_head(conn)
+        rows = []
+        for entry in entries:
+            seq += 1
+            fields = asdict(entry)
+            digest = chain_hash(prev, seq, fields)
+            rows.append({**fields, "seq": seq, "prev_hash": prev, "hash": digest})
+            seqs.append(seq)
+            prev = digest
+        conn.execute(insert(AuditRecord), rows)
+    return seqs
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def _iter_records(db: Database, batch: int = 5000) -> Iterator[AuditRecord]:
+    last = 0
+    while True:
+        with db.sessionmaker() as session:
+            rows = list(
+                session.scalars(
+                    select(AuditRecord)
+                    .where(AuditRecord.seq > last)
+                    .order_by(AuditRecord.seq)
+                    .limit(batch)
+                )
+            )
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+_FIELDS = list(AuditEntry.__dataclass_fields__)
+
+
+def verify_chain(db: Database) -> ChainReport:
+    """Walk the whole chain; report the first record that is missing or does not verify."""
+    prev, expected, checked = GENESIS, 1, 0
+    for rec in _iter_records(db):
+        if rec.seq != expected:
+            return ChainReport(
+                False, checked, expected, f"record {expected} is missing (next is {rec.seq})"
+            )
+        if rec.prev_hash != prev:
+            return ChainReport(
+                False, checked, rec.seq, f"record {rec.seq} does not follow record {rec.seq - 1}"
+            )
+        fields = {name: getattr(rec, name) for name in _FIELDS}
+        if chain_hash(prev, rec.seq, fields) != rec.hash:
+            return ChainReport(False, checked, rec.seq, f"record {rec.seq} was altered")
+        prev, expected, checked = rec.hash, expected + 1, checked + 1
+    return ChainReport(True, checked)

@@ -1,0 +1,353 @@
+"""HTTP plumbing shared by every router: the transaction-per-request route, the request's audit
+entries, authentication and permission dependencies, error rendering, body-size limit.
+
+Every route of the platform uses :class:`TransactionalRoute`: it commits the request's session
+after the endpoint returns (and before the response is sent), rolls back when it raises, then
+appends the request's audit entries to the trail with the outcome the response carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from enrs.kit.audit import AuditEntry, Outcome, write_entries
+from enrs.kit.db import Database, commit
+from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
+from enrs.kit.security.principal import Principal
+
+log = logging.getLogger(__name__)
+
+INTERACTION_LETTER = {
+    "read": "r",
+    "vread": "r",
+    "search-type": "s",
+    "create": "c",
+    "update": "u",
+    "patch": "u",
+    "delete": "d",
+}
+ACTION = {
+    "read": "R",
+    "vread": "R",
+    "search-type": "E",
+    "create": "C",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+}
+SESSION_COOKIE = "enrs_session"
+
+SessionResolver = Callable[[Session, str], Principal | None]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """The request's session; committed by :class:`TransactionalRoute`, closed afterwards."""
+    db: Database = request.app.state.db
+    session = db.sessionmaker()
+    request.state.db_session = session
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def audit_entries(request: Request) -> list[AuditEntry]:
+    entries: list[AuditEntry] | None = getattr(request.state, "audit", None)
+    if entries is None:
+        entries = []
+        request.state.audit = entries
+    return entries
+
+
+def new_entry(request: Request, category: str, interaction: str, **fields: Any) -> AuditEntry:
+    """Start an audit entry for this request; its outcome is filled in when the request ends."""
+    entry = AuditEntry(
+        category=category,
+        interaction=interaction,
+        source_ip=request.client.host if request.client else None,
+        request_id=getattr(request.state, "request_id", None),
+        **fields,
+    )
+    audit_entries(request).append(entry)
+    return entry
+
+
+def set_agent(entry: AuditEntry, principal: Principal) -> None:
+    entry.agent_kind = principal.kind
+    entry.agent_id = principal.subject
+    entry.agent_name = principal.display
+    entry.client_id = principal.client_id
+
+
+def _outcome_for(status: int) -> str:
+    if status >= 500:
+        return Outcome.SERIOUS_FAILURE
+    if status >= 400:
+        return Outcome.MINOR_FAILURE
+    return Outcome.SUCCESS
+
+
+def _finish_audit(request: Request, status: int, message: str | None) -> None:
+    entries = audit_entries(request)
+    if not entries:
+        return
+    for entry in entries:
+        if entry.outcome == Outcome.SUCCESS and status >= 400:
+            entry.outcome = _outcome_for(status)
+            entry.outcome_desc = entry.outcome_desc or message
+    write_entries(request.app.state.db, entries)
+    entries.clear()
+
+
+class TransactionalRoute(APIRoute):
+    """One transaction per request, committed before the response; then the audit entries."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            request.state.audit = []
+            try:
+                response = await original(request)
+            except Exception as exc:
+                session: Session | None = getattr(request.state, "db_session", None)
+                if session is not None:
+                    await run_in_threadpool(session.rollback)
+                status, message = _status_of(exc)
+                await run_in_threadpool(_finish_audit, request, status, message)
+                raise
+            session = getattr(request.state, "db_session", None)
+            if session is not None:
+                await run_in_threadpool(commit, session)
+            try:
+                await run_in_threadpool(_finish_audit, request, response.status_code, None)
+            except Exception as exc:
+                log.exception("audit trail write failed")
+                raise ServiceUnavailable("the audit trail cannot be written") from exc
+            return response
+
+        return handler
+
+
+def _status_of(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, EnrsError):
+        return exc.status, exc.message
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, str(exc.detail)
+    if isinstance(exc, RequestValidationError):
+        return 400, "invalid request"
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return 503, "database unavailable"
+    return 500, type(exc).__name__
+
+
+# --- authentication and permissions -------------------------------------------------------
+
+
+def authenticate(request: Request, session: Session) -> Principal | None:
+    """The caller from a ``Bearer`` access token, else from the portal session cookie."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(
+                "use the Bearer scheme with an access token", error="invalid_request"
+            )
+        from_token: Callable[[dict[str, Any]], Principal] = request.app.state.principal_from_claims
+        return from_token(request.app.state.tokens.verify(token.strip()))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        resolver: SessionResolver = request.app.state.session_resolver
+        return resolver(session, cookie)
+    return None
+
+
+def require(
+    resource: str,
+    interaction: str,
+    *,
+    roles: frozenset[str] | None = None,
+    category: str = "rest",
+) -> Callable[..., Principal]:
+    """A dependency that authenticates, checks the SMART scope (and role for people), and
+    starts the request's audit entry. 401 without valid credentials, 403 without permission."""
+    letter = INTERACTION_LETTER[interaction]
+
+    def dependency(request: Request, session: DbSession) -> Principal:
+        entry = new_entry(
+            request, category, interaction, action=ACTION[interaction], resource_type=resource
+        )
+        if interaction == "search-type":
+            entry.query = str(request.url.query)
+        principal = authenticate(request, session)
+        if principal is None:
+            raise Unauthorized("authentication required", error="invalid_request")
+        set_agent(entry, principal)
+        request.state.principal = principal
+        if not principal.can(resource, letter):
+            ctx = principal.contexts[0]
+            raise Forbidden(f"scope {ctx}/{resource}.{letter} is required")
+        if roles is not None and principal.kind == "user" and not roles & principal.roles:
+            raise Forbidden(f"one of the roles {', '.join(sorted(roles))} is required")
+        return principal
+
+    return dependency
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    issue_code: str,
+    title: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """OperationOutcome under /fhir, RFC 9457 problem+json elsewhere (an HTML page for a
+    browser, when the portal registered ``app.state.html_error``)."""
+    html_error = getattr(request.app.state, "html_error", None)
+    if (
+        html_error is not None
+        and not _is_fhir(request)
+        and "text/html" in request.headers.get("accept", "")
+    ):
+        response: Response = html_error(request, status, message)
+        if headers:
+            response.headers.update(headers)
+        return response
+    if _is_fhir(request):
+        body = operation_outcome(message, code=issue_code)
+        return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
+    problem = {"type": "about:blank", "title": title, "status": status, "detail": message}
+    return JSONResponse(
+        problem, status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_enrs(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, EnrsError)
+        return error_response(
+            request,
+            exc.status,
+            exc.message,
+            issue_code=exc.issue_code,
+            title=exc.title,
+            headers=exc.headers or None,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return error_response(
+            request, 400, f"invalid request: {details}", issue_code="invalid", title="Bad request"
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}
+        return error_response(
+            request,
+            exc.status_code,
+            str(exc.detail),
+            issue_code=code.get(exc.status_code, "processing"),
+            title=str(exc.detail),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    async def on_db_down(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return error_response(
+            request,
+            503,
+            "the database is unavailable; retry later",
+            issue_code="transient",
+            title="Service unavailable",
+            headers={"Retry-After": "5"},
+        )
+
+    async def on_any(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            request, 500, "internal error", issue_code="exception", title="Internal error"
+        )
+
+    app.add_exception_handler(EnrsError, on_enrs)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(OperationalError, on_db_down)
+    app.add_exception_handler(PoolTimeout, on_db_down)
+    app.add_exception_handler(DBAPIError, on_db_down)
+    app.add_exception_handler(Exception, on_any)
+
+
+# --- middleware ------------------------------------------------------------------------------
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (``X-Request-ID``) and refuses bodies over ``max_body`` bytes."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            request = Request(scope)
+            exc = PayloadTooLarge(f"request body larger than {self.max_body} bytes")
+            response = error_response(
+                request, 413, exc.message, issue_code=exc.issue_code, title=exc.title
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise PayloadTooLarge(f"request body larger than {self.max_body} bytes")
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_id)

@@ -1,0 +1,1 @@
+"""Security plumbing: passwords, signing keys and tokens, SMART scopes, the request principal."""

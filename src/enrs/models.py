@@ -1,0 +1,7 @@
+"""Imports every table module so that ``Base.metadata`` is complete (for Alembic)."""
+
+from enrs.accounts import models as accounts_models
+from enrs.kit.audit import models as audit_models
+from enrs.kit.db import Base
+
+__all__ = ["Base", "accounts_models", "audit_models"]

@@ -1,0 +1,298 @@
+"""The portal (French web UI): login (local account or external OIDC provider), services page,
+account page, audit trail for admins. Server-rendered with Jinja2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from enrs.accounts import oidc as oidc_rp
+from enrs.accounts import repository as accounts_repository
+from enrs.accounts import service as accounts_service
+from enrs.accounts.models import OidcLoginState
+from enrs.kit.audit.search import AUDIT_FILTERS, search_audit
+from enrs.kit.db import utcnow
+from enrs.kit.errors import EnrsError, Forbidden
+from enrs.kit.http import SESSION_COOKIE, DbSession, TransactionalRoute, new_entry, set_agent
+from enrs.kit.security import totp
+from enrs.portal.auth import CSRF_COOKIE, PortalUser, csrf_matches, new_csrf
+from enrs.settings import Settings
+
+router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+SERVICES = [
+    (
+        "Serveur régional d'identité",
+        "Identités patients, INS, rapprochements, identitovigilance",
+        "à venir",
+    ),
+    ("Annuaire", "Professionnels (RPPS), structures (FINESS), offre de soins (ROR)", "à venir"),
+    (
+        "Documents partagés",
+        "Entrepôt de documents de l'équipe de soins, alimentation du DMP",
+        "à venir",
+    ),
+    ("Messagerie sécurisée", "Opérateur MSSanté", "à venir"),
+    (
+        "Coordination (e-parcours)",
+        "Équipe de soins, plan de soins, tâches, messagerie instantanée",
+        "à venir",
+    ),
+    ("Imagerie régionale", "PACS, partage d'examens, téléradiologie", "à venir"),
+    ("Télémédecine", "Téléexpertise, téléconsultation, RCP", "à venir"),
+    ("Traçabilité", "Journal d'audit des accès aux données de santé", "disponible"),
+]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("user", getattr(request.state, "principal", None))
+    context.setdefault("oidc_label", _settings(request).oidc_display_name)
+    context.setdefault("oidc_enabled", bool(_settings(request).oidc_issuer))
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def render_error(request: Request, status: int, message: str) -> HTMLResponse:
+    """The HTML error page shown to browsers outside /fhir."""
+    return _render(request, "error.html", status, code=status, message=message)
+
+
+def _login_page(request: Request, status: int = 200, **context: Any) -> HTMLResponse:
+    token = new_csrf()
+    response = _render(request, "login.html", status, csrf=token, **context)
+    response.set_cookie(
+        CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=_settings(request).base_url.startswith("https"),
+    )
+    return response
+
+
+def _open_session(request: Request, session: DbSession, user: Any, method: str) -> Response:
+    settings = _settings(request)
+    token, _ = accounts_service.start_session(
+        session,
+        user,
+        method=method,
+        source_ip=request.client.host if request.client else None,
+        ttl=settings.session_ttl,
+    )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl,
+        httponly=True,
+        samesite="lax",
+        secure=settings.base_url.startswith("https"),
+    )
+    response.delete_cookie(CSRF_COOKIE)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request) -> HTMLResponse:
+    return _login_page(request)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: DbSession,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    totp_code: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Local login; failures are answered (and committed: the lock-out counter), not raised."""
+    entry = new_entry(request, "login", "login", agent_kind="user", agent_id=username[:128])
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), csrf):
+        entry.outcome_desc = "login form without a valid CSRF token"
+        return _login_page(request, 400, error="Formulaire expiré, veuillez réessayer.")
+    settings = _settings(request)
+    result = accounts_service.authenticate_password(
+        session,
+        username=username,
+        password=password,
+        totp_code=totp_code or None,
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_seconds,
+    )
+    if result.user is None:
+        entry.outcome_desc = f"login refused: {result.reason}"
+        return _login_page(
+            request,
+            401,
+            error=result.message,
+            username=username,
+            ask_totp=result.reason in ("totp_required", "totp_invalid"),
+        )
+    set_agent(entry, accounts_service.user_principal(result.user))
+    return _open_session(request, session, result.user, "password")
+
+
+@router.post("/logout")
+def logout(
+    request: Request, session: DbSession, user: PortalUser, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    entry = new_entry(request, "logout", "logout")
+    set_agent(entry, user)
+    if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
+        raise Forbidden("jeton CSRF invalide")
+    accounts_service.end_session(session, request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+def _oidc_client(request: Request) -> oidc_rp.OidcClient:
+    settings = _settings(request)
+    if not settings.oidc_issuer:
+        raise EnrsError(
+            "aucun fournisseur d'identité externe n'est configuré", 404, issue_code="not-supported"
+        )
+    client: oidc_rp.OidcClient | None = getattr(request.app.state, "oidc_client", None)
+    if client is None:
+        config = oidc_rp.OidcConfig(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret,
+            redirect_uri=f"{settings.base_url}/auth/oidc/callback",
+            scopes=settings.oidc_scopes,
+            rpps_claim=settings.oidc_rpps_claim,
+        )
+        client = oidc_rp.OidcClient(config, httpx.Client(timeout=10))
+        request.app.state.oidc_client = client
+    return client
+
+
+@router.get("/auth/oidc/login")
+def oidc_login(request: Request, session: DbSession) -> Response:
+    """Start the authorization code flow with PKCE at the external provider."""
+    login_request = _oidc_client(request).start_login()
+    accounts_service.purge_expired(session, utcnow())
+    session.add(
+        OidcLoginState(
+            state=login_request.state,
+            nonce=login_request.nonce,
+            code_verifier=login_request.code_verifier,
+            created_at=utcnow(),
+        )
+    )
+    return RedirectResponse(login_request.url, status_code=303)
+
+
+@router.get("/auth/oidc/callback")
+def oidc_callback(request: Request, session: DbSession) -> Response:
+    """Finish the external login and map the person to a local account by RPPS."""
+    entry = new_entry(request, "login", "login", agent_kind="user")
+    params = dict(request.query_params)
+    try:
+        callback = oidc_rp.parse_callback(params)
+        saved = accounts_repository.pop_oidc_state(session, callback.state)
+        if saved is None:
+            raise oidc_rp.OidcError("unknown or already used login state", reason="bad_state")
+        identity = _oidc_client(request).finish_login(
+            code=callback.code,
+            returned_state=callback.state,
+            expected_state=saved.state,
+            nonce=saved.nonce,
+            code_verifier=saved.code_verifier,
+            returned_iss=callback.iss,
+        )
+    except oidc_rp.OidcError as exc:
+        entry.outcome_desc = f"external login failed: {exc.message}"
+        return _login_page(request, 401, error=f"Connexion externe refusée : {exc.message}")
+    entry.agent_id = identity.subject
+    user = accounts_repository.user_by_rpps(session, identity.rpps) if identity.rpps else None
+    if user is None or not user.active:
+        entry.outcome_desc = f"no active account for RPPS {identity.rpps}"
+        return _login_page(
+            request,
+            403,
+            error=(f"Aucun compte actif n'est associé au RPPS {identity.rpps or '(absent)'}."),
+        )
+    set_agent(entry, accounts_service.user_principal(user))
+    return _open_session(request, session, user, "oidc")
+
+
+@router.get("/")
+def services_page(request: Request, user: PortalUser, session: DbSession) -> HTMLResponse:
+    return _render(
+        request,
+        "services.html",
+        services=SERVICES,
+        csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.get("/account")
+def account_page(request: Request, user: PortalUser, session: DbSession) -> HTMLResponse:
+    account = accounts_repository.user_by_id(session, user.subject)
+    return _render(
+        request,
+        "account.html",
+        account=account,
+        scopes=str(user.scopes),
+        csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.post("/account/totp")
+def account_totp(
+    request: Request, user: PortalUser, session: DbSession, csrf: Annotated[str, Form()] = ""
+) -> HTMLResponse:
+    if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
+        raise Forbidden("jeton CSRF invalide")
+    account = accounts_repository.user_by_id(session, user.subject)
+    assert account is not None
+    entry = new_entry(request, "security", "totp-enrol")
+    set_agent(entry, user)
+    secret = accounts_service.enable_totp(session, account)
+    return _render(
+        request,
+        "account.html",
+        account=account,
+        scopes=str(user.scopes),
+        csrf=accounts_service.session_csrf(session, user),
+        totp_secret=secret,
+        totp_uri=totp.provisioning_uri(secret, account.username),
+    )
+
+
+@router.get("/admin/audit")
+def audit_page(request: Request, user: PortalUser, session: DbSession) -> HTMLResponse:
+    """The audit trail for admins (itself audited as a search of AuditEvent)."""
+    entry = new_entry(
+        request,
+        "rest",
+        "search-type",
+        action="E",
+        resource_type="AuditEvent",
+        query=str(request.url.query),
+    )
+    set_agent(entry, user)
+    if "admin" not in user.roles:
+        raise Forbidden("réservé aux administrateurs")
+    items = [(k, v) for k, v in request.query_params.multi_items() if v]
+    page = search_audit(session, items, base_url=_settings(request).fhir_base)
+    filters = {name: request.query_params.get(name, "") for name in AUDIT_FILTERS}
+    return _render(
+        request,
+        "audit.html",
+        page=page,
+        filters=filters,
+        csrf=accounts_service.session_csrf(session, user),
+    )

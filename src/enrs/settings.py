@@ -1,0 +1,88 @@
+"""One typed Settings object, read from ``ENRS_*`` environment variables or a ``.env`` file.
+
+Built once at start-up (``Settings()``) and passed explicitly; never created at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform. The README's configuration table lists them all."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("var"), description="Folder for the embedded database, blobs, keys")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in the data dir")
+    http_host: str = Field("127.0.0.1", description="HTTP listen address")
+    http_port: int = Field(8000, description="HTTP listen port")
+    http_workers: int = Field(1, ge=1, description="HTTP worker processes")
+    base_url: str = Field("", description="Public base URL; default http://{host}:{port}")
+    keys_dir: Path | None = Field(None, description="Signing keys and master key folder")
+    signing_alg: Literal["ES256", "RS256"] = Field("ES256", description="Access token algorithm")
+    access_token_ttl: int = Field(3600, ge=60, description="Access token lifetime (seconds)")
+    session_ttl: int = Field(8 * 3600, ge=300, description="Portal session lifetime (seconds)")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins before lock-out")
+    login_lockout_seconds: int = Field(900, ge=1, description="Lock-out duration (seconds)")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body")
+    storage_backend: Literal["fs", "s3"] = Field("fs", description="Blob storage backend")
+    storage_dir: Path | None = Field(None, description="Folder of the fs backend")
+    master_key_file: Path | None = Field(None, description="File holding the blob master key(s)")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint URL")
+    s3_bucket: str = Field("enrs", description="S3 bucket")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: str = Field("", description="S3 access key id")
+    s3_secret_access_key: str = Field("", description="S3 secret access key")
+    oidc_issuer: str = Field("", description="External OIDC provider (e.g. Pro Santé Connect)")
+    oidc_client_id: str = Field("", description="Client id at the external provider")
+    oidc_client_secret: str = Field("", description="Client secret at the external provider")
+    oidc_scopes: str = Field("openid profile", description="Scopes asked of the provider")
+    oidc_rpps_claim: str = Field("SubjectNameID", description="Claim holding the RPPS number")
+    oidc_display_name: str = Field("Pro Santé Connect", description="Label of the login button")
+    log_level: str = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.data_dir = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'enrs.db'}"
+        if not self.base_url:
+            self.base_url = f"http://{self.http_host}:{self.http_port}"
+        self.base_url = self.base_url.rstrip("/")
+        if self.keys_dir is None:
+            self.keys_dir = self.data_dir / "keys"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "blobs"
+        if self.master_key_file is None:
+            self.master_key_file = self.keys_dir / "master-keys.json"
+        return self
+
+    @property
+    def keys_path(self) -> Path:
+        assert self.keys_dir is not None
+        return self.keys_dir
+
+    @property
+    def storage_path(self) -> Path:
+        assert self.storage_dir is not None
+        return self.storage_dir
+
+    @property
+    def master_key_path(self) -> Path:
+        assert self.master_key_file is not None
+        return self.master_key_file
+
+    @property
+    def fhir_base(self) -> str:
+        return f"{self.base_url}/fhir"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,70 @@
+"""``GET /fhir/AuditEvent`` (search) and ``GET /fhir/AuditEvent/{id}`` (read) for admins and
+auditors: the audit trail as IHE BALP AuditEvents. Each call is itself audited."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from enrs.kit.audit.fhir import to_audit_event
+from enrs.kit.audit.models import AuditRecord
+from enrs.kit.audit.search import AUDIT_SEARCH, search_audit
+from enrs.kit.errors import NotFound
+from enrs.kit.fhir.bundle import searchset_bundle
+from enrs.kit.fhir.capability import CapabilityRegistry
+from enrs.kit.fhir.outcome import FhirJSONResponse
+from enrs.kit.http import DbSession, TransactionalRoute, require
+from enrs.kit.security.principal import Principal
+from enrs.system.fhir_endpoints import FhirFormat, prefers_strict
+
+router = APIRouter(route_class=TransactionalRoute, tags=["fhir"], dependencies=[FhirFormat])
+AUDITORS = frozenset({"admin", "auditor"})
+AuditSearch = Annotated[Principal, Depends(require("AuditEvent", "search-type", roles=AUDITORS))]
+AuditRead = Annotated[Principal, Depends(require("AuditEvent", "read", roles=AUDITORS))]
+
+
+def register_capabilities(registry: CapabilityRegistry) -> None:
+    registry.add_resource(
+        "AuditEvent",
+        interactions=["read", "search-type"],
+        search_params=AUDIT_SEARCH,
+        profile="https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read",
+    )
+
+
+@router.get("/fhir/AuditEvent", summary="Search the audit trail (BALP AuditEvent)")
+def search_audit_events(
+    request: Request, session: DbSession, _principal: AuditSearch
+) -> FhirJSONResponse:
+    base = request.app.state.settings.fhir_base
+    page = search_audit(
+        session,
+        list(request.query_params.multi_items()),
+        base_url=base,
+        strict=prefers_strict(request),
+    )
+    events = [to_audit_event(r, request.app.state.settings.base_url) for r in page.records]
+    bundle = searchset_bundle(
+        base_url=base,
+        resource_type="AuditEvent",
+        resources=events,
+        parsed=page.parsed,
+        total=page.total,
+        has_next=page.has_next,
+    )
+    return FhirJSONResponse(bundle)
+
+
+@router.get("/fhir/AuditEvent/{event_id}", summary="Read one audit record")
+def read_audit_event(
+    request: Request, event_id: str, session: DbSession, _principal: AuditRead
+) -> FhirJSONResponse:
+    if not event_id.isdigit() or len(event_id) > 18:
+        raise NotFound(f"AuditEvent/{event_id} not found")
+    record = session.scalar(select(AuditRecord).where(AuditRecord.seq == int(event_id)))
+    if record is None:
+        raise NotFound(f"AuditEvent/{event_id} not found")
+    request.state.audit[-1].entity_ref = f"AuditEvent/{event_id}"
+    return FhirJSONResponse(to_audit_event(record, request.app.state.settings.base_url))
