@@ -4,6 +4,7 @@ and the list of protocol listeners ``enrs serve`` starts."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -83,6 +84,9 @@ def create_app_from_env() -> FastAPI:
 
 def _run_http(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper())
+    # This listener runs in a spawned child whose stdin is not a usable descriptor; uvicorn
+    # would hand it on to its worker processes, which then fail to reopen it.
+    sys.stdin = None  # type: ignore[assignment]
     uvicorn.run(
         "enrs.app:create_app_from_env",
         factory=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ def _settings() -> Settings:
 def main() -> None:
     """ENRS - Espace Numérique Régional de Santé."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -203,9 +205,11 @@ def keys_rotate() -> None:
     from enrs.kit.storage import open_storage
 
     report = open_storage(_settings()).rotate_master_key()
-    click.echo(
-        json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars(report), default=str)
-    )
+    out = dataclasses.asdict(report)
+    out["stale_key_ids"] = sorted(report.stale_key_ids)
+    click.echo(json.dumps(out))
+    if report.failed:
+        sys.exit(1)
 
 
 @keys.command("rotate-signing")

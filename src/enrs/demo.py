@@ -21,6 +21,7 @@ DEMO_CLIENT = ("DPI démo CH Fort-de-France", "system/Patient.rs system/AuditEve
 
 def load_demo(settings: Settings) -> list[str]:
     """Create the demo accounts that do not exist yet; return lines describing them."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     lines = [f"Portal:  {settings.base_url}/   API docs: {settings.base_url}/docs"]
     client_file = settings.data_dir / "demo-client.json"

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -247,7 +248,8 @@ def create_client(session: Session, *, name: str, scope: str) -> tuple[Client, s
     bad = [str(s) for s in scopes.scopes if s.context != "system"]
     if bad:
         raise BadRequest(f"system clients take system/ scopes only, not {' '.join(bad)}")
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "client"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40] or "client"
     secret = secrets.token_urlsafe(32)
     client = Client(
         id=str(uuid.uuid4()),

@@ -1,0 +1,72 @@
+"""A real browser (Playwright driving Debian's Chromium) against ``enrs serve``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+from tests.support.live_server import LiveServer, enrs_command, live_server
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RuntimeError("Debian's chromium is required: `make test` installs it")
+    return path
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
+    data_dir = tmp_path / "var"
+    env = {"ENRS_DATA_DIR": str(data_dir), "ENRS_DATABASE_URL": database_url, "PATH": "/usr/bin"}
+    subprocess.run(enrs_command("demo", "load"), env=env, check=True, capture_output=True)
+    with live_server(data_dir=data_dir, database_url=database_url) as running:
+        yield running
+
+
+@pytest.mark.browser
+def test_login_reaches_services_page(browser: Browser, server: LiveServer, tmp_path: Path) -> None:
+    page = browser.new_page()
+    page.goto(server.base_url + "/")
+    assert page.url.endswith("/login")
+    page.fill("#username", "admin")
+    page.fill("#password", "wrong password")
+    page.click("button[type=submit]")
+    assert "incorrect" in page.locator(".error").inner_text()
+    page.fill("#username", "admin")
+    page.fill("#password", "Admin-demo-2026!")
+    page.click("button[type=submit]")
+    page.wait_for_url(server.base_url + "/")
+    assert page.locator("h1").inner_text() == "Services de la plateforme"
+    assert page.locator(".services li").count() == 8
+    page.screenshot(path=str(tmp_path / "services.png"), full_page=True)
+    page.click("text=Traçabilité")
+    page.wait_for_url("**/admin/audit")
+    rows = page.locator("table.audit tbody tr")
+    assert rows.count() >= 2
+    assert "login" in rows.first.inner_text() or "login" in page.content()
+    page.click("text=Se déconnecter")
+    page.wait_for_url("**/login")

@@ -1,0 +1,120 @@
+"""The ``enrs`` command as an operator runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import text
+from tests.support.live_server import enrs_command
+
+from enrs.kit.db import Database
+from enrs.kit.storage import open_storage
+from enrs.settings import Settings
+
+
+def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        enrs_command(*args),
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
+
+
+def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return {"ENRS_DATA_DIR": str(tmp_path / "var"), "ENRS_DATABASE_URL": database_url}
+
+
+def test_users_and_clients(tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url)
+    made = _run(
+        {**env, "ENRS_NEW_PASSWORD": "Very-long-pass-42"},
+        "users",
+        "create",
+        "dr.leon",
+        "--name",
+        "Dr Léon",
+        "--role",
+        "professional",
+        "--rpps",
+        "10000000001",
+        "--totp",
+    )
+    out = json.loads(made.stdout)
+    assert out["username"] == "dr.leon" and out["totp_uri"].startswith("otpauth://totp/")
+    weak = _run(
+        {**env, "ENRS_NEW_PASSWORD": "short"},
+        "users",
+        "create",
+        "x.y",
+        "--name",
+        "X",
+        "--role",
+        "admin",
+        check=False,
+    )
+    assert weak.returncode != 0 and "12 characters" in weak.stderr
+    bad_role = _run(
+        {**env, "ENRS_NEW_PASSWORD": "Very-long-pass-42"},
+        "users",
+        "create",
+        "z.z",
+        "--name",
+        "Z",
+        "--role",
+        "wizard",
+        check=False,
+    )
+    assert bad_role.returncode != 0 and "unknown role" in bad_role.stderr
+    client = json.loads(
+        _run(env, "clients", "create", "RIS Clinique", "--scope", "system/Patient.rs").stdout
+    )
+    assert client["client_id"].startswith("ris-clinique-") and len(client["client_secret"]) > 30
+    wrong = _run(env, "clients", "create", "X", "--scope", "user/Patient.rs", check=False)
+    assert wrong.returncode != 0 and "system/ scopes only" in wrong.stderr
+    assert "dr.leon" in _run(env, "users", "list").stdout
+
+
+def test_audit_verify_exit_codes(tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url)
+    for name in ("a", "b", "c"):
+        _run(env, "clients", "create", name, "--scope", "system/Patient.rs")
+    db = Database(database_url)
+    from enrs.kit.audit import AuditEntry, write_entries
+
+    write_entries(
+        db, [AuditEntry(category="rest", interaction="read", agent_id=str(i)) for i in range(3)]
+    )
+    ok = _run(env, "audit", "verify")
+    assert "3 records verified" in ok.stdout
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            conn.execute(text("DROP TRIGGER audit_record_no_update"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_record_no_change ON audit_record"))
+        conn.execute(text("UPDATE audit_record SET agent_id = 'intruder' WHERE seq = 2"))
+    db.dispose()
+    broken = _run(env, "audit", "verify", check=False)
+    assert broken.returncode == 1 and "record 2" in broken.stderr
+
+
+def test_keys_rotate_rewraps_blobs(tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url)
+    settings = Settings(data_dir=tmp_path / "var", database_url=database_url)
+    store = open_storage(settings)
+    for i in range(3):
+        store.put(f"docs/{i}", f"compte-rendu {i}".encode())
+    before_kid, _ = store.keyring.current()
+    report = json.loads(_run(env, "keys", "rotate").stdout)
+    assert report["rewrapped"] == 3 and report["failed"] == 0
+    assert report["current_key_id"] != before_kid
+    fresh = open_storage(settings)
+    assert [fresh.get(f"docs/{i}") for i in range(3)] == [
+        f"compte-rendu {i}".encode() for i in range(3)
+    ]
+    signing = json.loads(_run(env, "keys", "rotate-signing").stdout)
+    assert signing["alg"] == "ES256"
