@@ -86,7 +86,7 @@ def _run_http(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper())
     # This listener runs in a spawned child whose stdin is not a usable descriptor; uvicorn
     # would hand it on to its worker processes, which then fail to reopen it.
-    sys.stdin = None  # type: ignore[assignment]
+    sys.stdin = None
     uvicorn.run(
         "enrs.app:create_app_from_env",
         factory=True,

@@ -32,7 +32,9 @@ def supervise(listeners: list[Listener], settings: Settings) -> int:
     ctx = multiprocessing.get_context("spawn")
     procs: dict[str, BaseProcess] = {}
     for listener in listeners:
-        proc = ctx.Process(target=listener.run, args=(settings,), name=f"enrs-{listener.name}")
+        proc: BaseProcess = ctx.Process(
+            target=listener.run, args=(settings,), name=f"enrs-{listener.name}"
+        )
         proc.start()
         procs[listener.name] = proc
         log.info(

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.fhir.search import (
@@ -27,16 +28,16 @@ from enrs.kit.fhir.search_values import ReferenceValue, TokenValue
 R = "http://hl7.org/fhir/SearchParameter/AuditEvent-"
 
 
-def _agent(value: TokenValue) -> object:
+def _agent(value: TokenValue) -> ColumnElement[bool]:
     code = value.code or ""
     return or_(AuditRecord.agent_id == code, AuditRecord.client_id == code)
 
 
-def _patient(value: ReferenceValue) -> object:
+def _patient(value: ReferenceValue) -> ColumnElement[bool]:
     return AuditRecord.patient_ref == f"Patient/{value.id}"
 
 
-def _entity(value: ReferenceValue) -> object:
+def _entity(value: ReferenceValue) -> ColumnElement[bool]:
     ref = f"{value.type}/{value.id}" if value.type else value.id
     return or_(AuditRecord.entity_ref == ref, AuditRecord.entity_ref.endswith(f"/{value.id}"))
 
@@ -47,7 +48,7 @@ AUDIT_SEARCH = SearchSpec(
         "date": SearchParam.date(
             AuditRecord.recorded, doc="When the event was recorded", definition=R + "date"
         ),
-        "agent": SearchParam.token(match=_agent, doc="Identifier of the user or client"),  # type: ignore[arg-type]
+        "agent": SearchParam.token(match=_agent, doc="Identifier of the user or client"),
         "altid": SearchParam.token(
             AuditRecord.agent_id, doc="Alternative user id", definition=R + "altid"
         ),
@@ -56,13 +57,13 @@ AUDIT_SEARCH = SearchSpec(
         ),
         "patient": SearchParam.reference(
             match=_patient,
-            targets=["Patient"],  # type: ignore[arg-type]
+            targets=["Patient"],
             doc="The patient concerned",
             definition=R + "patient",
         ),
         "entity": SearchParam.reference(
             match=_entity,
-            targets=["Patient", "AuditEvent"],  # type: ignore[arg-type]
+            targets=["Patient", "AuditEvent"],
             doc="The resource concerned",
             definition=R + "entity",
         ),
