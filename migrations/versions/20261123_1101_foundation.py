@@ -78,6 +78,7 @@ def upgrade() -> None:
         sa.Column("entity_ref", sa.String(length=256), nullable=True),
         sa.Column("query", sa.Text(), nullable=True),
         sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_record")),

@@ -15,7 +15,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
     assert set(resources) == {"AuditEvent"}
     interactions = {i["code"] for i in resources["AuditEvent"]["interaction"]}
-    assert interactions == {"read", "search-type"}
+    assert interactions == {"create", "read", "search-type"}
     params = {p["name"] for p in resources["AuditEvent"]["searchParam"]}
     assert {"date", "agent", "patient", "action"} <= params
 

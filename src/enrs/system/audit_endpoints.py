@@ -3,17 +3,20 @@ auditors: the audit trail as IHE BALP AuditEvents. Each call is itself audited."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
+from enrs.kit.audit import write_entries
 from enrs.kit.audit.fhir import to_audit_event
 from enrs.kit.audit.models import AuditRecord
+from enrs.kit.audit.record import entry_from_audit_event
 from enrs.kit.audit.search import AUDIT_SEARCH, search_audit
 from enrs.kit.errors import NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
+from enrs.kit.fhir.media import check_request_content_type, parse_resource_body
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.http import DbSession, TransactionalRoute, require
 from enrs.kit.security.principal import Principal
@@ -22,13 +25,14 @@ from enrs.system.fhir_endpoints import FhirFormat, prefers_strict
 router = APIRouter(route_class=TransactionalRoute, tags=["fhir"], dependencies=[FhirFormat])
 AUDITORS = frozenset({"admin", "auditor"})
 AuditSearch = Annotated[Principal, Depends(require("AuditEvent", "search-type", roles=AUDITORS))]
+AuditCreate = Annotated[Principal, Depends(require("AuditEvent", "create", roles=AUDITORS))]
 AuditRead = Annotated[Principal, Depends(require("AuditEvent", "read", roles=AUDITORS))]
 
 
 def register_capabilities(registry: CapabilityRegistry) -> None:
     registry.add_resource(
         "AuditEvent",
-        interactions=["read", "search-type"],
+        interactions=["create", "read", "search-type"],
         search_params=AUDIT_SEARCH,
         profile="https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read",
     )
@@ -55,6 +59,32 @@ def search_audit_events(
         has_next=page.has_next,
     )
     return FhirJSONResponse(bundle)
+
+
+async def fhir_body(request: Request) -> dict[str, Any]:
+    """The request's FHIR JSON resource, checked for media type, size and syntax."""
+    check_request_content_type(request.headers.get("content-type"))
+    raw = await request.body()
+    limit: int = request.app.state.settings.max_body_bytes
+    return parse_resource_body(raw, max_bytes=limit, expected_type="AuditEvent")
+
+
+@router.post("/fhir/AuditEvent", status_code=201, summary="Record an audit event (IHE ITI-20)")
+def record_audit_event(
+    request: Request,
+    principal: AuditCreate,
+    event: Annotated[dict[str, Any], Depends(fhir_body)],
+) -> FhirJSONResponse:
+    """ITI-20: keep a facility's AuditEvent in the platform's trail (the submission itself is
+    audited as a create). 422 with an OperationOutcome when the event is not usable."""
+    entry = entry_from_audit_event(event)
+    entry.client_id = principal.client_id
+    entry.request_id = getattr(request.state, "request_id", None)
+    (seq,) = write_entries(request.app.state.db, [entry])
+    request.state.audit[-1].entity_ref = f"AuditEvent/{seq}"
+    stored = dict(event, id=str(seq))
+    location = f"{request.app.state.settings.fhir_base}/AuditEvent/{seq}"
+    return FhirJSONResponse(stored, status_code=201, headers={"Location": location})
 
 
 @router.get("/fhir/AuditEvent/{event_id}", summary="Read one audit record")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from enrs.kit.audit.models import AuditRecord
@@ -110,8 +111,21 @@ def _entities(rec: AuditRecord) -> list[dict[str, Any]]:
     return entities
 
 
+def _hash_extensions(rec: AuditRecord) -> list[dict[str, Any]]:
+    return [
+        {"url": "urn:enrs:audit:hash", "valueString": rec.hash},
+        {"url": "urn:enrs:audit:prev-hash", "valueString": rec.prev_hash},
+    ]
+
+
 def to_audit_event(rec: AuditRecord, base_url: str) -> dict[str, Any]:
-    """The BALP AuditEvent for one record; ``base_url`` names the platform's identifiers."""
+    """The BALP AuditEvent for one record; ``base_url`` names the platform's identifiers.
+    An event a facility recorded (ITI-20) is returned as it was sent, with our id."""
+    if rec.category == "external" and rec.detail:
+        sent: dict[str, Any] = json.loads(rec.detail)
+        sent["id"] = str(rec.seq)
+        sent["extension"] = [*sent.get("extension", []), *_hash_extensions(rec)]
+        return sent
     profile = _REST_PROFILES.get(rec.interaction) if rec.category == "rest" else None
     if profile and rec.patient_ref:
         profile = profile.replace("BasicAudit.", "BasicAudit.Patient")
@@ -135,10 +149,7 @@ def to_audit_event(rec: AuditRecord, base_url: str) -> dict[str, Any]:
                 }
             ],
         },
-        "extension": [
-            {"url": "urn:enrs:audit:hash", "valueString": rec.hash},
-            {"url": "urn:enrs:audit:prev-hash", "valueString": rec.prev_hash},
-        ],
+        "extension": _hash_extensions(rec),
     }
     if profile:
         event["meta"] = {"profile": [BALP + profile]}

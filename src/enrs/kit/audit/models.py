@@ -30,6 +30,7 @@ class AuditRecord(Base):
     entity_ref: Mapped[str | None] = mapped_column(String(256))
     query: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)  # an AuditEvent recorded for a facility
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 

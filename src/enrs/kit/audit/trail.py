@@ -57,6 +57,7 @@ class AuditEntry:
     entity_ref: str | None = None
     query: str | None = None
     request_id: str | None = None
+    detail: str | None = None
     recorded: datetime = field(default_factory=utcnow)
 
 
