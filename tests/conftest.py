@@ -131,6 +131,7 @@ class Factory:
     def system_client(self, scope: str = "system/AuditEvent.rs") -> tuple[str, str]:
         with self.db.transaction() as session:
             created, secret = accounts_service.create_client(session, name="Test DPI", scope=scope)
+            assert secret is not None
             return created.client_id, secret
 
     def token(self, scope: str = "system/AuditEvent.rs", ask: str | None = None) -> str:

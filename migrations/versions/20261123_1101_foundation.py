@@ -27,6 +27,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=256), nullable=False),
         sa.Column("secret_hash", sa.String(length=128), nullable=False),
         sa.Column("scope", sa.Text(), nullable=False),
+        sa.Column("redirect_uris", sa.Text(), nullable=False),
+        sa.Column("public", sa.Boolean(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_account_client")),
@@ -37,6 +39,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=128), nullable=False),
         sa.Column("nonce", sa.String(length=128), nullable=False),
         sa.Column("code_verifier", sa.String(length=128), nullable=False),
+        sa.Column("return_to", sa.Text(), nullable=True),
         sa.Column("created_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("state", name=op.f("pk_account_oidc_state")),
     )
@@ -111,6 +114,23 @@ def upgrade() -> None:
     with op.batch_alter_table("account_session", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_account_session_user_id"), ["user_id"], unique=False)
 
+    op.create_table(
+        "account_auth_code",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("client_id", sa.String(length=128), nullable=False),
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("redirect_uri", sa.Text(), nullable=False),
+        sa.Column("scope", sa.Text(), nullable=False),
+        sa.Column("code_challenge", sa.String(length=128), nullable=False),
+        sa.Column("nonce", sa.String(length=256), nullable=True),
+        sa.Column("auth_time", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["account_user.id"], name=op.f("fk_account_auth_code_user_id_account_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_account_auth_code")),
+    )
     # ### end Alembic commands ###
     _audit_append_only()
 
@@ -154,6 +174,7 @@ def downgrade() -> None:
     with op.batch_alter_table("account_session", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_session_user_id"))
 
+    op.drop_table("account_auth_code")
     op.drop_table("account_session")
     with op.batch_alter_table("audit_record", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_record_recorded"))

@@ -25,6 +25,7 @@ from enrs.kit.security.keys import KeyRing
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.portal import endpoints as portal_endpoints
+from enrs.portal import oauth as portal_oauth
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
 from enrs.system import audit_endpoints, fhir_endpoints
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(fhir_endpoints.router)
     app.include_router(audit_endpoints.router)
     app.include_router(portal_endpoints.router)
+    app.include_router(portal_oauth.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

@@ -156,15 +156,31 @@ def clients() -> None:
 @clients.command("create")
 @click.argument("name")
 @click.option("--scope", required=True, help='SMART scopes, e.g. "system/Patient.rs"')
-def clients_create(name: str, scope: str) -> None:
-    """Register a system client; prints its client_id and client_secret as JSON."""
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Register an application acting for people (authorization code + PKCE)",
+)
+@click.option("--public", is_flag=True, help="Application without a secret (mobile, browser)")
+def clients_create(name: str, scope: str, redirect_uris: tuple[str, ...], public: bool) -> None:
+    """Register a client; prints its client_id (and client_secret) as JSON.
+
+    Without --redirect-uri: a system client (client_credentials, system/ scopes).
+    With it: an application acting for a person (user/ scopes, openid)."""
     from enrs.accounts import service
     from enrs.kit.db import Database
 
     db = Database(_settings().database_url)
     with db.transaction() as session:
-        client, secret = service.create_client(session, name=name, scope=scope)
-        out = {"client_id": client.client_id, "client_secret": secret, "scope": client.scope}
+        client, secret = service.create_client(
+            session, name=name, scope=scope, redirect_uris=list(redirect_uris), public=public
+        )
+        out = {"client_id": client.client_id, "scope": client.scope}
+        if secret is not None:
+            out["client_secret"] = secret
+        if redirect_uris:
+            out["redirect_uris"] = " ".join(redirect_uris)
     db.dispose()
     click.echo(json.dumps(out))
 

@@ -41,6 +41,7 @@ def load_demo(settings: Settings) -> list[str]:
             client, secret = service.create_client(
                 session, name=DEMO_CLIENT[0], scope=DEMO_CLIENT[1]
             )
+            assert secret is not None
             client_file.write_text(
                 json.dumps({"client_id": client.client_id, "client_secret": secret})
             )

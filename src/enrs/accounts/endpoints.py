@@ -14,8 +14,9 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
-from enrs.accounts import service
-from enrs.kit.http import DbSession, TransactionalRoute, new_entry
+from enrs.accounts import authorization, service
+from enrs.kit.errors import Forbidden, Unauthorized
+from enrs.kit.http import DbSession, TransactionalRoute, authenticate, new_entry, set_agent
 from enrs.kit.security.scopes import ROLES
 from enrs.settings import Settings
 
@@ -53,7 +54,12 @@ def token(
     scope: Annotated[str | None, Form()] = None,
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
+    code: Annotated[str | None, Form()] = None,
+    redirect_uri: Annotated[str | None, Form()] = None,
+    code_verifier: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
+    """``client_credentials`` for systems, ``authorization_code`` (with PKCE) for applications
+    acting for a person."""
     entry = new_entry(request, "token", "token", action="E")
     basic = _basic_credentials(request)
     if basic is not None:
@@ -61,18 +67,36 @@ def token(
     entry.agent_kind, entry.agent_id, entry.client_id = "client", client_id, client_id
     if not grant_type:
         return _error(400, "invalid_request", "grant_type is required")
-    if grant_type != "client_credentials":
+    if grant_type == "authorization_code":
+        if not client_id:
+            return _error(401, "invalid_client", "client_id required")
+        if not code or not redirect_uri or not code_verifier:
+            return _error(400, "invalid_request", "code, redirect_uri and code_verifier required")
+        grant = authorization.authorization_code_grant(
+            session,
+            request.app.state.tokens,
+            client_id=client_id,
+            client_secret=client_secret,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+        )
+        if grant.user is not None:
+            entry.agent_kind, entry.agent_id = "user", grant.user.id
+            entry.agent_name = grant.user.display_name
+    elif grant_type == "client_credentials":
+        if not client_id or not client_secret:
+            return _error(401, "invalid_client", "client authentication required")
+        grant = service.client_credentials_grant(
+            session,
+            request.app.state.tokens,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+        )
+    else:
         return _error(400, "unsupported_grant_type", f"grant_type {grant_type!r} not supported")
-    if not client_id or not client_secret:
-        return _error(401, "invalid_client", "client authentication required")
-    grant = service.client_credentials_grant(
-        session,
-        request.app.state.tokens,
-        client_id=client_id,
-        client_secret=client_secret,
-        scope=scope,
-    )
-    if grant.client is not None:
+    if grant.client is not None and grant.user is None:
         entry.agent_name = grant.client.name
     if grant.error:
         entry.outcome_desc = f"{grant.error}: {grant.error_description}"
@@ -85,7 +109,25 @@ def token(
         "expires_in": grant.expires_in,
         "scope": grant.scope,
     }
+    if grant.id_token:
+        body["id_token"] = grant.id_token
     return JSONResponse(body, headers=NO_STORE)
+
+
+@router.get("/oauth/userinfo", summary="OpenID Connect UserInfo")
+def userinfo(request: Request, session: DbSession) -> JSONResponse:
+    """OIDC Core §5.3: the person behind a user access token that holds ``openid``."""
+    entry = new_entry(request, "token", "userinfo")
+    principal = authenticate(request, session)
+    if principal is None:
+        raise Unauthorized("access token required", error="invalid_request")
+    set_agent(entry, principal)
+    if principal.kind != "user" or "openid" not in principal.scopes.other:
+        raise Forbidden("a user access token with the openid scope is required")
+    claims: dict[str, Any] = {"sub": principal.subject, "name": principal.display}
+    if principal.rpps:
+        claims["rpps"] = principal.rpps
+    return JSONResponse(claims)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that sign access tokens")
@@ -99,10 +141,18 @@ def _metadata(settings: Settings) -> dict[str, Any]:
         "issuer": base,
         "token_endpoint": f"{base}/oauth/token",
         "jwks_uri": f"{base}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "authorization_endpoint": f"{base}/oauth/authorize",
+        "userinfo_endpoint": f"{base}/oauth/userinfo",
+        "grant_types_supported": ["client_credentials", "authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
         "scopes_supported": sorted({s for v in ROLES.values() for s in v.split()}),
-        "response_types_supported": ["token"],
+        "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [settings.signing_alg],
         "token_endpoint_auth_signing_alg_values_supported": [settings.signing_alg],
@@ -123,5 +173,12 @@ def oauth_metadata(request: Request) -> JSONResponse:
 @router.get("/fhir/.well-known/smart-configuration", summary="SMART App Launch configuration")
 def smart_configuration(request: Request) -> JSONResponse:
     meta = _metadata(request.app.state.settings)
-    meta["capabilities"] = ["client-confidential-symmetric", "permission-v2"]
+    meta["capabilities"] = [
+        "client-confidential-symmetric",
+        "client-public",
+        "permission-v2",
+        "launch-standalone",
+        "sso-openid-connect",
+        "permission-user",
+    ]
     return JSONResponse(meta)

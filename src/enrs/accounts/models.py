@@ -42,8 +42,31 @@ class Client(Base):
     name: Mapped[str] = mapped_column(String(256))
     secret_hash: Mapped[str] = mapped_column(String(128))
     scope: Mapped[str] = mapped_column(Text)
+    redirect_uris: Mapped[str] = mapped_column(Text, default="")  # apps using the code flow
+    public: Mapped[bool] = mapped_column(Boolean, default=False)  # no secret, PKCE only
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def redirect_uri_list(self) -> list[str]:
+        return self.redirect_uris.split()
+
+
+class AuthorizationCode(Base):
+    """A single-use authorization code (RFC 6749 §4.1), stored as its SHA-256."""
+
+    __tablename__ = "account_auth_code"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(ForeignKey("account_user.id"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str | None] = mapped_column(String(256))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebSession(Base):
@@ -69,4 +92,5 @@ class OidcLoginState(Base):
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128))
     code_verifier: Mapped[str] = mapped_column(String(128))
+    return_to: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -232,22 +233,48 @@ def end_session(session: Session, cookie: str) -> None:
 # --- system clients and tokens ---------------------------------------------------------------
 
 
-def _secret_digest(secret: str) -> str:
+def secret_digest(secret: str) -> str:
     # Client secrets are 256 random bits: a fast keyed digest is enough (no dictionary attack).
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_client(session: Session, *, name: str, scope: str) -> tuple[Client, str]:
-    """Register a system client; returns it with its secret (shown once, stored hashed)."""
+def create_client(
+    session: Session,
+    *,
+    name: str,
+    scope: str,
+    redirect_uris: list[str] | None = None,
+    public: bool = False,
+) -> tuple[Client, str | None]:
+    """Register a client; returns it with its secret (shown once, stored hashed).
+
+    Without redirect URIs it is a system client (``client_credentials``, ``system/`` scopes);
+    with them, an application acting for a person (authorization code + PKCE, ``user/``
+    scopes); ``public`` apps (mobile, browser) have no secret."""
+    uris = redirect_uris or []
+    for uri in uris:
+        parts = urlsplit(uri)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if (
+            parts.scheme not in ("https", "http")
+            or (parts.scheme == "http" and not local)
+            or parts.fragment
+            or not parts.netloc
+        ):
+            raise BadRequest(f"redirect URI {uri!r} must be https (http only on localhost)")
+    if public and not uris:
+        raise BadRequest("a public client needs redirect URIs (it uses the code flow)")
     try:
         scopes = ScopeSet.parse(scope)
     except ScopeError as exc:
         raise BadRequest(str(exc)) from exc
     if not scopes.scopes:
         raise BadRequest("a client needs at least one SMART scope, e.g. system/Patient.rs")
-    bad = [str(s) for s in scopes.scopes if s.context != "system"]
+    context = "user" if uris else "system"
+    bad = [str(s) for s in scopes.scopes if s.context != context]
     if bad:
-        raise BadRequest(f"system clients take system/ scopes only, not {' '.join(bad)}")
+        kind = "applications acting for people" if uris else "system clients"
+        raise BadRequest(f"{kind} take {context}/ scopes only, not {' '.join(bad)}")
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40] or "client"
     secret = secrets.token_urlsafe(32)
@@ -255,14 +282,16 @@ def create_client(session: Session, *, name: str, scope: str) -> tuple[Client, s
         id=str(uuid.uuid4()),
         client_id=f"{slug}-{secrets.token_hex(4)}",
         name=name,
-        secret_hash=_secret_digest(secret),
+        secret_hash=secret_digest(secret) if not public else "",
         scope=str(scopes),
+        redirect_uris=" ".join(uris),
+        public=public,
         active=True,
         created_at=utcnow(),
     )
     session.add(client)
     session.flush()
-    return client, secret
+    return client, None if public else secret
 
 
 @dataclass(frozen=True)
@@ -275,6 +304,8 @@ class TokenGrant:
     error: str | None = None
     error_description: str = ""
     client: Client | None = None
+    id_token: str | None = None
+    user: User | None = None
 
 
 def client_credentials_grant(
@@ -287,11 +318,13 @@ def client_credentials_grant(
 ) -> TokenGrant:
     """RFC 6749 §4.4: authenticate the client, narrow the scope, sign an access token."""
     client = repository.client_by_client_id(session, client_id)
-    expected = client.secret_hash if client else _secret_digest(secrets.token_hex(16))
+    expected = client.secret_hash if client else secret_digest(secrets.token_hex(16))
     if (
         client is None
-        or not hmac.compare_digest(expected, _secret_digest(client_secret))
+        or not hmac.compare_digest(expected, secret_digest(client_secret))
         or not client.active
+        or client.public
+        or client.redirect_uri_list
     ):
         return TokenGrant(error="invalid_client", error_description="unknown client or bad secret")
     granted = ScopeSet.parse(client.scope)

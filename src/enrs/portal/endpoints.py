@@ -80,7 +80,16 @@ def _login_page(request: Request, status: int = 200, **context: Any) -> HTMLResp
     return response
 
 
-def _open_session(request: Request, session: DbSession, user: Any, method: str) -> Response:
+def safe_next(target: str | None) -> str:
+    """Where to go after login: a path of this site only (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _open_session(
+    request: Request, session: DbSession, user: Any, method: str, next_url: str | None = None
+) -> Response:
     settings = _settings(request)
     token, _ = accounts_service.start_session(
         session,
@@ -89,7 +98,7 @@ def _open_session(request: Request, session: DbSession, user: Any, method: str) 
         source_ip=request.client.host if request.client else None,
         ttl=settings.session_ttl,
     )
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse(safe_next(next_url), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -103,8 +112,8 @@ def _open_session(request: Request, session: DbSession, user: Any, method: str) 
 
 
 @router.get("/login")
-def login_form(request: Request) -> HTMLResponse:
-    return _login_page(request)
+def login_form(request: Request, next: str = "") -> HTMLResponse:
+    return _login_page(request, next_url=safe_next(next))
 
 
 @router.post("/login")
@@ -115,12 +124,18 @@ def login(
     password: Annotated[str, Form()] = "",
     totp_code: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",
+    next_url: Annotated[str, Form(alias="next")] = "/",
 ) -> Response:
     """Local login; failures are answered (and committed: the lock-out counter), not raised."""
     entry = new_entry(request, "login", "login", agent_kind="user", agent_id=username[:128])
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), csrf):
         entry.outcome_desc = "login form without a valid CSRF token"
-        return _login_page(request, 400, error="Formulaire expiré, veuillez réessayer.")
+        return _login_page(
+            request,
+            400,
+            error="Formulaire expiré, veuillez réessayer.",
+            next_url=safe_next(next_url),
+        )
     settings = _settings(request)
     result = accounts_service.authenticate_password(
         session,
@@ -138,9 +153,10 @@ def login(
             error=result.message,
             username=username,
             ask_totp=result.reason in ("totp_required", "totp_invalid"),
+            next_url=safe_next(next_url),
         )
     set_agent(entry, accounts_service.user_principal(result.user))
-    return _open_session(request, session, result.user, "password")
+    return _open_session(request, session, result.user, "password", next_url)
 
 
 @router.post("/logout")
@@ -179,7 +195,7 @@ def _oidc_client(request: Request) -> oidc_rp.OidcClient:
 
 
 @router.get("/auth/oidc/login")
-def oidc_login(request: Request, session: DbSession) -> Response:
+def oidc_login(request: Request, session: DbSession, next: str = "") -> Response:
     """Start the authorization code flow with PKCE at the external provider."""
     login_request = _oidc_client(request).start_login()
     accounts_service.purge_expired(session, utcnow())
@@ -188,6 +204,7 @@ def oidc_login(request: Request, session: DbSession) -> Response:
             state=login_request.state,
             nonce=login_request.nonce,
             code_verifier=login_request.code_verifier,
+            return_to=safe_next(next),
             created_at=utcnow(),
         )
     )
@@ -225,7 +242,7 @@ def oidc_callback(request: Request, session: DbSession) -> Response:
             error=(f"Aucun compte actif n'est associé au RPPS {identity.rpps or '(absent)'}."),
         )
     set_agent(entry, accounts_service.user_principal(user))
-    return _open_session(request, session, user, "oidc")
+    return _open_session(request, session, user, "oidc", saved.return_to)
 
 
 @router.get("/")
