@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sqlalchemy import select
-from tests.portal.test_browser import CHROMIUM_ARGS, chromium_path
 from tests.support.live_server import LiveServer, enrs_command, free_port, live_server
 from tests.support.oidc_provider import ProviderAccount, run_oidc_provider
 
@@ -27,14 +26,6 @@ KNOWN = ProviderAccount(
     family_name="Martin",
 )
 UNKNOWN = ProviderAccount(id="intrus", password="psc-pass-2", rpps="19999999999")
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture

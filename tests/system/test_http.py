@@ -110,3 +110,11 @@ def test_health_and_readiness(client: TestClient) -> None:
     }
     assert client.get("/docs").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "ENRS"
+
+
+def test_security_headers(client: TestClient) -> None:
+    page = client.get("/login")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert len(page.headers["x-request-id"]) == 16
