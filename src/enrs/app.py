@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.http import RequestContextMiddleware, install_error_handlers
@@ -42,10 +43,13 @@ def create_app(settings: Settings) -> FastAPI:
     tokens = TokenIssuer(keys, settings.base_url, settings.access_token_ttl)
     storage = open_storage(settings)
 
+    audit_writer = AuditWriter(db)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(keys.load)
         yield
+        await run_in_threadpool(audit_writer.close)
         db.dispose()
 
     app = FastAPI(
@@ -58,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.audit_writer = audit_writer
     app.state.tokens = tokens
     app.state.storage = storage
     app.state.principal_from_claims = accounts_service.principal_from_claims

@@ -88,3 +88,37 @@ def test_verify_finds_a_rewritten_chain_tail(trail_db: Database) -> None:
         conn.execute(text("UPDATE audit_record SET prev_hash = :h WHERE seq = 3"), {"h": "f" * 64})
     report = verify_chain(trail_db)
     assert not report.ok and report.first_bad_seq == 3
+
+
+def test_group_commit_writer_keeps_every_entry_in_order(trail_db: Database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from enrs.kit.audit.writer import AuditWriter
+
+    writer = AuditWriter(trail_db, max_batch=7)
+
+    def submit(i: int) -> list[int]:
+        return writer.write([_entry(i), _entry(i + 10_000), _entry(i + 20_000)])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, range(40)))
+    writer.close()
+    assert all(len(seqs) == 3 and seqs == list(range(seqs[0], seqs[0] + 3)) for seqs in results)
+    assert sorted(s for seqs in results for s in seqs) == list(range(1, 121))
+    report = verify_chain(trail_db)
+    assert report.ok and report.checked == 120
+    with trail_db.sessionmaker() as session:
+        from enrs.kit.audit.models import AuditRecord
+
+        first = session.get(AuditRecord, results[5][0])
+        assert first is not None and first.agent_id == "u5"
+
+
+def test_writer_reports_a_failed_batch(tmp_path: object) -> None:
+    from enrs.kit.audit.writer import AuditWriter
+
+    broken = Database(f"sqlite:///{tmp_path}/no-schema.db")  # no audit table: inserts fail
+    writer = AuditWriter(broken)
+    with pytest.raises(DBAPIError):
+        writer.write([_entry(1)])
+    writer.close()

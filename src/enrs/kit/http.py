@@ -8,6 +8,7 @@ appends the request's audit entries to the trail with the outcome the response c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from enrs.kit.audit import AuditEntry, Outcome, write_entries
+from enrs.kit.audit import AuditEntry, Outcome
+from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database, commit
 from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
@@ -105,7 +107,8 @@ def _outcome_for(status: int) -> str:
     return Outcome.SUCCESS
 
 
-def _finish_audit(request: Request, status: int, message: str | None) -> None:
+async def _finish_audit(request: Request, status: int, message: str | None) -> None:
+    """Give the request's entries their outcome and wait until the trail has them."""
     entries = audit_entries(request)
     if not entries:
         return
@@ -113,8 +116,10 @@ def _finish_audit(request: Request, status: int, message: str | None) -> None:
         if entry.outcome == Outcome.SUCCESS and status >= 400:
             entry.outcome = _outcome_for(status)
             entry.outcome_desc = entry.outcome_desc or message
-    write_entries(request.app.state.db, entries)
+    writer: AuditWriter = request.app.state.audit_writer
+    pending = list(entries)
     entries.clear()
+    await asyncio.wrap_future(writer.submit(pending))
 
 
 class TransactionalRoute(APIRoute):
@@ -132,13 +137,13 @@ class TransactionalRoute(APIRoute):
                 if session is not None:
                     await run_in_threadpool(session.rollback)
                 status, message = _status_of(exc)
-                await run_in_threadpool(_finish_audit, request, status, message)
+                await _finish_audit(request, status, message)
                 raise
             session = getattr(request.state, "db_session", None)
             if session is not None:
                 await run_in_threadpool(commit, session)
             try:
-                await run_in_threadpool(_finish_audit, request, response.status_code, None)
+                await _finish_audit(request, response.status_code, None)
             except Exception as exc:
                 log.exception("audit trail write failed")
                 raise ServiceUnavailable("the audit trail cannot be written") from exc

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
-from enrs.kit.audit import write_entries
 from enrs.kit.audit.fhir import to_audit_event
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.record import entry_from_audit_event
@@ -80,7 +79,7 @@ def record_audit_event(
     entry = entry_from_audit_event(event)
     entry.client_id = principal.client_id
     entry.request_id = getattr(request.state, "request_id", None)
-    (seq,) = write_entries(request.app.state.db, [entry])
+    (seq,) = request.app.state.audit_writer.write([entry])
     request.state.audit[-1].entity_ref = f"AuditEvent/{seq}"
     stored = dict(event, id=str(seq))
     location = f"{request.app.state.settings.fhir_base}/AuditEvent/{seq}"
