@@ -1,11 +1,12 @@
-"""Shared load-generation helpers for the benches: a closed-loop HTTP/1.1 load generator that runs
-in its own process(es), a /proc sampler of a process tree (RSS, CPU) and percentile maths.
+"""Shared helpers for the benches: a closed-loop HTTP/1.1 load generator run in its own process
+(``python -m bench._load``), /proc sampling of a process tree (RSS, CPU, connections) and
+percentiles.
 
-Two clients are available. ``raw`` speaks HTTP/1.1 keep-alive over asyncio streams (on uvloop when
-installed): a pre-built request, a parsed status line and ``Content-Length`` (or chunked) body; it
-costs a few tens of µs of CPU per request. ``httpx`` uses ``httpx.AsyncClient`` with a pool of C
-connections; it is several times more expensive per request, so on a small machine it competes
-with the server for CPU and measures itself as much as the server.
+The client speaks HTTP/1.1 keep-alive over asyncio streams on uvloop: one pre-built request, the
+status line and a ``Content-Length`` (or chunked) body parsed by hand. It costs ~25 µs of CPU per
+request (/healthz at 7 300 req/s from 17 % of one core). ``httpx.AsyncClient`` (pool of 32) was
+measured first and rejected: on the same 2-core machine it topped out at ~690 req/s on /healthz
+with its process at 100 % of a core and the server at 25 %, i.e. it measured itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,19 +23,23 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
-from subprocess import PIPE
-from types import TracebackType
 
 GRACE_SECONDS = 10.0  # in-flight requests still open this long after the end count as timeouts
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SPEC_ENV = "ENRS_BENCH_LOAD_SPEC"
+ProcStats = dict[int, tuple[bytes, list[bytes]]]  # pid -> (comm, /proc/<pid>/stat fields after it)
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """One closed-loop run: ``concurrency`` connections each sending ``path`` back to back."""
+    """A closed loop: ``concurrency`` keep-alive connections each sending ``path`` back to back.
+
+    The connections open one after the other over ``ramp`` seconds of the warm-up: opened in one
+    burst they are nearly all accepted by one server worker (measured 28/4, 29/3 and 32/0).
+    """
 
     host: str
     port: int
@@ -42,14 +48,14 @@ class LoadSpec:
     concurrency: int = 32
     duration: float = 10.0
     warmup: float = 2.0
+    ramp: float = 1.0
     max_requests: int = 1_000_000
-    client: str = "raw"  # "raw" or "httpx"
-    start_at: float = 0.0  # time.time() at which every load process starts its warm-up
+    start_at: float = 0.0  # time.time() at which the load process starts (0: 1.5 s from now)
 
 
 @dataclass
 class LoadResult:
-    """What one or several load processes measured (warm-up excluded)."""
+    """What the load process measured after the warm-up; the latencies of every response."""
 
     requests: int = 0
     errors: int = 0  # non-2xx responses + transport errors + timeouts
@@ -58,12 +64,13 @@ class LoadResult:
     timeouts: int = 0
     elapsed: float = 0.0  # seconds from the end of the warm-up to the last recorded response
     latencies_ns: array[int] = field(default_factory=lambda: array("q"))
-    cpu_seconds: float = 0.0  # CPU of the load process(es) during the measured window
-    peak_rss_kb: int = 0  # sum over the load processes of their peak RSS
+    cpu_seconds: float = 0.0  # CPU of the load process while measuring
+    peak_rss_kb: int = 0  # peak RSS (VmHWM) of the load process
 
 
 class _State:
     def __init__(self, spec: LoadSpec, now: float) -> None:
+        self.spec = spec
         self.measure_from = now + spec.warmup
         self.end = self.measure_from + spec.duration
         self.remaining = spec.max_requests
@@ -71,21 +78,25 @@ class _State:
         self.statuses: Counter[int] = Counter()
         self.last_done = self.measure_from
         self.active = 0
+        self.cpu_start = time.process_time()
+
+    def mark_cpu_start(self) -> None:
+        self.cpu_start = time.process_time()
 
     def running(self) -> bool:
         return time.perf_counter() < self.end and self.remaining > 0
 
-    def record(self, start: float, stop: float, status: int) -> None:
+    def record(self, start: float, stop: float, status: int | None) -> None:
+        """One response (``status``) or transport error (``None``), if sent after the warm-up."""
         if start < self.measure_from:
             return
         self.remaining -= 1
-        self.result.latencies_ns.append(int((stop - start) * 1e9))
-        self.statuses[status] += 1
         self.last_done = max(self.last_done, stop)
-
-    def failed(self, start: float) -> None:
-        if start >= self.measure_from:
+        if status is None:
             self.result.transport_errors += 1
+        else:
+            self.result.latencies_ns.append(int((stop - start) * 1e9))
+            self.statuses[status] += 1
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -95,195 +106,169 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     lower = head.lower()
     pos = lower.find(b"\r\ncontent-length:")
     if pos >= 0:
-        length = int(head[pos + 17 : head.index(b"\r\n", pos + 2)])
-        if length:
-            await reader.readexactly(length)
+        await reader.readexactly(int(head[pos + 17 : head.index(b"\r\n", pos + 2)]))
     elif b"\r\ntransfer-encoding: chunked" in lower:
-        while True:
+        size = -1
+        while size:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             await reader.readexactly(size + 2)
-            if size == 0:
-                break
     return status, b"\r\nconnection: close" not in lower
 
 
-async def _raw_worker(state: _State, spec: LoadSpec, request: bytes) -> None:
-    writer: asyncio.StreamWriter | None = None
+async def _connection(state: _State, index: int, request: bytes) -> None:
+    """One client connection of the closed loop (reconnects after an error or a close)."""
+    spec = state.spec
     reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    await asyncio.sleep(index * spec.ramp / spec.concurrency)
     state.active += 1
     try:
         while state.running():
             start = time.perf_counter()
+            status: int | None = None
             try:
-                if writer is None or reader is None:
+                if reader is None or writer is None:
                     reader, writer = await asyncio.open_connection(spec.host, spec.port)
                 writer.write(request)
                 status, keep_alive = await _read_response(reader)
             except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
-                state.failed(start)
-                if writer is not None:
-                    writer.close()
-                writer = reader = None
-                await asyncio.sleep(0.01)
-                continue
+                keep_alive = False
             state.record(start, time.perf_counter(), status)
-            if not keep_alive:
+            if not keep_alive and writer is not None:
                 writer.close()
-                writer = reader = None
+                reader = writer = None
+            if status is None:
+                await asyncio.sleep(0.01)  # no hot loop on a refused connection
     finally:
         state.active -= 1
         if writer is not None:
             writer.close()
 
 
-async def _httpx_worker(state: _State, client: object, url: str, headers: dict[str, str]) -> None:
-    import httpx
-
-    assert isinstance(client, httpx.AsyncClient)
-    state.active += 1
-    try:
-        while state.running():
-            start = time.perf_counter()
-            try:
-                response = await client.get(url, headers=headers)
-            except httpx.HTTPError:
-                state.failed(start)
-                await asyncio.sleep(0.01)
-                continue
-            state.record(start, time.perf_counter(), response.status_code)
-    finally:
-        state.active -= 1
-
-
-async def _run(spec: LoadSpec) -> tuple[_State, float]:
+async def _run(spec: LoadSpec) -> _State:
     await asyncio.sleep(max(0.0, spec.start_at - time.time()))
     state = _State(spec, time.perf_counter())
-    cpu_at_measure = 0.0
-
-    async def cpu_mark() -> None:
-        nonlocal cpu_at_measure
-        await asyncio.sleep(spec.warmup)
-        cpu_at_measure = time.process_time()
-
-    async def drive() -> None:
-        marker = asyncio.create_task(cpu_mark())
-        if spec.client == "httpx":
-            import httpx
-
-            limits = httpx.Limits(
-                max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency
-            )
-            headers = dict(spec.headers)
-            url = f"http://{spec.host}:{spec.port}{spec.path}"
-            async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-                workers = [
-                    _httpx_worker(state, client, url, headers) for _ in range(spec.concurrency)
-                ]
-                await asyncio.gather(*workers)
-        else:
-            lines = [f"GET {spec.path} HTTP/1.1", f"Host: {spec.host}:{spec.port}"]
-            lines += [f"{name}: {value}" for name, value in spec.headers]
-            request = ("\r\n".join(lines) + "\r\n\r\n").encode()
-            await asyncio.gather(
-                *(_raw_worker(state, spec, request) for _ in range(spec.concurrency))
-            )
-        await marker
-
+    asyncio.get_running_loop().call_later(spec.warmup, state.mark_cpu_start)
+    lines = [f"GET {spec.path} HTTP/1.1", f"Host: {spec.host}:{spec.port}"]
+    lines += [f"{name}: {value}" for name, value in spec.headers]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     try:
         async with asyncio.timeout(spec.warmup + spec.duration + GRACE_SECONDS):
-            await drive()
+            await asyncio.gather(*(_connection(state, i, request) for i in range(spec.concurrency)))
     except TimeoutError:
         state.result.timeouts += state.active
-    return state, cpu_at_measure
+    return state
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run ``spec`` in this process (the load-process entry point) and return its figures."""
-    import resource
+    import uvloop  # a dependency of uvicorn[standard]
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    state, cpu_at_measure = asyncio.run(_run(spec))
+    state = uvloop.run(_run(spec))
     result = state.result
-    result.cpu_seconds = time.process_time() - cpu_at_measure
+    result.cpu_seconds = time.process_time() - state.cpu_start
     result.statuses = dict(state.statuses)
     result.requests = sum(state.statuses.values()) + result.transport_errors + result.timeouts
     result.errors = result.requests - sum(n for s, n in state.statuses.items() if 200 <= s < 300)
     result.elapsed = state.last_done - state.measure_from
-    result.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as fh:  # not ru_maxrss: it counts the parent's RSS at fork
+        result.peak_rss_kb = int(next(ln for ln in fh if ln.startswith("VmHWM:")).split()[1])
     return result
 
 
-def _encode_result(result: LoadResult) -> bytes:
-    fields = {**result.__dict__, "latencies_ns": base64.b64encode(result.latencies_ns.tobytes())}
-    fields["latencies_ns"] = fields["latencies_ns"].decode()
-    return json.dumps(fields).encode()
-
-
-def _decode_result(data: bytes) -> LoadResult:
-    fields = json.loads(data)
-    latencies = array("q")
-    latencies.frombytes(base64.b64decode(fields.pop("latencies_ns")))
-    fields["statuses"] = {int(k): v for k, v in fields["statuses"].items()}
-    return LoadResult(**fields, latencies_ns=latencies)
-
-
-def run_load_processes(spec: LoadSpec, processes: int = 1) -> LoadResult:
-    """Split ``spec`` over ``processes`` load subprocesses (all start together); merge."""
-    processes = max(1, min(processes, spec.concurrency))
-    start_at = time.time() + 1.5  # leaves time to spawn the processes and import
-    specs = []
-    for i in range(processes):
-        share = spec.concurrency // processes + (1 if i < spec.concurrency % processes else 0)
-        cap = spec.max_requests // processes + (1 if i < spec.max_requests % processes else 0)
-        specs.append(replace(spec, concurrency=share, max_requests=cap, start_at=start_at))
-    limit = 1.5 + spec.warmup + spec.duration + GRACE_SECONDS + 30
-    command = [sys.executable, "-m", "bench._load"]
-    procs = []
-    try:
-        for sub in specs:  # the spec (with the token) goes through the environment, not argv
-            env = {**os.environ, SPEC_ENV: json.dumps(asdict(sub))}
-            procs.append(subprocess.Popen(command, env=env, stdout=PIPE))
-        outputs = [proc.communicate(timeout=limit)[0] for proc in procs]
-    finally:
-        for proc in procs:
+def run_load_subprocess(spec: LoadSpec) -> LoadResult:
+    """Run ``spec`` in a fresh ``python -m bench._load`` process; kill it if it overruns."""
+    spec = replace(spec, start_at=spec.start_at or time.time() + 1.5)
+    limit = max(0.0, spec.start_at - time.time()) + spec.warmup + spec.duration + GRACE_SECONDS
+    env = {**os.environ, SPEC_ENV: json.dumps(asdict(spec))}  # keeps the token out of argv
+    with subprocess.Popen(
+        [sys.executable, "-m", "bench._load"], env=env, stdout=subprocess.PIPE
+    ) as proc:
+        try:
+            out = proc.communicate(timeout=limit + 30)[0]
+        finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
-    if any(proc.returncode for proc in procs):
-        raise RuntimeError(f"load process failed: {[proc.returncode for proc in procs]}")
-    parts = [_decode_result(out) for out in outputs]
-    merged = LoadResult()
-    statuses: Counter[int] = Counter()
-    for part in parts:
-        for attr in ("requests", "errors", "transport_errors", "timeouts", "peak_rss_kb"):
-            setattr(merged, attr, getattr(merged, attr) + getattr(part, attr))
-        merged.cpu_seconds += part.cpu_seconds
-        merged.elapsed = max(merged.elapsed, part.elapsed)
-        merged.latencies_ns.extend(part.latencies_ns)
-        statuses.update(part.statuses)
-    merged.statuses = dict(statuses)
-    return merged
+    if proc.returncode:
+        raise RuntimeError(f"load process failed with exit code {proc.returncode}")
+    fields = json.loads(out)
+    fields["statuses"] = {int(k): v for k, v in fields["statuses"].items()}
+    latencies = array("q", base64.b64decode(fields.pop("latencies_ns")))
+    return LoadResult(**fields, latencies_ns=latencies)
 
 
 def percentiles(values: Sequence[int] | array[int], points: Sequence[float]) -> list[float]:
     """Nearest-rank percentiles of ``values`` (e.g. ``points=(50, 95, 99)``); NaN when empty."""
-    if not values:
+    ordered, n = sorted(values), len(values)
+    if not n:
         return [float("nan")] * len(points)
-    ordered = sorted(values)
-    last = len(ordered) - 1
-    return [float(ordered[min(last, max(0, round(p / 100 * len(ordered)) - 1))]) for p in points]
+    return [float(ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))]) for p in points]
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (every core; idle, iowait, steal out)."""
+    with open("/proc/stat") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, fh.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def connections_per_process(pids: Sequence[int], port: int) -> dict[int, int]:
+    """Established TCP connections on local ``port`` held by each of ``pids``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for row in fh.read().splitlines()[1:]:
+                cols = row.split()
+                if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    counts = dict.fromkeys(pids, 0)
+    for pid in pids:
+        with suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    counts[pid] += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+    return counts
+
+
+def proc_stats() -> ProcStats:
+    """Every process: pid -> (command name, the /proc/<pid>/stat fields after it)."""
+    stats: ProcStats = {}
+    for name in os.listdir("/proc"):
+        with suppress(OSError):
+            if name.isdigit():
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    head, _, tail = fh.read().rpartition(b")")
+                stats[int(name)] = (head.partition(b"(")[2], tail.split())
+    return stats
+
+
+def _cpu(fields: list[bytes]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_backends_cpu(stats: ProcStats, match: bytes) -> dict[int, float]:
+    """CPU seconds of the PostgreSQL backends whose title holds ``match`` (" dbname ")."""
+    found: dict[int, float] = {}
+    for pid, (comm, fields) in stats.items() if match else ():
+        with suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if comm == b"postgres" and match in fh.read():
+                found[pid] = _cpu(fields)
+    return found
+
+
+@dataclass(frozen=True)
+class CpuWindow:
+    """CPU seconds during a window: per server-tree process, for the PostgreSQL backends of the
+    benched database, for the whole machine; and the connections each tree process held."""
+
+    cpu: dict[int, float]
+    db_cpu: float
+    machine_cpu: float
+    connections: dict[int, int]
 
 
 class ProcTreeSampler:
-    """Samples, every ``interval`` s from a thread, the summed RSS and CPU of a process tree.
-
-    ``reset_peak()`` starts a new peak window; ``snapshot()`` reads the tree right now.
-    """
+    """Samples the summed RSS of a process tree every ``interval`` s from a thread (peaks)."""
 
     def __init__(self, root_pid: int, interval: float = 0.2) -> None:
         self.root_pid = root_pid
@@ -297,44 +282,44 @@ class ProcTreeSampler:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
     def reset_peak(self) -> None:
         self.peak_rss = 0
 
-    def snapshot(self) -> tuple[int, float, int]:
-        """(summed RSS in bytes, summed user+system CPU seconds, process count) of the tree now."""
-        stats: dict[int, list[bytes]] = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat", "rb") as fh:
-                        stats[int(name)] = fh.read().rsplit(b")", 1)[1].split()
-                except OSError:
-                    continue
+    def snapshot(self, stats: ProcStats | None = None) -> dict[int, tuple[int, float]]:
+        """pid -> (RSS bytes, user+system CPU seconds) for the root and all its descendants."""
+        stats = stats or proc_stats()
         children: dict[int, list[int]] = {}
-        for pid, fields in stats.items():
+        for pid, (_, fields) in stats.items():
             children.setdefault(int(fields[1]), []).append(pid)
-        tree, todo = [], [self.root_pid]
+        tree: dict[int, tuple[int, float]] = {}
+        todo = [self.root_pid]
         while todo:
             pid = todo.pop()
             if pid in stats:
-                tree.append(pid)
+                tree[pid] = (int(stats[pid][1][21]) * PAGE_SIZE, _cpu(stats[pid][1]))
                 todo.extend(children.get(pid, []))
-        rss = sum(int(stats[p][21]) for p in tree) * PAGE_SIZE
-        cpu = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree) / CLK_TCK
-        return rss, cpu, len(tree)
+        return tree
+
+    def cpu_window(self, start_at: float, duration: float, port: int, db: bytes) -> CpuWindow:
+        """Wait until ``start_at`` (``time.time()``), then measure for ``duration`` s."""
+        time.sleep(max(0.0, start_at - time.time()))
+        machine, stats = machine_cpu_seconds(), proc_stats()
+        before, db_before = self.snapshot(stats), postgres_backends_cpu(stats, db)
+        conns = connections_per_process(list(before), port)
+        time.sleep(duration)
+        machine, stats = machine_cpu_seconds() - machine, proc_stats()
+        after, db_after = self.snapshot(stats), postgres_backends_cpu(stats, db)
+        cpu = {pid: after[pid][1] - before[pid][1] for pid in before if pid in after}
+        db_cpu = sum(c - db_before.get(pid, 0.0) for pid, c in db_after.items())
+        return CpuWindow(cpu, db_cpu, machine, conns)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            rss = self.snapshot()[0]
+            rss = sum(rss for rss, _ in self.snapshot().values())
             self.peak_rss = max(self.peak_rss, rss)
             self.overall_peak_rss = max(self.overall_peak_rss, rss)
 
@@ -343,4 +328,6 @@ if __name__ == "__main__":
     # Load-process entry point: a JSON LoadSpec in the environment, a JSON result on stdout.
     spec_fields = json.loads(os.environ[SPEC_ENV])
     spec_fields["headers"] = tuple(tuple(pair) for pair in spec_fields["headers"])
-    sys.stdout.buffer.write(_encode_result(run_load(LoadSpec(**spec_fields))))
+    out = run_load(LoadSpec(**spec_fields))
+    latencies = base64.b64encode(out.latencies_ns.tobytes()).decode()
+    sys.stdout.write(json.dumps({**out.__dict__, "latencies_ns": latencies}))

@@ -1,14 +1,17 @@
-"""HTTP baseline of ``enrs serve``: closed-loop load on /healthz, /fhir/metadata (token check) and
-/fhir/AuditEvent (authenticated, audited DB read + write), plus an in-process micro-benchmark of
-``TokenIssuer.verify``.
+"""HTTP baseline of ``enrs serve``: closed-loop load on /healthz (the HTTP stack), /fhir/metadata
+(+ bearer token check) and /fhir/AuditEvent?_count=10 (authenticated, scope-checked, audited DB
+read + hash-chained audit write), plus an in-process micro-benchmark of ``TokenIssuer.verify``.
 
 Run from the repository root::
 
     .venv/bin/python -m bench.http_baseline [--duration 10] [--concurrency 32] [--workers 2]
-        [--postgres | --database-url URL] [--client raw|httpx] [--load-procs 1] [--json PATH]
+        [--postgres | --database-url URL] [--json PATH]
 
-The server runs as a subprocess (``enrs serve``, stopped with SIGTERM at the end, even on error
-or Ctrl-C); the load generator runs in separate spawned process(es), see :mod:`bench._load`.
+SQLite in a temporary data dir by default; ``--postgres`` creates a temporary database on the
+local PostgreSQL (``--pg-admin-url``) and drops it afterwards; ``--database-url`` uses an existing
+database as is (it is migrated and gets a "bench" client and audit records). The server runs as
+``enrs serve`` in a subprocess, stopped with SIGTERM at the end, also on error or Ctrl-C; the load
+generator runs in its own process (see :mod:`bench._load`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +37,48 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from tests.support.live_server import enrs_command, free_port, live_server
 
-from bench._load import LoadSpec, ProcTreeSampler, percentiles, run_load_processes
+from bench._load import LoadSpec, ProcTreeSampler, percentiles, run_load_subprocess
 
-SCENARIOS: tuple[tuple[str, str, bool], ...] = (
+SCENARIOS = (  # name, path, sends the bearer token
     ("healthz", "/healthz", False),
     ("metadata (token check)", "/fhir/metadata", True),
-    ("AuditEvent search (DB+audit)", "/fhir/AuditEvent?_count=10", True),
+    ("AuditEvent (DB+audit)", "/fhir/AuditEvent?_count=10", True),
 )
 PG_ADMIN_URL = os.environ.get(
     "ENRS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 MB = 1024 * 1024
+COLUMNS = (  # header, width, row key (None: req/s ratio to /healthz), format
+    ("scenario", 22, "scenario", "<"), ("requests", 9, "requests", ">"),
+    ("errors", 7, "errors", ">"), ("req/s", 7, "req_per_s", ">.0f"),
+    ("p50 ms", 8, "p50_ms", ">.1f"), ("p95 ms", 8, "p95_ms", ">.1f"),
+    ("p99 ms", 8, "p99_ms", ">.1f"), ("/healthz", 9, None, ">.2f"),
+    ("srv CPU%", 9, "server_cpu_pct", ">.0f"), ("per worker", 11, "worker_cpu_pct", ">"),
+    ("conns", 7, "worker_connections", ">"), ("gen CPU%", 9, "loadgen_cpu_pct", ">.0f"),
+    ("pg CPU%", 8, "db_cpu_pct", ">.0f"), ("other%", 7, "other_cpu_pct", ">.0f"),
+    ("srv RSS MB", 11, "server_peak_rss_mb", ">.0f"),
+)  # fmt: skip
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench.http_baseline", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per scenario")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent connections")
-    parser.add_argument("--workers", type=int, default=2, help="ENRS_HTTP_WORKERS")
-    parser.add_argument("--max-requests", type=int, default=500_000, help="cap per scenario")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load client")
-    parser.add_argument("--load-procs", type=int, default=1, help="load generator processes")
-    parser.add_argument("--verify-seconds", type=float, default=2.0, help="token micro-bench")
+    parser = argparse.ArgumentParser(
+        prog="bench.http_baseline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--duration", type=float, default=10.0, help="measured seconds per scenario")
+    add("--warmup", type=float, default=2.0, help="warm-up seconds per scenario (not measured)")
+    add("--ramp", type=float, default=1.0, help="seconds over which the connections open")
+    add("--concurrency", type=int, default=32, help="concurrent keep-alive connections")
+    add("--workers", type=int, default=2, help="server worker processes (ENRS_HTTP_WORKERS)")
+    add("--max-requests", type=int, default=500_000, help="request cap per scenario")
+    add("--verify-seconds", type=float, default=2.0, help="TokenIssuer.verify micro-bench time")
     db = parser.add_mutually_exclusive_group()
-    db.add_argument("--database-url", help="existing database (default: temp SQLite)")
-    db.add_argument("--postgres", action="store_true", help="temporary PostgreSQL database")
-    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="server for --postgres")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    db.add_argument("--database-url", help="an existing database (default: temporary SQLite)")
+    db.add_argument("--postgres", action="store_true", help="a temporary PostgreSQL database")
+    add("--pg-admin-url", default=PG_ADMIN_URL, help="PostgreSQL server for --postgres")
+    add("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
 
 
@@ -79,7 +98,7 @@ def temporary_postgres(admin_url: str) -> Iterator[str]:
 
 
 def token_microbench(folder: Path, seconds: float, max_ops: int = 2_000_000) -> dict[str, float]:
-    """Verify one ES256 token in a loop for ~``seconds``: ops/s and p50/p95/p99 in µs."""
+    """Verify one ES256 access token in a loop for ~``seconds``: ops/s, percentiles in µs."""
     from enrs.kit.security.keys import KeyRing
     from enrs.kit.security.tokens import TokenIssuer
 
@@ -100,26 +119,25 @@ def token_microbench(folder: Path, seconds: float, max_ops: int = 2_000_000) -> 
         samples.append(t1 - t0)
         if t1 >= end:
             break
-    elapsed = (clock() - start) / 1e9
     p50, p95, p99 = (v / 1000 for v in percentiles(samples, (50, 95, 99)))
-    return {"ops": len(samples), "ops_per_s": len(samples) / elapsed, "p50_us": p50,
-            "p95_us": p95, "p99_us": p99}  # fmt: skip
-
-
-def _enrs(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(enrs_command(*args), env=env, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise RuntimeError(f"enrs {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
+    ops_per_s = len(samples) / ((clock() - start) / 1e9)
+    return {"ops": len(samples), "ops_per_s": ops_per_s, "p50_us": p50, "p95_us": p95,
+            "p99_us": p99}  # fmt: skip
 
 
 def _prepare(data_dir: Path, database_url: str) -> dict[str, str]:
-    """Migrate and create a system client; return its credentials."""
+    """``enrs migrate`` and ``enrs clients create``; return the client's credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
     env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
     data_dir.mkdir(parents=True, exist_ok=True)
-    _enrs(env, "migrate")
-    out = _enrs(env, "clients", "create", "bench", "--scope", "system/AuditEvent.rs")
+    out = ""
+    for args in (("migrate",), ("clients", "create", "bench", "--scope", "system/AuditEvent.rs")):
+        done = subprocess.run(
+            enrs_command(*args), env=env, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode:
+            raise RuntimeError(f"enrs {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        out = done.stdout
     creds: dict[str, str] = json.loads(out.strip().splitlines()[-1])
     return creds
 
@@ -137,69 +155,74 @@ def _token(base_url: str, creds: dict[str, str]) -> str:
 
 
 def run_scenario(
-    name: str, spec: LoadSpec, sampler: ProcTreeSampler, load_procs: int
+    name: str, spec: LoadSpec, sampler: ProcTreeSampler, *, workers: int, db_match: bytes
 ) -> dict[str, Any]:
-    """One closed-loop scenario; figures plus server-tree RSS peak and CPU."""
-    _, cpu_before, _ = sampler.snapshot()
+    """One closed-loop run: latencies; server RSS peak, CPU and connections per worker."""
+    spec = replace(spec, start_at=time.time() + 1.5)
     sampler.reset_peak()
-    result = run_load_processes(spec, load_procs)
-    _, cpu_after, nprocs = sampler.snapshot()
-    ok_latencies = result.latencies_ns
-    p50, p95, p99 = (v / 1e6 for v in percentiles(ok_latencies, (50, 95, 99)))
-    wall = spec.warmup + spec.duration
+    with ThreadPoolExecutor(1) as pool:  # CPU figures over the measured window only
+        start = spec.start_at + spec.warmup
+        job = pool.submit(sampler.cpu_window, start, spec.duration, spec.port, db_match)
+        result = run_load_subprocess(spec)
+        window = job.result(timeout=60)
+    p50, p95, p99 = (v / 1e6 for v in percentiles(result.latencies_ns, (50, 95, 99)))
+    elapsed, seconds = max(result.elapsed, 1e-9), spec.duration
+    server_cpu = sum(window.cpu.values())
+    gen_cpu = 100 * result.cpu_seconds / elapsed
+    busiest = sorted(window.cpu.values(), reverse=True)[:workers]  # the workers
+    conns = sorted(window.connections.values(), reverse=True)[:workers]
     return {
         "scenario": name, "path": spec.path, "requests": result.requests,
         "errors": result.errors, "statuses": result.statuses,
         "transport_errors": result.transport_errors, "timeouts": result.timeouts,
-        "elapsed_s": result.elapsed, "req_per_s": result.requests / max(result.elapsed, 1e-9),
+        "elapsed_s": result.elapsed, "req_per_s": result.requests / elapsed,
         "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-        "server_peak_rss_mb": sampler.peak_rss / MB, "server_processes": nprocs,
-        # server CPU over warm-up + measure (a sampler snapshot brackets the whole load run)
-        "server_cpu_pct": 100 * (cpu_after - cpu_before) / wall,
-        "loadgen_cpu_pct": 100 * result.cpu_seconds / max(result.elapsed, 1e-9),
-        "loadgen_peak_rss_mb": result.peak_rss_kb / 1024,
+        "server_peak_rss_mb": sampler.peak_rss / MB, "server_processes": len(window.cpu),
+        "server_cpu_pct": 100 * server_cpu / seconds,
+        "worker_cpu_pct": [round(100 * c / seconds) for c in busiest],
+        "worker_connections": conns + [0] * (workers - len(conns)),
+        "loadgen_cpu_pct": gen_cpu, "loadgen_peak_rss_mb": result.peak_rss_kb / 1024,
+        "db_cpu_pct": 100 * window.db_cpu / seconds,
+        "other_cpu_pct": 100 * (window.machine_cpu - server_cpu - window.db_cpu) / seconds
+        - gen_cpu,
     }  # fmt: skip
 
 
 def _table(report: dict[str, Any]) -> str:
-    rows = report["scenarios"]
+    """The human-readable report."""
+    rows, m, tv = report["scenarios"], report["machine"], report["token_verify"]
     base = rows[0]["req_per_s"] if rows else 0.0
-    head = ("scenario", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "vs healthz",
-            "srv CPU%", "gen CPU%", "srv RSS MB")  # fmt: skip
-    lines = [
-        f"{head[0]:<29}{head[1]:>9}{head[2]:>8}{head[3]:>9}{head[4]:>8}{head[5]:>8}{head[6]:>8}"
-        f"{head[7]:>11}{head[8]:>9}{head[9]:>9}{head[10]:>11}"
+    lines = ["".join(f"{h:{'<' if a == '<' else '>'}{w}}" for h, w, _, a in COLUMNS)]
+    for row in rows:
+        cells = []
+        for _, width, key, align in COLUMNS:
+            value = row[key] if key else row["req_per_s"] / base if base else float("nan")
+            value = "/".join(map(str, value)) if isinstance(value, list) else value
+            cells.append(f"{value:{align[0]}{width}{align[1:]}}")
+        lines.append("".join(cells))
+    lines += [
+        f"TokenIssuer.verify (ES256, in-process, 1 thread): {tv['ops_per_s']:.0f} ops/s, "
+        f"p50 {tv['p50_us']:.1f} µs, p95 {tv['p95_us']:.1f} µs, p99 {tv['p99_us']:.1f} µs",
+        f"peak RSS: server tree {report['server_peak_rss_mb']:.1f} MB (sum over "
+        f"{rows[0]['server_processes'] if rows else '?'} processes), "
+        f"load generator {report['loadgen_peak_rss_mb']:.1f} MB",
+        f"machine: nproc {m['nproc']}, Python {m['python']}, {m['platform']}, load average "
+        f"{m['loadavg_before'][0]:.2f} before; {m['workers']} workers, concurrency "
+        f"{m['concurrency']}, database {m['database']}, {m['duration']:g} s per scenario after "
+        f"{m['warmup']:g} s warm-up",
     ]
-    for r in rows:
-        ratio = r["req_per_s"] / base if base else float("nan")
-        lines.append(
-            f"{r['scenario']:<29}{r['requests']:>9}{r['errors']:>8}{r['req_per_s']:>9.0f}"
-            f"{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}{r['p99_ms']:>8.2f}{ratio:>11.2f}"
-            f"{r['server_cpu_pct']:>9.0f}{r['loadgen_cpu_pct']:>9.0f}{r['server_peak_rss_mb']:>11.1f}"
-        )
-    tv = report["token_verify"]
-    lines.append(
-        f"TokenIssuer.verify (in-process, 1 thread): {tv['ops_per_s']:.0f} ops/s, "
-        f"p50 {tv['p50_us']:.1f} µs, p95 {tv['p95_us']:.1f} µs, p99 {tv['p99_us']:.1f} µs"
-    )
-    lines.append(
-        f"peak RSS: server tree {report['server_peak_rss_mb']:.1f} MB "
-        f"({rows[0]['server_processes'] if rows else '?'} processes, summed RSS), "
-        f"load generator {report['loadgen_peak_rss_mb']:.1f} MB"
-    )
-    m = report["machine"]
-    lines.append(
-        f"machine: nproc {m['nproc']}, Python {m['python']}, {m['platform']}; workers "
-        f"{m['workers']}, concurrency {m['concurrency']}, database {m['database']}, client "
-        f"{m['client']} x{m['load_procs']} process(es), {m['duration']:.0f} s + "
-        f"{m['warmup']:.0f} s warm-up per scenario"
-    )
     return "\n".join(lines)
 
 
+def say(message: str) -> None:
+    """Progress, on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: prepare, serve, load every scenario, print the table (and JSON)."""
+    """Prepare, serve, load every scenario, print the table (and write the JSON)."""
     args = _args(argv)
+    loadavg = os.getloadavg()  # other jobs on the machine skew the figures
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-bench-")))
         data_dir = tmp / "var"
@@ -207,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
             database_url = stack.enter_context(temporary_postgres(args.pg_admin_url))
         else:
             database_url = args.database_url or f"sqlite:///{data_dir / 'enrs.db'}"
-        backend = make_url(database_url).get_backend_name()
-        print(f"token micro-bench ({args.verify_seconds:.0f} s)...", file=sys.stderr)
+        url = make_url(database_url)
+        backend = url.get_backend_name()
+        # the PostgreSQL backends serving our database are titled "postgres: USER DB HOST ..."
+        db_match = f" {url.database} ".encode() if backend == "postgresql" else b""
+        say(f"TokenIssuer.verify micro-bench ({args.verify_seconds:g} s)...")
         micro = token_microbench(tmp / "micro-keys", args.verify_seconds)
-        print(
-            f"preparing {backend} database, starting {args.workers} worker(s)...", file=sys.stderr
-        )
+        say(f"migrating the {backend} database, starting {args.workers} worker(s)...")
         creds = _prepare(data_dir, database_url)
         port = free_port()
         server = stack.enter_context(
@@ -220,34 +244,34 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=data_dir, database_url=database_url, workers=args.workers, port=port
             )
         )
-        token = _token(server.base_url, creds)
-        auth = (("Authorization", f"Bearer {token}"),)
-        for _, path, needs_token in SCENARIOS:  # fail fast rather than measure 100 % errors
+        auth = (("Authorization", f"Bearer {_token(server.base_url, creds)}"),)
+        for _, path, with_token in SCENARIOS:  # fail fast rather than measure 100 % errors
             check = httpx.get(
-                server.base_url + path, headers=dict(auth) if needs_token else {}, timeout=10
+                server.base_url + path, headers=auth if with_token else (), timeout=10
             )
             if not check.is_success:
                 raise RuntimeError(f"GET {path} -> {check.status_code}: {check.text[:500]}")
         sampler = stack.enter_context(ProcTreeSampler(server.process.pid))
         rows = []
-        for name, path, needs_token in SCENARIOS:
-            print(f"scenario {name}: {args.duration:.0f} s...", file=sys.stderr)
+        for name, path, with_token in SCENARIOS:
+            say(f"{name}: {args.warmup:g} s warm-up + {args.duration:g} s...")
             spec = LoadSpec(
-                host="127.0.0.1", port=port, path=path, headers=auth if needs_token else (),
+                host="127.0.0.1", port=port, path=path, headers=auth if with_token else (),
                 concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-                max_requests=args.max_requests, client=args.client,
+                ramp=min(args.ramp, args.warmup), max_requests=args.max_requests,
             )  # fmt: skip
-            rows.append(run_scenario(name, spec, sampler, args.load_procs))
+            rows.append(run_scenario(name, spec, sampler, workers=args.workers, db_match=db_match))
         report: dict[str, Any] = {
             "machine": {
                 "nproc": os.cpu_count(), "python": platform.python_version(),
-                "platform": platform.platform(terse=True), "workers": args.workers,
-                "concurrency": args.concurrency, "database": backend, "client": args.client,
-                "load_procs": args.load_procs, "duration": args.duration, "warmup": args.warmup,
+                "platform": platform.platform(terse=True), "loadavg_before": loadavg,
+                "workers": args.workers, "concurrency": args.concurrency, "database": backend,
+                "duration": args.duration, "warmup": args.warmup, "ramp": spec.ramp,
+                "client": "raw asyncio streams on uvloop, HTTP/1.1 keep-alive, 1 process",
             },
             "scenarios": rows, "token_verify": micro,
             "server_peak_rss_mb": sampler.overall_peak_rss / MB,
-            "loadgen_peak_rss_mb": max((r["loadgen_peak_rss_mb"] for r in rows), default=0.0),
+            "loadgen_peak_rss_mb": max(r["loadgen_peak_rss_mb"] for r in rows),
         }  # fmt: skip
     print(_table(report))
     if args.json:
@@ -256,4 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the server and the temporary database are already gone
+        say("interrupted")
+        sys.exit(130)
