@@ -12,8 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests.conftest import Factory
 
+from enrs.app import create_app
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
+from enrs.settings import Settings
 
 
 def _audit_rows(db: Database) -> list[AuditRecord]:
@@ -160,3 +162,15 @@ def test_signing_key_rotation_keeps_old_tokens_valid(client: TestClient, factory
     )
     new = factory.token("system/AuditEvent.rs")
     assert jwt.get_unverified_header(new)["kid"] == tokens.keys.current.kid
+
+
+def test_rs256_signing_when_configured(settings: Settings) -> None:
+    rsa_settings = settings.model_copy(update={"signing_alg": "RS256"})
+    with TestClient(create_app(rsa_settings)) as rsa_client:
+        factory = Factory(rsa_client.app.state.db, rsa_client)  # type: ignore[attr-defined]
+        token = factory.token("system/AuditEvent.rs")
+        assert jwt.get_unverified_header(token)["alg"] == "RS256"
+        jwks = rsa_client.get("/.well-known/jwks.json").json()["keys"]
+        assert [k["kty"] for k in jwks] == ["RSA"]
+        ok = rsa_client.get("/fhir/AuditEvent", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
