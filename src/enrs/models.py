@@ -1,7 +1,9 @@
 """Imports every table module so that ``Base.metadata`` is complete (for Alembic)."""
 
 from enrs.accounts import models as accounts_models
+from enrs.identity import models as identity_models
+from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
 from enrs.kit.db import Base
 
-__all__ = ["Base", "accounts_models", "audit_models"]
+__all__ = ["Base", "accounts_models", "audit_models", "identity_models", "kit_events"]

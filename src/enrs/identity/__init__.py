@@ -1,0 +1,1 @@
+"""Regional identity server (MPI): source identities, regional patients, matching, the cell."""

@@ -1,0 +1,1 @@
+"""Patient matching: comparisons, the Fellegi–Sunter model as data, the matchers."""

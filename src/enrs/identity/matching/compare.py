@@ -1,0 +1,128 @@
+"""Comparison levels of the matching model, computed on normalised traits.
+
+Each function returns the label of the first level that holds, in the order the model lists
+them; the labels are the keys of the m/u table in the model JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+
+from rapidfuzz.distance import JaroWinkler, Levenshtein
+
+
+@dataclass(frozen=True)
+class Traits:
+    """The traits of one identity, normalised (see ``identity.traits.normalize_name``)."""
+
+    birth_name: str
+    used_name: str
+    given_names: tuple[str, ...]
+    birth_date: date | None
+    sex: str
+    birth_place: str | None
+    postal_code: str | None
+    ins: str | None = None
+
+    @property
+    def first_given(self) -> str:
+        return self.given_names[0] if self.given_names else ""
+
+    def swapped(self) -> Traits:
+        """Family and given names swapped (a frequent entry error)."""
+        return replace(self, birth_name=self.first_given, given_names=(self.birth_name,))
+
+
+def _jw(a: str, b: str) -> float:
+    return float(JaroWinkler.similarity(a, b))
+
+
+def name_level(a: Traits, b: Traits) -> str:
+    if not a.birth_name or not b.birth_name:
+        return "else"
+    if a.birth_name == b.birth_name:
+        return "exact"
+    used = {a.used_name, b.used_name} - {""}
+    if (
+        a.birth_name == b.used_name
+        or a.used_name == b.birth_name
+        or (a.used_name and a.used_name == b.used_name)
+    ):
+        return "used_name" if used else "else"
+    if _jw(a.birth_name, b.birth_name) >= 0.92:
+        return "jaro_winkler"
+    ta, tb = set(a.birth_name.split()), set(b.birth_name.split())
+    if ta and tb and (ta <= tb or tb <= ta):
+        return "token"
+    return "else"
+
+
+def given_level(a: Traits, b: Traits) -> str:
+    fa, fb = a.first_given, b.first_given
+    if not fa or not fb:
+        return "else"
+    if fa == fb:
+        return "exact"
+    all_a, all_b = " ".join(a.given_names), " ".join(b.given_names)
+    tokens_a, tokens_b = set(all_a.split()), set(all_b.split())
+    if fa in tokens_b or fb in tokens_a or all_a.startswith(fb + " ") or all_b.startswith(fa + " "):
+        return "in_list"
+    if fa.split()[0] == fb.split()[0]:  # "JEAN PIERRE" entered as "JEAN"
+        return "in_list"
+    if _jw(fa, fb) >= 0.90:
+        return "jaro_winkler"
+    return "else"
+
+
+def birth_date_level(a: Traits, b: Traits) -> str:
+    da, db = a.birth_date, b.birth_date
+    if da is None or db is None:
+        return "null"
+    if da == db:
+        return "exact"
+    if da.year == db.year and da.month == db.day and da.day == db.month:
+        return "day_month_swapped"
+    if da.year == db.year and ((da.month, da.day) == (1, 1) or (db.month, db.day) == (1, 1)):
+        return "jan_first"
+    if Levenshtein.distance(da.strftime("%Y%m%d"), db.strftime("%Y%m%d")) == 1 or (
+        abs(da.year - db.year) == 1 and (da.month, da.day) == (db.month, db.day)
+    ):
+        return "one_digit"
+    return "else"
+
+
+def sex_level(a: Traits, b: Traits) -> str:
+    if a.sex not in ("M", "F") or b.sex not in ("M", "F"):
+        return "null"
+    return "exact" if a.sex == b.sex else "else"
+
+
+def _department(code: str) -> str:
+    return code[:3] if code.startswith("97") else code[:2]
+
+
+def birth_place_level(a: Traits, b: Traits) -> str:
+    if not a.birth_place or not b.birth_place:
+        return "null"
+    if a.birth_place == b.birth_place:
+        return "exact"
+    if _department(a.birth_place) == _department(b.birth_place):
+        return "same_department"
+    return "else"
+
+
+def postal_code_level(a: Traits, b: Traits) -> str:
+    if not a.postal_code or not b.postal_code:
+        return "null"
+    return "exact" if a.postal_code == b.postal_code else "else"
+
+
+LEVELS = {
+    "name": name_level,
+    "given": given_level,
+    "birth_date": birth_date_level,
+    "sex": sex_level,
+    "birth_place": birth_place_level,
+    "postal_code": postal_code_level,
+}

@@ -1,0 +1,133 @@
+"""Tables of the identity server. Nothing is deleted: links end, identities deactivate,
+every change of a source identity keeps its previous version."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from enrs.kit.db import Base, UTCDateTime, utcnow
+
+
+class RegionalPatient(Base):
+    """One person for the region, with a stable regional identifier (FR Core ``RRI``)."""
+
+    __tablename__ = "identity_patient"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rri: Mapped[str] = mapped_column(String(32), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("identity_patient.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SourceIdentity(Base):
+    """What one facility knows of a patient: its assigning authority (OID) and IPP."""
+
+    __tablename__ = "identity_source"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority: Mapped[str] = mapped_column(String(64))
+    ipp: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("identity_patient.id"), index=True)
+    birth_name: Mapped[str] = mapped_column(String(128))
+    used_name: Mapped[str | None] = mapped_column(String(128))
+    given_names: Mapped[str] = mapped_column(String(256))  # space separated, in order
+    birth_date: Mapped[date | None] = mapped_column(Date, index=True)
+    sex: Mapped[str] = mapped_column(String(1))
+    birth_place: Mapped[str | None] = mapped_column(String(5))
+    address_line: Mapped[str | None] = mapped_column(String(256))
+    postal_code: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(128))
+    country: Mapped[str | None] = mapped_column(String(3))
+    telecom: Mapped[str | None] = mapped_column(Text)  # JSON list of {system, value}
+    ins: Mapped[str | None] = mapped_column(String(15), index=True)
+    ins_system: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(5))
+    attributes: Mapped[str] = mapped_column(String(32), default="")
+    method_collection: Mapped[str | None] = mapped_column(String(8))
+    validation_mode: Mapped[str | None] = mapped_column(String(8))
+    n_birth_name: Mapped[str] = mapped_column(String(128))
+    n_used_name: Mapped[str] = mapped_column(String(128))
+    n_given_names: Mapped[str] = mapped_column(String(256))
+    n_first_given: Mapped[str] = mapped_column(String(128))
+    birth_year: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("authority", "ipp"),
+        Index("ix_identity_source_name_year", "n_birth_name", "birth_year"),
+        Index("ix_identity_source_given_name", "n_first_given", "n_birth_name"),
+        Index("ix_identity_source_used_year", "n_used_name", "birth_year"),
+    )
+
+    @property
+    def attribute_set(self) -> frozenset[str]:
+        return frozenset(self.attributes.split())
+
+
+class SourceIdentityVersion(Base):
+    """A previous state of a source identity (kept on every update, merge or correction)."""
+
+    __tablename__ = "identity_source_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("identity_source.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    data: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(256))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentityLink(Base):
+    """Why a source identity belongs to a regional patient; ended links stay as history."""
+
+    __tablename__ = "identity_link"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("identity_source.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("identity_patient.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))  # NEW, INS, AUTO, MANUAL, MERGE
+    score: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(256))
+
+
+class IdentityTask(Base):
+    """Work for the identitovigilance cell: a potential duplicate or a potential collision."""
+
+    __tablename__ = "identity_task"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # DUPLICATE | COLLISION
+    status: Mapped[str] = mapped_column(String(8), default="OPEN", index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("identity_source.id"), index=True)
+    other_patient_id: Mapped[int] = mapped_column(ForeignKey("identity_patient.id"))
+    other_source_id: Mapped[int | None] = mapped_column(ForeignKey("identity_source.id"))
+    score: Mapped[float | None] = mapped_column(Float)
+    levels: Mapped[str | None] = mapped_column(Text)  # JSON: comparison -> level
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_by: Mapped[str | None] = mapped_column(String(256))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

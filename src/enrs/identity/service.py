@@ -1,0 +1,389 @@
+"""The regional identity server's logic: receive a facility's identity, match it, link it.
+
+Rules (RNIV, and the identity issue):
+- exact INS → same regional patient;
+- otherwise blocking + Fellegi–Sunter scoring: above the auto-link threshold (with the strict
+  traits close enough) → link; between the thresholds → a *potential duplicate* task for the
+  cell and the identity stays on its own; below → a new regional patient;
+- a douteuse or fictive identity is never linked automatically; two identities with different
+  INS are never linked automatically;
+- an update that no longer fits the regional patient raises a *potential collision* task;
+- nothing is deleted: links end, previous versions are kept. Services only flush.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from enrs.identity import repository
+from enrs.identity.matching.compare import Traits
+from enrs.identity.matching.engine import Matcher, PairScore
+from enrs.identity.models import (
+    IdentityLink,
+    IdentityTask,
+    RegionalPatient,
+    SourceIdentity,
+    SourceIdentityVersion,
+)
+from enrs.identity.schemas import FeedResult, SourceIdentityIn
+from enrs.identity.traits import INS_NIR_OID, check_ins, check_traits, normalize_name
+from enrs.kit.db import utcnow
+from enrs.kit.events import emit
+
+NEVER_AUTO = frozenset({"DOUT", "FICT"})
+
+
+def traits_of(source: SourceIdentity) -> Traits:
+    return Traits(
+        birth_name=source.n_birth_name,
+        used_name=source.n_used_name,
+        given_names=tuple(source.n_given_names.split("|")) if source.n_given_names else (),
+        birth_date=source.birth_date,
+        sex=source.sex,
+        birth_place=source.birth_place,
+        postal_code=source.postal_code,
+        ins=source.ins,
+    )
+
+
+def _apply(source: SourceIdentity, data: SourceIdentityIn, ins: str | None) -> None:
+    source.birth_name = data.birth_name
+    source.used_name = data.used_name
+    source.given_names = " ".join(data.given_names)
+    source.birth_date = data.birth_date
+    source.sex = data.sex
+    source.birth_place = data.birth_place
+    source.address_line = data.address_line
+    source.postal_code = data.postal_code
+    source.city = data.city
+    source.country = data.country
+    source.telecom = json.dumps([t.model_dump() for t in data.telecom]) if data.telecom else None
+    source.ins = ins
+    source.ins_system = (data.ins_system or INS_NIR_OID) if ins else None
+    source.status = data.status
+    source.attributes = " ".join(sorted(data.attributes))
+    source.method_collection = data.method_collection
+    source.validation_mode = data.validation_mode
+    source.n_birth_name = normalize_name(data.birth_name)
+    source.n_used_name = normalize_name(data.used_name)
+    source.n_given_names = "|".join(normalize_name(g) for g in data.given_names)
+    source.n_first_given = normalize_name(data.given_names[0])
+    source.birth_year = data.birth_date.year if data.birth_date else None
+    source.updated_at = utcnow()
+
+
+def _snapshot(source: SourceIdentity) -> str:
+    fields = (
+        "birth_name",
+        "used_name",
+        "given_names",
+        "birth_date",
+        "sex",
+        "birth_place",
+        "address_line",
+        "postal_code",
+        "city",
+        "country",
+        "telecom",
+        "ins",
+        "ins_system",
+        "status",
+        "attributes",
+        "method_collection",
+        "validation_mode",
+        "patient_id",
+    )
+    return json.dumps({f: getattr(source, f) for f in fields}, default=str)
+
+
+def _new_patient(session: Session) -> RegionalPatient:
+    patient = RegionalPatient(
+        rri=secrets.token_hex(8).upper(), active=True, created_at=utcnow(), updated_at=utcnow()
+    )
+    session.add(patient)
+    session.flush()
+    return patient
+
+
+def _link(
+    session: Session,
+    source: SourceIdentity,
+    patient_id: int,
+    method: str,
+    *,
+    actor: str,
+    score: float | None = None,
+    model_version: str | None = None,
+    reason: str | None = None,
+) -> None:
+    now = utcnow()
+    current = repository.current_link(session, source.id) if source.id else None
+    if current is not None:
+        current.ended_at, current.ended_by = now, actor
+    source.patient_id = patient_id
+    session.flush()
+    session.add(
+        IdentityLink(
+            source_id=source.id,
+            patient_id=patient_id,
+            method=method,
+            score=score,
+            model_version=model_version,
+            actor=actor,
+            reason=reason,
+            created_at=now,
+        )
+    )
+    emit(
+        session,
+        "identity.linked",
+        {"source_id": source.id, "patient_id": patient_id, "method": method},
+    )
+
+
+def _task(
+    session: Session, kind: str, source: SourceIdentity, other_patient: int, best: Scored | None
+) -> IdentityTask:
+    existing = repository.open_task(session, kind, source.id, other_patient)
+    if existing is not None:
+        return existing
+    task = IdentityTask(
+        kind=kind,
+        status="OPEN",
+        source_id=source.id,
+        other_patient_id=other_patient,
+        other_source_id=best.source.id if best else None,
+        score=best.score.weight if best else None,
+        levels=json.dumps(best.score.levels) if best else None,
+        created_at=utcnow(),
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+@dataclass(frozen=True)
+class Scored:
+    source: SourceIdentity
+    score: PairScore
+
+
+def best_candidates(
+    session: Session, matcher: Matcher, traits: Traits, *, exclude_patient: int | None = None
+) -> list[Scored]:
+    """Per regional patient, its best-scoring active identity, best first. Patients holding an
+    identity with another INS than ``traits.ins`` are left out (never the same person)."""
+    best: dict[int, Scored] = {}
+    other_ins: set[int] = set()
+    for cand in repository.candidates(session, traits):
+        if cand.patient_id == exclude_patient:
+            continue
+        if traits.ins and cand.ins and cand.ins != traits.ins:
+            other_ins.add(cand.patient_id)
+            continue
+        scored = Scored(cand, matcher.score(traits, traits_of(cand)))
+        kept = best.get(cand.patient_id)
+        if kept is None or scored.score.weight > kept.score.weight:
+            best[cand.patient_id] = scored
+    ranked = [s for pid, s in best.items() if pid not in other_ins]
+    return sorted(ranked, key=lambda s: s.score.weight, reverse=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``method``: INS or AUTO (join ``patient_id``), or NEW (stay alone); ``review_patient``:
+    the regional patient the cell should compare with (a potential duplicate)."""
+
+    method: str
+    patient_id: int | None = None
+    score: float | None = None
+    review: Scored | None = None
+    review_patient: int | None = None
+
+
+def decide(
+    session: Session,
+    matcher: Matcher,
+    traits: Traits,
+    attributes: frozenset[str],
+    *,
+    own_patient: int | None,
+    own_source: int | None,
+) -> Decision:
+    """Where an identity belongs, without changing anything."""
+    model = matcher.model
+    never_auto = bool(attributes & NEVER_AUTO)
+    if traits.ins:
+        same = [
+            s
+            for s in repository.sources_by_ins(session, traits.ins)
+            if s.id != own_source and s.patient_id != own_patient
+        ]
+        if same and not never_auto and not (same[0].attribute_set & NEVER_AUTO):
+            return Decision("INS", same[0].patient_id)
+        if same:
+            return Decision("NEW", review_patient=same[0].patient_id)
+    ranked = best_candidates(session, matcher, traits, exclude_patient=own_patient)
+    if not ranked:
+        return Decision("NEW")
+    top = ranked[0]
+    weight = top.score.weight
+    if (
+        weight >= model.auto_link
+        and top.score.auto_link_allowed
+        and not never_auto
+        and not (top.source.attribute_set & NEVER_AUTO)
+    ):
+        return Decision("AUTO", top.source.patient_id, weight)
+    if weight >= model.review:
+        return Decision("NEW", score=weight, review=top, review_patient=top.source.patient_id)
+    return Decision("NEW", score=weight)
+
+
+def _result(
+    session: Session,
+    source: SourceIdentity,
+    *,
+    created: bool,
+    method: str,
+    score: float | None,
+    task: IdentityTask | None,
+) -> FeedResult:
+    patient = repository.patient(session, source.patient_id)
+    assert patient is not None
+    kind: Literal["DUPLICATE", "COLLISION"] | None = None
+    if task is not None:
+        kind = "COLLISION" if task.kind == "COLLISION" else "DUPLICATE"
+    return FeedResult(
+        source_id=source.id,
+        rri=patient.rri,
+        created=created,
+        link_method=method,
+        score=score,
+        task=kind,
+        task_id=task.id if task else None,
+    )
+
+
+def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: str) -> FeedResult:
+    """Create or update a source identity and match it (ITI-104 / ADT A28, A31, A01, A04, A08).
+
+    Raises ``Unprocessable`` for an INS whose key does not check, or incoherent statuses."""
+    ins = check_ins(data.ins, data.ins_system or INS_NIR_OID) if data.ins else None
+    check_traits(
+        status=data.status,
+        attributes=data.attributes,
+        sex=data.sex,
+        birth_date=data.birth_date,
+        birth_place=data.birth_place,
+        ins=ins,
+    )
+    existing = repository.source_by_key(session, data.authority, data.ipp)
+    if existing is not None:
+        return _update(session, matcher, existing, data, ins, actor=actor)
+    source = SourceIdentity(
+        authority=data.authority, ipp=data.ipp, active=True, version=1, created_at=utcnow()
+    )
+    _apply(source, data, ins)
+    decision = decide(
+        session, matcher, traits_of(source), source.attribute_set, own_patient=None, own_source=None
+    )
+    patient_id = decision.patient_id or _new_patient(session).id
+    source.patient_id = patient_id
+    session.add(source)
+    session.flush()
+    auto = decision.method == "AUTO"
+    _link(
+        session,
+        source,
+        patient_id,
+        decision.method,
+        actor=actor,
+        score=decision.score if auto else None,
+        model_version=matcher.model.version if auto else None,
+    )
+    task = None
+    if decision.review_patient is not None:
+        task = _task(session, "DUPLICATE", source, decision.review_patient, decision.review)
+    return _result(
+        session, source, created=True, method=decision.method, score=decision.score, task=task
+    )
+
+
+def _update(
+    session: Session,
+    matcher: Matcher,
+    source: SourceIdentity,
+    data: SourceIdentityIn,
+    ins: str | None,
+    *,
+    actor: str,
+) -> FeedResult:
+    """A new version of a known identity: keep the old one; if it shares its regional patient,
+    check it still fits (else a potential collision); if it is alone, match it again."""
+    session.add(
+        SourceIdentityVersion(
+            source_id=source.id,
+            version=source.version,
+            data=_snapshot(source),
+            actor=actor,
+            recorded_at=utcnow(),
+        )
+    )
+    _apply(source, data, ins)
+    source.version += 1
+    session.flush()
+    traits = traits_of(source)
+    siblings = [
+        s for s in repository.sources_of_patient(session, source.patient_id) if s.id != source.id
+    ]
+    task: IdentityTask | None = None
+    method, score = "UPDATE", None
+    if siblings:
+        scored = [Scored(s, matcher.score(traits, traits_of(s))) for s in siblings]
+        best = max(scored, key=lambda s: s.score.weight)
+        score = best.score.weight
+        same_ins = bool(ins) and any(s.ins == ins for s in siblings)
+        other_ins = bool(ins) and any(s.ins and s.ins != ins for s in siblings)
+        if other_ins or (not same_ins and best.score.weight < matcher.model.review):
+            task = _task(session, "COLLISION", source, source.patient_id, best)
+        return _result(session, source, created=False, method=method, score=score, task=task)
+    decision = decide(
+        session,
+        matcher,
+        traits,
+        source.attribute_set,
+        own_patient=source.patient_id,
+        own_source=source.id,
+    )
+    if decision.patient_id is not None:
+        former = source.patient_id
+        _link(
+            session,
+            source,
+            decision.patient_id,
+            decision.method,
+            actor=actor,
+            score=decision.score,
+            model_version=matcher.model.version,
+        )
+        _retire(session, former, into=decision.patient_id)
+        method = decision.method
+    elif decision.review_patient is not None:
+        task = _task(session, "DUPLICATE", source, decision.review_patient, decision.review)
+    return _result(session, source, created=False, method=method, score=decision.score, task=task)
+
+
+def _retire(session: Session, former: int, *, into: int) -> None:
+    """A regional patient left without identities now points to the one they joined."""
+    if repository.sources_of_patient(session, former):
+        return
+    old = repository.patient(session, former)
+    if old is not None and old.active:
+        old.active, old.merged_into_id, old.updated_at = False, into, utcnow()
+        emit(session, "identity.merged", {"from_patient_id": old.id, "into_patient_id": into})

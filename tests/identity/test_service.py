@@ -1,0 +1,145 @@
+"""The identity service's rules on a real database: INS, automatic links, the cell's tasks,
+collisions, history, events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from enrs.identity import service
+from enrs.identity.matching.engine import EmbeddedMatcher
+from enrs.identity.matching.model import MatchModel
+from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentityVersion
+from enrs.identity.schemas import FeedResult, SourceIdentityIn
+from enrs.kit.db import Database
+from enrs.kit.errors import Unprocessable
+from enrs.kit.events import read_events
+
+CHU, CLINIC, GP = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.250.1.71.4.2.2.3"
+MATCHER = EmbeddedMatcher(MatchModel.load())
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def person(authority: str, ipp: str, **changes: Any) -> SourceIdentityIn:
+    base: dict[str, Any] = {
+        "authority": authority,
+        "ipp": ipp,
+        "birth_name": "JOSEPH",
+        "given_names": ["Marie-Line", "Rose"],
+        "birth_date": date(1961, 4, 9),
+        "sex": "F",
+        "birth_place": "97209",
+        "postal_code": "97200",
+        "city": "Fort-de-France",
+    }
+    base.update(changes)
+    return SourceIdentityIn(**base)
+
+
+def feed(db: Database, data: SourceIdentityIn) -> FeedResult:
+    with db.transaction() as session:
+        return service.feed(session, MATCHER, data, actor="test")
+
+
+def test_same_person_from_two_facilities_is_linked(db: Database) -> None:
+    first = feed(db, person(CHU, "1"))
+    assert first.created and first.link_method == "NEW"
+    second = feed(
+        db,
+        person(
+            CLINIC,
+            "A9",
+            birth_name="JOSEPH",
+            given_names=["MARIE LINE"],
+            birth_date=date(1961, 9, 4),
+        ),
+    )  # day/month swapped, no accents
+    assert second.link_method == "AUTO" and second.rri == first.rri
+
+
+def test_exact_ins_links_and_a_bad_key_is_refused(db: Database) -> None:
+    nir = "261049720912345"[:13]
+    key = 97 - int(nir) % 97
+    ins = f"{nir}{key:02d}"
+    a = feed(db, person(CHU, "1", ins=ins, status="QUAL"))
+    b = feed(
+        db, person(GP, "77", birth_name="JOSEPHE", given_names=["Line"], ins=ins, status="RECUP")
+    )
+    assert b.link_method == "INS" and b.rri == a.rri
+    with pytest.raises(Unprocessable, match="key"):
+        feed(db, person(GP, "78", ins=ins[:-2] + f"{(key + 1) % 97:02d}", status="RECUP"))
+
+
+def test_twins_are_not_linked_automatically(db: Database) -> None:
+    a = feed(db, person(CHU, "1"))
+    b = feed(db, person(CHU, "2", given_names=["Rose-Aimée"]))
+    assert b.rri != a.rri and b.link_method == "NEW"
+
+
+def test_different_valid_ins_are_never_linked(db: Database) -> None:
+    a = feed(db, person(CHU, "1", ins="295109912611193", status="QUAL"))
+    b = feed(db, person(CLINIC, "2", ins="253072B07300470", status="QUAL"))
+    assert a.rri != b.rri and b.task is None
+
+
+def test_doubtful_identity_goes_to_the_cell(db: Database) -> None:
+    a = feed(db, person(CHU, "1"))
+    b = feed(db, person(CLINIC, "2", attributes=frozenset({"DOUT"})))
+    assert b.rri != a.rri and b.task == "DUPLICATE"
+    with db.transaction() as session:
+        task = session.get(IdentityTask, b.task_id)
+        assert task is not None and task.status == "OPEN" and task.score is not None
+
+
+def test_update_that_no_longer_fits_raises_a_collision(db: Database) -> None:
+    feed(db, person(CHU, "1"))
+    b = feed(db, person(CLINIC, "2"))
+    changed = feed(
+        db,
+        person(
+            CLINIC,
+            "2",
+            birth_name="DUCLOS",
+            given_names=["Paul"],
+            sex="M",
+            birth_date=date(1990, 1, 30),
+            birth_place="75056",
+        ),
+    )
+    assert changed.task == "COLLISION" and changed.rri == b.rri  # stays linked until decided
+    with db.transaction() as session:
+        versions = session.scalar(select(func.count()).select_from(SourceIdentityVersion))
+        assert versions == 1
+
+
+def test_lone_identity_corrected_then_joins_and_the_old_patient_follows(db: Database) -> None:
+    a = feed(db, person(CHU, "1"))
+    b = feed(
+        db,
+        person(
+            CLINIC,
+            "2",
+            birth_name="DUCLOS",
+            given_names=["Paul"],
+            sex="M",
+            birth_date=date(1990, 1, 30),
+        ),
+    )
+    assert b.rri != a.rri
+    fixed = feed(db, person(CLINIC, "2"))
+    assert fixed.link_method == "AUTO" and fixed.rri == a.rri
+    with db.transaction() as session:
+        old = session.scalar(select(RegionalPatient).where(RegionalPatient.rri == b.rri))
+        assert old is not None and not old.active and old.merged_into_id is not None
+        names = [name for _, name, _ in read_events(session)]
+    assert names.count("identity.merged") == 1 and "identity.linked" in names
