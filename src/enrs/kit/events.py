@@ -25,7 +25,9 @@ class EventRecord(Base):
 
 def emit(session: Session, name: str, payload: dict[str, Any]) -> None:
     """Record an event in the caller's transaction (``identity.linked``, ``identity.merged``…)."""
-    session.add(EventRecord(name=name, payload=json.dumps(payload, default=str), created_at=utcnow()))
+    session.add(
+        EventRecord(name=name, payload=json.dumps(payload, default=str), created_at=utcnow())
+    )
 
 
 def read_events(
