@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -21,6 +22,7 @@ from enrs.app import create_app
 from enrs.kit.db import Database
 from enrs.kit.migrate import upgrade_head
 from enrs.settings import Settings
+from tests.support.browser import CHROMIUM_ARGS, chromium_path
 
 BACKEND = os.environ.get("ENRS_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -148,3 +150,12 @@ class Factory:
 @pytest.fixture
 def factory(db: Database, client: TestClient) -> Factory:
     return Factory(db, client)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Playwright driving Debian's Chromium (installed by `make test`)."""
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

@@ -171,6 +171,7 @@ def upgrade() -> None:
         sa.Column("decided_by", sa.String(length=256), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("decided_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("effects", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["other_patient_id"],
             ["identity_patient.id"],

@@ -17,6 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.identity import endpoints as identity_endpoints
+from enrs.identity.matching.engine import EmbeddedMatcher
+from enrs.identity.matching.model import MatchModel
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -26,6 +29,7 @@ from enrs.kit.security.keys import KeyRing
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.portal import endpoints as portal_endpoints
+from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
@@ -68,8 +72,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.principal_from_claims = accounts_service.principal_from_claims
     app.state.session_resolver = accounts_service.principal_from_session
     app.state.html_error = portal_endpoints.render_error
+    app.state.matcher = EmbeddedMatcher(MatchModel.load(settings.identity_model))
     app.state.capabilities = capabilities = CapabilityRegistry()
     audit_endpoints.register_capabilities(capabilities)
+    identity_endpoints.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -77,8 +83,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(accounts_endpoints.router)
     app.include_router(fhir_endpoints.router)
     app.include_router(audit_endpoints.router)
+    app.include_router(identity_endpoints.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
+    app.include_router(portal_identity.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
@@ -105,12 +113,10 @@ def _run_http(settings: Settings) -> None:
     )
 
 
-def listeners() -> list[Listener]:
-    """Every listener of the platform; later services append theirs (MLLP, DICOM, SMTP)."""
-    return [
-        Listener(
-            "http",
-            lambda s: f"{s.base_url} ({s.http_workers} worker(s), {s.http_host}:{s.http_port})",
-            _run_http,
-        )
-    ]
+def _describe_http(s: Settings) -> str:
+    return f"{s.base_url} ({s.http_workers} worker(s), {s.http_host}:{s.http_port})"
+
+
+def listeners(settings: Settings) -> list[Listener]:
+    """Every listener of the platform: HTTP, the identity feed over MLLP (later DICOM, SMTP)."""
+    return [Listener("http", _describe_http, _run_http)]

@@ -40,7 +40,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_keys(settings)
-    sys.exit(supervise(listeners(), settings))
+    sys.exit(supervise(listeners(settings), settings))
 
 
 def _prepare_keys(settings: Settings) -> None:

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     oidc_scopes: str = Field("openid profile", description="Scopes asked of the provider")
     oidc_rpps_claim: str = Field("SubjectNameID", description="Claim holding the RPPS number")
     oidc_display_name: str = Field("Pro Santé Connect", description="Label of the login button")
+    mllp_host: str = Field("127.0.0.1", description="HL7 v2 MLLP listen address")
+    mllp_port: int = Field(2575, ge=0, description="HL7 v2 MLLP port (0 disables the listener)")
+    mllp_authorities: str = Field(
+        "", description="Comma-separated sending facility OIDs (MSH-4) allowed; empty: any"
+    )
+    identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
     log_level: str = Field("info", description="Log level")
 
     @model_validator(mode="after")

@@ -131,3 +131,4 @@ class IdentityTask(Base):
     decided_by: Mapped[str | None] = mapped_column(String(256))
     reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    effects: Mapped[str | None] = mapped_column(Text)  # JSON: what the decision changed, to undo

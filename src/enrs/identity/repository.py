@@ -85,3 +85,13 @@ def open_task(
 
 def identifiers_of_patient(session: Session, patient_id: int) -> list[SourceIdentity]:
     return sources_of_patient(session, patient_id)
+
+
+def kept_apart(session: Session, source_id: int, other_patient_id: int) -> bool:
+    """The cell decided this identity and that patient are two people."""
+    stmt = select(IdentityTask.id).where(
+        IdentityTask.source_id == source_id,
+        IdentityTask.other_patient_id == other_patient_id,
+        IdentityTask.decision == "KEEP_APART",
+    )
+    return session.scalar(stmt.limit(1)) is not None

@@ -101,7 +101,7 @@ def _snapshot(source: SourceIdentity) -> str:
     return json.dumps({f: getattr(source, f) for f in fields}, default=str)
 
 
-def _new_patient(session: Session) -> RegionalPatient:
+def new_patient(session: Session) -> RegionalPatient:
     patient = RegionalPatient(
         rri=secrets.token_hex(8).upper(), active=True, created_at=utcnow(), updated_at=utcnow()
     )
@@ -110,7 +110,7 @@ def _new_patient(session: Session) -> RegionalPatient:
     return patient
 
 
-def _link(
+def link_source(
     session: Session,
     source: SourceIdentity,
     patient_id: int,
@@ -148,10 +148,12 @@ def _link(
 
 def _task(
     session: Session, kind: str, source: SourceIdentity, other_patient: int, best: Scored | None
-) -> IdentityTask:
+) -> IdentityTask | None:
     existing = repository.open_task(session, kind, source.id, other_patient)
     if existing is not None:
         return existing
+    if repository.kept_apart(session, source.id, other_patient):
+        return None  # the cell already said these are two people
     task = IdentityTask(
         kind=kind,
         status="OPEN",
@@ -293,12 +295,12 @@ def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: s
     decision = decide(
         session, matcher, traits_of(source), source.attribute_set, own_patient=None, own_source=None
     )
-    patient_id = decision.patient_id or _new_patient(session).id
+    patient_id = decision.patient_id or new_patient(session).id
     source.patient_id = patient_id
     session.add(source)
     session.flush()
     auto = decision.method == "AUTO"
-    _link(
+    link_source(
         session,
         source,
         patient_id,
@@ -363,7 +365,7 @@ def _update(
     )
     if decision.patient_id is not None:
         former = source.patient_id
-        _link(
+        link_source(
             session,
             source,
             decision.patient_id,

@@ -1,12 +1,8 @@
-"""A real browser for the portal tests: Playwright driving Debian's Chromium."""
+"""Debian's Chromium for browser tests (Playwright drives it; no browser download)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-
-import pytest
-from playwright.sync_api import Browser, sync_playwright
 
 CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -19,11 +15,3 @@ def chromium_path() -> str:
     if path is None:
         raise RuntimeError("Debian's chromium is required: `make test` installs it")
     return path
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()

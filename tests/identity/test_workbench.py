@@ -1,0 +1,130 @@
+"""The identitovigilance workbench: decisions on the cell's queue, undo, and the pages in a
+real browser (Playwright + Debian's Chromium) against ``enrs serve``."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser
+from tests.support.live_server import LiveServer, enrs_command, live_server
+
+from enrs.identity import service, workbench
+from enrs.identity.matching.engine import EmbeddedMatcher
+from enrs.identity.matching.model import MatchModel
+from enrs.identity.models import RegionalPatient
+from enrs.identity.schemas import SourceIdentityIn
+from enrs.kit.db import Database
+from enrs.kit.errors import BadRequest, Conflict
+
+MATCHER = EmbeddedMatcher(MatchModel.load())
+CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
+
+
+def _doubtful_pair(db: Database) -> int:
+    """Two identities of one person, the second douteuse: a potential duplicate task."""
+    common = {
+        "birth_name": "LOUIS-JEAN",
+        "given_names": ["Mireille"],
+        "sex": "F",
+        "birth_date": date(1948, 12, 2),
+        "birth_place": "97105",
+        "postal_code": "97100",
+    }
+    with db.transaction() as session:
+        service.feed(
+            session, MATCHER, SourceIdentityIn(authority=CHU, ipp="10", **common), actor="test"
+        )
+        result = service.feed(
+            session,
+            MATCHER,
+            SourceIdentityIn(authority=CLINIC, ipp="20", attributes=frozenset({"DOUT"}), **common),
+            actor="test",
+        )
+    assert result.task == "DUPLICATE" and result.task_id is not None
+    return result.task_id
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def test_link_then_undo(db: Database) -> None:
+    task_id = _doubtful_pair(db)
+    with db.transaction() as session:
+        with pytest.raises(BadRequest):
+            workbench.decide(session, task_id, "LINK", reason=" ", actor="cell")
+        with pytest.raises(BadRequest):
+            workbench.decide(session, task_id, "UNLINK", reason="x", actor="cell")
+        done = workbench.decide(session, task_id, "LINK", reason="même personne", actor="cell")
+        assert done.source.patient_id == done.task.other_patient_id
+        assert workbench.count_open(session) == 0
+    with db.transaction() as session:
+        with pytest.raises(Conflict):
+            workbench.decide(session, task_id, "LINK", reason="again", actor="cell")
+        back = workbench.undo(session, task_id, reason="erreur", actor="cell")
+        assert back.task.status == "OPEN" and back.source.patient_id != back.task.other_patient_id
+        retired = session.get(RegionalPatient, back.source.patient_id)
+        assert retired is not None and retired.active
+
+
+def test_keep_apart_is_not_proposed_again(db: Database) -> None:
+    task_id = _doubtful_pair(db)
+    with db.transaction() as session:
+        view = workbench.decide(session, task_id, "KEEP_APART", reason="homonymes", actor="cell")
+        data = SourceIdentityIn(
+            authority=CLINIC,
+            ipp="20",
+            birth_name="LOUIS-JEAN",
+            given_names=["Mireille"],
+            sex="F",
+            birth_date=date(1948, 12, 2),
+            birth_place="97105",
+            postal_code="97100",
+            attributes=frozenset({"DOUT"}),
+            address_line="2 rue Schoelcher",
+        )
+        again = service.feed(session, MATCHER, data, actor="test")
+        assert again.task is None and view.task.decision == "KEEP_APART"
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str, db: Database) -> Iterator[LiveServer]:
+    data_dir = tmp_path / "var"
+    env = {"ENRS_DATA_DIR": str(data_dir), "ENRS_DATABASE_URL": database_url, "PATH": "/usr/bin"}
+    subprocess.run(enrs_command("demo", "load"), env=env, check=True, capture_output=True)
+    _doubtful_pair(db)
+    with live_server(
+        data_dir=data_dir, database_url=database_url, extra_env={"ENRS_MLLP_PORT": "0"}
+    ) as running:
+        yield running
+
+
+@pytest.mark.browser
+def test_cell_decides_in_the_browser(browser: Browser, server: LiveServer) -> None:
+    page = browser.new_page()
+    page.goto(server.base_url + "/login")
+    page.fill("#username", "cellule")
+    page.fill("#password", "Cellule-demo-2026!")
+    page.click("button[type=submit]")
+    page.click("text=Identitovigilance")
+    assert "1 tâche(s) ouverte(s)" in page.locator("#queue-count").inner_text()
+    page.click("text=Examiner")
+    assert page.locator("tr.diff").count() >= 2  # IPP and authority differ, attributes too
+    assert "Doublon potentiel" in page.locator("h1").inner_text()
+    page.check("input[value=LINK]")
+    page.fill("#reason", "Même personne : pièce d'identité vérifiée")
+    page.click("text=Enregistrer la décision")
+    assert "Décision enregistrée" in page.content()
+    assert "LINK" in page.locator("#decision").inner_text()
+    page.fill("#undo-reason", "Erreur de manipulation")
+    page.click("text=Annuler la décision")
+    assert "la tâche est rouverte" in page.content()
+    page.goto(server.base_url + "/identitovigilance")
+    assert "1 tâche(s) ouverte(s)" in page.locator("#queue-count").inner_text()
