@@ -18,6 +18,7 @@ from enrs import __version__
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
+from enrs.identity import hl7 as identity_hl7
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.kit.audit.writer import AuditWriter
@@ -119,4 +120,7 @@ def _describe_http(s: Settings) -> str:
 
 def listeners(settings: Settings) -> list[Listener]:
     """Every listener of the platform: HTTP, the identity feed over MLLP (later DICOM, SMTP)."""
-    return [Listener("http", _describe_http, _run_http)]
+    found = [Listener("http", _describe_http, _run_http)]
+    if settings.mllp_port:
+        found.append(identity_hl7.LISTENER)
+    return found

@@ -59,8 +59,9 @@ def live_server(
         ENRS_BASE_URL=base_url,
         ENRS_HTTP_WORKERS=str(workers),
         ENRS_LOG_LEVEL="warning",
-        **(extra_env or {}),
+        ENRS_MLLP_PORT="0",
     )
+    env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "serve.log"
     with open(log_path, "wb") as log:

@@ -1,14 +1,370 @@
-"""FHIR endpoints of the identity server (PIXm ITI-104, ITI-83; PDQm ITI-78, ITI-119)."""
+"""FHIR R4 endpoints of the identity server: PIXm ITI-104 (feed) and ITI-83 (``$ihe-pix``),
+PDQm ITI-78 (search, read) and ITI-119 (``$match``), over FR Core Patient.
+
+Resource ids: a facility's *source identity* is ``Patient/{its numeric id}`` (what ITI-104
+stores, what ITI-78 and ITI-119 return); the *regional patient* is ``Patient/{RRI}`` (the
+``targetId`` of ITI-83; its read gives the regional view: the most reliable identity's traits
+and every identifier). Errors are OperationOutcomes (``enrs.kit.http``): 400 malformed request,
+401 no valid token, 403 missing scope or role, 404 unknown resource, 415 wrong media type,
+422 a Patient the identity rules refuse (INS key, incoherent status, missing birth name).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.orm import Session
+
+from enrs.identity import fhir, repository, search
+from enrs.identity import service as identity_service
+from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor
+from enrs.identity.models import SourceIdentity
+from enrs.identity.schemas import FeedResult
+from enrs.identity.traits import INS_OIDS
+from enrs.kit.errors import BadRequest, EnrsError, NotFound, Unprocessable
+from enrs.kit.fhir.bundle import bundle_entry, searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
-from enrs.kit.http import TransactionalRoute
+from enrs.kit.fhir.media import check_request_content_type, parse_resource_body
+from enrs.kit.fhir.outcome import FhirJSONResponse, outcome_issue
+from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.kit.security.principal import Principal
+from enrs.system.fhir_endpoints import FhirFormat, prefers_strict
 
-router = APIRouter(route_class=TransactionalRoute, tags=["identity"])
+router = APIRouter(route_class=TransactionalRoute, tags=["identity"], dependencies=[FhirFormat])
+
+PIX_DEFINITION = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"
+MATCH_DEFINITION = "http://hl7.org/fhir/OperationDefinition/Patient-match"
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+MATCH_DEFAULT_COUNT, MATCH_MAX_COUNT = 10, 100
 
 
 def register_capabilities(registry: CapabilityRegistry) -> None:
-    """Declare the Patient interactions this router implements (none yet)."""
+    """Patient: update (ITI-104, conditional), read, search-type (ITI-78), ``$ihe-pix``
+    (ITI-83) and ``$match`` (ITI-119)."""
+    registry.add_resource(
+        "Patient",
+        interactions=["update", "read", "search-type"],
+        search_params=search.PDQM_SEARCH,
+        operations=[("ihe-pix", PIX_DEFINITION), ("match", MATCH_DEFINITION)],
+        profile=fhir.FR_CORE_PATIENT,
+    )
+
+
+async def _body(request: Request, expected: str | None) -> dict[str, Any]:
+    check_request_content_type(request.headers.get("content-type"))
+    limit: int = request.app.state.settings.max_body_bytes
+    return parse_resource_body(await request.body(), max_bytes=limit, expected_type=expected)
+
+
+async def patient_body(request: Request) -> dict[str, Any]:
+    """An FR Core Patient body: 415 wrong media type, 400 not JSON, 422 not a Patient."""
+    return await _body(request, "Patient")
+
+
+async def operation_body(request: Request) -> dict[str, Any]:
+    """A ``Parameters`` (or, for ``$match``, a bare Patient) body."""
+    return await _body(request, None)
+
+
+def _audit_patient(request: Request, rri: str | None, entity: str | None = None) -> None:
+    entry = request.state.audit[-1]
+    if rri is not None:
+        entry.patient_ref = f"Patient/{rri}"
+    if entity is not None:
+        entry.entity_ref = entity
+
+
+# --- PIXm ITI-83 (declared before Patient/{id}) -------------------------------------------
+
+
+@router.get("/fhir/Patient/$ihe-pix", summary="PIXm ITI-83: identifier cross-reference")
+def iti_83_pix_query(
+    request: Request, session: DbSession, _principal: PatientSearch
+) -> FhirJSONResponse:
+    """``sourceIdentifier=system|value`` (an IPP, the RRI or a qualified INS) and optional
+    ``targetSystem`` → ``Parameters``: a ``targetIdentifier`` per identifier of the same
+    regional patient (active IPPs, the RRI, the INS only from a qualified identity; never the
+    source identifier itself) and its ``targetId`` ``Patient/{RRI}``.
+
+    400 ``code-invalid`` unknown source domain or malformed parameter, 404 ``not-found``
+    unknown identifier, 403 ``code-invalid`` unknown ``targetSystem`` (PIXm 2:3.83.4.2.2)."""
+    raw = request.query_params.get("sourceIdentifier")
+    patients = search.iti_83_patients(session, raw)
+    targets = search.check_target_systems(session, request.query_params.getlist("targetSystem"))
+    system, _, value = (raw or "").partition("|")
+    asked = (system, value.replace(" ", "").upper() if fhir.oid_of(system) in INS_OIDS else value)
+    parameters: list[dict[str, Any]] = []
+    for patient in patients:
+        sources = repository.sources_of_patient(session, patient.id)
+        for ident in fhir.patient_identifiers(patient.rri, sources):
+            if (ident["system"], ident["value"]) == asked:
+                continue
+            if not targets or ident["system"] in targets:
+                parameters.append({"name": "targetIdentifier", "valueIdentifier": ident})
+        reference = {"reference": f"Patient/{patient.rri}"}
+        parameters.append({"name": "targetId", "valueReference": reference})
+    request.state.audit[-1].interaction = "operation"
+    _audit_patient(request, patients[0].rri if len(patients) == 1 else None)
+    return FhirJSONResponse({"resourceType": "Parameters", "parameter": parameters})
+
+
+# --- PDQm ITI-119 ----------------------------------------------------------------------------
+
+
+def _match_parameters(body: dict[str, Any]) -> tuple[dict[str, Any], bool, int]:
+    """``(patient, onlyCertainMatches, count)``; a bare Patient body is accepted (ITI-119).
+    400 for a missing or malformed parameter, 422 for a body of another resource type."""
+    if body["resourceType"] == "Patient":
+        return body, False, MATCH_DEFAULT_COUNT
+    if body["resourceType"] != "Parameters":
+        raise Unprocessable(
+            "$match takes a Parameters resource (or a Patient)", issue_code="invalid"
+        )
+    params = body.get("parameter")
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise BadRequest("Parameters.parameter must be an array of objects")
+    patient, only_certain, count = None, False, MATCH_DEFAULT_COUNT
+    for param in params:
+        name = param.get("name")
+        if name == "resource":
+            patient = param.get("resource")
+        elif name == "onlyCertainMatches":
+            only_certain = param.get("valueBoolean")
+            if not isinstance(only_certain, bool):
+                raise BadRequest("onlyCertainMatches takes a valueBoolean")
+        elif name == "count":
+            count = param.get("valueInteger")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise BadRequest("count takes a positive valueInteger")
+    if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
+        raise BadRequest("the 'resource' parameter must hold a Patient")
+    return patient, only_certain, min(count, MATCH_MAX_COUNT)
+
+
+@router.post("/fhir/Patient/$match", summary="PDQm ITI-119: patient match")
+def iti_119_match(
+    request: Request,
+    session: DbSession,
+    _principal: PatientSearch,
+    body: Annotated[dict[str, Any], Depends(operation_body)],
+) -> FhirJSONResponse:
+    """A ``searchset`` Bundle of candidates, most likely first: for each regional patient its
+    best-scoring source identity, ``search.score`` = the matcher's probability and the
+    ``match-grade`` extension on ``entry.search``. ``certainly-not`` candidates are never
+    returned. 400 malformed Parameters, 422 a Patient that cannot be read or an INS whose key
+    does not check."""
+    patient, only_certain, count = _match_parameters(body)
+    traits = search.traits_of_fields(fhir.read_patient(patient, strict=False))
+    results = search.iti_119_match(
+        session, request.app.state.matcher, traits, only_certain=only_certain, count=count
+    )
+    base = request.app.state.settings.fhir_base
+    entries = []
+    for result in results:
+        resource = fhir.source_to_fhir(result.source, result.rri, share_ins=False)
+        entry = bundle_entry(resource, base_url=base, score=round(result.probability, 6))
+        entry["search"]["extension"] = [{"url": MATCH_GRADE, "valueCode": result.grade}]
+        entries.append(entry)
+    request.state.audit[-1].interaction = "operation"
+    _audit_patient(request, results[0].rri if len({r.rri for r in results}) == 1 else None)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}
+    if entries:
+        bundle["entry"] = entries
+    return FhirJSONResponse(bundle)
+
+
+# --- PIXm ITI-104 ----------------------------------------------------------------------------
+
+
+def _conditional_identifier(request: Request) -> tuple[str, str]:
+    """``identifier=urn:oid:{authority}|{ipp}`` of the conditional update, else 400."""
+    params = request.query_params
+    others = set(params.keys()) - {"identifier", "_format", "_pretty"}
+    if others:
+        raise BadRequest(f"ITI-104 takes only identifier=, not {', '.join(sorted(others))}")
+    values = params.getlist("identifier")
+    if len(values) != 1:
+        raise BadRequest("ITI-104 needs exactly one identifier=urn:oid:{authority}|{ipp}")
+    system, sep, ipp = values[0].partition("|")
+    authority = fhir.oid_of(system)
+    if not sep or not ipp or authority is None:
+        raise BadRequest(f"identifier {values[0]!r} is not urn:oid:{{authority}}|{{ipp}}")
+    if authority in INS_OIDS or system == fhir.RRI_SYSTEM:
+        raise BadRequest("the conditional identifier must be the facility's IPP, not INS or RRI")
+    return authority, ipp
+
+
+def _feed_headers(result: FeedResult) -> dict[str, str]:
+    headers = {"ENRS-Link-Method": result.link_method}
+    if result.score is not None:
+        headers["ENRS-Link-Score"] = f"{result.score:.2f}"
+    if result.task is not None:
+        headers["ENRS-Task"] = f"{result.task}; id={result.task_id}"
+    return headers
+
+
+def _feed_outcome(result: FeedResult, source: SourceIdentity) -> dict[str, Any]:
+    what = "created" if result.created else "updated"
+    text = (
+        f"Patient/{source.id} {what} (version {source.version}), regional patient "
+        f"{result.rri}, link {result.link_method}"
+    )
+    if result.score is not None:
+        text += f", match weight {result.score:.2f}"
+    if result.task is not None:
+        text += f"; potential {result.task.lower()} task {result.task_id} for the cell"
+    issue = outcome_issue(text, code="informational", severity="information")
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def _prefer_return(request: Request) -> str:
+    prefer = request.headers.get("prefer", "")
+    for item in prefer.split(","):
+        key, _, value = item.strip().partition("=")
+        if key.strip() == "return":
+            return value.strip().strip('"')
+    return "representation"
+
+
+def _feed(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    resource: dict[str, Any],
+    authority: str,
+    ipp: str,
+) -> Response:
+    """Read the Patient, feed it to ``service.feed``, answer as ITI-104 says."""
+    fields = fhir.read_patient(resource)
+    if (f"urn:oid:{authority}", ipp) not in fields.identifiers:
+        raise BadRequest(f"the Patient must carry its IPP urn:oid:{authority}|{ipp}")
+    data = fhir.source_identity_in(fields, authority=authority, ipp=ipp)
+    result = identity_service.feed(session, request.app.state.matcher, data, actor=actor(principal))
+    source = session.get(SourceIdentity, result.source_id)
+    assert source is not None
+    entry = request.state.audit[-1]
+    _audit_patient(request, result.rri, f"Patient/{source.id}")
+    if result.created:
+        entry.interaction, entry.action = "create", "C"
+    entry.detail = json.dumps(result.model_dump(exclude={"rri", "source_id"}))
+    headers = {
+        "Location": f"{request.app.state.settings.fhir_base}/Patient/{source.id}",
+        "ETag": f'W/"{source.version}"',
+        **_feed_headers(result),
+    }
+    status = 201 if result.created else 200
+    wanted = _prefer_return(request)
+    if wanted == "minimal":
+        return Response(status_code=status, headers=headers)
+    if wanted == "OperationOutcome":
+        body = _feed_outcome(result, source)
+    else:
+        body = fhir.source_to_fhir(source, result.rri, share_ins=True)
+    return FhirJSONResponse(body, status_code=status, headers=headers)
+
+
+@router.put("/fhir/Patient", summary="PIXm ITI-104: patient identity feed")
+def iti_104_patient_feed(
+    request: Request,
+    session: DbSession,
+    principal: PatientFeed,
+    resource: Annotated[dict[str, Any], Depends(patient_body)],
+) -> Response:
+    """Conditional update ``PUT Patient?identifier=urn:oid:{authority}|{ipp}``: creates (201)
+    or updates (200) the facility's source identity and matches it (``service.feed``).
+
+    The body is the stored identity as FR Core Patient with its ``RRI``; ``Prefer:
+    return=OperationOutcome`` returns instead an ``information`` issue describing the link,
+    ``return=minimal`` no body. The link (method, weight, task for the cell) is always in the
+    ``ENRS-Link-Method``, ``ENRS-Link-Score`` and ``ENRS-Task`` headers. 400 missing or
+    malformed identifier, identifier absent from the body, or body ``id`` other than the
+    stored one; 422 an invalid INS key, incoherent status, or untraceable trait."""
+    authority, ipp = _conditional_identifier(request)
+    existing = repository.source_by_key(session, authority, ipp)
+    body_id = resource.get("id")
+    if existing is not None and body_id is not None and str(body_id) != str(existing.id):
+        raise BadRequest(f"Patient.id {body_id!r} is not the id of that identity ({existing.id})")
+    return _feed(request, session, principal, resource, authority, ipp)
+
+
+@router.put("/fhir/Patient/{patient_id}", summary="Update a source identity by id")
+def update_patient(
+    request: Request,
+    patient_id: str,
+    session: DbSession,
+    principal: PatientFeed,
+    resource: Annotated[dict[str, Any], Depends(patient_body)],
+) -> Response:
+    """``PUT Patient/{id}`` of an existing source identity: the same as its ITI-104 feed (no
+    update-as-create: 404 for an unknown id, 405 for the read-only regional ``Patient/{RRI}``).
+    400 when ``Patient.id`` is not ``{id}`` or the body lacks the identity's IPP."""
+    source = search.source_by_id(session, patient_id)
+    if source is None:
+        if repository.patient_by_rri(session, patient_id) is not None:
+            raise EnrsError("the regional Patient is read-only", 405, issue_code="not-supported")
+        raise NotFound(f"Patient/{patient_id} not found (use ITI-104 to create an identity)")
+    if resource.get("id") != patient_id:
+        raise BadRequest(f"Patient.id must be {patient_id!r}, the id in the URL")
+    return _feed(request, session, principal, resource, source.authority, source.ipp)
+
+
+# --- PDQm ITI-78 -----------------------------------------------------------------------------
+
+
+@router.get("/fhir/Patient", summary="PDQm ITI-78: search patients")
+def iti_78_search(
+    request: Request, session: DbSession, _principal: PatientSearch
+) -> FhirJSONResponse:
+    """The active source identities matching ``family``, ``given``, ``birthdate``, ``gender``,
+    ``identifier``, ``address-postalcode``, ``address-city``, ``_id``, paged (``_count``,
+    ``_offset``), each as FR Core Patient with its RRI; the INS only of qualified identities.
+    ``identifier=system|`` also restricts the identifiers returned to those domains. 400 for a
+    malformed or unsupported parameter, 404 "targetSystem not found" for an unknown domain."""
+    base = request.app.state.settings.fhir_base
+    page = search.iti_78_search_patients(
+        session,
+        list(request.query_params.multi_items()),
+        base_url=base,
+        strict=prefers_strict(request),
+    )
+    resources = [fhir.source_to_fhir(s, rri, share_ins=False) for s, rri in page.rows]
+    if page.domains:  # ITI-78 case 2: only the identifiers of the domains asked for
+        for resource in resources:
+            kept = [i for i in resource["identifier"] if i["system"] in page.domains]
+            resource["identifier"] = kept
+    rris = {rri for _, rri in page.rows}
+    _audit_patient(request, next(iter(rris)) if len(rris) == 1 else None)
+    bundle = searchset_bundle(
+        base_url=base,
+        resource_type="Patient",
+        resources=resources,
+        parsed=page.parsed,
+        total=page.total,
+        has_next=page.has_next,
+    )
+    return FhirJSONResponse(bundle)
+
+
+@router.get("/fhir/Patient/{patient_id}", summary="PDQm: read a patient")
+def iti_78_read_patient(
+    request: Request, patient_id: str, session: DbSession, _principal: PatientRead
+) -> FhirJSONResponse:
+    """``Patient/{RRI}``: the regional view (``replaced-by`` link once merged);
+    ``Patient/{id}``: a source identity. 404 otherwise."""
+    patient = repository.patient_by_rri(session, patient_id) if len(patient_id) <= 32 else None
+    if patient is not None:
+        current = search.survivor(session, patient)
+        sources = repository.sources_of_patient(session, patient.id)
+        resource = fhir.regional_to_fhir(
+            patient, sources, current.rri if current.id != patient.id else None
+        )
+        _audit_patient(request, patient.rri, f"Patient/{patient.rri}")
+        return FhirJSONResponse(resource)
+    source = search.source_by_id(session, patient_id)
+    if source is None:
+        raise NotFound(f"Patient/{patient_id} not found")
+    rri = search.rri_of(session, source)
+    _audit_patient(request, rri, f"Patient/{source.id}")
+    return FhirJSONResponse(fhir.source_to_fhir(source, rri, share_ins=False))

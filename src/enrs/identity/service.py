@@ -77,7 +77,7 @@ def _apply(source: SourceIdentity, data: SourceIdentityIn, ins: str | None) -> N
     source.updated_at = utcnow()
 
 
-def _snapshot(source: SourceIdentity) -> str:
+def snapshot(source: SourceIdentity) -> str:
     fields = (
         "birth_name",
         "used_name",
@@ -332,7 +332,7 @@ def _update(
         SourceIdentityVersion(
             source_id=source.id,
             version=source.version,
-            data=_snapshot(source),
+            data=snapshot(source),
             actor=actor,
             recorded_at=utcnow(),
         )

@@ -59,17 +59,27 @@ def name_level(a: Traits, b: Traits) -> str:
 
 
 def given_level(a: Traits, b: Traits) -> str:
+    """``exact``: same first birth first name; ``in_list``: one list of first names is the
+    other truncated (``JEAN`` / ``JEAN PIERRE``, ``MARIE`` / ``MARIE ROSE``) or the same list in
+    another order; ``reordered``:
+    the first name of one is another first name of the other (``PASCAL`` / ``HENRI ANDRE
+    PASCAL``) — twins are named like that, so it is never enough for an automatic link."""
     fa, fb = a.first_given, b.first_given
     if not fa or not fb:
         return "else"
     if fa == fb:
         return "exact"
-    all_a, all_b = " ".join(a.given_names), " ".join(b.given_names)
-    tokens_a, tokens_b = set(all_a.split()), set(all_b.split())
-    if fa in tokens_b or fb in tokens_a or all_a.startswith(fb + " ") or all_b.startswith(fa + " "):
+    ta = " ".join(a.given_names).split()
+    tb = " ".join(b.given_names).split()
+    short, long = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
+    if long[: len(short)] == short or (len(ta) > 1 and sorted(ta) == sorted(tb)):
         return "in_list"
-    if fa.split()[0] == fb.split()[0]:  # "JEAN PIERRE" entered as "JEAN"
+    fa_t, fb_t = fa.split(), fb.split()
+    short_t, long_t = (fa_t, fb_t) if len(fa_t) <= len(fb_t) else (fb_t, fa_t)
+    if long_t[: len(short_t)] == short_t:  # JEAN for JEAN-PIERRE
         return "in_list"
+    if fa in b.given_names or fb in a.given_names:
+        return "reordered"
     if _jw(fa, fb) >= 0.90:
         return "jaro_winkler"
     return "else"

@@ -31,6 +31,8 @@ _TYPES = {
     "token": {"system": DCM, "code": "110114", "display": "User Authentication"},
     "security": {"system": DCM, "code": "110113", "display": "Security Alert"},
     "export": {"system": DCM, "code": "110106", "display": "Export"},
+    "hl7": {"system": DCM, "code": "110110", "display": "Patient Record"},
+    "external": {"system": DCM, "code": "110110", "display": "Patient Record"},
 }
 _SUBTYPES = {
     "login": {"system": DCM, "code": "110122", "display": "Login"},

@@ -1,0 +1,384 @@
+"""The identity server's FHIR queries: PDQm ITI-78 search over the source identities, the PIXm
+ITI-83 cross-reference, and the PDQm ITI-119 match ranking.
+
+Names are searched through the normalised columns (``n_birth_name``, ``n_used_name``,
+``n_given_names``, written with :func:`enrs.identity.traits.normalize_name`: upper case, no
+accents, hyphens and apostrophes as spaces), so ``family=helene`` finds ``HÉLÈNE`` on SQLite and
+PostgreSQL alike; ``:exact`` compares the names as entered. Only active identities are found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from enrs.identity import repository
+from enrs.identity import service as identity_service
+from enrs.identity.fhir import GENDER_IN, GENDER_SYSTEM, RRI_SYSTEM, PatientFields, oid_of
+from enrs.identity.matching.compare import Traits
+from enrs.identity.matching.engine import Matcher
+from enrs.identity.models import RegionalPatient, SourceIdentity
+from enrs.identity.traits import INS_OIDS, check_ins, normalize_name
+from enrs.kit.errors import BadRequest, Forbidden, NotFound
+from enrs.kit.fhir.search import (
+    ParsedSearch,
+    SearchParam,
+    SearchSpec,
+    apply_search,
+    count_stmt,
+    parse_search,
+    split_page,
+)
+from enrs.kit.fhir.search_values import StringValue, TokenValue
+
+S = SourceIdentity
+P = RegionalPatient
+SP = "http://hl7.org/fhir/SearchParameter/"
+
+
+def _patients_with_rri(rri: str) -> ColumnElement[bool]:
+    return S.patient_id.in_(sa.select(P.id).where(P.rri == rri))
+
+
+def _name_clause(
+    value: StringValue, raw: Sequence[Any], norm: Sequence[Any]
+) -> ColumnElement[bool]:
+    if value.modifier == "exact":
+        return sa.or_(*(c == value.text for c in raw))
+    folded = normalize_name(value.text)
+    if not folded:
+        return sa.false()
+    if value.modifier == "contains":
+        return sa.or_(*(c.contains(folded, autoescape=True) for c in norm))
+    return sa.or_(*(c.startswith(folded, autoescape=True) for c in norm))
+
+
+def _family(value: StringValue) -> ColumnElement[bool]:
+    return _name_clause(value, (S.birth_name, S.used_name), (S.n_birth_name, S.n_used_name))
+
+
+def _given(value: StringValue) -> ColumnElement[bool]:
+    """Any of the birth first names (``n_given_names`` is ``|``-separated)."""
+    if value.modifier == "exact":
+        text = value.text
+        names = S.given_names
+        return sa.or_(
+            names == text,
+            names.startswith(text + " ", autoescape=True),
+            names.endswith(" " + text, autoescape=True),
+            names.contains(f" {text} ", autoescape=True),
+        )
+    folded = normalize_name(value.text)
+    if not folded:
+        return sa.false()
+    norm = S.n_given_names
+    if value.modifier == "contains":
+        return norm.contains(folded, autoescape=True)
+    return sa.or_(
+        norm.startswith(folded, autoescape=True), norm.contains("|" + folded, autoescape=True)
+    )
+
+
+def _identifier(value: TokenValue) -> ColumnElement[bool]:
+    """IPP (``urn:oid:{authority}|ipp``), INS (``urn:oid:1.2.250.1.213.1.4.8|…``), RRI, or a
+    bare value matching any of them."""
+    system, code = value.system, value.code
+    if system is None:
+        assert code is not None
+        return sa.or_(S.ipp == code, S.ins == code.replace(" ", ""), _patients_with_rri(code))
+    if system == RRI_SYSTEM:
+        return _patients_with_rri(code) if code else sa.true()
+    oid = oid_of(system)
+    if oid is None:
+        return sa.false()
+    if oid in INS_OIDS:
+        clause = S.ins_system == oid
+        return sa.and_(clause, S.ins == code.replace(" ", "")) if code else clause
+    return sa.and_(S.authority == oid, S.ipp == code) if code else S.authority == oid
+
+
+def _gender(value: TokenValue) -> ColumnElement[bool]:
+    if value.system not in (None, GENDER_SYSTEM) or value.code not in GENDER_IN:
+        return sa.false()
+    return S.sex == GENDER_IN[value.code]
+
+
+def _id(value: TokenValue) -> ColumnElement[bool]:
+    code = value.code or ""
+    return S.id == int(code) if code.isdigit() and len(code) <= 18 else sa.false()
+
+
+PDQM_SEARCH = SearchSpec(
+    resource_type="Patient",
+    params={
+        "_id": SearchParam.token(
+            match=_id, doc="Source identity id", definition=SP + "Resource-id"
+        ),
+        "family": SearchParam.string(
+            match=_family,
+            doc="Birth or used name; accent- and case-insensitive, :exact as entered",
+            definition=SP + "individual-family",
+        ),
+        "given": SearchParam.string(
+            match=_given, doc="Any birth first name", definition=SP + "individual-given"
+        ),
+        "birthdate": SearchParam.date(
+            S.birth_date, doc="Birth date", definition=SP + "individual-birthdate"
+        ),
+        "gender": SearchParam.token(
+            match=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
+        ),
+        "identifier": SearchParam.token(
+            match=_identifier,
+            doc="IPP (urn:oid:{authority}|ipp), INS (urn:oid:1.2.250.1.213.1.4.8|nir) or RRI",
+            definition=SP + "Patient-identifier",
+        ),
+        "address-postalcode": SearchParam.string(
+            S.postal_code, doc="Postal code", definition=SP + "individual-address-postalcode"
+        ),
+        "address-city": SearchParam.string(
+            S.city, doc="City", definition=SP + "individual-address-city"
+        ),
+    },
+    sorts={"_id": S.id, "family": S.n_birth_name, "birthdate": S.birth_date},
+    default_sort="_id",
+    tiebreaker=S.id,
+    default_count=20,
+    max_count=100,
+)
+
+
+@dataclass(frozen=True)
+class PdqmPage:
+    """One page of ITI-78 results: each source identity with its regional identifier."""
+
+    rows: list[tuple[SourceIdentity, str]]
+    parsed: ParsedSearch
+    total: int | None
+    has_next: bool
+    domains: frozenset[str] = frozenset()
+    """Identifier domains asked with ``identifier=system|`` (ITI-78 2:3.78.4.1.2.3): only
+    identifiers of these systems are to be returned."""
+
+
+def _requested_domains(parsed: ParsedSearch) -> frozenset[str]:
+    return frozenset(
+        v.system
+        for p in parsed.params
+        if p.name == "identifier" and p.modifier is None
+        for v in p.values
+        if isinstance(v, TokenValue) and v.system and v.code is None
+    )
+
+
+def iti_78_search_patients(
+    session: Session, items: Sequence[tuple[str, str]], *, base_url: str, strict: bool
+) -> PdqmPage:
+    """PDQm ITI-78. Raises :class:`BadRequest` (400) for a malformed or unsupported parameter
+    (an unknown one only under ``Prefer: handling=strict``), :class:`NotFound` (404,
+    "targetSystem not found", ITI-78 case 4) for an identifier domain this server does not
+    know."""
+    parsed = parse_search(PDQM_SEARCH, items, strict=strict, base_url=base_url)
+    domains = _requested_domains(parsed)
+    for system in domains:
+        if not known_domain(session, system):
+            raise NotFound(f"targetSystem not found: {system}")
+    stmt: Select[Any] = cast(
+        "Select[Any]",
+        sa.select(S, P.rri).join(P, P.id == S.patient_id).where(S.active.is_(True)),
+    )
+    rows = [(row[0], row[1]) for row in session.execute(apply_search(stmt, parsed)).all()]
+    page, has_next = split_page(rows, parsed)
+    total = None
+    if parsed.want_total:
+        total = session.scalar(count_stmt(sa.select(S.id).where(S.active.is_(True)), parsed))
+    return PdqmPage(page, parsed, total, has_next, domains)
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def source_by_id(session: Session, ident: str) -> SourceIdentity | None:
+    if not ident.isdigit() or len(ident) > 18:
+        return None
+    return session.get(S, int(ident))
+
+
+def rri_of(session: Session, source: SourceIdentity) -> str:
+    patient = repository.patient(session, source.patient_id)
+    assert patient is not None
+    return patient.rri
+
+
+def survivor(session: Session, patient: RegionalPatient) -> RegionalPatient:
+    """The regional patient a merged one now lives in (follows ``merged_into_id``)."""
+    current, hops = patient, 0
+    while current.merged_into_id is not None and hops < 20:
+        nxt = repository.patient(session, current.merged_into_id)
+        if nxt is None:
+            break
+        current, hops = nxt, hops + 1
+    return current
+
+
+# --- PIXm ITI-83 -----------------------------------------------------------------------------
+
+
+def _authority_known(session: Session, oid: str) -> bool:
+    return session.scalar(sa.select(S.id).where(S.authority == oid).limit(1)) is not None
+
+
+def known_domain(session: Session, system: str) -> bool:
+    """Whether ``system`` is an identifier domain of this server: the RRI namespace, an INS OID,
+    or the OID of a facility that fed at least one identity."""
+    oid = oid_of(system)
+    if system == RRI_SYSTEM or oid in INS_OIDS:
+        return True
+    return oid is not None and _authority_known(session, oid)
+
+
+def _parse_source_identifier(raw: str | None) -> tuple[str, str]:
+    if raw is None or not raw.strip():
+        raise BadRequest("the sourceIdentifier parameter is required (system|value)")
+    system, sep, value = raw.partition("|")
+    if not sep or not system or not value:
+        raise BadRequest(f"sourceIdentifier {raw!r} is not of the form system|value")
+    return system, value
+
+
+def iti_83_patients(session: Session, raw_source: str | None) -> list[RegionalPatient]:
+    """The regional patients the ``sourceIdentifier`` of ITI-83 designates (an IPP, the RRI, or
+    a *qualified* identity's INS), merges followed.
+
+    Errors as PIXm 2:3.83.4.2.2: 400 ``code-invalid`` "sourceIdentifier Assigning Authority not
+    found" for an unknown domain (or a malformed parameter), 404 ``not-found``
+    "sourceIdentifier Patient Identifier not found"."""
+    system, value = _parse_source_identifier(raw_source)
+    if not known_domain(session, system):
+        raise BadRequest(
+            "sourceIdentifier Assigning Authority not found", issue_code="code-invalid"
+        )
+    oid = oid_of(system)
+    found: list[RegionalPatient] = []
+    if system == RRI_SYSTEM:
+        patient = repository.patient_by_rri(session, value)
+        found = [patient] if patient is not None else []
+    elif oid in INS_OIDS:
+        sources = repository.sources_by_ins(session, value.replace(" ", "").upper())
+        ids = dict.fromkeys(s.patient_id for s in sources if s.status == "QUAL")
+        found = [p for pid in ids if (p := repository.patient(session, pid)) is not None]
+    elif oid is not None:
+        source = repository.source_by_key(session, oid, value)
+        if source is not None and source.active:
+            found = [p for p in [repository.patient(session, source.patient_id)] if p]
+    if not found:
+        raise NotFound("sourceIdentifier Patient Identifier not found")
+    return list({p.id: p for p in (survivor(session, p) for p in found)}.values())
+
+
+def check_target_systems(session: Session, raw: Sequence[str]) -> frozenset[str]:
+    """The ``targetSystem`` values (repeated or comma-separated); PIXm 2:3.83.4.2.2.4: 403
+    ``code-invalid`` "targetSystem not found" when one is not a domain of this server."""
+    systems = frozenset(s.strip() for item in raw for s in item.split(",") if s.strip())
+    for system in systems:
+        if not known_domain(session, system):
+            raise Forbidden("targetSystem not found", issue_code="code-invalid")
+    return systems
+
+
+# --- PDQm ITI-119 ----------------------------------------------------------------------------
+
+POSSIBLE_FLOOR = 0.0
+"""Below this match weight (a Bayes factor under 1) a candidate is ``certainly-not``: it is never
+returned, so that a match does not hand out unrelated people's demographics."""
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    source: SourceIdentity
+    rri: str
+    probability: float
+    grade: str
+
+
+def traits_of_fields(fields: PatientFields) -> Traits:
+    """Match traits of a $match input Patient, normalised as ``service.traits_of`` does.
+    Raises ``Unprocessable`` (422) for an INS whose key does not check."""
+    ins = check_ins(fields.ins, fields.ins_system or "") if fields.ins else None
+    return Traits(
+        birth_name=normalize_name(fields.birth_name),
+        used_name=normalize_name(fields.used_name),
+        given_names=tuple(n for n in (normalize_name(g) for g in fields.given_names) if n),
+        birth_date=fields.birth_date,
+        sex=fields.sex,
+        birth_place=fields.birth_place,
+        postal_code=fields.postal_code,
+        ins=ins,
+    )
+
+
+def _grade(weight: float, allowed: bool, same_ins: bool, doubtful: bool, m: Matcher) -> str:
+    if (same_ins or (weight >= m.model.auto_link and allowed)) and not doubtful:
+        return "certain"
+    if weight >= m.model.review or same_ins:
+        return "probable"
+    return "possible" if weight >= POSSIBLE_FLOOR else "certainly-not"
+
+
+_GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2, "certainly-not": 3}
+
+
+def iti_119_match(
+    session: Session, matcher: Matcher, traits: Traits, *, only_certain: bool, count: int
+) -> list[MatchResult]:
+    """PDQm ITI-119: per regional patient its best-scoring identity (``service.best_candidates``),
+    graded with the model's thresholds (``certain`` ≥ auto-link with the strict traits close
+    enough, or the same qualified INS; ``probable`` ≥ review; ``possible`` ≥ 0), most likely
+    first. A douteuse or fictive identity is never ``certain``. With ``only_certain``, the
+    result is empty unless exactly one regional patient is certain (ITI-119 cases 3-5)."""
+    ranked = identity_service.best_candidates(session, matcher, traits)
+    qualified: dict[int, SourceIdentity] = {}
+    if traits.ins:
+        for source in repository.sources_by_ins(session, traits.ins):
+            if source.status == "QUAL":
+                qualified.setdefault(source.patient_id, source)
+    seen = {r.source.patient_id for r in ranked}
+    for pid, source in qualified.items():
+        if pid not in seen:
+            score = matcher.score(traits, identity_service.traits_of(source))
+            ranked.append(identity_service.Scored(source, score))
+    results: list[tuple[int, float, identity_service.Scored, str]] = []
+    for scored in ranked:
+        doubtful = bool(scored.source.attribute_set & identity_service.NEVER_AUTO)
+        grade = _grade(
+            scored.score.weight,
+            scored.score.auto_link_allowed,
+            scored.source.patient_id in qualified,
+            doubtful,
+            matcher,
+        )
+        if grade != "certainly-not":
+            results.append((_GRADE_ORDER[grade], -scored.score.weight, scored, grade))
+    results.sort(key=lambda r: (r[0], r[1]))
+    if only_certain:
+        results = [r for r in results if r[3] == "certain"]
+        if len(results) != 1:
+            return []
+    rris = _rris(session, [r[2].source.patient_id for r in results[:count]])
+    return [
+        MatchResult(s.source, rris[s.source.patient_id], s.score.probability, grade)
+        for _, _, s, grade in results[:count]
+    ]
+
+
+def _rris(session: Session, patient_ids: Sequence[int]) -> dict[int, str]:
+    if not patient_ids:
+        return {}
+    rows = session.execute(sa.select(P.id, P.rri).where(P.id.in_(set(patient_ids)))).all()
+    return {row.id: row.rri for row in rows}

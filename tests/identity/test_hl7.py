@@ -1,0 +1,428 @@
+"""The HL7 v2 identity feed (IHE PAM ITI-30 with PAM-FR 2.11, PIX query ITI-9) over real MLLP
+connections, with the ``hl7`` package's client: through ``enrs serve``, and in process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import hl7
+import pytest
+from hl7.client import MLLPClient
+from sqlalchemy import func, select
+from tests.support.live_server import free_port, live_server
+
+from enrs.identity.hl7 import IdentityFeed, finess_oid
+from enrs.identity.matching.engine import EmbeddedMatcher
+from enrs.identity.matching.model import MatchModel
+from enrs.identity.merges import RRI_AUTHORITY
+from enrs.identity.models import (
+    IdentityLink,
+    RegionalPatient,
+    SourceIdentity,
+    SourceIdentityVersion,
+)
+from enrs.kit.audit import verify_chain
+from enrs.kit.audit.models import AuditRecord
+from enrs.kit.audit.writer import AuditWriter
+from enrs.kit.db import Database
+from enrs.kit.events import read_events
+from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
+
+CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
+ANS_EXAMPLE = (
+    "MSH|^~\\&|GAM|CHU-X|DPI|CHU-X|20240306111154||ADT^A01^ADT_A01|3975|D|2.5^FRA^2.11|||||FRA"
+    "|UNICODE UTF-8|FR||2.11^IHE_FRANCE-2.11-PAM\r"
+    "PID|1||000003^^^CHU-X&000897406&N^PI~279035121518989^^^ASIP-SANTE-INS-NIR"
+    "&1.2.250.1.213.1.4.10&ISO^INS^^20101207||PAT-TROIS^DOMINIQUE^DOMINIQUE^^^^L||19790328|F|||"
+    "28 Av de Breteuil^^PARIS^^75007^FRA^H^^^^^^^~^^^^^^BDL^^63220|||||S||24000006^^^CHU-X"
+    "&000897406&M^AN|||||||1|||||N||VALI|20240306111153\r"
+    "ZFD|||Y|N|INSI|20211201||\r"
+)
+
+
+def msh(event: str, control: str, *, facility: str = f"CHU^{CHU}^ISO", charset: str = "") -> str:
+    kind = "QBP^Q23^QBP_Q21" if event == "Q23" else f"ADT^{event}^ADT_A01"
+    tail = f"|||||FRA|{charset}" if charset else ""
+    return f"MSH|^~\\&|GAM|{facility}|ENRS|REGION|20240306111154||{kind}|{control}|P|2.5{tail}\r"
+
+
+def pid(
+    ipp: str,
+    *,
+    authority: str = CHU,
+    name: str = "JOSEPH",
+    given: str = "Marie-Line^Marie-Line Rose",
+    dob: str = "19610409",
+    sex: str = "F",
+    ins: str = "",
+    status: str = "PROV",
+    used: str = "",
+) -> str:
+    ids = f"{ipp}^^^&{authority}&ISO^PI"
+    if ins:
+        ids += f"~{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS"
+    names = f"{name}^{given}^^^^L" + (f"~{used}^^^^^^D" if used else "")
+    fields = [""] * 33
+    fields[1], fields[3], fields[5], fields[7], fields[8] = "1", ids, names, dob, sex
+    fields[11] = "12 rue Schoelcher^^Fort-de-France^^97200^FRA^H~^^^^^^BDL^^97209"
+    fields[13], fields[32] = "^PRN^PH^^^^^^^^^0596123456", status
+    return "PID|" + "|".join(fields[1:]) + "\r"
+
+
+def mrg(ipp: str, authority: str = CHU) -> str:
+    return f"MRG|{ipp}^^^&{authority}&ISO^PI\r"
+
+
+def qbp(control: str, ipp: str, authority: str = CHU, domains: str = "") -> str:
+    qpd = f"QPD|IHE PIX Query^IHE PIX Query|Q{control}|{ipp}^^^&{authority}&ISO^PI|{domains}\r"
+    return msh("Q23", control) + qpd + "RCP|I\r"
+
+
+def parsed(raw: bytes, encoding: str = "utf-8") -> hl7.Message:
+    assert raw.startswith(SB) and raw.endswith(EB + b"\r"), raw
+    return hl7.parse(raw[1:-2].decode(encoding))
+
+
+def code(answer: hl7.Message) -> str:
+    return str(answer["MSA.F1"])
+
+
+def err(answer: hl7.Message) -> tuple[str, str]:
+    return str(answer["ERR.F3.R1.C1"]), str(answer["ERR.F8"])
+
+
+def has(answer: hl7.Message, name: str) -> bool:
+    return any(str(seg[0]) == name for seg in answer)
+
+
+class Feed:
+    """An in-process identity feed on a free port, and a client for it."""
+
+    def __init__(self, db: Database, port: int) -> None:
+        self.db, self.port = db, port
+
+    def send(self, message: str | bytes, encoding: str = "utf-8") -> hl7.Message:
+        with MLLPClient("127.0.0.1", self.port, encoding) as client:
+            return parsed(client.send_message(message), encoding)
+
+    def source(self, authority: str, ipp: str) -> SourceIdentity | None:
+        with self.db.transaction() as session:
+            return session.scalar(
+                select(SourceIdentity).where(
+                    SourceIdentity.authority == authority, SourceIdentity.ipp == ipp
+                )
+            )
+
+    def count(self, model: type[object]) -> int:
+        with self.db.transaction() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@contextmanager
+def feed_server(database_url: str, authorities: str = "") -> Iterator[Feed]:
+    db = Database(database_url)
+    audit = AuditWriter(db)
+    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, authorities=authorities)
+    server = MLLPServer(handler, host="127.0.0.1", port=0, limits=Limits(idle_timeout=10))
+    loop, started, stop = asyncio.new_event_loop(), threading.Event(), asyncio.Event()
+
+    async def main() -> None:
+        await server.start()
+        started.set()
+        await stop.wait()
+        await server.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield Feed(db, server.port)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+        audit.close()
+        db.dispose()
+
+
+@pytest.fixture
+def feed(database_url: str) -> Iterator[Feed]:
+    with feed_server(database_url) as running:
+        yield running
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- enrs serve
+
+
+def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    env = {"ENRS_MLLP_PORT": str(port)}
+    with live_server(data_dir=tmp_path / "var", database_url=database_url, extra_env=env) as server:
+        wait_for_port(port)
+        with MLLPClient("127.0.0.1", port) as client:
+            answer = parsed(client.send_message(ANS_EXAMPLE))
+            assert code(answer) == "AA" and str(answer.segment("MSA")[2]) == "3975"
+            assert (answer["MSH.F3"], answer["MSH.F5"], answer["MSH.F11"]) == ("DPI", "GAM", "D")
+            assert answer["MSH.F18"] == "UNICODE UTF-8" and answer["MSH.F9.R1.C1"] == "ACK"
+            query = (
+                msh("Q23", "Q1", facility="CHU-X")
+                + "QPD|IHE PIX Query|T1|000003^^^CHU-X&000897406&N^PI\r"
+            )
+            pix = parsed(client.send_message(query))
+    assert "Traceback" not in server.log()  # stopped cleanly by SIGTERM
+    assert code(pix) == "AA" and pix["QAK.F2"] == "OK"
+    assert "000003" in str(pix.segment("PID")[3]) and "RRI" in str(pix.segment("PID")[3])
+    assert "279035121518989" not in str(pix.segment("PID")[3])  # VALI: the INS is not shared
+    db = Database(database_url)
+    with db.transaction() as session:
+        src = session.scalar(select(SourceIdentity))
+        assert src is not None and src.authority == finess_oid("000897406")
+        assert (src.ipp, src.birth_name, src.given_names) == ("000003", "PAT-TROIS", "DOMINIQUE")
+        assert (str(src.birth_date), src.sex, src.birth_place) == ("1979-03-28", "F", "63220")
+        assert (src.ins, src.ins_system, src.status) == (
+            "279035121518989",
+            "1.2.250.1.213.1.4.10",
+            "VALI",
+        )
+        assert (src.method_collection, src.city, src.postal_code) == ("INSI", "PARIS", "75007")
+        records = list(session.scalars(select(AuditRecord).order_by(AuditRecord.seq)))
+        assert [(r.category, r.interaction, r.action, r.outcome) for r in records] == [
+            ("hl7", "ADT^A01", "C", "0"),
+            ("hl7", "QBP^Q23", "E", "0"),
+        ]
+        patient = session.get(RegionalPatient, src.patient_id)
+        assert patient is not None and records[0].patient_ref == f"Patient/{patient.rri}"
+        assert (records[0].agent_name, records[0].agent_kind, records[0].request_id) == (
+            "GAM",
+            "client",
+            "3975",
+        )
+    assert verify_chain(db).ok
+    db.dispose()
+
+
+# ----------------------------------------------------------------------------- ITI-30 feed
+
+
+def test_a28_then_a31_updates_with_history(feed: Feed) -> None:
+    assert code(feed.send(msh("A28", "1") + pid("100"))) == "AA"
+    first = feed.source(CHU, "100")
+    assert first is not None and first.given_names == "Marie-Line Rose" and first.used_name is None
+    update = msh("A31", "2") + pid("100", used="BELLEMARE", status="VALI")
+    assert code(feed.send(update)) == "AA"
+    second = feed.source(CHU, "100")
+    assert second is not None and second.used_name == "BELLEMARE" and second.status == "VALI"
+    assert second.version == 2 and second.patient_id == first.patient_id
+    assert feed.count(SourceIdentityVersion) == 1
+    assert code(feed.send(msh("A31", "3") + pid("101", name="NEW"))) == "AA"  # unknown: created
+    assert feed.source(CHU, "101") is not None
+
+
+def test_second_facility_is_linked_and_pix_query_lists_both(feed: Feed) -> None:
+    assert (
+        code(feed.send(msh("A28", "1") + pid("100", ins="261049720912388", status="QUAL"))) == "AA"
+    )
+    other = msh("A04", "2", facility=f"CLINIC^{CLINIC}^ISO") + pid("A9", authority=CLINIC)
+    assert code(feed.send(other)) == "AA"
+    a, b = feed.source(CHU, "100"), feed.source(CLINIC, "A9")
+    assert a is not None and b is not None and a.patient_id == b.patient_id
+    answer = feed.send(qbp("3", "A9", CLINIC))
+    assert code(answer) == "AA" and answer["QAK.F2"] == "OK"
+    ids = {(str(r[0]), str(r[3][1]), str(r[4])) for r in answer.segment("PID")[3]}
+    with feed.db.transaction() as session:
+        rri = session.get(RegionalPatient, a.patient_id).rri  # type: ignore[union-attr]
+    assert ids == {
+        ("100", CHU, "PI"),
+        ("A9", CLINIC, "PI"),
+        (rri, RRI_AUTHORITY, "RRI"),
+        ("261049720912388", "1.2.250.1.213.1.4.8", "INS"),  # a qualified identity
+    }
+    only = feed.send(qbp("4", "A9", CLINIC, domains=f"^^^&{CHU}&ISO"))
+    assert [str(r[0]) for r in only.segment("PID")[3]] == ["100"]
+    unknown = feed.send(qbp("5", "nobody", CLINIC))
+    assert code(unknown) == "AE" and unknown["QAK.F2"] == "AE"
+    assert err(unknown)[0] == "204" and not has(unknown, "PID")
+    domain = feed.send(qbp("6", "A9", CLINIC, domains="^^^&1.2.3.4.5&ISO"))
+    assert code(domain) == "AE" and err(domain)[0] == "204"
+
+
+def test_pix_not_found_in_wanted_domain(feed: Feed) -> None:
+    feed.send(msh("A28", "1") + pid("100"))
+    answer = feed.send(qbp("2", "100", domains="^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO"))
+    assert code(answer) == "AA" and answer["QAK.F2"] == "NF" and not has(answer, "PID")
+
+
+def test_a40_merge(feed: Feed) -> None:
+    feed.send(msh("A28", "1") + pid("1"))
+    feed.send(msh("A28", "2") + pid("2", name="DUCLOS", given="Paul", dob="19900130", sex="M"))
+    kept, gone = feed.source(CHU, "1"), feed.source(CHU, "2")
+    assert kept is not None and gone is not None and kept.patient_id != gone.patient_id
+    merge = msh("A40", "3") + "EVN|A40|20240306\r" + pid("1") + mrg("2")
+    assert code(feed.send(merge)) == "AA"
+    assert code(feed.send(merge.replace("|3|", "|4|"))) == "AA"  # repeated: no-op
+    after = feed.source(CHU, "2")
+    assert after is not None and not after.active and after.patient_id == kept.patient_id
+    with feed.db.transaction() as session:
+        old = session.get(RegionalPatient, gone.patient_id)
+        assert old is not None and not old.active and old.merged_into_id == kept.patient_id
+        links = session.scalars(
+            select(IdentityLink).where(IdentityLink.source_id == gone.id).order_by(IdentityLink.id)
+        )
+        assert [(lk.method, lk.ended_at is None) for lk in links] == [
+            ("NEW", False),
+            ("MERGE", True),
+        ]
+        assert "identity.merged" in [n for _, n, _ in read_events(session)]
+        old_rri = old.rri
+    assert feed.count(SourceIdentityVersion) == 1
+    assert err(feed.send(qbp("5", "2")))[0] == "204"  # the merged IPP is gone
+    by_rri = feed.send(qbp("6", old_rri, RRI_AUTHORITY))  # the old RRI leads to the survivor
+    assert next(str(r[0]) for r in by_rri.segment("PID")[3]) == "1"
+    refused = feed.send(msh("A31", "7") + pid("2"))
+    assert code(refused) == "AE" and err(refused)[0] == "204"
+
+
+def test_a47_change_identifier(feed: Feed) -> None:
+    feed.send(msh("A28", "1") + pid("1"))
+    feed.send(msh("A28", "2") + pid("2", name="DUCLOS", given="Paul", dob="19900130", sex="M"))
+    assert code(feed.send(msh("A47", "3") + pid("10") + mrg("1"))) == "AA"
+    assert feed.source(CHU, "1") is None
+    assert (moved := feed.source(CHU, "10")) is not None and moved.version == 2
+    taken = feed.send(msh("A47", "4") + pid("2") + mrg("10"))
+    assert code(taken) == "AE" and err(taken)[0] == "205" and "already exists" in err(taken)[1]
+    missing = feed.send(msh("A47", "5") + pid("11") + mrg("nobody"))
+    assert code(missing) == "AE" and err(missing)[0] == "204"
+    other = feed.send(msh("A47", "6") + pid("12") + mrg("10", CLINIC))
+    assert code(other) == "AE" and "same assigning authority" in err(other)[1]
+
+
+def test_invalid_ins_key_is_refused_and_nothing_stored(feed: Feed) -> None:
+    answer = feed.send(msh("A28", "1") + pid("1", ins="261049720912389", status="QUAL"))
+    assert code(answer) == "AE" and "key does not check" in err(answer)[1]
+    assert feed.count(SourceIdentity) == 0 and feed.count(RegionalPatient) == 0
+    with feed.db.transaction() as session:
+        record = session.scalars(select(AuditRecord)).one()
+        assert (record.interaction, record.outcome) == ("ADT^A28", "4")
+        assert record.outcome_desc is not None and "key" in record.outcome_desc
+
+
+def test_refusals(database_url: str) -> None:
+    with feed_server(database_url, authorities=f"{CHU},{CLINIC}") as feed:
+        unsupported = feed.send(msh("A99", "1") + pid("1"))
+        assert code(unsupported) == "AR" and err(unsupported)[0] == "201"
+        other_type = feed.send(msh("A28", "2").replace("ADT^A28", "ORU^R01") + pid("1"))
+        assert code(other_type) == "AR" and err(other_type)[0] == "200"
+        stranger = feed.send(msh("A28", "3", facility="EVIL^1.2.3.4^ISO") + pid("1"))
+        assert code(stranger) == "AR" and err(stranger)[0] == "103"
+        no_control = feed.send(msh("A28", "") + pid("1"))
+        assert code(no_control) == "AR" and err(no_control)[0] == "101"
+        no_pid = feed.send(msh("A28", "5") + "EVN|A28\r")
+        assert code(no_pid) == "AR" and err(no_pid)[0] == "100"
+        no_name = feed.send(msh("A28", "6") + pid("1", name=""))
+        assert code(no_name) == "AR" and err(no_name)[0] == "101"
+        bad_date = feed.send(msh("A28", "7") + pid("1", dob="1961041"))
+        assert code(bad_date) == "AR" and err(bad_date)[0] == "102"
+        assert feed.count(SourceIdentity) == 0
+        assert code(feed.send(msh("A28", "8") + pid("1"))) == "AA"
+        assert feed.count(AuditRecord) == 8
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def test_server_keeps_serving_after_bad_input(feed: Feed) -> None:
+    with socket.create_connection(("127.0.0.1", feed.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"\x16\x03\x01garbage outside frames\r\n")
+        sock.sendall(SB + (msh("A28", "cut") + "PID|1||9").encode())  # cut by the next frame
+        sock.sendall(frame(b"EVN|A28\rPID|1||1^^^&1.2&ISO^PI"))  # no MSH
+        data = b""
+        while EB not in data:
+            data += sock.recv(4096)
+        assert b"MSA|AR|" in data and b"ERR||MSH|100^" in data
+        sock.sendall(frame((msh("A28", "ok") + pid("1")).encode()))
+        data = b""
+        while EB not in data:
+            data += sock.recv(4096)
+        assert b"MSA|AA|ok" in data
+    assert feed.count(SourceIdentity) == 1
+
+
+def test_latin1_messages(feed: Feed) -> None:
+    undeclared = msh("A28", "1") + pid("1", name="HÉBERT", given="Éloïse^Éloïse Anaïs")
+    assert code(feed.send(undeclared.encode("latin-1"))) == "AA"
+    first = feed.source(CHU, "1")
+    assert first is not None and (first.birth_name, first.given_names) == ("HÉBERT", "Éloïse Anaïs")
+    declared = msh("A28", "2", charset="8859/1") + pid("2", name="LEFÈVRE", given="Zoé", dob="")
+    with MLLPClient("127.0.0.1", feed.port, "latin-1") as client:
+        raw = client.send_message(declared)
+    answer = parsed(raw, "latin-1")
+    assert code(answer) == "AA" and answer["MSH.F18"] == "8859/1"
+    second = feed.source(CHU, "2")
+    assert second is not None and second.birth_name == "LEFÈVRE"
+    refused = msh("A28", "3", charset="8859/1") + pid("3", name="GRÉGOIRE", sex="X", dob="21000101")
+    with MLLPClient("127.0.0.1", feed.port, "latin-1") as client:
+        answer = parsed(client.send_message(refused), "latin-1")
+    assert code(answer) == "AE" and "future" in err(answer)[1]
+
+
+def test_lf_separators_are_repaired(feed: Feed) -> None:
+    message = (msh("A28", "1") + pid("1")).replace("\r", "\n")
+    assert code(feed.send(message)) == "AA"
+    with feed.db.transaction() as session:
+        record = session.scalars(select(AuditRecord)).one()
+        assert record.detail is not None and "LF" in record.detail
+
+
+def test_slow_client_byte_by_byte(feed: Feed) -> None:
+    with socket.create_connection(("127.0.0.1", feed.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(10)
+        for byte in frame((msh("A28", "slow") + pid("1")).encode()):
+            sock.sendall(bytes([byte]))
+            time.sleep(0.001)
+        data = b""
+        while EB not in data:
+            data += sock.recv(4096)
+    assert b"MSA|AA|slow" in data
+
+
+def test_concurrent_clients(feed: Feed) -> None:
+    def one(client_no: int) -> list[str]:
+        codes = []
+        with MLLPClient("127.0.0.1", feed.port) as client:
+            for j in range(4):
+                person = pid(
+                    f"{client_no}-{j}",
+                    name=f"NOM{chr(65 + client_no)}{chr(65 + j)}",
+                    given=f"Prenom{chr(65 + j)}",
+                    dob=f"19{50 + client_no}0{j + 1}1{j}",
+                )
+                answer = parsed(client.send_message(msh("A28", f"{client_no}.{j}") + person))
+                codes.append(code(answer))
+        return codes
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert results == [["AA"] * 4] * 8
+    assert feed.count(SourceIdentity) == 32 and feed.count(AuditRecord) == 32
+    assert verify_chain(feed.db).ok
