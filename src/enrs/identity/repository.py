@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import IdentityLink, IdentityTask, RegionalPatient, SourceIdentity
@@ -41,27 +40,59 @@ def _swap(d: date) -> date | None:
     return None
 
 
+# Built once: SQLAlchemy caches its compiled form, and each call only binds values.
+_CANDIDATES = (
+    select(S)
+    .where(
+        S.active.is_(True),
+        or_(
+            S.birth_date.in_(bindparam("dates", expanding=True)),
+            and_(
+                S.n_birth_name.in_(bindparam("names", expanding=True)),
+                S.birth_year.in_(bindparam("years", expanding=True)),
+            ),
+            and_(
+                S.n_used_name.in_(bindparam("used_names", expanding=True)),
+                S.birth_year.in_(bindparam("used_years", expanding=True)),
+            ),
+            and_(S.n_first_given == bindparam("given"), S.n_birth_name == bindparam("name")),
+            and_(
+                S.n_first_given == bindparam("name_as_given"),
+                S.n_birth_name == bindparam("given_as_name"),
+            ),
+        ),
+    )
+    .limit(bindparam("limit"))
+)
+
+
 def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[SourceIdentity]:
     """Blocking: active identities sharing the birth date (or its day/month swap), or the
-    birth name and a birth year ±1, or birth name and first name (any date), or the swapped
-    names, or a used name. Each key is served by an index."""
-    keys: list[ColumnElement[bool]] = []
+    birth name (or used name) and a birth year ±1, or birth name and first name (any date),
+    or the swapped names. Each key is served by an index."""
+    dates: list[date] = []
     if t.birth_date is not None:
-        dates = {t.birth_date} | ({s} if (s := _swap(t.birth_date)) else set())
-        keys.append(S.birth_date.in_(sorted(dates)))
-    year = t.birth_date.year if t.birth_date else None
-    years = [year - 1, year, year + 1] if year else []
-    for name in {t.birth_name, t.used_name} - {""}:
-        if years:
-            keys.append(and_(S.n_birth_name == name, S.birth_year.in_(years)))
-            keys.append(and_(S.n_used_name == name, S.birth_year.in_(years)))
-    if t.birth_name and t.first_given:
-        keys.append(and_(S.n_first_given == t.first_given, S.n_birth_name == t.birth_name))
-        keys.append(and_(S.n_first_given == t.birth_name, S.n_birth_name == t.first_given))
-    if not keys:
+        dates = [t.birth_date]
+        if (swapped := _swap(t.birth_date)) is not None:
+            dates.append(swapped)
+    years = [t.birth_date.year + d for d in (-1, 0, 1)] if t.birth_date else []
+    names = sorted({t.birth_name, t.used_name} - {""}) if years else []
+    has_names = bool(t.birth_name and t.first_given)
+    params = {
+        "dates": dates,
+        "names": names,
+        "years": years,
+        "used_names": names,
+        "used_years": years,
+        "given": t.first_given if has_names else None,
+        "name": t.birth_name if has_names else None,
+        "name_as_given": t.birth_name if has_names else None,
+        "given_as_name": t.first_given if has_names else None,
+        "limit": limit,
+    }
+    if not (dates or names or has_names):
         return []
-    stmt = select(S).where(S.active.is_(True), or_(*keys)).limit(limit)
-    return list(session.scalars(stmt))
+    return list(session.scalars(_CANDIDATES, params))
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:
