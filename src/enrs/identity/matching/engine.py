@@ -52,7 +52,8 @@ class EmbeddedMatcher:
 
     def score(self, a: Traits, b: Traits) -> PairScore:
         direct = self._direct(a, b)
-        if direct.levels["name"] == "exact" or not a.given_names or not b.birth_name:
+        # The swap can only reach "exact" names when a's first name is b's birth name.
+        if direct.levels["name"] == "exact" or a.first_given != b.birth_name:
             return direct
         swapped = self._direct(a.swapped(), b)
         if swapped.levels["name"] == "exact" and swapped.levels["given"] == "exact":
