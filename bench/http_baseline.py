@@ -83,9 +83,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def temporary_postgres(admin_url: str) -> Iterator[str]:
+def temporary_postgres(admin_url: str, prefix: str = "enrs_bench") -> Iterator[str]:
     """Create an empty database on the server of ``admin_url``; drop it on exit."""
-    name = f"enrs_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -29,7 +29,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from typing import Any
 from sqlalchemy import Engine, Index, Table, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
 
+from bench.http_baseline import temporary_postgres
 from bench.identity_data import SourceRecord, generate
 from enrs.identity import repository
 from enrs.identity.matching.compare import Traits
@@ -341,16 +341,8 @@ def sqlite_registry(
 @contextmanager
 def pg_database(admin_url: str) -> Iterator[str]:
     """A new database ``enrs_rt_<hex>`` on the server of ``admin_url``, dropped on exit."""
-    name = f"enrs_rt_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres(admin_url, prefix="enrs_rt") as url:
+        yield url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,16 +17,15 @@ import statistics
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
+from bench.http_baseline import temporary_postgres
 from bench.identity_data import SourceRecord, generate, negative_pairs, pairs_truth
 from enrs.identity import service
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -204,17 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.postgres:
             report = run(records, f"sqlite:///{tmp}/quality.db", model)
         else:
-            name = f"enrs_quality_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+            with temporary_postgres(PG_ADMIN, prefix="enrs_quality") as url:
                 report = run(records, url, model)
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
     report["backend"] = "postgresql" if args.postgres else "sqlite"
     _print(report)
     if args.json:
