@@ -26,11 +26,10 @@ from enrs.identity.traits import INS_OIDS
 from enrs.kit.errors import BadRequest, EnrsError, NotFound, Unprocessable
 from enrs.kit.fhir.bundle import bundle_entry, searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
-from enrs.kit.fhir.media import check_request_content_type, parse_resource_body
 from enrs.kit.fhir.outcome import FhirJSONResponse, outcome_issue
+from enrs.kit.fhir.requests import FhirFormat, prefers_strict, read_resource
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
-from enrs.system.fhir_endpoints import FhirFormat, prefers_strict
 
 router = APIRouter(route_class=TransactionalRoute, tags=["identity"], dependencies=[FhirFormat])
 
@@ -52,20 +51,14 @@ def register_capabilities(registry: CapabilityRegistry) -> None:
     )
 
 
-async def _body(request: Request, expected: str | None) -> dict[str, Any]:
-    check_request_content_type(request.headers.get("content-type"))
-    limit: int = request.app.state.settings.max_body_bytes
-    return parse_resource_body(await request.body(), max_bytes=limit, expected_type=expected)
-
-
 async def patient_body(request: Request) -> dict[str, Any]:
     """An FR Core Patient body: 415 wrong media type, 400 not JSON, 422 not a Patient."""
-    return await _body(request, "Patient")
+    return await read_resource(request, "Patient")
 
 
 async def operation_body(request: Request) -> dict[str, Any]:
     """A ``Parameters`` (or, for ``$match``, a bare Patient) body."""
-    return await _body(request, None)
+    return await read_resource(request, None)
 
 
 def _audit_patient(request: Request, rri: str | None, entity: str | None = None) -> None:

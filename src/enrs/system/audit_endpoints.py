@@ -15,11 +15,10 @@ from enrs.kit.audit.search import AUDIT_SEARCH, search_audit
 from enrs.kit.errors import NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
-from enrs.kit.fhir.media import check_request_content_type, parse_resource_body
 from enrs.kit.fhir.outcome import FhirJSONResponse
+from enrs.kit.fhir.requests import FhirFormat, prefers_strict, read_resource
 from enrs.kit.http import DbSession, TransactionalRoute, require
 from enrs.kit.security.principal import Principal
-from enrs.system.fhir_endpoints import FhirFormat, prefers_strict
 
 router = APIRouter(route_class=TransactionalRoute, tags=["fhir"], dependencies=[FhirFormat])
 AUDITORS = frozenset({"admin", "auditor"})
@@ -62,10 +61,7 @@ def search_audit_events(
 
 async def fhir_body(request: Request) -> dict[str, Any]:
     """The request's FHIR JSON resource, checked for media type, size and syntax."""
-    check_request_content_type(request.headers.get("content-type"))
-    raw = await request.body()
-    limit: int = request.app.state.settings.max_body_bytes
-    return parse_resource_body(raw, max_bytes=limit, expected_type="AuditEvent")
+    return await read_resource(request, "AuditEvent")
 
 
 @router.post("/fhir/AuditEvent", status_code=201, summary="Record an audit event (IHE ITI-20)")

@@ -1,5 +1,5 @@
 """The FHIR base: ``GET /fhir/metadata`` (CapabilityStatement built from what the routers
-registered), content negotiation shared by every FHIR route, FHIR 404 for unknown types."""
+registered). Content negotiation for every FHIR route is in ``kit/fhir/requests.py``."""
 
 from __future__ import annotations
 
@@ -8,24 +8,9 @@ from sqlalchemy.orm import Session
 
 from enrs import __version__
 from enrs.kit.fhir.capability import CapabilityRegistry
-from enrs.kit.fhir.media import negotiate_format
 from enrs.kit.fhir.outcome import FhirJSONResponse
+from enrs.kit.fhir.requests import FhirFormat
 from enrs.kit.http import TransactionalRoute, authenticate, get_db
-
-
-def fhir_format(request: Request) -> None:
-    """Refuse (406) an Accept header or ``_format`` asking for something other than JSON."""
-    negotiate_format(request.headers.get("accept"), request.query_params.get("_format"))
-
-
-FhirFormat = Depends(fhir_format)
-
-
-def prefers_strict(request: Request) -> bool:
-    """``Prefer: handling=strict`` (FHIR search.html#errors)."""
-    prefer = request.headers.get("prefer", "")
-    return any(p.strip() == "handling=strict" for p in prefer.split(","))
-
 
 router = APIRouter(route_class=TransactionalRoute, tags=["fhir"], dependencies=[FhirFormat])
 
