@@ -1,4 +1,4 @@
-"""The ``enrs`` command: serve, migrate, users, clients, audit, keys, demo."""
+"""The ``enrs`` command: serve, migrate, users, clients, audit, keys, identity, demo."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -236,6 +237,62 @@ def keys_rotate_signing() -> None:
     settings = _settings()
     key = KeyRing(settings.keys_path / "signing", settings.signing_alg).rotate()
     click.echo(json.dumps({"kid": key.kid, "alg": key.alg}))
+
+
+@main.group()
+def identity() -> None:
+    """Bulk jobs of the regional identity server."""
+
+
+@identity.command("train")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file to write (default: <data dir>/identity-models/model-<version>.json)",
+)
+@click.option(
+    "--base",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Model to start from (default: ENRS_IDENTITY_MODEL, else the built-in model)",
+)
+@click.option("--max-pairs", type=float, default=5e6, show_default=True, help="Pairs for u")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--memory-limit", help="DuckDB memory limit, e.g. 4GB")
+def identity_train(
+    output: Path | None, base: Path | None, max_pairs: float, seed: int, memory_limit: str | None
+) -> None:
+    """Estimate the matching model's m and u on the registry (Splink) into a new model file."""
+    from enrs.identity.train import TooFewIdentities, train_command
+
+    try:
+        for line in train_command(
+            _settings(),
+            output=output,
+            base=base,
+            max_pairs=max_pairs,
+            seed=seed,
+            memory_limit=memory_limit,
+        ):
+            click.echo(line)
+    except TooFewIdentities as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@identity.command("dedup")
+@click.option("--dry-run", is_flag=True, help="Report the candidates, create no task")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
+@click.option("--memory-limit", help="DuckDB memory limit, e.g. 4GB")
+@click.option("--threads", type=int, help="DuckDB threads (default: every core)")
+def identity_dedup(
+    dry_run: bool, as_json: bool, memory_limit: str | None, threads: int | None
+) -> None:
+    """Scan the whole registry for duplicates and add them to the cell's queue."""
+    from enrs.identity.dedup import dedup_command
+
+    for line in dedup_command(
+        _settings(), dry_run=dry_run, as_json=as_json, memory_limit=memory_limit, threads=threads
+    ):
+        click.echo(line)
 
 
 @main.group()

@@ -33,6 +33,7 @@ _TYPES = {
     "export": {"system": DCM, "code": "110106", "display": "Export"},
     "hl7": {"system": DCM, "code": "110110", "display": "Patient Record"},
     "external": {"system": DCM, "code": "110110", "display": "Patient Record"},
+    "batch": {"system": DCM, "code": "110110", "display": "Patient Record"},
 }
 _SUBTYPES = {
     "login": {"system": DCM, "code": "110122", "display": "Login"},
