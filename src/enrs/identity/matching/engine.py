@@ -4,11 +4,17 @@ scale-out engine (Splink on DuckDB or Spark) implements the same interface for b
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from enrs.identity.matching.compare import LEVELS, Traits
 from enrs.identity.matching.model import MatchModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,8 @@ class PairScore:
 
 
 class Matcher(Protocol):
-    model: MatchModel
+    @property
+    def model(self) -> MatchModel: ...
 
     def score(self, a: Traits, b: Traits) -> PairScore: ...
 
@@ -69,3 +76,71 @@ class EmbeddedMatcher:
             )
             return PairScore(weight, levels, allowed)
         return direct
+
+
+class ReloadingMatcher:
+    """An ``EmbeddedMatcher`` over a model file that follows the file: when its modification
+    time changes (looked at, at most every ``check_every`` seconds, when the model is read —
+    deciders read ``model`` before scoring), the new version is loaded; a file that does not
+    load is logged and the model in use kept. How ``ENRS_IDENTITY_MODEL`` is reloaded without
+    restarting ``enrs serve``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        check_every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path, self.check_every, self._clock = path, check_every, clock
+        self._stamp = self._mtime()
+        self._inner = EmbeddedMatcher(MatchModel.load(path))
+        self._next_check = clock() + check_every
+
+    def _mtime(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Reload now if the file changed; ``True`` when a new model is in use."""
+        self._next_check = self._clock() + self.check_every
+        stamp = self._mtime()
+        if stamp is None or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            inner = EmbeddedMatcher(MatchModel.load(self.path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "matching model %s not reloaded, keeping %s: %s",
+                self.path,
+                self._inner.model.version,
+                exc,
+            )
+            return False
+        log.info(
+            "matching model %s reloaded: %s -> %s",
+            self.path,
+            self._inner.model.version,
+            inner.model.version,
+        )
+        self._inner = inner
+        return True
+
+    @property
+    def model(self) -> MatchModel:
+        if self._clock() >= self._next_check:
+            self.refresh()
+        return self._inner.model
+
+    def score(self, a: Traits, b: Traits) -> PairScore:
+        return self._inner.score(a, b)
+
+
+def matcher_for(path: Path | None) -> Matcher:
+    """The built-in model, or the file ``path`` followed by a ``ReloadingMatcher``."""
+    if path is None:
+        return EmbeddedMatcher(MatchModel.load())
+    return ReloadingMatcher(path)

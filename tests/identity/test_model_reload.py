@@ -1,0 +1,78 @@
+"""A model file given by ENRS_IDENTITY_MODEL is followed: a new version is picked up without
+a restart, a broken file is refused and the model in use kept."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from enrs.identity.matching.compare import Traits
+from enrs.identity.matching.engine import EmbeddedMatcher, ReloadingMatcher, matcher_for
+from enrs.identity.matching.model import DEFAULT_MODEL
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _write(path: Path, data: dict[str, Any], stamp: int) -> None:
+    path.write_text(json.dumps(data))
+    os.utime(path, ns=(stamp, stamp))  # distinct modification times, whatever the clock
+
+
+def test_a_new_version_is_used_after_the_check_interval(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_MODEL.read_text())
+    path = tmp_path / "model.json"
+    _write(path, {**data, "version": "v1"}, 1_000_000_000)
+    clock = Clock()
+    matcher = ReloadingMatcher(path, check_every=5, clock=clock)
+    assert matcher.model.version == "v1"
+
+    _write(
+        path, {**data, "version": "v2", "thresholds": {"auto_link": 30, "review": 12}}, 2 * 10**9
+    )
+    clock.now = 4.9
+    assert matcher.model.version == "v1"  # not looked at yet
+    clock.now = 5.0
+    assert matcher.model.version == "v2" and matcher.model.auto_link == 30
+
+
+def test_a_broken_file_keeps_the_model_in_use(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_MODEL.read_text())
+    path = tmp_path / "model.json"
+    _write(path, {**data, "version": "v1"}, 10**9)
+    matcher = ReloadingMatcher(path, check_every=0)
+    path.write_text("{not json")
+    os.utime(path, ns=(2 * 10**9, 2 * 10**9))
+    assert matcher.refresh() is False and matcher.model.version == "v1"
+    bad = {**data, "version": "v3", "thresholds": {"auto_link": 10, "review": 20}}
+    _write(path, bad, 3 * 10**9)
+    assert matcher.refresh() is False and matcher.model.version == "v1"
+    _write(path, {**data, "version": "v4"}, 4 * 10**9)
+    assert matcher.refresh() is True and matcher.model.version == "v4"
+
+
+def test_scores_follow_the_reloaded_weights(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_MODEL.read_text())
+    path = tmp_path / "model.json"
+    _write(path, data, 10**9)
+    matcher = ReloadingMatcher(path, check_every=0)
+    a = Traits("JOSEPH", "", ("MARIE",), date(1961, 4, 9), "F", "97209", "97200")
+    before = matcher.score(a, a).weight
+    for comp in data["comparisons"]:
+        if comp["name"] == "postal_code":
+            comp["levels"][0]["u"] = 0.5  # exact postal code now worth little
+    _write(path, {**data, "version": "cheap-postal"}, 2 * 10**9)
+    assert matcher.model.version == "cheap-postal"
+    assert matcher.score(a, a).weight < before
+
+
+def test_without_a_file_the_built_in_model_is_used() -> None:
+    assert isinstance(matcher_for(None), EmbeddedMatcher)
