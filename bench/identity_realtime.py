@@ -57,12 +57,22 @@ from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.kit.db import Database
 from enrs.kit.errors import EnrsError
+from enrs.kit.hl7v2 import STANDARD
 from enrs.kit.migrate import upgrade_head
-from enrs.kit.mllp import EB, STANDARD, frame
+from enrs.kit.mllp import EB, frame
 
 MB = 2**20
 TS = "20250101120000"
-STEPS = ("candidates", "source_by_key", "patient", "current_link", "sources_by_ins")
+STEPS = (
+    "candidates",
+    "source_by_key",
+    "ins_holders",
+    "patient_rri",
+    "insert_patient",
+    "insert_source",
+    "insert_link",
+    "insert_event",
+)
 REFUSED = (("nomsh", "AR no MSH: round trip"), ("a99", "AR A99: +parse+audit"))
 
 
@@ -392,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"registry": size, **row})
                 for kind, what in () if size else REFUSED:
                     say(f"(c) {what}...")
-                    bursts = refused(kind, 20_000)
+                    bursts = refused(kind, 200_000)  # more than 5 s can send
                     row = run_mllp(f"(c) {what}", port, bursts, args, sampler, match,
                                    expect="AR", duration=min(5.0, args.duration))  # fmt: skip
                     rows.append({"registry": 0, **row})

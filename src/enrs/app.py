@@ -19,8 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
-from enrs.identity.matching.engine import EmbeddedMatcher
-from enrs.identity.matching.model import MatchModel
+from enrs.identity.matching.engine import matcher_for
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -73,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.principal_from_claims = accounts_service.principal_from_claims
     app.state.session_resolver = accounts_service.principal_from_session
     app.state.html_error = portal_endpoints.render_error
-    app.state.matcher = EmbeddedMatcher(MatchModel.load(settings.identity_model))
+    app.state.matcher = matcher_for(settings.identity_model)
     app.state.capabilities = capabilities = CapabilityRegistry()
     audit_endpoints.register_capabilities(capabilities)
     identity_endpoints.register_capabilities(capabilities)

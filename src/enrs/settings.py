@@ -5,6 +5,7 @@ Built once at start-up (``Settings()``) and passed explicitly; never created at 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     oidc_display_name: str = Field("Pro Santé Connect", description="Label of the login button")
     mllp_host: str = Field("127.0.0.1", description="HL7 v2 MLLP listen address")
     mllp_port: int = Field(2575, ge=0, description="HL7 v2 MLLP port (0 disables the listener)")
+    mllp_workers: int = Field(
+        0, ge=0, description="MLLP listener processes sharing the port; 0: one per CPU, at most 4"
+    )
     mllp_authorities: str = Field(
         "", description="Comma-separated sending facility OIDs (MSH-4) allowed; empty: any"
     )
@@ -84,6 +88,11 @@ class Settings(BaseSettings):
     def master_key_path(self) -> Path:
         assert self.master_key_file is not None
         return self.master_key_file
+
+    @property
+    def mllp_processes(self) -> int:
+        """MLLP listener processes: ``mllp_workers``, or one per CPU (at most 4)."""
+        return self.mllp_workers or max(1, min(os.cpu_count() or 1, 4))
 
     @property
     def fhir_base(self) -> str:

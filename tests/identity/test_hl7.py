@@ -18,7 +18,7 @@ from hl7.client import MLLPClient
 from sqlalchemy import func, select
 from tests.support.live_server import free_port, live_server
 
-from enrs.identity.hl7 import IdentityFeed, finess_oid
+from enrs.identity.hl7 import IdentityFeed
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.merges import RRI_AUTHORITY
@@ -28,6 +28,7 @@ from enrs.identity.models import (
     SourceIdentity,
     SourceIdentityVersion,
 )
+from enrs.identity.pamfr import finess_oid
 from enrs.kit.audit import verify_chain
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.writer import AuditWriter
@@ -148,6 +149,7 @@ def feed_server(database_url: str, authorities: str = "") -> Iterator[Feed]:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         loop.close()
+        handler.close()
         audit.close()
         db.dispose()
 

@@ -1,5 +1,5 @@
-"""The generic MLLP server (HL7 v2 appendix C framing) and its HL7 v2 message model, with the
-``hl7`` package's blocking MLLP client and raw sockets for what a polite client never sends."""
+"""The generic MLLP server (HL7 v2 appendix C framing), with the ``hl7`` package's blocking
+MLLP client and raw sockets for what a polite client never sends."""
 
 from __future__ import annotations
 
@@ -15,18 +15,8 @@ import hl7
 import pytest
 from hl7.client import MLLPClient
 
-from enrs.kit.mllp import (
-    EB,
-    SB,
-    FrameDecoder,
-    FrameTooLarge,
-    Limits,
-    MLLPServer,
-    V2Error,
-    build_response,
-    frame,
-    parse_message,
-)
+from enrs.kit.hl7v2 import V2Error, build_response, parse_message
+from enrs.kit.mllp import EB, SB, FrameDecoder, FrameTooLarge, Limits, MLLPServer, frame
 
 MSG = (
     "MSH|^~\\&|APP|FAC|ENRS|REGION|20240101120000||ADT^A28^ADT_A05|{ctl}|P|2.5\r"
@@ -103,51 +93,6 @@ def test_decoder_splits_joins_and_drops() -> None:
     assert decoder.truncated == 1 and not decoder.in_frame
     with pytest.raises(FrameTooLarge):
         decoder.feed(SB + b"x" * 101)
-
-
-# ----------------------------------------------------------------------------- message model
-
-
-def test_parser_repairs_separators_and_unescapes() -> None:
-    text = (
-        "\ufeffMSH|^~\\&|A|B|C|D|2024||ADT^A28|1|P|2.5\n"
-        "PID|1||7^^^&1.2&ISO^PI||O\\T\\BRIEN\\S\\X^ANNE\r\n"
-    )
-    msg = parse_message(text.encode())
-    pid = msg.segment("PID")
-    assert pid is not None and pid.get(5) == "O&BRIEN^X" and pid.get(5, 2) == "ANNE"
-    assert pid.get(3, 4, 2) == "1.2" and msg.event == "A28" and msg.control_id == "1"
-    assert any("LF" in r for r in msg.repairs)
-
-
-def test_parser_refuses_what_has_no_header() -> None:
-    with pytest.raises(V2Error) as err:
-        parse_message(b"PID|1||42")
-    assert err.value.code == 100 and err.value.ack == "AR"
-
-
-def test_charset_from_msh18() -> None:
-    latin = (
-        "MSH|^~\\&|A|B|C|D|2024||ADT^A28|1|P|2.5||||||8859/1\rPID|1||1^^^&1.2&ISO^PI||LÉA^ÉLODIE\r"
-    )
-    msg = parse_message(latin.encode("latin-1"))
-    assert msg.codec == "latin-1" and msg.segment("PID").get(5) == "LÉA"  # type: ignore[union-attr]
-    ack = build_response(msg, "AE", errors=[V2Error(102, "Élodie refusée", ack="AE")])
-    assert "Élodie".encode("latin-1") in ack and b"|8859/1" in ack
-    undeclared = parse_message(latin.replace("8859/1", "").encode("latin-1"))
-    assert undeclared.codec == "latin-1" and undeclared.repairs
-
-
-def test_answer_is_valid_hl7() -> None:
-    request = parse_message(MSG.format(ctl="C1").encode())
-    answer = hl7.parse(
-        build_response(request, "AE", errors=[V2Error(204, "unknown | key", ack="AE")]).decode()
-    )
-    assert str(answer.segment("MSA")[1]) == "AE" and str(answer.segment("MSA")[2]) == "C1"
-    msh = answer.segment("MSH")
-    assert str(msh[3]) == "ENRS" and str(msh[5]) == "APP" and str(msh[10]) != "C1"
-    err = answer.segment("ERR")
-    assert str(err[3][0][0]) == "204" and answer.unescape(str(err[8])) == "unknown | key"
 
 
 # ----------------------------------------------------------------------------- the server
@@ -250,3 +195,25 @@ def test_close_with_idle_connections_open() -> None:
         sock.settimeout(5)
         assert sock.recv(10) == b""
         sock.close()
+
+
+def test_handler_in_the_event_loop_thread_serves_connections_in_turn() -> None:
+    threads: set[str] = set()
+
+    def handler(payload: bytes, peer: str) -> bytes:
+        threads.add(threading.current_thread().name)
+        return ack_handler(payload, peer)
+
+    with running(handler, workers=0) as server:
+
+        def one(i: int) -> str:
+            with MLLPClient("127.0.0.1", server.port) as client:
+                acks = [parsed(client.send_message(MSG.format(ctl=f"{i}-{j}"))) for j in range(5)]
+            return ",".join(str(a.segment("MSA")[1]) for a in acks)
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(one, range(10)))
+        assert results == [",".join(["AA"] * 5)] * 10
+        answer = send(server.port, MSG.format(ctl="X") + "NTE|1||BOOM\r")
+        assert str(answer.segment("MSA")[1]) == "AR"  # a failing handler still answers
+    assert len(threads) == 1 and not threads.pop().startswith("mllp")

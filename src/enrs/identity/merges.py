@@ -2,6 +2,8 @@
 
 - :func:`merge_sources`: IHE PAM ITI-30 *merge* (HL7 v2 ADT^A40; FHIR PMIR ITI-93 merge);
 - :func:`change_identifier`: ITI-30 *change patient identifier* (ADT^A47);
+- :func:`link_identities` and :func:`unlink_identities`: ITI-30 *link / unlink patient
+  information* (ADT^A24, ADT^A37), a facility's manual decision on two of its identities;
 - :func:`find_patient` and :func:`cross_reference`: the PIX query (ITI-9 QBP^Q23/RSP^K23,
   later PIXm ITI-83): every identifier of the regional patient behind one identifier.
 
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from enrs.identity import repository
 from enrs.identity.models import RegionalPatient, SourceIdentity, SourceIdentityVersion
-from enrs.identity.service import link_source, snapshot
+from enrs.identity.service import link_source, new_patient, snapshot
 from enrs.identity.traits import INS_OIDS
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
@@ -212,3 +214,96 @@ def cross_reference(session: Session, patient: RegionalPatient) -> CrossReferenc
             seen.add(s.ins)
             identifiers.append(Identifier(s.ins, s.ins_system, "INS"))
     return CrossReference(patient.id, patient.rri, identifiers)
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    first_rri: str
+    second_rri: str
+    changed: bool
+
+
+def _pair(
+    session: Session, authority: str, first_ipp: str, second_ipp: str
+) -> tuple[SourceIdentity, SourceIdentity]:
+    first = _active(session, authority, first_ipp)
+    second = _active(session, authority, second_ipp)
+    if first.id == second.id:
+        raise Unprocessable(f"identity {first_ipp!r} cannot be linked with itself")
+    return first, second
+
+
+def link_identities(
+    session: Session, *, authority: str, first_ipp: str, second_ipp: str, actor: str
+) -> LinkResult:
+    """ITI-30 *link patient information* (ADT^A24): the facility says its identities
+    ``first_ipp`` and ``second_ipp`` are one person. The second joins the first's regional
+    patient, a manual link (method ``MANUAL``, the link history kept, as the cell's ``LINK``
+    decision does); its former patient, left without identities, is retired into the first's.
+    Linking identities already together changes nothing.
+
+    Raises :class:`UnknownIdentifier` (either identity unknown or inactive) and
+    :class:`Unprocessable` (the two carry different INS: two persons)."""
+    first, second = _pair(session, authority, first_ipp, second_ipp)
+    if first.ins and second.ins and first.ins != second.ins:
+        raise Unprocessable(
+            f"identities {first_ipp!r} and {second_ipp!r} carry different INS: two persons"
+        )
+    into = first.patient_id
+    if second.patient_id == into:
+        rri = _rri(session, into)
+        return LinkResult(rri, rri, changed=False)
+    former = second.patient_id
+    reason = f"ADT^A24: identity {second_ipp} of {authority} is identity {first_ipp}"
+    link_source(session, second, into, "MANUAL", actor=actor, reason=reason)
+    _retire(session, former, into)
+    session.flush()
+    rri = _rri(session, into)
+    return LinkResult(rri, rri, changed=True)
+
+
+def unlink_identities(
+    session: Session, *, authority: str, first_ipp: str, second_ipp: str, actor: str
+) -> LinkResult:
+    """ITI-30 *unlink patient information* (ADT^A37): the identities ``first_ipp`` and
+    ``second_ipp`` of the facility are two persons. If they share a regional patient, the
+    second leaves it (method ``MANUAL``, event ``identity.unlinked``): back to the regional
+    patient it had before a manual link (an A24, or the cell's), brought back if that link had
+    retired it, else to a new regional patient. Identities already apart: nothing changes.
+
+    Raises :class:`UnknownIdentifier` (either identity unknown or inactive)."""
+    first, second = _pair(session, authority, first_ipp, second_ipp)
+    shared = first.patient_id
+    if second.patient_id != shared:
+        return LinkResult(_rri(session, shared), _rri(session, second.patient_id), changed=False)
+    target = _former_patient(session, second, shared)
+    if target is None:
+        target = new_patient(session)
+    elif not target.active:
+        target.active, target.merged_into_id, target.updated_at = True, None, utcnow()
+        emit(session, "identity.unmerged", {"patient_id": target.id})
+    reason = f"ADT^A37: identity {second_ipp} of {authority} is not identity {first_ipp}"
+    link_source(session, second, target.id, "MANUAL", actor=actor, reason=reason)
+    emit(
+        session,
+        "identity.unlinked",
+        {"source_id": second.id, "from_patient_id": shared, "to_patient_id": target.id},
+    )
+    session.flush()
+    return LinkResult(_rri(session, shared), target.rri, changed=True)
+
+
+def _former_patient(
+    session: Session, source: SourceIdentity, current: int
+) -> RegionalPatient | None:
+    """The regional patient ``source`` belonged to before a manual link into ``current``:
+    still active, or retired into ``current`` by that link; else ``None``."""
+    links = repository.links_of(session, source.id)
+    if len(links) < 2 or links[0].method != "MANUAL" or links[0].patient_id != current:
+        return None
+    former = repository.patient(session, links[1].patient_id)
+    if former is None or former.id == current:
+        return None
+    if former.active or former.merged_into_id == current:
+        return former
+    return None

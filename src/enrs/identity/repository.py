@@ -1,24 +1,102 @@
-"""All SQL of the identity service."""
+"""All SQL of the identity service.
+
+The statements of the real-time feed (a look-up by key, blocking, the inserts of a new identity)
+are built once with bound parameters, select only the columns they need and run on the
+session's connection: SQLAlchemy then only binds values, and no ORM object is built for rows
+that matching reads and throws away.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import Table, and_, bindparam, insert, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import IdentityLink, IdentityTask, RegionalPatient, SourceIdentity
+from enrs.kit.db import utcnow
+from enrs.kit.events import EventRecord
 
 S = SourceIdentity
+P = RegionalPatient
+_SOURCE: Table = S.__table__  # type: ignore[assignment]
+_PATIENT: Table = P.__table__  # type: ignore[assignment]
+_LINK: Table = IdentityLink.__table__  # type: ignore[assignment]
+_EVENT: Table = EventRecord.__table__  # type: ignore[assignment]
+
+
+class Key(NamedTuple):
+    id: int
+    active: bool
+
+
+class Candidate(NamedTuple):
+    """What blocking returns of an identity: only the columns that matching scores and decides
+    on (loading whole rows as ORM objects cost more than the query itself)."""
+
+    id: int
+    patient_id: int
+    ins: str | None
+    attributes: str
+    n_birth_name: str
+    n_used_name: str
+    n_given_names: str
+    birth_date: date | None
+    sex: str
+    birth_place: str | None
+    postal_code: str | None
+
+    @property
+    def attribute_set(self) -> frozenset[str]:
+        return frozenset(self.attributes.split())
+
+
+_SCORED = [getattr(S, name) for name in Candidate._fields]
+_KEY = select(S.id, S.active).where(S.authority == bindparam("a"), S.ipp == bindparam("i"))
+_INS_HOLDERS = select(*_SCORED).where(S.ins == bindparam("ins"), S.active.is_(True)).order_by(S.id)
+_RRI = select(P.rri).where(P.id == bindparam("id"))
+_INSERT_PATIENT = insert(_PATIENT).returning(_PATIENT.c.id)
+_INSERT_SOURCE = insert(_SOURCE).returning(_SOURCE.c.id)
+_INSERT_LINK = insert(_LINK)
+_INSERT_EVENT = insert(_EVENT)
+_SOURCE_COLUMNS = [c.key for c in _SOURCE.columns if c.key != "id"]
+
+
+def _conn(session: Session) -> Connection:
+    """The session's connection, with pending changes flushed (as autoflush would)."""
+    session.flush()
+    return session.connection()
 
 
 def source_by_key(session: Session, authority: str, ipp: str) -> SourceIdentity | None:
     return session.scalar(select(S).where(S.authority == authority, S.ipp == ipp))
 
 
+def key_of(session: Session, authority: str, ipp: str) -> Key | None:
+    """Id and state of the identity ``ipp`` of ``authority``, without loading it."""
+    row = _conn(session).execute(_KEY, {"a": authority, "i": ipp}).first()
+    return Key(*row) if row is not None else None
+
+
+def source(session: Session, source_id: int) -> SourceIdentity | None:
+    return session.get(S, source_id)
+
+
 def sources_by_ins(session: Session, ins: str) -> list[SourceIdentity]:
     return list(session.scalars(select(S).where(S.ins == ins, S.active.is_(True)).order_by(S.id)))
+
+
+def ins_holders(session: Session, ins: str) -> list[Candidate]:
+    """:func:`sources_by_ins` as candidates (the columns matching needs)."""
+    return [Candidate(*row) for row in _conn(session).execute(_INS_HOLDERS, {"ins": ins})]
+
+
+def sources_by_ids(session: Session, ids: list[int]) -> dict[int, SourceIdentity]:
+    return {s.id: s for s in session.scalars(select(S).where(S.id.in_(ids)))} if ids else {}
 
 
 def sources_of_patient(session: Session, patient_id: int) -> list[SourceIdentity]:
@@ -30,8 +108,44 @@ def patient(session: Session, patient_id: int) -> RegionalPatient | None:
     return session.get(RegionalPatient, patient_id)
 
 
+def patient_rri(session: Session, patient_id: int) -> str | None:
+    rri: str | None = _conn(session).scalar(_RRI, {"id": patient_id})
+    return rri
+
+
 def patient_by_rri(session: Session, rri: str) -> RegionalPatient | None:
     return session.scalar(select(RegionalPatient).where(RegionalPatient.rri == rri))
+
+
+def insert_patient(session: Session, *, rri: str, now: datetime) -> int:
+    """A new active regional patient; returns its id."""
+    values = {"rri": rri, "active": True, "created_at": now, "updated_at": now}
+    patient_id: int = _conn(session).execute(_INSERT_PATIENT, values).scalar_one()
+    return patient_id
+
+
+def new_source_values(source: SourceIdentity) -> dict[str, Any]:
+    """The columns of ``source``, an identity not added to the session, but its id."""
+    return {key: getattr(source, key) for key in _SOURCE_COLUMNS}
+
+
+def insert_source(session: Session, values: dict[str, Any]) -> int:
+    """Insert a new identity (:func:`new_source_values`); returns its id."""
+    source_id: int = _conn(session).execute(_INSERT_SOURCE, values).scalar_one()
+    return source_id
+
+
+def insert_link(session: Session, **values: Any) -> None:
+    """A link record (the columns of :class:`IdentityLink` but ``id`` and the end)."""
+    _conn(session).execute(_INSERT_LINK, values)
+
+
+def insert_event(session: Session, name: str, payload: dict[str, Any]) -> None:
+    """The outbox row of :func:`enrs.kit.events.emit`, inserted at once rather than by the
+    unit of work at the next flush (pending changes are flushed first, so events keep their
+    order)."""
+    values = {"name": name, "payload": json.dumps(payload, default=str), "created_at": utcnow()}
+    _conn(session).execute(_INSERT_EVENT, values)
 
 
 def _swap(d: date) -> date | None:
@@ -40,25 +154,26 @@ def _swap(d: date) -> date | None:
     return None
 
 
+def _one_of(column: Any, name: str, n: int) -> Any:
+    """``column IN (:name0, … :name{n-1})``: a fixed number of values, padded with NULLs (which
+    match nothing), so the statement's SQL never changes (an expanding IN is rendered again at
+    each execution)."""
+    return column.in_([bindparam(f"{name}{i}") for i in range(n)])
+
+
 # Built once: SQLAlchemy caches its compiled form, and each call only binds values.
 _CANDIDATES = (
-    select(S)
+    select(*_SCORED)
     .where(
         S.active.is_(True),
         or_(
-            S.birth_date.in_(bindparam("dates", expanding=True)),
+            _one_of(S.birth_date, "date", 2),
+            and_(_one_of(S.n_birth_name, "name", 2), _one_of(S.birth_year, "year", 3)),
+            and_(_one_of(S.n_used_name, "name", 2), _one_of(S.birth_year, "year", 3)),
+            and_(S.n_first_given == bindparam("given"), S.n_birth_name == bindparam("surname")),
             and_(
-                S.n_birth_name.in_(bindparam("names", expanding=True)),
-                S.birth_year.in_(bindparam("years", expanding=True)),
-            ),
-            and_(
-                S.n_used_name.in_(bindparam("used_names", expanding=True)),
-                S.birth_year.in_(bindparam("used_years", expanding=True)),
-            ),
-            and_(S.n_first_given == bindparam("given"), S.n_birth_name == bindparam("name")),
-            and_(
-                S.n_first_given == bindparam("name_as_given"),
-                S.n_birth_name == bindparam("given_as_name"),
+                S.n_first_given == bindparam("surname_as_given"),
+                S.n_birth_name == bindparam("given_as_surname"),
             ),
         ),
     )
@@ -66,7 +181,11 @@ _CANDIDATES = (
 )
 
 
-def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[SourceIdentity]:
+def _padded(name: str, values: list[Any], n: int) -> dict[str, Any]:
+    return {f"{name}{i}": values[i] if i < len(values) else None for i in range(n)}
+
+
+def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[Candidate]:
     """Blocking: active identities sharing the birth date (or its day/month swap), or the
     birth name (or used name) and a birth year ±1, or birth name and first name (any date),
     or the swapped names. Each key is served by an index."""
@@ -78,21 +197,19 @@ def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[SourceI
     years = [t.birth_date.year + d for d in (-1, 0, 1)] if t.birth_date else []
     names = sorted({t.birth_name, t.used_name} - {""}) if years else []
     has_names = bool(t.birth_name and t.first_given)
-    params = {
-        "dates": dates,
-        "names": names,
-        "years": years,
-        "used_names": names,
-        "used_years": years,
-        "given": t.first_given if has_names else None,
-        "name": t.birth_name if has_names else None,
-        "name_as_given": t.birth_name if has_names else None,
-        "given_as_name": t.first_given if has_names else None,
-        "limit": limit,
-    }
     if not (dates or names or has_names):
         return []
-    return list(session.scalars(_CANDIDATES, params))
+    params = {
+        **_padded("date", dates, 2),
+        **_padded("name", names, 2),
+        **_padded("year", years, 3),
+        "given": t.first_given if has_names else None,
+        "surname": t.birth_name if has_names else None,
+        "surname_as_given": t.birth_name if has_names else None,
+        "given_as_surname": t.first_given if has_names else None,
+        "limit": limit,
+    }
+    return [Candidate(*row) for row in _conn(session).execute(_CANDIDATES, params)]
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:
@@ -100,6 +217,12 @@ def current_link(session: Session, source_id: int) -> IdentityLink | None:
         IdentityLink.source_id == source_id, IdentityLink.ended_at.is_(None)
     )
     return session.scalar(stmt)
+
+
+def links_of(session: Session, source_id: int) -> list[IdentityLink]:
+    """The links of an identity, the current one first."""
+    stmt = select(IdentityLink).where(IdentityLink.source_id == source_id)
+    return list(session.scalars(stmt.order_by(IdentityLink.id.desc())))
 
 
 def open_task(

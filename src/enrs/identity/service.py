@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ from enrs.identity.models import (
     SourceIdentity,
     SourceIdentityVersion,
 )
+from enrs.identity.repository import Candidate
 from enrs.identity.schemas import FeedResult, SourceIdentityIn
 from enrs.identity.traits import INS_NIR_OID, check_ins, check_traits, normalize_name
 from enrs.kit.db import utcnow
@@ -38,7 +40,7 @@ from enrs.kit.events import emit
 NEVER_AUTO = frozenset({"DOUT", "FICT"})
 
 
-def traits_of(source: SourceIdentity) -> Traits:
+def traits_of(source: SourceIdentity | Candidate) -> Traits:
     return Traits(
         birth_name=source.n_birth_name,
         used_name=source.n_used_name,
@@ -121,6 +123,8 @@ def link_source(
     model_version: str | None = None,
     reason: str | None = None,
 ) -> None:
+    """Link ``source`` to the regional patient ``patient_id``: its current link ends, the new
+    one keeps method, score and reason (event ``identity.linked``)."""
     now = utcnow()
     current = repository.current_link(session, source.id) if source.id else None
     if current is not None:
@@ -139,29 +143,36 @@ def link_source(
             created_at=now,
         )
     )
-    emit(
-        session,
-        "identity.linked",
-        {"source_id": source.id, "patient_id": patient_id, "method": method},
-    )
+    _linked(session, source.id, patient_id, method)
+
+
+def _linked(session: Session, source_id: int, patient_id: int, method: str) -> None:
+    payload = {"source_id": source_id, "patient_id": patient_id, "method": method}
+    repository.insert_event(session, "identity.linked", payload)
 
 
 def _task(
-    session: Session, kind: str, source: SourceIdentity, other_patient: int, best: Scored | None
+    session: Session,
+    kind: str,
+    source_id: int,
+    other_patient: int,
+    best: tuple[int, PairScore] | None,
 ) -> IdentityTask | None:
-    existing = repository.open_task(session, kind, source.id, other_patient)
+    """Open a task for the cell (unless one is open, or the cell kept the pair apart);
+    ``best``: the other patient's identity closest to ``source_id`` and its score."""
+    existing = repository.open_task(session, kind, source_id, other_patient)
     if existing is not None:
         return existing
-    if repository.kept_apart(session, source.id, other_patient):
+    if repository.kept_apart(session, source_id, other_patient):
         return None  # the cell already said these are two people
     task = IdentityTask(
         kind=kind,
         status="OPEN",
-        source_id=source.id,
+        source_id=source_id,
         other_patient_id=other_patient,
-        other_source_id=best.source.id if best else None,
-        score=best.score.weight if best else None,
-        levels=json.dumps(best.score.levels) if best else None,
+        other_source_id=best[0] if best else None,
+        score=best[1].weight if best else None,
+        levels=json.dumps(best[1].levels) if best else None,
         created_at=utcnow(),
     )
     session.add(task)
@@ -175,12 +186,31 @@ class Scored:
     score: PairScore
 
 
-def best_candidates(
-    session: Session, matcher: Matcher, traits: Traits, *, exclude_patient: int | None = None
-) -> list[Scored]:
+@dataclass(frozen=True)
+class Ranked:
+    """A blocked candidate (the columns matching needs) and its score."""
+
+    candidate: Candidate
+    score: PairScore
+
+    @property
+    def best(self) -> tuple[int, PairScore]:
+        return self.candidate.id, self.score
+
+
+def rank(
+    session: Session,
+    matcher: Matcher,
+    traits: Traits,
+    *,
+    exclude_patient: int | None = None,
+    scores: Mapping[Candidate, PairScore] | None = None,
+) -> list[Ranked]:
     """Per regional patient, its best-scoring active identity, best first. Patients holding an
-    identity with another INS than ``traits.ins`` are left out (never the same person)."""
-    best: dict[int, Scored] = {}
+    identity with another INS than ``traits.ins`` are left out (never the same person).
+    ``scores``: candidates already scored against ``traits`` (:func:`prescore`)."""
+    scores = scores or {}
+    best: dict[int, Ranked] = {}
     other_ins: set[int] = set()
     for cand in repository.candidates(session, traits):
         if cand.patient_id == exclude_patient:
@@ -188,12 +218,24 @@ def best_candidates(
         if traits.ins and cand.ins and cand.ins != traits.ins:
             other_ins.add(cand.patient_id)
             continue
-        scored = Scored(cand, matcher.score(traits, traits_of(cand)))
+        score = scores.get(cand)
+        if score is None:
+            score = matcher.score(traits, traits_of(cand))
+        scored = Ranked(cand, score)
         kept = best.get(cand.patient_id)
         if kept is None or scored.score.weight > kept.score.weight:
             best[cand.patient_id] = scored
     ranked = [s for pid, s in best.items() if pid not in other_ins]
     return sorted(ranked, key=lambda s: s.score.weight, reverse=True)
+
+
+def best_candidates(
+    session: Session, matcher: Matcher, traits: Traits, *, exclude_patient: int | None = None
+) -> list[Scored]:
+    """:func:`rank` with each patient's best identity loaded whole."""
+    ranked = rank(session, matcher, traits, exclude_patient=exclude_patient)
+    sources = repository.sources_by_ids(session, [r.candidate.id for r in ranked])
+    return [Scored(sources[r.candidate.id], r.score) for r in ranked]
 
 
 @dataclass(frozen=True)
@@ -204,7 +246,7 @@ class Decision:
     method: str
     patient_id: int | None = None
     score: float | None = None
-    review: Scored | None = None
+    review: Ranked | None = None
     review_patient: int | None = None
 
 
@@ -216,6 +258,7 @@ def decide(
     *,
     own_patient: int | None,
     own_source: int | None,
+    scores: Mapping[Candidate, PairScore] | None = None,
 ) -> Decision:
     """Where an identity belongs, without changing anything."""
     model = matcher.model
@@ -223,14 +266,14 @@ def decide(
     if traits.ins:
         same = [
             s
-            for s in repository.sources_by_ins(session, traits.ins)
+            for s in repository.ins_holders(session, traits.ins)
             if s.id != own_source and s.patient_id != own_patient
         ]
         if same and not never_auto and not (same[0].attribute_set & NEVER_AUTO):
             return Decision("INS", same[0].patient_id)
         if same:
             return Decision("NEW", review_patient=same[0].patient_id)
-    ranked = best_candidates(session, matcher, traits, exclude_patient=own_patient)
+    ranked = rank(session, matcher, traits, exclude_patient=own_patient, scores=scores)
     if not ranked:
         return Decision("NEW")
     top = ranked[0]
@@ -239,31 +282,33 @@ def decide(
         weight >= model.auto_link
         and top.score.auto_link_allowed
         and not never_auto
-        and not (top.source.attribute_set & NEVER_AUTO)
+        and not (top.candidate.attribute_set & NEVER_AUTO)
     ):
-        return Decision("AUTO", top.source.patient_id, weight)
+        return Decision("AUTO", top.candidate.patient_id, weight)
     if weight >= model.review:
-        return Decision("NEW", score=weight, review=top, review_patient=top.source.patient_id)
+        return Decision("NEW", score=weight, review=top, review_patient=top.candidate.patient_id)
     return Decision("NEW", score=weight)
 
 
 def _result(
     session: Session,
-    source: SourceIdentity,
+    source_id: int,
+    patient_id: int,
     *,
     created: bool,
     method: str,
     score: float | None,
     task: IdentityTask | None,
+    rri: str | None = None,
 ) -> FeedResult:
-    patient = repository.patient(session, source.patient_id)
-    assert patient is not None
+    rri = rri or repository.patient_rri(session, patient_id)
+    assert rri is not None
     kind: Literal["DUPLICATE", "COLLISION"] | None = None
     if task is not None:
         kind = "COLLISION" if task.kind == "COLLISION" else "DUPLICATE"
     return FeedResult(
-        source_id=source.id,
-        rri=patient.rri,
+        source_id=source_id,
+        rri=rri,
         created=created,
         link_method=method,
         score=score,
@@ -272,10 +317,22 @@ def _result(
     )
 
 
-def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: str) -> FeedResult:
-    """Create or update a source identity and match it (ITI-104 / ADT A28, A31, A01, A04, A08).
+@dataclass(frozen=True)
+class Prepared:
+    """An identity checked and normalised before its transaction: the columns of a new
+    ``identity_source`` row (but ``patient_id``), its matching traits, and the candidates
+    scored ahead (:func:`prescore`)."""
 
-    Raises ``Unprocessable`` for an INS whose key does not check, or incoherent statuses."""
+    data: SourceIdentityIn
+    ins: str | None
+    values: dict[str, Any]
+    traits: Traits
+    attributes: frozenset[str]
+    scores: dict[Candidate, PairScore] = field(default_factory=dict)
+
+
+def prepare(data: SourceIdentityIn) -> Prepared:
+    """Check ``data`` (INS key, RNIV coherence: raises ``Unprocessable``) and normalise it."""
     ins = check_ins(data.ins, data.ins_system or INS_NIR_OID) if data.ins else None
     check_traits(
         status=data.status,
@@ -285,35 +342,91 @@ def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: s
         birth_place=data.birth_place,
         ins=ins,
     )
-    existing = repository.source_by_key(session, data.authority, data.ipp)
-    if existing is not None:
-        return _update(session, matcher, existing, data, ins, actor=actor)
     source = SourceIdentity(
         authority=data.authority, ipp=data.ipp, active=True, version=1, created_at=utcnow()
     )
     _apply(source, data, ins)
+    values = repository.new_source_values(source)
+    return Prepared(data, ins, values, traits_of(source), source.attribute_set)
+
+
+def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
+    """Score ahead, in a read-only transaction, the candidates that a new identity will be
+    ranked against: its own transaction then scores only the rows that changed or appeared
+    since (a candidate is scored again unless it is, column for column, one scored here), so
+    the decision is the same. Where writers take turns (SQLite), this keeps scoring out of
+    the turn."""
+    t = prepared.traits
+    if t.ins and repository.ins_holders(session, t.ins):
+        return  # decided on the INS, without ranking
+    for cand in repository.candidates(session, t):
+        if not (t.ins and cand.ins and cand.ins != t.ins):
+            prepared.scores[cand] = matcher.score(t, traits_of(cand))
+
+
+def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: str) -> FeedResult:
+    """Create or update a source identity and match it (ITI-104 / ADT A28, A31, A01, A04, A08).
+
+    Raises ``Unprocessable`` for an INS whose key does not check, or incoherent statuses."""
+    prepared = prepare(data)
+    existing = repository.source_by_key(session, data.authority, data.ipp)
+    return feed_prepared(session, matcher, prepared, existing, actor=actor)
+
+
+def feed_prepared(
+    session: Session,
+    matcher: Matcher,
+    prepared: Prepared,
+    existing: SourceIdentity | None,
+    *,
+    actor: str,
+) -> FeedResult:
+    """:func:`feed` in two steps: ``prepared`` before the transaction (:func:`prepare`), then
+    this, given the identity of the same key (``repository.source_by_key``) or ``None``."""
+    if existing is not None:
+        return _update(session, matcher, existing, prepared.data, prepared.ins, actor=actor)
     decision = decide(
-        session, matcher, traits_of(source), source.attribute_set, own_patient=None, own_source=None
-    )
-    patient_id = decision.patient_id or new_patient(session).id
-    source.patient_id = patient_id
-    session.add(source)
-    session.flush()
-    auto = decision.method == "AUTO"
-    link_source(
         session,
-        source,
-        patient_id,
-        decision.method,
-        actor=actor,
+        matcher,
+        prepared.traits,
+        prepared.attributes,
+        own_patient=None,
+        own_source=None,
+        scores=prepared.scores,
+    )
+    rri = None
+    if decision.patient_id is None:
+        rri = secrets.token_hex(8).upper()
+        patient_id = repository.insert_patient(session, rri=rri, now=utcnow())
+    else:
+        patient_id = decision.patient_id
+    source_id = repository.insert_source(session, {**prepared.values, "patient_id": patient_id})
+    auto = decision.method == "AUTO"
+    repository.insert_link(
+        session,
+        source_id=source_id,
+        patient_id=patient_id,
+        method=decision.method,
         score=decision.score if auto else None,
         model_version=matcher.model.version if auto else None,
+        actor=actor,
+        reason=None,
+        created_at=utcnow(),
     )
+    _linked(session, source_id, patient_id, decision.method)
     task = None
     if decision.review_patient is not None:
-        task = _task(session, "DUPLICATE", source, decision.review_patient, decision.review)
+        review = decision.review.best if decision.review else None
+        task = _task(session, "DUPLICATE", source_id, decision.review_patient, review)
     return _result(
-        session, source, created=True, method=decision.method, score=decision.score, task=task
+        session,
+        source_id,
+        patient_id,
+        created=True,
+        method=decision.method,
+        score=decision.score,
+        task=task,
+        rri=rri,
     )
 
 
@@ -347,14 +460,22 @@ def _update(
     task: IdentityTask | None = None
     method, score = "UPDATE", None
     if siblings:
-        scored = [Scored(s, matcher.score(traits, traits_of(s))) for s in siblings]
-        best = max(scored, key=lambda s: s.score.weight)
-        score = best.score.weight
+        scored = [(s.id, matcher.score(traits, traits_of(s))) for s in siblings]
+        best = max(scored, key=lambda s: s[1].weight)
+        score = best[1].weight
         same_ins = bool(ins) and any(s.ins == ins for s in siblings)
         other_ins = bool(ins) and any(s.ins and s.ins != ins for s in siblings)
-        if other_ins or (not same_ins and best.score.weight < matcher.model.review):
-            task = _task(session, "COLLISION", source, source.patient_id, best)
-        return _result(session, source, created=False, method=method, score=score, task=task)
+        if other_ins or (not same_ins and score < matcher.model.review):
+            task = _task(session, "COLLISION", source.id, source.patient_id, best)
+        return _result(
+            session,
+            source.id,
+            source.patient_id,
+            created=False,
+            method=method,
+            score=score,
+            task=task,
+        )
     decision = decide(
         session,
         matcher,
@@ -377,8 +498,17 @@ def _update(
         _retire(session, former, into=decision.patient_id)
         method = decision.method
     elif decision.review_patient is not None:
-        task = _task(session, "DUPLICATE", source, decision.review_patient, decision.review)
-    return _result(session, source, created=False, method=method, score=decision.score, task=task)
+        review = decision.review.best if decision.review else None
+        task = _task(session, "DUPLICATE", source.id, decision.review_patient, review)
+    return _result(
+        session,
+        source.id,
+        source.patient_id,
+        created=False,
+        method=method,
+        score=decision.score,
+        task=task,
+    )
 
 
 def _retire(session: Session, former: int, *, into: int) -> None:

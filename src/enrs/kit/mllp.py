@@ -1,5 +1,4 @@
-"""MLLP server (HL7 v2 Minimal Lower Layer Protocol, HL7 v2.5 appendix C; IHE ITI TF-2 C.2) and
-the small HL7 v2 message model it needs to acknowledge what it receives.
+"""MLLP server (HL7 v2 Minimal Lower Layer Protocol, HL7 v2.5 appendix C; IHE ITI TF-2 C.2).
 
 A frame is ``0x0B`` payload ``0x1C 0x0D``. The server is lenient with what arrives and strict
 with what it sends (house habit 11):
@@ -9,15 +8,16 @@ with what it sends (house habit 11):
 - a frame over ``max_frame`` bytes, a peer silent for ``idle_timeout`` seconds, a frame not
   finished within ``frame_timeout`` seconds: the connection is closed cleanly, after logging;
 - each frame goes to the handler ``(payload, peer) -> reply`` in a worker thread (database
-  work is synchronous SQLAlchemy); the reply is framed and written back on the same connection;
+  work is synchronous SQLAlchemy), or in the event loop's thread (``Limits.workers`` 0); the
+  reply is framed and written back on the same connection;
 - an exception in the handler never reaches the listener: the ``fallback`` turns it into an
-  ``AR`` acknowledgement when the message header can be read, else the connection is closed.
+  ``AR`` acknowledgement when the message header can be read (:func:`enrs.kit.hl7v2.error_ack`),
+  else the connection is closed.
 
 Accepted sockets get ``TCP_NODELAY``: a small ACK otherwise waits for Nagle and the peer's
 delayed ACK, capping one connection near a few dozen messages per second.
 
-The message model (:func:`parse_message`, :class:`Message`, :func:`build_response`) is
-domain-free: services read their segments with it and compose their own answers.
+The HL7 v2 message model the handlers use is :mod:`enrs.kit.hl7v2`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import multiprocessing
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from enrs.kit.hl7v2 import error_ack
 
 log = logging.getLogger(__name__)
 
@@ -39,340 +41,10 @@ SB, EB, CR = b"\x0b", b"\x1c", b"\x0d"
 Handler = Callable[[bytes, str], bytes]
 Fallback = Callable[[bytes, BaseException], bytes | None]
 
-# HL7 table 0357, message error condition codes.
-ERROR_CODES = {
-    0: "Message accepted",
-    100: "Segment sequence error",
-    101: "Required field missing",
-    102: "Data type error",
-    103: "Table value not found",
-    200: "Unsupported message type",
-    201: "Unsupported event code",
-    202: "Unsupported processing id",
-    203: "Unsupported version id",
-    204: "Unknown key identifier",
-    205: "Duplicate key identifier",
-    206: "Application record locked",
-    207: "Application internal error",
-}
-# MSH-18 character sets (HL7 table 0211) and the Python codecs that read them.
-CHARSETS = {
-    "ASCII": "ascii",
-    "8859/1": "latin-1",
-    "8859/2": "iso8859-2",
-    "8859/15": "iso8859-15",
-    "UNICODE UTF-8": "utf-8",
-}
-
 
 def frame(payload: bytes) -> bytes:
     """Wrap ``payload`` in an MLLP block."""
     return SB + payload + EB + CR
-
-
-# --------------------------------------------------------------------------- message model
-
-
-class V2Error(Exception):
-    """A message we refuse: ``ack`` ``AR`` (rejected) or ``AE`` (error), an HL7 table 0357
-    ``code``, the ``location`` as an ERL (``PID^1^3``), and a human ``text`` (ERR-8)."""
-
-    def __init__(self, code: int, text: str, *, ack: str = "AR", location: str = "") -> None:
-        super().__init__(text)
-        self.code, self.text, self.ack, self.location = code, text, ack, location
-
-    def segment(self) -> str:
-        cwe = f"{self.code}^{ERROR_CODES.get(self.code, 'Error')}^HL70357"
-        return f"ERR||{self.location}|{cwe}|E||||{STANDARD.escape(self.text)}"
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """The delimiters of a message (MSH-1, MSH-2) and HL7 escape sequences."""
-
-    field: str = "|"
-    component: str = "^"
-    repetition: str = "~"
-    escape_char: str = "\\"
-    subcomponent: str = "&"
-
-    def escape(self, value: str) -> str:
-        e = self.escape_char
-        out = value.replace(e, f"{e}E{e}")
-        for char, code in (
-            (self.field, "F"),
-            (self.component, "S"),
-            (self.subcomponent, "T"),
-            (self.repetition, "R"),
-        ):
-            out = out.replace(char, f"{e}{code}{e}")
-        return out.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-
-    def unescape(self, value: str) -> str:
-        e = self.escape_char
-        if not e or e not in value:
-            return value
-        out: list[str] = []
-        i = 0
-        while i < len(value):
-            end = value.find(e, i + 1) if value[i] == e else -1
-            if end < 0:
-                out.append(value[i])
-                i += 1
-                continue
-            out.append(self._sequence(value[i + 1 : end]))
-            i = end + 1
-        return "".join(out)
-
-    def _sequence(self, code: str) -> str:
-        simple = {
-            "F": self.field,
-            "S": self.component,
-            "T": self.subcomponent,
-            "R": self.repetition,
-            "E": self.escape_char,
-            ".br": "\n",
-        }
-        if code in simple:
-            return simple[code]
-        if code[:1] == "X":
-            with contextlib.suppress(ValueError):
-                return bytes.fromhex(code[1:]).decode("latin-1")
-        if code[:1] in ("H", "N", "C", "M", "Z"):
-            return ""  # highlighting and character-set switches carry no text
-        return f"{self.escape_char}{code}{self.escape_char}"
-
-
-STANDARD = Encoding()
-
-
-@dataclass(frozen=True)
-class Value:
-    """One repetition of a field, read by component and subcomponent (1-based, unescaped;
-    the HL7 null ``""`` reads as empty)."""
-
-    raw: str
-    enc: Encoding
-
-    def get(self, comp: int = 1, sub: int = 1) -> str:
-        comps = self.raw.split(self.enc.component)
-        if comp > len(comps):
-            return ""
-        subs = comps[comp - 1].split(self.enc.subcomponent)
-        if sub > len(subs):
-            return ""
-        text = subs[sub - 1]
-        return "" if text == '""' else self.enc.unescape(text).strip()
-
-    def standard(self) -> str:
-        """This value written with the standard delimiters."""
-        if self.enc == STANDARD:
-            return self.raw
-        return "^".join(
-            "&".join(STANDARD.escape(self.enc.unescape(s)) for s in c.split(self.enc.subcomponent))
-            for c in self.raw.split(self.enc.component)
-        )
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A segment; ``fields[n]`` is field n (for MSH, ``fields[1]`` is the field separator)."""
-
-    name: str
-    fields: tuple[str, ...]
-    enc: Encoding
-
-    def raw(self, n: int) -> str:
-        return self.fields[n] if n < len(self.fields) else ""
-
-    def reps(self, n: int) -> list[Value]:
-        raw = self.raw(n)
-        if self.name == "MSH" and n in (1, 2):
-            return [Value(raw, Encoding(component="\x00", subcomponent="\x00", escape_char=""))]
-        return [Value(r, self.enc) for r in raw.split(self.enc.repetition) if r]
-
-    def get(self, n: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
-        reps = self.reps(n)
-        return reps[rep - 1].get(comp, sub) if rep <= len(reps) else ""
-
-    def standard(self, n: int) -> str:
-        """Field n written with the standard delimiters (for echoing it in an answer)."""
-        return "~".join(r.standard() for r in self.reps(n))
-
-    def text(self) -> str:
-        """The whole segment with the standard delimiters."""
-        if self.name == "MSH":
-            return "MSH|^~\\&|" + "|".join(self.standard(n) for n in range(3, len(self.fields)))
-        return "|".join([self.name, *(self.standard(n) for n in range(1, len(self.fields)))])
-
-
-@dataclass
-class Message:
-    """A parsed message: its segments, its charset (MSH-18) and what the parser repaired."""
-
-    segments: list[Segment]
-    enc: Encoding
-    codec: str
-    repairs: list[str] = field(default_factory=list)
-
-    @property
-    def msh(self) -> Segment:
-        return self.segments[0]
-
-    def segment(self, name: str) -> Segment | None:
-        return next((s for s in self.segments if s.name == name), None)
-
-    @property
-    def message_type(self) -> str:
-        return self.msh.get(9, 1)
-
-    @property
-    def event(self) -> str:
-        return self.msh.get(9, 2)
-
-    @property
-    def control_id(self) -> str:
-        return self.msh.get(10)
-
-
-def _charset(raw: bytes) -> str:
-    """MSH-18 (first repetition), read before decoding: the header is ASCII."""
-    start = raw.find(b"MSH")
-    if start < 0 or len(raw) < start + 8:
-        return ""
-    end = min((i for i in (raw.find(b"\r", start), raw.find(b"\n", start)) if i >= 0), default=-1)
-    line = raw[start:end] if end >= 0 else raw[start:]
-    fs, rep, comp = line[3:4], line[5:6], line[4:5]
-    parts = line.split(fs)
-    if len(parts) < 18:
-        return ""
-    value = parts[17].split(rep)[0] if rep else parts[17]
-    return value.split(comp)[0].decode("latin-1").strip().upper() if comp else ""
-
-
-def decode(raw: bytes, repairs: list[str]) -> tuple[str, str]:
-    """Text and codec of ``raw``, per MSH-18; undeclared: UTF-8, else ISO 8859-1."""
-    declared = _charset(raw)
-    codec = CHARSETS.get(declared)
-    if declared and codec is None:
-        repairs.append(f"unknown character set {declared!r} in MSH-18")
-    if codec is not None:
-        try:
-            return raw.decode(codec), codec
-        except UnicodeDecodeError:
-            repairs.append(f"message is not valid {declared}")
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        if not declared:
-            repairs.append("no MSH-18 and not UTF-8: read as ISO 8859-1")
-        return raw.decode("latin-1"), "latin-1"
-
-
-def parse_message(raw: bytes) -> Message:
-    """Parse an HL7 v2 message leniently; :class:`V2Error` (AR) when there is no usable MSH.
-
-    Repairs (reported in ``Message.repairs``): LF or CR LF segment separators, bytes before
-    MSH, a byte-order mark, lines that are not segments, an incomplete MSH-2."""
-    repairs: list[str] = []
-    text, codec = decode(raw, repairs)
-    if "\n" in text:
-        repairs.append("segments separated by LF or CR LF")
-        text = text.replace("\r\n", "\r").replace("\n", "\r")
-    start = text.find("MSH")
-    if start < 0:
-        raise V2Error(100, "no MSH segment: this is not an HL7 v2 message", location="MSH")
-    if text[:start].strip("\ufeff\r\t "):
-        repairs.append(f"{start} character(s) before MSH ignored")
-    text = text[start:]
-    if len(text) < 8 or text[3].isalnum() or text[3].isspace():
-        raise V2Error(102, "MSH-1 and MSH-2 (delimiters) are missing", location="MSH^1^1")
-    fs = text[3]
-    chars = text[4:].split(fs, 1)[0]
-    if len(chars) < 4:
-        repairs.append(f"MSH-2 {chars!r} completed with the standard delimiters")
-        chars = chars + "^~\\&"[len(chars) :]
-    enc = Encoding(fs, chars[0], chars[1], chars[2], chars[3])
-    segments: list[Segment] = []
-    for number, line in enumerate(text.split("\r"), start=1):
-        if not line.strip():
-            continue
-        name = line[:3]
-        if (len(line) > 3 and line[3] != fs) or not name.isalnum() or not name.isupper():
-            repairs.append(f"line {number} ignored: not a segment")
-            continue
-        parts = line.split(fs)
-        if name == "MSH":
-            if segments:
-                repairs.append(f"line {number} ignored: a second MSH")
-                continue
-            parts.insert(1, fs)
-        segments.append(Segment(name, tuple(parts), enc))
-    return Message(segments, enc, codec, repairs)
-
-
-def now_ts() -> str:
-    return datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z")
-
-
-def build_response(
-    request: Message | None,
-    ack_code: str,
-    *,
-    message_type: str | None = None,
-    errors: Sequence[V2Error] = (),
-    body: Sequence[str] = (),
-    application: tuple[str, str] = ("ENRS", "ENRS"),
-) -> bytes:
-    """The answer to ``request``: MSH (sender and receiver swapped, a new control id, the same
-    processing id, version and charset), MSA (MSA-2 = the request's MSH-10), one ERR per error,
-    then ``body``. Encoded in the request's charset."""
-    msh = request.msh if request is not None else None
-    event = request.event if request is not None else ""
-
-    def echo(n: int, default: str = "") -> str:
-        return (msh.standard(n) if msh is not None else "") or default
-
-    if message_type is None:
-        message_type = f"ACK^{STANDARD.escape(event)}^ACK" if event else "ACK"
-    header = [
-        "MSH",
-        "^~\\&",
-        echo(5, STANDARD.escape(application[0])),
-        echo(6, STANDARD.escape(application[1])),
-        echo(3),
-        echo(4),
-        now_ts(),
-        "",
-        message_type,
-        secrets.token_hex(10).upper(),
-        echo(11, "P"),
-        echo(12, "2.5"),
-        "",
-        "",
-        "",
-        "",
-        echo(17),
-        echo(18),
-    ]
-    while header[-1] == "":
-        header.pop()
-    control = STANDARD.escape(request.control_id) if request is not None else ""
-    lines = ["|".join(header), f"MSA|{ack_code}|{control}"]
-    lines += [e.segment() for e in errors]
-    lines += body
-    codec = request.codec if request is not None else "utf-8"
-    return ("\r".join(lines) + "\r").encode(codec, errors="replace")
-
-
-def error_ack(payload: bytes, exc: BaseException) -> bytes | None:
-    """Default fallback: ``AR`` 207 when the header can be read, else ``None`` (close)."""
-    try:
-        request = parse_message(payload)
-    except Exception:
-        return None
-    error = V2Error(207, f"application internal error ({type(exc).__name__})")
-    return build_response(request, "AR", errors=[error])
 
 
 # --------------------------------------------------------------------------- framing server
@@ -429,6 +101,9 @@ class FrameDecoder:
 
 @dataclass(frozen=True)
 class Limits:
+    """``workers``: threads calling the handler; 0 calls it in the event loop's thread, one
+    message at a time (for a handler whose work is serialised anyway: no thread handoffs)."""
+
     max_frame: int = 10 * 1024 * 1024
     idle_timeout: float = 60.0
     frame_timeout: float = 300.0
@@ -437,23 +112,67 @@ class Limits:
     workers: int = 8
 
 
+def bind(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``SO_REUSEADDR``), non-blocking: what
+    :class:`MLLPServer` accepts on, and what listener processes share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Balancer:
+    """The connection counts of the processes sharing one listening socket (shared memory, one
+    slot per process). The kernel would hand a new connection to whichever process wakes up
+    first; HL7 connections are few and last hours, so a process accepts only while it has no
+    more connections than the least busy one."""
+
+    def __init__(self, counts: MutableSequence[int], slot: int) -> None:
+        self.counts, self.slot = counts, slot
+
+    @staticmethod
+    def shared(processes: int) -> Any:
+        """Zeroed counts for ``processes`` processes, to pass to them at their start."""
+        return multiprocessing.get_context("spawn").RawArray("i", processes)
+
+    def may_accept(self) -> bool:
+        return bool(self.counts[self.slot] <= min(self.counts))
+
+    def opened(self) -> None:
+        self.counts[self.slot] += 1
+
+    def closed(self) -> None:
+        self.counts[self.slot] -= 1
+
+
 class MLLPServer:
-    """An asyncio MLLP listener calling ``handler(payload, peer)`` in a thread pool."""
+    """An asyncio MLLP listener calling ``handler(payload, peer)`` in a thread pool (or in its
+    event loop's thread, ``Limits.workers`` 0).
+
+    It listens on ``host:port``, or accepts on ``sock`` (see :func:`bind`) shared with other
+    processes, with a ``balancer`` spreading the connections among them."""
 
     def __init__(
         self,
         handler: Handler,
         *,
-        host: str,
-        port: int,
+        host: str = "127.0.0.1",
+        port: int = 0,
         limits: Limits | None = None,
         fallback: Fallback = error_ack,
+        sock: socket.socket | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self.handler, self.fallback = handler, fallback
         self.host, self._port = host, port
         self.limits = limits or Limits()
-        self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="mllp")
-        self._server: asyncio.Server | None = None
+        self.balancer = balancer
+        workers = self.limits.workers
+        self._executor = ThreadPoolExecutor(workers, "mllp") if workers > 0 else None
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = self._closing = False
+        self._tick: asyncio.TimerHandle | None = None
         self._busy: dict[asyncio.Task[None], bool] = {}
 
     @property
@@ -462,11 +181,64 @@ class MLLPServer:
         return self._port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._connection, self.host, self._port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
+        if self._sock is None:
+            self._sock = bind(self.host, self._port)
+        self._sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._port = self._sock.getsockname()[1]
+        self._closing = False
+        self._rearm()
         log.info("MLLP listening on %s:%s", self.host, self._port)
+
+    # Accepting: the listening socket is watched only while this process may take a new
+    # connection; with a balancer, that is re-checked every 50 ms (other processes' counts).
+
+    def _rearm(self) -> None:
+        assert self._loop is not None and self._sock is not None
+        want = not self._closing and (self.balancer is None or self.balancer.may_accept())
+        if want and not self._accepting:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+        elif self._accepting and not want:
+            self._loop.remove_reader(self._sock.fileno())
+        self._accepting = want
+        if self.balancer is not None and not self._closing and self._tick is None:
+            self._tick = self._loop.call_later(0.05, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        self._rearm()
+
+    def _accept(self) -> None:
+        assert self._loop is not None and self._sock is not None
+        try:
+            conn, _addr = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another process took it
+        except OSError as exc:  # out of descriptors, or the peer gave up: try again soon
+            log.warning("MLLP accept failed: %s", exc)
+            self._loop.remove_reader(self._sock.fileno())
+            self._accepting = False
+            self._loop.call_later(0.5, self._rearm)
+            return
+        conn.setblocking(False)
+        if self.balancer is not None:
+            self.balancer.opened()
+        self._loop.create_task(self._accepted(conn))
+        self._rearm()
+
+    async def _accepted(self, conn: socket.socket) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn)
+            except OSError:
+                conn.close()
+                return
+            await self._connection(reader, writer)
+        finally:
+            if self.balancer is not None:
+                self.balancer.closed()
+                if not self._closing:
+                    self._rearm()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then close gracefully."""
@@ -476,8 +248,15 @@ class MLLPServer:
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop accepting; close idle connections; let messages in progress finish."""
-        if self._server is not None:
-            self._server.close()
+        self._closing = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if self._loop is not None and self._sock is not None:
+            if self._accepting:
+                self._loop.remove_reader(self._sock.fileno())
+                self._accepting = False
+            self._sock.close()
         for task, busy in list(self._busy.items()):
             if not busy:
                 task.cancel()
@@ -486,13 +265,14 @@ class MLLPServer:
             _done, late = await asyncio.wait(pending, timeout=grace)
             for task in late:
                 task.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer_info = writer.get_extra_info("peername")
         peer = f"{peer_info[0]}:{peer_info[1]}" if isinstance(peer_info, tuple) else "?"
         task = asyncio.current_task()
-        if task is None or len(self._busy) >= self.limits.max_connections:
+        if task is None or self._closing or len(self._busy) >= self.limits.max_connections:
             log.warning("%s: refused, %d connections open", peer, len(self._busy))
             writer.close()
             return
@@ -530,7 +310,8 @@ class MLLPServer:
             if frame_started is not None:
                 timeout = min(timeout, frame_started + limits.frame_timeout - time.monotonic())
             try:
-                data = await asyncio.wait_for(reader.read(65536), max(timeout, 0.0))
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    data = await reader.read(65536)
             except TimeoutError:
                 state = "in the middle of a frame" if decoder.in_frame else "idle"
                 log.warning("%s: closed, %s for too long", peer, state)
@@ -560,12 +341,15 @@ class MLLPServer:
                     log.warning("%s: unanswerable frame; closing the connection", peer)
                     return
                 writer.write(frame(reply))
-                await asyncio.wait_for(writer.drain(), limits.write_timeout)
+                async with asyncio.timeout(limits.write_timeout):
+                    await writer.drain()
                 self._busy[task] = False
 
     async def _dispatch(self, payload: bytes, peer: str) -> bytes | None:
         loop = asyncio.get_running_loop()
         try:
+            if self._executor is None:
+                return self.handler(payload, peer)
             return await loop.run_in_executor(self._executor, self.handler, payload, peer)
         except Exception as exc:
             log.exception("%s: handler failed", peer)

@@ -1,0 +1,132 @@
+"""``SqliteWriters``: the writers of the listener processes take turns on one SQLite database
+(across threads and processes), group their audit entries, and leave WAL checkpoints to a
+thread. Real SQLite files migrated by Alembic, real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from enrs.kit.audit import AuditEntry, verify_chain
+from enrs.kit.db import Database
+from enrs.kit.listeners import SqliteWriters
+from enrs.kit.migrate import upgrade_head
+
+
+def entry(i: int) -> AuditEntry:
+    return AuditEntry(category="hl7", interaction="ADT^A28", action="C", request_id=f"m{i}")
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'enrs.db'}"
+    upgrade_head(url)
+    db = Database(url)
+    yield db
+    db.dispose()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_audit_entries_wait_for_the_next_turn_of_the_process(sqlite_db: Database) -> None:
+    writers = SqliteWriters(sqlite_db)
+    entered, second_done = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        entered.wait(30)
+        with writers:
+            queued = writers.audit([entry(2), entry(3)])
+        assert writers.written(queued) == [2, 3]
+        second_done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with writers:
+        queued = writers.audit([entry(1)])
+        entered.set()
+        assert wait_until(lambda: writers._waiting == 1)  # the other thread waits for its turn
+    # our entries wait for that turn, which writes them with its own, in one transaction
+    assert writers.written(queued) == [1]
+    assert second_done.wait(30)
+    thread.join(30)
+    writers.close()
+    assert verify_chain(sqlite_db).checked == 3
+
+
+def test_entries_are_written_at_the_end_of_the_turn_when_nobody_waits(
+    sqlite_db: Database,
+) -> None:
+    writers = SqliteWriters(sqlite_db)
+    with writers:
+        queued = writers.audit([entry(1)])
+        assert not queued.done()
+    assert queued.done() and queued.result() == [1]
+    writers.close()
+
+
+def _hold_a_turn(url: str, holding: Any, release: Any) -> None:
+    db = Database(url)
+    writers = SqliteWriters(db)
+    with writers:
+        holding.set()
+        release.wait(30)
+        with db.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE held (x INTEGER)"))
+    writers.close()
+    db.dispose()
+
+
+def test_turns_are_taken_across_processes(sqlite_db: Database) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    holding, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_a_turn, args=(sqlite_db.url, holding, release))
+    child.start()
+    assert holding.wait(60)
+    writers = SqliteWriters(sqlite_db)
+    turns: list[str] = []
+
+    def take_turn() -> None:
+        with writers, sqlite_db.engine.connect() as conn:
+            turns.append(str(conn.execute(text("SELECT count(*) FROM held")).scalar()))
+
+    thread = threading.Thread(target=take_turn)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive() and turns == []  # the other process has the turn
+    release.set()
+    thread.join(30)
+    assert turns == ["0"]  # our turn came after its write
+    child.join(30)
+    assert child.exitcode == 0
+    writers.close()
+
+
+def test_checkpoints_are_left_to_a_thread(sqlite_db: Database, tmp_path: Path) -> None:
+    writers = SqliteWriters(sqlite_db)
+    writers.start_checkpoints(every=0.02, restart_every=2)
+    with sqlite_db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    main = tmp_path / "enrs.db"
+    size = main.stat().st_size
+    for i in range(200):
+        with writers:
+            queued = writers.audit([entry(i)])
+        writers.written(queued)
+    # the pages written reach the database file through the thread's checkpoints only
+    assert wait_until(lambda: main.stat().st_size > size)
+    writers.close()
+    assert verify_chain(sqlite_db).checked == 200
