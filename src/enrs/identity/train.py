@@ -9,7 +9,8 @@ Steps (Splink's usual recipe, unsupervised):
    name (trains the birth date).
 The levels are those of real-time matching (``matching/sql_levels.py``). Thresholds and the
 levels an automatic link requires are kept from the base model: they are the cell's policy.
-The model is written to a file; the server uses it once ``ENRS_IDENTITY_MODEL`` points at it.
+The model is written to a file; the server uses it once ``ENRS_IDENTITY_MODEL`` points at it
+(and follows that file's later versions, see ``engine.ReloadingMatcher``).
 """
 
 from __future__ import annotations
@@ -179,5 +180,5 @@ def train_command(
     yield f"model {model['version']} written to {path}"
     yield (
         f"review it, check it with bench/identity_quality.py --model {path}, then set "
-        f"ENRS_IDENTITY_MODEL={path} and restart enrs serve"
+        f"ENRS_IDENTITY_MODEL={path} (a server started with it follows that file)"
     )
