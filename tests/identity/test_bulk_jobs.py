@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bench.identity_bulk import load, stream
 from sqlalchemy import select
+from tests.support.identities import person
 from tests.support.live_server import enrs_command
 
 from enrs.identity import service, workbench
@@ -56,20 +57,6 @@ def _run(tmp_path: Path, database_url: str, *args: str, check: bool = True) -> A
     )
 
 
-def _person(authority: str, ipp: str, **changes: Any) -> SourceIdentityIn:
-    base: dict[str, Any] = {
-        "authority": authority,
-        "ipp": ipp,
-        "birth_name": "JOSEPH",
-        "given_names": ["Marie-Line", "Rose"],
-        "birth_date": date(1961, 4, 9),
-        "sex": "F",
-        "birth_place": "97209",
-        "postal_code": "97200",
-    }
-    return SourceIdentityIn(**{**base, **changes})
-
-
 def _ins(prefix13: str) -> str:
     return f"{prefix13}{97 - int(prefix13) % 97:02d}"
 
@@ -95,14 +82,14 @@ def test_dedup_queues_what_real_time_missed_and_respects_the_cell(
     tmp_path: Path, database_url: str, db: Database
 ) -> None:
     blind = _blind()
-    a1 = _feed(db, blind, _person(CHU, "A1"))
+    a1 = _feed(db, blind, person(CHU, "A1"))
     a2 = _feed(
-        db, blind, _person(CLINIC, "A2", given_names=["MARIE LINE"], birth_date=date(1961, 9, 4))
+        db, blind, person(CLINIC, "A2", given_names=["MARIE LINE"], birth_date=date(1961, 9, 4))
     )
     t1 = _feed(
         db,
         blind,
-        _person(
+        person(
             CHU,
             "T1",
             birth_name="Louis",
@@ -114,7 +101,7 @@ def test_dedup_queues_what_real_time_missed_and_respects_the_cell(
     t2 = _feed(
         db,
         blind,
-        _person(
+        person(
             CHU,
             "T2",
             birth_name="Louis",
@@ -134,17 +121,17 @@ def test_dedup_queues_what_real_time_missed_and_respects_the_cell(
     _feed(
         db,
         blind,
-        _person(CHU, "C1", **marc, ins=_ins("1850597209123"), status="QUAL"),
+        person(CHU, "C1", **marc, ins=_ins("1850597209123"), status="QUAL"),
     )
     _feed(
         db,
         blind,
-        _person(CLINIC, "C2", **marc, ins=_ins("1850597209124"), status="QUAL"),
+        person(CLINIC, "C2", **marc, ins=_ins("1850597209124"), status="QUAL"),
     )
     _feed(
         db,
         blind,
-        _person(
+        person(
             CHU,
             "D1",
             birth_name="Bellay",
@@ -195,8 +182,8 @@ def test_dedup_queues_what_real_time_missed_and_respects_the_cell(
 
 def test_dedup_human_report(tmp_path: Path, database_url: str, db: Database) -> None:
     blind = _blind()
-    _feed(db, blind, _person(CHU, "A1"))
-    _feed(db, blind, _person(CLINIC, "A2", used_name="Martin"))
+    _feed(db, blind, person(CHU, "A1"))
+    _feed(db, blind, person(CLINIC, "A2", used_name="Martin"))
     out = _run(tmp_path, database_url, "dedup").stdout
     assert "scanned 2 identities" in out and "1 potential-duplicate tasks created" in out
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from tests.support.identities import person
 
 from enrs.identity import service
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -28,22 +28,6 @@ def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
     yield database
     database.dispose()
-
-
-def person(authority: str, ipp: str, **changes: Any) -> SourceIdentityIn:
-    base: dict[str, Any] = {
-        "authority": authority,
-        "ipp": ipp,
-        "birth_name": "JOSEPH",
-        "given_names": ["Marie-Line", "Rose"],
-        "birth_date": date(1961, 4, 9),
-        "sex": "F",
-        "birth_place": "97209",
-        "postal_code": "97200",
-        "city": "Fort-de-France",
-    }
-    base.update(changes)
-    return SourceIdentityIn(**base)
 
 
 def feed(db: Database, data: SourceIdentityIn) -> FeedResult:

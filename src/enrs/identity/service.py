@@ -467,47 +467,34 @@ def _update(
         other_ins = bool(ins) and any(s.ins and s.ins != ins for s in siblings)
         if other_ins or (not same_ins and score < matcher.model.review):
             task = _task(session, "COLLISION", source.id, source.patient_id, best)
-        return _result(
+    else:
+        decision = decide(
             session,
-            source.id,
-            source.patient_id,
-            created=False,
-            method=method,
-            score=score,
-            task=task,
+            matcher,
+            traits,
+            source.attribute_set,
+            own_patient=source.patient_id,
+            own_source=source.id,
         )
-    decision = decide(
-        session,
-        matcher,
-        traits,
-        source.attribute_set,
-        own_patient=source.patient_id,
-        own_source=source.id,
-    )
-    if decision.patient_id is not None:
-        former = source.patient_id
-        link_source(
-            session,
-            source,
-            decision.patient_id,
-            decision.method,
-            actor=actor,
-            score=decision.score,
-            model_version=matcher.model.version,
-        )
-        _retire(session, former, into=decision.patient_id)
-        method = decision.method
-    elif decision.review_patient is not None:
-        review = decision.review.best if decision.review else None
-        task = _task(session, "DUPLICATE", source.id, decision.review_patient, review)
+        score = decision.score
+        if decision.patient_id is not None:
+            former = source.patient_id
+            link_source(
+                session,
+                source,
+                decision.patient_id,
+                decision.method,
+                actor=actor,
+                score=decision.score,
+                model_version=matcher.model.version,
+            )
+            _retire(session, former, into=decision.patient_id)
+            method = decision.method
+        elif decision.review_patient is not None:
+            review = decision.review.best if decision.review else None
+            task = _task(session, "DUPLICATE", source.id, decision.review_patient, review)
     return _result(
-        session,
-        source.id,
-        source.patient_id,
-        created=False,
-        method=method,
-        score=decision.score,
-        task=task,
+        session, source.id, source.patient_id, created=False, method=method, score=score, task=task
     )
 
 
