@@ -252,8 +252,13 @@ def format_stats(stats: LoadStats) -> str:
 
 
 def _finish(engine: Engine, conn: Any, pg: bool) -> None:
-    """Sequences past the loaded ids and statistics (PostgreSQL); a clean WAL (SQLite)."""
+    """Sequences past the loaded ids and statistics (PostgreSQL); the identity change log
+    emptied but its last entry (nobody read ahead of the load) and a clean WAL (SQLite)."""
     if not pg:
+        conn.exec_driver_sql(
+            "DELETE FROM identity_change WHERE seq < (SELECT max(seq) FROM identity_change)"
+        )
+        conn.commit()
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return
     for table in (PATIENT, SOURCE, LINK):
@@ -335,6 +340,7 @@ def sqlite_registry(
     t0 = time.perf_counter()
     shutil.copyfile(db, work)
     info["copy_s"] = time.perf_counter() - t0
+    upgrade_head(f"sqlite:///{work}")  # a cache built before the latest migrations
     return work, following[:extra], info
 
 

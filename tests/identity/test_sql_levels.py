@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pytest
@@ -122,6 +122,41 @@ def test_sql_and_python_levels_agree_pair_by_pair(
         python = matcher.score(a, b)
         assert sql_levels == python.levels, (a, b)
         assert sql_weight == pytest.approx(python.weight, abs=1e-9)
+
+
+class _Stored(NamedTuple):
+    n_birth_name: str
+    n_used_name: str
+    n_given_names: str
+    birth_date: date | None
+    sex: str
+    birth_place: str | None
+    postal_code: str | None
+
+
+def _stored(t: Traits) -> _Stored:
+    given = "|".join(t.given_names)
+    return _Stored(
+        t.birth_name, t.used_name, given, t.birth_date, t.sex, t.birth_place, t.postal_code
+    )
+
+
+def test_the_fast_probe_scores_as_the_level_functions_both_ways(
+    scored: list[tuple[dict[str, str], float, Traits, Traits]],
+) -> None:
+    """``score_rows`` (real time, :class:`Probe`) gives what ``score`` gives, on every pair."""
+    matcher = EmbeddedMatcher(MODEL)
+    seen = Counter()
+    for _, _, a, b in scored:
+        for x, y in ((a, b), (b, a)):
+            (fast,) = matcher.score_rows(x, [_stored(y)])
+            reference = matcher.score(x, y)
+            assert fast.levels == reference.levels, (x, y)
+            assert fast.weight == pytest.approx(reference.weight, abs=1e-9)
+            assert fast.auto_link_allowed == reference.auto_link_allowed
+            seen.update(fast.levels.items())
+    every = {(c.name, lvl.label) for c in MODEL.comparisons for lvl in c.levels}
+    assert every - set(seen) == set()  # "swapped" included: the frame has a swapped pair
 
 
 def test_the_pairs_reach_every_level(

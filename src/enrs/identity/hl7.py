@@ -6,7 +6,9 @@
 - IHE PIX query (ITI-9): QBP^Q23 answered by RSP^K23.
 
 One database transaction per message, committed before the acknowledgement is sent; every
-message whose header can be read is audited (category ``hl7``) after its transaction.
+message whose header can be read is audited (category ``hl7``): a write that succeeded in its
+own transaction (data and audit records commit together), any other message after its
+transaction.
 Acknowledgements (original mode): ``AA`` applied; ``AE`` understood but refused (INS key, status
 rules, unknown or duplicate identifier: ERR-3 102, 103, 204, 205); ``AR`` rejected (no or
 incomplete MSH: 100/101, unsupported type or event: 200/201, sending facility not allowed: 103,
@@ -28,12 +30,12 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from enrs.identity import merges, pam
+from enrs.identity import merges, pam, repository
 from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
 from enrs.identity.pamfr import INS_NAMESPACES, authority_of, identifiers
 from enrs.identity.traits import INS_NIA_OID
-from enrs.kit.audit.trail import AuditEntry, Outcome
+from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.errors import Conflict, EnrsError, NotFound
@@ -46,6 +48,8 @@ from enrs.settings import Settings
 log = logging.getLogger(__name__)
 
 RSP_K23 = "RSP^K23^RSP_K23"
+PRUNE_EVERY = 2000
+_Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
 
 
@@ -126,6 +130,21 @@ class IdentityFeed:
         self._writers = SqliteWriters(db) if db.is_sqlite else None
         if self._writers is not None:
             self._writers.start_checkpoints()
+        self._until_prune = 0
+
+    def _prune(self) -> None:
+        """SQLite: every ``PRUNE_EVERY`` messages (and at the first), forget the old entries
+        of the identity change log (:class:`~enrs.identity.models.IdentityChange`)."""
+        self._until_prune -= 1
+        if self._until_prune > 0:
+            return
+        self._until_prune = PRUNE_EVERY
+        try:
+            with self.db.transaction() as session:
+                session.connection(execution_options={"sqlite_immediate": True})
+                repository.prune_changes(session)
+        except Exception:
+            log.exception("identity change log not pruned")
 
     def close(self) -> None:
         if self._writers is not None:
@@ -139,22 +158,24 @@ class IdentityFeed:
             return build_response(None, "AR", errors=[err])
         sender = pam.sender_of(msg)
         work = self._prepare(msg, sender)
-        audit: Callable[[], list[int]]
+        entries = partial(self._entries, msg, sender, peer=peer)
+        write: Callable[[], object] | None = None  # the entries not written with the data
         if self._writers is None:
-            handled = self._handle(msg, work)
-            entries = self._entries(msg, sender, handled, peer)
-            audit = partial(self.audit.write, entries)
+            handled, audited = self._handle(msg, work, entries)
+            if not audited:
+                write = partial(self.audit.write, entries(handled))
         else:
             with self._writers:
-                handled = self._handle(msg, work)
-                queued = self._writers.audit(self._entries(msg, sender, handled, peer))
-            audit = partial(self._writers.written, queued)
-        try:
-            audit()
-            audited = True
-        except Exception:
-            log.exception("message %s: audit trail not written", msg.control_id)
-            audited = False
+                handled, audited = self._handle(msg, work, entries)
+                self._prune()
+                if not audited:
+                    write = partial(self._writers.written, self._writers.audit(entries(handled)))
+        if write is not None:
+            try:
+                write()
+                audited = True
+            except Exception:
+                log.exception("message %s: audit trail not written", msg.control_id)
         if msg.repairs:
             log.info("%s: message %s repaired: %s", peer, msg.control_id, "; ".join(msg.repairs))
         if not audited and handled.message_type == RSP_K23:
@@ -167,10 +188,15 @@ class IdentityFeed:
             body=handled.body,
         )
 
-    def _handle(self, msg: Message, work: Handled | tuple[Work, bool]) -> Handled:
-        handled = work if isinstance(work, Handled) else self._process(msg, *work)
+    def _handle(
+        self, msg: Message, work: Handled | tuple[Work, bool], entries: _Entries
+    ) -> tuple[Handled, bool]:
+        """The message's outcome, and whether its audit entries were written with it."""
+        if isinstance(work, Handled):
+            return work, False
+        handled, audited = self._process(msg, *work, entries)
         msg.repairs[:] = dict.fromkeys(msg.repairs)  # a retried transaction repeats them
-        return handled
+        return handled, audited
 
     def _prepare(self, msg: Message, sender: Sender) -> Handled | tuple[Work, bool]:
         """What can be done before the message's transaction (header checks, reading and
@@ -189,22 +215,29 @@ class IdentityFeed:
                 log.exception("message %s: reading ahead failed", msg.control_id)
         return work, writes
 
-    def _process(self, msg: Message, work: Work, writes: bool) -> Handled:
-        """One transaction (retried once after a conflicting concurrent write)."""
+    def _process(
+        self, msg: Message, work: Work, writes: bool, entries: _Entries
+    ) -> tuple[Handled, bool]:
+        """One transaction (retried once after a conflicting concurrent write). A write that
+        succeeds appends its audit entries to the chain in that same transaction."""
         for attempt in (1, 2):
             try:
                 with self.db.transaction() as session:
                     if writes:  # SQLite: take the write lock at BEGIN
                         session.connection(execution_options={"sqlite_immediate": True})
-                    return work.apply(session)
+                    handled = work.apply(session)
+                    if writes:
+                        session.flush()
+                        append_entries(session.connection(), entries(handled))
+                    return handled, writes
             except IntegrityError:
                 if attempt == 2:
                     log.exception("message %s: conflicting writes", msg.control_id)
                     break
                 log.info("message %s: concurrent write, retrying once", msg.control_id)
             except Exception as exc:
-                return self._refusal(msg, exc)
-        return Handled("AR", [V2Error(207, "application internal error, try again later")])
+                return self._refusal(msg, exc), False
+        return Handled("AR", [V2Error(207, "application internal error, try again later")]), False
 
     @staticmethod
     def _refusal(msg: Message, exc: Exception) -> Handled:
@@ -251,7 +284,7 @@ class IdentityFeed:
         raise V2Error(200, f"message type {kind!r} is not supported", location="MSH^1^9^1^1")
 
     @staticmethod
-    def _entries(msg: Message, sender: Sender, handled: Handled, peer: str) -> list[AuditEntry]:
+    def _entries(msg: Message, sender: Sender, handled: Handled, *, peer: str) -> list[AuditEntry]:
         """The message's audit entries: one per identity it touched (at least one)."""
         kind, event = msg.message_type.upper(), msg.event.upper()
         default = "E" if kind == "QBP" else "C" if event in ("A01", "A04", "A05", "A28") else "U"
@@ -268,7 +301,7 @@ class IdentityFeed:
             resource_type="Patient",
             query=handled.query,
             request_id=msg.control_id[:64] or None,
-            detail=json.dumps({"repairs": msg.repairs}, ensure_ascii=False)
+            detail=json.dumps({"repairs": list(dict.fromkeys(msg.repairs))}, ensure_ascii=False)
             if msg.repairs
             else None,
         )

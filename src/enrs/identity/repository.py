@@ -12,12 +12,18 @@ import json
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from enrs.identity.matching.compare import Traits
-from enrs.identity.models import IdentityLink, IdentityTask, RegionalPatient, SourceIdentity
+from enrs.identity.models import (
+    IdentityChange,
+    IdentityLink,
+    IdentityTask,
+    RegionalPatient,
+    SourceIdentity,
+)
 from enrs.kit.db import utcnow
 from enrs.kit.events import EventRecord
 
@@ -181,14 +187,22 @@ _CANDIDATES = (
 )
 
 
+C = IdentityChange
+_LAST_CHANGE = select(func.max(C.seq))
+_CHANGES = select(C.seq, C.source_id).where(C.seq > bindparam("seen")).order_by(C.seq)
+_CANDIDATES_CHANGED = _CANDIDATES.where(
+    S.id.in_(select(C.source_id).where(C.seq > bindparam("seen")).scalar_subquery())
+)
+_PRUNE = delete(C).where(C.seq <= bindparam("below"))
+CANDIDATE_LIMIT = 300
+
+
 def _padded(name: str, values: list[Any], n: int) -> dict[str, Any]:
     return {f"{name}{i}": values[i] if i < len(values) else None for i in range(n)}
 
 
-def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[Candidate]:
-    """Blocking: active identities sharing the birth date (or its day/month swap), or the
-    birth name (or used name) and a birth year ±1, or birth name and first name (any date),
-    or the swapped names. Each key is served by an index."""
+def _blocking(t: Traits) -> dict[str, Any] | None:
+    """The parameters of the blocking keys of ``t``; ``None`` when it has none."""
     dates: list[date] = []
     if t.birth_date is not None:
         dates = [t.birth_date]
@@ -198,8 +212,8 @@ def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[Candida
     names = sorted({t.birth_name, t.used_name} - {""}) if years else []
     has_names = bool(t.birth_name and t.first_given)
     if not (dates or names or has_names):
-        return []
-    params = {
+        return None
+    return {
         **_padded("date", dates, 2),
         **_padded("name", names, 2),
         **_padded("year", years, 3),
@@ -207,9 +221,56 @@ def candidates(session: Session, t: Traits, *, limit: int = 300) -> list[Candida
         "surname": t.birth_name if has_names else None,
         "surname_as_given": t.birth_name if has_names else None,
         "given_as_surname": t.first_given if has_names else None,
-        "limit": limit,
     }
-    return [Candidate(*row) for row in _conn(session).execute(_CANDIDATES, params)]
+
+
+def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
+    """Blocking: active identities sharing the birth date (or its day/month swap), or the
+    birth name (or used name) and a birth year ±1, or birth name and first name (any date),
+    or the swapped names. Each key is served by an index."""
+    params = _blocking(t)
+    if params is None:
+        return []
+    return [
+        Candidate(*row) for row in _conn(session).execute(_CANDIDATES, {**params, "limit": limit})
+    ]
+
+
+def last_change(session: Session) -> int | None:
+    """SQLite: the position of the change log (see :class:`IdentityChange`) in this
+    transaction's snapshot, for :func:`candidates_since`; ``None`` elsewhere."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    return int(_conn(session).scalar(_LAST_CHANGE) or 0)
+
+
+def candidates_since(
+    session: Session, t: Traits, seen: int, earlier: list[Candidate]
+) -> list[Candidate] | None:
+    """What :func:`candidates` gives now, from ``earlier`` (its result when the change log
+    was at ``seen``) and the identities inserted or updated since, read again; ``None`` when
+    that cannot be known (the log was pruned past ``seen``, or ``earlier`` hit the limit)."""
+    params = _blocking(t)
+    if params is None or len(earlier) >= CANDIDATE_LIMIT:
+        return None if params is not None else []
+    conn = _conn(session)
+    changes = conn.execute(_CHANGES, {"seen": seen}).all()
+    if not changes:
+        return earlier
+    if changes[0][0] != seen + 1:
+        return None
+    changed = {source_id for _, source_id in changes}
+    kept = [c for c in earlier if c.id not in changed]
+    values = {**params, "limit": CANDIDATE_LIMIT, "seen": seen}
+    return kept + [Candidate(*row) for row in conn.execute(_CANDIDATES_CHANGED, values)]
+
+
+def prune_changes(session: Session, *, keep: int = 10_000) -> None:
+    """Forget the change log but its last ``keep`` entries (the last one always stays, so
+    that positions keep growing)."""
+    last = last_change(session)
+    if last is not None and last > keep:
+        _conn(session).execute(_PRUNE, {"below": last - keep})
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -198,30 +197,51 @@ class Ranked:
         return self.candidate.id, self.score
 
 
+@dataclass
+class Ahead:
+    """What :func:`prescore` read ahead of the write transaction: the position of the change
+    log (SQLite), the blocked candidates then, and their scores."""
+
+    seen: int | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    scores: dict[Candidate, PairScore] = field(default_factory=dict)
+
+
+def _blocked(session: Session, traits: Traits, ahead: Ahead | None) -> list[Candidate]:
+    if ahead is not None and ahead.seen is not None:
+        since = repository.candidates_since(session, traits, ahead.seen, ahead.candidates)
+        if since is not None:
+            return since
+    return repository.candidates(session, traits)
+
+
 def rank(
     session: Session,
     matcher: Matcher,
     traits: Traits,
     *,
     exclude_patient: int | None = None,
-    scores: Mapping[Candidate, PairScore] | None = None,
+    ahead: Ahead | None = None,
 ) -> list[Ranked]:
-    """Per regional patient, its best-scoring active identity, best first. Patients holding an
-    identity with another INS than ``traits.ins`` are left out (never the same person).
-    ``scores``: candidates already scored against ``traits`` (:func:`prescore`)."""
-    scores = scores or {}
+    """Per regional patient, its best-scoring active identity, best first (ties: the lowest
+    identity id first). Patients holding an identity with another INS than ``traits.ins`` are
+    left out (never the same person). ``ahead``: candidates read and scored ahead
+    (:func:`prescore`); only what changed since is read and scored again."""
+    scores = ahead.scores if ahead is not None else {}
     best: dict[int, Ranked] = {}
     other_ins: set[int] = set()
-    for cand in repository.candidates(session, traits):
+    kept_cands: list[Candidate] = []
+    for cand in sorted(_blocked(session, traits, ahead)):
         if cand.patient_id == exclude_patient:
             continue
         if traits.ins and cand.ins and cand.ins != traits.ins:
             other_ins.add(cand.patient_id)
             continue
-        score = scores.get(cand)
-        if score is None:
-            score = matcher.score(traits, traits_of(cand))
-        scored = Ranked(cand, score)
+        kept_cands.append(cand)
+    unscored = [c for c in kept_cands if c not in scores]
+    fresh = dict(zip(unscored, matcher.score_rows(traits, unscored), strict=True))
+    for cand in kept_cands:
+        scored = Ranked(cand, scores.get(cand) or fresh[cand])
         kept = best.get(cand.patient_id)
         if kept is None or scored.score.weight > kept.score.weight:
             best[cand.patient_id] = scored
@@ -258,7 +278,7 @@ def decide(
     *,
     own_patient: int | None,
     own_source: int | None,
-    scores: Mapping[Candidate, PairScore] | None = None,
+    ahead: Ahead | None = None,
 ) -> Decision:
     """Where an identity belongs, without changing anything."""
     model = matcher.model
@@ -273,7 +293,7 @@ def decide(
             return Decision("INS", same[0].patient_id)
         if same:
             return Decision("NEW", review_patient=same[0].patient_id)
-    ranked = rank(session, matcher, traits, exclude_patient=own_patient, scores=scores)
+    ranked = rank(session, matcher, traits, exclude_patient=own_patient, ahead=ahead)
     if not ranked:
         return Decision("NEW")
     top = ranked[0]
@@ -328,7 +348,7 @@ class Prepared:
     values: dict[str, Any]
     traits: Traits
     attributes: frozenset[str]
-    scores: dict[Candidate, PairScore] = field(default_factory=dict)
+    ahead: Ahead = field(default_factory=Ahead)
 
 
 def prepare(data: SourceIdentityIn) -> Prepared:
@@ -351,17 +371,20 @@ def prepare(data: SourceIdentityIn) -> Prepared:
 
 
 def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
-    """Score ahead, in a read-only transaction, the candidates that a new identity will be
-    ranked against: its own transaction then scores only the rows that changed or appeared
-    since (a candidate is scored again unless it is, column for column, one scored here), so
-    the decision is the same. Where writers take turns (SQLite), this keeps scoring out of
-    the turn."""
+    """Read and score ahead, in a read-only transaction, the candidates that a new identity
+    will be ranked against: its own transaction then reads again only the identities changed
+    since (on SQLite, from the change log; elsewhere all of them) and scores only the rows
+    that changed or appeared (a candidate is scored again unless it is, column for column, one
+    scored here), so the decision is the same. Where writers take turns (SQLite), this keeps
+    reading and scoring out of the turn."""
     t = prepared.traits
     if t.ins and repository.ins_holders(session, t.ins):
         return  # decided on the INS, without ranking
-    for cand in repository.candidates(session, t):
-        if not (t.ins and cand.ins and cand.ins != t.ins):
-            prepared.scores[cand] = matcher.score(t, traits_of(cand))
+    ahead = prepared.ahead
+    ahead.seen = repository.last_change(session)
+    ahead.candidates = repository.candidates(session, t)
+    cands = [c for c in ahead.candidates if not (t.ins and c.ins and c.ins != t.ins)]
+    ahead.scores.update(zip(cands, matcher.score_rows(t, cands), strict=True))
 
 
 def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: str) -> FeedResult:
@@ -392,7 +415,7 @@ def feed_prepared(
         prepared.attributes,
         own_patient=None,
         own_source=None,
-        scores=prepared.scores,
+        ahead=prepared.ahead,
     )
     rri = None
     if decision.patient_id is None:

@@ -34,6 +34,19 @@ class Traits:
         return replace(self, birth_name=self.first_given, given_names=(self.birth_name,))
 
 
+@dataclass(frozen=True)
+class PairScore:
+    """Sum of the levels' match weights; ``levels`` says which level each comparison took."""
+
+    weight: float
+    levels: dict[str, str]
+    auto_link_allowed: bool
+
+    @property
+    def probability(self) -> float:
+        return float(1.0 / (1.0 + 2.0 ** (-self.weight)))
+
+
 def _jw(a: str, b: str) -> float:
     return float(JaroWinkler.similarity(a, b))
 

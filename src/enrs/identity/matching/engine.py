@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from enrs.identity.matching.compare import LEVELS, Traits
+from enrs.identity.matching.compare import LEVELS, PairScore, Traits
 from enrs.identity.matching.model import MatchModel
+from enrs.identity.matching.probe import Probe, Stored, traits_of_row
+
+__all__ = ["EmbeddedMatcher", "Matcher", "PairScore", "ReloadingMatcher", "matcher_for"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PairScore:
-    """Sum of the levels' match weights; ``levels`` says which level each comparison took."""
-
-    weight: float
-    levels: dict[str, str]
-    auto_link_allowed: bool
-
-    @property
-    def probability(self) -> float:
-        return float(1.0 / (1.0 + 2.0 ** (-self.weight)))
 
 
 class Matcher(Protocol):
@@ -35,6 +24,8 @@ class Matcher(Protocol):
     def model(self) -> MatchModel: ...
 
     def score(self, a: Traits, b: Traits) -> PairScore: ...
+
+    def score_rows(self, a: Traits, rows: Sequence[Stored]) -> list[PairScore]: ...
 
 
 class EmbeddedMatcher:
@@ -48,13 +39,19 @@ class EmbeddedMatcher:
         unknown = set(self._weights) - set(LEVELS)
         if unknown:
             raise ValueError(f"the model names comparisons the engine lacks: {sorted(unknown)}")
+        self._plan = [(name, LEVELS[name], weights) for name, weights in self._weights.items()]
+        self._requires = list(model.auto_link_requires.items())
+        self._probe_ok = set(self._weights) == set(LEVELS) and all(
+            "swapped" in self._weights[n] and "exact" in self._weights[n] for n in ("name", "given")
+        )
 
     def _direct(self, a: Traits, b: Traits) -> PairScore:
-        levels = {name: LEVELS[name](a, b) for name in self._weights}
-        weight = sum(self._weights[name][label] for name, label in levels.items())
-        allowed = all(
-            levels.get(name) in labels for name, labels in self.model.auto_link_requires.items()
-        )
+        levels: dict[str, str] = {}
+        weight = 0.0
+        for name, level_of, weights in self._plan:
+            label = levels[name] = level_of(a, b)
+            weight += weights[label]
+        allowed = all(levels.get(name) in labels for name, labels in self._requires)
         return PairScore(weight, levels, allowed)
 
     def score(self, a: Traits, b: Traits) -> PairScore:
@@ -76,6 +73,17 @@ class EmbeddedMatcher:
             )
             return PairScore(weight, levels, allowed)
         return direct
+
+    def score_rows(self, a: Traits, rows: Sequence[Stored]) -> list[PairScore]:
+        """``a`` scored against each stored identity of ``rows``: what :meth:`score` gives,
+        through a :class:`~enrs.identity.matching.probe.Probe` when the model has every
+        comparison the probe knows."""
+        if not rows:
+            return []
+        if self._probe_ok:
+            probe = Probe(a, self._weights, self.model.auto_link_requires)
+            return [probe.score(row) for row in rows]
+        return [self.score(a, traits_of_row(row)) for row in rows]
 
 
 class ReloadingMatcher:
@@ -137,6 +145,9 @@ class ReloadingMatcher:
 
     def score(self, a: Traits, b: Traits) -> PairScore:
         return self._inner.score(a, b)
+
+    def score_rows(self, a: Traits, rows: Sequence[Stored]) -> list[PairScore]:
+        return self._inner.score_rows(a, rows)
 
 
 def matcher_for(path: Path | None) -> Matcher:

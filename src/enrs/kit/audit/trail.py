@@ -4,7 +4,9 @@ Each record carries ``hash = SHA-256(prev_hash || canonical JSON of its fields)`
 sequence number, so ``verify_chain`` finds the first record altered, inserted or removed.
 Writers serialise on the chain head: ``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE``
 on SQLite. Records are written in their own short transaction, after the request's own
-transaction has committed or rolled back, so failures are recorded too.
+transaction has committed or rolled back, so failures are recorded too; or, for a write that
+succeeded, in that write's own transaction (``append_entries``): the data and their audit
+records are committed together, or neither is.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -61,6 +63,9 @@ class AuditEntry:
     recorded: datetime = field(default_factory=utcnow)
 
 
+_FIELDS = list(AuditEntry.__dataclass_fields__)
+
+
 def _canonical(seq: int, fields: dict[str, Any]) -> bytes:
     data = {k: v for k, v in fields.items() if k not in ("hash", "prev_hash", "seq")}
     data["seq"] = seq
@@ -72,32 +77,44 @@ def chain_hash(prev_hash: str, seq: int, fields: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + _canonical(seq, fields)).hexdigest()
 
 
+_HEAD = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_INSERT = insert(AuditRecord)
+
+
 def _lock_head(conn: Connection) -> tuple[int, str]:
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    row = conn.execute(
-        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-    ).first()
+        conn.execute(_LOCK, {"k": _LOCK_KEY})
+    row = conn.execute(_HEAD).first()
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
-def write_entries(db: Database, entries: Sequence[AuditEntry]) -> list[int]:
-    """Append ``entries`` to the chain in one transaction; returns their sequence numbers."""
+def append_entries(conn: Connection, entries: Sequence[AuditEntry]) -> list[int]:
+    """Append ``entries`` to the chain in the transaction of ``conn``; returns their sequence
+    numbers. The chain head stays locked until that transaction ends: append last, just before
+    the commit. On SQLite the transaction must already hold the write lock (``BEGIN
+    IMMEDIATE``), or a concurrent writer may make it fail at this point."""
     if not entries:
         return []
-    seqs: list[int] = []
-    with db.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-        seq, prev = _lock_head(conn)
-        rows = []
-        for entry in entries:
-            seq += 1
-            fields = asdict(entry)
-            digest = chain_hash(prev, seq, fields)
-            rows.append({**fields, "seq": seq, "prev_hash": prev, "hash": digest})
-            seqs.append(seq)
-            prev = digest
-        conn.execute(insert(AuditRecord), rows)
+    seq, prev = _lock_head(conn)
+    rows, seqs = [], []
+    for entry in entries:
+        seq += 1
+        fields = {name: getattr(entry, name) for name in _FIELDS}
+        digest = chain_hash(prev, seq, fields)
+        rows.append({**fields, "seq": seq, "prev_hash": prev, "hash": digest})
+        seqs.append(seq)
+        prev = digest
+    conn.execute(_INSERT, rows)
     return seqs
+
+
+def write_entries(db: Database, entries: Sequence[AuditEntry]) -> list[int]:
+    """Append ``entries`` to the chain in a transaction of their own."""
+    if not entries:
+        return []
+    with db.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        return append_entries(conn, entries)
 
 
 @dataclass(frozen=True)
@@ -124,9 +141,6 @@ def _iter_records(db: Database, batch: int = 5000) -> Iterator[AuditRecord]:
             return
         yield from rows
         last = rows[-1].seq
-
-
-_FIELDS = list(AuditEntry.__dataclass_fields__)
 
 
 def verify_chain(db: Database) -> ChainReport:
