@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from enrs.settings import Settings
+from enrs.settings import PLACEHOLDER_OID_ROOT, Settings
 
 
 def _settings() -> Settings:
@@ -41,6 +41,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_keys(settings)
+    if settings.oid_root == PLACEHOLDER_OID_ROOT:
+        click.echo(
+            f"warning: ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}; set the "
+            "region's registered OID arc before real identities are stored",
+            err=True,
+        )
     sys.exit(supervise(listeners(settings), settings))
 
 

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Not a registered arc: set ENRS_OID_ROOT to the region's own before the first identity.
+PLACEHOLDER_OID_ROOT = "1.2.250.1.999"
+
 
 class Settings(BaseSettings):
     """Every setting of the platform. The README's configuration table lists them all."""
@@ -56,6 +59,11 @@ class Settings(BaseSettings):
         "", description="Comma-separated sending facility OIDs (MSH-4) allowed; empty: any"
     )
     identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
+    oid_root: str = Field(
+        PLACEHOLDER_OID_ROOT,
+        pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$",
+        description="The region's OID arc: RRI authority {root}.1, FINESS-derived {root}.2.*",
+    )
     log_level: str = Field("info", description="Log level")
 
     @model_validator(mode="after")

@@ -28,7 +28,6 @@ from enrs.identity.models import (
     SourceIdentity,
     SourceIdentityVersion,
 )
-from enrs.identity.pamfr import finess_oid
 from enrs.kit.audit import verify_chain
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.writer import AuditWriter
@@ -176,8 +175,8 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> None:
-    port = free_port()
-    env = {"ENRS_MLLP_PORT": str(port)}
+    port, region = free_port(), "1.2.250.1.71.9"  # the region's own arc (ENRS_OID_ROOT)
+    env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region}
     with live_server(data_dir=tmp_path / "var", database_url=database_url, extra_env=env) as server:
         wait_for_port(port)
         with MLLPClient("127.0.0.1", port) as client:
@@ -192,12 +191,13 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
             pix = parsed(client.send_message(query))
     assert "Traceback" not in server.log()  # stopped cleanly by SIGTERM
     assert code(pix) == "AA" and pix["QAK.F2"] == "OK"
-    assert "000003" in str(pix.segment("PID")[3]) and "RRI" in str(pix.segment("PID")[3])
+    assert "000003" in str(pix.segment("PID")[3])
+    assert f"^^^ENRS&{region}.1&ISO^RRI" in str(pix.segment("PID")[3])
     assert "279035121518989" not in str(pix.segment("PID")[3])  # VALI: the INS is not shared
     db = Database(database_url)
     with db.transaction() as session:
         src = session.scalar(select(SourceIdentity))
-        assert src is not None and src.authority == finess_oid("000897406")
+        assert src is not None and src.authority == f"{region}.2.1000897406"  # finess_oid there
         assert (src.ipp, src.birth_name, src.given_names) == ("000003", "PAT-TROIS", "DOMINIQUE")
         assert (str(src.birth_date), src.sex, src.birth_place) == ("1979-03-28", "F", "63220")
         assert (src.ins, src.ins_system, src.status) == (

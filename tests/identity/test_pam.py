@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from tests.identity.test_hl7 import CHU, CLINIC, Feed, code, err, feed, msh, pid
 
-from enrs.identity.models import IdentityLink, RegionalPatient, SourceIdentity
+from enrs.identity.models import IdentityLink, IdentityTask, RegionalPatient, SourceIdentity
 from enrs.kit.audit import verify_chain
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.events import read_events
@@ -122,6 +122,20 @@ def test_a37_of_identities_linked_by_matching_gives_the_second_a_new_patient(fee
     assert apart is not None and apart.patient_id not in (first.patient_id, None)
     assert patient(feed, apart.patient_id).active
     assert links(feed, second.id)[-1][:3] == ("MANUAL", apart.patient_id, True)
+    # The facility's A37 binds matching: the same traits sent again do not link them back.
+    assert code(feed.send(msh("A31", "c3") + pid("2", status="VALI"))) == "AA"
+    still = feed.source(CHU, "2")
+    assert still is not None and still.patient_id == apart.patient_id
+    assert links(feed, second.id)[-1][:3] == ("MANUAL", apart.patient_id, True)
+    with feed.db.transaction() as session:  # in the cell's history, as a decided collision
+        task = session.scalars(select(IdentityTask)).one()
+        assert (task.kind, task.status, task.decision, task.other_patient_id) == (
+            "COLLISION",
+            "DONE",
+            "UNLINK",
+            first.patient_id,
+        )
+        assert task.source_id == second.id and task.other_source_id == first.id
 
 
 def test_a24_refusals(feed: Feed) -> None:

@@ -92,6 +92,12 @@ def test_keep_apart_is_not_proposed_again(db: Database) -> None:
         )
         again = service.feed(session, MATCHER, data, actor="test")
         assert again.task is None and view.task.decision == "KEEP_APART"
+        # The doubt lifted, the traits would link them automatically: the cell's ruling holds.
+        cleared = service.feed(
+            session, MATCHER, data.model_copy(update={"attributes": frozenset()}), actor="test"
+        )
+        assert cleared.link_method == "UPDATE" and cleared.task is None
+        assert cleared.rri == view.source_rri != view.other_rri
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from enrs.identity.merges import RRI_AUTHORITY
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.schemas import SourceIdentityIn, Telecom
 from enrs.identity.traits import (
@@ -39,10 +40,8 @@ from enrs.identity.traits import (
 )
 from enrs.kit.errors import Unprocessable
 
-RRI_OID = "1.2.250.1.999.1"
-RRI_SYSTEM = f"urn:oid:{RRI_OID}"
-"""Namespace of the regional identifier (RRI). A placeholder OID until the region registers its
-own: change it here only (identifiers already given out carry it)."""
+RRI_SYSTEM = f"urn:oid:{RRI_AUTHORITY}"
+"""Namespace of the regional identifier (RRI): ``{ENRS_OID_ROOT}.1``."""
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 FR_V2_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"

@@ -325,10 +325,9 @@ def describe(settings: Settings) -> str:
 
 
 async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | None) -> None:
-    db = Database(settings.database_url)
     # No ping at each checkout (a round trip per transaction): a connection found dead fails
     # its message (AR 207, which the sender resends) and SQLAlchemy then renews the pool.
-    db.engine.pool._pre_ping = False
+    db = Database(settings.database_url, pre_ping=False)
     matcher = matcher_for(settings.identity_model)
     # Each process handles one message at a time, in its event loop's thread: the processes
     # share the load (SQLite's writers take turns anyway), and no thread handoff or contention

@@ -20,16 +20,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.identity import repository
-from enrs.identity.models import RegionalPatient, SourceIdentity, SourceIdentityVersion
+from enrs.identity.models import (
+    IdentityTask,
+    RegionalPatient,
+    SourceIdentity,
+    SourceIdentityVersion,
+)
 from enrs.identity.service import link_source, new_patient, snapshot
 from enrs.identity.traits import INS_OIDS
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
 from enrs.kit.events import emit
+from enrs.settings import Settings
 
-# Assigning authority of the regional identifier (FR Core identifier type ``RRI``). A
-# placeholder under 1.2.250.1.999 until the region registers its own OID arc.
-PLATFORM_OID = "1.2.250.1.999"
+# The region's OID arc (``ENRS_OID_ROOT``, read once per process: identifiers given out carry
+# it); the assigning authority of the regional identifier (FR Core type ``RRI``) is ``.1``.
+PLATFORM_OID = Settings().oid_root
 RRI_AUTHORITY = f"{PLATFORM_OID}.1"
 
 
@@ -284,6 +290,24 @@ def unlink_identities(
         emit(session, "identity.unmerged", {"patient_id": target.id})
     reason = f"ADT^A37: identity {second_ipp} of {authority} is not identity {first_ipp}"
     link_source(session, second, target.id, "MANUAL", actor=actor, reason=reason)
+    # Recorded as the cell's decision on a collision would be: in the cell's history, and
+    # binding on matching (service.decide never links the two automatically again).
+    now = utcnow()
+    session.add(
+        IdentityTask(
+            kind="COLLISION",
+            status="DONE",
+            source_id=second.id,
+            other_patient_id=shared,
+            other_source_id=first.id,
+            created_at=now,
+            decision="UNLINK",
+            decided_by=actor,
+            reason=reason,
+            decided_at=now,
+            effects=json.dumps([{"source_id": second.id, "from": shared, "to": target.id}]),
+        )
+    )
     emit(
         session,
         "identity.unlinked",

@@ -8,9 +8,9 @@ identity service's input, and the identifiers (CX) of PID-3, MRG-1 and QPD-3.
   what was repaired is appended to the message's notes.
 
 Assigning authorities are OIDs. A PAM-FR authority given as a FINESS number (HD-3 ``M`` or
-``N``) is mapped to ``1.2.250.1.999.2.<1 + FINESS>`` (Corsica's 2A/2B: ``2`` + the FINESS with
-A→1, B→2); the regional id travels with authority ``1.2.250.1.999.1`` — placeholders under one
-arc until the region registers its own.
+``N``) is mapped to ``{root}.2.<1 + FINESS>`` (Corsica's 2A/2B: ``2`` + the FINESS with A→1,
+B→2); the regional id travels with authority ``{root}.1``, where ``{root}`` is the region's OID
+arc (``ENRS_OID_ROOT``; the placeholder ``1.2.250.1.999`` until the region registers its own).
 """
 
 from __future__ import annotations

@@ -72,10 +72,18 @@ _INSERT_EVENT = insert(_EVENT)
 _SOURCE_COLUMNS = [c.key for c in _SOURCE.columns if c.key != "id"]
 
 
+_CONNECTION = "enrs.identity.connection"
+
+
 def _conn(session: Session) -> Connection:
-    """The session's connection, with pending changes flushed (as autoflush would)."""
+    """The session's connection, with pending changes flushed (as autoflush would). Kept in
+    ``session.info`` while its transaction lasts: asking the session costs more than most
+    statements of the feed."""
     session.flush()
-    return session.connection()
+    conn: Connection | None = session.info.get(_CONNECTION)
+    if conn is None or conn.closed or not conn.in_transaction():
+        conn = session.info[_CONNECTION] = session.connection()
+    return conn
 
 
 def source_by_key(session: Session, authority: str, ipp: str) -> SourceIdentity | None:
@@ -300,6 +308,24 @@ def open_task(
 
 def identifiers_of_patient(session: Session, patient_id: int) -> list[SourceIdentity]:
     return sources_of_patient(session, patient_id)
+
+
+_APART = ("KEEP_APART", "UNLINK")
+
+
+def ruled_apart(session: Session, source_id: int) -> set[int]:
+    """The regional patients the identity ``source_id`` was ruled not to belong to: by the
+    cell (``KEEP_APART``, ``UNLINK``) or by its facility (ADT^A37), either way round (the
+    decision named this identity, or named it as the other one of the pair)."""
+    named = select(IdentityTask.other_patient_id).where(
+        IdentityTask.source_id == source_id, IdentityTask.decision.in_(_APART)
+    )
+    other = (
+        select(S.patient_id)
+        .join(IdentityTask, IdentityTask.source_id == S.id)
+        .where(IdentityTask.other_source_id == source_id, IdentityTask.decision.in_(_APART))
+    )
+    return {int(pid) for pid in session.scalars(named.union(other))}
 
 
 def kept_apart(session: Session, source_id: int, other_patient_id: int) -> bool:

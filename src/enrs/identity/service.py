@@ -221,6 +221,7 @@ def rank(
     traits: Traits,
     *,
     exclude_patient: int | None = None,
+    apart: frozenset[int] = frozenset(),
     ahead: Ahead | None = None,
 ) -> list[Ranked]:
     """Per regional patient, its best-scoring active identity, best first (ties: the lowest
@@ -232,7 +233,7 @@ def rank(
     other_ins: set[int] = set()
     kept_cands: list[Candidate] = []
     for cand in sorted(_blocked(session, traits, ahead)):
-        if cand.patient_id == exclude_patient:
+        if cand.patient_id == exclude_patient or cand.patient_id in apart:
             continue
         if traits.ins and cand.ins and cand.ins != traits.ins:
             other_ins.add(cand.patient_id)
@@ -293,7 +294,8 @@ def decide(
             return Decision("INS", same[0].patient_id)
         if same:
             return Decision("NEW", review_patient=same[0].patient_id)
-    ranked = rank(session, matcher, traits, exclude_patient=own_patient, ahead=ahead)
+    apart = frozenset(repository.ruled_apart(session, own_source)) if own_source else frozenset()
+    ranked = rank(session, matcher, traits, exclude_patient=own_patient, apart=apart, ahead=ahead)
     if not ranked:
         return Decision("NEW")
     top = ranked[0]

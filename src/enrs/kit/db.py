@@ -82,8 +82,10 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """Create an engine for ``url``: SQLite in WAL mode, or PostgreSQL with pre-ping."""
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+    """Create an engine for ``url``: SQLite in WAL mode, or PostgreSQL with pre-ping (unless
+    ``pre_ping`` is off: no round trip at each checkout; a connection found dead then fails
+    its unit of work, and the pool is renewed)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
@@ -93,7 +95,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     return create_engine(
         url,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
@@ -104,9 +106,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 class Database:
     """The engine and session factory of one process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pre_ping: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
 
     @property
