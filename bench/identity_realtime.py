@@ -121,8 +121,10 @@ def run_inprocess(url: str, records: Sequence[SourceRecord], warmup: int) -> dic
     """(a): ``service.feed`` per record in its own transaction; latencies, steps, SQL."""
     db, clock = Database(url), _Clock()
     matcher = EmbeddedMatcher(MatchModel.load())
-    score = clock.wrap("scoring (matcher.score)", matcher.score)
-    matcher.score = score  # type: ignore[method-assign]  # this instance only
+    for method in ("score", "score_rows"):  # this instance only
+        setattr(
+            matcher, method, clock.wrap(f"scoring (matcher.{method})", getattr(matcher, method))
+        )
     saved = {name: getattr(repository, name) for name in STEPS}
     candidates = saved["candidates"]
 
