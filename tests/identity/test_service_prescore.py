@@ -14,7 +14,7 @@ from tests.identity.test_service import CHU, CLINIC, MATCHER, feed, person
 
 from enrs.identity import repository, service
 from enrs.identity.models import IdentityChange
-from enrs.identity.schemas import FeedResult
+from enrs.identity.schemas import FeedResult, SourceIdentityIn
 from enrs.kit.db import Database
 
 
@@ -23,6 +23,14 @@ def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
     yield database
     database.dispose()
+
+
+def read_ahead(db: Database, data: SourceIdentityIn) -> service.Prepared:
+    """``data`` prepared, its candidates read and scored ahead in a transaction of their own."""
+    prepared = service.prepare(data)
+    with db.transaction() as session:
+        service.prescore(session, MATCHER, prepared)
+    return prepared
 
 
 def prescored_feed(db: Database, prepared: service.Prepared) -> FeedResult:
@@ -48,9 +56,7 @@ def test_prescored_candidates_give_the_same_decision(db: Database) -> None:
 
 def test_a_candidate_changed_since_is_scored_again(db: Database) -> None:
     feed(db, person(CHU, "1"))
-    prepared = service.prepare(person(CLINIC, "A9"))
-    with db.transaction() as session:
-        service.prescore(session, MATCHER, prepared)
+    prepared = read_ahead(db, person(CLINIC, "A9"))
     (scored,) = prepared.ahead.scores.values()
     assert scored.weight >= MATCHER.model.auto_link
     # meanwhile the facility corrects its identity: another person, same birth date
@@ -60,9 +66,7 @@ def test_a_candidate_changed_since_is_scored_again(db: Database) -> None:
 
 
 def test_a_candidate_appeared_since_is_scored(db: Database) -> None:
-    prepared = service.prepare(person(CLINIC, "A9"))
-    with db.transaction() as session:
-        service.prescore(session, MATCHER, prepared)
+    prepared = read_ahead(db, person(CLINIC, "A9"))
     assert prepared.ahead.scores == {}
     known = feed(db, person(CHU, "1"))
     result = prescored_feed(db, prepared)
@@ -71,9 +75,7 @@ def test_a_candidate_appeared_since_is_scored(db: Database) -> None:
 
 def test_a_candidate_changed_out_of_the_blocking_keys_is_dropped(db: Database) -> None:
     feed(db, person(CHU, "1"))
-    prepared = service.prepare(person(CLINIC, "A9"))
-    with db.transaction() as session:
-        service.prescore(session, MATCHER, prepared)
+    prepared = read_ahead(db, person(CLINIC, "A9"))
     assert len(prepared.ahead.candidates) == 1
     # corrected into someone who shares no blocking key any more
     feed(
@@ -86,9 +88,7 @@ def test_a_candidate_changed_out_of_the_blocking_keys_is_dropped(db: Database) -
 
 def test_a_candidate_deactivated_since_is_dropped(db: Database) -> None:
     feed(db, person(CHU, "1"))
-    prepared = service.prepare(person(CLINIC, "A9"))
-    with db.transaction() as session:
-        service.prescore(session, MATCHER, prepared)
+    prepared = read_ahead(db, person(CLINIC, "A9"))
     with db.transaction() as session:  # e.g. merged by the cell (A40): no longer active
         session.execute(text("UPDATE identity_source SET active = false"))
     result = prescored_feed(db, prepared)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 import duckdb
 import pytest
@@ -19,6 +19,7 @@ from enrs.identity.matching.model import MatchModel
 from enrs.identity.matching.splink_model import gamma_labels, splink_settings
 from enrs.identity.matching.sql_levels import SQL_LEVELS
 from enrs.identity.registry_frame import load_rows
+from enrs.identity.repository import Candidate
 from enrs.identity.traits import normalize_name
 
 MODEL = MatchModel.load()
@@ -124,20 +125,21 @@ def test_sql_and_python_levels_agree_pair_by_pair(
         assert sql_weight == pytest.approx(python.weight, abs=1e-9)
 
 
-class _Stored(NamedTuple):
-    n_birth_name: str
-    n_used_name: str
-    n_given_names: str
-    birth_date: date | None
-    sex: str
-    birth_place: str | None
-    postal_code: str | None
-
-
-def _stored(t: Traits) -> _Stored:
+def _stored(t: Traits) -> Candidate:
+    """``t`` as blocking reads it (id, patient and attributes do not enter scoring)."""
     given = "|".join(t.given_names)
-    return _Stored(
-        t.birth_name, t.used_name, given, t.birth_date, t.sex, t.birth_place, t.postal_code
+    return Candidate(
+        0,
+        0,
+        t.ins,
+        "",
+        t.birth_name,
+        t.used_name,
+        given,
+        t.birth_date,
+        t.sex,
+        t.birth_place,
+        t.postal_code,
     )
 
 

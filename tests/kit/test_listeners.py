@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from tests.support.waiting import wait_until
 
 from enrs.kit.audit import AuditEntry, verify_chain
 from enrs.kit.db import Database
@@ -31,15 +31,6 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     db = Database(url)
     yield db
     db.dispose()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_audit_entries_wait_for_the_next_turn_of_the_process(sqlite_db: Database) -> None:

@@ -168,6 +168,18 @@ def test_byte_by_byte_client_gets_its_ack() -> None:
         assert b"MSA|AA|slow" in recv_frame(sock)
 
 
+def clients(port: int, n: int, each: int) -> list[str]:
+    """``n`` concurrent hl7 clients sending ``each`` messages: their MSA-1 codes, in order."""
+
+    def one(i: int) -> str:
+        with MLLPClient("127.0.0.1", port) as client:
+            acks = [parsed(client.send_message(MSG.format(ctl=f"{i}-{j}"))) for j in range(each)]
+        return ",".join(str(a.segment("MSA")[1]) for a in acks)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
 def test_pipelined_and_concurrent_clients() -> None:
     with running() as server:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -177,14 +189,7 @@ def test_pipelined_and_concurrent_clients() -> None:
                 seen += sock.recv(65536)
             assert [f"MSA|AA|p{i}".encode() in seen for i in range(5)] == [True] * 5
 
-        def one(i: int) -> str:
-            with MLLPClient("127.0.0.1", server.port) as client:
-                acks = [parsed(client.send_message(MSG.format(ctl=f"{i}-{j}"))) for j in range(10)]
-            return ",".join(str(a.segment("MSA")[1]) for a in acks)
-
-        with ThreadPoolExecutor(50) as pool:
-            results = list(pool.map(one, range(50)))
-        assert results == [",".join(["AA"] * 10)] * 50
+        assert clients(server.port, 50, 10) == [",".join(["AA"] * 10)] * 50
 
 
 def test_close_with_idle_connections_open() -> None:
@@ -205,15 +210,7 @@ def test_handler_in_the_event_loop_thread_serves_connections_in_turn() -> None:
         return ack_handler(payload, peer)
 
     with running(handler, workers=0) as server:
-
-        def one(i: int) -> str:
-            with MLLPClient("127.0.0.1", server.port) as client:
-                acks = [parsed(client.send_message(MSG.format(ctl=f"{i}-{j}"))) for j in range(5)]
-            return ",".join(str(a.segment("MSA")[1]) for a in acks)
-
-        with ThreadPoolExecutor(10) as pool:
-            results = list(pool.map(one, range(10)))
-        assert results == [",".join(["AA"] * 5)] * 10
+        assert clients(server.port, 10, 5) == [",".join(["AA"] * 5)] * 10
         answer = send(server.port, MSG.format(ctl="X") + "NTE|1||BOOM\r")
         assert str(answer.segment("MSA")[1]) == "AR"  # a failing handler still answers
     assert len(threads) == 1 and not threads.pop().startswith("mllp")

@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import time
 from collections import Counter
 from collections.abc import Iterator, MutableSequence
 from contextlib import ExitStack, contextmanager
@@ -19,6 +18,7 @@ from typing import Any
 
 import hl7
 from hl7.client import MLLPClient
+from tests.support.waiting import wait_until
 
 from enrs.kit.hl7v2 import build_response, parse_message
 from enrs.kit.listeners import run_group
@@ -78,15 +78,6 @@ def alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_until(condition: Any, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_connections_spread_evenly_and_the_group_stops_together() -> None:

@@ -68,9 +68,7 @@ class EmbeddedMatcher:
                 + self._weights["name"]["swapped"]
                 + self._weights["given"]["swapped"]
             )
-            allowed = all(
-                levels.get(n) in labels for n, labels in self.model.auto_link_requires.items()
-            )
+            allowed = all(levels.get(n) in labels for n, labels in self._requires)
             return PairScore(weight, levels, allowed)
         return direct
 
