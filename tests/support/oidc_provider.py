@@ -111,7 +111,7 @@ def run_oidc_provider(
     userinfo: bool = True,
     rpps_claim: str = "SubjectNameID",
     signing_keys: Sequence[Mapping[str, Any]] | None = None,
-    startup_timeout: float = 20.0,
+    startup_timeout: float = 60.0,
 ) -> Iterator[ProviderHandle]:
     """Start ``node provider.mjs`` on 127.0.0.1, wait until it listens, stop it on exit.
 

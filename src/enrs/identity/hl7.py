@@ -30,7 +30,7 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from enrs.identity import merges, pam, repository
+from enrs.identity import merges, pam
 from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
 from enrs.identity.pamfr import INS_NAMESPACES, authority_of, identifiers
@@ -48,7 +48,6 @@ from enrs.settings import Settings
 log = logging.getLogger(__name__)
 
 RSP_K23 = "RSP^K23^RSP_K23"
-PRUNE_EVERY = 2000
 _Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
 
@@ -130,21 +129,6 @@ class IdentityFeed:
         self._writers = SqliteWriters(db) if db.is_sqlite else None
         if self._writers is not None:
             self._writers.start_checkpoints()
-        self._until_prune = 0
-
-    def _prune(self) -> None:
-        """SQLite: every ``PRUNE_EVERY`` messages (and at the first), forget the old entries
-        of the identity change log (:class:`~enrs.identity.models.IdentityChange`)."""
-        self._until_prune -= 1
-        if self._until_prune > 0:
-            return
-        self._until_prune = PRUNE_EVERY
-        try:
-            with self.db.transaction() as session:
-                session.connection(execution_options={"sqlite_immediate": True})
-                repository.prune_changes(session)
-        except Exception:
-            log.exception("identity change log not pruned")
 
     def close(self) -> None:
         if self._writers is not None:
@@ -167,7 +151,6 @@ class IdentityFeed:
         else:
             with self._writers:
                 handled, audited = self._handle(msg, work, entries)
-                self._prune()
                 if not audited:
                     write = partial(self._writers.written, self._writers.audit(entries(handled)))
         if write is not None:

@@ -138,8 +138,9 @@ class IdentityChange(Base):
     """On SQLite, the log of ``identity_source`` rows inserted or updated, in commit order
     (SQLite has one writer at a time), written by triggers so that no code path escapes it.
     A listener that read an identity's candidates ahead of its write turn re-reads only the
-    rows changed since (``repository.candidates_since``); old entries are pruned. Unused, and
-    without triggers, on PostgreSQL (concurrent writers do not commit in sequence order)."""
+    rows changed since (``repository.candidates_since``); the triggers keep the last 10 000
+    entries. Unused, and without triggers, on PostgreSQL (concurrent writers do not commit in
+    sequence order)."""
 
     __tablename__ = "identity_change"
 

@@ -419,26 +419,17 @@ def feed_prepared(
         own_source=None,
         ahead=prepared.ahead,
     )
-    rri = None
-    if decision.patient_id is None:
-        rri = secrets.token_hex(8).upper()
-        patient_id = repository.insert_patient(session, rri=rri, now=utcnow())
-    else:
-        patient_id = decision.patient_id
-    source_id = repository.insert_source(session, {**prepared.values, "patient_id": patient_id})
     auto = decision.method == "AUTO"
-    repository.insert_link(
+    source_id, patient_id, rri = repository.create_identity(
         session,
-        source_id=source_id,
-        patient_id=patient_id,
+        prepared.values,
+        patient_id=decision.patient_id,
+        rri=secrets.token_hex(8).upper(),
         method=decision.method,
         score=decision.score if auto else None,
         model_version=matcher.model.version if auto else None,
         actor=actor,
-        reason=None,
-        created_at=utcnow(),
     )
-    _linked(session, source_id, patient_id, decision.method)
     task = None
     if decision.review_patient is not None:
         review = decision.review.best if decision.review else None

@@ -2,7 +2,8 @@
 
 Each record carries ``hash = SHA-256(prev_hash || canonical JSON of its fields)`` and a gap-free
 sequence number, so ``verify_chain`` finds the first record altered, inserted or removed.
-Writers serialise on the chain head: ``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE``
+Writers serialise on the chain head: ``pg_advisory_xact_lock`` on PostgreSQL (taken, and the
+head read after it, by the function ``audit_chain_head`` of the migrations), ``BEGIN IMMEDIATE``
 on SQLite. Records are written in their own short transaction, after the request's own
 transaction has committed or rolled back, so failures are recorded too; or, for a write that
 succeeded, in that write's own transaction (``append_entries``): the data and their audit
@@ -78,14 +79,16 @@ def chain_hash(prev_hash: str, seq: int, fields: dict[str, Any]) -> str:
 
 
 _HEAD = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# PostgreSQL: the advisory lock, then the head (a function of the migrations: one round trip).
+_LOCKED_HEAD = text("SELECT head_seq, head_hash FROM audit_chain_head(:k)")
 _INSERT = insert(AuditRecord)
 
 
 def _lock_head(conn: Connection) -> tuple[int, str]:
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"k": _LOCK_KEY})
-    row = conn.execute(_HEAD).first()
+        row = conn.execute(_LOCKED_HEAD, {"k": _LOCK_KEY}).first()
+    else:
+        row = conn.execute(_HEAD).first()
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
