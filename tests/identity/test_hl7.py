@@ -16,8 +16,10 @@ import hl7
 import pytest
 from hl7.client import MLLPClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from tests.support.live_server import free_port, live_server
 
+from enrs.identity import pam, repository
 from enrs.identity.hl7 import IdentityFeed
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
@@ -33,6 +35,7 @@ from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.events import read_events
+from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
 
 CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
@@ -386,6 +389,35 @@ def test_identity_and_its_audit_records_commit_together(feed: Feed) -> None:
             ("ADT^A28", "C", "0", "1")
         ]
     assert verify_chain(feed.db).ok
+
+
+def test_identity_created_after_the_read_ahead_is_updated_on_the_retry(database_url: str) -> None:
+    # SQLite reads ahead of the write turn (on PostgreSQL, nothing is read ahead). The read
+    # ahead finds no identity CHU|7; before the turn, another connection creates it.
+    db = Database(database_url)
+    audit = AuditWriter(db)
+    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit)
+    try:
+        message = parse_v2((msh("A28", "late") + pid("7", name="MARTINE")).encode())
+        work = pam.feed(handler.matcher, message, pam.sender_of(message))
+        assert work.ahead is not None
+        with db.transaction() as session:
+            work.ahead(session)
+        answer = handler((msh("A28", "first") + pid("7")).encode(), "127.0.0.1:1")
+        assert b"\rMSA|AA|first\r" in answer
+        with pytest.raises(IntegrityError), db.transaction() as session:
+            work.apply(session)  # the first attempt inserts: the unique key refuses it
+        with db.transaction() as session:
+            handled = work.apply(session)  # the next attempt finds the identity and updates it
+        assert [t.action for t in handled.touched] == ["U"]
+        with db.transaction() as session:
+            source = repository.source_by_key(session, CHU, "7")
+            assert source is not None and source.version == 2
+            assert source.birth_name == "MARTINE"
+    finally:
+        handler.close()
+        audit.close()
+        db.dispose()
 
 
 # ----------------------------------------------------------------------------- robustness

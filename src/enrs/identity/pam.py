@@ -81,7 +81,9 @@ def required(msg: Message, name: str) -> Segment:
 @dataclass(frozen=True)
 class Work:
     """What a message does in its transaction (``apply``), and what may be read ahead of that
-    transaction (``ahead``, read-only: it only saves ``apply`` work, never changes its result)."""
+    transaction (``ahead``, read-only: it only saves ``apply`` work, never changes its result;
+    what changed since may make the first ``apply`` fail with ``IntegrityError``, and the
+    caller then runs it again in a new transaction, as for any concurrent write)."""
 
     apply: Callable[[Session], Handled]
     ahead: Callable[[Session], None] | None = None
@@ -101,9 +103,15 @@ def feed(matcher: Matcher, msg: Message, sender: Sender) -> Work:
         refused = None
     except Unprocessable as exc:  # refused in the transaction, after the identity's state
         prepared, refused = None, exc
+    keyed = (data.authority, data.ipp)
+
+    # The read ahead found no identity of this key: the first attempt does not look again (an
+    # identity of the same key created since makes its insert fail on the unique key, and the
+    # attempt that follows, after that rollback, looks).
+    absent: list[bool] = []
 
     def apply(session: Session) -> Handled:
-        key = repository.key_of(session, data.authority, data.ipp)
+        key = None if absent and absent.pop() else repository.key_of(session, *keyed)
         if key is not None and not key.active:
             raise V2Error(
                 204,
@@ -120,7 +128,8 @@ def feed(matcher: Matcher, msg: Message, sender: Sender) -> Work:
         return Handled(touched=[Touched(result.rri, f"{data.authority}|{data.ipp}", action)])
 
     def ahead(session: Session) -> None:
-        if prepared is not None and repository.key_of(session, data.authority, data.ipp) is None:
+        if prepared is not None and repository.key_of(session, *keyed) is None:
+            absent.append(True)
             service.prescore(session, matcher, prepared)
 
     return Work(apply, ahead)

@@ -80,7 +80,7 @@ _INSERT_PATIENT = insert(_PATIENT).returning(_PATIENT.c.id)
 _INSERT_SOURCE = insert(_SOURCE).returning(_SOURCE.c.id)
 _INSERT_LINK = insert(_LINK)
 _INSERT_EVENT = insert(_EVENT)
-_SOURCE_COLUMNS = [c.key for c in _SOURCE.columns if c.key != "id"]
+SOURCE_COLUMNS = [c.key for c in _SOURCE.columns if c.key != "id"]  # all but the id
 
 
 _CONNECTION = "enrs.identity.connection"
@@ -149,13 +149,9 @@ def insert_patient(session: Session, *, rri: str, now: datetime) -> int:
     return patient_id
 
 
-def new_source_values(source: SourceIdentity) -> dict[str, Any]:
-    """The columns of ``source``, an identity not added to the session, but its id."""
-    return {key: getattr(source, key) for key in _SOURCE_COLUMNS}
-
-
 def insert_source(session: Session, values: dict[str, Any]) -> int:
-    """Insert a new identity (:func:`new_source_values`); returns its id."""
+    """Insert a new identity (``values``: every column of :data:`SOURCE_COLUMNS`); returns its
+    id."""
     source_id: int = _conn(session).execute(_INSERT_SOURCE, values).scalar_one()
     return source_id
 
@@ -222,9 +218,9 @@ def create_identity(
     model_version: str | None,
     actor: str,
 ) -> Created:
-    """A new identity (``values``: :func:`new_source_values`) joining the regional patient
-    ``patient_id``, or a new one of RRI ``rri``; its link (``method``, ``score`` and
-    ``model_version``, ``actor``) and the event ``identity.linked``."""
+    """A new identity (``values``: every column of :data:`SOURCE_COLUMNS`) joining the
+    regional patient ``patient_id``, or a new one of RRI ``rri``; its link (``method``,
+    ``score`` and ``model_version``, ``actor``) and the event ``identity.linked``."""
     now = utcnow()
     conn = _conn(session)
     if conn.dialect.name == "postgresql":

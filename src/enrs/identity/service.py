@@ -52,30 +52,39 @@ def traits_of(source: SourceIdentity | Candidate) -> Traits:
     )
 
 
+def _columns(data: SourceIdentityIn, ins: str | None) -> dict[str, Any]:
+    """The columns of an identity that ``data`` sets (all but key, link, state and creation)."""
+    birth_date = data.birth_date
+    return {
+        "birth_name": data.birth_name,
+        "used_name": data.used_name,
+        "given_names": " ".join(data.given_names),
+        "birth_date": birth_date,
+        "sex": data.sex,
+        "birth_place": data.birth_place,
+        "address_line": data.address_line,
+        "postal_code": data.postal_code,
+        "city": data.city,
+        "country": data.country,
+        "telecom": json.dumps([t.model_dump() for t in data.telecom]) if data.telecom else None,
+        "ins": ins,
+        "ins_system": (data.ins_system or INS_NIR_OID) if ins else None,
+        "status": data.status,
+        "attributes": " ".join(sorted(data.attributes)),
+        "method_collection": data.method_collection,
+        "validation_mode": data.validation_mode,
+        "n_birth_name": normalize_name(data.birth_name),
+        "n_used_name": normalize_name(data.used_name),
+        "n_given_names": "|".join(normalize_name(g) for g in data.given_names),
+        "n_first_given": normalize_name(data.given_names[0]),
+        "birth_year": birth_date.year if birth_date else None,
+        "updated_at": utcnow(),
+    }
+
+
 def _apply(source: SourceIdentity, data: SourceIdentityIn, ins: str | None) -> None:
-    source.birth_name = data.birth_name
-    source.used_name = data.used_name
-    source.given_names = " ".join(data.given_names)
-    source.birth_date = data.birth_date
-    source.sex = data.sex
-    source.birth_place = data.birth_place
-    source.address_line = data.address_line
-    source.postal_code = data.postal_code
-    source.city = data.city
-    source.country = data.country
-    source.telecom = json.dumps([t.model_dump() for t in data.telecom]) if data.telecom else None
-    source.ins = ins
-    source.ins_system = (data.ins_system or INS_NIR_OID) if ins else None
-    source.status = data.status
-    source.attributes = " ".join(sorted(data.attributes))
-    source.method_collection = data.method_collection
-    source.validation_mode = data.validation_mode
-    source.n_birth_name = normalize_name(data.birth_name)
-    source.n_used_name = normalize_name(data.used_name)
-    source.n_given_names = "|".join(normalize_name(g) for g in data.given_names)
-    source.n_first_given = normalize_name(data.given_names[0])
-    source.birth_year = data.birth_date.year if data.birth_date else None
-    source.updated_at = utcnow()
+    for key, value in _columns(data, ins).items():
+        setattr(source, key, value)
 
 
 def snapshot(source: SourceIdentity) -> str:
@@ -364,12 +373,21 @@ def prepare(data: SourceIdentityIn) -> Prepared:
         birth_place=data.birth_place,
         ins=ins,
     )
-    source = SourceIdentity(
-        authority=data.authority, ipp=data.ipp, active=True, version=1, created_at=utcnow()
+    columns = _columns(data, ins)
+    values = dict.fromkeys(repository.SOURCE_COLUMNS)
+    values |= {"authority": data.authority, "ipp": data.ipp, "active": True, "version": 1}
+    values |= {**columns, "created_at": columns["updated_at"]}
+    traits = Traits(
+        birth_name=columns["n_birth_name"],
+        used_name=columns["n_used_name"],
+        given_names=tuple(given.split("|")) if (given := columns["n_given_names"]) else (),
+        birth_date=data.birth_date,
+        sex=data.sex,
+        birth_place=data.birth_place,
+        postal_code=data.postal_code,
+        ins=ins,
     )
-    _apply(source, data, ins)
-    values = repository.new_source_values(source)
-    return Prepared(data, ins, values, traits_of(source), source.attribute_set)
+    return Prepared(data, ins, values, traits, frozenset(data.attributes))
 
 
 def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
