@@ -70,6 +70,18 @@ def test_twins_are_not_linked_automatically(db: Database) -> None:
     assert b.rri != a.rri and b.link_method == "NEW"
 
 
+def test_one_letter_off_in_a_short_birth_name_links_but_not_in_a_twins_first_name(
+    db: Database,
+) -> None:
+    """``PERON`` / ``PEXON`` (Jaro-Winkler 0.88) is a typo of the birth name, which twins
+    share; ``LOUIS`` / ``LOUISE`` born the same day in the same family are two persons."""
+    a = feed(db, person(CHU, "1", birth_name="PERON", given_names=["Louis"], sex="M"))
+    typo = feed(db, person(CLINIC, "1", birth_name="PEXON", given_names=["Louis"], sex="M"))
+    assert typo.link_method == "AUTO" and typo.rri == a.rri
+    twin = feed(db, person(CLINIC, "2", birth_name="PERON", given_names=["Louise"], sex="M"))
+    assert twin.link_method == "NEW" and twin.rri != a.rri and twin.task is not None
+
+
 def test_different_valid_ins_are_never_linked(db: Database) -> None:
     a = feed(db, person(CHU, "1", ins="295109912611193", status="QUAL"))
     b = feed(db, person(CLINIC, "2", ins="253072B07300470", status="QUAL"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,17 @@ def _jw(a: str, b: str) -> float:
     return float(JaroWinkler.similarity(a, b))
 
 
+def close_spelling(a: str, b: str) -> bool:
+    """Jaro-Winkler ≥ 0.92, or one letter typed wrong, missing, added or two swapped
+    (Damerau-Levenshtein distance 1: ``PERON`` / ``PEXON``, ``WEBER`` / ``WBER``, which
+    Jaro-Winkler scores below 0.92 on short names)."""
+    return _jw(a, b) >= 0.92 or DamerauLevenshtein.distance(a, b, score_cutoff=1) == 1
+
+
 def name_level(a: Traits, b: Traits) -> str:
+    """``jaro_winkler``: a close spelling (:func:`close_spelling`) of the birth name. Twins,
+    siblings and homonyms share the birth name, so a typo in it does not make them look alike
+    (a typo in the first name does: see :func:`given_level`)."""
     if not a.birth_name or not b.birth_name:
         return "else"
     if a.birth_name == b.birth_name:
@@ -63,7 +73,7 @@ def name_level(a: Traits, b: Traits) -> str:
         or (a.used_name and a.used_name == b.used_name)
     ):
         return "used_name" if used else "else"
-    if _jw(a.birth_name, b.birth_name) >= 0.92:
+    if close_spelling(a.birth_name, b.birth_name):
         return "jaro_winkler"
     ta, tb = set(a.birth_name.split()), set(b.birth_name.split())
     if ta and tb and (ta <= tb or tb <= ta):

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 
-from enrs.identity.matching.compare import LEVELS, PairScore, Traits
+from enrs.identity.matching.compare import LEVELS, PairScore, Traits, close_spelling
 
 _jw = JaroWinkler.similarity
 
@@ -98,7 +98,7 @@ class Probe:
             return "exact"
         if a.birth_name == used or a.used_name == name or (a.used_name and a.used_name == used):
             return "used_name" if (a.used_name or used) else "else"
-        if _jw(a.birth_name, name) >= 0.92:
+        if close_spelling(a.birth_name, name):
             return "jaro_winkler"
         tb = set(name.split())
         ta = self.name_tokens

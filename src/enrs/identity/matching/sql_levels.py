@@ -52,7 +52,8 @@ SQL_LEVELS: dict[str, tuple[SqlLevel, ...]] = {
         ),
         SqlLevel(
             "jaro_winkler",
-            f"{_NAMES} AND jaro_winkler_similarity(birth_name_l, birth_name_r) >= 0.92",
+            f"{_NAMES} AND (jaro_winkler_similarity(birth_name_l, birth_name_r) >= 0.92"
+            " OR damerau_levenshtein(birth_name_l, birth_name_r) = 1)",
         ),
         SqlLevel(
             "token",
