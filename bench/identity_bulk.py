@@ -303,9 +303,16 @@ def explain_candidates(url: str, samples: Iterable[SourceRecord]) -> list[dict[s
             t0 = time.perf_counter()
             found = repository.candidates(session, traits)
             elapsed = time.perf_counter() - t0
-            statement, params = captured.pop()
-            prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
-            rows = session.connection().exec_driver_sql(prefix + statement, params).all()
+            conn = session.connection()
+            if db.is_sqlite:
+                statement, params = captured.pop()
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            else:  # repository._planned_rows runs it past SQLAlchemy's events
+                compiled = repository._CANDIDATES.compile(dialect=conn.dialect)
+                values = repository._blocking(traits) or {}
+                values["limit"] = repository.CANDIDATE_LIMIT
+                sql = "EXPLAIN (ANALYZE, BUFFERS) " + compiled.string
+                rows = conn.exec_driver_sql(sql, compiled.construct_params(values)).all()
             plan = [str(r[-1]) for r in rows]
         out.append({"record": f"{rec.birth_name} {rec.given_names[0]} {rec.birth_date}",
                     "candidates": len(found), "ms": elapsed * 1000, "plan": plan})  # fmt: skip

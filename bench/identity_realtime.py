@@ -284,10 +284,11 @@ def run_mllp(
 
 
 @contextmanager
-def serve(url: str, folder: Path) -> Iterator[tuple[int, ProcTreeSampler]]:
-    """``enrs serve`` (HTTP + MLLP) on ``url``, stopped with SIGTERM on exit."""
+def serve(url: str, folder: Path, workers: int = 0) -> Iterator[tuple[int, ProcTreeSampler]]:
+    """``enrs serve`` (HTTP + MLLP) on ``url``, stopped with SIGTERM on exit; ``workers``: the
+    MLLP listener processes (0: the server's default)."""
     port = free_port()
-    env = {"ENRS_MLLP_PORT": str(port)}
+    env = {"ENRS_MLLP_PORT": str(port)} | ({"ENRS_MLLP_WORKERS": str(workers)} if workers else {})
     with live_server(data_dir=folder, database_url=url, extra_env=env) as server:
         for _ in range(150):  # 30 s
             with suppress(OSError):
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--concurrency", type=int, default=4, help="MLLP client connections")
     add("--duration", type=float, default=30.0, help="measured seconds per MLLP run (cap)")
     add("--warmup", type=float, default=2.0, help="seconds sent before measuring")
+    add("--workers", type=int, default=0, help="MLLP listener processes (default: the server's)")
     add("--postgres", action="store_true", help="temporary PostgreSQL databases enrs_rt_<hex>")
     add("--pg-admin-url", default=PG_ADMIN_URL)
     add("--json", type=Path)
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, db_url in ((args.registry, url), (0, empty)):
             match = f" {make_url(db_url).database} ".encode() if args.postgres else b""
             say(f"MLLP A28 x{args.concurrency} on the {size or 'empty'} registry...")
-            with serve(db_url, tmp / f"var-{size}") as (port, sampler):
+            with serve(db_url, tmp / f"var-{size}", args.workers) as (port, sampler):
                 scen = f"({'b' if size else 'c'}) MLLP A28, {args.concurrency} conns"
                 row = run_mllp(scen, port, messages, args, sampler, match)
                 rows.append({"registry": size, **row})
@@ -437,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                         "platform": platform.platform(terse=True), "loadavg_before": loadavg,
                         "database": "postgresql" if args.postgres else "sqlite",
                         "concurrency": args.concurrency, "duration": args.duration,
+                        "mllp_workers": args.workers or "default",
                         "warmup": args.warmup, "seed": args.seed,
                         "calibration_us": calibration},
             "registry": reg, "inprocess": inproc, "scenarios": rows, "db_mb": sizes,

@@ -9,11 +9,13 @@ that matching reads and throws away.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
+    Select,
     Table,
     TextClause,
     and_,
@@ -24,7 +26,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Compiled, Connection
 from sqlalchemy.orm import Session
 
 from enrs.identity.matching.compare import Traits
@@ -97,6 +99,31 @@ def _conn(session: Session) -> Connection:
     return conn
 
 
+_COMPILED: dict[tuple[int, str], Compiled] = {}
+
+
+def _planned_rows(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of ``stmt``; on PostgreSQL, planned for ``params`` at each execution, never
+    through a server-side prepared statement. psycopg prepares a statement from its 5th run,
+    and PostgreSQL may then keep one generic plan for it; made while ``identity_source`` was
+    still a few pages (a new registry), that plan was a sequential scan, kept as the table grew
+    until it was analysed: with autovacuum off or behind, an empty registry fed over MLLP went
+    from 480 to 105 identities/s in 150 s. Only the queries whose plan depends on the
+    registry's size go this way (the blocking, the INS holders); the others keep their
+    prepared statements."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(stmt, params).all()
+    key = (id(stmt), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = stmt.compile(dialect=conn.dialect)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(compiled.string, compiled.construct_params(params), prepare=False)
+        rows: Sequence[Any] = cursor.fetchall()
+    return rows
+
+
 def source_by_key(session: Session, authority: str, ipp: str) -> SourceIdentity | None:
     return session.scalar(select(S).where(S.authority == authority, S.ipp == ipp))
 
@@ -117,7 +144,7 @@ def sources_by_ins(session: Session, ins: str) -> list[SourceIdentity]:
 
 def ins_holders(session: Session, ins: str) -> list[Candidate]:
     """:func:`sources_by_ins` as candidates (the columns matching needs)."""
-    return [Candidate(*row) for row in _conn(session).execute(_INS_HOLDERS, {"ins": ins})]
+    return [Candidate(*row) for row in _planned_rows(_conn(session), _INS_HOLDERS, {"ins": ins})]
 
 
 def sources_by_ids(session: Session, ids: list[int]) -> dict[int, SourceIdentity]:
@@ -327,9 +354,8 @@ def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> 
     params = _blocking(t)
     if params is None:
         return []
-    return [
-        Candidate(*row) for row in _conn(session).execute(_CANDIDATES, {**params, "limit": limit})
-    ]
+    rows = _planned_rows(_conn(session), _CANDIDATES, {**params, "limit": limit})
+    return [Candidate(*row) for row in rows]
 
 
 def last_change(session: Session) -> int | None:
