@@ -82,6 +82,26 @@ def test_one_letter_off_in_a_short_birth_name_links_but_not_in_a_twins_first_nam
     assert twin.link_method == "NEW" and twin.rri != a.rri and twin.task is not None
 
 
+def test_a_year_with_two_digits_swapped_links_but_a_parent_of_the_same_name_does_not(
+    db: Database,
+) -> None:
+    """1987 typed 1978 is a typo; a father Louis born 9 April 1958 and his son Louis born on
+    9 April 1985 (the year's digits swapped) or 1988 (one digit) are two persons."""
+
+    def louis(authority: str, ipp: str, name: str, born: date) -> SourceIdentityIn:
+        return person(
+            authority, ipp, birth_name=name, given_names=["Louis"], sex="M", birth_date=born
+        )
+
+    a = feed(db, louis(CHU, "1", "MARTIN", date(1987, 4, 9)))
+    typo = feed(db, louis(CLINIC, "1", "MARTIN", date(1978, 4, 9)))
+    assert typo.link_method == "AUTO" and typo.rri == a.rri
+    for name, born in (("PERON", date(1985, 4, 9)), ("DURAND", date(1988, 4, 9))):
+        father = feed(db, louis(CHU, name, name, date(1958, 4, 9)))
+        son = feed(db, louis(CLINIC, name, name, born))
+        assert son.link_method == "NEW" and son.rri != father.rri
+
+
 def test_different_valid_ins_are_never_linked(db: Database) -> None:
     a = feed(db, person(CHU, "1", ins="295109912611193", status="QUAL"))
     b = feed(db, person(CLINIC, "2", ins="253072B07300470", status="QUAL"))

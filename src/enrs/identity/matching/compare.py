@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date
 
-from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,24 @@ def given_level(a: Traits, b: Traits) -> str:
     return "else"
 
 
+# A birth date typed with one digit wrong or two digits swapped counts as a typo only when
+# the years are less than this apart: a parent and a child of the same first name born on the
+# same day of the year (1958 and 1985, or 1988) are further apart, and must not be linked.
+TYPO_YEARS_APART = 15
+
+
+def date_typo(ymd_a: str, ymd_b: str, years_apart: int) -> bool:
+    """Two dates as ``YYYYMMDD``: one digit wrong or two adjacent digits swapped
+    (Damerau-Levenshtein 1: ``19870412`` / ``19780412``), less than
+    :data:`TYPO_YEARS_APART` years apart."""
+    return (
+        years_apart < TYPO_YEARS_APART
+        and DamerauLevenshtein.distance(ymd_a, ymd_b, score_cutoff=1) == 1
+    )
+
+
 def birth_date_level(a: Traits, b: Traits) -> str:
+    """``one_digit``: :func:`date_typo`, or the year off by one with the same day and month."""
     da, db = a.birth_date, b.birth_date
     if da is None or db is None:
         return "null"
@@ -118,8 +135,9 @@ def birth_date_level(a: Traits, b: Traits) -> str:
         return "day_month_swapped"
     if da.year == db.year and ((da.month, da.day) == (1, 1) or (db.month, db.day) == (1, 1)):
         return "jan_first"
-    if Levenshtein.distance(da.strftime("%Y%m%d"), db.strftime("%Y%m%d")) == 1 or (
-        abs(da.year - db.year) == 1 and (da.month, da.day) == (db.month, db.day)
+    apart = abs(da.year - db.year)
+    if date_typo(da.strftime("%Y%m%d"), db.strftime("%Y%m%d"), apart) or (
+        apart == 1 and (da.month, da.day) == (db.month, db.day)
     ):
         return "one_digit"
     return "else"

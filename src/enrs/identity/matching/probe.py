@@ -14,9 +14,15 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Protocol
 
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import JaroWinkler
 
-from enrs.identity.matching.compare import LEVELS, PairScore, Traits, close_spelling
+from enrs.identity.matching.compare import (
+    LEVELS,
+    PairScore,
+    Traits,
+    close_spelling,
+    date_typo,
+)
 
 _jw = JaroWinkler.similarity
 
@@ -138,8 +144,9 @@ class Probe:
                 return "day_month_swapped"
             if (da.month, da.day) == (1, 1) or (db.month, db.day) == (1, 1):
                 return "jan_first"
-        if Levenshtein.distance(self.ymd, db.strftime("%Y%m%d")) == 1 or (
-            abs(da.year - db.year) == 1 and (da.month, da.day) == (db.month, db.day)
+        apart = abs(da.year - db.year)
+        if date_typo(self.ymd, db.strftime("%Y%m%d"), apart) or (
+            apart == 1 and (da.month, da.day) == (db.month, db.day)
         ):
             return "one_digit"
         return "else"

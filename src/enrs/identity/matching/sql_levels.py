@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from enrs.identity.matching.compare import TYPO_YEARS_APART
+
 
 @dataclass(frozen=True)
 class SqlLevel:
@@ -93,7 +95,8 @@ SQL_LEVELS: dict[str, tuple[SqlLevel, ...]] = {
         ),
         SqlLevel(
             "one_digit",
-            "levenshtein(birth_ymd_l, birth_ymd_r) = 1"
+            f"(damerau_levenshtein(birth_ymd_l, birth_ymd_r) = 1"
+            f" AND abs({_Y_L} - {_Y_R}) < {TYPO_YEARS_APART})"
             f" OR (abs({_Y_L} - {_Y_R}) = 1 AND {_M_L} = {_M_R} AND {_D_L} = {_D_R})",
         ),
         SqlLevel("else", "ELSE"),
