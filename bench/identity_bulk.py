@@ -37,7 +37,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Index, Table, create_engine, event, insert, text
+from sqlalchemy import Engine, Index, Table, create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 from bench.http_baseline import temporary_postgres
@@ -272,16 +272,11 @@ def _finish(engine: Engine, conn: Any, pg: bool) -> None:
 
 def explain_candidates(url: str, samples: Iterable[SourceRecord]) -> list[dict[str, Any]]:
     """The plan and timing (warm: second call) of ``repository.candidates`` for each sample
-    record: the SQL it runs is captured, then explained with its parameters (``EXPLAIN QUERY
-    PLAN`` on SQLite, ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL)."""
+    record: its SQL (``repository.blocking_sql``) explained with its parameters (``EXPLAIN
+    QUERY PLAN`` on SQLite, ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL)."""
     from bench.identity_quality import to_input  # only when asked
 
     db = Database(url)
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _m: bool) -> None:
-        captured.append((statement, params))
-
     out = []
     for rec in samples:
         data = to_input(rec)
@@ -295,24 +290,15 @@ def explain_candidates(url: str, samples: Iterable[SourceRecord]) -> list[dict[s
             postal_code=data.postal_code,
             ins=data.ins,
         )
-        event.listen(db.engine, "before_cursor_execute", capture)
-        with db.transaction() as session:  # captured; the second call is timed (warm)
+        with db.transaction() as session:  # the second call is timed (warm)
             repository.candidates(session, traits)
-        event.remove(db.engine, "before_cursor_execute", capture)
         with db.transaction() as session:
             t0 = time.perf_counter()
             found = repository.candidates(session, traits)
             elapsed = time.perf_counter() - t0
-            conn = session.connection()
-            if db.is_sqlite:
-                statement, params = captured.pop()
-                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
-            else:  # repository._planned_rows runs it past SQLAlchemy's events
-                compiled = repository._CANDIDATES.compile(dialect=conn.dialect)
-                values = repository._blocking(traits) or {}
-                values["limit"] = repository.CANDIDATE_LIMIT
-                sql = "EXPLAIN (ANALYZE, BUFFERS) " + compiled.string
-                rows = conn.exec_driver_sql(sql, compiled.construct_params(values)).all()
+            statement, params = repository.blocking_sql(session, traits) or ("", ())
+            prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
+            rows = session.connection().exec_driver_sql(prefix + statement, params).all()
             plan = [str(r[-1]) for r in rows]
         out.append({"record": f"{rec.birth_name} {rec.given_names[0]} {rec.birth_date}",
                     "candidates": len(found), "ms": elapsed * 1000, "plan": plan})  # fmt: skip

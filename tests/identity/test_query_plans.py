@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 from tests.support.identities import person
 
@@ -42,18 +42,9 @@ def _full_scans(session: Session, traits: Traits) -> int:
         for _ in range(5):
             assert len(repository.candidates(session, traits)) == 1
         return int(conn.execute(sql).scalar_one()) - before
-    captured: list[tuple[str, object]] = []
-
-    def capture(*args: object) -> None:
-        captured.append((str(args[2]), args[3]))
-
-    event.listen(conn, "before_cursor_execute", capture)
-    try:
-        assert len(repository.candidates(session, traits)) == 1
-    finally:
-        event.remove(conn, "before_cursor_execute", capture)
-    statement, params = captured[-1]
-    plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)  # type: ignore[arg-type]
+    assert len(repository.candidates(session, traits)) == 1
+    statement, params = repository.blocking_sql(session, traits) or ("", ())
+    plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)
     return sum(1 for row in plan if str(row[-1]).startswith("SCAN identity_source"))
 
 

@@ -26,8 +26,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Compiled, Connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import (
@@ -99,7 +100,16 @@ def _conn(session: Session) -> Connection:
     return conn
 
 
-_COMPILED: dict[tuple[int, str], Compiled] = {}
+_COMPILED: dict[tuple[int, str], SQLCompiler] = {}
+
+
+def _compiled(conn: Connection, stmt: Select[Any]) -> SQLCompiler:
+    """``stmt`` compiled for the connection's dialect, once per process."""
+    key = (id(stmt), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = stmt.compile(dialect=conn.dialect)
+    return compiled
 
 
 def _planned_rows(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Sequence[Any]:
@@ -113,10 +123,7 @@ def _planned_rows(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -
     prepared statements."""
     if conn.dialect.name != "postgresql":
         return conn.execute(stmt, params).all()
-    key = (id(stmt), conn.dialect.name)
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        compiled = _COMPILED[key] = stmt.compile(dialect=conn.dialect)
+    compiled = _compiled(conn, stmt)
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(compiled.string, compiled.construct_params(params), prepare=False)
@@ -356,6 +363,20 @@ def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> 
         return []
     rows = _planned_rows(_conn(session), _CANDIDATES, {**params, "limit": limit})
     return [Candidate(*row) for row in rows]
+
+
+def blocking_sql(session: Session, t: Traits) -> tuple[str, Any] | None:
+    """The SQL of :func:`candidates` for ``t`` and its parameters, as the driver gets them
+    (to be explained); ``None`` when ``t`` has no blocking key."""
+    params = _blocking(t)
+    if params is None:
+        return None
+    conn = _conn(session)
+    compiled = _compiled(conn, _CANDIDATES)
+    values = compiled.construct_params({**params, "limit": CANDIDATE_LIMIT})
+    if compiled.positiontup is not None:  # SQLite's "?" placeholders
+        return compiled.string, tuple(values[name] for name in compiled.positiontup)
+    return compiled.string, values
 
 
 def last_change(session: Session) -> int | None:
