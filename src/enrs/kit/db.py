@@ -62,30 +62,56 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The transaction modes a connection can be asked for (execution option ``enrs_tx``):
+# ``write`` takes SQLite's write lock at BEGIN (``BEGIN IMMEDIATE``), so a writer waits its
+# turn (busy timeout) instead of failing: a deferred transaction that read first cannot
+# upgrade to a write once another writer committed after its snapshot (SQLITE_BUSY at once,
+# whatever the busy timeout); ``read`` is a SQLite read transaction that refuses any write
+# (``PRAGMA query_only``: a request declared read-only that writes fails loudly, in tests
+# too). Connections without the option (migrations, tests, maintenance) behave as SQLite does.
+TX_OPTION = "enrs_tx"
+WRITE, READ = "write", "read"
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy, not pysqlite, emit BEGIN (see _sqlite_on_begin).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before it returns (NORMAL may lose the last commits on a
+    # power failure in WAL mode); an acknowledged message or request must survive a crash.
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    # A connection asked to write under a lock (the audit chain) takes the write lock at once,
-    # so two processes never both read the same chain head.
-    if conn.get_execution_options().get("sqlite_immediate"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
+    mode = conn.get_execution_options().get(TX_OPTION)
+    info = conn.connection.info
+    query_only = mode == READ
+    if info.get("query_only", False) != query_only:
+        conn.exec_driver_sql(f"PRAGMA query_only={int(query_only)}")
+        info["query_only"] = query_only
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == WRITE else "BEGIN")
+
+
+def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    # A commit is durable only with synchronous_commit other than "off" (the server's or the
+    # database's default may turn it off); "local", "on", "remote_*" all wait for the local
+    # WAL flush. fsync and full_page_writes are server-wide: see durability_problems().
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SHOW synchronous_commit")
+        row = cur.fetchone()
+        if row is not None and row[0] == "off":
+            cur.execute("SET synchronous_commit TO on")
+    dbapi_conn.commit()
 
 
 def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
-    """Create an engine for ``url``: SQLite in WAL mode, or PostgreSQL with pre-ping (unless
-    ``pre_ping`` is off: no round trip at each checkout; a connection found dead then fails
-    its unit of work, and the pool is renewed)."""
+    """Create an engine for ``url``: SQLite in WAL mode with durable commits, or PostgreSQL
+    with pre-ping (unless ``pre_ping`` is off: no round trip at each checkout; a connection
+    found dead then fails its unit of work, and the pool is renewed)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
@@ -93,7 +119,7 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=pre_ping,
         pool_size=pool_size,
@@ -101,15 +127,54 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
         pool_recycle=1800,
         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
     )
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgresql_on_connect)
+    return engine
+
+
+def durability_problems(engine: Engine) -> list[str]:
+    """Server settings under which an acknowledged commit may be lost on a crash: PostgreSQL's
+    ``fsync`` or ``full_page_writes`` off (server-wide; ``synchronous_commit`` is set per
+    connection, see above). SQLite: none (the engine sets ``synchronous=FULL``)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    problems = []
+    with engine.connect() as conn:
+        for name in ("fsync", "full_page_writes"):
+            value = conn.exec_driver_sql(f"SHOW {name}").scalar()
+            if value != "on":
+                problems.append(f"PostgreSQL {name} is {value!r}: commits may be lost on a crash")
+    return problems
+
+
+_COMMIT_ORDER_KEY = 0x454E5245  # "ENRE": rows numbered in commit order (the event outbox)
+
+
+def lock_commit_order(conn: Connection) -> None:
+    """Make the rows this transaction inserts from now on take their ids, from a sequence, in
+    commit order: on PostgreSQL ids are allocated at insert and transactions commit in
+    another order, so a transaction-level advisory lock, held until the commit, serialises
+    the inserts-to-commit of every transaction that takes it; on SQLite writers already commit
+    one at a time, in the order they write (nothing to take). Take it last, just before the
+    commit (after the audit chain's head: always in that order)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _COMMIT_ORDER_KEY})
 
 
 class Database:
-    """The engine and session factory of one process."""
+    """The engine and session factories of one process.
+
+    :meth:`session` gives a session for a unit of work that writes (``write=True``: on SQLite
+    its transaction takes the write lock at BEGIN and waits for it) or only reads;
+    :meth:`transaction` runs one such unit of work. ``sessionmaker`` makes sessions without
+    a mode (SQLite's deferred transactions), for tests and maintenance."""
 
     def __init__(self, url: str, *, pre_ping: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self._writer = self.engine.execution_options(**{TX_OPTION: WRITE})
+        self._reader = self.engine.execution_options(**{TX_OPTION: READ})
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,10 +185,19 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def session(self, *, write: bool) -> Session:
+        """A new session (its transaction begins at its first statement)."""
+        bind = self._writer if write else self._reader
+        return Session(bind=bind, expire_on_commit=False, autoflush=True)
+
+    def connect(self, *, write: bool) -> Connection:
+        """A connection whose transactions are in that mode (see :meth:`session`)."""
+        return (self._writer if write else self._reader).connect()
+
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, *, write: bool = True) -> Iterator[Session]:
         """One unit of work: commit on success (then run after-commit hooks), else roll back."""
-        session = self.sessionmaker()
+        session = self.session(write=write)
         try:
             yield session
             commit(session)
