@@ -1,9 +1,11 @@
 """HTTP plumbing shared by every router: the transaction-per-request route, the request's audit
 entries, authentication and permission dependencies, error rendering, body-size limit.
 
-Every route of the platform uses :class:`TransactionalRoute`: it commits the request's session
-after the endpoint returns (and before the response is sent), rolls back when it raises, then
-appends the request's audit entries to the trail with the outcome the response carries.
+Every route of the platform uses :class:`TransactionalRoute`: it owns the request's unit of work
+(:mod:`enrs.kit.unit_of_work`: one session and the request's audit entries), opens it before
+the dependencies run, and finishes it after the endpoint returns and before the response is
+sent: committed with its audit entries when the request writes, or rolled back when it raises
+and its entries (with the outcome the response carries) appended after.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -25,12 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from enrs.kit.audit import AuditEntry, Outcome
-from enrs.kit.audit.writer import AuditWriter
-from enrs.kit.db import Database, commit
+from enrs.kit.audit import AuditEntry
 from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
 from enrs.kit.security.principal import Principal
+from enrs.kit.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,38 @@ SESSION_COOKIE = "enrs_session"
 SessionResolver = Callable[[Session, str], Principal | None]
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """The request's session; committed by :class:`TransactionalRoute`, closed afterwards."""
-    db: Database = request.app.state.db
-    session = db.sessionmaker()
-    request.state.db_session = session
-    try:
-        yield session
-    finally:
-        session.close()
+def get_db(request: Request) -> Session:
+    """The request's session, opened, committed and closed by :class:`TransactionalRoute`
+    (the route owns the unit of work; this dependency only hands its session out)."""
+    uow: UnitOfWork | None = getattr(request.state, "uow", None)
+    if uow is None:
+        raise RuntimeError(f"{request.url.path}: a database session outside a TransactionalRoute")
+    return uow.session
 
 
 DbSession = Annotated[Session, Depends(get_db)]
 
 
+def _writes_marker() -> None:
+    """Declares, in a route's ``dependencies``, that it writes although its method is safe."""
+
+
+def _reads_marker() -> None:
+    """Declares, in a route's ``dependencies``, that it only reads although its method is not
+    safe (a search or an operation sent by POST)."""
+
+
+WRITES = Depends(_writes_marker)
+READS_ONLY = Depends(_reads_marker)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def audit_entries(request: Request) -> list[AuditEntry]:
-    entries: list[AuditEntry] | None = getattr(request.state, "audit", None)
-    if entries is None:
-        entries = []
-        request.state.audit = entries
-    return entries
+    """The audit entries of the request (of its unit of work)."""
+    uow: UnitOfWork | None = getattr(request.state, "uow", None)
+    if uow is None:
+        raise RuntimeError(f"{request.url.path}: audit entries outside a TransactionalRoute")
+    return uow.entries
 
 
 def new_entry(request: Request, category: str, interaction: str, **fields: Any) -> AuditEntry:
@@ -99,54 +112,68 @@ def set_agent(entry: AuditEntry, principal: Principal) -> None:
     entry.client_id = principal.client_id
 
 
-def _outcome_for(status: int) -> str:
-    if status >= 500:
-        return Outcome.SERIOUS_FAILURE
-    if status >= 400:
-        return Outcome.MINOR_FAILURE
-    return Outcome.SUCCESS
+def _finish_failed(uow: UnitOfWork, status: int, message: str) -> list[AuditEntry]:
+    """Roll back the unit of a request that failed; its entries get the failure."""
+    try:
+        uow.set_outcome(status, message)
+        return uow.rollback()
+    finally:
+        uow.close()
 
 
-async def _finish_audit(request: Request, status: int, message: str | None) -> None:
-    """Give the request's entries their outcome and wait until the trail has them."""
-    entries = audit_entries(request)
+def _finish(uow: UnitOfWork, status: int) -> list[AuditEntry]:
+    """Commit the unit of a request that answered ``status`` (its entries with it when the
+    request writes); returns the entries to write after."""
+    try:
+        uow.set_outcome(status, None)
+        return uow.commit()
+    finally:
+        uow.close()
+
+
+async def _write_after(uow: UnitOfWork, entries: list[AuditEntry]) -> None:
     if not entries:
         return
-    for entry in entries:
-        if entry.outcome == Outcome.SUCCESS and status >= 400:
-            entry.outcome = _outcome_for(status)
-            entry.outcome_desc = entry.outcome_desc or message
-    writer: AuditWriter = request.app.state.audit_writer
-    pending = list(entries)
-    entries.clear()
-    await asyncio.wrap_future(writer.submit(pending))
+    try:
+        await asyncio.wrap_future(uow.write_after(entries))
+    except Exception as exc:
+        log.exception("audit trail write failed")
+        raise ServiceUnavailable("the audit trail cannot be written") from exc
 
 
 class TransactionalRoute(APIRoute):
-    """One transaction per request, committed before the response; then the audit entries."""
+    """One unit of work per request (:class:`~enrs.kit.unit_of_work.UnitOfWork`), opened
+    before the dependencies run and finished after the endpoint returns, before the response
+    is sent: committed with its audit entries, or rolled back and its entries written after.
+
+    A request writes when its method is not safe (POST, PUT, PATCH, DELETE) unless the route
+    declares :data:`READS_ONLY`; a safe method writes only when the route declares
+    :data:`WRITES` (on SQLite a read-only request cannot write at all)."""
+
+    @property
+    def writes(self) -> bool:
+        markers = {dep.dependency for dep in self.dependencies}
+        unsafe = bool((self.methods or set()) - SAFE_METHODS)
+        return (unsafe and _reads_marker not in markers) or _writes_marker in markers
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
+        writes = self.writes
 
         async def handler(request: Request) -> Response:
-            request.state.audit = []
+            state = request.app.state
+            uow = UnitOfWork(state.db, state.audit_writer, write=writes)
+            request.state.uow = uow
+            request.state.audit = uow.entries  # the endpoints' view of the same list
             try:
                 response = await original(request)
+                after = await run_in_threadpool(_finish, uow, response.status_code)
             except Exception as exc:
-                session: Session | None = getattr(request.state, "db_session", None)
-                if session is not None:
-                    await run_in_threadpool(session.rollback)
                 status, message = _status_of(exc)
-                await _finish_audit(request, status, message)
+                failed = await run_in_threadpool(_finish_failed, uow, status, message)
+                await _write_after(uow, failed)
                 raise
-            session = getattr(request.state, "db_session", None)
-            if session is not None:
-                await run_in_threadpool(commit, session)
-            try:
-                await _finish_audit(request, response.status_code, None)
-            except Exception as exc:
-                log.exception("audit trail write failed")
-                raise ServiceUnavailable("the audit trail cannot be written") from exc
+            await _write_after(uow, after)
             return response
 
         return handler

@@ -18,7 +18,14 @@ from enrs.accounts.models import OidcLoginState
 from enrs.kit.audit.search import AUDIT_FILTERS, search_audit
 from enrs.kit.db import utcnow
 from enrs.kit.errors import EnrsError, Forbidden
-from enrs.kit.http import SESSION_COOKIE, DbSession, TransactionalRoute, new_entry, set_agent
+from enrs.kit.http import (
+    SESSION_COOKIE,
+    WRITES,
+    DbSession,
+    TransactionalRoute,
+    new_entry,
+    set_agent,
+)
 from enrs.kit.security import totp
 from enrs.portal.auth import CSRF_COOKIE, PortalUser, csrf_matches, new_csrf
 from enrs.settings import Settings
@@ -194,7 +201,7 @@ def _oidc_client(request: Request) -> oidc_rp.OidcClient:
     return client
 
 
-@router.get("/auth/oidc/login")
+@router.get("/auth/oidc/login", dependencies=[WRITES])
 def oidc_login(request: Request, session: DbSession, next: str = "") -> Response:
     """Start the authorization code flow with PKCE at the external provider."""
     login_request = _oidc_client(request).start_login()
@@ -211,7 +218,7 @@ def oidc_login(request: Request, session: DbSession, next: str = "") -> Response
     return RedirectResponse(login_request.url, status_code=303)
 
 
-@router.get("/auth/oidc/callback")
+@router.get("/auth/oidc/callback", dependencies=[WRITES])
 def oidc_callback(request: Request, session: DbSession) -> Response:
     """Finish the external login and map the person to a local account by RPPS."""
     entry = new_entry(request, "login", "login", agent_kind="user")

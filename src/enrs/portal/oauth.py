@@ -12,7 +12,14 @@ from fastapi.responses import RedirectResponse, Response
 from enrs.accounts import authorization
 from enrs.accounts import repository as accounts_repository
 from enrs.accounts import service as accounts_service
-from enrs.kit.http import SESSION_COOKIE, DbSession, TransactionalRoute, new_entry, set_agent
+from enrs.kit.http import (
+    SESSION_COOKIE,
+    WRITES,
+    DbSession,
+    TransactionalRoute,
+    new_entry,
+    set_agent,
+)
 from enrs.portal.endpoints import render_error
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
@@ -24,7 +31,7 @@ def _back(redirect_uri: str, params: dict[str, str | None]) -> RedirectResponse:
     return RedirectResponse(f"{redirect_uri}{sep}{query}", status_code=303)
 
 
-@router.get("/oauth/authorize")
+@router.get("/oauth/authorize", dependencies=[WRITES])
 def authorize(request: Request, session: DbSession) -> Response:
     """Issue a code to a registered application for the logged-in person (PKCE required)."""
     entry = new_entry(request, "token", "authorize")

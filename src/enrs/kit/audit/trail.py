@@ -3,11 +3,11 @@
 Each record carries ``hash = SHA-256(prev_hash || canonical JSON of its fields)`` and a gap-free
 sequence number, so ``verify_chain`` finds the first record altered, inserted or removed.
 Writers serialise on the chain head: ``pg_advisory_xact_lock`` on PostgreSQL (taken, and the
-head read after it, by the function ``audit_chain_head`` of the migrations), ``BEGIN IMMEDIATE``
-on SQLite. Records are written in their own short transaction, after the request's own
-transaction has committed or rolled back, so failures are recorded too; or, for a write that
-succeeded, in that write's own transaction (``append_entries``): the data and their audit
-records are committed together, or neither is.
+head read after it, by the function ``audit_chain_head`` of the migrations), the write lock
+taken at ``BEGIN IMMEDIATE`` on SQLite. Which transaction appends which entries is one rule,
+:mod:`enrs.kit.unit_of_work`: a write appends its own in its transaction (``append_entries``),
+reads and failures are appended after, in a short transaction of their own
+(``write_entries``, batched by ``writer.AuditWriter``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def write_entries(db: Database, entries: Sequence[AuditEntry]) -> list[int]:
     """Append ``entries`` to the chain in a transaction of their own."""
     if not entries:
         return []
-    with db.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+    with db.connect(write=True) as conn, conn.begin():
         return append_entries(conn, entries)
 
 

@@ -1,0 +1,141 @@
+"""One unit of work per request (``kit/http.TransactionalRoute`` over ``kit/unit_of_work``):
+what a request writes is stored when it is acknowledged, whatever FastAPI does with the exit
+of yield dependencies (the route, not a dependency, owns the session); its audit records are
+committed with it; a failure rolls back and is audited; a request declared read-only cannot
+write (SQLite); commits are durable.
+
+Routes of a test router are added to the real application, over the real database."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text
+from tests.conftest import BACKEND
+from tests.support.audit_failure import refuse_audit_inserts
+
+from enrs.kit.audit.models import AuditRecord
+from enrs.kit.audit.trail import verify_chain
+from enrs.kit.db import Database
+from enrs.kit.errors import Conflict
+from enrs.kit.events import EventRecord, emit
+from enrs.kit.http import DbSession, TransactionalRoute, new_entry
+
+
+def _audited(request: Request, what: str) -> None:
+    new_entry(request, "rest", "create", action="C", resource_type="Test", entity_ref=what)
+
+
+def _test_routes() -> APIRouter:
+    router = APIRouter(route_class=TransactionalRoute)
+
+    @router.post("/test/write", status_code=201)
+    def write(request: Request, session: DbSession) -> dict[str, str]:
+        emit(session, "test.written", {"by": "write"})
+        _audited(request, "write")
+        return {"status": "created"}
+
+    @router.post("/test/write-then-fail")
+    def write_then_fail(request: Request, session: DbSession) -> None:
+        emit(session, "test.written", {"by": "write-then-fail"})
+        _audited(request, "write-then-fail")
+        session.flush()
+        raise Conflict("the second half of the write is refused")
+
+    @router.get("/test/sneaky-write")
+    def sneaky_write(session: DbSession) -> dict[str, str]:
+        emit(session, "test.written", {"by": "a GET"})
+        session.flush()
+        return {"status": "written?"}
+
+    return router
+
+
+@pytest.fixture
+def test_app(app: FastAPI) -> FastAPI:
+    app.include_router(_test_routes())
+    return app
+
+
+@pytest.fixture
+def tclient(test_app: FastAPI) -> TestClient:
+    with TestClient(test_app) as client:
+        yield client  # type: ignore[misc]
+
+
+def _events(db: Database) -> list[str]:
+    with db.sessionmaker() as session:
+        return list(session.scalars(select(EventRecord.payload).order_by(EventRecord.id)))
+
+
+def _audit(db: Database) -> list[tuple[str | None, str]]:
+    with db.sessionmaker() as session:
+        rows = session.execute(
+            select(AuditRecord.entity_ref, AuditRecord.outcome).order_by(AuditRecord.seq)
+        )
+        return [(ref, outcome) for ref, outcome in rows]
+
+
+def test_a_write_acknowledged_is_stored(tclient: TestClient, db: Database) -> None:
+    # With the FastAPI releases 0.106 to 0.117 (which pyproject allowed), a yield dependency
+    # holding the session ended before the route committed: 201, and nothing stored. The
+    # route now owns the session; this test fails on the old code under FastAPI 0.115.
+    answer = tclient.post("/test/write")
+    assert answer.status_code == 201
+    assert _events(db) == ['{"by": "write"}']
+    assert _audit(db) == [("write", "0")]
+
+
+def test_audit_records_commit_with_the_data_or_nothing_is_kept(
+    tclient: TestClient, db: Database
+) -> None:
+    refuse_audit_inserts(db, True)
+    answer = tclient.post("/test/write")
+    assert answer.status_code == 503
+    assert "audit trail" in answer.json()["detail"]
+    assert _events(db) == []  # the data went with its audit records
+    refuse_audit_inserts(db, False)
+    assert tclient.post("/test/write").status_code == 201
+    assert _events(db) == ['{"by": "write"}']
+    assert _audit(db) == [("write", "0")]
+    assert verify_chain(db).ok
+
+
+def test_a_failed_write_is_rolled_back_and_audited_as_failed(
+    tclient: TestClient, db: Database
+) -> None:
+    answer = tclient.post("/test/write-then-fail")
+    assert answer.status_code == 409
+    assert _events(db) == []
+    assert _audit(db) == [("write-then-fail", "4")]
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite enforces read-only transactions")
+def test_a_request_declared_read_only_cannot_write(tclient: TestClient, db: Database) -> None:
+    answer = tclient.get("/test/sneaky-write")
+    assert answer.status_code == 503
+    assert _events(db) == []
+
+
+def test_commits_are_durable(db: Database) -> None:
+    for write in (True, False):
+        with db.session(write=write) if hasattr(db, "session") else db.sessionmaker() as session:
+            if db.is_sqlite:  # FULL: the commit is on disk before it returns (2)
+                assert session.execute(text("PRAGMA synchronous")).scalar() == 2
+            else:
+                assert session.execute(text("SHOW synchronous_commit")).scalar() != "off"
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="a PostgreSQL database setting")
+def test_synchronous_commit_off_in_the_database_is_overridden(database_url: str) -> None:
+    admin = Database(database_url)
+    name = admin.engine.url.database
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+    admin.dispose()
+    db = Database(database_url)
+    with db.transaction() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert session.scalar(select(func.count()).select_from(AuditRecord)) == 0
+    db.dispose()
