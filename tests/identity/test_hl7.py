@@ -17,6 +17,7 @@ import pytest
 from hl7.client import MLLPClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from tests.support.audit_failure import refuse_audit_inserts
 from tests.support.live_server import free_port, live_server
 
 from enrs.identity import pam, repository
@@ -351,36 +352,12 @@ def test_refusals(database_url: str) -> None:
         assert feed.count(AuditRecord) == 8
 
 
-def _refuse_audit_inserts(db: Database, refuse: bool) -> None:
-    """A real storage failure of the audit trail: a trigger that makes every insert fail."""
-    with db.engine.begin() as conn:
-        if db.is_sqlite and refuse:
-            conn.exec_driver_sql(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_record "
-                "BEGIN SELECT RAISE(ABORT, 'audit storage refused'); END"
-            )
-        elif db.is_sqlite:
-            conn.exec_driver_sql("DROP TRIGGER refuse_audit")
-        elif refuse:
-            conn.exec_driver_sql(
-                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'audit storage refused'; END $$"
-            )
-            conn.exec_driver_sql(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_record "
-                "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
-            )
-        else:
-            conn.exec_driver_sql("DROP TRIGGER refuse_audit ON audit_record")
-            conn.exec_driver_sql("DROP FUNCTION refuse_audit()")
-
-
 def test_identity_and_its_audit_records_commit_together(feed: Feed) -> None:
-    _refuse_audit_inserts(feed.db, True)
+    refuse_audit_inserts(feed.db, True)
     answer = feed.send(msh("A28", "1") + pid("1"))
     assert code(answer) == "AR" and err(answer)[0] == "207"  # the sender will resend it
     assert feed.count(SourceIdentity) == 0 and feed.count(RegionalPatient) == 0
-    _refuse_audit_inserts(feed.db, False)
+    refuse_audit_inserts(feed.db, False)
     assert code(feed.send(msh("A28", "1") + pid("1"))) == "AA"
     assert feed.count(SourceIdentity) == 1
     with feed.db.transaction() as session:

@@ -65,7 +65,7 @@ def test_a24_links_the_second_identity_to_the_first_ones_patient(feed: Feed) -> 
     assert "ADT^A24" in (history[1][3] or "")
     former = patient(feed, second.patient_id)
     assert not former.active and former.merged_into_id == first.patient_id
-    with feed.db.transaction() as session:
+    with feed.db.transaction(write=False) as session:
         names = [name for _, name, _ in read_events(session)]
         assert names[-2:] == ["identity.linked", "identity.merged"]
         records = list(session.scalars(select(AuditRecord).order_by(AuditRecord.seq)))

@@ -1,6 +1,6 @@
 """``SqliteWriters``: the writers of the listener processes take turns on one SQLite database
-(across threads and processes), group their audit entries, and leave WAL checkpoints to a
-thread. Real SQLite files migrated by Alembic, real processes."""
+(across threads and processes) and leave WAL checkpoints to a thread. Real SQLite files
+migrated by Alembic, real processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from tests.support.waiting import wait_until
 
-from enrs.kit.audit import AuditEntry, verify_chain
+from enrs.kit.audit import AuditEntry, verify_chain, write_entries
 from enrs.kit.db import Database
 from enrs.kit.listeners import SqliteWriters
 from enrs.kit.migrate import upgrade_head
@@ -31,42 +31,6 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     db = Database(url)
     yield db
     db.dispose()
-
-
-def test_audit_entries_wait_for_the_next_turn_of_the_process(sqlite_db: Database) -> None:
-    writers = SqliteWriters(sqlite_db)
-    entered, second_done = threading.Event(), threading.Event()
-
-    def other_thread() -> None:
-        entered.wait(30)
-        with writers:
-            queued = writers.audit([entry(2), entry(3)])
-        assert writers.written(queued) == [2, 3]
-        second_done.set()
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    with writers:
-        queued = writers.audit([entry(1)])
-        entered.set()
-        assert wait_until(lambda: writers._waiting == 1)  # the other thread waits for its turn
-    # our entries wait for that turn, which writes them with its own, in one transaction
-    assert writers.written(queued) == [1]
-    assert second_done.wait(30)
-    thread.join(30)
-    writers.close()
-    assert verify_chain(sqlite_db).checked == 3
-
-
-def test_entries_are_written_at_the_end_of_the_turn_when_nobody_waits(
-    sqlite_db: Database,
-) -> None:
-    writers = SqliteWriters(sqlite_db)
-    with writers:
-        queued = writers.audit([entry(1)])
-        assert not queued.done()
-    assert queued.done() and queued.result() == [1]
-    writers.close()
 
 
 def _hold_a_turn(url: str, holding: Any, release: Any) -> None:
@@ -115,8 +79,7 @@ def test_checkpoints_are_left_to_a_thread(sqlite_db: Database, tmp_path: Path) -
     size = main.stat().st_size
     for i in range(200):
         with writers:
-            queued = writers.audit([entry(i)])
-        writers.written(queued)
+            write_entries(sqlite_db, [entry(i)])
     # the pages written reach the database file through the thread's checkpoints only
     assert wait_until(lambda: main.stat().st_size > size)
     writers.close()

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, MutableSequence
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
@@ -35,7 +36,7 @@ from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
 from enrs.identity.pamfr import INS_NAMESPACES, authority_of, identifiers
 from enrs.identity.traits import INS_NIA_OID
-from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
+from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.errors import Conflict, EnrsError, NotFound
@@ -43,6 +44,7 @@ from enrs.kit.hl7v2 import STANDARD, Message, V2Error, build_response
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.listeners import Listener, SqliteWriters, run_group
 from enrs.kit.mllp import Balancer, Limits, MLLPServer, bind
+from enrs.kit.unit_of_work import UnitOfWork
 from enrs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,9 +119,10 @@ ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
 class IdentityFeed:
     """The MLLP handler: one HL7 v2 message in, its acknowledgement out.
 
-    On SQLite, its transaction and its audit entries are written in turn with the other
-    threads and listener processes (:class:`~enrs.kit.listeners.SqliteWriters`); on PostgreSQL,
-    concurrently, the audit entries through ``audit`` (a thread writing them in batches)."""
+    Each message is one unit of work (:mod:`enrs.kit.unit_of_work`): a write commits its audit
+    entries with it; a query or a refusal has them written after, through ``audit`` (a thread
+    writing them in batches). On SQLite the writers of the listener's threads and processes
+    take turns (:class:`~enrs.kit.listeners.SqliteWriters`)."""
 
     def __init__(
         self, db: Database, matcher: Matcher, audit: AuditWriter, *, authorities: str = ""
@@ -143,21 +146,14 @@ class IdentityFeed:
         sender = pam.sender_of(msg)
         work = self._prepare(msg, sender)
         entries = partial(self._entries, msg, sender, peer=peer)
-        write: Callable[[], object] | None = None  # the entries not written with the data
-        if self._writers is None:
-            handled, audited = self._handle(msg, work, entries)
-            if not audited:
-                write = partial(self.audit.write, entries(handled))
-        else:
-            with self._writers:
-                handled, audited = self._handle(msg, work, entries)
-                if not audited:
-                    write = partial(self._writers.written, self._writers.audit(entries(handled)))
-        if write is not None:
+        with self._writers if self._writers is not None else nullcontext():
+            handled, after = self._handle(msg, work, entries)
+        audited = True
+        if after:  # a refusal or a query: its entries are written after its transaction
             try:
-                write()
-                audited = True
+                self.audit.write(after)
             except Exception:
+                audited = False
                 log.exception("message %s: audit trail not written", msg.control_id)
         if msg.repairs:
             log.info("%s: message %s repaired: %s", peer, msg.control_id, "; ".join(msg.repairs))
@@ -173,13 +169,14 @@ class IdentityFeed:
 
     def _handle(
         self, msg: Message, work: Handled | tuple[Work, bool], entries: _Entries
-    ) -> tuple[Handled, bool]:
-        """The message's outcome, and whether its audit entries were written with it."""
+    ) -> tuple[Handled, list[AuditEntry]]:
+        """The message's outcome, and the audit entries left to write after its transaction
+        (none when they were committed with it)."""
         if isinstance(work, Handled):
-            return work, False
-        handled, audited = self._process(msg, *work, entries)
+            return work, entries(work)
+        handled, after = self._process(msg, *work, entries)
         msg.repairs[:] = dict.fromkeys(msg.repairs)  # a retried transaction repeats them
-        return handled, audited
+        return handled, after
 
     def _prepare(self, msg: Message, sender: Sender) -> Handled | tuple[Work, bool]:
         """What can be done before the message's transaction (header checks, reading and
@@ -192,7 +189,7 @@ class IdentityFeed:
             return self._refusal(msg, exc)
         if work.ahead is not None and self._writers is not None:
             try:
-                with self.db.transaction() as session:
+                with self.db.transaction(write=False) as session:
                     work.ahead(session)
             except Exception:
                 log.exception("message %s: reading ahead failed", msg.control_id)
@@ -200,27 +197,30 @@ class IdentityFeed:
 
     def _process(
         self, msg: Message, work: Work, writes: bool, entries: _Entries
-    ) -> tuple[Handled, bool]:
-        """One transaction (retried once after a conflicting concurrent write). A write that
-        succeeds appends its audit entries to the chain in that same transaction."""
+    ) -> tuple[Handled, list[AuditEntry]]:
+        """One unit of work (:class:`~enrs.kit.unit_of_work.UnitOfWork`; retried once after a
+        conflicting concurrent write): a write that succeeds commits its audit entries with it;
+        a query, or a refusal after its rollback, returns them to write after."""
         for attempt in (1, 2):
+            uow = UnitOfWork(self.db, self.audit, write=writes)
             try:
-                with self.db.transaction() as session:
-                    if writes:  # SQLite: take the write lock at BEGIN
-                        session.connection(execution_options={"sqlite_immediate": True})
-                    handled = work.apply(session)
-                    if writes:
-                        session.flush()
-                        append_entries(session.connection(), entries(handled))
-                    return handled, writes
+                handled = work.apply(uow.session)
+                uow.entries.extend(entries(handled))
+                return handled, uow.commit()
             except IntegrityError:
+                uow.rollback()
                 if attempt == 2:
                     log.exception("message %s: conflicting writes", msg.control_id)
                     break
                 log.info("message %s: concurrent write, retrying once", msg.control_id)
             except Exception as exc:
-                return self._refusal(msg, exc), False
-        return Handled("AR", [V2Error(207, "application internal error, try again later")]), False
+                uow.rollback()
+                refused = self._refusal(msg, exc)
+                return refused, entries(refused)
+            finally:
+                uow.close()
+        refused = Handled("AR", [V2Error(207, "application internal error, try again later")])
+        return refused, entries(refused)
 
     @staticmethod
     def _refusal(msg: Message, exc: Exception) -> Handled:

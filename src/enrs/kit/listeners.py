@@ -17,9 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -29,7 +27,6 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from enrs.kit.audit.trail import AuditEntry, write_entries
 from enrs.kit.db import Database
 from enrs.settings import Settings
 
@@ -145,17 +142,12 @@ class SqliteWriters:
     SQLite has one writer at a time, and a writer finding the database locked sleeps and polls
     (busy timeout): under load, writers idle while the lock is free. A turn is taken on a
     thread lock, then an exclusive ``flock`` of a file beside the database, whose release wakes
-    the next process at once. Within its turn a thread writes its transaction, then queues its
-    audit entries (:meth:`audit`): the last of a run of turns of its process writes them all
-    in one transaction of the audit chain (group commit). The connections of ``db`` leave the
-    WAL checkpoints to a thread (:meth:`start_checkpoints`), out of the turns."""
+    the next process at once. The connections of ``db`` leave the WAL checkpoints to a thread
+    (:meth:`start_checkpoints`), out of the turns."""
 
-    def __init__(self, db: Database, *, max_batch: int = 32) -> None:
-        self.db, self.max_batch = db, max_batch
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._thread_lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self._waiting = 0
-        self._pending: list[tuple[Sequence[AuditEntry], Future[list[int]]]] = []
         self._fd: int | None = None
         database = db.engine.url.database
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -164,13 +156,7 @@ class SqliteWriters:
         self._checkpoints: threading.Thread | None = None
 
     def __enter__(self) -> None:
-        with self._count_lock:
-            self._waiting += 1
-        try:
-            self._thread_lock.acquire()
-        finally:
-            with self._count_lock:
-                self._waiting -= 1
+        self._thread_lock.acquire()
         if self._fd is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -180,44 +166,10 @@ class SqliteWriters:
 
     def __exit__(self, *_exc: object) -> None:
         try:
-            if self._pending and (self._waiting == 0 or len(self._pending) >= self.max_batch):
-                self._write_pending()
-        finally:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
             self._thread_lock.release()
-
-    def audit(self, entries: Sequence[AuditEntry]) -> Future[list[int]]:
-        """Queue ``entries`` (during a turn); the future gives their sequence numbers once
-        written, at the end of this turn or of the next one of this process."""
-        future: Future[list[int]] = Future()
-        self._pending.append((entries, future))
-        return future
-
-    def written(self, future: Future[list[int]], timeout: float = 60) -> list[int]:
-        """Wait for queued entries; a turn of our own writes them if no other does."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return future.result(timeout=1)
-            except FutureTimeout:
-                if time.monotonic() > deadline:
-                    raise
-                with self:
-                    pass
-
-    def _write_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        try:
-            seqs = write_entries(self.db, [e for entries, _ in batch for e in entries])
-        except Exception as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        start = 0
-        for entries, future in batch:
-            future.set_result(seqs[start : start + len(entries)])
-            start += len(entries)
 
     def start_checkpoints(self, every: float = 0.2, restart_every: int = 5) -> None:
         """Checkpoint the WAL from a thread rather than in the commit crossing the automatic
