@@ -1,17 +1,29 @@
 """Internal events, kept in an outbox table written in the same transaction as the change they
-announce: a consumer (another service, another process) reads them in order by id, so nothing
-is announced that was rolled back and nothing committed is lost."""
+announce: nothing is announced that was rolled back, and nothing committed is lost.
+
+A consumer (another service, another process) reads them in ``id`` order from the last id it
+read, and must never skip a committed event. On PostgreSQL ids come from a sequence when a row
+is inserted, and transactions commit in another order: a reader could see event 11 committed
+while event 10 is still in flight, move past 10, and never see it. So :func:`emit` only keeps
+the event in the session; the events of a transaction are inserted when it commits
+(``before_commit``), after :func:`enrs.kit.db.lock_commit_order`: every transaction that
+announces something takes its ids and commits in turn, and ``id`` order is commit order. (The
+turn is short: the inserts and the commit. Writes that are audited already commit in turn on
+the audit chain's head, taken before it.)
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, event, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from enrs.kit.db import Base, UTCDateTime, utcnow
+from enrs.kit.db import Base, UTCDateTime, lock_commit_order, utcnow
+
+_PENDING = "enrs.events.pending"
 
 
 class EventRecord(Base):
@@ -23,18 +35,42 @@ class EventRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Event(NamedTuple):
+    id: int
+    name: str
+    payload: dict[str, Any]
+
+
 def emit(session: Session, name: str, payload: dict[str, Any]) -> None:
-    """Record an event in the caller's transaction (``identity.linked``, ``identity.merged``…)."""
-    session.add(
-        EventRecord(name=name, payload=json.dumps(payload, default=str), created_at=utcnow())
-    )
+    """Announce ``name`` (``identity.linked``, ``identity.merged``…) if the caller's
+    transaction commits; events keep the order they were emitted in."""
+    row = {"name": name, "payload": json.dumps(payload, default=str), "created_at": utcnow()}
+    session.info.setdefault(_PENDING, []).append(row)
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_pending(session: Session) -> None:
+    rows: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
+    if rows:
+        conn = session.connection()
+        lock_commit_order(conn)
+        conn.execute(insert(EventRecord), rows)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def read_events(
     session: Session, *, after: int = 0, names: tuple[str, ...] = (), limit: int = 500
-) -> list[tuple[int, str, dict[str, Any]]]:
-    """Events with an id above ``after``, oldest first: ``(id, name, payload)``."""
-    stmt = select(EventRecord).where(EventRecord.id > after).order_by(EventRecord.id).limit(limit)
+) -> list[Event]:
+    """Committed events with an id above ``after``, oldest first: the next page for a
+    consumer, which keeps the last one's ``id``."""
+    e = EventRecord
+    stmt = select(e.id, e.name, e.payload).where(e.id > after).order_by(e.id).limit(limit)
     if names:
-        stmt = stmt.where(EventRecord.name.in_(names))
-    return [(e.id, e.name, json.loads(e.payload)) for e in session.scalars(stmt)]
+        stmt = stmt.where(e.name.in_(names))
+    return [
+        Event(ident, name, json.loads(payload)) for ident, name, payload in session.execute(stmt)
+    ]
