@@ -306,9 +306,11 @@ class IdentityFeed:
         """The registration of the message's sender (MSH-4), else AR 103."""
         grant = self.senders.grant(sender.facility_oid) if sender.facility_oid else None
         if grant is None:
+            known = f"OID {sender.facility_oid}" if sender.facility_oid else "no OID or FINESS"
             raise V2Error(
                 103,
-                f"sending facility {msg.msh.standard(4)!r} is not registered on this server",
+                f"sending facility {sender.facility or '(none)'} ({known}) is not registered "
+                "on this server",
                 location="MSH^1^4",
             )
         return grant
