@@ -51,6 +51,7 @@ from bench._load import proc_stats as all_proc_stats
 from bench.http_baseline import PG_ADMIN_URL
 from bench.identity_data import SourceRecord
 from bench.identity_quality import to_input
+from enrs.accounts import service as accounts_service
 from enrs.identity import repository, service
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -283,6 +284,20 @@ def run_mllp(
     }  # fmt: skip
 
 
+def register_senders(url: str, facilities: set[str]) -> None:
+    """Each facility (MSH-4 OID) registered as an MLLP sender of its own identities: a new
+    install accepts no sender. ``1.2.3``, the sender of the refused A99, writes nothing."""
+    db = Database(url)
+    with db.transaction() as session:
+        for oid in sorted(facilities | {"1.2.3"}):
+            if accounts_service.mllp_sender_grant(session, oid) is None:
+                writes = [oid] if oid != "1.2.3" else []
+                accounts_service.create_mllp_sender(
+                    session, name=f"FAC {oid}", sender_oid=oid, authorities=writes
+                )
+    db.dispose()
+
+
 @contextmanager
 def serve(url: str, folder: Path, workers: int = 0) -> Iterator[tuple[int, ProcTreeSampler]]:
     """``enrs serve`` (HTTP + MLLP) on ``url``, stopped with SIGTERM on exit; ``workers``: the
@@ -420,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, db_url in ((args.registry, url), (0, empty)):
             match = f" {make_url(db_url).database} ".encode() if args.postgres else b""
             say(f"MLLP A28 x{args.concurrency} on the {size or 'empty'} registry...")
+            register_senders(db_url, {r.authority for r in rest})
             with serve(db_url, tmp / f"var-{size}", args.workers) as (port, sampler):
                 scen = f"({'b' if size else 'c'}) MLLP A28, {args.concurrency} conns"
                 row = run_mllp(scen, port, messages, args, sampler, match)

@@ -8,10 +8,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from enrs.settings import PLACEHOLDER_OID_ROOT, Settings
+
+if TYPE_CHECKING:
+    from enrs.accounts.service import Registration
 
 
 def _settings() -> Settings:
@@ -157,12 +161,12 @@ def users_unlock(username: str) -> None:
 
 @main.group()
 def clients() -> None:
-    """System clients (client_credentials)."""
+    """System clients (client_credentials), applications, HL7 v2 (MLLP) senders."""
 
 
 @clients.command("create")
 @click.argument("name")
-@click.option("--scope", required=True, help='SMART scopes, e.g. "system/Patient.rs"')
+@click.option("--scope", help='SMART scopes, e.g. "system/Patient.rs" (MLLP sender: optional)')
 @click.option(
     "--redirect-uri",
     "redirect_uris",
@@ -170,24 +174,115 @@ def clients() -> None:
     help="Register an application acting for people (authorization code + PKCE)",
 )
 @click.option("--public", is_flag=True, help="Application without a secret (mobile, browser)")
-def clients_create(name: str, scope: str, redirect_uris: tuple[str, ...], public: bool) -> None:
-    """Register a client; prints its client_id (and client_secret) as JSON.
+@click.option(
+    "--mllp-sender", "sender_oid", help="Register an HL7 v2 sender known by this MSH-4 OID"
+)
+@click.option(
+    "--authority",
+    "authorities",
+    multiple=True,
+    help="Assigning authority OID whose identities it may write (repeatable)",
+)
+@click.option(
+    "--finess",
+    "finesses",
+    multiple=True,
+    help="FINESS of a facility whose identities it may write (its PAM-FR OID; repeatable)",
+)
+def clients_create(
+    name: str,
+    scope: str | None,
+    redirect_uris: tuple[str, ...],
+    public: bool,
+    sender_oid: str | None,
+    authorities: tuple[str, ...],
+    finesses: tuple[str, ...],
+) -> None:
+    """Register a client or an MLLP sender; prints it as JSON (with a client's secret).
 
-    Without --redirect-uri: a system client (client_credentials, system/ scopes).
-    With it: an application acting for a person (user/ scopes, openid)."""
+    Without --redirect-uri: a system client (client_credentials, system/ scopes), writing
+    only the identities of its --authority / --finess. With it: an application acting for a
+    person (user/ scopes, openid). With --mllp-sender: a facility's HL7 v2 sender (no secret;
+    default scope system/Patient.crus), writing only its --authority / --finess."""
+    from enrs.accounts import service
+    from enrs.identity.auth import finess_authority
+    from enrs.kit.db import Database
+
+    bound = [*authorities, *(finess_authority(f) for f in finesses)]
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        if sender_oid is not None:
+            if redirect_uris or public:
+                raise click.UsageError("an MLLP sender takes no --redirect-uri or --public")
+            sender = service.create_mllp_sender(
+                session,
+                name=name,
+                sender_oid=sender_oid,
+                authorities=bound,
+                scope=scope or service.DEFAULT_SENDER_SCOPE,
+            )
+            out = _registration_json(service.registration(session, sender.sender_oid))
+        else:
+            if scope is None:
+                raise click.UsageError("a client needs --scope")
+            client, secret = service.create_client(
+                session,
+                name=name,
+                scope=scope,
+                redirect_uris=list(redirect_uris),
+                public=public,
+                authorities=bound,
+            )
+            out = {"client_id": client.client_id, "scope": client.scope}
+            if secret is not None:
+                out["client_secret"] = secret
+            if redirect_uris:
+                out["redirect_uris"] = " ".join(redirect_uris)
+            if bound:
+                out["authorities"] = " ".join(sorted(set(bound)))
+    db.dispose()
+    click.echo(json.dumps(out))
+
+
+def _registration_json(reg: Registration) -> dict[str, str]:
+    key = "mllp_sender" if reg.kind == "mllp" else "client_id"
+    return {
+        key: reg.key,
+        "kind": reg.kind,
+        "name": reg.name,
+        "scope": reg.scope,
+        "authorities": " ".join(reg.authorities),
+        "active": "yes" if reg.active else "no",
+    }
+
+
+@clients.command("list")
+def clients_list() -> None:
+    """List clients and MLLP senders: kind, id (client_id or MSH-4 OID), name, scope,
+    authorities, active."""
     from enrs.accounts import service
     from enrs.kit.db import Database
 
     db = Database(_settings().database_url)
     with db.transaction() as session:
-        client, secret = service.create_client(
-            session, name=name, scope=scope, redirect_uris=list(redirect_uris), public=public
-        )
-        out = {"client_id": client.client_id, "scope": client.scope}
-        if secret is not None:
-            out["client_secret"] = secret
-        if redirect_uris:
-            out["redirect_uris"] = " ".join(redirect_uris)
+        for reg in service.list_registrations(session):
+            authorities = " ".join(reg.authorities) or "-"
+            state = "active" if reg.active else "revoked"
+            click.echo(f"{reg.kind}\t{reg.key}\t{reg.name}\t{reg.scope}\t{authorities}\t{state}")
+    db.dispose()
+
+
+@clients.command("revoke")
+@click.argument("key")
+def clients_revoke(key: str) -> None:
+    """Deactivate a client (by client_id: no new token, writes refused at once) or an MLLP
+    sender (by MSH-4 OID: its messages refused within 5 s, the listeners' cache)."""
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        out = _registration_json(service.revoke(session, key))
     db.dispose()
     click.echo(json.dumps(out))
 

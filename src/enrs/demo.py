@@ -1,4 +1,5 @@
-"""A small demo data set for ``make run``: one account per role and one system client.
+"""A small demo data set for ``make run``: one account per role, one system client and one
+HL7 v2 (MLLP) sender, both writing for the demo facility (a FINESS-numbered hospital).
 
 Demo passwords are public by design (printed at start-up); never load the demo in production.
 """
@@ -7,8 +8,12 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy.orm import Session
+
 from enrs.accounts import repository, service
+from enrs.identity.auth import finess_authority
 from enrs.kit.db import Database
+from enrs.kit.security.scopes import ScopeSet
 from enrs.settings import Settings
 
 DEMO_USERS = [
@@ -16,15 +21,19 @@ DEMO_USERS = [
     ("cellule", "Cellule d'identitovigilance", "Cellule-demo-2026!", ["identitovigilance"], None),
     ("dr.martin", "Dr Claire Martin", "Medecin-demo-2026!", ["professional"], "10001234567"),
 ]
-DEMO_CLIENT = ("DPI démo CH Fort-de-France", "system/Patient.rs system/AuditEvent.rs")
+# The demo facility: a made-up FINESS (not a real establishment), its namespace in MSH-4/CX-4.
+DEMO_FINESS, DEMO_NAMESPACE = "970000001", "CHFDF"
+DEMO_CLIENT = ("DPI démo CH Fort-de-France", "system/Patient.crus system/AuditEvent.rs")
+DEMO_SENDER = "GAM démo CH Fort-de-France"
 
 
 def load_demo(settings: Settings) -> list[str]:
-    """Create the demo accounts that do not exist yet; return lines describing them."""
+    """Create the demo accounts, client and MLLP sender that do not exist yet; return lines
+    describing them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     lines = [f"Portal:  {settings.base_url}/   API docs: {settings.base_url}/docs"]
-    client_file = settings.data_dir / "demo-client.json"
+    authority = finess_authority(DEMO_FINESS)
     with db.transaction() as session:
         for username, name, password, roles, rpps in DEMO_USERS:
             if repository.user_by_username(session, username) is None:
@@ -37,23 +46,47 @@ def load_demo(settings: Settings) -> list[str]:
                     rpps=rpps,
                 )
             lines.append(f"Demo account: {username} / {password}  ({', '.join(roles)})")
-        if not client_file.exists():
-            client, secret = service.create_client(
-                session, name=DEMO_CLIENT[0], scope=DEMO_CLIENT[1]
-            )
-            assert secret is not None
-            client_file.write_text(
-                json.dumps({"client_id": client.client_id, "client_secret": secret})
-            )
-            client_file.chmod(0o600)
-    creds = json.loads(client_file.read_text())
+        creds = _demo_client(session, settings, authority)
+        _demo_sender(session, authority)
+    db.dispose()
     lines.append(
         f"Demo system client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
-        f"  (scope {DEMO_CLIENT[1]})"
+        f"  (scope {DEMO_CLIENT[1]}; writes the identities of urn:oid:{authority})"
     )
     lines.append(
         f"  token: curl -s -u '{creds['client_id']}:{creds['client_secret']}' "
         f"-d grant_type=client_credentials {settings.base_url}/oauth/token"
     )
-    db.dispose()
+    lines.append(
+        f"Demo MLLP sender: MSH-4 {DEMO_NAMESPACE}^{DEMO_FINESS}^M (OID {authority}), IPPs "
+        f"^^^{DEMO_NAMESPACE}&{DEMO_FINESS}&M^PI, to mllp://{settings.mllp_host}:"
+        f"{settings.mllp_port}  (scope {service.DEFAULT_SENDER_SCOPE}; writes {authority})"
+    )
     return lines
+
+
+def _demo_client(session: Session, settings: Settings, authority: str) -> dict[str, str]:
+    """The demo system client (its secret kept in ``demo-client.json``), bound to the demo
+    facility; a client of an older demo, with other scopes, is replaced."""
+    client_file = settings.data_dir / "demo-client.json"
+    creds: dict[str, str] = json.loads(client_file.read_text()) if client_file.exists() else {}
+    client = repository.client_by_client_id(session, creds.get("client_id", ""))
+    if client is None or ScopeSet.parse(client.scope) != ScopeSet.parse(DEMO_CLIENT[1]):
+        if client is not None:
+            service.revoke(session, client.client_id)
+        client, secret = service.create_client(session, name=DEMO_CLIENT[0], scope=DEMO_CLIENT[1])
+        assert secret is not None
+        creds = {"client_id": client.client_id, "client_secret": secret}
+        client_file.write_text(json.dumps(creds))
+        client_file.chmod(0o600)
+    service.grant_authorities(session, client.client_id, [authority])
+    return creds
+
+
+def _demo_sender(session: Session, authority: str) -> None:
+    """The demo facility's MLLP sender: MSH-4 is its FINESS, it writes its own identities."""
+    if repository.mllp_sender_by_oid(session, authority) is None:
+        service.create_mllp_sender(
+            session, name=DEMO_SENDER, sender_oid=authority, authorities=[authority]
+        )
+    service.grant_authorities(session, authority, [authority])

@@ -55,9 +55,6 @@ class Settings(BaseSettings):
     mllp_workers: int = Field(
         0, ge=0, description="MLLP listener processes sharing the port; 0: one per CPU, at most 4"
     )
-    mllp_authorities: str = Field(
-        "", description="Comma-separated sending facility OIDs (MSH-4) allowed; empty: any"
-    )
     identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
     oid_root: str = Field(
         PLACEHOLDER_OID_ROOT,

@@ -27,7 +27,7 @@ FAMILIES = ("JOSEPH", "MARTIN", "LOUIS", "EDOUARD", "CELESTE", "VALENTIN", "ROSE
 def _client(db: Database) -> tuple[str, str]:
     with db.transaction() as session:
         client, secret = accounts_service.create_client(
-            session, name="DPI", scope="system/Patient.cus"
+            session, name="DPI", scope="system/Patient.cus", authorities=(CHU, CLINIC)
         )
         assert secret is not None
         return client.client_id, secret

@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 from tests.conftest import Factory
+from tests.identity.feeders import CHU, CLINIC, GP, feeder_token
 
 from enrs.identity.fhir import RRI_SYSTEM, STATUS_SYSTEM
 from enrs.identity.models import SourceIdentity
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
 
-CHU, CLINIC, GP = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.250.1.71.4.2.2.3"
 NIR = "1.2.250.1.213.1.4.8"
 FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
 FHIR_JSON = "application/fhir+json"
@@ -123,8 +123,9 @@ def identifiers(params: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def token(factory: Factory) -> str:
-    return factory.token("system/Patient.cruds")
+def token(client: TestClient, db: Database) -> str:
+    """A system client writing the identities of the three facilities of these tests."""
+    return feeder_token(client, db, "system/Patient.cruds", (CHU, CLINIC, GP))
 
 
 def pix(client: TestClient, token: str, query: str) -> Response:
@@ -272,7 +273,7 @@ def test_feed_prefer_operation_outcome_reports_the_link(client: TestClient, toke
     assert issue["severity"] == "information" and "AUTO" in issue["diagnostics"]
 
 
-def test_permissions(client: TestClient, factory: Factory) -> None:
+def test_permissions(client: TestClient, factory: Factory, db: Database) -> None:
     body = fr_patient("1")
     url = f"/fhir/Patient?identifier=urn:oid:{CHU}|1"
     anonymous = client.put(url, json=body, headers={"Content-Type": FHIR_JSON})
@@ -284,7 +285,7 @@ def test_permissions(client: TestClient, factory: Factory) -> None:
     updater = factory.token("system/Patient.u")
     forbidden = feed(client, updater, body)
     assert forbidden.status_code == 403 and "Patient.c" in forbidden.text
-    feeder = factory.token("system/Patient.cu")
+    feeder = feeder_token(client, db, "system/Patient.cu", [CHU])
     assert feed(client, feeder, body).status_code == 201
     assert client.get("/fhir/Patient?family=x", headers=auth(feeder)).status_code == 403
     auditor = factory.token("system/AuditEvent.rs")

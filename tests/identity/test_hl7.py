@@ -4,7 +4,9 @@ connections, with the ``hl7`` package's client: through ``enrs serve``, and in p
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +19,9 @@ import pytest
 from hl7.client import MLLPClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from tests.identity.feeders import CHU, CLINIC, register_sender, register_senders
 from tests.support.audit_failure import refuse_audit_inserts
-from tests.support.live_server import free_port, live_server
+from tests.support.live_server import enrs_command, free_port, live_server
 
 from enrs.identity import pam, repository
 from enrs.identity.hl7 import IdentityFeed
@@ -39,7 +42,9 @@ from enrs.kit.events import read_events
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
 
-CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
+# The tests' senders (MSH-4) and the authorities they write; the CHU's sender writes the
+# clinic's too, so that the handlers' own refusals of mixed authorities can be tested.
+SENDERS = {CHU: (CHU, CLINIC), CLINIC: (CLINIC,)}
 ANS_EXAMPLE = (
     "MSH|^~\\&|GAM|CHU-X|DPI|CHU-X|20240306111154||ADT^A01^ADT_A01|3975|D|2.5^FRA^2.11|||||FRA"
     "|UNICODE UTF-8|FR||2.11^IHE_FRANCE-2.11-PAM\r"
@@ -130,10 +135,14 @@ class Feed:
 
 
 @contextmanager
-def feed_server(database_url: str, authorities: str = "") -> Iterator[Feed]:
+def feed_server(
+    database_url: str, senders: dict[str, tuple[str, ...]] | None = None, sender_ttl: float = 5.0
+) -> Iterator[Feed]:
+    """A feed on ``database_url`` with ``senders`` registered (default :data:`SENDERS`)."""
     db = Database(database_url)
+    register_senders(db, SENDERS if senders is None else senders)
     audit = AuditWriter(db)
-    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, authorities=authorities)
+    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, sender_ttl=sender_ttl)
     server = MLLPServer(handler, host="127.0.0.1", port=0, limits=Limits(idle_timeout=10))
     loop, started, stop = asyncio.new_event_loop(), threading.Event(), asyncio.Event()
 
@@ -181,15 +190,30 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> None:
     port, region = free_port(), "1.2.250.1.71.9"  # the region's own arc (ENRS_OID_ROOT)
     env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region}
+    # The CHU's GAM, registered by the admin: known by its FINESS in MSH-4, writing its own
+    # identities (the FINESS's OID under the region's arc). The ANS example names the sending
+    # facility CHU-X alone; a sender is known by an OID or a FINESS, so MSH-4 gets its FINESS.
+    facility = "CHU-X^000897406^M"
+    sender = f"{region}.2.1000897406"
+    registered = subprocess.run(
+        enrs_command(
+            "clients", "create", "GAM CHU-X", "--mllp-sender", sender, "--finess", "000897406"
+        ),
+        env={**env, "ENRS_DATA_DIR": str(tmp_path / "var"), "ENRS_DATABASE_URL": database_url,
+             "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert json.loads(registered.stdout)["authorities"] == sender
+    message = ANS_EXAMPLE.replace("|GAM|CHU-X|", f"|GAM|{facility}|", 1)
     with live_server(data_dir=tmp_path / "var", database_url=database_url, extra_env=env) as server:
         wait_for_port(port)
         with MLLPClient("127.0.0.1", port) as client:
-            answer = parsed(client.send_message(ANS_EXAMPLE))
+            answer = parsed(client.send_message(message))
             assert code(answer) == "AA" and str(answer.segment("MSA")[2]) == "3975"
             assert (answer["MSH.F3"], answer["MSH.F5"], answer["MSH.F11"]) == ("DPI", "GAM", "D")
             assert answer["MSH.F18"] == "UNICODE UTF-8" and answer["MSH.F9.R1.C1"] == "ACK"
             query = (
-                msh("Q23", "Q1", facility="CHU-X")
+                msh("Q23", "Q1", facility=facility)
                 + "QPD|IHE PIX Query|T1|000003^^^CHU-X&000897406&N^PI\r"
             )
             pix = parsed(client.send_message(query))
@@ -332,7 +356,7 @@ def test_invalid_ins_key_is_refused_and_nothing_stored(feed: Feed) -> None:
 
 
 def test_refusals(database_url: str) -> None:
-    with feed_server(database_url, authorities=f"{CHU},{CLINIC}") as feed:
+    with feed_server(database_url) as feed:
         unsupported = feed.send(msh("A99", "1") + pid("1"))
         assert code(unsupported) == "AR" and err(unsupported)[0] == "201"
         other_type = feed.send(msh("A28", "2").replace("ADT^A28", "ORU^R01") + pid("1"))
@@ -372,6 +396,7 @@ def test_identity_created_after_the_read_ahead_is_updated_on_the_retry(database_
     # SQLite reads ahead of the write turn (on PostgreSQL, nothing is read ahead). The read
     # ahead finds no identity CHU|7; before the turn, another connection creates it.
     db = Database(database_url)
+    register_sender(db, CHU, [CHU])
     audit = AuditWriter(db)
     handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit)
     try:

@@ -118,3 +118,60 @@ def test_keys_rotate_rewraps_blobs(tmp_path: Path, database_url: str) -> None:
     ]
     signing = json.loads(_run(env, "keys", "rotate-signing").stdout)
     assert signing["alg"] == "ES256"
+
+
+def test_clients_and_mllp_senders_bound_to_authorities(tmp_path: Path, database_url: str) -> None:
+    env = {**_env(tmp_path, database_url), "ENRS_OID_ROOT": "1.2.250.1.71.9"}
+    chu, clinic = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
+    made = _run(
+        env, "clients", "create", "DPI CHU", "--scope", "system/Patient.cu",
+        "--authority", chu, "--authority", clinic,
+    )  # fmt: skip
+    client = json.loads(made.stdout)
+    assert client["authorities"] == f"{chu} {clinic}" and "client_secret" in client
+    sender = json.loads(
+        _run(
+            env, "clients", "create", "GAM CHU", "--mllp-sender", chu,
+            "--authority", chu, "--finess", "000897406",
+        ).stdout
+    )  # fmt: skip
+    finess_oid = "1.2.250.1.71.9.2.1000897406"  # the FINESS's OID under the region's arc
+    assert sender == {
+        "mllp_sender": chu,
+        "kind": "mllp",
+        "name": "GAM CHU",
+        "scope": "system/Patient.crus",
+        "authorities": f"{chu} {finess_oid}",
+        "active": "yes",
+    }
+    assert "client_secret" not in sender
+    listed = _run(env, "clients", "list").stdout.splitlines()
+    assert f"system\t{client['client_id']}\tDPI CHU\tsystem/Patient.cu\t{chu} {clinic}\tactive" in (
+        listed
+    )
+    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {finess_oid}\tactive" in listed
+    revoked = json.loads(_run(env, "clients", "revoke", chu).stdout)
+    assert revoked["active"] == "no"
+    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {finess_oid}\trevoked" in (
+        _run(env, "clients", "list").stdout.splitlines()
+    )
+    twice = _run(env, "clients", "create", "X", "--mllp-sender", chu, check=False)
+    assert twice.returncode != 0 and "already registered" in twice.stderr
+    bad = _run(env, "clients", "create", "Y", "--mllp-sender", "CHU-X", check=False)
+    assert bad.returncode != 0 and "MSH-4 OID" in bad.stderr
+    wrong = _run(env, "clients", "create", "Z", "--scope", "system/Patient.cu",
+                 "--authority", "CHU-X", check=False)  # fmt: skip
+    assert wrong.returncode != 0 and "OID" in wrong.stderr
+    no_finess = _run(
+        env, "clients", "create", "W", "--mllp-sender", clinic, "--finess", "1.2.3", check=False
+    )
+    assert no_finess.returncode != 0 and "not a FINESS" in no_finess.stderr
+
+
+def test_demo_load_registers_its_feeders(tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url)
+    first = _run(env, "demo", "load").stdout
+    assert "Demo MLLP sender: MSH-4 CHFDF^970000001^M" in first
+    assert first == _run(env, "demo", "load").stdout  # idempotent
+    listed = sorted(line.split("\t")[0] for line in _run(env, "clients", "list").stdout.split("\n"))
+    assert [kind for kind in listed if kind] == ["mllp", "system"]

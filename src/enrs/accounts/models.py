@@ -1,4 +1,5 @@
-"""Tables of the accounts service: people, system clients, portal sessions, OIDC login states."""
+"""Tables of the accounts service: people, system clients, HL7 v2 (MLLP) senders, the
+assigning authorities a feeder may write for, portal sessions, OIDC login states."""
 
 from __future__ import annotations
 
@@ -50,6 +51,42 @@ class Client(Base):
     @property
     def redirect_uri_list(self) -> list[str]:
         return self.redirect_uris.split()
+
+
+class ClientAuthority(Base):
+    """An assigning authority (OID) whose identities a system client may create or update."""
+
+    __tablename__ = "account_client_authority"
+
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("account_client.id", ondelete="CASCADE"), primary_key=True
+    )
+    authority: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class MllpSender(Base):
+    """A facility's HL7 v2 sender, known by its MSH-4 (the OID of its universal id, or of its
+    FINESS). Not an OAuth client: it has no secret and never gets a token."""
+
+    __tablename__ = "account_mllp_sender"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sender_oid: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
+    scope: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MllpSenderAuthority(Base):
+    """An assigning authority (OID) whose identities an MLLP sender may write."""
+
+    __tablename__ = "account_mllp_sender_authority"
+
+    sender_id: Mapped[str] = mapped_column(
+        ForeignKey("account_mllp_sender.id", ondelete="CASCADE"), primary_key=True
+    )
+    authority: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class AuthorizationCode(Base):

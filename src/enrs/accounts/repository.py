@@ -7,7 +7,15 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from enrs.accounts.models import Client, OidcLoginState, User, WebSession
+from enrs.accounts.models import (
+    Client,
+    ClientAuthority,
+    MllpSender,
+    MllpSenderAuthority,
+    OidcLoginState,
+    User,
+    WebSession,
+)
 
 
 def user_by_username(session: Session, username: str) -> User | None:
@@ -32,6 +40,34 @@ def client_by_client_id(session: Session, client_id: str) -> Client | None:
 
 def list_clients(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.name)))
+
+
+def client_authorities(session: Session, client_pk: str) -> list[str]:
+    rows = select(ClientAuthority.authority).where(ClientAuthority.client_id == client_pk)
+    return list(session.scalars(rows.order_by(ClientAuthority.authority)))
+
+
+def add_client_authorities(session: Session, client_pk: str, authorities: set[str]) -> None:
+    for authority in sorted(authorities - set(client_authorities(session, client_pk))):
+        session.add(ClientAuthority(client_id=client_pk, authority=authority))
+
+
+def mllp_sender_by_oid(session: Session, sender_oid: str) -> MllpSender | None:
+    return session.scalar(select(MllpSender).where(MllpSender.sender_oid == sender_oid))
+
+
+def sender_authorities(session: Session, sender_pk: str) -> list[str]:
+    rows = select(MllpSenderAuthority.authority).where(MllpSenderAuthority.sender_id == sender_pk)
+    return list(session.scalars(rows.order_by(MllpSenderAuthority.authority)))
+
+
+def add_sender_authorities(session: Session, sender_pk: str, authorities: set[str]) -> None:
+    for authority in sorted(authorities - set(sender_authorities(session, sender_pk))):
+        session.add(MllpSenderAuthority(sender_id=sender_pk, authority=authority))
+
+
+def list_mllp_senders(session: Session) -> list[MllpSender]:
+    return list(session.scalars(select(MllpSender).order_by(MllpSender.name)))
 
 
 def live_session(

@@ -1,5 +1,6 @@
 """Accounts: local users (Argon2 passwords, TOTP, lock-out), system clients and their
-``client_credentials`` tokens, portal sessions, and the principal behind a token or cookie.
+``client_credentials`` tokens, HL7 v2 (MLLP) senders, the assigning authorities each feeder
+may write identities for, portal sessions, and the principal behind a token or cookie.
 
 Services only flush; the caller's transaction commits. Failed logins are returned, not raised,
 so the caller commits the failure counter.
@@ -13,6 +14,7 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from enrs.accounts import repository
-from enrs.accounts.models import Client, User, WebSession
+from enrs.accounts.models import Client, MllpSender, User, WebSession
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, NotFound
 from enrs.kit.security import passwords, totp
@@ -31,6 +33,7 @@ from enrs.kit.security.tokens import TokenIssuer
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,127}$")
 _RPPS = re.compile(r"^\d{11}$")
+_OID = re.compile(r"^[0-2](\.(0|[1-9]\d*))+$")
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -245,13 +248,18 @@ def create_client(
     scope: str,
     redirect_uris: list[str] | None = None,
     public: bool = False,
+    authorities: Iterable[str] = (),
 ) -> tuple[Client, str | None]:
     """Register a client; returns it with its secret (shown once, stored hashed).
 
-    Without redirect URIs it is a system client (``client_credentials``, ``system/`` scopes);
-    with them, an application acting for a person (authorization code + PKCE, ``user/``
-    scopes); ``public`` apps (mobile, browser) have no secret."""
+    Without redirect URIs it is a system client (``client_credentials``, ``system/`` scopes),
+    bound to the assigning ``authorities`` (OIDs) whose identities it may write; with them, an
+    application acting for a person (authorization code + PKCE, ``user/`` scopes: what it
+    writes, the person's roles decide); ``public`` apps (mobile, browser) have no secret."""
     uris = redirect_uris or []
+    bound = _authorities(authorities)
+    if bound and uris:
+        raise BadRequest("only system clients are bound to assigning authorities")
     for uri in uris:
         parts = urlsplit(uri)
         local = parts.hostname in ("127.0.0.1", "localhost", "::1")
@@ -264,17 +272,9 @@ def create_client(
             raise BadRequest(f"redirect URI {uri!r} must be https (http only on localhost)")
     if public and not uris:
         raise BadRequest("a public client needs redirect URIs (it uses the code flow)")
-    try:
-        scopes = ScopeSet.parse(scope)
-    except ScopeError as exc:
-        raise BadRequest(str(exc)) from exc
-    if not scopes.scopes:
-        raise BadRequest("a client needs at least one SMART scope, e.g. system/Patient.rs")
+    scopes = _parse_scopes(scope)
     context = "user" if uris else "system"
-    bad = [str(s) for s in scopes.scopes if s.context != context]
-    if bad:
-        kind = "applications acting for people" if uris else "system clients"
-        raise BadRequest(f"{kind} take {context}/ scopes only, not {' '.join(bad)}")
+    _check_scopes(scopes, context, "applications acting for people" if uris else "system clients")
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40] or "client"
     secret = secrets.token_urlsafe(32)
@@ -291,7 +291,32 @@ def create_client(
     )
     session.add(client)
     session.flush()
+    repository.add_client_authorities(session, client.id, bound)
+    session.flush()
     return client, None if public else secret
+
+
+def _parse_scopes(scope: str) -> ScopeSet:
+    try:
+        return ScopeSet.parse(scope)
+    except ScopeError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def _check_scopes(scopes: ScopeSet, context: str, kind: str) -> None:
+    if not scopes.scopes:
+        raise BadRequest("a client needs at least one SMART scope, e.g. system/Patient.rs")
+    bad = [str(s) for s in scopes.scopes if s.context != context]
+    if bad:
+        raise BadRequest(f"{kind} take {context}/ scopes only, not {' '.join(bad)}")
+
+
+def _authorities(authorities: Iterable[str]) -> set[str]:
+    out = {a.strip() for a in authorities}
+    bad = sorted(a for a in out if not _OID.match(a) or len(a) > 64)
+    if bad:
+        raise BadRequest(f"an assigning authority is an OID (1.2.250...), not {', '.join(bad)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -348,6 +373,161 @@ def client_credentials_grant(
         name=client.name,
     )
     return TokenGrant(access_token=token, expires_in=ttl, scope=str(granted), client=client)
+
+
+# --- feeders: who may write which facility's identities ---------------------------------------
+
+DEFAULT_SENDER_SCOPE = "system/Patient.crus"
+
+
+@dataclass(frozen=True)
+class FeederGrant:
+    """What a registered feeder (a system client, an MLLP sender) may do: its SMART
+    ``system/`` scopes, and the assigning authorities (OIDs) whose identities it may create,
+    update, merge, re-identify, link or unlink."""
+
+    name: str
+    scopes: ScopeSet
+    authorities: frozenset[str]
+
+    def can(self, resource: str, interaction: str) -> bool:
+        return self.scopes.allows(resource, interaction, ("system",))
+
+    def may_write(self, authority: str) -> bool:
+        """The rule for every feed, FHIR or HL7 v2: a feeder writes only the identities of
+        the assigning authorities the admin registered for it."""
+        return authority in self.authorities
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A client or MLLP sender as ``enrs clients list`` shows it. ``kind``: ``system`` (a
+    system client), ``app`` (acting for people), ``mllp`` (an HL7 v2 sender); ``key``: its
+    OAuth ``client_id``, or the sender's MSH-4 OID."""
+
+    kind: str
+    key: str
+    name: str
+    scope: str
+    authorities: tuple[str, ...]
+    active: bool
+
+
+def client_grant(session: Session, client_id: str) -> FeederGrant | None:
+    """The grant of the active system client ``client_id`` (read at each call: a revocation
+    or a change of authorities applies to the next request); ``None`` when not active."""
+    client = repository.client_by_client_id(session, client_id)
+    if client is None or not client.active or client.redirect_uri_list:
+        return None
+    authorities = frozenset(repository.client_authorities(session, client.id))
+    return FeederGrant(client.name, ScopeSet.parse(client.scope), authorities)
+
+
+def create_mllp_sender(
+    session: Session,
+    *,
+    name: str,
+    sender_oid: str,
+    authorities: Iterable[str] = (),
+    scope: str = DEFAULT_SENDER_SCOPE,
+) -> MllpSender:
+    """Register a facility's HL7 v2 sender, known by its MSH-4 as an OID (its universal id,
+    or the OID its FINESS maps to). ADT writes need ``system/Patient.cu``, the PIX query
+    QBP^Q23 ``system/Patient.s``; it writes only the identities of ``authorities``."""
+    oid = sender_oid.strip()
+    if not _OID.match(oid) or len(oid) > 64:
+        raise BadRequest(f"an MLLP sender is known by its MSH-4 OID, not {sender_oid!r}")
+    scopes = _parse_scopes(scope)
+    _check_scopes(scopes, "system", "MLLP senders")
+    bound = _authorities(authorities)
+    if repository.mllp_sender_by_oid(session, oid) is not None:
+        raise Conflict(f"the MLLP sender {oid} is already registered")
+    sender = MllpSender(
+        id=str(uuid.uuid4()),
+        sender_oid=oid,
+        name=name,
+        scope=str(scopes),
+        active=True,
+        created_at=utcnow(),
+    )
+    session.add(sender)
+    session.flush()
+    repository.add_sender_authorities(session, sender.id, bound)
+    session.flush()
+    return sender
+
+
+def mllp_sender_grant(session: Session, sender_oid: str) -> FeederGrant | None:
+    """The grant of the active MLLP sender whose MSH-4 is ``sender_oid``, else ``None``."""
+    sender = repository.mllp_sender_by_oid(session, sender_oid)
+    if sender is None or not sender.active:
+        return None
+    authorities = frozenset(repository.sender_authorities(session, sender.id))
+    return FeederGrant(sender.name, ScopeSet.parse(sender.scope), authorities)
+
+
+def _client_registration(session: Session, client: Client) -> Registration:
+    return Registration(
+        "app" if client.redirect_uri_list else "system",
+        client.client_id,
+        client.name,
+        client.scope,
+        tuple(repository.client_authorities(session, client.id)),
+        client.active,
+    )
+
+
+def _sender_registration(session: Session, sender: MllpSender) -> Registration:
+    authorities = tuple(repository.sender_authorities(session, sender.id))
+    return Registration(
+        "mllp", sender.sender_oid, sender.name, sender.scope, authorities, sender.active
+    )
+
+
+def registration(session: Session, key: str) -> Registration:
+    """The client whose ``client_id`` is ``key``, or the MLLP sender whose MSH-4 OID it is."""
+    client = repository.client_by_client_id(session, key)
+    if client is not None:
+        return _client_registration(session, client)
+    sender = repository.mllp_sender_by_oid(session, key)
+    if sender is not None:
+        return _sender_registration(session, sender)
+    raise NotFound(f"no client or MLLP sender {key!r}")
+
+
+def list_registrations(session: Session) -> list[Registration]:
+    """Every client and MLLP sender, with its scopes and authorities."""
+    out = [_client_registration(session, c) for c in repository.list_clients(session)]
+    out += [_sender_registration(session, s) for s in repository.list_mllp_senders(session)]
+    return out
+
+
+def grant_authorities(session: Session, key: str, authorities: Iterable[str]) -> Registration:
+    """Add assigning authorities to a system client or an MLLP sender (those it already has
+    are kept)."""
+    bound = _authorities(authorities)
+    client = repository.client_by_client_id(session, key)
+    if client is not None:
+        if client.redirect_uri_list:
+            raise BadRequest("only system clients are bound to assigning authorities")
+        repository.add_client_authorities(session, client.id, bound)
+    elif (sender := repository.mllp_sender_by_oid(session, key)) is not None:
+        repository.add_sender_authorities(session, sender.id, bound)
+    session.flush()
+    return registration(session, key)
+
+
+def revoke(session: Session, key: str) -> Registration:
+    """Deactivate a client (no new token; its writes refused at once) or an MLLP sender (its
+    messages refused once the listeners' cache of senders expires)."""
+    client = repository.client_by_client_id(session, key)
+    sender = repository.mllp_sender_by_oid(session, key) if client is None else None
+    if client is not None:
+        client.active = False
+    elif sender is not None:
+        sender.active = False
+    session.flush()
+    return registration(session, key)
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from enrs.identity import fhir, repository, search
 from enrs.identity import service as identity_service
-from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor
+from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor, check_writer
 from enrs.identity.models import SourceIdentity
 from enrs.identity.schemas import FeedResult
 from enrs.identity.traits import INS_OIDS
@@ -229,7 +229,9 @@ def _feed(
     authority: str,
     ipp: str,
 ) -> Response:
-    """Read the Patient, feed it to ``service.feed``, answer as ITI-104 says."""
+    """Check the caller may write ``authority`` (403), read the Patient, feed it to
+    ``service.feed``, answer as ITI-104 says."""
+    check_writer(session, principal, authority)
     fields = fhir.read_patient(resource)
     if (f"urn:oid:{authority}", ipp) not in fields.identifiers:
         raise BadRequest(f"the Patient must carry its IPP urn:oid:{authority}|{ipp}")
@@ -273,7 +275,8 @@ def iti_104_patient_feed(
     ``return=minimal`` no body. The link (method, weight, task for the cell) is always in the
     ``ENRS-Link-Method``, ``ENRS-Link-Score`` and ``ENRS-Task`` headers. 400 missing or
     malformed identifier, identifier absent from the body, or body ``id`` other than the
-    stored one; 422 an invalid INS key, incoherent status, or untraceable trait."""
+    stored one; 403 a system client not registered for the identifier's assigning authority;
+    422 an invalid INS key, incoherent status, or untraceable trait."""
     authority, ipp = _conditional_identifier(request)
     existing = repository.source_by_key(session, authority, ipp)
     body_id = resource.get("id")
@@ -292,7 +295,8 @@ def update_patient(
 ) -> Response:
     """``PUT Patient/{id}`` of an existing source identity: the same as its ITI-104 feed (no
     update-as-create: 404 for an unknown id, 405 for the read-only regional ``Patient/{RRI}``).
-    400 when ``Patient.id`` is not ``{id}`` or the body lacks the identity's IPP."""
+    400 when ``Patient.id`` is not ``{id}`` or the body lacks the identity's IPP; 403 for a
+    system client not registered for the identity's assigning authority."""
     source = search.source_by_id(session, patient_id)
     if source is None:
         if repository.patient_by_rri(session, patient_id) is not None:

@@ -10,9 +10,22 @@ message whose header can be read is audited (category ``hl7``): a write that suc
 own transaction (data and audit records commit together), any other message after its
 transaction.
 Acknowledgements (original mode): ``AA`` applied; ``AE`` understood but refused (INS key, status
-rules, unknown or duplicate identifier: ERR-3 102, 103, 204, 205); ``AR`` rejected (no or
-incomplete MSH: 100/101, unsupported type or event: 200/201, sending facility not allowed: 103,
-unreadable PID: 101/102, internal error: 207 - the sender should retry).
+rules, unknown or duplicate identifier, an identifier of an assigning authority the sender may
+not write: ERR-3 102, 103, 204, 205); ``AR`` rejected (no or incomplete MSH: 100/101,
+unsupported type or event: 200/201, unreadable PID: 101/102, internal error: 207 - the sender
+should retry; an unregistered sender: 103 at ``MSH^1^4``, a message type it is not registered
+for: 200 at ``MSH^1^9``).
+
+Senders are registered by the admin (``enrs clients create NAME --mllp-sender OID --authority
+OID``), known by MSH-4 as an OID (its universal id, or the OID of its FINESS), with SMART
+scopes (ADT writes need ``system/Patient.cu``, QBP^Q23 ``system/Patient.s``) and the assigning
+authorities whose identities they may write: every facility identifier of every PID-3 and
+MRG-1 of a message must be one of them. With no sender registered, every message is refused.
+Refusing an unknown sender or a type it may not send is ``AR``: HL7 v2.5 (2.9.2, original
+mode) rejects a message the receiver does not accept for reasons unrelated to its content, as
+for an unsupported type or version; the sender's interface holds it until the admin registers
+it, then resends. An identifier outside the sender's authorities is an error in the content
+(``AE``): that message must not be resent unchanged, the sender's next messages go through.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ import logging
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, MutableSequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -31,6 +46,8 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from enrs.accounts import service as accounts_service
+from enrs.accounts.service import FeederGrant
 from enrs.identity import merges, pam
 from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
@@ -40,7 +57,7 @@ from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.errors import Conflict, EnrsError, NotFound
-from enrs.kit.hl7v2 import STANDARD, Message, V2Error, build_response
+from enrs.kit.hl7v2 import STANDARD, Message, Segment, V2Error, build_response
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.listeners import Listener, SqliteWriters, run_group
 from enrs.kit.mllp import Balancer, Limits, MLLPServer, bind
@@ -50,6 +67,7 @@ from enrs.settings import Settings
 log = logging.getLogger(__name__)
 
 RSP_K23 = "RSP^K23^RSP_K23"
+SENDER_TTL = 5.0  # seconds a listener process keeps a sender's registration
 _Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
 
@@ -116,19 +134,51 @@ ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
 }
 
 
+class Senders:
+    """The registered MLLP senders, by MSH-4 OID, as one listener process sees them: each
+    registration (or its absence) is read from the accounts service at most once per ``ttl``
+    seconds, so that hundreds of messages a second cost no look-up, and a revocation or a new
+    registration applies within ``ttl`` seconds (plus the message being handled)."""
+
+    def __init__(self, db: Database, *, ttl: float = SENDER_TTL, size: int = 1024) -> None:
+        self.db, self.ttl, self.size = db, ttl, size
+        self._known: dict[str, tuple[float, FeederGrant | None]] = {}
+        self._lock = threading.Lock()
+
+    def grant(self, sender_oid: str) -> FeederGrant | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._known.get(sender_oid)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.db.transaction(write=False) as session:
+            grant = accounts_service.mllp_sender_grant(session, sender_oid)
+        with self._lock:
+            if len(self._known) >= self.size:  # unknown MSH-4s must not grow it without end
+                self._known.clear()
+            self._known[sender_oid] = (now + self.ttl, grant)
+        return grant
+
+
 class IdentityFeed:
     """The MLLP handler: one HL7 v2 message in, its acknowledgement out.
 
     Each message is one unit of work (:mod:`enrs.kit.unit_of_work`): a write commits its audit
     entries with it; a query or a refusal has them written after, through ``audit`` (a thread
     writing them in batches). On SQLite the writers of the listener's threads and processes
-    take turns (:class:`~enrs.kit.listeners.SqliteWriters`)."""
+    take turns (:class:`~enrs.kit.listeners.SqliteWriters`). Senders' registrations are read
+    through ``senders`` (:class:`Senders`)."""
 
     def __init__(
-        self, db: Database, matcher: Matcher, audit: AuditWriter, *, authorities: str = ""
+        self,
+        db: Database,
+        matcher: Matcher,
+        audit: AuditWriter,
+        *,
+        sender_ttl: float = SENDER_TTL,
     ) -> None:
         self.db, self.matcher, self.audit = db, matcher, audit
-        self.authorities = frozenset(a.strip() for a in authorities.split(",") if a.strip())
+        self.senders = Senders(db, ttl=sender_ttl)
         self._writers = SqliteWriters(db) if db.is_sqlite else None
         if self._writers is not None:
             self._writers.start_checkpoints()
@@ -184,6 +234,7 @@ class IdentityFeed:
         try:
             self._check_header(msg, sender)
             prepare, writes = self._route(msg)
+            self._check_sender(msg, sender, writes)
             work = prepare(self.matcher, msg, sender)
         except Exception as exc:
             return self._refusal(msg, exc)
@@ -249,12 +300,45 @@ class IdentityFeed:
             raise V2Error(101, "MSH-9.2 (trigger event) is required", location="MSH^1^9^1^2")
         if not msh.get(12).startswith("2."):
             raise V2Error(203, f"version {msh.get(12)!r} not supported", location="MSH^1^12")
-        if self.authorities and not ({msh.get(4, 2), sender.facility_oid} & self.authorities):
+        self._grant(msg, sender)
+
+    def _grant(self, msg: Message, sender: Sender) -> FeederGrant:
+        """The registration of the message's sender (MSH-4), else AR 103."""
+        grant = self.senders.grant(sender.facility_oid) if sender.facility_oid else None
+        if grant is None:
+            known = f"OID {sender.facility_oid}" if sender.facility_oid else "no OID or FINESS"
             raise V2Error(
                 103,
-                f"sending facility {msh.standard(4)!r} is not allowed on this server",
+                f"sending facility {sender.facility or '(none)'} ({known}) is not registered "
+                "on this server",
                 location="MSH^1^4",
             )
+        return grant
+
+    def _check_sender(self, msg: Message, sender: Sender, writes: bool) -> None:
+        """The sender may send this type of message (AR 200) and, for a write, every facility
+        identifier of every PID-3 and MRG-1 is of an authority registered for it (AE 103)."""
+        grant = self._grant(msg, sender)
+        needed = "cu" if writes else "s"
+        if not all(grant.can("Patient", letter) for letter in needed):
+            raise V2Error(
+                200,
+                f"sender {sender.facility_oid} is not registered for {msg.message_type}^"
+                f"{msg.event} (scope system/Patient.{needed} required)",
+                location="MSH^1^9",
+            )
+        if not writes:
+            return
+        for where, authority in _written_authorities(msg):
+            if not grant.may_write(authority):
+                name, _, field = where.split("^")
+                raise V2Error(
+                    103,
+                    f"{name}-{field}: sender {sender.facility_oid} may not write identities of "
+                    f"the assigning authority {authority}",
+                    ack="AE",
+                    location=where,
+                )
 
     @staticmethod
     def _route(msg: Message) -> tuple[Prepare, bool]:
@@ -299,6 +383,30 @@ class IdentityFeed:
         ] or [template]
 
 
+def _written_authorities(msg: Message) -> list[tuple[str, str]]:
+    """(ERR location, authority) of each facility identifier of the message's PID-3 and
+    MRG-1, in every PID/MRG group: every identifier but the INS and the regional id, whose
+    assigning authority can be read (one that cannot is refused by the handler)."""
+    out: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for seg in msg.segments:
+        if seg.name not in ("PID", "MRG"):
+            continue
+        seen[seg.name] = seen.get(seg.name, 0) + 1
+        field = 3 if seg.name == "PID" else 1
+        where = f"{seg.name}^{seen[seg.name]}^{field}"
+        out += [(where, a) for a in _facility_authorities(seg, field)]
+    return out
+
+
+def _facility_authorities(seg: Segment, field: int) -> list[str]:
+    return [
+        cx.authority
+        for cx in identifiers(seg, field)
+        if cx.authority is not None and not cx.is_ins and cx.type_code not in ("INS-C", "RRI")
+    ]
+
+
 # --------------------------------------------------------------------------- the listener
 
 
@@ -316,7 +424,7 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
     # share the load (SQLite's writers take turns anyway), and no thread handoff or contention
     # for the GIL slows a message.
     audit = AuditWriter(db)
-    feed = IdentityFeed(db, matcher, audit, authorities=settings.mllp_authorities)
+    feed = IdentityFeed(db, matcher, audit)
     server = MLLPServer(
         feed, host=settings.mllp_host, sock=sock, balancer=balancer, limits=Limits(workers=0)
     )
