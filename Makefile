@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OIDC_NODE := tests/oidc_provider/node_modules/.package-lock.json
 PG_ADMIN_URL ?= $(or $(ENRS_TEST_DATABASE_URL),postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
-SRC := src tests bench migrations
+SRC := src tests bench
 CONSTRAINTS := constraints.txt
 
 .PHONY: run test lint typecheck test-sqlite test-postgresql test-deps install constraints clean

@@ -89,3 +89,62 @@ def test_test_clients_are_dev_dependencies_only() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add((node.module.split(".")[0], path.name))
     assert {(m, f) for m, f in imported if m in DEV_ONLY} == set()
+
+
+def test_a_wheel_installed_elsewhere_migrates(tmp_path: Path) -> None:
+    """`pip install .` or a wheel has no repository around it: the migrations are in it."""
+    tree = tmp_path / "tree"  # a copy: building in the work tree would leave build/ there
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns(*BUILD_LITTER))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(tree), "-w", str(dist)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("enrs-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    database = tmp_path / "wheel.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+    env.update(
+        PYTHONPATH=str(site),
+        ENRS_DATA_DIR=str(tmp_path / "var"),
+        ENRS_DATABASE_URL=f"sqlite:///{database}",
+    )
+    where = subprocess.run(
+        [sys.executable, "-c", "import enrs; print(enrs.__file__)"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(site)  # the wheel's code, not the tree's
+    done = subprocess.run(
+        [sys.executable, "-m", "enrs", "migrate"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()
+    assert version == _head_revision()
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from enrs.kit.migrate import alembic_config
+
+    return str(ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head())
