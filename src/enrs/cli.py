@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from enrs.settings import PLACEHOLDER_OID_ROOT, Settings
+from enrs.settings import PLACEHOLDER_OID_ROOT, Settings, redacted_url
 
 
 def _settings() -> Settings:
@@ -66,7 +66,7 @@ def migrate() -> None:
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_head(settings.database_url)
-    click.echo(f"database at head: {settings.database_url.split('@')[-1]}")
+    click.echo(f"database at head: {redacted_url(settings.database_url)}")
 
 
 @main.group()

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from tests.support.live_server import enrs_command
 
 from enrs.kit.db import Database
@@ -118,3 +119,22 @@ def test_keys_rotate_rewraps_blobs(tmp_path: Path, database_url: str) -> None:
     ]
     signing = json.loads(_run(env, "keys", "rotate-signing").stdout)
     assert signing["alg"] == "ES256"
+
+
+SECRET = "pw-never-shown-42"
+
+
+def test_migrate_never_prints_the_database_password(tmp_path: Path, database_url: str) -> None:
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password=SECRET)  # the test server trusts local connections: accepted
+    shown = url.render_as_string(hide_password=True)
+    env = _env(tmp_path, url.render_as_string(hide_password=False))
+    done = _run(env, "migrate")
+    assert done.stdout.strip() == f"database at head: {shown}"
+    assert SECRET not in done.stdout + done.stderr
+    # A server that cannot be reached: the error does not show the password either.
+    unreachable = f"postgresql+psycopg://enrs:{SECRET}@127.0.0.1:1/enrs"
+    failed = _run({**env, "ENRS_DATABASE_URL": unreachable}, "migrate", check=False)
+    assert failed.returncode != 0 and "127.0.0.1" in failed.stderr
+    assert SECRET not in failed.stdout + failed.stderr
