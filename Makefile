@@ -23,7 +23,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/enrs migrate
 	$(BIN)/enrs demo load
-	$(BIN)/enrs serve
+	$(BIN)/enrs serve --dev
 
 ## make test: lint, type-check, the whole suite on SQLite then on PostgreSQL
 test: lint typecheck test-sqlite test-postgresql
