@@ -16,9 +16,12 @@ from enrs.settings import Settings
 
 
 def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``enrs ARGS`` with only the variables of ``env``, in the data dir's parent (no .env)."""
+    cwd = Path(env["ENRS_DATA_DIR"]).parent
     return subprocess.run(
         enrs_command(*args),
         env={**env, "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=check,
