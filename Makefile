@@ -54,7 +54,7 @@ test-postgresql: test-deps
 
 ## make constraints: re-resolve the newest versions pyproject.toml allows, pin them all
 constraints:
-	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" build' EXIT && \
 	$(PYTHON) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/pip" install -q --upgrade pip && \
 	"$$tmp/venv/bin/pip" install -q '.[dev]' && \
