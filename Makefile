@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OIDC_NODE := tests/oidc_provider/node_modules/.package-lock.json
 PG_ADMIN_URL ?= $(or $(ENRS_TEST_DATABASE_URL),postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
-SRC := src tests bench migrations
+SRC := src tests bench
+CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint typecheck test-sqlite test-postgresql test-deps install clean
+.PHONY: run test lint typecheck test-sqlite test-postgresql test-deps install constraints clean
 
-$(STAMP): pyproject.toml
+# The versions CI tests, pinned in constraints.txt: a fresh clone installs exactly those.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +23,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/enrs migrate
 	$(BIN)/enrs demo load
-	$(BIN)/enrs serve
+	$(BIN)/enrs serve --dev
 
 ## make test: lint, type-check, the whole suite on SQLite then on PostgreSQL
 test: lint typecheck test-sqlite test-postgresql
@@ -49,6 +51,15 @@ test-postgresql: test-deps
 	@$(BIN)/python -c "import sqlalchemy as s; s.create_engine('$(PG_ADMIN_URL)').connect().close()" 2>/dev/null || { \
 	  echo "PostgreSQL is not reachable at $(PG_ADMIN_URL): start it or set ENRS_TEST_DATABASE_URL"; exit 1; }
 	ENRS_TEST_BACKEND=postgresql ENRS_TEST_DATABASE_URL='$(PG_ADMIN_URL)' $(BIN)/pytest
+
+## make constraints: re-resolve the newest versions pyproject.toml allows, pin them all
+constraints:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" build' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install -q --upgrade pip && \
+	"$$tmp/venv/bin/pip" install -q '.[dev]' && \
+	{ grep "^#" $(CONSTRAINTS); "$$tmp/venv/bin/pip" freeze --exclude enrs; } > "$$tmp/new" && \
+	mv "$$tmp/new" $(CONSTRAINTS) && echo "$(CONSTRAINTS) regenerated: review git diff, then make install"
 
 clean:
 	rm -rf $(VENV) tests/oidc_provider/node_modules .mypy_cache .ruff_cache .pytest_cache

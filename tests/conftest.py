@@ -1,6 +1,10 @@
 """Test fixtures: a fresh database per test, built by the Alembic migrations, on SQLite or on a
 real PostgreSQL server (``ENRS_TEST_BACKEND=postgresql``; the server is the local one, or
-``ENRS_TEST_DATABASE_URL``). Each test gets a copy of a migrated template database."""
+``ENRS_TEST_DATABASE_URL``). Each test gets a copy of a migrated template database.
+
+The suite does not read the developer's configuration: the ``ENRS_*`` variables (but the two
+above) are removed and the tests run in an empty folder, so no ``.env`` is read, by the tests
+or by the ``enrs`` commands they start."""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -22,12 +26,26 @@ from enrs.app import create_app
 from enrs.kit.db import Database
 from enrs.kit.migrate import upgrade_head
 from enrs.settings import Settings
-from tests.support.browser import CHROMIUM_ARGS, chromium_path
+
+if TYPE_CHECKING:  # Playwright is imported only when a browser test runs
+    from playwright.sync_api import Browser
 
 BACKEND = os.environ.get("ENRS_TEST_BACKEND", "sqlite")
 PG_ADMIN_URL = os.environ.get(
     "ENRS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+TEST_CONTROL = frozenset({"ENRS_TEST_BACKEND", "ENRS_TEST_DATABASE_URL"})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_from_the_developer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No ``ENRS_*`` variable but the test controls, and an empty working folder (no ``.env``)
+    for the whole session; subprocesses inherit both."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("ENRS_") and n not in TEST_CONTROL]:
+            patch.delenv(name)
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
 
 
 def _pg_admin() -> object:
@@ -77,6 +95,7 @@ def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
+        _env_file=None,  # no .env, whatever the working folder
         data_dir=tmp_path / "var",
         database_url=database_url,
         base_url="http://testserver",
@@ -155,6 +174,10 @@ def factory(db: Database, client: TestClient) -> Factory:
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     """Playwright driving Debian's Chromium (installed by `make test`)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import CHROMIUM_ARGS, chromium_path
+
     with sync_playwright() as pw:
         instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield instance

@@ -33,7 +33,7 @@ from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
-from enrs.system import audit_endpoints, fhir_endpoints
+from enrs.system import api_docs, audit_endpoints, fhir_endpoints
 from enrs.system import endpoints as system_endpoints
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Espace Numérique Régional de Santé",
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        docs_url=None,  # served by system.api_docs: open in development, behind a login otherwise
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
     app.include_router(system_endpoints.router)
+    app.include_router(api_docs.router)
     app.include_router(accounts_endpoints.router)
     app.include_router(fhir_endpoints.router)
     app.include_router(audit_endpoints.router)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from enrs.settings import PLACEHOLDER_OID_ROOT, Settings
+from enrs.settings import PLACEHOLDER_OID_ROOT, Settings, redacted_url
 
 if TYPE_CHECKING:
     from enrs.accounts.service import Registration
@@ -34,23 +34,40 @@ def main() -> None:
 @click.option("--host", help="HTTP listen address (ENRS_HTTP_HOST)")
 @click.option("--port", type=int, help="HTTP port (ENRS_HTTP_PORT)")
 @click.option("--workers", type=int, help="HTTP worker processes (ENRS_HTTP_WORKERS)")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Start every listener of the platform (HTTP now; MLLP, DICOM, SMTP later)."""
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Development mode (ENRS_DEV): placeholder OID root, test INS and open /docs allowed",
+)
+def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
+    """Start every listener of the platform (HTTP now; MLLP, DICOM, SMTP later).
+
+    A production start (without --dev) refuses the placeholder OID root: exit status 2."""
     from enrs.app import listeners
     from enrs.kit.listeners import supervise
 
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"ENRS_HTTP_{name}"] = str(value)
+    if dev:
+        os.environ["ENRS_DEV"] = "true"  # the listeners' processes read their settings again
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _prepare_keys(settings)
     if settings.oid_root == PLACEHOLDER_OID_ROOT:
+        if not settings.dev:
+            click.echo(
+                f"error: ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}: set the "
+                "region's registered OID arc (identifiers given out carry it), or start with "
+                "--dev for development",
+                err=True,
+            )
+            sys.exit(2)
         click.echo(
-            f"warning: ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}; set the "
-            "region's registered OID arc before real identities are stored",
+            f"warning: ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT} (development "
+            "mode); set the region's registered OID arc before real identities are stored",
             err=True,
         )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_keys(settings)
     sys.exit(supervise(listeners(settings), settings))
 
 
@@ -70,7 +87,7 @@ def migrate() -> None:
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_head(settings.database_url)
-    click.echo(f"database at head: {settings.database_url.split('@')[-1]}")
+    click.echo(f"database at head: {redacted_url(settings.database_url)}")
 
 
 @main.group()

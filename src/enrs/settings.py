@@ -6,11 +6,14 @@ Built once at start-up (``Settings()``) and passed explicitly; never created at 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # Not a registered arc: set ENRS_OID_ROOT to the region's own before the first identity.
 PLACEHOLDER_OID_ROOT = "1.2.250.1.999"
@@ -43,10 +46,12 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("enrs", description="S3 bucket")
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_access_key_id: str = Field("", description="S3 access key id")
-    s3_secret_access_key: str = Field("", description="S3 secret access key")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret access key")
     oidc_issuer: str = Field("", description="External OIDC provider (e.g. Pro Santé Connect)")
     oidc_client_id: str = Field("", description="Client id at the external provider")
-    oidc_client_secret: str = Field("", description="Client secret at the external provider")
+    oidc_client_secret: SecretStr = Field(
+        SecretStr(""), description="Client secret at the external provider"
+    )
     oidc_scopes: str = Field("openid profile", description="Scopes asked of the provider")
     oidc_rpps_claim: str = Field("SubjectNameID", description="Claim holding the RPPS number")
     oidc_display_name: str = Field("Pro Santé Connect", description="Label of the login button")
@@ -62,6 +67,9 @@ class Settings(BaseSettings):
         description="The region's OID arc: RRI authority {root}.1, FINESS-derived {root}.2.*",
     )
     log_level: str = Field("info", description="Log level")
+    dev: bool = Field(
+        False, description="Development mode: placeholder OID root, test INS and open /docs allowed"
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
@@ -78,6 +86,12 @@ class Settings(BaseSettings):
         if self.master_key_file is None:
             self.master_key_file = self.keys_dir / "master-keys.json"
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """``repr()`` and ``str()`` with the database password hidden (SecretStr hides the
+        other secrets)."""
+        for name, value in super().__repr_args__():
+            yield name, redacted_url(value) if name == "database_url" else value
 
     @property
     def keys_path(self) -> Path:
@@ -106,3 +120,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit to print or log: a password in it replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can read: keep only what follows the "@"
+        return url.rpartition("@")[2]

@@ -46,8 +46,13 @@ def live_server(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
+    dev: bool = True,
 ) -> Iterator[LiveServer]:
-    """Start ``enrs serve`` and wait until ``/healthz`` answers; stop it with SIGTERM."""
+    """Start ``enrs serve`` and wait until ``/healthz`` answers; stop it with SIGTERM.
+
+    ``dev``: development mode (``--dev``: the placeholder OID root and test INS accepted, /docs
+    open); a production start needs ``ENRS_OID_ROOT`` in ``extra_env``. The server runs in
+    ``data_dir`` with no ``ENRS_*`` variable but those given: no developer's ``.env`` is read."""
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
@@ -65,7 +70,8 @@ def live_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "serve.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(enrs_command("serve"), env=env, stdout=log, stderr=log)
+        command = enrs_command("serve", *(["--dev"] if dev else []))
+        proc = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=log)
     server = LiveServer(base_url, proc, log_path)
     try:
         deadline = time.monotonic() + 30

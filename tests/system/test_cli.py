@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from tests.support.live_server import enrs_command
 
 from enrs.kit.db import Database
@@ -15,9 +16,12 @@ from enrs.settings import Settings
 
 
 def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``enrs ARGS`` with only the variables of ``env``, in the data dir's parent (no .env)."""
+    cwd = Path(env["ENRS_DATA_DIR"]).parent
     return subprocess.run(
         enrs_command(*args),
         env={**env, "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=check,
@@ -175,3 +179,20 @@ def test_demo_load_registers_its_feeders(tmp_path: Path, database_url: str) -> N
     assert first == _run(env, "demo", "load").stdout  # idempotent
     listed = sorted(line.split("\t")[0] for line in _run(env, "clients", "list").stdout.split("\n"))
     assert [kind for kind in listed if kind] == ["mllp", "system"]
+SECRET = "pw-never-shown-42"
+
+
+def test_migrate_never_prints_the_database_password(tmp_path: Path, database_url: str) -> None:
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password=SECRET)  # the test server trusts local connections: accepted
+    shown = url.render_as_string(hide_password=True)
+    env = _env(tmp_path, url.render_as_string(hide_password=False))
+    done = _run(env, "migrate")
+    assert done.stdout.strip() == f"database at head: {shown}"
+    assert SECRET not in done.stdout + done.stderr
+    # A server that cannot be reached: the error does not show the password either.
+    unreachable = f"postgresql+psycopg://enrs:{SECRET}@127.0.0.1:1/enrs"
+    failed = _run({**env, "ENRS_DATABASE_URL": unreachable}, "migrate", check=False)
+    assert failed.returncode != 0 and "127.0.0.1" in failed.stderr
+    assert SECRET not in failed.stdout + failed.stderr

@@ -8,10 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from tests.support.live_server import enrs_command, live_server
+from sqlalchemy.engine import make_url
+from tests.support.live_server import enrs_command, free_port, live_server
 
 from enrs.kit.audit import verify_chain
 from enrs.kit.db import Database
+from enrs.settings import PLACEHOLDER_OID_ROOT
+
+SECRET = "pw-never-logged-42"
 
 
 def _children(pid: int) -> set[int]:
@@ -28,6 +32,7 @@ def test_two_workers_share_the_database_and_keys(tmp_path: Path, database_url: s
     created = subprocess.run(
         enrs_command("clients", "create", "Load DPI", "--scope", "system/AuditEvent.rs"),
         env={**env, "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
@@ -56,3 +61,53 @@ def test_two_workers_share_the_database_and_keys(tmp_path: Path, database_url: s
     report = verify_chain(db)
     db.dispose()
     assert report.ok and report.checked == 80
+
+
+def _production_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return {
+        "ENRS_DATA_DIR": str(tmp_path / "var"),
+        "ENRS_DATABASE_URL": database_url,
+        "ENRS_HTTP_PORT": str(free_port()),
+        "ENRS_MLLP_PORT": "0",
+        "PATH": "/usr/bin:/bin",
+    }
+
+
+def test_production_start_refuses_the_placeholder_oid_root(
+    tmp_path: Path, database_url: str
+) -> None:
+    refused = subprocess.run(
+        enrs_command("serve"),
+        env=_production_env(tmp_path, database_url),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert f"ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}" in refused.stderr
+    assert "--dev" in refused.stderr
+    assert not (tmp_path / "var" / "keys").exists()  # refused before preparing anything
+
+
+def test_production_and_development_starts(tmp_path: Path, database_url: str) -> None:
+    """With the region's root, production: /docs behind a login, secrets kept out of the log
+    (at debug level). With --dev: the placeholder accepted with a warning, /docs open."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password=SECRET)  # the test server trusts local connections
+    secrets = {"ENRS_OIDC_CLIENT_SECRET": SECRET + "-oidc", "ENRS_S3_SECRET_ACCESS_KEY": SECRET}
+    with live_server(
+        data_dir=tmp_path / "prod",
+        database_url=url.render_as_string(hide_password=False),
+        dev=False,
+        extra_env={"ENRS_OID_ROOT": "1.2.250.1.71.9", "ENRS_LOG_LEVEL": "debug", **secrets},
+    ) as server:
+        assert httpx.get(f"{server.base_url}/docs").status_code == 401
+        assert httpx.get(f"{server.base_url}/openapi.json").status_code == 401
+        assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+    assert "placeholder" not in server.log() and SECRET not in server.log()
+    with live_server(data_dir=tmp_path / "dev", database_url=database_url) as server:
+        assert httpx.get(f"{server.base_url}/docs").status_code == 200
+        assert httpx.get(f"{server.base_url}/openapi.json").json()["info"]["title"] == "ENRS"
+    assert f"ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}" in server.log()

@@ -1,4 +1,7 @@
-"""Run the Alembic migrations (the only way the schema is built, in tests too)."""
+"""Run the Alembic migrations (the only way the schema is built, in tests too).
+
+The migrations are package data (``enrs/migrations``): an installed wheel migrates as the work
+tree does."""
 
 from __future__ import annotations
 
@@ -11,8 +14,7 @@ import enrs
 
 
 def migrations_dir() -> Path:
-    root = Path(enrs.__file__).resolve().parents[2]
-    folder = root / "migrations"
+    folder = Path(enrs.__file__).resolve().parent / "migrations"
     if not (folder / "env.py").is_file():
         raise RuntimeError(f"Alembic migrations not found at {folder}")
     return folder

@@ -191,7 +191,7 @@ def _oidc_client(request: Request) -> oidc_rp.OidcClient:
         config = oidc_rp.OidcConfig(
             issuer=settings.oidc_issuer,
             client_id=settings.oidc_client_id,
-            client_secret=settings.oidc_client_secret,
+            client_secret=settings.oidc_client_secret.get_secret_value(),
             redirect_uri=f"{settings.base_url}/auth/oidc/callback",
             scopes=settings.oidc_scopes,
             rpps_claim=settings.oidc_rpps_claim,

@@ -62,7 +62,7 @@ class S3BlobStorage(BlobStorage):
             endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region,
             aws_access_key_id=settings.s3_access_key_id or None,
-            aws_secret_access_key=settings.s3_secret_access_key or None,
+            aws_secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
             config=Config(
                 s3={"addressing_style": "path"},
                 signature_version="s3v4",
