@@ -179,6 +179,8 @@ def test_demo_load_registers_its_feeders(tmp_path: Path, database_url: str) -> N
     assert first == _run(env, "demo", "load").stdout  # idempotent
     listed = sorted(line.split("\t")[0] for line in _run(env, "clients", "list").stdout.split("\n"))
     assert [kind for kind in listed if kind] == ["mllp", "system"]
+
+
 SECRET = "pw-never-shown-42"
 
 
