@@ -13,42 +13,29 @@ import duckdb
 import pyarrow as pa
 from sqlalchemy import select
 
+from enrs.identity.matching.definition import COLUMNS
 from enrs.identity.matching.sql_levels import frame_query
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.db import Database
 
 S = SourceIdentity
 
+_ARROW = {"text": pa.string(), "date": pa.date32()}
+
+# The definition's registry columns, read from their SourceIdentity attribute (the name a
+# stored row gives them), between the identity's ids and the columns the jobs keep.
 _RAW = pa.schema(
     [
         ("id", pa.int64()),
         ("patient_id", pa.int64()),
-        ("birth_name", pa.string()),
-        ("used_name", pa.string()),
-        ("given", pa.string()),
-        ("birth_date", pa.date32()),
-        ("sex", pa.string()),
-        ("birth_place", pa.string()),
-        ("postal_code", pa.string()),
+        *((c.name, _ARROW[c.kind]) for c in COLUMNS),
         ("ins", pa.string()),
         ("attributes", pa.string()),
     ]
 )
 
 _SELECT = (
-    select(
-        S.id,
-        S.patient_id,
-        S.n_birth_name,
-        S.n_used_name,
-        S.n_given_names,
-        S.birth_date,
-        S.sex,
-        S.birth_place,
-        S.postal_code,
-        S.ins,
-        S.attributes,
-    )
+    select(S.id, S.patient_id, *(getattr(S, c.row) for c in COLUMNS), S.ins, S.attributes)
     .join(RegionalPatient, RegionalPatient.id == S.patient_id)
     .where(S.active.is_(True), RegionalPatient.active.is_(True))
     .order_by(S.id)

@@ -97,10 +97,15 @@ class Feature(Expr):
 @dataclass(frozen=True, eq=False)
 class Column(Feature):
     """A normalised column of the registry. ``row``: its attribute on a stored row
-    (``repository.Candidate``); ``text``: a string, ``''`` when missing (else a nullable date)."""
+    (``repository.Candidate``, the name ``SourceIdentity`` gives it); ``kind``: ``text`` (a
+    string, ``''`` when missing) or ``date`` (NULL when missing)."""
 
     row: str = ""
-    text: bool = True
+    kind: Literal["text", "date"] = "text"
+
+    @property
+    def text(self) -> bool:
+        return self.kind == "text"
 
     @property
     def nullable(self) -> bool:
@@ -205,11 +210,11 @@ def _call(op: Op, *args: Expr | Value) -> Call:
 
 
 def text_column(name: str, row: str) -> Column:
-    return Column(name, row=row, text=True)
+    return Column(name, row=row, kind="text")
 
 
 def date_column(name: str, row: str) -> Column:
-    return Column(name, row=row, text=False)
+    return Column(name, row=row, kind="date")
 
 
 def derived(name: str, expr: Expr, *, frame: bool = False) -> Derived:
