@@ -1,5 +1,6 @@
-"""The SQL levels Splink runs (bulk jobs) and the Python levels real-time matching runs must
-agree, pair by pair: same label for every comparison, same total weight."""
+"""The SQL levels Splink runs (bulk jobs) and the Python scorer real-time matching runs, both
+rendered from ``matching/definition.py``, must agree pair by pair: same label for every
+comparison, same total weight."""
 
 from __future__ import annotations
 
@@ -44,9 +45,7 @@ def _row(
         n_name,
         n_used,
         "|".join(n_given),
-        n_given[0] if n_given else "",
         born,
-        born.year if born else None,
         sex,
         place,
         postal,
@@ -143,10 +142,11 @@ def _stored(t: Traits) -> Candidate:
     )
 
 
-def test_the_fast_probe_scores_as_the_level_functions_both_ways(
+def test_score_rows_scores_as_score_both_ways(
     scored: list[tuple[dict[str, str], float, Traits, Traits]],
 ) -> None:
-    """``score_rows`` (real time, :class:`Probe`) gives what ``score`` gives, on every pair."""
+    """``score_rows`` (real time: stored rows, the probe's side worked out once) gives what
+    ``score`` (two ``Traits``) gives, on every pair."""
     matcher = EmbeddedMatcher(MODEL)
     seen = Counter()
     for _, _, a, b in scored:

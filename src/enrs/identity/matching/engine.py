@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from enrs.identity.matching.compare import LEVELS, PairScore, Traits
+from enrs.identity.matching.compare import PairScore, Traits
 from enrs.identity.matching.model import MatchModel
-from enrs.identity.matching.probe import Probe, Stored, traits_of_row
+from enrs.identity.matching.scorer import Stored, compile_scorer, row_of
 
 __all__ = ["EmbeddedMatcher", "Matcher", "PairScore", "ReloadingMatcher", "matcher_for"]
 
@@ -29,59 +29,22 @@ class Matcher(Protocol):
 
 
 class EmbeddedMatcher:
-    """Fellegi–Sunter scoring in process, with the family/given-name swap tried too."""
+    """Fellegi–Sunter scoring in process: the levels of ``definition.py`` with the model's
+    weights, compiled into one Python function (``scorer.py``) when the model is loaded."""
 
     def __init__(self, model: MatchModel) -> None:
         self.model = model
-        self._weights = {
-            comp.name: {lvl.label: lvl.weight for lvl in comp.levels} for comp in model.comparisons
-        }
-        unknown = set(self._weights) - set(LEVELS)
-        if unknown:
-            raise ValueError(f"the model names comparisons the engine lacks: {sorted(unknown)}")
-        self._plan = [(name, LEVELS[name], weights) for name, weights in self._weights.items()]
-        self._requires = list(model.auto_link_requires.items())
-        self._probe_ok = set(self._weights) == set(LEVELS) and all(
-            "swapped" in self._weights[n] and "exact" in self._weights[n] for n in ("name", "given")
-        )
-
-    def _direct(self, a: Traits, b: Traits) -> PairScore:
-        levels: dict[str, str] = {}
-        weight = 0.0
-        for name, level_of, weights in self._plan:
-            label = levels[name] = level_of(a, b)
-            weight += weights[label]
-        allowed = all(levels.get(name) in labels for name, labels in self._requires)
-        return PairScore(weight, levels, allowed)
+        self._prepare = compile_scorer(model)
 
     def score(self, a: Traits, b: Traits) -> PairScore:
-        direct = self._direct(a, b)
-        # The swap can only reach "exact" names when a's first name is b's birth name.
-        if direct.levels["name"] == "exact" or a.first_given != b.birth_name:
-            return direct
-        swapped = self._direct(a.swapped(), b)
-        if swapped.levels["name"] == "exact" and swapped.levels["given"] == "exact":
-            levels = {**swapped.levels, "name": "swapped", "given": "swapped"}
-            weight = (
-                swapped.weight
-                - (self._weights["name"]["exact"] + self._weights["given"]["exact"])
-                + self._weights["name"]["swapped"]
-                + self._weights["given"]["swapped"]
-            )
-            allowed = all(levels.get(n) in labels for n, labels in self._requires)
-            return PairScore(weight, levels, allowed)
-        return direct
+        return self._prepare(row_of(a))(row_of(b))
 
     def score_rows(self, a: Traits, rows: Sequence[Stored]) -> list[PairScore]:
-        """``a`` scored against each stored identity of ``rows``: what :meth:`score` gives,
-        through a :class:`~enrs.identity.matching.probe.Probe` when the model has every
-        comparison the probe knows."""
+        """``a`` scored against each stored identity of ``rows`` (what :meth:`score` gives),
+        ``a``'s side of every level worked out once."""
         if not rows:
             return []
-        if self._probe_ok:
-            probe = Probe(a, self._weights, self.model.auto_link_requires)
-            return [probe.score(row) for row in rows]
-        return [self.score(a, traits_of_row(row)) for row in rows]
+        return list(map(self._prepare(row_of(a)), rows))
 
 
 class ReloadingMatcher:
