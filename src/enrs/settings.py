@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="The region's OID arc: RRI authority {root}.1, FINESS-derived {root}.2.*",
     )
     log_level: str = Field("info", description="Log level")
+    dev: bool = Field(
+        False, description="Development mode: placeholder OID root, test INS and open /docs allowed"
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
