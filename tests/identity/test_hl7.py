@@ -20,10 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from tests.support.live_server import free_port, live_server
 
 from enrs.identity import pam, repository
+from enrs.identity.config import IdentityConfig
 from enrs.identity.hl7 import IdentityFeed
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
-from enrs.identity.merges import RRI_AUTHORITY
 from enrs.identity.models import (
     IdentityLink,
     RegionalPatient,
@@ -37,6 +37,10 @@ from enrs.kit.db import Database
 from enrs.kit.events import read_events
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
+from enrs.settings import PLACEHOLDER_OID_ROOT
+
+CONFIG = IdentityConfig(PLACEHOLDER_OID_ROOT)  # as the test settings: not in development
+RRI_AUTHORITY = CONFIG.rri_authority
 
 CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
 ANS_EXAMPLE = (
@@ -129,10 +133,13 @@ class Feed:
 
 
 @contextmanager
-def feed_server(database_url: str, authorities: str = "") -> Iterator[Feed]:
+def feed_server(
+    database_url: str, authorities: str = "", config: IdentityConfig = CONFIG
+) -> Iterator[Feed]:
     db = Database(database_url)
     audit = AuditWriter(db)
-    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, authorities=authorities)
+    matcher = EmbeddedMatcher(MatchModel.load())
+    handler = IdentityFeed(db, matcher, audit, config=config, authorities=authorities)
     server = MLLPServer(handler, host="127.0.0.1", port=0, limits=Limits(idle_timeout=10))
     loop, started, stop = asyncio.new_event_loop(), threading.Event(), asyncio.Event()
 
@@ -179,7 +186,8 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> None:
     port, region = free_port(), "1.2.250.1.71.9"  # the region's own arc (ENRS_OID_ROOT)
-    env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region}
+    # ENRS_DEV: the ANS example carries a test INS (OID 1.2.250.1.213.1.4.10).
+    env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region, "ENRS_DEV": "true"}
     with live_server(data_dir=tmp_path / "var", database_url=database_url, extra_env=env) as server:
         wait_for_port(port)
         with MLLPClient("127.0.0.1", port) as client:
@@ -194,7 +202,7 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
             pix = parsed(client.send_message(query))
     assert "Traceback" not in server.log()  # stopped cleanly by SIGTERM
     assert code(pix) == "AA" and pix["QAK.F2"] == "OK"
-    assert "000003" in str(pix.segment("PID")[3])
+    assert "000003" not in str(pix.segment("PID")[3])  # the queried identifier (ITI-9)
     assert f"^^^ENRS&{region}.1&ISO^RRI" in str(pix.segment("PID")[3])
     assert "279035121518989" not in str(pix.segment("PID")[3])  # VALI: the INS is not shared
     db = Database(database_url)
@@ -255,9 +263,8 @@ def test_second_facility_is_linked_and_pix_query_lists_both(feed: Feed) -> None:
     ids = {(str(r[0]), str(r[3][1]), str(r[4])) for r in answer.segment("PID")[3]}
     with feed.db.transaction() as session:
         rri = session.get(RegionalPatient, a.patient_id).rri  # type: ignore[union-attr]
-    assert ids == {
+    assert ids == {  # not the queried identifier CLINIC|A9 (ITI-9 3.9.4.2.2.6)
         ("100", CHU, "PI"),
-        ("A9", CLINIC, "PI"),
         (rri, RRI_AUTHORITY, "RRI"),
         ("261049720912388", "1.2.250.1.213.1.4.8", "INS"),  # a qualified identity
     }
@@ -396,10 +403,10 @@ def test_identity_created_after_the_read_ahead_is_updated_on_the_retry(database_
     # ahead finds no identity CHU|7; before the turn, another connection creates it.
     db = Database(database_url)
     audit = AuditWriter(db)
-    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit)
+    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, config=CONFIG)
     try:
         message = parse_v2((msh("A28", "late") + pid("7", name="MARTINE")).encode())
-        work = pam.feed(handler.matcher, message, pam.sender_of(message))
+        work = pam.feed(CONFIG, handler.matcher, message, pam.sender_of(message, CONFIG))
         assert work.ahead is not None
         with db.transaction() as session:
             work.ahead(session)
