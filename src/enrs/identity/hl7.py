@@ -85,7 +85,9 @@ def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
     cx = cxs[0]
     system = cx.ins_system if cx.is_ins else cx.authority(config)
     try:
-        patients = xref.resolve(session, config, system or "", cx.value)
+        if system is None:
+            raise xref.UnknownDomain(f"{cx.namespace!r} names no assigning authority")
+        patients = xref.resolve(session, config, system, cx.value)
     except xref.UnknownDomain:
         text = f"QPD-3: assigning authority {system or cx.namespace!r} not recognised"
         return answer("AE", V2Error(204, text, ack="AE", location="QPD^1^3^1^4"))
@@ -100,7 +102,6 @@ def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
             text = f"QPD-4: domain {rep.standard()!r} not recognised"
             return answer("AE", V2Error(204, text, ack="AE", location=f"QPD^1^4^{i}^4"))
         wanted.add(domain)
-    assert system is not None
     found = xref.cross_reference(
         session, config, patients, system, cx.value, domains=frozenset(wanted)
     )
