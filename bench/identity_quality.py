@@ -28,6 +28,7 @@ from sqlalchemy import select
 from bench.http_baseline import temporary_postgres
 from bench.identity_data import SourceRecord, generate, negative_pairs, pairs_truth
 from enrs.identity import service
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import IdentityTask, SourceIdentity
@@ -35,6 +36,9 @@ from enrs.identity.schemas import SourceIdentityIn
 from enrs.identity.traits import normalize_name
 from enrs.kit.db import Database
 from enrs.kit.migrate import upgrade_head
+from enrs.settings import PLACEHOLDER_OID_ROOT
+
+CONFIG = IdentityConfig(PLACEHOLDER_OID_ROOT)  # the generated INS are real-looking NIRs
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -95,7 +99,7 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         data = to_input(rec)
         t0 = time.perf_counter()
         with db.transaction() as session:
-            result = service.feed(session, matcher, data, actor="bench")
+            result = service.feed(session, matcher, data, actor="bench", config=CONFIG)
         latencies.append(time.perf_counter() - t0)
         methods[result.link_method] += 1
     elapsed = time.perf_counter() - started

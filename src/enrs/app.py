@@ -19,6 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import matcher_for
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
@@ -74,9 +75,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.session_resolver = accounts_service.principal_from_session
     app.state.html_error = portal_endpoints.render_error
     app.state.matcher = matcher_for(settings.identity_model)
+    app.state.identity_config = identity_config = IdentityConfig.from_settings(settings)
     app.state.capabilities = capabilities = CapabilityRegistry()
     audit_endpoints.register_capabilities(capabilities)
-    identity_endpoints.register_capabilities(capabilities)
+    identity_endpoints.register_capabilities(capabilities, identity_config)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)

@@ -223,10 +223,13 @@ def clients_create(
     default scope system/Patient.crus), writing only its --authority / --finess."""
     from enrs.accounts import service
     from enrs.identity.auth import finess_authority
+    from enrs.identity.config import IdentityConfig
     from enrs.kit.db import Database
 
-    bound = [*authorities, *(finess_authority(f) for f in finesses)]
-    db = Database(_settings().database_url)
+    settings = _settings()
+    config = IdentityConfig.from_settings(settings)
+    bound = [*authorities, *(finess_authority(f, config) for f in finesses)]
+    db = Database(settings.database_url)
     with db.transaction() as session:
         if sender_oid is not None:
             if redirect_uris or public:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import repository, service
 from enrs.identity.auth import finess_authority
+from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.security.scopes import ScopeSet
 from enrs.settings import Settings
@@ -33,7 +34,7 @@ def load_demo(settings: Settings) -> list[str]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     lines = [f"Portal:  {settings.base_url}/   API docs: {settings.base_url}/docs"]
-    authority = finess_authority(DEMO_FINESS)
+    authority = finess_authority(DEMO_FINESS, IdentityConfig.from_settings(settings))
     with db.transaction() as session:
         for username, name, password, roles, rpps in DEMO_USERS:
             if repository.user_by_username(session, username) is None:

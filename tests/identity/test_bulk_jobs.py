@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bench.identity_bulk import load, stream
 from sqlalchemy import select
+from tests.identity.test_service import CONFIG
 from tests.support.identities import person
 from tests.support.live_server import enrs_command
 
@@ -63,7 +64,7 @@ def _ins(prefix13: str) -> str:
 
 def _feed(db: Database, matcher: EmbeddedMatcher, data: SourceIdentityIn) -> int:
     with db.transaction() as session:
-        service.feed(session, matcher, data, actor="test")
+        service.feed(session, matcher, data, actor="test", config=CONFIG)
         source = session.scalar(
             select(SourceIdentity).where(
                 SourceIdentity.authority == data.authority, SourceIdentity.ipp == data.ipp

@@ -19,12 +19,13 @@ from sqlalchemy import select
 from tests.conftest import Factory
 from tests.identity.feeders import CHU, CLINIC, feeder_token, register_sender
 from tests.identity.test_fhir import FHIR_JSON, auth, feed, fr_patient
-from tests.identity.test_hl7 import Feed, code, feed_server, msh, pid
+from tests.identity.test_hl7 import CONFIG, Feed, code, feed_server, msh, pid
 from tests.identity.test_pam import OTHER, a24
 
 from enrs.accounts import service as accounts_service
 from enrs.demo import DEMO_FINESS, DEMO_NAMESPACE, load_demo
 from enrs.identity.auth import finess_authority
+from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
@@ -264,7 +265,7 @@ def test_a_sender_s_scopes_are_checked(database_url: str) -> None:
 
 
 def test_a_sender_known_by_its_finess(database_url: str) -> None:
-    oid = finess_authority("000897406")
+    oid = finess_authority("000897406", CONFIG)
     with feed_server(database_url, {oid: (oid,)}) as running:
         message = msh("A28", "1", facility="CHU-X^000897406^M") + pid("1").replace(
             f"^^^&{CHU}&ISO^PI", "^^^CHU-X&000897406&M^PI"
@@ -295,7 +296,7 @@ def test_the_demo_registers_a_sender_and_a_client_that_work(
     assert [line for line in again if "client_id=" in line] == [
         line for line in first if "client_id=" in line
     ]
-    authority = finess_authority(DEMO_FINESS)
+    authority = finess_authority(DEMO_FINESS, IdentityConfig.from_settings(settings))
     with db.transaction() as session:
         kinds = sorted(
             (r.kind, r.authorities) for r in accounts_service.list_registrations(session)

@@ -13,14 +13,16 @@ from sqlalchemy import func, select
 from tests.conftest import Factory
 from tests.identity.feeders import CHU, CLINIC, GP, feeder_token
 
-from enrs.identity.fhir import RRI_SYSTEM, STATUS_SYSTEM
+from enrs.identity.fhir import STATUS_SYSTEM
 from enrs.identity.models import SourceIdentity
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
+from enrs.settings import PLACEHOLDER_OID_ROOT
 
 NIR = "1.2.250.1.213.1.4.8"
 FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
 FHIR_JSON = "application/fhir+json"
+RRI_SYSTEM = f"urn:oid:{PLACEHOLDER_OID_ROOT}.1"  # the test settings' OID root
 
 
 def nir(first13: str) -> str:

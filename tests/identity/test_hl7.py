@@ -24,10 +24,10 @@ from tests.support.audit_failure import refuse_audit_inserts
 from tests.support.live_server import enrs_command, free_port, live_server
 
 from enrs.identity import pam, repository
+from enrs.identity.config import IdentityConfig
 from enrs.identity.hl7 import IdentityFeed
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
-from enrs.identity.merges import RRI_AUTHORITY
 from enrs.identity.models import (
     IdentityLink,
     RegionalPatient,
@@ -41,6 +41,10 @@ from enrs.kit.db import Database
 from enrs.kit.events import read_events
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
+from enrs.settings import PLACEHOLDER_OID_ROOT
+
+CONFIG = IdentityConfig(PLACEHOLDER_OID_ROOT)  # as the test settings: not in development
+RRI_AUTHORITY = CONFIG.rri_authority
 
 # The tests' senders (MSH-4) and the authorities they write; the CHU's sender writes the
 # clinic's too, so that the handlers' own refusals of mixed authorities can be tested.
@@ -136,13 +140,17 @@ class Feed:
 
 @contextmanager
 def feed_server(
-    database_url: str, senders: dict[str, tuple[str, ...]] | None = None, sender_ttl: float = 5.0
+    database_url: str,
+    senders: dict[str, tuple[str, ...]] | None = None,
+    sender_ttl: float = 5.0,
+    config: IdentityConfig = CONFIG,
 ) -> Iterator[Feed]:
     """A feed on ``database_url`` with ``senders`` registered (default :data:`SENDERS`)."""
     db = Database(database_url)
     register_senders(db, SENDERS if senders is None else senders)
     audit = AuditWriter(db)
-    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, sender_ttl=sender_ttl)
+    matcher = EmbeddedMatcher(MatchModel.load())
+    handler = IdentityFeed(db, matcher, audit, config=config, sender_ttl=sender_ttl)
     server = MLLPServer(handler, host="127.0.0.1", port=0, limits=Limits(idle_timeout=10))
     loop, started, stop = asyncio.new_event_loop(), threading.Event(), asyncio.Event()
 
@@ -189,7 +197,8 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> None:
     port, region = free_port(), "1.2.250.1.71.9"  # the region's own arc (ENRS_OID_ROOT)
-    env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region}
+    # ENRS_DEV: the ANS example carries a test INS (OID 1.2.250.1.213.1.4.10).
+    env = {"ENRS_MLLP_PORT": str(port), "ENRS_OID_ROOT": region, "ENRS_DEV": "true"}
     # The CHU's GAM, registered by the admin: known by its FINESS in MSH-4, writing its own
     # identities (the FINESS's OID under the region's arc). The ANS example names the sending
     # facility CHU-X alone; a sender is known by an OID or a FINESS, so MSH-4 gets its FINESS.
@@ -219,7 +228,7 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
             pix = parsed(client.send_message(query))
     assert "Traceback" not in server.log()  # stopped cleanly by SIGTERM
     assert code(pix) == "AA" and pix["QAK.F2"] == "OK"
-    assert "000003" in str(pix.segment("PID")[3])
+    assert "000003" not in str(pix.segment("PID")[3])  # the queried identifier (ITI-9)
     assert f"^^^ENRS&{region}.1&ISO^RRI" in str(pix.segment("PID")[3])
     assert "279035121518989" not in str(pix.segment("PID")[3])  # VALI: the INS is not shared
     db = Database(database_url)
@@ -280,9 +289,8 @@ def test_second_facility_is_linked_and_pix_query_lists_both(feed: Feed) -> None:
     ids = {(str(r[0]), str(r[3][1]), str(r[4])) for r in answer.segment("PID")[3]}
     with feed.db.transaction() as session:
         rri = session.get(RegionalPatient, a.patient_id).rri  # type: ignore[union-attr]
-    assert ids == {
+    assert ids == {  # not the queried identifier CLINIC|A9 (ITI-9 3.9.4.2.2.6)
         ("100", CHU, "PI"),
-        ("A9", CLINIC, "PI"),
         (rri, RRI_AUTHORITY, "RRI"),
         ("261049720912388", "1.2.250.1.213.1.4.8", "INS"),  # a qualified identity
     }
@@ -398,10 +406,10 @@ def test_identity_created_after_the_read_ahead_is_updated_on_the_retry(database_
     db = Database(database_url)
     register_sender(db, CHU, [CHU])
     audit = AuditWriter(db)
-    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit)
+    handler = IdentityFeed(db, EmbeddedMatcher(MatchModel.load()), audit, config=CONFIG)
     try:
         message = parse_v2((msh("A28", "late") + pid("7", name="MARTINE")).encode())
-        work = pam.feed(handler.matcher, message, pam.sender_of(message))
+        work = pam.feed(CONFIG, handler.matcher, message, pam.sender_of(message, CONFIG))
         assert work.ahead is not None
         with db.transaction() as session:
             work.ahead(session)

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from tests.identity.test_service import CONFIG
 from tests.support.identities import person
 
 from enrs.identity import repository, service
@@ -57,7 +58,9 @@ def test_the_blocking_query_uses_its_indexes_after_the_registry_grew(db: Databas
             CHU, str(i), birth_name=f"NOM{i}", given_names=[f"PRENOM{i % 97}"], birth_date=born(i)
         )
         with db.transaction() as session:
-            service.feed(session, MATCHER, data, actor="test")
-    probe = service.prepare(person(CHU, "probe", birth_name="NOM2999", birth_date=born(2999)))
+            service.feed(session, MATCHER, data, actor="test", config=CONFIG)
+    probe = service.prepare(
+        person(CHU, "probe", birth_name="NOM2999", birth_date=born(2999)), CONFIG
+    )
     with db.transaction() as session:
         assert _full_scans(session, probe.traits) == 0

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from tests.support.identities import person
 
 from enrs.identity import service
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentityVersion
@@ -18,9 +19,11 @@ from enrs.identity.schemas import FeedResult, SourceIdentityIn
 from enrs.kit.db import Database
 from enrs.kit.errors import Unprocessable
 from enrs.kit.events import read_events
+from enrs.settings import PLACEHOLDER_OID_ROOT
 
 CHU, CLINIC, GP = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.250.1.71.4.2.2.3"
 MATCHER = EmbeddedMatcher(MatchModel.load())
+CONFIG = IdentityConfig(PLACEHOLDER_OID_ROOT)  # as the test settings: not in development
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def feed(db: Database, data: SourceIdentityIn) -> FeedResult:
     with db.transaction() as session:
-        return service.feed(session, MATCHER, data, actor="test")
+        return service.feed(session, MATCHER, data, actor="test", config=CONFIG)
 
 
 def test_same_person_from_two_facilities_is_linked(db: Database) -> None:

@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 from sqlalchemy import func, select, text
-from tests.identity.test_service import CHU, CLINIC, MATCHER, feed, person
+from tests.identity.test_service import CHU, CLINIC, CONFIG, MATCHER, feed, person
 
 from enrs.identity import repository, service
 from enrs.identity.models import IdentityChange
@@ -27,7 +27,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def read_ahead(db: Database, data: SourceIdentityIn) -> service.Prepared:
     """``data`` prepared, its candidates read and scored ahead in a transaction of their own."""
-    prepared = service.prepare(data)
+    prepared = service.prepare(data, CONFIG)
     with db.transaction() as session:
         service.prescore(session, MATCHER, prepared)
     return prepared
@@ -41,10 +41,10 @@ def prescored_feed(db: Database, prepared: service.Prepared) -> FeedResult:
 def test_prescored_candidates_give_the_same_decision(db: Database) -> None:
     known = feed(db, person(CHU, "1"))
     data = person(CLINIC, "A9", given_names=["MARIE LINE"], birth_date=date(1961, 9, 4))
-    prepared = service.prepare(data)
+    prepared = service.prepare(data, CONFIG)
     with db.transaction() as session:
         service.prescore(session, MATCHER, prepared)
-        alone = service.prepare(data)  # decided in the transaction alone
+        alone = service.prepare(data, CONFIG)  # decided in the transaction alone
         expected = service.decide(
             session, MATCHER, alone.traits, alone.attributes, own_patient=None, own_source=None
         )
@@ -117,7 +117,7 @@ def test_the_change_log_follows_every_write_and_keeps_its_last_entries(db: Datab
     feed(db, person(CHU, "9", birth_date=date(1970, 3, 4)))
     count, newest = logged()
     assert (count, newest) == (10_000, last + 10_001)  # the triggers keep the last 10 000
-    prepared = service.prepare(person(CLINIC, "A9", birth_date=date(1950, 1, 2)))
+    prepared = service.prepare(person(CLINIC, "A9", birth_date=date(1950, 1, 2)), CONFIG)
     prepared.ahead.seen = last  # read before what the log still holds: everything is read again
     result = prescored_feed(db, prepared)
     assert result.link_method == "AUTO"
@@ -126,7 +126,7 @@ def test_the_change_log_follows_every_write_and_keeps_its_last_entries(db: Datab
 def test_candidates_since_reads_what_a_full_read_gives(db: Database) -> None:
     for i in range(4):
         feed(db, person(CHU, str(i), given_names=[f"Marie{'x' * i}"]))
-    probe = service.prepare(person(CLINIC, "A9")).traits
+    probe = service.prepare(person(CLINIC, "A9"), CONFIG).traits
     with db.transaction() as session:
         seen, earlier = repository.last_change(session), repository.candidates(session, probe)
     feed(db, person(CHU, "1", birth_date=date(1990, 5, 17), birth_name="DUCLOS"))  # leaves

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser
+from tests.identity.test_service import CONFIG
 from tests.support.live_server import LiveServer, enrs_command, live_server
 
 from enrs.identity import service, workbench
@@ -36,13 +37,18 @@ def _doubtful_pair(db: Database) -> int:
     }
     with db.transaction() as session:
         service.feed(
-            session, MATCHER, SourceIdentityIn(authority=CHU, ipp="10", **common), actor="test"
+            session,
+            MATCHER,
+            SourceIdentityIn(authority=CHU, ipp="10", **common),
+            actor="test",
+            config=CONFIG,
         )
         result = service.feed(
             session,
             MATCHER,
             SourceIdentityIn(authority=CLINIC, ipp="20", attributes=frozenset({"DOUT"}), **common),
             actor="test",
+            config=CONFIG,
         )
     assert result.task == "DUPLICATE" and result.task_id is not None
     return result.task_id
@@ -90,11 +96,15 @@ def test_keep_apart_is_not_proposed_again(db: Database) -> None:
             attributes=frozenset({"DOUT"}),
             address_line="2 rue Schoelcher",
         )
-        again = service.feed(session, MATCHER, data, actor="test")
+        again = service.feed(session, MATCHER, data, actor="test", config=CONFIG)
         assert again.task is None and view.task.decision == "KEEP_APART"
         # The doubt lifted, the traits would link them automatically: the cell's ruling holds.
         cleared = service.feed(
-            session, MATCHER, data.model_copy(update={"attributes": frozenset()}), actor="test"
+            session,
+            MATCHER,
+            data.model_copy(update={"attributes": frozenset()}),
+            actor="test",
+            config=CONFIG,
         )
         assert cleared.link_method == "UPDATE" and cleared.task is None
         assert cleared.rri == view.source_rri != view.other_rri

@@ -20,6 +20,7 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
+from enrs.identity.config import IdentityConfig
 from enrs.identity.pamfr import authority_of
 from enrs.kit.errors import BadRequest, Forbidden
 from enrs.kit.http import require
@@ -66,12 +67,12 @@ def check_writer(session: Session, principal: Principal, authority: str) -> None
         )
 
 
-def finess_authority(finess: str) -> str:
+def finess_authority(finess: str, config: IdentityConfig) -> str:
     """The assigning authority (OID) that PAM-FR messages give a FINESS-numbered facility
     (``pamfr.authority_of`` of an HD with type ``M``), for ``enrs clients create --finess``
     and the demo; 400 for a malformed FINESS."""
     value = finess.strip()
-    oid = authority_of("", value, "M") if "." not in value else None  # an OID is no FINESS
+    oid = authority_of(config, "", value, "M") if "." not in value else None  # not an OID
     if oid is None:
         raise BadRequest(f"{finess!r} is not a FINESS number (9 characters, 2A/2B in Corsica)")
     return oid

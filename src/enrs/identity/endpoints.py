@@ -17,9 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from enrs.identity import fhir, repository, search
+from enrs.identity import access, fhir, repository, search, xref
 from enrs.identity import service as identity_service
 from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor, check_writer
+from enrs.identity.config import IdentityConfig
 from enrs.identity.models import SourceIdentity
 from enrs.identity.schemas import FeedResult
 from enrs.identity.traits import INS_OIDS
@@ -39,13 +40,13 @@ MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 MATCH_DEFAULT_COUNT, MATCH_MAX_COUNT = 10, 100
 
 
-def register_capabilities(registry: CapabilityRegistry) -> None:
+def register_capabilities(registry: CapabilityRegistry, config: IdentityConfig) -> None:
     """Patient: update (ITI-104, conditional), read, search-type (ITI-78), ``$ihe-pix``
     (ITI-83) and ``$match`` (ITI-119)."""
     registry.add_resource(
         "Patient",
         interactions=["update", "read", "search-type"],
-        search_params=search.PDQM_SEARCH,
+        search_params=search.pdqm_search(config),
         operations=[("ihe-pix", PIX_DEFINITION), ("match", MATCH_DEFINITION)],
         profile=fhir.FR_CORE_PATIENT,
     )
@@ -59,6 +60,12 @@ async def patient_body(request: Request) -> dict[str, Any]:
 async def operation_body(request: Request) -> dict[str, Any]:
     """A ``Parameters`` (or, for ``$match``, a bare Patient) body."""
     return await read_resource(request, None)
+
+
+def identity_config(request: Request) -> IdentityConfig:
+    """The identity server's configuration, built by ``create_app``."""
+    config: IdentityConfig = request.app.state.identity_config
+    return config
 
 
 def _audit_patient(request: Request, rri: str | None, entity: str | None = None) -> None:
@@ -76,30 +83,29 @@ def _audit_patient(request: Request, rri: str | None, entity: str | None = None)
 def iti_83_pix_query(
     request: Request, session: DbSession, _principal: PatientSearch
 ) -> FhirJSONResponse:
-    """``sourceIdentifier=system|value`` (an IPP, the RRI or a qualified INS) and optional
-    ``targetSystem`` → ``Parameters``: a ``targetIdentifier`` per identifier of the same
-    regional patient (active IPPs, the RRI, the INS only from a qualified identity; never the
-    source identifier itself) and its ``targetId`` ``Patient/{RRI}``.
+    """``sourceIdentifier=system|value`` (an IPP, the RRI or a qualified identity's INS) and
+    optional ``targetSystem`` → ``Parameters``: for each regional patient found (merges
+    followed), a ``targetIdentifier`` per identifier of it (the rules of :mod:`.xref`: active
+    IPPs, the RRI, the INS only from a qualified identity, never the source identifier itself)
+    and its ``targetId`` ``Patient/{RRI}``.
 
     400 ``code-invalid`` unknown source domain or malformed parameter, 404 ``not-found``
     unknown identifier, 403 ``code-invalid`` unknown ``targetSystem`` (PIXm 2:3.83.4.2.2)."""
-    raw = request.query_params.get("sourceIdentifier")
-    patients = search.iti_83_patients(session, raw)
-    targets = search.check_target_systems(session, request.query_params.getlist("targetSystem"))
-    system, _, value = (raw or "").partition("|")
-    asked = (system, value.replace(" ", "").upper() if fhir.oid_of(system) in INS_OIDS else value)
+    found = search.iti_83_cross_reference(
+        session,
+        identity_config(request),
+        request.query_params.get("sourceIdentifier"),
+        request.query_params.getlist("targetSystem"),
+    )
     parameters: list[dict[str, Any]] = []
-    for patient in patients:
-        sources = repository.sources_of_patient(session, patient.id)
-        for ident in fhir.patient_identifiers(patient.rri, sources):
-            if (ident["system"], ident["value"]) == asked:
-                continue
-            if not targets or ident["system"] in targets:
-                parameters.append({"name": "targetIdentifier", "valueIdentifier": ident})
+    for patient in found.patients:
+        for ident in patient.identifiers:
+            value = fhir.identifier_to_fhir(ident)
+            parameters.append({"name": "targetIdentifier", "valueIdentifier": value})
         reference = {"reference": f"Patient/{patient.rri}"}
         parameters.append({"name": "targetId", "valueReference": reference})
     request.state.audit[-1].interaction = "operation"
-    _audit_patient(request, patients[0].rri if len(patients) == 1 else None)
+    _audit_patient(request, found.patients[0].rri if len(found.patients) == 1 else None)
     return FhirJSONResponse({"resourceType": "Parameters", "parameter": parameters})
 
 
@@ -149,14 +155,16 @@ def iti_119_match(
     returned. 400 malformed Parameters, 422 a Patient that cannot be read or an INS whose key
     does not check."""
     patient, only_certain, count = _match_parameters(body)
-    traits = search.traits_of_fields(fhir.read_patient(patient, strict=False))
+    config = identity_config(request)
+    traits = search.traits_of_fields(fhir.read_patient(patient, strict=False), config)
     results = search.iti_119_match(
         session, request.app.state.matcher, traits, only_certain=only_certain, count=count
     )
     base = request.app.state.settings.fhir_base
     entries = []
     for result in results:
-        resource = fhir.source_to_fhir(result.source, result.rri, share_ins=False)
+        shown = access.source_identifiers(result.source, result.rri, config)
+        resource = fhir.source_to_fhir(result.source, result.rri, shown)
         entry = bundle_entry(resource, base_url=base, score=round(result.probability, 6))
         entry["search"]["extension"] = [{"url": MATCH_GRADE, "valueCode": result.grade}]
         entries.append(entry)
@@ -184,7 +192,7 @@ def _conditional_identifier(request: Request) -> tuple[str, str]:
     authority = fhir.oid_of(system)
     if not sep or not ipp or authority is None:
         raise BadRequest(f"identifier {values[0]!r} is not urn:oid:{{authority}}|{{ipp}}")
-    if authority in INS_OIDS or system == fhir.RRI_SYSTEM:
+    if authority in INS_OIDS or system == identity_config(request).rri_system:
         raise BadRequest("the conditional identifier must be the facility's IPP, not INS or RRI")
     return authority, ipp
 
@@ -236,7 +244,10 @@ def _feed(
     if (f"urn:oid:{authority}", ipp) not in fields.identifiers:
         raise BadRequest(f"the Patient must carry its IPP urn:oid:{authority}|{ipp}")
     data = fhir.source_identity_in(fields, authority=authority, ipp=ipp)
-    result = identity_service.feed(session, request.app.state.matcher, data, actor=actor(principal))
+    config = identity_config(request)
+    result = identity_service.feed(
+        session, request.app.state.matcher, data, actor=actor(principal), config=config
+    )
     source = session.get(SourceIdentity, result.source_id)
     assert source is not None
     entry = request.state.audit[-1]
@@ -256,7 +267,8 @@ def _feed(
     if wanted == "OperationOutcome":
         body = _feed_outcome(result, source)
     else:
-        body = fhir.source_to_fhir(source, result.rri, share_ins=True)
+        shown = access.source_identifiers(source, result.rri, config, fed_by_caller=True)
+        body = fhir.source_to_fhir(source, result.rri, shown)
     return FhirJSONResponse(body, status_code=status, headers=headers)
 
 
@@ -297,7 +309,7 @@ def update_patient(
     update-as-create: 404 for an unknown id, 405 for the read-only regional ``Patient/{RRI}``).
     400 when ``Patient.id`` is not ``{id}`` or the body lacks the identity's IPP; 403 for a
     system client not registered for the identity's assigning authority."""
-    source = search.source_by_id(session, patient_id)
+    source = repository.source(session, int(patient_id)) if _is_id(patient_id) else None
     if source is None:
         if repository.patient_by_rri(session, patient_id) is not None:
             raise EnrsError("the regional Patient is read-only", 405, issue_code="not-supported")
@@ -310,6 +322,11 @@ def update_patient(
 # --- PDQm ITI-78 -----------------------------------------------------------------------------
 
 
+def _is_id(text: str) -> bool:
+    """Whether ``text`` may be a source identity's id (the ids of ``Patient/{id}``)."""
+    return text.isdigit() and len(text) <= 18
+
+
 @router.get("/fhir/Patient", summary="PDQm ITI-78: search patients")
 def iti_78_search(
     request: Request, session: DbSession, _principal: PatientSearch
@@ -320,13 +337,18 @@ def iti_78_search(
     ``identifier=system|`` also restricts the identifiers returned to those domains. 400 for a
     malformed or unsupported parameter, 404 "targetSystem not found" for an unknown domain."""
     base = request.app.state.settings.fhir_base
+    config = identity_config(request)
     page = search.iti_78_search_patients(
         session,
+        config,
         list(request.query_params.multi_items()),
         base_url=base,
         strict=prefers_strict(request),
     )
-    resources = [fhir.source_to_fhir(s, rri, share_ins=False) for s, rri in page.rows]
+    resources = [
+        fhir.source_to_fhir(s, rri, access.source_identifiers(s, rri, config))
+        for s, rri in page.rows
+    ]
     if page.domains:  # ITI-78 case 2: only the identifiers of the domains asked for
         for resource in resources:
             kept = [i for i in resource["identifier"] if i["system"] in page.domains]
@@ -349,19 +371,28 @@ def iti_78_read_patient(
     request: Request, patient_id: str, session: DbSession, _principal: PatientRead
 ) -> FhirJSONResponse:
     """``Patient/{RRI}``: the regional view (``replaced-by`` link once merged);
-    ``Patient/{id}``: a source identity. 404 otherwise."""
+    ``Patient/{id}``: a source identity, or, once inactive (merged), only that it is and the
+    regional Patient that replaced it (:mod:`.access`, rule 2). 404 otherwise."""
+    config = identity_config(request)
     patient = repository.patient_by_rri(session, patient_id) if len(patient_id) <= 32 else None
     if patient is not None:
-        current = search.survivor(session, patient)
-        sources = repository.sources_of_patient(session, patient.id)
-        resource = fhir.regional_to_fhir(
-            patient, sources, current.rri if current.id != patient.id else None
-        )
+        current = xref.follow_merges(session, patient)
+        sources = access.patient_sources(session, patient.id)
+        identifiers = access.patient_identifiers(sources, patient.rri, config)
+        survivor = current.rri if current is not None and current.id != patient.id else None
+        resource = fhir.regional_to_fhir(patient, sources, identifiers, survivor)
         _audit_patient(request, patient.rri, f"Patient/{patient.rri}")
         return FhirJSONResponse(resource)
-    source = search.source_by_id(session, patient_id)
-    if source is None:
+    readable = access.readable_source(session, int(patient_id)) if _is_id(patient_id) else None
+    if readable is not None:
+        source, rri = readable
+        _audit_patient(request, rri, f"Patient/{source.id}")
+        shown = access.source_identifiers(source, rri, config)
+        return FhirJSONResponse(fhir.source_to_fhir(source, rri, shown))
+    inactive = repository.source(session, int(patient_id)) if _is_id(patient_id) else None
+    if inactive is None:
         raise NotFound(f"Patient/{patient_id} not found")
-    rri = search.rri_of(session, source)
-    _audit_patient(request, rri, f"Patient/{source.id}")
-    return FhirJSONResponse(fhir.source_to_fhir(source, rri, share_ins=False))
+    home = repository.patient(session, inactive.patient_id)
+    now = xref.follow_merges(session, home) if home is not None else None
+    _audit_patient(request, now.rri if now else None, f"Patient/{inactive.id}")
+    return FhirJSONResponse(fhir.inactive_source_to_fhir(inactive, now.rri if now else None))

@@ -9,17 +9,17 @@ name is the ``usual`` one; the INS is the identifier whose system is an INS OID 
 ``fr-core-identity-reliability`` (``identityStatus``, ``comment``, ...). A structure that cannot
 be read raises :class:`Unprocessable` (422) naming the FHIRPath.
 
-Writing is strict FR Core: ``PI`` (``use = usual``, ``old`` once deactivated), the INS slice with
-its FR Core type code only when it may be shared (a qualified identity: RNIV), and the regional
-identifier as an ``RRI`` identifier (v2-0203 ``RRI``, ``use = secondary``) in the
-:data:`RRI_SYSTEM` namespace.
+Writing is strict FR Core, of what :mod:`enrs.identity.access` lets the caller see: ``PI``
+(``use = usual``, ``old`` once deactivated), the INS slice with its FR Core type code, and the
+regional identifier as an ``RRI`` identifier (v2-0203 ``RRI``, ``use = secondary``) in the
+namespace ``urn:oid:{ENRS_OID_ROOT}.1`` (``IdentityConfig.rri_system``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import date
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from enrs.identity.merges import RRI_AUTHORITY
+from enrs.identity.access import Identifier
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.schemas import SourceIdentityIn, Telecom
 from enrs.identity.traits import (
@@ -39,9 +39,6 @@ from enrs.identity.traits import (
     STATUSES,
 )
 from enrs.kit.errors import Unprocessable
-
-RRI_SYSTEM = f"urn:oid:{RRI_AUTHORITY}"
-"""Namespace of the regional identifier (RRI): ``{ENRS_OID_ROOT}.1``."""
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 FR_V2_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
@@ -337,47 +334,25 @@ def _coding(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}
 
 
-def pi_identifier(source: SourceIdentity) -> dict[str, Any]:
-    """The facility's IPP: FR Core slice ``PI`` (``PI_OLD``, use ``old``, once deactivated)."""
+def identifier_to_fhir(ident: Identifier, *, active: bool = True) -> dict[str, Any]:
+    """An identifier as FR Core slices it: ``PI`` (use ``usual``; ``old``, the slice ``PI_OLD``,
+    for an inactive identity), ``RRI`` (use ``secondary``), the INS (``INS-NIR``, ``INS-NIA``,
+    ``INS-NIR-TEST``...)."""
+    system = f"urn:oid:{ident.system}"
+    if ident.type == "INS":
+        return {
+            "use": "temp" if ident.system == INS_NIA_OID else "official",
+            "type": _coding(FR_V2_0203, INS_TYPES.get(ident.system, "INS-NIR")),
+            "system": system,
+            "value": ident.value,
+        }
+    use = "secondary" if ident.type == "RRI" else "usual" if active else "old"
     return {
-        "use": "usual" if source.active else "old",
-        "type": _coding(V2_0203, "PI"),
-        "system": f"urn:oid:{source.authority}",
-        "value": source.ipp,
+        "use": use,
+        "type": _coding(V2_0203, ident.type),
+        "system": system,
+        "value": ident.value,
     }
-
-
-def rri_identifier(rri: str) -> dict[str, Any]:
-    """The regional identifier: FR Core slice ``RRI`` (use ``secondary``)."""
-    return {"use": "secondary", "type": _coding(V2_0203, "RRI"), "system": RRI_SYSTEM, "value": rri}
-
-
-def ins_identifier(source: SourceIdentity) -> dict[str, Any] | None:
-    """The INS slice of FR Core (``INS-NIR``, ``INS-NIA``, ``INS-NIR-TEST``...)."""
-    if not source.ins:
-        return None
-    system = source.ins_system or INS_NIR_OID
-    return {
-        "use": "temp" if system == INS_NIA_OID else "official",
-        "type": _coding(FR_V2_0203, INS_TYPES.get(system, "INS-NIR")),
-        "system": f"urn:oid:{system}",
-        "value": source.ins,
-    }
-
-
-def shared_ins(sources: Iterable[SourceIdentity]) -> dict[str, Any] | None:
-    """The INS of the first *qualified* active identity: the only one that may be given out."""
-    for source in sources:
-        if source.active and source.status == "QUAL" and source.ins:
-            return ins_identifier(source)
-    return None
-
-
-def patient_identifiers(rri: str, sources: Sequence[SourceIdentity]) -> list[dict[str, Any]]:
-    """Every identifier of a regional patient: active IPPs, the qualified INS, the RRI."""
-    found = [pi_identifier(s) for s in sources if s.active]
-    ins = shared_ins(sources)
-    return [*found, *([ins] if ins else []), rri_identifier(rri)]
 
 
 def _reliability(source: SourceIdentity) -> dict[str, Any]:
@@ -427,26 +402,28 @@ def _telecom(source: SourceIdentity) -> list[dict[str, Any]]:
     return [{"system": t["system"], "value": t["value"]} for t in items if t.get("value")]
 
 
-def source_to_fhir(source: SourceIdentity, rri: str, *, share_ins: bool) -> dict[str, Any]:
-    """A facility's identity as an FR Core Patient (id = the source identity's id), with its
-    RRI and a ``refer`` link to the regional Patient. The INS is written when ``share_ins`` (the
-    facility's own identity, echoed to it) or when the identity is qualified."""
-    ins = ins_identifier(source) if share_ins or source.status == "QUAL" else None
+def source_to_fhir(
+    source: SourceIdentity, rri: str, identifiers: Sequence[Identifier]
+) -> dict[str, Any]:
+    """A facility's identity as an FR Core Patient (id = the source identity's id) with
+    ``identifiers`` (what the caller sees of it: ``access.source_identifiers``) and a ``refer``
+    link to the regional Patient ``rri``."""
     extensions = [_reliability(source)]
     if source.birth_place:
         coding = {"system": COMMUNE_SYSTEM, "code": source.birth_place}
         place = {"extension": [{"url": INSEE_CODE, "valueCoding": coding}]}
         extensions.append({"url": BIRTH_PLACE, "valueAddress": place})
+    with_ins = any(i.type == "INS" for i in identifiers)
     resource: dict[str, Any] = {
         "resourceType": "Patient",
         "id": str(source.id),
         "meta": {
             "versionId": str(source.version),
             "lastUpdated": source.updated_at.isoformat(timespec="milliseconds"),
-            "profile": [FR_CORE_PATIENT_INS if ins else FR_CORE_PATIENT],
+            "profile": [FR_CORE_PATIENT_INS if with_ins else FR_CORE_PATIENT],
         },
         "extension": extensions,
-        "identifier": [pi_identifier(source), *([ins] if ins else []), rri_identifier(rri)],
+        "identifier": [identifier_to_fhir(i, active=source.active) for i in identifiers],
         "active": source.active,
         "name": _names(source),
         "telecom": _telecom(source),
@@ -458,13 +435,30 @@ def source_to_fhir(source: SourceIdentity, rri: str, *, share_ins: bool) -> dict
     return {k: v for k, v in resource.items() if v not in (None, [])}
 
 
+def inactive_source_to_fhir(source: SourceIdentity, rri: str | None) -> dict[str, Any]:
+    """An inactive (merged) identity as read by a facility: nothing of it but that it is
+    inactive and, when there is one, the regional Patient ``rri`` that replaced it."""
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": str(source.id),
+        "meta": {
+            "versionId": str(source.version),
+            "lastUpdated": source.updated_at.isoformat(timespec="milliseconds"),
+        },
+        "active": False,
+    }
+    if rri is not None:
+        resource["link"] = [{"other": {"reference": f"Patient/{rri}"}, "type": "replaced-by"}]
+    return resource
+
+
 _RELIABILITY_RANK = {"QUAL": 0, "VALI": 1, "RECUP": 2, "PROV": 3}
 
 
 def reference_source(sources: Sequence[SourceIdentity]) -> SourceIdentity | None:
     """The identity whose traits stand for the regional patient: the most reliable status,
     then the most recently updated."""
-    active = [s for s in sources if s.active] or list(sources)
+    active = [s for s in sources if s.active]
     if not active:
         return None
     latest = sorted(active, key=lambda s: s.updated_at, reverse=True)
@@ -472,22 +466,27 @@ def reference_source(sources: Sequence[SourceIdentity]) -> SourceIdentity | None
 
 
 def regional_to_fhir(
-    patient: RegionalPatient, sources: Sequence[SourceIdentity], survivor_rri: str | None
+    patient: RegionalPatient,
+    sources: Sequence[SourceIdentity],
+    identifiers: Sequence[Identifier],
+    survivor_rri: str | None,
 ) -> dict[str, Any]:
-    """The regional view (id = the RRI): traits of :func:`reference_source`, every identifier
-    of :func:`patient_identifiers`, ``seealso`` links to the source identities, and a
-    ``replaced-by`` link when the patient was merged into ``survivor_rri``."""
+    """The regional view (id = the RRI): traits of :func:`reference_source` among ``sources``
+    (its readable identities), ``identifiers`` (``access.patient_identifiers``), ``seealso``
+    links to the source identities, and a ``replaced-by`` link when the patient was merged
+    into ``survivor_rri``."""
     best = reference_source(sources)
     resource: dict[str, Any] = {"resourceType": "Patient"}
     if best is not None:
-        resource = source_to_fhir(best, patient.rri, share_ins=False)
+        resource = source_to_fhir(best, patient.rri, identifiers)
         resource.pop("link", None)
+    with_ins = any(i.type == "INS" for i in identifiers)
     resource["id"] = patient.rri
     resource["meta"] = {
         "lastUpdated": patient.updated_at.isoformat(timespec="milliseconds"),
-        "profile": [FR_CORE_PATIENT_INS if shared_ins(sources) else FR_CORE_PATIENT],
+        "profile": [FR_CORE_PATIENT_INS if with_ins else FR_CORE_PATIENT],
     }
-    resource["identifier"] = patient_identifiers(patient.rri, sources)
+    resource["identifier"] = [identifier_to_fhir(i) for i in identifiers]
     resource["active"] = patient.active
     links = [{"other": {"reference": f"Patient/{s.id}"}, "type": "seealso"} for s in sources]
     if survivor_rri:

@@ -48,7 +48,9 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.accounts.service import FeederGrant
-from enrs.identity import merges, pam
+from enrs.identity import pam, xref
+from enrs.identity.access import Identifier
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
 from enrs.identity.pamfr import INS_NAMESPACES, authority_of, identifiers
@@ -72,7 +74,7 @@ _Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
 
 
-def _cx_out(ident: merges.Identifier) -> str:
+def _cx_out(ident: Identifier) -> str:
     value = STANDARD.escape(ident.value)
     if ident.type == "INS":
         ns = "ASIP-SANTE-INS-NIA" if ident.system == INS_NIA_OID else "ASIP-SANTE-INS-NIR"
@@ -81,9 +83,13 @@ def _cx_out(ident: merges.Identifier) -> str:
     return f"{value}^^^{namespace}&{ident.system}&ISO^{ident.type}"
 
 
-def pix_query(session: Session, msg: Message) -> Handled:
+def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled:
     """ITI-9 PIX query: QPD-3 one identifier, QPD-4 the domains wanted (all if empty) →
-    RSP^K23 with QAK OK / NF / AE and a PID listing the patient's identifiers."""
+    RSP^K23 with QAK OK / NF / AE and a PID listing the patient's identifiers (the rules of
+    :mod:`enrs.identity.xref`; several patients behind one INS: all their identifiers).
+
+    AE with ERR 204 (ITI-9 3.9.4.2.2.6): QPD-3 of an unknown domain (ERR-2 at its CX-4) or an
+    unknown identifier (at its CX-1), a QPD-4 domain not known (at that repetition)."""
     qpd = pam.required(msg, "QPD")
     tag = STANDARD.escape(qpd.get(2))
 
@@ -97,30 +103,39 @@ def pix_query(session: Session, msg: Message) -> Handled:
     if not cxs:
         return answer("AE", V2Error(101, "QPD-3 is required", ack="AE", location="QPD^1^3"))
     cx = cxs[0]
-    system = cx.ins_system if cx.is_ins else cx.authority
-    patient = merges.find_patient(session, system=system, value=cx.value) if system else None
-    if patient is None:
-        text = f"QPD-3: identifier {cx.value!r} of {system or 'an unknown authority'} not known"
+    system = cx.ins_system if cx.is_ins else cx.authority(config)
+    try:
+        if system is None:
+            raise xref.UnknownDomain(f"{cx.namespace!r} names no assigning authority")
+        patients = xref.resolve(session, config, system, cx.value)
+    except xref.UnknownDomain:
+        text = f"QPD-3: assigning authority {system or cx.namespace!r} not recognised"
+        return answer("AE", V2Error(204, text, ack="AE", location="QPD^1^3^1^4"))
+    except xref.UnknownPatient:
+        text = f"QPD-3: identifier {cx.value!r} of {system} not known"
         return answer("AE", V2Error(204, text, ack="AE", location="QPD^1^3^1^1"))
     wanted: set[str] = set()
     for i, rep in enumerate(qpd.reps(4), start=1):
-        domain = authority_of(rep.get(4, 1), rep.get(4, 2), rep.get(4, 3))
+        domain = authority_of(config, rep.get(4, 1), rep.get(4, 2), rep.get(4, 3))
         domain = domain or INS_NAMESPACES.get(rep.get(4, 1).upper())
-        if domain is None or not merges.authority_known(session, domain):
+        if domain is None or not xref.known_domain(session, config, domain):
             text = f"QPD-4: domain {rep.standard()!r} not recognised"
             return answer("AE", V2Error(204, text, ack="AE", location=f"QPD^1^4^{i}^4"))
         wanted.add(domain)
-    xref = merges.cross_reference(session, patient)
-    found = [i for i in xref.identifiers if not wanted or i.system in wanted]
-    handled = answer("OK", pid="PID|||" + "~".join(_cx_out(i) for i in found) + "||~^^^^^^S")
-    if not found:
+    found = xref.cross_reference(
+        session, config, patients, system, cx.value, domains=frozenset(wanted)
+    )
+    listed = found.identifiers
+    handled = answer("OK", pid="PID|||" + "~".join(_cx_out(i) for i in listed) + "||~^^^^^^S")
+    if not listed:
         handled = answer("NF")
-    handled.touched.append(Touched(xref.rri, f"{system}|{cx.value}", "E"))
+    for patient in found.patients:
+        handled.touched.append(Touched(patient.rri, f"{system}|{cx.value}", "E"))
     return handled
 
 
-def _pix(_matcher: Matcher, msg: Message, _sender: Sender) -> Work:
-    return Work(partial(pix_query, msg=msg))
+def _pix(config: IdentityConfig, _matcher: Matcher, msg: Message, _sender: Sender) -> Work:
+    return Work(partial(pix_query, config, msg=msg))
 
 
 # (message type, event) -> its handler (see pam.Prepare), and whether it writes.
@@ -175,9 +190,10 @@ class IdentityFeed:
         matcher: Matcher,
         audit: AuditWriter,
         *,
+        config: IdentityConfig,
         sender_ttl: float = SENDER_TTL,
     ) -> None:
-        self.db, self.matcher, self.audit = db, matcher, audit
+        self.db, self.matcher, self.audit, self.config = db, matcher, audit, config
         self.senders = Senders(db, ttl=sender_ttl)
         self._writers = SqliteWriters(db) if db.is_sqlite else None
         if self._writers is not None:
@@ -193,7 +209,7 @@ class IdentityFeed:
         except V2Error as err:
             log.warning("%s: frame refused: %s", peer, err.text)
             return build_response(None, "AR", errors=[err])
-        sender = pam.sender_of(msg)
+        sender = pam.sender_of(msg, self.config)
         work = self._prepare(msg, sender)
         entries = partial(self._entries, msg, sender, peer=peer)
         with self._writers if self._writers is not None else nullcontext():
@@ -235,7 +251,7 @@ class IdentityFeed:
             self._check_header(msg, sender)
             prepare, writes = self._route(msg)
             self._check_sender(msg, sender, writes)
-            work = prepare(self.matcher, msg, sender)
+            work = prepare(self.config, self.matcher, msg, sender)
         except Exception as exc:
             return self._refusal(msg, exc)
         if work.ahead is not None and self._writers is not None:
@@ -329,7 +345,7 @@ class IdentityFeed:
             )
         if not writes:
             return
-        for where, authority in _written_authorities(msg):
+        for where, authority in _written_authorities(msg, self.config):
             if not grant.may_write(authority):
                 name, _, field = where.split("^")
                 raise V2Error(
@@ -383,7 +399,7 @@ class IdentityFeed:
         ] or [template]
 
 
-def _written_authorities(msg: Message) -> list[tuple[str, str]]:
+def _written_authorities(msg: Message, config: IdentityConfig) -> list[tuple[str, str]]:
     """(ERR location, authority) of each facility identifier of the message's PID-3 and
     MRG-1, in every PID/MRG group: every identifier but the INS and the regional id, whose
     assigning authority can be read (one that cannot is refused by the handler)."""
@@ -395,15 +411,16 @@ def _written_authorities(msg: Message) -> list[tuple[str, str]]:
         seen[seg.name] = seen.get(seg.name, 0) + 1
         field = 3 if seg.name == "PID" else 1
         where = f"{seg.name}^{seen[seg.name]}^{field}"
-        out += [(where, a) for a in _facility_authorities(seg, field)]
+        out += [(where, a) for a in _facility_authorities(seg, field, config)]
     return out
 
 
-def _facility_authorities(seg: Segment, field: int) -> list[str]:
+def _facility_authorities(seg: Segment, field: int, config: IdentityConfig) -> list[str]:
+    found = [(cx, cx.authority(config)) for cx in identifiers(seg, field)]
     return [
-        cx.authority
-        for cx in identifiers(seg, field)
-        if cx.authority is not None and not cx.is_ins and cx.type_code not in ("INS-C", "RRI")
+        authority
+        for cx, authority in found
+        if authority is not None and not cx.is_ins and cx.type_code not in ("INS-C", "RRI")
     ]
 
 
@@ -424,7 +441,8 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
     # share the load (SQLite's writers take turns anyway), and no thread handoff or contention
     # for the GIL slows a message.
     audit = AuditWriter(db)
-    feed = IdentityFeed(db, matcher, audit)
+    config = IdentityConfig.from_settings(settings)
+    feed = IdentityFeed(db, matcher, audit, config=config)
     server = MLLPServer(
         feed, host=settings.mllp_host, sock=sock, balancer=balancer, limits=Limits(workers=0)
     )

@@ -2,14 +2,16 @@
 
 - ADT^A28 create, A31 update, and ITI-8 style A01, A04, A05, A08 (the same PID): the identity
   is created or updated, then matched (``service.feed``);
-- A40 merge (``merges.merge_sources``) and A47 change of identifier (``merges.change_identifier``);
-- A24 link and A37 unlink of two identities of the facility (``merges.link_identities``,
-  ``merges.unlink_identities``): its manual decision that they are one person, or two;
+- A40 merge (``updates.merge_sources``) and A47 change of identifier
+  (``updates.change_identifier``);
+- A24 link and A37 unlink of two identities of the facility (``updates.link_identities``,
+  ``updates.unlink_identities``): its manual decision that they are one person, or two;
 
 the PID read with the French extension (:mod:`enrs.identity.pamfr`). A handler first does what
 needs no database (read and check the segments), then returns the work of the message's
 transaction; both raise :class:`~enrs.kit.hl7v2.V2Error` or the service's errors to refuse, and
-the work returns what it touched, for the audit trail.
+the work returns what it touched, for the audit trail. Handlers get the identity server's
+configuration (:class:`~enrs.identity.config.IdentityConfig`: FINESS authorities, accepted INS).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from functools import partial
 
 from sqlalchemy.orm import Session
 
-from enrs.identity import merges, repository, service
+from enrs.identity import repository, service, updates
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher
-from enrs.identity.pamfr import authority_of, identity_from_pid, ipp_of
+from enrs.identity.pamfr import authority_of, identity_from_pid, ipp_of, location_of
+from enrs.identity.traits import InvalidTrait
 from enrs.kit.errors import Unprocessable
 from enrs.kit.hl7v2 import Message, Segment, V2Error
 
@@ -64,10 +68,10 @@ class Handled:
     query: str | None = None
 
 
-def sender_of(msg: Message) -> Sender:
+def sender_of(msg: Message, config: IdentityConfig) -> Sender:
     """The sending application and facility (MSH-3, MSH-4)."""
     msh = msg.msh
-    oid = authority_of(msh.get(4, 1), msh.get(4, 2), msh.get(4, 3))
+    oid = authority_of(config, msh.get(4, 1), msh.get(4, 2), msh.get(4, 3))
     return Sender(msh.get(3, 1) or msh.get(3, 2), msh.get(4, 1) or msh.get(4, 2), oid)
 
 
@@ -91,18 +95,27 @@ class Work:
 
 # A handler: what it does before the message's transaction (read and check the segments,
 # raising V2Error to refuse), returning the work of that transaction.
-Prepare = Callable[[Matcher, Message, Sender], Work]
+Prepare = Callable[[IdentityConfig, Matcher, Message, Sender], Work]
 
 
-def feed(matcher: Matcher, msg: Message, sender: Sender) -> Work:
+def _refusal(exc: Unprocessable) -> Exception:
+    """A trait the identity rules refuse: AE, ERR-2 pointing at its field."""
+    if isinstance(exc, InvalidTrait):
+        return V2Error(102, exc.message, ack="AE", location=location_of(exc.field))
+    return exc
+
+
+def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender) -> Work:
     """ITI-30 A28/A31 (and A01/A04/A05/A08): create or update the identity, then match."""
     pid = required(msg, "PID")
-    data = identity_from_pid(pid, msg.segment("ZFD"), msg.repairs, facility=sender.facility_oid)
+    data = identity_from_pid(
+        config, pid, msg.segment("ZFD"), msg.repairs, facility=sender.facility_oid
+    )
     try:
-        prepared: service.Prepared | None = service.prepare(data)
+        prepared: service.Prepared | None = service.prepare(data, config)
         refused = None
     except Unprocessable as exc:  # refused in the transaction, after the identity's state
-        prepared, refused = None, exc
+        prepared, refused = None, _refusal(exc)
     keyed = (data.authority, data.ipp)
 
     # The read ahead found no identity of this key: the first attempt does not look again (an
@@ -135,23 +148,29 @@ def feed(matcher: Matcher, msg: Message, sender: Sender) -> Work:
     return Work(apply, ahead)
 
 
-def merge(matcher: Matcher, msg: Message, sender: Sender) -> Work:
+def merge(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender) -> Work:
     """ITI-30 A40: each PID/MRG group merges MRG-1's identity into PID-3's."""
-    return Work(partial(_merge, matcher=matcher, msg=msg, sender=sender))
+    return Work(partial(_merge, config=config, matcher=matcher, msg=msg, sender=sender))
 
 
-def _merge(session: Session, *, matcher: Matcher, msg: Message, sender: Sender) -> Handled:
+def _merge(
+    session: Session, *, config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender
+) -> Handled:
     handled, pid = Handled(), None
+    facility = sender.facility_oid
     for seg in msg.segments:
         if seg.name == "PID":
             pid = seg
         elif seg.name == "MRG" and pid is not None:
-            authority, surviving = ipp_of(pid, 3, msg.repairs, facility=sender.facility_oid)
-            merged = _prior(seg, authority, msg.repairs)
+            authority, surviving = ipp_of(config, pid, 3, msg.repairs, facility=facility)
+            merged = _prior(config, seg, authority, msg.repairs)
             if repository.source_by_key(session, authority, surviving) is None:
-                data = identity_from_pid(pid, None, msg.repairs, facility=sender.facility_oid)
-                service.feed(session, matcher, data, actor=sender.actor)
-            result = merges.merge_sources(
+                data = identity_from_pid(config, pid, None, msg.repairs, facility=facility)
+                try:
+                    service.feed(session, matcher, data, actor=sender.actor, config=config)
+                except Unprocessable as exc:
+                    raise _refusal(exc) from None
+            result = updates.merge_sources(
                 session,
                 authority=authority,
                 surviving_ipp=surviving,
@@ -168,40 +187,42 @@ def _merge(session: Session, *, matcher: Matcher, msg: Message, sender: Sender) 
     return handled
 
 
-def change(_matcher: Matcher, msg: Message, sender: Sender) -> Work:
+def change(config: IdentityConfig, _matcher: Matcher, msg: Message, sender: Sender) -> Work:
     """ITI-30 A47: MRG-1's IPP becomes PID-3's."""
-    return Work(partial(_change, msg=msg, sender=sender))
+    return Work(partial(_change, config=config, msg=msg, sender=sender))
 
 
-def _change(session: Session, *, msg: Message, sender: Sender) -> Handled:
+def _change(session: Session, *, config: IdentityConfig, msg: Message, sender: Sender) -> Handled:
     pid, mrg = required(msg, "PID"), required(msg, "MRG")
-    authority, new = ipp_of(pid, 3, msg.repairs, facility=sender.facility_oid)
-    old = _prior(mrg, authority, msg.repairs)
-    rri = merges.change_identifier(
+    authority, new = ipp_of(config, pid, 3, msg.repairs, facility=sender.facility_oid)
+    old = _prior(config, mrg, authority, msg.repairs)
+    rri = updates.change_identifier(
         session, authority=authority, old_ipp=old, new_ipp=new, actor=sender.actor
     )
     return Handled(touched=[Touched(rri, f"{authority}|{new}", "U")])
 
 
-def link(_matcher: Matcher, msg: Message, sender: Sender) -> Work:
+def link(config: IdentityConfig, _matcher: Matcher, msg: Message, sender: Sender) -> Work:
     """ITI-30 A24: the identities of the two PID segments are one person (the second joins the
     first's regional patient)."""
-    return Work(partial(_link, pair=_pair(msg, sender), actor=sender.actor, unlink=False))
+    pair = _pair(config, msg, sender)
+    return Work(partial(_link, pair=pair, actor=sender.actor, unlink=False))
 
 
-def unlink(_matcher: Matcher, msg: Message, sender: Sender) -> Work:
+def unlink(config: IdentityConfig, _matcher: Matcher, msg: Message, sender: Sender) -> Work:
     """ITI-30 A37: the identities of the two PID segments are two persons (the second leaves
     the first's regional patient)."""
-    return Work(partial(_link, pair=_pair(msg, sender), actor=sender.actor, unlink=True))
+    pair = _pair(config, msg, sender)
+    return Work(partial(_link, pair=pair, actor=sender.actor, unlink=True))
 
 
-def _pair(msg: Message, sender: Sender) -> tuple[str, str, str]:
+def _pair(config: IdentityConfig, msg: Message, sender: Sender) -> tuple[str, str, str]:
     """(authority, first IPP, second IPP) of the two PID segments of an A24 or A37."""
     pids = [seg for seg in msg.segments if seg.name == "PID"]
     if len(pids) < 2:
         raise V2Error(100, f"ADT^{msg.event} needs two PID segments", location="PID")
-    authority, first = ipp_of(pids[0], 3, msg.repairs, facility=sender.facility_oid)
-    other, second = ipp_of(pids[1], 3, msg.repairs, facility=authority)
+    authority, first = ipp_of(config, pids[0], 3, msg.repairs, facility=sender.facility_oid)
+    other, second = ipp_of(config, pids[1], 3, msg.repairs, facility=authority)
     if other != authority:
         raise V2Error(
             102,
@@ -214,7 +235,7 @@ def _pair(msg: Message, sender: Sender) -> tuple[str, str, str]:
 
 def _link(session: Session, *, pair: tuple[str, str, str], actor: str, unlink: bool) -> Handled:
     authority, first, second = pair
-    change = merges.unlink_identities if unlink else merges.link_identities
+    change = updates.unlink_identities if unlink else updates.link_identities
     result = change(session, authority=authority, first_ipp=first, second_ipp=second, actor=actor)
     return Handled(
         touched=[
@@ -224,8 +245,8 @@ def _link(session: Session, *, pair: tuple[str, str, str], actor: str, unlink: b
     )
 
 
-def _prior(mrg: Segment, authority: str, notes: list[str]) -> str:
-    prior_authority, prior = ipp_of(mrg, 1, notes, facility=authority, default=authority)
+def _prior(config: IdentityConfig, mrg: Segment, authority: str, notes: list[str]) -> str:
+    prior_authority, prior = ipp_of(config, mrg, 1, notes, facility=authority, default=authority)
     if prior_authority != authority:
         raise V2Error(
             102,

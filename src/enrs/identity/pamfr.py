@@ -10,7 +10,8 @@ identity service's input, and the identifiers (CX) of PID-3, MRG-1 and QPD-3.
 Assigning authorities are OIDs. A PAM-FR authority given as a FINESS number (HD-3 ``M`` or
 ``N``) is mapped to ``{root}.2.<1 + FINESS>`` (Corsica's 2A/2B: ``2`` + the FINESS with A→1,
 B→2); the regional id travels with authority ``{root}.1``, where ``{root}`` is the region's OID
-arc (``ENRS_OID_ROOT``; the placeholder ``1.2.250.1.999`` until the region registers its own).
+arc (``ENRS_OID_ROOT``, given as ``IdentityConfig``; the placeholder ``1.2.250.1.999`` until the
+region registers its own).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from datetime import date
 
 from pydantic import ValidationError
 
-from enrs.identity.merges import PLATFORM_OID
+from enrs.identity.config import IdentityConfig
 from enrs.identity.schemas import OID, SourceIdentityIn, Telecom
 from enrs.identity.traits import ATTRIBUTES, INS_NIA_OID, INS_NIR_OID, INS_OIDS, STATUSES
 from enrs.kit.hl7v2 import Segment, V2Error
 
-FINESS_ARC = f"{PLATFORM_OID}.2"
 INS_TYPES = frozenset({"INS", "INS-NIR", "INS-NIA"})
 INS_NAMESPACES = {"ASIP-SANTE-INS-NIR": INS_NIR_OID, "ASIP-SANTE-INS-NIA": INS_NIA_OID}
 _OID = re.compile(OID)
@@ -36,24 +36,32 @@ _FIELDS = {  # SourceIdentityIn field -> where it comes from, for ERR-2
     **dict.fromkeys(("authority", "ipp", "ins"), "PID^1^3"),
     **dict.fromkeys(("birth_name", "used_name", "given_names"), "PID^1^5"),
     **dict.fromkeys(("birth_place", "address_line", "postal_code", "city", "country"), "PID^1^11"),
-    **{"birth_date": "PID^1^7", "sex": "PID^1^8", "telecom": "PID^1^13", "status": "PID^1^32"},
+    **{"birth_date": "PID^1^7", "sex": "PID^1^8", "telecom": "PID^1^13"},
+    **dict.fromkeys(("status", "attributes"), "PID^1^32"),
     **{"method_collection": "ZFD^1^5", "validation_mode": "ZFD^1^7"},
 }
 
 
-def finess_oid(finess: str) -> str:
+def location_of(field: str) -> str:
+    """Where a ``SourceIdentityIn`` field is read from in the message (ERR-2)."""
+    return _FIELDS.get(field, "PID")
+
+
+def finess_oid(config: IdentityConfig, finess: str) -> str:
     """The OID standing for a FINESS-numbered assigning authority (see the module docstring)."""
     f = finess.upper()
     arc = "1" + f if f.isdigit() else "2" + f.replace("A", "1").replace("B", "2")
-    return f"{FINESS_ARC}.{arc}"
+    return f"{config.finess_arc}.{arc}"
 
 
-def authority_of(namespace: str, universal_id: str, id_type: str) -> str | None:
+def authority_of(
+    config: IdentityConfig, namespace: str, universal_id: str, id_type: str
+) -> str | None:
     """The OID of an HD (namespace, universal id, universal id type), or ``None``."""
     if _OID.match(universal_id):
         return universal_id
     if id_type.upper() in ("M", "N") and _FINESS.match(universal_id.upper()):
-        return finess_oid(universal_id)
+        return finess_oid(config, universal_id)
     if not universal_id and _OID.match(namespace):
         return namespace
     return None
@@ -70,9 +78,8 @@ class Cx:
     type_code: str
     rep: int
 
-    @property
-    def authority(self) -> str | None:
-        return authority_of(self.namespace, self.universal_id, self.id_type)
+    def authority(self, config: IdentityConfig) -> str | None:
+        return authority_of(config, self.namespace, self.universal_id, self.id_type)
 
     @property
     def is_ins(self) -> bool:
@@ -100,7 +107,13 @@ def identifiers(seg: Segment, n: int) -> list[Cx]:
 
 
 def ipp_of(
-    seg: Segment, n: int, notes: list[str], *, facility: str | None, default: str | None = None
+    config: IdentityConfig,
+    seg: Segment,
+    n: int,
+    notes: list[str],
+    *,
+    facility: str | None,
+    default: str | None = None,
 ) -> tuple[str, str]:
     """(authority OID, IPP) of PID-3 or MRG-1: the ``PI`` identifier (the sending facility's
     first when several), else an untyped one; ``default`` when it names no authority."""
@@ -113,10 +126,10 @@ def ipp_of(
             notes.append(f"{label}: identifier without CX-5 taken as the IPP")
     if not typed:
         raise V2Error(101, f"{label}: no patient identifier (CX-5 PI)", location=where)
-    best = next((c for c in typed if facility and c.authority == facility), typed[0])
+    best = next((c for c in typed if facility and c.authority(config) == facility), typed[0])
     if not (best.namespace or best.universal_id) and default:
         return default, best.value
-    authority = best.authority
+    authority = best.authority(config)
     if authority is None:
         raise V2Error(
             102,
@@ -229,11 +242,16 @@ def _status(pid: Segment, notes: list[str]) -> tuple[str, frozenset[str]]:
 
 
 def identity_from_pid(
-    pid: Segment, zfd: Segment | None, notes: list[str], *, facility: str | None
+    config: IdentityConfig,
+    pid: Segment,
+    zfd: Segment | None,
+    notes: list[str],
+    *,
+    facility: str | None,
 ) -> SourceIdentityIn:
     """Map a PAM-FR PID (and ZFD) to the identity service's input; :class:`V2Error` (AR) when
     it cannot be read. Repairs are appended to ``notes``."""
-    authority, ipp = ipp_of(pid, 3, notes, facility=facility)
+    authority, ipp = ipp_of(config, pid, 3, notes, facility=facility)
     ins_cx = next((c for c in identifiers(pid, 3) if c.is_ins), None)
     birth_name, used_name, given = _names(pid, notes)
     status, attributes = _status(pid, notes)
@@ -261,6 +279,6 @@ def identity_from_pid(
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else ""
-        where = _FIELDS.get(name, "PID")
+        where = location_of(name)
         label = where.replace("^1^", "-")
         raise V2Error(102, f"{label}: {name}: {first['msg']}", location=where) from None

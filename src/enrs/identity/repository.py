@@ -8,7 +8,6 @@ that matching reads and throws away.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -39,14 +38,13 @@ from enrs.identity.models import (
     SourceIdentity,
 )
 from enrs.kit.db import UTCDateTime, utcnow
-from enrs.kit.events import EventRecord
+from enrs.kit.events import emit
 
 S = SourceIdentity
 P = RegionalPatient
 _SOURCE: Table = S.__table__  # type: ignore[assignment]
 _PATIENT: Table = P.__table__  # type: ignore[assignment]
 _LINK: Table = IdentityLink.__table__  # type: ignore[assignment]
-_EVENT: Table = EventRecord.__table__  # type: ignore[assignment]
 
 
 class Key(NamedTuple):
@@ -82,7 +80,6 @@ _RRI = select(P.rri).where(P.id == bindparam("id"))
 _INSERT_PATIENT = insert(_PATIENT).returning(_PATIENT.c.id)
 _INSERT_SOURCE = insert(_SOURCE).returning(_SOURCE.c.id)
 _INSERT_LINK = insert(_LINK)
-_INSERT_EVENT = insert(_EVENT)
 SOURCE_COLUMNS = [c.key for c in _SOURCE.columns if c.key != "id"]  # all but the id
 
 
@@ -141,6 +138,11 @@ def key_of(session: Session, authority: str, ipp: str) -> Key | None:
     return Key(*row) if row is not None else None
 
 
+def authority_known(session: Session, authority: str) -> bool:
+    """Whether an identity of the assigning authority ``authority`` was ever fed."""
+    return session.scalar(select(S.id).where(S.authority == authority).limit(1)) is not None
+
+
 def source(session: Session, source_id: int) -> SourceIdentity | None:
     return session.get(S, source_id)
 
@@ -196,8 +198,9 @@ def insert_link(session: Session, **values: Any) -> None:
 
 
 def _create_statement() -> TextClause:
-    """PostgreSQL: :func:`create_identity` in one statement (one round trip rather than four or
-    five), its inserts chained by data-modifying ``WITH`` queries."""
+    """PostgreSQL: :func:`create_identity`'s inserts in one statement (one round trip rather
+    than three or four), chained by data-modifying ``WITH`` queries; its event goes through
+    :func:`enrs.kit.events.emit`, inserted at commit in commit order."""
     columns = [c for c in _SOURCE.columns if c.key not in ("id", "patient_id")]
     names = ", ".join(c.name for c in columns)
     values = ", ".join(f":s_{c.key}" for c in columns)
@@ -218,13 +221,6 @@ WITH p AS (
     INSERT INTO {_LINK.name} (source_id, patient_id, method, score, model_version, actor,
                               created_at)
     SELECT s.id, s.patient_id, :method, :score, :model_version, :actor, :now FROM s
-), e AS (
-    INSERT INTO {_EVENT.name} (name, payload, created_at)
-    SELECT 'identity.linked',
-           format('{{"source_id": %s, "patient_id": %s, "method": %s}}',
-                  s.id, s.patient_id, to_json(CAST(:method AS text))),
-           :now
-    FROM s
 )
 SELECT s.id, s.patient_id, target.rri FROM s JOIN target ON target.id = s.patient_id"""  # noqa: S608 - names: our own metadata
     typed = [bindparam(f"s_{c.key}", type_=c.type) for c in columns]
@@ -262,7 +258,10 @@ def create_identity(
         params |= {"patient_id": patient_id, "rri": rri, "now": now, "method": method}
         params |= {"score": score, "model_version": model_version, "actor": actor}
         row = conn.execute(_CREATE, params).one()
-        return Created(int(row[0]), int(row[1]), str(row[2]))
+        created = Created(int(row[0]), int(row[1]), str(row[2]))
+        payload = {"source_id": created.source_id, "patient_id": created.patient_id}
+        emit(session, "identity.linked", {**payload, "method": method})
+        return created
     if patient_id is None:
         patient_id = insert_patient(session, rri=rri, now=now)
     else:
@@ -273,16 +272,8 @@ def create_identity(
         session, source_id=source_id, patient_id=patient_id, reason=None, created_at=now, **link
     )
     payload = {"source_id": source_id, "patient_id": patient_id, "method": method}
-    insert_event(session, "identity.linked", payload)
+    emit(session, "identity.linked", payload)
     return Created(source_id, patient_id, rri)
-
-
-def insert_event(session: Session, name: str, payload: dict[str, Any]) -> None:
-    """The outbox row of :func:`enrs.kit.events.emit`, inserted at once rather than by the
-    unit of work at the next flush (pending changes are flushed first, so events keep their
-    order)."""
-    values = {"name": name, "payload": json.dumps(payload, default=str), "created_at": utcnow()}
-    _conn(session).execute(_INSERT_EVENT, values)
 
 
 def _swap(d: date) -> date | None:

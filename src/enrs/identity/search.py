@@ -1,30 +1,33 @@
 """The identity server's FHIR queries: PDQm ITI-78 search over the source identities, the PIXm
-ITI-83 cross-reference, and the PDQm ITI-119 match ranking.
+ITI-83 cross-reference (its parameters; the rule is :mod:`.xref`), and the PDQm ITI-119 match
+ranking. What they may find and show is :mod:`.access`'s: only active identities, an INS
+only through a qualified identity.
 
 Names are searched through the normalised columns (``n_birth_name``, ``n_used_name``,
 ``n_given_names``, written with :func:`enrs.identity.traits.normalize_name`: upper case, no
 accents, hyphens and apostrophes as spaces), so ``family=helene`` finds ``HÉLÈNE`` on SQLite and
-PostgreSQL alike; ``:exact`` compares the names as entered. Only active identities are found.
+PostgreSQL alike; ``:exact`` compares the names as entered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import cache, partial
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from enrs.identity import repository
+from enrs.identity import access, xref
 from enrs.identity import service as identity_service
-from enrs.identity.fhir import GENDER_IN, GENDER_SYSTEM, RRI_SYSTEM, PatientFields, oid_of
+from enrs.identity.config import IdentityConfig
+from enrs.identity.fhir import GENDER_IN, GENDER_SYSTEM, PatientFields, oid_of
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher
 from enrs.identity.models import RegionalPatient, SourceIdentity
-from enrs.identity.traits import INS_OIDS, check_ins, normalize_name
+from enrs.identity.traits import check_ins, normalize_name
 from enrs.kit.errors import BadRequest, Forbidden, NotFound
 from enrs.kit.fhir.search import (
     ParsedSearch,
@@ -85,21 +88,26 @@ def _given(value: StringValue) -> ColumnElement[bool]:
     )
 
 
-def _identifier(value: TokenValue) -> ColumnElement[bool]:
-    """IPP (``urn:oid:{authority}|ipp``), INS (``urn:oid:1.2.250.1.213.1.4.8|…``), RRI, or a
-    bare value matching any of them."""
+def _ins(code: str) -> ColumnElement[bool]:
+    """Identities whose INS is ``code`` and may be trusted (``access``, rule 4)."""
+    return sa.and_(S.ins == code.replace(" ", "").upper(), access.trusted_ins_clause())
+
+
+def _identifier(config: IdentityConfig, value: TokenValue) -> ColumnElement[bool]:
+    """IPP (``urn:oid:{authority}|ipp``), INS (``urn:oid:1.2.250.1.213.1.4.8|…``, a qualified
+    identity's), RRI, or a bare value matching any of them."""
     system, code = value.system, value.code
     if system is None:
         assert code is not None
-        return sa.or_(S.ipp == code, S.ins == code.replace(" ", ""), _patients_with_rri(code))
-    if system == RRI_SYSTEM:
+        return sa.or_(S.ipp == code, _ins(code), _patients_with_rri(code))
+    if system == config.rri_system:
         return _patients_with_rri(code) if code else sa.true()
     oid = oid_of(system)
     if oid is None:
         return sa.false()
-    if oid in INS_OIDS:
-        clause = S.ins_system == oid
-        return sa.and_(clause, S.ins == code.replace(" ", "")) if code else clause
+    if oid in config.accepted_ins:
+        clause = sa.and_(S.ins_system == oid, access.trusted_ins_clause())
+        return sa.and_(clause, _ins(code)) if code else clause
     return sa.and_(S.authority == oid, S.ipp == code) if code else S.authority == oid
 
 
@@ -114,44 +122,47 @@ def _id(value: TokenValue) -> ColumnElement[bool]:
     return S.id == int(code) if code.isdigit() and len(code) <= 18 else sa.false()
 
 
-PDQM_SEARCH = SearchSpec(
-    resource_type="Patient",
-    params={
-        "_id": SearchParam.token(
-            match=_id, doc="Source identity id", definition=SP + "Resource-id"
-        ),
-        "family": SearchParam.string(
-            match=_family,
-            doc="Birth or used name; accent- and case-insensitive, :exact as entered",
-            definition=SP + "individual-family",
-        ),
-        "given": SearchParam.string(
-            match=_given, doc="Any birth first name", definition=SP + "individual-given"
-        ),
-        "birthdate": SearchParam.date(
-            S.birth_date, doc="Birth date", definition=SP + "individual-birthdate"
-        ),
-        "gender": SearchParam.token(
-            match=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
-        ),
-        "identifier": SearchParam.token(
-            match=_identifier,
-            doc="IPP (urn:oid:{authority}|ipp), INS (urn:oid:1.2.250.1.213.1.4.8|nir) or RRI",
-            definition=SP + "Patient-identifier",
-        ),
-        "address-postalcode": SearchParam.string(
-            S.postal_code, doc="Postal code", definition=SP + "individual-address-postalcode"
-        ),
-        "address-city": SearchParam.string(
-            S.city, doc="City", definition=SP + "individual-address-city"
-        ),
-    },
-    sorts={"_id": S.id, "family": S.n_birth_name, "birthdate": S.birth_date},
-    default_sort="_id",
-    tiebreaker=S.id,
-    default_count=20,
-    max_count=100,
-)
+@cache
+def pdqm_search(config: IdentityConfig) -> SearchSpec:
+    """The ITI-78 search parameters (the RRI namespace and INS OIDs are ``config``'s)."""
+    return SearchSpec(
+        resource_type="Patient",
+        params={
+            "_id": SearchParam.token(
+                match=_id, doc="Source identity id", definition=SP + "Resource-id"
+            ),
+            "family": SearchParam.string(
+                match=_family,
+                doc="Birth or used name; accent- and case-insensitive, :exact as entered",
+                definition=SP + "individual-family",
+            ),
+            "given": SearchParam.string(
+                match=_given, doc="Any birth first name", definition=SP + "individual-given"
+            ),
+            "birthdate": SearchParam.date(
+                S.birth_date, doc="Birth date", definition=SP + "individual-birthdate"
+            ),
+            "gender": SearchParam.token(
+                match=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
+            ),
+            "identifier": SearchParam.token(
+                match=partial(_identifier, config),
+                doc="IPP (urn:oid:{authority}|ipp), INS (urn:oid:1.2.250.1.213.1.4.8|nir) or RRI",
+                definition=SP + "Patient-identifier",
+            ),
+            "address-postalcode": SearchParam.string(
+                S.postal_code, doc="Postal code", definition=SP + "individual-address-postalcode"
+            ),
+            "address-city": SearchParam.string(
+                S.city, doc="City", definition=SP + "individual-address-city"
+            ),
+        },
+        sorts={"_id": S.id, "family": S.n_birth_name, "birthdate": S.birth_date},
+        default_sort="_id",
+        tiebreaker=S.id,
+        default_count=20,
+        max_count=100,
+    )
 
 
 @dataclass(frozen=True)
@@ -178,69 +189,37 @@ def _requested_domains(parsed: ParsedSearch) -> frozenset[str]:
 
 
 def iti_78_search_patients(
-    session: Session, items: Sequence[tuple[str, str]], *, base_url: str, strict: bool
+    session: Session,
+    config: IdentityConfig,
+    items: Sequence[tuple[str, str]],
+    *,
+    base_url: str,
+    strict: bool,
 ) -> PdqmPage:
-    """PDQm ITI-78. Raises :class:`BadRequest` (400) for a malformed or unsupported parameter
-    (an unknown one only under ``Prefer: handling=strict``), :class:`NotFound` (404,
-    "targetSystem not found", ITI-78 case 4) for an identifier domain this server does not
-    know."""
-    parsed = parse_search(PDQM_SEARCH, items, strict=strict, base_url=base_url)
+    """PDQm ITI-78 over :func:`access.readable_sources`. Raises :class:`BadRequest` (400) for a
+    malformed or unsupported parameter (an unknown one only under ``Prefer: handling=strict``),
+    :class:`NotFound` (404, "targetSystem not found", ITI-78 case 4) for an identifier domain
+    this server does not know."""
+    parsed = parse_search(pdqm_search(config), items, strict=strict, base_url=base_url)
     domains = _requested_domains(parsed)
     for system in domains:
-        if not known_domain(session, system):
+        if not known_domain(session, config, system):
             raise NotFound(f"targetSystem not found: {system}")
-    stmt: Select[Any] = cast(
-        "Select[Any]",
-        sa.select(S, P.rri).join(P, P.id == S.patient_id).where(S.active.is_(True)),
-    )
-    rows = [(row[0], row[1]) for row in session.execute(apply_search(stmt, parsed)).all()]
+    readable = access.readable_sources()
+    rows = [(row[0], row[1]) for row in session.execute(apply_search(readable, parsed)).all()]
     page, has_next = split_page(rows, parsed)
-    total = None
-    if parsed.want_total:
-        total = session.scalar(count_stmt(sa.select(S.id).where(S.active.is_(True)), parsed))
+    total = session.scalar(count_stmt(readable, parsed)) if parsed.want_total else None
     return PdqmPage(page, parsed, total, has_next, domains)
 
 
-# --- reads -----------------------------------------------------------------------------------
-
-
-def source_by_id(session: Session, ident: str) -> SourceIdentity | None:
-    if not ident.isdigit() or len(ident) > 18:
-        return None
-    return session.get(S, int(ident))
-
-
-def rri_of(session: Session, source: SourceIdentity) -> str:
-    patient = repository.patient(session, source.patient_id)
-    assert patient is not None
-    return patient.rri
-
-
-def survivor(session: Session, patient: RegionalPatient) -> RegionalPatient:
-    """The regional patient a merged one now lives in (follows ``merged_into_id``)."""
-    current, hops = patient, 0
-    while current.merged_into_id is not None and hops < 20:
-        nxt = repository.patient(session, current.merged_into_id)
-        if nxt is None:
-            break
-        current, hops = nxt, hops + 1
-    return current
+def known_domain(session: Session, config: IdentityConfig, system: str) -> bool:
+    """Whether the URI ``system`` names an identifier domain of this server
+    (:func:`xref.known_domain`)."""
+    oid = oid_of(system)
+    return oid is not None and xref.known_domain(session, config, oid)
 
 
 # --- PIXm ITI-83 -----------------------------------------------------------------------------
-
-
-def _authority_known(session: Session, oid: str) -> bool:
-    return session.scalar(sa.select(S.id).where(S.authority == oid).limit(1)) is not None
-
-
-def known_domain(session: Session, system: str) -> bool:
-    """Whether ``system`` is an identifier domain of this server: the RRI namespace, an INS OID,
-    or the OID of a facility that fed at least one identity."""
-    oid = oid_of(system)
-    if system == RRI_SYSTEM or oid in INS_OIDS:
-        return True
-    return oid is not None and _authority_known(session, oid)
 
 
 def _parse_source_identifier(raw: str | None) -> tuple[str, str]:
@@ -252,44 +231,43 @@ def _parse_source_identifier(raw: str | None) -> tuple[str, str]:
     return system, value
 
 
-def iti_83_patients(session: Session, raw_source: str | None) -> list[RegionalPatient]:
-    """The regional patients the ``sourceIdentifier`` of ITI-83 designates (an IPP, the RRI, or
-    a *qualified* identity's INS), merges followed.
+def _target_domains(session: Session, config: IdentityConfig, raw: Sequence[str]) -> frozenset[str]:
+    """The OIDs of the ``targetSystem`` values (repeated or comma-separated); PIXm
+    2:3.83.4.2.2.4: 403 ``code-invalid`` "targetSystem not found" when one is not a domain of
+    this server."""
+    systems = frozenset(s.strip() for item in raw for s in item.split(",") if s.strip())
+    domains = set()
+    for system in systems:
+        oid = oid_of(system)
+        if oid is None or not xref.known_domain(session, config, oid):
+            raise Forbidden("targetSystem not found", issue_code="code-invalid")
+        domains.add(oid)
+    return frozenset(domains)
+
+
+def iti_83_cross_reference(
+    session: Session, config: IdentityConfig, raw_source: str | None, raw_targets: Sequence[str]
+) -> xref.CrossReference:
+    """PIXm ITI-83: the cross-reference (:func:`xref.cross_reference`) of ``sourceIdentifier``
+    (``system|value``: an IPP, the RRI or a qualified identity's INS), restricted to the
+    ``targetSystem`` domains if any.
 
     Errors as PIXm 2:3.83.4.2.2: 400 ``code-invalid`` "sourceIdentifier Assigning Authority not
     found" for an unknown domain (or a malformed parameter), 404 ``not-found``
-    "sourceIdentifier Patient Identifier not found"."""
+    "sourceIdentifier Patient Identifier not found", 403 ``code-invalid`` "targetSystem not
+    found"."""
     system, value = _parse_source_identifier(raw_source)
-    if not known_domain(session, system):
+    oid = oid_of(system)
+    if oid is None or not xref.known_domain(session, config, oid):
         raise BadRequest(
             "sourceIdentifier Assigning Authority not found", issue_code="code-invalid"
         )
-    oid = oid_of(system)
-    found: list[RegionalPatient] = []
-    if system == RRI_SYSTEM:
-        patient = repository.patient_by_rri(session, value)
-        found = [patient] if patient is not None else []
-    elif oid in INS_OIDS:
-        sources = repository.sources_by_ins(session, value.replace(" ", "").upper())
-        ids = dict.fromkeys(s.patient_id for s in sources if s.status == "QUAL")
-        found = [p for pid in ids if (p := repository.patient(session, pid)) is not None]
-    elif oid is not None:
-        source = repository.source_by_key(session, oid, value)
-        if source is not None and source.active:
-            found = [p for p in [repository.patient(session, source.patient_id)] if p]
-    if not found:
-        raise NotFound("sourceIdentifier Patient Identifier not found")
-    return list({p.id: p for p in (survivor(session, p) for p in found)}.values())
-
-
-def check_target_systems(session: Session, raw: Sequence[str]) -> frozenset[str]:
-    """The ``targetSystem`` values (repeated or comma-separated); PIXm 2:3.83.4.2.2.4: 403
-    ``code-invalid`` "targetSystem not found" when one is not a domain of this server."""
-    systems = frozenset(s.strip() for item in raw for s in item.split(",") if s.strip())
-    for system in systems:
-        if not known_domain(session, system):
-            raise Forbidden("targetSystem not found", issue_code="code-invalid")
-    return systems
+    try:
+        patients = xref.resolve(session, config, oid, value)
+    except xref.UnknownPatient:
+        raise NotFound("sourceIdentifier Patient Identifier not found") from None
+    domains = _target_domains(session, config, raw_targets)
+    return xref.cross_reference(session, config, patients, oid, value, domains=domains)
 
 
 # --- PDQm ITI-119 ----------------------------------------------------------------------------
@@ -307,10 +285,13 @@ class MatchResult:
     grade: str
 
 
-def traits_of_fields(fields: PatientFields) -> Traits:
+def traits_of_fields(fields: PatientFields, config: IdentityConfig) -> Traits:
     """Match traits of a $match input Patient, normalised as ``service.traits_of`` does.
-    Raises ``Unprocessable`` (422) for an INS whose key does not check."""
-    ins = check_ins(fields.ins, fields.ins_system or "") if fields.ins else None
+    Raises ``Unprocessable`` (422) for an INS whose key does not check or whose OID is not
+    accepted (``config.accepted_ins``)."""
+    ins = (
+        check_ins(fields.ins, fields.ins_system or "", config.accepted_ins) if fields.ins else None
+    )
     return Traits(
         birth_name=normalize_name(fields.birth_name),
         used_name=normalize_name(fields.used_name),
@@ -341,20 +322,22 @@ def iti_119_match(
     graded with the model's thresholds (``certain`` ≥ auto-link with the strict traits close
     enough, or the same qualified INS; ``probable`` ≥ review; ``possible`` ≥ 0), most likely
     first. A douteuse or fictive identity is never ``certain``. With ``only_certain``, the
-    result is empty unless exactly one regional patient is certain (ITI-119 cases 3-5)."""
+    result is empty unless exactly one regional patient is certain (ITI-119 cases 3-5). Only
+    readable identities are returned, and an equal INS counts only from a qualified identity
+    (:mod:`.access`)."""
     ranked = identity_service.best_candidates(session, matcher, traits)
     qualified: dict[int, SourceIdentity] = {}
     if traits.ins:
-        for source in repository.sources_by_ins(session, traits.ins):
-            if source.status == "QUAL":
-                qualified.setdefault(source.patient_id, source)
+        for source in access.trusted_ins_holders(session, traits.ins):
+            qualified.setdefault(source.patient_id, source)
     seen = {r.source.patient_id for r in ranked}
     for pid, source in qualified.items():
         if pid not in seen:
             score = matcher.score(traits, identity_service.traits_of(source))
             ranked.append(identity_service.Scored(source, score))
     results: list[tuple[int, float, identity_service.Scored, str]] = []
-    for scored in ranked:
+    readable = {s.id for s in access.visible(r.source for r in ranked)}
+    for scored in (r for r in ranked if r.source.id in readable):
         doubtful = bool(scored.source.attribute_set & identity_service.NEVER_AUTO)
         grade = _grade(
             scored.score.weight,

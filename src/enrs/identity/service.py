@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from enrs.identity import repository
+from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher, PairScore
 from enrs.identity.models import (
@@ -111,6 +112,24 @@ def snapshot(source: SourceIdentity) -> str:
     return json.dumps({f: getattr(source, f) for f in fields}, default=str)
 
 
+def keep_version(session: Session, source: SourceIdentity, *, actor: str) -> None:
+    """Keep the current state of ``source`` as a previous version (``identity_source_version``:
+    its traits, link, key and state) before it changes; its version number goes up."""
+    data = {**json.loads(snapshot(source)), "authority": source.authority, "ipp": source.ipp}
+    data["active"] = source.active
+    session.add(
+        SourceIdentityVersion(
+            source_id=source.id,
+            version=source.version,
+            data=json.dumps(data, default=str),
+            actor=actor,
+            recorded_at=utcnow(),
+        )
+    )
+    source.version += 1
+    source.updated_at = utcnow()
+
+
 def new_patient(session: Session) -> RegionalPatient:
     patient = RegionalPatient(
         rri=secrets.token_hex(8).upper(), active=True, created_at=utcnow(), updated_at=utcnow()
@@ -155,8 +174,24 @@ def link_source(
 
 
 def _linked(session: Session, source_id: int, patient_id: int, method: str) -> None:
-    payload = {"source_id": source_id, "patient_id": patient_id, "method": method}
-    repository.insert_event(session, "identity.linked", payload)
+    emit(
+        session,
+        "identity.linked",
+        {"source_id": source_id, "patient_id": patient_id, "method": method},
+    )
+
+
+def retire_if_empty(session: Session, patient_id: int, *, into: int) -> bool:
+    """A regional patient left without active identities is retired: inactive, merged into
+    ``into`` (event ``identity.merged``). Whether it was."""
+    if repository.sources_of_patient(session, patient_id):
+        return False
+    patient = repository.patient(session, patient_id)
+    if patient is None or not patient.active:
+        return False
+    patient.active, patient.merged_into_id, patient.updated_at = False, into, utcnow()
+    emit(session, "identity.merged", {"from_patient_id": patient_id, "into_patient_id": into})
+    return True
 
 
 def _task(
@@ -362,9 +397,14 @@ class Prepared:
     ahead: Ahead = field(default_factory=Ahead)
 
 
-def prepare(data: SourceIdentityIn) -> Prepared:
-    """Check ``data`` (INS key, RNIV coherence: raises ``Unprocessable``) and normalise it."""
-    ins = check_ins(data.ins, data.ins_system or INS_NIR_OID) if data.ins else None
+def prepare(data: SourceIdentityIn, config: IdentityConfig) -> Prepared:
+    """Check ``data`` (INS key and OID, one of ``config.accepted_ins``; RNIV coherence: raises
+    :class:`~enrs.identity.traits.InvalidTrait`) and normalise it."""
+    ins = (
+        check_ins(data.ins, data.ins_system or INS_NIR_OID, config.accepted_ins)
+        if data.ins
+        else None
+    )
     check_traits(
         status=data.status,
         attributes=data.attributes,
@@ -407,11 +447,19 @@ def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
     ahead.scores.update(zip(cands, matcher.score_rows(t, cands), strict=True))
 
 
-def feed(session: Session, matcher: Matcher, data: SourceIdentityIn, *, actor: str) -> FeedResult:
+def feed(
+    session: Session,
+    matcher: Matcher,
+    data: SourceIdentityIn,
+    *,
+    actor: str,
+    config: IdentityConfig,
+) -> FeedResult:
     """Create or update a source identity and match it (ITI-104 / ADT A28, A31, A01, A04, A08).
 
-    Raises ``Unprocessable`` for an INS whose key does not check, or incoherent statuses."""
-    prepared = prepare(data)
+    Raises ``InvalidTrait`` (``Unprocessable``) for an INS whose key does not check or whose OID
+    is not accepted (a test INS outside development), or incoherent statuses."""
+    prepared = prepare(data, config)
     existing = repository.source_by_key(session, data.authority, data.ipp)
     return feed_prepared(session, matcher, prepared, existing, actor=actor)
 
@@ -475,17 +523,8 @@ def _update(
 ) -> FeedResult:
     """A new version of a known identity: keep the old one; if it shares its regional patient,
     check it still fits (else a potential collision); if it is alone, match it again."""
-    session.add(
-        SourceIdentityVersion(
-            source_id=source.id,
-            version=source.version,
-            data=snapshot(source),
-            actor=actor,
-            recorded_at=utcnow(),
-        )
-    )
+    keep_version(session, source, actor=actor)
     _apply(source, data, ins)
-    source.version += 1
     session.flush()
     traits = traits_of(source)
     siblings = [
@@ -522,7 +561,7 @@ def _update(
                 score=decision.score,
                 model_version=matcher.model.version,
             )
-            _retire(session, former, into=decision.patient_id)
+            retire_if_empty(session, former, into=decision.patient_id)
             method = decision.method
         elif decision.review_patient is not None:
             review = decision.review.best if decision.review else None
@@ -530,13 +569,3 @@ def _update(
     return _result(
         session, source.id, source.patient_id, created=False, method=method, score=score, task=task
     )
-
-
-def _retire(session: Session, former: int, *, into: int) -> None:
-    """A regional patient left without identities now points to the one they joined."""
-    if repository.sources_of_patient(session, former):
-        return
-    old = repository.patient(session, former)
-    if old is not None and old.active:
-        old.active, old.merged_into_id, old.updated_at = False, into, utcnow()
-        emit(session, "identity.merged", {"from_patient_id": old.id, "into_patient_id": into})

@@ -20,6 +20,9 @@ INS_NIA_OID = "1.2.250.1.213.1.4.9"
 INS_TEST_NIR_OID = "1.2.250.1.213.1.4.10"
 INS_DEMO_NIR_OID = "1.2.250.1.213.1.4.11"
 INS_OIDS = frozenset({INS_NIR_OID, INS_NIA_OID, INS_TEST_NIR_OID, INS_DEMO_NIR_OID})
+PRODUCTION_INS_OIDS = frozenset({INS_NIR_OID, INS_NIA_OID})
+"""The INS OIDs of real persons; the test and demo OIDs are accepted in development only
+(``IdentityConfig.accepted_ins``)."""
 STATUSES = ("PROV", "RECUP", "VALI", "QUAL")
 ATTRIBUTES = frozenset({"DOUT", "FICT", "HOMA"})
 SEXES = frozenset({"M", "F", "U"})
@@ -37,16 +40,35 @@ def normalize_name(value: str | None) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
-def check_ins(value: str, system: str) -> str:
-    """Validate a matricule INS (NIR or NIA) and its OID; returns it without spaces.
+class InvalidTrait(Unprocessable):
+    """A trait the identity rules refuse; ``field`` names it (a ``SourceIdentityIn`` field), so
+    that each protocol can point at it (FHIRPath, ERR-2)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_ins(value: str, system: str, accepted: frozenset[str]) -> str:
+    """Validate a matricule INS (NIR or NIA) and its OID, one of ``accepted``; returns it
+    without spaces.
 
     The key is 97 − (the 13 first characters as a number, mod 97), Corsica's 2A / 2B counting
-    as 19 / 18 (``python-stdnum``). Raises :class:`Unprocessable` with the reason."""
+    as 19 / 18 (``python-stdnum``). Raises :class:`InvalidTrait` with the reason: an unknown
+    OID, a test or demo INS outside development (not in ``accepted``), a key that does not
+    check."""
     compact = value.replace(" ", "").upper()
     if system not in INS_OIDS:
-        raise Unprocessable(f"unknown INS system {system!r} (expected an INS-NIR or INS-NIA OID)")
+        raise InvalidTrait(
+            f"unknown INS system {system!r} (expected an INS-NIR or INS-NIA OID)", "ins"
+        )
+    if system not in accepted:
+        raise InvalidTrait(
+            f"INS of the test or demo OID {system} refused: allowed in development only (ENRS_DEV)",
+            "ins",
+        )
     if not nir.is_valid(compact):
-        raise Unprocessable(f"INS {compact!r} is not valid: its key does not check")
+        raise InvalidTrait(f"INS {compact!r} is not valid: its key does not check", "ins")
     return compact
 
 
@@ -59,21 +81,27 @@ def check_traits(
     birth_place: str | None,
     ins: str | None,
 ) -> None:
-    """The RNIV coherence rules on a source identity; raises :class:`Unprocessable`."""
+    """The RNIV coherence rules on a source identity; raises :class:`InvalidTrait`."""
     if status not in STATUSES:
-        raise Unprocessable(f"identity status {status!r} is not one of {', '.join(STATUSES)}")
+        raise InvalidTrait(
+            f"identity status {status!r} is not one of {', '.join(STATUSES)}", "status"
+        )
     unknown = attributes - ATTRIBUTES
     if unknown:
-        raise Unprocessable(f"unknown identity attribute(s): {', '.join(sorted(unknown))}")
+        raise InvalidTrait(
+            f"unknown identity attribute(s): {', '.join(sorted(unknown))}", "attributes"
+        )
     if {"DOUT", "FICT"} <= attributes:
-        raise Unprocessable("an identity cannot be both douteuse (DOUT) and fictive (FICT)")
+        raise InvalidTrait(
+            "an identity cannot be both douteuse (DOUT) and fictive (FICT)", "attributes"
+        )
     if attributes & {"DOUT", "FICT"} and status != "PROV":
-        raise Unprocessable("a douteuse or fictive identity stays provisoire (PROV)")
+        raise InvalidTrait("a douteuse or fictive identity stays provisoire (PROV)", "status")
     if status in ("RECUP", "QUAL") and not ins:
-        raise Unprocessable(f"a {status} identity comes from INSi and carries its INS")
+        raise InvalidTrait(f"a {status} identity comes from INSi and carries its INS", "ins")
     if sex not in SEXES:
-        raise Unprocessable(f"sex {sex!r} is not one of M, F, U")
+        raise InvalidTrait(f"sex {sex!r} is not one of M, F, U", "sex")
     if birth_date is not None and birth_date > date.today():
-        raise Unprocessable("the birth date is in the future")
+        raise InvalidTrait("the birth date is in the future", "birth_date")
     if birth_place is not None and not _INSEE.match(birth_place):
-        raise Unprocessable(f"birth place {birth_place!r} is not an INSEE COG code")
+        raise InvalidTrait(f"birth place {birth_place!r} is not an INSEE COG code", "birth_place")

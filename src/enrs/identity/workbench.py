@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from enrs.identity import repository
 from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentity
-from enrs.identity.service import link_source, new_patient
+from enrs.identity.service import link_source, new_patient, retire_if_empty
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, NotFound
 from enrs.kit.events import emit
@@ -90,13 +90,8 @@ def _move(
 def _retire_if_empty(
     session: Session, patient_id: int, into: int, effects: list[dict[str, Any]]
 ) -> None:
-    if repository.sources_of_patient(session, patient_id):
-        return
-    patient = session.get(RegionalPatient, patient_id)
-    if patient is not None and patient.active:
-        patient.active, patient.merged_into_id, patient.updated_at = False, into, utcnow()
+    if retire_if_empty(session, patient_id, into=into):
         effects.append({"retired": patient_id, "into": into})
-        emit(session, "identity.merged", {"from_patient_id": patient_id, "into_patient_id": into})
 
 
 def decide(session: Session, task_id: int, decision: str, *, reason: str, actor: str) -> TaskView:

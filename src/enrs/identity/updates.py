@@ -1,11 +1,10 @@
-"""Merges and identifier changes of source identities, and the identifier cross-reference.
+"""A facility's updates of its patients' identities, IHE PAM ITI-30 *Patient Identity
+Management* beyond create and update (which are ``service.feed``):
 
-- :func:`merge_sources`: IHE PAM ITI-30 *merge* (HL7 v2 ADT^A40; FHIR PMIR ITI-93 merge);
-- :func:`change_identifier`: ITI-30 *change patient identifier* (ADT^A47);
-- :func:`link_identities` and :func:`unlink_identities`: ITI-30 *link / unlink patient
-  information* (ADT^A24, ADT^A37), a facility's manual decision on two of its identities;
-- :func:`find_patient` and :func:`cross_reference`: the PIX query (ITI-9 QBP^Q23/RSP^K23,
-  later PIXm ITI-83): every identifier of the regional patient behind one identifier.
+- :func:`merge_sources`: *merge* (HL7 v2 ADT^A40; FHIR PMIR ITI-93 merge);
+- :func:`change_identifier`: *change patient identifier* (ADT^A47);
+- :func:`link_identities` and :func:`unlink_identities`: *link / unlink patient information*
+  (ADT^A24, ADT^A37), a facility's manual decision on two of its identities.
 
 Nothing is deleted: a merged identity is deactivated with its previous version kept and its
 link history extended; services only flush.
@@ -16,27 +15,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.identity import repository
-from enrs.identity.models import (
-    IdentityTask,
-    RegionalPatient,
-    SourceIdentity,
-    SourceIdentityVersion,
-)
-from enrs.identity.service import link_source, new_patient, snapshot
-from enrs.identity.traits import INS_OIDS
+from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentity
+from enrs.identity.service import keep_version, link_source, new_patient, retire_if_empty
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
 from enrs.kit.events import emit
-from enrs.settings import Settings
-
-# The region's OID arc (``ENRS_OID_ROOT``, read once per process: identifiers given out carry
-# it); the assigning authority of the regional identifier (FR Core type ``RRI``) is ``.1``.
-PLATFORM_OID = Settings().oid_root
-RRI_AUTHORITY = f"{PLATFORM_OID}.1"
 
 
 class UnknownIdentifier(NotFound):
@@ -55,41 +41,11 @@ class MergeResult:
     already_merged: bool = False
 
 
-@dataclass(frozen=True)
-class Identifier:
-    value: str
-    system: str  # an OID
-    type: str  # PI, RRI or INS (HL7 table 0203)
-
-
-@dataclass(frozen=True)
-class CrossReference:
-    patient_id: int
-    rri: str
-    identifiers: list[Identifier]
-
-
 def _active(session: Session, authority: str, ipp: str) -> SourceIdentity:
     source = repository.source_by_key(session, authority, ipp)
     if source is None or not source.active:
         raise UnknownIdentifier(f"no active identity {ipp!r} in assigning authority {authority}")
     return source
-
-
-def _keep_version(session: Session, source: SourceIdentity, *, actor: str) -> None:
-    data = {**json.loads(snapshot(source)), "authority": source.authority, "ipp": source.ipp}
-    data["active"] = source.active
-    session.add(
-        SourceIdentityVersion(
-            source_id=source.id,
-            version=source.version,
-            data=json.dumps(data, default=str),
-            actor=actor,
-            recorded_at=utcnow(),
-        )
-    )
-    source.version += 1
-    source.updated_at = utcnow()
 
 
 def _rri(session: Session, patient_id: int) -> str:
@@ -125,7 +81,7 @@ def merge_sources(
         raise UnknownIdentifier(f"identity {merged_ipp!r} is already deactivated")
     former = merged.patient_id
     merged_rri = _rri(session, former)
-    _keep_version(session, merged, actor=actor)
+    keep_version(session, merged, actor=actor)
     merged.active = False
     session.flush()
     link_source(
@@ -136,21 +92,10 @@ def merge_sources(
         actor=actor,
         reason=f"merged into identity {surviving_ipp} of {authority}",
     )
-    retired = former != surviving.patient_id and _retire(session, former, surviving.patient_id)
+    into = surviving.patient_id
+    retired = former != into and retire_if_empty(session, former, into=into)
     session.flush()
     return MergeResult(_rri(session, surviving.patient_id), merged_rri, retired)
-
-
-def _retire(session: Session, patient_id: int, into: int) -> bool:
-    """A regional patient left without active identities is merged into ``into``."""
-    if repository.sources_of_patient(session, patient_id):
-        return False
-    patient = repository.patient(session, patient_id)
-    if patient is None or not patient.active:
-        return False
-    patient.active, patient.merged_into_id, patient.updated_at = False, into, utcnow()
-    emit(session, "identity.merged", {"from_patient_id": patient_id, "into_patient_id": into})
-    return True
 
 
 def change_identifier(
@@ -169,7 +114,7 @@ def change_identifier(
             f"identity {new_ipp!r} already exists in assigning authority {authority} "
             "(a merge, ADT^A40, is needed)"
         )
-    _keep_version(session, source, actor=actor)
+    keep_version(session, source, actor=actor)
     source.ipp = new_ipp
     session.flush()
     emit(
@@ -178,48 +123,6 @@ def change_identifier(
         {"source_id": source.id, "authority": authority, "old": old_ipp, "new": new_ipp},
     )
     return _rri(session, source.patient_id)
-
-
-def authority_known(session: Session, authority: str) -> bool:
-    """Whether ``authority`` is a domain the cross-reference can answer for."""
-    if authority == RRI_AUTHORITY or authority in INS_OIDS:
-        return True
-    stmt = select(SourceIdentity.id).where(SourceIdentity.authority == authority).limit(1)
-    return session.scalar(stmt) is not None
-
-
-def find_patient(session: Session, *, system: str, value: str) -> RegionalPatient | None:
-    """The active regional patient behind an identifier: an IPP of an assigning authority, the
-    regional id (:data:`RRI_AUTHORITY`) or an INS (an INS OID). A merged patient leads to the
-    one it was merged into."""
-    found: RegionalPatient | None = None
-    if system == RRI_AUTHORITY:
-        found = repository.patient_by_rri(session, value)
-    elif system in INS_OIDS:
-        same = repository.sources_by_ins(session, value.replace(" ", "").upper())
-        found = repository.patient(session, same[0].patient_id) if same else None
-    else:
-        source = repository.source_by_key(session, system, value)
-        if source is not None and source.active:
-            found = repository.patient(session, source.patient_id)
-    hops = 0
-    while found is not None and not found.active and found.merged_into_id and hops < 16:
-        found, hops = repository.patient(session, found.merged_into_id), hops + 1
-    return found if found is not None and found.active else None
-
-
-def cross_reference(session: Session, patient: RegionalPatient) -> CrossReference:
-    """Every identifier of ``patient``: the IPPs of its active identities, its regional id,
-    and its INS when one of its identities is qualified (only a qualified INS is shared)."""
-    sources = repository.sources_of_patient(session, patient.id)
-    identifiers = [Identifier(s.ipp, s.authority, "PI") for s in sources]
-    identifiers.append(Identifier(patient.rri, RRI_AUTHORITY, "RRI"))
-    seen: set[str] = set()
-    for s in sources:
-        if s.status == "QUAL" and s.ins and s.ins_system and s.ins not in seen:
-            seen.add(s.ins)
-            identifiers.append(Identifier(s.ins, s.ins_system, "INS"))
-    return CrossReference(patient.id, patient.rri, identifiers)
 
 
 @dataclass(frozen=True)
@@ -262,7 +165,7 @@ def link_identities(
     former = second.patient_id
     reason = f"ADT^A24: identity {second_ipp} of {authority} is identity {first_ipp}"
     link_source(session, second, into, "MANUAL", actor=actor, reason=reason)
-    _retire(session, former, into)
+    retire_if_empty(session, former, into=into)
     session.flush()
     rri = _rri(session, into)
     return LinkResult(rri, rri, changed=True)

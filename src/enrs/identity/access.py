@@ -1,0 +1,145 @@
+"""What a facility's client may read of the regional identity registry: the read policy, in one
+place. Every read of the identity server goes through it: PDQm ITI-78 search and read, ITI-119
+``$match``, PIXm ITI-83 and the HL7 v2 PIX query ITI-9 (both through :mod:`.xref`), the
+regional view ``Patient/{RRI}``.
+
+The rules (RNIV, and what a regional MPI is for):
+
+1. **Regional reads.** A facility's client with ``Patient.s`` may search (ITI-78), match
+   (ITI-119) and cross-reference (ITI-83, ITI-9) every *active* identity of the region,
+   whichever facility fed it; with ``Patient.r`` it may read any of them and any regional
+   patient. Finding a patient known elsewhere is the point of an MPI. (The scopes are checked by
+   :mod:`.auth`; an HL7 v2 query by the listener's sender rules.)
+2. **Inactive identities are history.** An identity deactivated (merged into another, ADT^A40)
+   is never found by search, match or cross-reference, and its data is never given out again: a
+   read of it says only that it is inactive and which regional patient replaced it. Its former
+   versions and links stay in the registry for the identitovigilance cell.
+3. **The INS only from a qualified identity.** An identity shows its IPP, the regional
+   identifier (RRI) and its INS only if it is *qualified* (status ``QUAL``: an INS is shared,
+   and trusted, only once qualified). One exception: the ITI-104 answer echoes the facility's
+   own identity, with the INS it has just sent. A regional patient shows the IPPs of its active
+   identities, its RRI and the INS of its qualified identities.
+4. **An INS leads to a patient only through a qualified identity** carrying it: searching or
+   cross-referencing by INS, and ``$match``'s ``certain`` grade on an equal INS, see only
+   qualified identities; an INS not qualified is as if absent.
+5. **A retired regional patient** (its identities all merged elsewhere) reads as its RRI, inactive,
+   with a ``replaced-by`` link to the patient it was merged into, and no traits.
+
+The identitovigilance cell's workbench (the portal) sees every identity, active or not, with
+its INS whatever its status: reviewing them is its job. It is not a facility's client and does
+not read through this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from enrs.identity import repository
+from enrs.identity.config import IdentityConfig
+from enrs.identity.models import RegionalPatient, SourceIdentity
+from enrs.identity.traits import INS_NIR_OID
+
+S = SourceIdentity
+P = RegionalPatient
+
+QUALIFIED = "QUAL"
+"""The identity status whose INS is shared and trusted (rules 3 and 4)."""
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """An identifier as a caller sees it: ``system`` is an OID, ``type`` the HL7 table 0203
+    code (``PI`` a facility's IPP, ``RRI`` the regional identifier, ``INS``)."""
+
+    value: str
+    system: str
+    type: str
+
+
+# --- which identities (rules 1, 2) -------------------------------------------------------
+
+
+def readable_sources() -> Select[Any]:
+    """The base statement of every read of identities: the active ones, each with its regional
+    patient's RRI (``(SourceIdentity, rri)`` rows). Searches add their filters to it."""
+    stmt = select(S, P.rri).join(P, P.id == S.patient_id).where(S.active.is_(True))
+    return cast("Select[Any]", stmt)
+
+
+def is_readable(source: SourceIdentity) -> bool:
+    """The same rule on an identity already loaded."""
+    return source.active
+
+
+def readable_source(session: Session, source_id: int) -> tuple[SourceIdentity, str] | None:
+    """The identity ``source_id`` and its RRI, if readable."""
+    row = session.execute(readable_sources().where(S.id == source_id)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def patient_sources(session: Session, patient_id: int) -> list[SourceIdentity]:
+    """The readable identities of a regional patient, oldest first."""
+    stmt = readable_sources().where(S.patient_id == patient_id).order_by(S.id)
+    return [row[0] for row in session.execute(stmt)]
+
+
+def visible(sources: Iterable[SourceIdentity]) -> list[SourceIdentity]:
+    """``sources`` without those a caller may not read (for results not read through
+    :func:`readable_sources`, e.g. the candidates of matching)."""
+    return [s for s in sources if is_readable(s)]
+
+
+# --- which INS (rules 3, 4) ----------------------------------------------------------------
+
+
+def ins_trusted(source: SourceIdentity) -> bool:
+    """Whether the INS of ``source`` may be shown and may lead to its patient."""
+    return bool(source.ins) and source.active and source.status == QUALIFIED
+
+
+def trusted_ins_clause() -> ColumnElement[bool]:
+    """:func:`ins_trusted` in SQL, for searches by INS (besides the active filter of
+    :func:`readable_sources`)."""
+    return S.status == QUALIFIED
+
+
+def trusted_ins_holders(session: Session, ins: str) -> list[SourceIdentity]:
+    """The active identities whose INS ``ins`` may be trusted, oldest first."""
+    return [s for s in repository.sources_by_ins(session, ins) if ins_trusted(s)]
+
+
+# --- which identifiers (rule 3) --------------------------------------------------------------
+
+
+def _ins(source: SourceIdentity) -> Identifier:
+    assert source.ins is not None
+    return Identifier(source.ins, source.ins_system or INS_NIR_OID, "INS")
+
+
+def source_identifiers(
+    source: SourceIdentity, rri: str, config: IdentityConfig, *, fed_by_caller: bool = False
+) -> list[Identifier]:
+    """What a caller sees of one identity: its IPP, its INS when trusted (or when the caller
+    has just fed it: the ITI-104 answer), the RRI of its regional patient."""
+    found = [Identifier(source.ipp, source.authority, "PI")]
+    if source.ins and (fed_by_caller or ins_trusted(source)):
+        found.append(_ins(source))
+    return [*found, Identifier(rri, config.rri_authority, "RRI")]
+
+
+def patient_identifiers(
+    sources: Sequence[SourceIdentity], rri: str, config: IdentityConfig
+) -> list[Identifier]:
+    """What a caller sees of a regional patient: the IPP of each of its readable identities,
+    the INS of its qualified ones (each once), its RRI."""
+    readable = visible(sources)
+    found = [Identifier(s.ipp, s.authority, "PI") for s in readable]
+    for ins in dict.fromkeys(_ins(s) for s in readable if ins_trusted(s)):
+        found.append(ins)
+    return [*found, Identifier(rri, config.rri_authority, "RRI")]
