@@ -259,8 +259,11 @@ def create_identity(
         params |= {"score": score, "model_version": model_version, "actor": actor}
         row = conn.execute(_CREATE, params).one()
         created = Created(int(row[0]), int(row[1]), str(row[2]))
-        payload = {"source_id": created.source_id, "patient_id": created.patient_id}
-        emit(session, "identity.linked", {**payload, "method": method})
+        emit(
+            session,
+            "identity.linked",
+            {"source_id": created.source_id, "patient_id": created.patient_id, "method": method},
+        )
         return created
     if patient_id is None:
         patient_id = insert_patient(session, rri=rri, now=now)
