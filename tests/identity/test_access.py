@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import Factory
+from tests.identity.feeders import feeder_token
 from tests.identity.test_fhir import CLINIC, FHIR_JSON, GP, NIR, auth, feed, fr_patient, nir
 from tests.identity.test_hl7 import CHU, CONFIG, Feed, code, err, feed_server, mrg, msh, pid
 from tests.identity.test_xref import ask_fhir, ask_v2, cx, rri_of
@@ -44,7 +45,7 @@ def match(client: TestClient, token: str, resource: dict[str, Any]) -> dict[str,
 def test_an_ins_not_qualified_never_comes_out_nor_leads_to_a_patient(
     client: TestClient, factory: Factory, mllp: Feed
 ) -> None:
-    feeder = factory.token("system/Patient.cu")
+    feeder = feeder_token(client, factory.db, "system/Patient.cu", (CHU, CLINIC, GP))
     joseph = fr_patient("1", CHU, ins=INS_RECUP, status="RECUP")
     created = feed(client, feeder, joseph)
     assert created.status_code == 201, created.text

@@ -19,6 +19,7 @@ from tests.identity.test_hl7 import ANS_EXAMPLE, CONFIG, code, feed_server
 
 from enrs.accounts import service as accounts_service
 from enrs.app import create_app
+from enrs.identity.auth import finess_authority
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import SourceIdentity
 from enrs.identity.traits import INS_DEMO_NIR_OID, INS_OIDS, INS_TEST_NIR_OID
@@ -53,7 +54,7 @@ def test_importing_every_module_reads_no_setting(tmp_path: Path) -> None:
 def _token(client: TestClient, db: Database) -> str:
     with db.transaction() as session:
         created, secret = accounts_service.create_client(
-            session, name="DPI", scope="system/Patient.cruds"
+            session, name="DPI", scope="system/Patient.cruds", authorities=[CHU]
         )
     assert secret is not None
     response = client.post(
@@ -73,7 +74,7 @@ def test_two_apps_in_one_process_answer_with_their_own_oid_root(
 ) -> None:
     # The fixture's app (the placeholder root) and a second one on the same database.
     other_app = create_app(settings.model_copy(update={"oid_root": "1.2.250.1.71.9"}))
-    first = feed(client, factory.token("system/Patient.cruds"), fr_patient("1", CHU))
+    first = feed(client, _token(client, factory.db), fr_patient("1", CHU))
     assert first.status_code == 201, first.text
     assert _rri_systems(first.json()) == {f"urn:oid:{settings.oid_root}.1"}
     rri = first.json()["identifier"][-1]["value"]
@@ -110,7 +111,7 @@ def _identities(db: Database) -> int:
 def test_a_test_or_demo_ins_is_refused_outside_development(
     client: TestClient, factory: Factory, db: Database, oid: str
 ) -> None:
-    response = feed(client, factory.token("system/Patient.cu"), _with_ins(oid))
+    response = feed(client, _token(client, db), _with_ins(oid))
     assert response.status_code == 422, response.text
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
@@ -129,13 +130,16 @@ def test_a_test_ins_is_accepted_in_development(settings: Settings) -> None:
 
 
 def test_a_test_ins_over_hl7_is_refused_outside_development(database_url: str) -> None:
-    with feed_server(database_url) as production:
-        answer = production.send(ANS_EXAMPLE)  # its INS has the test OID
+    # The ANS example's GAM, registered by its FINESS (MSH-4 CHU-X alone names no OID).
+    sender = finess_authority("000897406", CONFIG)
+    message = ANS_EXAMPLE.replace("|GAM|CHU-X|", "|GAM|CHU-X^000897406^M|", 1)
+    with feed_server(database_url, {sender: (sender,)}) as production:
+        answer = production.send(message)  # its INS has the test OID
         assert code(answer) == "AE"
         error = answer.segment("ERR")
         assert str(error[2]) == "PID^1^3" and "development" in str(error[8])
         assert production.count(SourceIdentity) == 0
     development = IdentityConfig(CONFIG.oid_root, INS_OIDS)
-    with feed_server(database_url, config=development) as dev:
-        assert code(dev.send(ANS_EXAMPLE)) == "AA"
+    with feed_server(database_url, {}, config=development) as dev:
+        assert code(dev.send(message)) == "AA"
         assert dev.count(SourceIdentity) == 1

@@ -47,7 +47,7 @@ PEOPLE = [
 
 @pytest.fixture
 def mllp(database_url: str) -> Iterator[Feed]:
-    with feed_server(database_url) as running:
+    with feed_server(database_url, {CHU: (CHU, CLINIC), CLINIC: (CLINIC,), GP: (GP,)}) as running:
         yield running
 
 
