@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field, replace
 GRACE_SECONDS = 10.0  # in-flight requests still open this long after the end count as timeouts
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SPEC_ENV = "ENRS_BENCH_LOAD_SPEC"
 ProcStats = dict[int, tuple[bytes, list[bytes]]]  # pid -> (comm, /proc/<pid>/stat fields after it)
 
 
@@ -51,6 +50,9 @@ class LoadSpec:
     ramp: float = 1.0
     max_requests: int = 1_000_000
     start_at: float = 0.0  # time.time() at which the load process starts (0: 1.5 s from now)
+    # Several requests (method, path, body) sent in turn instead of ``GET path``; "{n}" in a path
+    # or body becomes a number unique in the run (a new identifier per request, say).
+    requests: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass
@@ -115,15 +117,48 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, b"\r\nconnection: close" not in lower
 
 
-async def _connection(state: _State, index: int, request: bytes) -> None:
+class _Requests:
+    """The requests of a run, in turn: pre-built bytes, or built per request when they hold
+    "{n}" (replaced by a run-wide counter)."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        head = [f"Host: {spec.host}:{spec.port}"] + [f"{k}: {v}" for k, v in spec.headers]
+        self.head = "\r\n".join(head)
+        self.templates = spec.requests or (("GET", spec.path, ""),)
+        self.fixed = [
+            None if "{n}" in path + body else self._build(method, path, body)
+            for method, path, body in self.templates
+        ]
+        self.counter = 0
+
+    def _build(self, method: str, path: str, body: str) -> bytes:
+        data = body.encode()
+        length = f"\r\nContent-Length: {len(data)}" if data or method != "GET" else ""
+        return f"{method} {path} HTTP/1.1\r\n{self.head}{length}\r\n\r\n".encode() + data
+
+    def get(self, turn: int) -> bytes:
+        i = turn % len(self.templates)
+        fixed = self.fixed[i]
+        if fixed is not None:
+            return fixed
+        self.counter += 1
+        method, path, body = self.templates[i]
+        n = str(self.counter)
+        return self._build(method, path.replace("{n}", n), body.replace("{n}", n))
+
+
+async def _connection(state: _State, index: int, requests: _Requests) -> None:
     """One client connection of the closed loop (reconnects after an error or a close)."""
     spec = state.spec
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     await asyncio.sleep(index * spec.ramp / spec.concurrency)
     state.active += 1
+    turn = index
     try:
         while state.running():
+            request = requests.get(turn)
+            turn += 1
             start = time.perf_counter()
             status: int | None = None
             try:
@@ -149,12 +184,12 @@ async def _run(spec: LoadSpec) -> _State:
     await asyncio.sleep(max(0.0, spec.start_at - time.time()))
     state = _State(spec, time.perf_counter())
     asyncio.get_running_loop().call_later(spec.warmup, state.mark_cpu_start)
-    lines = [f"GET {spec.path} HTTP/1.1", f"Host: {spec.host}:{spec.port}"]
-    lines += [f"{name}: {value}" for name, value in spec.headers]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    requests = _Requests(spec)
     try:
         async with asyncio.timeout(spec.warmup + spec.duration + GRACE_SECONDS):
-            await asyncio.gather(*(_connection(state, i, request) for i in range(spec.concurrency)))
+            await asyncio.gather(
+                *(_connection(state, i, requests) for i in range(spec.concurrency))
+            )
     except TimeoutError:
         state.result.timeouts += state.active
     return state
@@ -180,12 +215,12 @@ def run_load_subprocess(spec: LoadSpec) -> LoadResult:
     """Run ``spec`` in a fresh ``python -m bench._load`` process; kill it if it overruns."""
     spec = replace(spec, start_at=spec.start_at or time.time() + 1.5)
     limit = max(0.0, spec.start_at - time.time()) + spec.warmup + spec.duration + GRACE_SECONDS
-    env = {**os.environ, SPEC_ENV: json.dumps(asdict(spec))}  # keeps the token out of argv
+    spec_json = json.dumps(asdict(spec)).encode()  # on stdin: the token stays out of argv
     with subprocess.Popen(
-        [sys.executable, "-m", "bench._load"], env=env, stdout=subprocess.PIPE
+        [sys.executable, "-m", "bench._load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     ) as proc:
         try:
-            out = proc.communicate(timeout=limit + 30)[0]
+            out = proc.communicate(spec_json, timeout=limit + 30)[0]
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -325,9 +360,10 @@ class ProcTreeSampler:
 
 
 if __name__ == "__main__":
-    # Load-process entry point: a JSON LoadSpec in the environment, a JSON result on stdout.
-    spec_fields = json.loads(os.environ[SPEC_ENV])
+    # Load-process entry point: a JSON LoadSpec on stdin, a JSON result on stdout.
+    spec_fields = json.loads(sys.stdin.buffer.read())
     spec_fields["headers"] = tuple(tuple(pair) for pair in spec_fields["headers"])
+    spec_fields["requests"] = tuple(tuple(item) for item in spec_fields["requests"])
     out = run_load(LoadSpec(**spec_fields))
     latencies = base64.b64encode(out.latencies_ns.tobytes()).decode()
     sys.stdout.write(json.dumps({**out.__dict__, "latencies_ns": latencies}))

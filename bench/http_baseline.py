@@ -1,6 +1,10 @@
 """HTTP baseline of ``enrs serve``: closed-loop load on /healthz (the HTTP stack), /fhir/metadata
 (+ bearer token check) and /fhir/AuditEvent?_count=10 (authenticated, scope-checked, audited DB
-read + hash-chained audit write), plus an in-process micro-benchmark of ``TokenIssuer.verify``.
+read + hash-chained audit write); then the identity server's realistic mix over a registry
+seeded with ``--persons`` generated persons: authenticated and audited FHIR ``Patient`` read
+(``Patient/{id}``), search (``family`` + ``birthdate``), the two alternated, and PIXm ITI-104
+create (a new identity matched and stored per request); plus an in-process micro-benchmark of
+``TokenIssuer.verify``.
 
 Run from the repository root::
 
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -28,22 +33,34 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from tests.support.live_server import enrs_command, free_port, live_server
 
 from bench._load import LoadSpec, ProcTreeSampler, percentiles, run_load_subprocess
 
-SCENARIOS = (  # name, path, sends the bearer token
-    ("healthz", "/healthz", False),
-    ("metadata (token check)", "/fhir/metadata", True),
-    ("AuditEvent (DB+audit)", "/fhir/AuditEvent?_count=10", True),
+Request = tuple[str, str, str]  # method, path, body ("{n}": a number unique in the run)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    requests: tuple[Request, ...]
+    token: bool = True
+
+
+BASE_SCENARIOS = (
+    Scenario("healthz", (("GET", "/healthz", ""),), token=False),
+    Scenario("metadata (token check)", (("GET", "/fhir/metadata", ""),)),
+    Scenario("AuditEvent (DB+audit)", (("GET", "/fhir/AuditEvent?_count=10", ""),)),
 )
+BENCH_AUTHORITY = "1.2.250.1.71.4.2.2.99"  # the facility whose ITI-104 creates are measured
 PG_ADMIN_URL = os.environ.get(
     "ENRS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -78,6 +95,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     db.add_argument("--database-url", help="an existing database (default: temporary SQLite)")
     db.add_argument("--postgres", action="store_true", help="a temporary PostgreSQL database")
     add("--pg-admin-url", default=PG_ADMIN_URL, help="PostgreSQL server for --postgres")
+    add("--persons", type=int, default=5000, help="persons generated into the registry")
+    add("--no-identity", action="store_true", help="skip the identity server's scenarios")
     add("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
 
@@ -125,13 +144,16 @@ def token_microbench(folder: Path, seconds: float, max_ops: int = 2_000_000) -> 
             "p99_us": p99}  # fmt: skip
 
 
-def _prepare(data_dir: Path, database_url: str) -> dict[str, str]:
+def _prepare(data_dir: Path, database_url: str, authorities: list[str]) -> dict[str, str]:
     """``enrs migrate`` and ``enrs clients create``; return the client's credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
     env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     out = ""
-    for args in (("migrate",), ("clients", "create", "bench", "--scope", "system/AuditEvent.rs")):
+    scope = "system/AuditEvent.rs system/Patient.crus"
+    create = ["clients", "create", "bench", "--scope", scope]
+    create += [arg for a in authorities for arg in ("--authority", a)]
+    for args in (("migrate",), tuple(create)):
         done = subprocess.run(
             enrs_command(*args), env=env, capture_output=True, text=True, timeout=120
         )
@@ -140,6 +162,64 @@ def _prepare(data_dir: Path, database_url: str) -> dict[str, str]:
         out = done.stdout
     creds: dict[str, str] = json.loads(out.strip().splitlines()[-1])
     return creds
+
+
+def seed_registry(database_url: str, persons: int) -> list[tuple[int, str, str]]:
+    """Feed the generated records of ``persons`` persons through the identity service (as
+    facilities would); return ``(id, birth name, birth date)`` of the stored identities."""
+    from bench.identity_data import generate
+    from bench.identity_quality import to_input
+    from enrs.identity import service
+    from enrs.identity.matching.engine import matcher_for
+    from enrs.identity.models import SourceIdentity
+    from enrs.kit.db import Database
+
+    db, matcher = Database(database_url), matcher_for(None)
+    records = list(generate(persons, seed=3))
+    for start in range(0, len(records), 500):
+        with db.transaction() as session:
+            for rec in records[start : start + 500]:
+                service.feed(session, matcher, to_input(rec), actor="bench")
+    with db.transaction(write=False) as session:
+        rows = session.execute(
+            select(SourceIdentity.id, SourceIdentity.birth_name, SourceIdentity.birth_date)
+            .where(SourceIdentity.birth_date.is_not(None))
+            .order_by(SourceIdentity.id)
+        ).all()
+    db.dispose()
+    return [(int(i), str(name), str(born)) for i, name, born in rows]
+
+
+def identity_scenarios(registry: list[tuple[int, str, str]]) -> list[Scenario]:
+    """Read, search, both alternated, and ITI-104 create, over the seeded registry."""
+    from tests.identity.test_fhir import fr_patient
+
+    from bench.identity_data import generate
+
+    sample = random.Random(5).sample(registry, min(2000, len(registry)))
+    reads = tuple(("GET", f"/fhir/Patient/{i}", "") for i, _, _ in sample)
+    searches = tuple(
+        ("GET", f"/fhir/Patient?family={quote(name)}&birthdate={born}", "")
+        for _, name, born in sample
+    )
+    creates = []
+    for rec in generate(600, seed=4):
+        if rec.birth_date is None:
+            continue
+        body = fr_patient(
+            "b{n}", BENCH_AUTHORITY, family=rec.birth_name, given=rec.given_names,
+            birth=rec.birth_date.isoformat(), gender={"M": "male", "F": "female"}.get(
+                rec.sex, "unknown"), insee=rec.birth_place, postal=rec.postal_code, city=rec.city,
+        )  # fmt: skip
+        path = f"/fhir/Patient?identifier={quote(f'urn:oid:{BENCH_AUTHORITY}|b')}{{n}}"
+        creates.append(("PUT", path, json.dumps(body)))
+    mix = tuple(r for pair in zip(reads, searches, strict=True) for r in pair)
+    return [
+        Scenario("Patient read (DB+audit)", reads),
+        Scenario("Patient search (DB+audit)", searches),
+        Scenario("read/search mix (DB+audit)", mix),
+        Scenario("ITI-104 create (DB+audit)", tuple(creates)),
+    ]
 
 
 def _token(base_url: str, creds: dict[str, str]) -> str:
@@ -236,31 +316,44 @@ def main(argv: list[str] | None = None) -> int:
         db_match = f" {url.database} ".encode() if backend == "postgresql" else b""
         say(f"TokenIssuer.verify micro-bench ({args.verify_seconds:g} s)...")
         micro = token_microbench(tmp / "micro-keys", args.verify_seconds)
-        say(f"migrating the {backend} database, starting {args.workers} worker(s)...")
-        creds = _prepare(data_dir, database_url)
+        say(f"migrating the {backend} database...")
+        creds = _prepare(data_dir, database_url, [BENCH_AUTHORITY])
+        scenarios = list(BASE_SCENARIOS)
+        if not args.no_identity:
+            say(f"seeding the registry with {args.persons} persons...")
+            scenarios += identity_scenarios(seed_registry(database_url, args.persons))
+        say(f"starting {args.workers} worker(s)...")
         port = free_port()
         server = stack.enter_context(
             live_server(
                 data_dir=data_dir, database_url=database_url, workers=args.workers, port=port
             )
         )
-        auth = (("Authorization", f"Bearer {_token(server.base_url, creds)}"),)
-        for _, path, with_token in SCENARIOS:  # fail fast rather than measure 100 % errors
-            check = httpx.get(
-                server.base_url + path, headers=auth if with_token else (), timeout=10
-            )
+        bearer = ("Authorization", f"Bearer {_token(server.base_url, creds)}")
+        content = ("Content-Type", "application/fhir+json")
+        for scenario in scenarios:  # fail fast rather than measure 100 % errors
+            method, path, body = scenario.requests[0]
+            check = httpx.request(
+                method, server.base_url + path.replace("{n}", "0"),
+                content=body.replace("{n}", "0").encode() or None,
+                headers=(bearer, content) if scenario.token else (), timeout=10,
+            )  # fmt: skip
             if not check.is_success:
-                raise RuntimeError(f"GET {path} -> {check.status_code}: {check.text[:500]}")
+                raise RuntimeError(f"{method} {path} -> {check.status_code}: {check.text[:500]}")
         sampler = stack.enter_context(ProcTreeSampler(server.process.pid))
         rows = []
-        for name, path, with_token in SCENARIOS:
-            say(f"{name}: {args.warmup:g} s warm-up + {args.duration:g} s...")
+        for scenario in scenarios:
+            say(f"{scenario.name}: {args.warmup:g} s warm-up + {args.duration:g} s...")
             spec = LoadSpec(
-                host="127.0.0.1", port=port, path=path, headers=auth if with_token else (),
+                host="127.0.0.1", port=port, path=scenario.requests[0][1],
+                headers=(bearer, content) if scenario.token else (),
+                requests=scenario.requests if len(scenario.requests) > 1 else (),
                 concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
                 ramp=min(args.ramp, args.warmup), max_requests=args.max_requests,
             )  # fmt: skip
-            rows.append(run_scenario(name, spec, sampler, workers=args.workers, db_match=db_match))
+            rows.append(
+                run_scenario(scenario.name, spec, sampler, workers=args.workers, db_match=db_match)
+            )
         report: dict[str, Any] = {
             "machine": {
                 "nproc": os.cpu_count(), "python": platform.python_version(),

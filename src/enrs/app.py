@@ -27,6 +27,7 @@ from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.http import RequestContextMiddleware, install_error_handlers
 from enrs.kit.listeners import Listener
 from enrs.kit.security.keys import KeyRing
+from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.portal import endpoints as portal_endpoints
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = db
     app.state.audit_writer = audit_writer
     app.state.tokens = tokens
+    app.state.verified_tokens = VerifiedTokens()
     app.state.storage = storage
     app.state.principal_from_claims = accounts_service.principal_from_claims
     app.state.session_resolver = accounts_service.principal_from_session

@@ -42,7 +42,8 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
     """Start every listener of the platform (HTTP now; MLLP, DICOM, SMTP later).
 
-    A production start (without --dev) refuses the placeholder OID root: exit status 2."""
+    A production start (without --dev) refuses the placeholder OID root, and a PostgreSQL
+    server that may lose acknowledged commits (fsync or full_page_writes off): exit status 2."""
     from enrs.app import listeners
     from enrs.kit.listeners import supervise
 
@@ -67,8 +68,26 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
             err=True,
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_durability(settings)
     _prepare_keys(settings)
     sys.exit(supervise(listeners(settings), settings))
+
+
+def _check_durability(settings: Settings) -> None:
+    """A production start refuses a database where an acknowledged commit may be lost
+    (PostgreSQL with fsync or full_page_writes off): exit status 2; --dev warns."""
+    from enrs.kit.db import Database, durability_problems
+
+    db = Database(settings.database_url)
+    try:
+        problems = durability_problems(db.engine)
+    finally:
+        db.dispose()
+    for problem in problems:
+        level = "warning" if settings.dev else "error"
+        click.echo(f"{level}: {problem}", err=True)
+    if problems and not settings.dev:
+        sys.exit(2)
 
 
 def _prepare_keys(settings: Settings) -> None:

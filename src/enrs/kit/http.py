@@ -11,6 +11,7 @@ and its entries (with the outcome the response carries) appended after.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -31,6 +32,7 @@ from enrs.kit.audit import AuditEntry
 from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
 from enrs.kit.security.principal import Principal
+from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,10 @@ SESSION_COOKIE = "enrs_session"
 SessionResolver = Callable[[Session, str], Principal | None]
 
 
-def get_db(request: Request) -> Session:
+async def get_db(request: Request) -> Session:
     """The request's session, opened, committed and closed by :class:`TransactionalRoute`
-    (the route owns the unit of work; this dependency only hands its session out)."""
+    (the route owns the unit of work; this dependency only hands its session out, and opens
+    nothing: ``async``, it costs no thread hop)."""
     uow: UnitOfWork | None = getattr(request.state, "uow", None)
     if uow is None:
         raise RuntimeError(f"{request.url.path}: a database session outside a TransactionalRoute")
@@ -167,7 +170,10 @@ class TransactionalRoute(APIRoute):
             request.state.audit = uow.entries  # the endpoints' view of the same list
             try:
                 response = await original(request)
-                after = await run_in_threadpool(_finish, uow, response.status_code)
+                if uow.idle:  # e.g. /fhir/metadata: nothing to commit, no thread needed
+                    after = _finish(uow, response.status_code)
+                else:
+                    after = await run_in_threadpool(_finish, uow, response.status_code)
             except Exception as exc:
                 status, message = _status_of(exc)
                 failed = await run_in_threadpool(_finish_failed, uow, status, message)
@@ -194,21 +200,52 @@ def _status_of(exc: Exception) -> tuple[int, str]:
 # --- authentication and permissions -------------------------------------------------------
 
 
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("use the Bearer scheme with an access token", error="invalid_request")
+    return token.strip()
+
+
+def _token_principal(request: Request, token: str) -> Principal:
+    """The principal of a bearer token: verified once, then from the process's cache until
+    the token expires (:class:`~enrs.kit.security.token_cache.VerifiedTokens`)."""
+    state = request.app.state
+    verified: VerifiedTokens = state.verified_tokens
+    principal = verified.get(token)
+    if principal is None:
+        claims = state.tokens.verify(token)
+        from_claims: Callable[[dict[str, Any]], Principal] = state.principal_from_claims
+        principal = from_claims(claims)
+        verified.put(token, principal, float(claims["exp"]))
+    return principal
+
+
 def authenticate(request: Request, session: Session) -> Principal | None:
     """The caller from a ``Bearer`` access token, else from the portal session cookie."""
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                "use the Bearer scheme with an access token", error="invalid_request"
-            )
-        from_token: Callable[[dict[str, Any]], Principal] = request.app.state.principal_from_claims
-        return from_token(request.app.state.tokens.verify(token.strip()))
+    token = _bearer(request)
+    if token is not None:
+        return _token_principal(request, token)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         resolver: SessionResolver = request.app.state.session_resolver
         return resolver(session, cookie)
+    return None
+
+
+async def authenticate_async(request: Request, session: Session) -> Principal | None:
+    """:func:`authenticate` from the event loop: a token is checked in place (CPU only, and
+    cached); a portal session is looked up in the database from a worker thread."""
+    token = _bearer(request)
+    if token is not None:
+        return _token_principal(request, token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        resolver: SessionResolver = request.app.state.session_resolver
+        return await run_in_threadpool(resolver, session, cookie)
     return None
 
 
@@ -218,18 +255,18 @@ def require(
     *,
     roles: frozenset[str] | None = None,
     category: str = "rest",
-) -> Callable[..., Principal]:
+) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency that authenticates, checks the SMART scope (and role for people), and
     starts the request's audit entry. 401 without valid credentials, 403 without permission."""
     letter = INTERACTION_LETTER[interaction]
 
-    def dependency(request: Request, session: DbSession) -> Principal:
+    async def dependency(request: Request, session: DbSession) -> Principal:
         entry = new_entry(
             request, category, interaction, action=ACTION[interaction], resource_type=resource
         )
         if interaction == "search-type":
             entry.query = str(request.url.query)
-        principal = authenticate(request, session)
+        principal = await authenticate_async(request, session)
         if principal is None:
             raise Unauthorized("authentication required", error="invalid_request")
         set_agent(entry, principal)
@@ -358,12 +395,15 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
+        # Unique, not secret: a per-process random prefix and a counter (no system call).
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8)
+        request_id = f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFF:08x}"
         scope.setdefault("state", {})["request_id"] = request_id
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")

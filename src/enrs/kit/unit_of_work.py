@@ -61,6 +61,12 @@ class UnitOfWork:
             self._session = self.db.session(write=self.write)
         return self._session
 
+    @property
+    def idle(self) -> bool:
+        """Whether finishing the unit needs no database work (no session opened, and no
+        entries to append in a transaction): it can be finished without a thread."""
+        return self._session is None and not (self.write and self.entries)
+
     def set_outcome(self, status: int, message: str | None) -> None:
         """Give the entries still marked successful the outcome of ``status``."""
         if status < 400:

@@ -10,8 +10,9 @@ from fastapi import Depends, Request
 from enrs.kit.fhir.media import check_request_content_type, negotiate_format, parse_resource_body
 
 
-def fhir_format(request: Request) -> None:
-    """Refuse (406) an Accept header or ``_format`` asking for something other than JSON."""
+async def fhir_format(request: Request) -> None:
+    """Refuse (406) an Accept header or ``_format`` asking for something other than JSON
+    (``async``: no thread hop for this check)."""
     negotiate_format(request.headers.get("accept"), request.query_params.get("_format"))
 
 
