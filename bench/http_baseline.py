@@ -170,16 +170,19 @@ def seed_registry(database_url: str, persons: int) -> list[tuple[int, str, str]]
     from bench.identity_data import generate
     from bench.identity_quality import to_input
     from enrs.identity import service
+    from enrs.identity.config import IdentityConfig
     from enrs.identity.matching.engine import matcher_for
     from enrs.identity.models import SourceIdentity
     from enrs.kit.db import Database
+    from enrs.settings import PLACEHOLDER_OID_ROOT
 
     db, matcher = Database(database_url), matcher_for(None)
+    config = IdentityConfig(PLACEHOLDER_OID_ROOT)  # as the server started with --dev
     records = list(generate(persons, seed=3))
     for start in range(0, len(records), 500):
         with db.transaction() as session:
             for rec in records[start : start + 500]:
-                service.feed(session, matcher, to_input(rec), actor="bench")
+                service.feed(session, matcher, to_input(rec), actor="bench", config=config)
     with db.transaction(write=False) as session:
         rows = session.execute(
             select(SourceIdentity.id, SourceIdentity.birth_name, SourceIdentity.birth_date)
