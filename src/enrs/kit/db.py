@@ -108,13 +108,23 @@ def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> Non
     dbapi_conn.commit()
 
 
-def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+# Connections kept open per process. A request holds one from its first query to its end, on
+# one of the 40 threads of the HTTP worker's pool (AnyIO's default), plus the audit writer: a
+# smaller pool makes the overflow connections be opened and closed at every request under load
+# (on SQLite each opening runs the connection's PRAGMAs). SQLite connections are file handles;
+# PostgreSQL ones are server processes (100 allowed by default), so fewer are kept there.
+SQLITE_POOL, POSTGRESQL_POOL = 48, 16
+
+
+def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> Engine:
     """Create an engine for ``url``: SQLite in WAL mode with durable commits, or PostgreSQL
     with pre-ping (unless ``pre_ping`` is off: no round trip at each checkout; a connection
     found dead then fails its unit of work, and the pool is renewed)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size or SQLITE_POOL,
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -122,8 +132,8 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
     engine = create_engine(
         url,
         pool_pre_ping=pre_ping,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=pool_size or POSTGRESQL_POOL,
+        max_overflow=pool_size or POSTGRESQL_POOL,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
     )
