@@ -97,6 +97,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     add("--pg-admin-url", default=PG_ADMIN_URL, help="PostgreSQL server for --postgres")
     add("--persons", type=int, default=5000, help="persons generated into the registry")
     add("--no-identity", action="store_true", help="skip the identity server's scenarios")
+    add("--only", default="", help="comma-separated words: run the scenarios whose name has one")
     add("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
 
@@ -325,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_identity:
             say(f"seeding the registry with {args.persons} persons...")
             scenarios += identity_scenarios(seed_registry(database_url, args.persons))
+        if args.only:
+            words = [w.strip().lower() for w in args.only.split(",") if w.strip()]
+            scenarios = [s for s in scenarios if any(w in s.name.lower() for w in words)]
         say(f"starting {args.workers} worker(s)...")
         port = free_port()
         server = stack.enter_context(
