@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -77,16 +77,21 @@ def is_readable(source: SourceIdentity) -> bool:
     return source.active
 
 
+# Built once, values bound at each call: a read costs no statement building (and SQLAlchemy
+# computes each one's cache key once).
+_BY_ID = readable_sources().where(S.id == bindparam("id"))
+_OF_PATIENT = readable_sources().where(S.patient_id == bindparam("patient")).order_by(S.id)
+
+
 def readable_source(session: Session, source_id: int) -> tuple[SourceIdentity, str] | None:
     """The identity ``source_id`` and its RRI, if readable."""
-    row = session.execute(readable_sources().where(S.id == source_id)).first()
+    row = session.execute(_BY_ID, {"id": source_id}).first()
     return (row[0], row[1]) if row is not None else None
 
 
 def patient_sources(session: Session, patient_id: int) -> list[SourceIdentity]:
     """The readable identities of a regional patient, oldest first."""
-    stmt = readable_sources().where(S.patient_id == patient_id).order_by(S.id)
-    return [row[0] for row in session.execute(stmt)]
+    return [row[0] for row in session.execute(_OF_PATIENT, {"patient": patient_id})]
 
 
 def visible(sources: Iterable[SourceIdentity]) -> list[SourceIdentity]:

@@ -374,6 +374,13 @@ def iti_78_read_patient(
     ``Patient/{id}``: a source identity, or, once inactive (merged), only that it is and the
     regional Patient that replaced it (:mod:`.access`, rule 2). 404 otherwise."""
     config = identity_config(request)
+    # A source identity's id (digits) first: most reads are of one; an RRI is 16 hex digits.
+    readable = access.readable_source(session, int(patient_id)) if _is_id(patient_id) else None
+    if readable is not None:
+        source, rri = readable
+        _audit_patient(request, rri, f"Patient/{source.id}")
+        shown = access.source_identifiers(source, rri, config)
+        return FhirJSONResponse(fhir.source_to_fhir(source, rri, shown))
     patient = repository.patient_by_rri(session, patient_id) if len(patient_id) <= 32 else None
     if patient is not None:
         current = xref.follow_merges(session, patient)
@@ -383,12 +390,6 @@ def iti_78_read_patient(
         resource = fhir.regional_to_fhir(patient, sources, identifiers, survivor)
         _audit_patient(request, patient.rri, f"Patient/{patient.rri}")
         return FhirJSONResponse(resource)
-    readable = access.readable_source(session, int(patient_id)) if _is_id(patient_id) else None
-    if readable is not None:
-        source, rri = readable
-        _audit_patient(request, rri, f"Patient/{source.id}")
-        shown = access.source_identifiers(source, rri, config)
-        return FhirJSONResponse(fhir.source_to_fhir(source, rri, shown))
     inactive = repository.source(session, int(patient_id)) if _is_id(patient_id) else None
     if inactive is None:
         raise NotFound(f"Patient/{patient_id} not found")

@@ -62,15 +62,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# The transaction modes a connection can be asked for (execution option ``enrs_tx``):
-# ``write`` takes SQLite's write lock at BEGIN (``BEGIN IMMEDIATE``), so a writer waits its
-# turn (busy timeout) instead of failing: a deferred transaction that read first cannot
+# The two transaction modes of a unit of work. ``write``: SQLite's write lock is taken at
+# BEGIN (``BEGIN IMMEDIATE``, asked for by the execution option ``enrs_tx``), so a writer waits
+# its turn (busy timeout) instead of failing: a deferred transaction that read first cannot
 # upgrade to a write once another writer committed after its snapshot (SQLITE_BUSY at once,
-# whatever the busy timeout); ``read`` is a SQLite read transaction that refuses any write
-# (``PRAGMA query_only``: a request declared read-only that writes fails loudly, in tests
-# too). Connections without the option (migrations, tests, maintenance) behave as SQLite does.
+# whatever the busy timeout). ``read``: on SQLite, connections of their own, opened with
+# ``PRAGMA query_only`` (a request declared read-only that writes fails loudly, in tests too).
+# Connections without a mode (migrations, tests, maintenance) behave as SQLite does.
 TX_OPTION = "enrs_tx"
-WRITE, READ = "write", "read"
+WRITE = "write"
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -86,14 +86,18 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur.close()
 
 
+def _sqlite_reader_on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_on_connect(dbapi_conn, record)
+    dbapi_conn.execute("PRAGMA query_only=1")
+
+
 def _sqlite_on_begin(conn: Connection) -> None:
-    mode = conn.get_execution_options().get(TX_OPTION)
-    info = conn.connection.info
-    query_only = mode == READ
-    if info.get("query_only", False) != query_only:
-        conn.exec_driver_sql(f"PRAGMA query_only={int(query_only)}")
-        info["query_only"] = query_only
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == WRITE else "BEGIN")
+    # On the driver's connection directly: the statement needs none of SQLAlchemy's execution
+    # machinery (events, result handling), and runs at the start of every unit of work.
+    immediate = conn.get_execution_options().get(TX_OPTION) == WRITE
+    conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+        "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    )
 
 
 def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -116,17 +120,21 @@ def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> Non
 SQLITE_POOL, POSTGRESQL_POOL = 48, 16
 
 
-def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> Engine:
-    """Create an engine for ``url``: SQLite in WAL mode with durable commits, or PostgreSQL
-    with pre-ping (unless ``pre_ping`` is off: no round trip at each checkout; a connection
-    found dead then fails its unit of work, and the pool is renewed)."""
+def make_engine(
+    url: str, *, pool_size: int | None = None, pre_ping: bool = True, read_only: bool = False
+) -> Engine:
+    """Create an engine for ``url``: SQLite in WAL mode with durable commits (``read_only``:
+    connections that refuse writes), or PostgreSQL with pre-ping (unless ``pre_ping`` is off:
+    no round trip at each checkout; a connection found dead then fails its unit of work, and
+    the pool is renewed)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size or SQLITE_POOL,
         )
-        event.listen(engine, "connect", _sqlite_on_connect)
+        connect = _sqlite_reader_on_connect if read_only else _sqlite_on_connect
+        event.listen(engine, "connect", connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     engine = create_engine(
@@ -184,7 +192,11 @@ class Database:
         self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._writer = self.engine.execution_options(**{TX_OPTION: WRITE})
-        self._reader = self.engine.execution_options(**{TX_OPTION: READ})
+        self._reader = (
+            make_engine(url, read_only=True)
+            if self.engine.dialect.name == "sqlite"
+            else self.engine
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -219,6 +231,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._reader is not self.engine:
+            self._reader.dispose()
 
 
 def after_commit(session: Session, hook: Callable[[], None]) -> None:
