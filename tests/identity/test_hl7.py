@@ -169,7 +169,6 @@ def feed_server(
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         loop.close()
-        handler.close()
         audit.close()
         db.dispose()
 
@@ -425,7 +424,6 @@ def test_identity_created_after_the_read_ahead_is_updated_on_the_retry(database_
             assert source is not None and source.version == 2
             assert source.birth_name == "MARTINE"
     finally:
-        handler.close()
         audit.close()
         db.dispose()
 

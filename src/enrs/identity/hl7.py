@@ -39,7 +39,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, MutableSequence
-from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
@@ -61,7 +60,7 @@ from enrs.kit.db import Database
 from enrs.kit.errors import Conflict, EnrsError, NotFound
 from enrs.kit.hl7v2 import STANDARD, Message, Segment, V2Error, build_response
 from enrs.kit.hl7v2 import parse_message as parse_v2
-from enrs.kit.listeners import Listener, SqliteWriters, run_group
+from enrs.kit.listeners import Listener, run_group
 from enrs.kit.mllp import Balancer, Limits, MLLPServer, bind
 from enrs.kit.unit_of_work import UnitOfWork
 from enrs.settings import Settings
@@ -180,9 +179,9 @@ class IdentityFeed:
 
     Each message is one unit of work (:mod:`enrs.kit.unit_of_work`): a write commits its audit
     entries with it; a query or a refusal has them written after, through ``audit`` (a thread
-    writing them in batches). On SQLite the writers of the listener's threads and processes
-    take turns (:class:`~enrs.kit.listeners.SqliteWriters`). Senders' registrations are read
-    through ``senders`` (:class:`Senders`)."""
+    writing them in batches). On SQLite a message's candidates are read and scored ahead of its
+    unit of work, in a read-only transaction, out of the write turn (:func:`service.prescore`).
+    Senders' registrations are read through ``senders`` (:class:`Senders`)."""
 
     def __init__(
         self,
@@ -195,13 +194,6 @@ class IdentityFeed:
     ) -> None:
         self.db, self.matcher, self.audit, self.config = db, matcher, audit, config
         self.senders = Senders(db, ttl=sender_ttl)
-        self._writers = SqliteWriters(db) if db.is_sqlite else None
-        if self._writers is not None:
-            self._writers.start_checkpoints()
-
-    def close(self) -> None:
-        if self._writers is not None:
-            self._writers.close()
 
     def __call__(self, payload: bytes, peer: str) -> bytes:
         try:
@@ -212,8 +204,7 @@ class IdentityFeed:
         sender = pam.sender_of(msg, self.config)
         work = self._prepare(msg, sender)
         entries = partial(self._entries, msg, sender, peer=peer)
-        with self._writers if self._writers is not None else nullcontext():
-            handled, after = self._handle(msg, work, entries)
+        handled, after = self._handle(msg, work, entries)
         audited = True
         if after:  # a refusal or a query: its entries are written after its transaction
             try:
@@ -254,7 +245,7 @@ class IdentityFeed:
             work = prepare(self.config, self.matcher, msg, sender)
         except Exception as exc:
             return self._refusal(msg, exc)
-        if work.ahead is not None and self._writers is not None:
+        if work.ahead is not None and self.db.is_sqlite:
             try:
                 with self.db.transaction(write=False) as session:
                     work.ahead(session)
@@ -453,7 +444,6 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
     try:
         await server.serve(stop)
     finally:
-        feed.close()
         audit.close()
         db.dispose()
 

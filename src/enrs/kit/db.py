@@ -20,6 +20,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+from enrs.kit import sqlite
+
 log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
@@ -62,44 +64,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# The two transaction modes of a unit of work. ``write``: SQLite's write lock is taken at
-# BEGIN (``BEGIN IMMEDIATE``, asked for by the execution option ``enrs_tx``), so a writer waits
-# its turn (busy timeout) instead of failing: a deferred transaction that read first cannot
-# upgrade to a write once another writer committed after its snapshot (SQLITE_BUSY at once,
-# whatever the busy timeout). ``read``: on SQLite, connections of their own, opened with
-# ``PRAGMA query_only`` (a request declared read-only that writes fails loudly, in tests too).
-# Connections without a mode (migrations, tests, maintenance) behave as SQLite does.
-TX_OPTION = "enrs_tx"
-WRITE = "write"
-
-
-def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-    # Let SQLAlchemy, not pysqlite, emit BEGIN (see _sqlite_on_begin).
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before it returns (NORMAL may lose the last commits on a
-    # power failure in WAL mode); an acknowledged message or request must survive a crash.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def _sqlite_reader_on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
-    _sqlite_on_connect(dbapi_conn, record)
-    dbapi_conn.execute("PRAGMA query_only=1")
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    # On the driver's connection directly: the statement needs none of SQLAlchemy's execution
-    # machinery (events, result handling), and runs at the start of every unit of work.
-    immediate = conn.get_execution_options().get(TX_OPTION) == WRITE
-    conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-        "BEGIN IMMEDIATE" if immediate else "BEGIN"
-    )
-
-
 def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     # A commit is durable only with synchronous_commit other than "off" (the server's or the
     # database's default may turn it off); "local", "on", "remote_*" all wait for the local
@@ -130,12 +94,10 @@ def make_engine(
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": sqlite.BUSY_TIMEOUT_S},
             pool_size=pool_size or SQLITE_POOL,
         )
-        connect = _sqlite_reader_on_connect if read_only else _sqlite_on_connect
-        event.listen(engine, "connect", connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
+        sqlite.install(engine, read_only=read_only)
         return engine
     engine = create_engine(
         url,
@@ -191,7 +153,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pre_ping=pre_ping)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
-        self._writer = self.engine.execution_options(**{TX_OPTION: WRITE})
+        # Writing units of work: on SQLite, a write turn and the write lock at BEGIN (see
+        # kit/sqlite.py); read-only ones: on SQLite, connections refusing writes.
+        self._writer = self.engine.execution_options(**{sqlite.WRITE_OPTION: True})
         self._reader = (
             make_engine(url, read_only=True)
             if self.engine.dialect.name == "sqlite"
