@@ -31,6 +31,7 @@ from enrs.kit.fhir import (
     count_stmt,
     normalize_text,
     parse_search,
+    search_total,
     split_page,
     token_clause,
 )
@@ -618,6 +619,28 @@ def test_paging_and_count(engine: sa.Engine) -> None:
         total = conn.execute(count_stmt(sa.select(patient), parsed)).scalar_one()
     assert (rows, total) == ([], 2)
     assert split_page(rows, parsed) == ([], False)
+
+
+def test_the_total_is_counted_only_when_the_page_does_not_give_it(engine: sa.Engine) -> None:
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    base = sa.select(patient.c.id)
+    for query, total, counted in (
+        ([("_count", "2")], 5, True),  # a next page: counted
+        ([("_count", "2"), ("_offset", "4")], 5, False),  # the last page: 4 + 1 row
+        ([("_count", "10")], 5, False),  # one page holds them all
+        ([("family", "zzz")], 0, False),  # nothing found on the first page
+        ([("_count", "2"), ("_offset", "8")], 5, True),  # past the end: counted
+        ([("_count", "0")], 5, True),  # the total only
+        ([("_total", "none")], None, False),
+    ):
+        parsed = _parse(query)
+        statements.clear()
+        with Session(engine) as session:
+            rows = session.execute(apply_search(base, parsed)).scalars().all()
+            page, has_next = split_page(rows, parsed)
+            assert search_total(session, base, parsed, page, has_next) == total, query
+        assert (len(statements) == 2) == counted, query
 
 
 def test_orm_mapped_attributes(tmp_path: Path) -> None:

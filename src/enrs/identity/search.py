@@ -34,8 +34,8 @@ from enrs.kit.fhir.search import (
     SearchParam,
     SearchSpec,
     apply_search,
-    count_stmt,
     parse_search,
+    search_total,
     split_page,
 )
 from enrs.kit.fhir.search_values import StringValue, TokenValue
@@ -208,7 +208,7 @@ def iti_78_search_patients(
     readable = access.readable_sources()
     rows = [(row[0], row[1]) for row in session.execute(apply_search(readable, parsed)).all()]
     page, has_next = split_page(rows, parsed)
-    total = session.scalar(count_stmt(readable, parsed)) if parsed.want_total else None
+    total = search_total(session, readable, parsed, page, has_next)
     return PdqmPage(page, parsed, total, has_next, domains)
 
 

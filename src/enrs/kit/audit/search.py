@@ -19,8 +19,8 @@ from enrs.kit.fhir.search import (
     SearchParam,
     SearchSpec,
     apply_search,
-    count_stmt,
     parse_search,
+    search_total,
     split_page,
 )
 from enrs.kit.fhir.search_values import ReferenceValue, TokenValue
@@ -125,5 +125,5 @@ def search_audit(
     base = select(AuditRecord)
     rows = list(session.scalars(apply_search(base, parsed)))
     records, has_next = split_page(rows, parsed)
-    total = session.scalar(count_stmt(base, parsed)) if parsed.want_total else None
+    total = search_total(session, base, parsed, records, has_next)
     return AuditPage(records, parsed, total, has_next)

@@ -21,6 +21,7 @@ from enrs.kit.fhir.search import (
     apply_search,
     count_stmt,
     parse_search,
+    search_total,
     split_page,
 )
 from enrs.kit.fhir.search_params import (
@@ -69,6 +70,7 @@ __all__ = [
     "parse_resource_body",
     "parse_search",
     "reference_clause",
+    "search_total",
     "searchset_bundle",
     "split_page",
     "string_clause",

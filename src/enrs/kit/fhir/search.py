@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
@@ -349,3 +350,17 @@ def count_stmt(stmt: Select[Any], parsed: ParsedSearch) -> Select[int]:
 def split_page(rows: Sequence[T], parsed: ParsedSearch) -> tuple[list[T], bool]:
     """Cut the ``count + 1`` rows fetched by :func:`apply_search`: ``(page, has_next)``."""
     return list(rows[: parsed.count]), 0 < parsed.count < len(rows)
+
+
+def search_total(
+    session: Session, stmt: Select[Any], parsed: ParsedSearch, page: Sequence[Any], has_next: bool
+) -> int | None:
+    """``Bundle.total`` (``None`` under ``_total=none``): known without a query when the page is
+    the last one and holds rows, or is the first one (``offset`` + its rows), else counted
+    (:func:`count_stmt`)."""
+    if not parsed.want_total:
+        return None
+    if parsed.count > 0 and not has_next and (page or parsed.offset == 0):
+        return parsed.offset + len(page)
+    total: int | None = session.scalar(count_stmt(stmt, parsed))
+    return total
