@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        db.start_checkpoints()
         await run_in_threadpool(keys.load)
         yield
         await run_in_threadpool(audit_writer.close)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from tests.support.waiting import wait_until
 
 from enrs.kit.audit import AuditEntry, verify_chain, write_entries
 from enrs.kit.audit.models import AuditRecord
@@ -104,3 +105,22 @@ def test_writers_of_many_threads_each_get_their_turn(sqlite_db: Database) -> Non
 def test_a_read_only_unit_of_work_cannot_write(sqlite_db: Database) -> None:
     with pytest.raises(Exception, match="readonly"), sqlite_db.transaction(write=False) as s:
         s.execute(text("CREATE TABLE nope (x INTEGER)"))
+
+
+def test_a_server_process_checkpoints_from_a_thread(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'enrs.db'}"
+    upgrade_head(url)
+    db = Database(url)
+    db.start_checkpoints()
+    try:
+        with db.transaction() as session:  # commits no longer checkpoint the WAL themselves
+            assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
+        main = tmp_path / "enrs.db"
+        size = main.stat().st_size
+        for i in range(200):
+            write_entries(db, [entry(i)])
+        # the pages written reach the database file through the thread's checkpoints
+        assert wait_until(lambda: main.stat().st_size > size)
+        assert verify_chain(db).checked == 200
+    finally:
+        db.dispose()

@@ -427,6 +427,7 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
     # No ping at each checkout (a round trip per transaction): a connection found dead fails
     # its message (AR 207, which the sender resends) and SQLAlchemy then renews the pool.
     db = Database(settings.database_url, pre_ping=False)
+    db.start_checkpoints()
     matcher = matcher_for(settings.identity_model)
     # Each process handles one message at a time, in its event loop's thread: the processes
     # share the load (SQLite's writers take turns anyway), and no thread handoff or contention

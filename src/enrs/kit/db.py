@@ -156,11 +156,20 @@ class Database:
         # Writing units of work: on SQLite, a write turn and the write lock at BEGIN (see
         # kit/sqlite.py); read-only ones: on SQLite, connections refusing writes.
         self._writer = self.engine.execution_options(**{sqlite.WRITE_OPTION: True})
-        self._reader = (
-            make_engine(url, read_only=True)
-            if self.engine.dialect.name == "sqlite"
-            else self.engine
-        )
+        on_sqlite = self.engine.dialect.name == "sqlite"
+        self._reader = make_engine(url, read_only=True) if on_sqlite else self.engine
+        self._checkpointer: sqlite.Checkpointer | None = None
+
+    def start_checkpoints(self) -> None:
+        """For a long-running process (a server), before its first connection: SQLite's WAL is
+        checkpointed from a thread of its own, out of the writers' turns
+        (:class:`~enrs.kit.sqlite.Checkpointer`), until :meth:`dispose`. Elsewhere, nothing."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return
+        if self._checkpointer is None:
+            self._checkpointer = sqlite.Checkpointer(self.engine, sqlite.turns_of(self.engine))
+            event.listen(self._reader, "connect", sqlite.no_autocheckpoint)
 
     @property
     def is_sqlite(self) -> bool:
@@ -194,6 +203,9 @@ class Database:
             session.close()
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
         if self._reader is not self.engine:
             self._reader.dispose()

@@ -16,19 +16,30 @@ writers, in every thread and process, take turns.
   IMMEDIATE`` (the write lock, at the start); the turn is released once its ``COMMIT`` or
   ``ROLLBACK`` has returned. Connections not asking for a turn (migrations, maintenance, tests)
   fall back on the busy timeout.
+- **Checkpoints out of the turns** (long-running processes: :class:`Checkpointer`). By default
+  the commit that makes the WAL cross 1 000 pages copies it into the database file, fsync
+  included, inside its write turn: on a large registry every other writer waits for it. A
+  thread of each server process does it instead: every 0.2 s a ``PASSIVE`` checkpoint (the
+  copy, which writers need not wait for; if another process's is running, this one skips),
+  and, when the WAL has grown past 64 MB anyway, a ``RESTART`` in a write turn (the rest, so
+  that the next writer starts the WAL over: readers that never pause could let it grow).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
 
 # The execution option asking a connection's transactions to take a write turn.
 WRITE_OPTION = "enrs_tx_write"
@@ -95,9 +106,17 @@ def _end(dbapi_conn: Any, statement: str, info: dict[Any, Any], turns: WriteTurn
             turns.release()
 
 
+_TURNS: weakref.WeakKeyDictionary[Engine, WriteTurns] = weakref.WeakKeyDictionary()
+
+
+def turns_of(engine: Engine) -> WriteTurns:
+    """The write turns of an engine set up by :func:`install`."""
+    return _TURNS[engine]
+
+
 def install(engine: Engine, *, read_only: bool = False) -> WriteTurns:
     """Set up ``engine``'s SQLite connections (see the module docstring); returns its turns."""
-    turns = WriteTurns(engine.url.database)
+    turns = _TURNS[engine] = WriteTurns(engine.url.database)
     event.listen(engine, "connect", _on_connect_read_only if read_only else _on_connect)
 
     @event.listens_for(engine, "begin")
@@ -133,3 +152,60 @@ def install(engine: Engine, *, read_only: bool = False) -> WriteTurns:
             _end(dbapi_conn, "ROLLBACK", record.info, turns)
 
     return turns
+
+
+def no_autocheckpoint(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+class Checkpointer:
+    """Checkpoints the WAL of ``engine``'s database from a thread (see the module docstring);
+    ``engine``'s connections no longer checkpoint at commit. Start it before the engine's
+    first connection; :meth:`stop` when the process ends."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        turns: WriteTurns,
+        *,
+        every: float = 0.2,
+        restart_above: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.engine, self.turns = engine, turns
+        self.every, self.restart_above = every, restart_above
+        self._wal = f"{engine.url.database}-wal"
+        self._stop = threading.Event()
+        event.listen(engine, "connect", no_autocheckpoint)
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with self.engine.connect() as conn:
+                    raw = conn.connection.dbapi_connection
+                    assert raw is not None
+                    raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if os.path.getsize(self._wal) > self.restart_above:
+                        self._restart(raw)
+            except FileNotFoundError:
+                pass  # no WAL yet
+            except Exception:
+                log.exception("WAL checkpoint failed")
+
+    def _restart(self, raw: Any) -> None:
+        # In a write turn, waiting for older readers briefly rather than for the busy
+        # timeout (writers wait for this turn); a reader still there is waited for next time.
+        self.turns.acquire()
+        try:
+            raw.execute("PRAGMA busy_timeout=100")
+            try:
+                raw.execute("PRAGMA wal_checkpoint(RESTART)")
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        finally:
+            self.turns.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
