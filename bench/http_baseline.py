@@ -103,12 +103,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def temporary_postgres(admin_url: str, prefix: str = "enrs_bench") -> Iterator[str]:
-    """Create an empty database on the server of ``admin_url``; drop it on exit."""
+def temporary_postgres(
+    admin_url: str, prefix: str = "enrs_bench", template: str | None = None
+) -> Iterator[str]:
+    """Create a database (empty, or a copy of ``template``) on the server of ``admin_url``;
+    drop it on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        copy = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:

@@ -338,9 +338,10 @@ def sqlite_registry(
 
 
 @contextmanager
-def pg_database(admin_url: str) -> Iterator[str]:
-    """A new database ``enrs_rt_<hex>`` on the server of ``admin_url``, dropped on exit."""
-    with temporary_postgres(admin_url, prefix="enrs_rt") as url:
+def pg_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database ``enrs_rt_<hex>`` on the server of ``admin_url`` (a copy of
+    ``template``, if given), dropped on exit."""
+    with temporary_postgres(admin_url, prefix="enrs_rt", template=template) as url:
         yield url
 
 

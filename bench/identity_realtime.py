@@ -344,6 +344,8 @@ def table(report: dict[str, Any]) -> str:
     lines += [f"  {s['ms']:6.2f} {s['calls']:6.2f}  {s['name']}" for s in a["steps"]]
     lines += [f"{r['scenario']}: ACKs {r['acks']}" for r in report["scenarios"][1:] if r["errors"]]
     source = f"reused cache {reg['cache']}" if reg.get("reused") else "bulk-loaded in this run"
+    if reg.get("template"):
+        source = f"a copy of the database {reg['template']}"
     lines.append(f"registry: {reg['identities']:,} identities ({source}); DB "
                  f"{size['start']:,.0f} MB before, {size['end']:,.0f} MB after; empty DB "
                  f"{size['empty']:,.0f} MB")  # fmt: skip
@@ -402,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--workers", type=int, default=0, help="MLLP listener processes (default: the server's)")
     add("--postgres", action="store_true", help="temporary PostgreSQL databases enrs_rt_<hex>")
     add("--pg-admin-url", default=PG_ADMIN_URL)
+    add(
+        "--pg-template",
+        help="with --postgres: copy this database (a registry loaded before, "
+        "same size and seed) instead of bulk-loading one",
+    )
     add("--json", type=Path)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop server, drop DBs
@@ -411,12 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-rt-")))
-        if args.postgres:
+        if args.postgres and args.pg_template:
+            url = stack.enter_context(bulk.pg_database(args.pg_admin_url, args.pg_template))
+            empty = stack.enter_context(bulk.pg_database(args.pg_admin_url))
+            _, following, _cache = bulk.sqlite_registry(args.registry, args.seed, extra, tmp)
+            reg: dict[str, Any] = {"template": args.pg_template}
+        elif args.postgres:
             url = stack.enter_context(bulk.pg_database(args.pg_admin_url))
             empty = stack.enter_context(bulk.pg_database(args.pg_admin_url))
             say(f"bulk-loading {args.registry:,} identities into PostgreSQL...")
             records = bulk.stream(args.registry, args.seed, extra=extra)
-            reg: dict[str, Any] = {"load": asdict(bulk.load(url, islice(records, args.registry)))}
+            reg = {"load": asdict(bulk.load(url, islice(records, args.registry)))}
             following = list(records)
         else:
             path, following, reg = bulk.sqlite_registry(args.registry, args.seed, extra, tmp)
