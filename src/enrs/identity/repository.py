@@ -8,18 +8,15 @@ that matching reads and throws away.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
-    Select,
     Table,
     TextClause,
     and_,
     bindparam,
-    func,
     insert,
     or_,
     select,
@@ -27,11 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import (
-    IdentityChange,
     IdentityLink,
     IdentityTask,
     RegionalPatient,
@@ -97,37 +92,6 @@ def _conn(session: Session) -> Connection:
     return conn
 
 
-_COMPILED: dict[tuple[int, str], SQLCompiler] = {}
-
-
-def _compiled(conn: Connection, stmt: Select[Any]) -> SQLCompiler:
-    """``stmt`` compiled for the connection's dialect, once per process."""
-    key = (id(stmt), conn.dialect.name)
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        compiled = _COMPILED[key] = stmt.compile(dialect=conn.dialect)
-    return compiled
-
-
-def _planned_rows(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Sequence[Any]:
-    """The rows of ``stmt``; on PostgreSQL, planned for ``params`` at each execution, never
-    through a server-side prepared statement. psycopg prepares a statement from its 5th run,
-    and PostgreSQL may then keep one generic plan for it; made while ``identity_source`` was
-    still a few pages (a new registry), that plan was a sequential scan, kept as the table grew
-    until it was analysed: with autovacuum off or behind, an empty registry fed over MLLP went
-    from 480 to 105 identities/s in 150 s. Only the queries whose plan depends on the
-    registry's size go this way (the blocking, the INS holders); the others keep their
-    prepared statements."""
-    if conn.dialect.name != "postgresql":
-        return conn.execute(stmt, params).all()
-    compiled = _compiled(conn, stmt)
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.execute(compiled.string, compiled.construct_params(params), prepare=False)
-        rows: Sequence[Any] = cursor.fetchall()
-    return rows
-
-
 def source_by_key(session: Session, authority: str, ipp: str) -> SourceIdentity | None:
     return session.scalar(select(S).where(S.authority == authority, S.ipp == ipp))
 
@@ -153,7 +117,7 @@ def sources_by_ins(session: Session, ins: str) -> list[SourceIdentity]:
 
 def ins_holders(session: Session, ins: str) -> list[Candidate]:
     """:func:`sources_by_ins` as candidates (the columns matching needs)."""
-    return [Candidate(*row) for row in _planned_rows(_conn(session), _INS_HOLDERS, {"ins": ins})]
+    return [Candidate(*row) for row in _conn(session).execute(_INS_HOLDERS, {"ins": ins})]
 
 
 def sources_by_ids(session: Session, ids: list[int]) -> dict[int, SourceIdentity]:
@@ -312,12 +276,6 @@ _CANDIDATES = (
 )
 
 
-C = IdentityChange
-_LAST_CHANGE = select(func.max(C.seq))
-_CHANGES = select(C.seq, C.source_id).where(C.seq > bindparam("seen")).order_by(C.seq)
-_CANDIDATES_CHANGED = _CANDIDATES.where(
-    S.id.in_(select(C.source_id).where(C.seq > bindparam("seen")).scalar_subquery())
-)
 CANDIDATE_LIMIT = 300
 
 
@@ -355,7 +313,7 @@ def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> 
     params = _blocking(t)
     if params is None:
         return []
-    rows = _planned_rows(_conn(session), _CANDIDATES, {**params, "limit": limit})
+    rows = _conn(session).execute(_CANDIDATES, {**params, "limit": limit})
     return [Candidate(*row) for row in rows]
 
 
@@ -366,40 +324,11 @@ def blocking_sql(session: Session, t: Traits) -> tuple[str, Any] | None:
     if params is None:
         return None
     conn = _conn(session)
-    compiled = _compiled(conn, _CANDIDATES)
+    compiled = _CANDIDATES.compile(dialect=conn.dialect)
     values = compiled.construct_params({**params, "limit": CANDIDATE_LIMIT})
     if compiled.positiontup is not None:  # SQLite's "?" placeholders
         return compiled.string, tuple(values[name] for name in compiled.positiontup)
     return compiled.string, values
-
-
-def last_change(session: Session) -> int | None:
-    """SQLite: the position of the change log (see :class:`IdentityChange`) in this
-    transaction's snapshot, for :func:`candidates_since`; ``None`` elsewhere."""
-    if session.get_bind().dialect.name != "sqlite":
-        return None
-    return int(_conn(session).scalar(_LAST_CHANGE) or 0)
-
-
-def candidates_since(
-    session: Session, t: Traits, seen: int, earlier: list[Candidate]
-) -> list[Candidate] | None:
-    """What :func:`candidates` gives now, from ``earlier`` (its result when the change log
-    was at ``seen``) and the identities inserted or updated since, read again; ``None`` when
-    that cannot be known (the log was pruned past ``seen``, or ``earlier`` hit the limit)."""
-    params = _blocking(t)
-    if params is None or len(earlier) >= CANDIDATE_LIMIT:
-        return None if params is not None else []
-    conn = _conn(session)
-    changes = conn.execute(_CHANGES, {"seen": seen}).all()
-    if not changes:
-        return earlier
-    if changes[0][0] != seen + 1:
-        return None
-    changed = {source_id for _, source_id in changes}
-    kept = [c for c in earlier if c.id not in changed]
-    values = {**params, "limit": CANDIDATE_LIMIT, "seen": seen}
-    return kept + [Candidate(*row) for row in conn.execute(_CANDIDATES_CHANGED, values)]
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:
