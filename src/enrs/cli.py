@@ -75,14 +75,18 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
 
 def _check_durability(settings: Settings) -> None:
     """A production start refuses a database where an acknowledged commit may be lost
-    (PostgreSQL with fsync or full_page_writes off): exit status 2; --dev warns."""
-    from enrs.kit.db import Database, durability_problems
+    (PostgreSQL with fsync or full_page_writes off): exit status 2; --dev warns. A server
+    that keeps no statistics (autovacuum off) is only warned about."""
+    from enrs.kit.db import Database, durability_problems, statistics_problems
 
     db = Database(settings.database_url)
     try:
         problems = durability_problems(db.engine)
+        stale = statistics_problems(db.engine)
     finally:
         db.dispose()
+    for problem in stale:
+        click.echo(f"warning: {problem}", err=True)
     for problem in problems:
         level = "warning" if settings.dev else "error"
         click.echo(f"{level}: {problem}", err=True)

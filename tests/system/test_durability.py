@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from tests.support.live_server import enrs_command, free_port
 from tests.support.private_postgres import private_postgres, server_available
 
-from enrs.kit.db import Database, durability_problems
+from enrs.kit.db import Database, durability_problems, statistics_problems
 from enrs.kit.migrate import upgrade_head
 
 pytestmark = pytest.mark.skipif(not server_available(), reason="PostgreSQL server binaries")
@@ -53,4 +53,14 @@ def test_the_default_server_settings_are_durable() -> None:
     with private_postgres() as admin_url:
         db = Database(admin_url)
         assert durability_problems(db.engine) == []
+        assert statistics_problems(db.engine) == []
+        db.dispose()
+
+
+def test_a_server_without_autovacuum_is_warned_about() -> None:
+    with private_postgres({"autovacuum": "off"}) as admin_url:
+        db = Database(admin_url)
+        assert statistics_problems(db.engine) == [
+            "PostgreSQL autovacuum is 'off': run ANALYZE as tables grow, or turn it on"
+        ]
         db.dispose()

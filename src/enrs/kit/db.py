@@ -127,6 +127,19 @@ def durability_problems(engine: Engine) -> list[str]:
     return problems
 
 
+def statistics_problems(engine: Engine) -> list[str]:
+    """Server settings under which the planner's statistics go stale as tables grow:
+    PostgreSQL's ``autovacuum`` off. Queries then keep plans made for small tables (a
+    registry fed from empty slowed fourfold in 150 s, docs/benchmarks.md). SQLite: none."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        value = conn.exec_driver_sql("SHOW autovacuum").scalar()
+    if value == "on":
+        return []
+    return [f"PostgreSQL autovacuum is {value!r}: run ANALYZE as tables grow, or turn it on"]
+
+
 _COMMIT_ORDER_KEY = 0x454E5245  # "ENRE": rows numbered in commit order (the event outbox)
 
 
