@@ -252,8 +252,12 @@ def format_stats(stats: LoadStats) -> str:
 
 
 def _finish(engine: Engine, conn: Any, pg: bool) -> None:
-    """Sequences past the loaded ids and statistics (PostgreSQL); a clean WAL (SQLite)."""
+    """Sequences past the loaded ids and statistics (PostgreSQL); the identity change log
+    emptied but its last entry (nobody read ahead of the load) and a clean WAL (SQLite)."""
     if not pg:
+        conn.exec_driver_sql(
+            "DELETE FROM identity_change WHERE seq < (SELECT max(seq) FROM identity_change)"
+        )
         conn.commit()
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return

@@ -132,3 +132,17 @@ class IdentityTask(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     effects: Mapped[str | None] = mapped_column(Text)  # JSON: what the decision changed, to undo
+
+
+class IdentityChange(Base):
+    """On SQLite, the log of ``identity_source`` rows inserted or updated, in commit order
+    (SQLite has one writer at a time), written by triggers so that no code path escapes it.
+    A listener that read an identity's candidates ahead of its write turn re-reads only the
+    rows changed since (``repository.candidates_since``); the triggers keep the last 10 000
+    entries. Unused, and without triggers, on PostgreSQL (concurrent writers do not commit in
+    sequence order)."""
+
+    __tablename__ = "identity_change"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(Integer)

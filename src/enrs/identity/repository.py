@@ -17,6 +17,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    func,
     insert,
     or_,
     select,
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import (
+    IdentityChange,
     IdentityLink,
     IdentityTask,
     RegionalPatient,
@@ -276,6 +278,12 @@ _CANDIDATES = (
 )
 
 
+C = IdentityChange
+_LAST_CHANGE = select(func.max(C.seq))
+_CHANGES = select(C.seq, C.source_id).where(C.seq > bindparam("seen")).order_by(C.seq)
+_CANDIDATES_CHANGED = _CANDIDATES.where(
+    S.id.in_(select(C.source_id).where(C.seq > bindparam("seen")).scalar_subquery())
+)
 CANDIDATE_LIMIT = 300
 
 
@@ -329,6 +337,36 @@ def blocking_sql(session: Session, t: Traits) -> tuple[str, Any] | None:
     if compiled.positiontup is not None:  # SQLite's "?" placeholders
         return compiled.string, tuple(values[name] for name in compiled.positiontup)
     return compiled.string, values
+
+
+def last_change(session: Session) -> int | None:
+    """SQLite: the position of the change log (see :class:`IdentityChange`) in this
+    transaction's snapshot, for :func:`candidates_since`; ``None`` elsewhere."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    return int(_conn(session).scalar(_LAST_CHANGE) or 0)
+
+
+def candidates_since(
+    session: Session, t: Traits, seen: int, earlier: list[Candidate]
+) -> list[Candidate] | None:
+    """What :func:`candidates` gives now, from ``earlier`` (its result when the change log
+    was at ``seen``) and the identities inserted or updated since, read again; ``None`` when
+    that cannot be known (the log was pruned past ``seen``, or the limit was reached)."""
+    params = _blocking(t)
+    if params is None or len(earlier) >= CANDIDATE_LIMIT:
+        return None if params is not None else []
+    conn = _conn(session)
+    changes = conn.execute(_CHANGES, {"seen": seen}).all()
+    if not changes:
+        return earlier
+    if changes[0][0] != seen + 1:
+        return None
+    changed = {source_id for _, source_id in changes}
+    kept = [c for c in earlier if c.id not in changed]
+    values = {**params, "limit": CANDIDATE_LIMIT, "seen": seen}
+    now = kept + [Candidate(*row) for row in conn.execute(_CANDIDATES_CHANGED, values)]
+    return now if len(now) < CANDIDATE_LIMIT else None
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:

@@ -243,10 +243,20 @@ class Ranked:
 
 @dataclass
 class Ahead:
-    """The candidates :func:`prescore` scored ahead of the write transaction, by their
-    columns: one read again in the transaction unchanged keeps its score."""
+    """What :func:`prescore` read ahead of the write transaction: the position of the change
+    log (SQLite), the blocked candidates then, and their scores."""
 
+    seen: int | None = None
+    candidates: list[Candidate] = field(default_factory=list)
     scores: dict[Candidate, PairScore] = field(default_factory=dict)
+
+
+def _blocked(session: Session, traits: Traits, ahead: Ahead | None) -> list[Candidate]:
+    if ahead is not None and ahead.seen is not None:
+        since = repository.candidates_since(session, traits, ahead.seen, ahead.candidates)
+        if since is not None:
+            return since
+    return repository.candidates(session, traits)
 
 
 def rank(
@@ -260,13 +270,13 @@ def rank(
 ) -> list[Ranked]:
     """Per regional patient, its best-scoring active identity, best first (ties: the lowest
     identity id first). Patients holding an identity with another INS than ``traits.ins`` are
-    left out (never the same person). ``ahead``: candidates scored ahead (:func:`prescore`);
-    only those that appeared or changed since are scored again."""
+    left out (never the same person). ``ahead``: candidates read and scored ahead
+    (:func:`prescore`); only what changed since is read and scored again."""
     scores = ahead.scores if ahead is not None else {}
     best: dict[int, Ranked] = {}
     other_ins: set[int] = set()
     kept_cands: list[Candidate] = []
-    for cand in sorted(repository.candidates(session, traits)):
+    for cand in sorted(_blocked(session, traits, ahead)):
         if cand.patient_id == exclude_patient or cand.patient_id in apart:
             continue
         if traits.ins and cand.ins and cand.ins != traits.ins:
@@ -421,18 +431,20 @@ def prepare(data: SourceIdentityIn, config: IdentityConfig) -> Prepared:
 
 
 def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
-    """Score ahead, in a read-only transaction, the candidates that a new identity will be
-    ranked against. Its own transaction reads the candidates again and scores only those that
-    appeared or changed (a candidate keeps its score only if it is, column for column, one
+    """Read and score ahead, in a read-only transaction, the candidates that a new identity
+    will be ranked against: its own transaction then reads again only the identities changed
+    since (on SQLite, from the change log; elsewhere all of them) and scores only the rows
+    that changed or appeared (a candidate is scored again unless it is, column for column, one
     scored here), so the decision is the same. Where writers take turns (SQLite), this keeps
-    the scoring out of the turn."""
+    reading and scoring out of the turn."""
     t = prepared.traits
     if t.ins and repository.ins_holders(session, t.ins):
         return  # decided on the INS, without ranking
-    cands = [
-        c for c in repository.candidates(session, t) if not (t.ins and c.ins and c.ins != t.ins)
-    ]
-    prepared.ahead.scores.update(zip(cands, matcher.score_rows(t, cands), strict=True))
+    ahead = prepared.ahead
+    ahead.seen = repository.last_change(session)
+    ahead.candidates = repository.candidates(session, t)
+    cands = [c for c in ahead.candidates if not (t.ins and c.ins and c.ins != t.ins)]
+    ahead.scores.update(zip(cands, matcher.score_rows(t, cands), strict=True))
 
 
 def feed(
