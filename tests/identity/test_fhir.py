@@ -242,6 +242,19 @@ def test_an_invalid_ins_key_is_refused_and_nothing_is_stored(
         assert session.scalar(select(func.count()).select_from(SourceIdentity)) == 0
 
 
+def test_an_ins_of_other_traits_is_refused_naming_the_trait(
+    client: TestClient, token: str, db: Database
+) -> None:
+    man = feed(client, token, fr_patient("79", GP, ins=INS, status="QUAL", gender="male"))
+    assert man.status_code == 422
+    assert "the identity's sex is M" in man.json()["issue"][0]["diagnostics"]
+    older = feed(client, token, fr_patient("79", GP, ins=INS, status="QUAL", birth="1960-04-09"))
+    assert older.status_code == 422
+    assert "year ending in 61" in older.json()["issue"][0]["diagnostics"]
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(SourceIdentity)) == 0
+
+
 def test_feed_refuses_malformed_requests(client: TestClient, token: str) -> None:
     headers = {"Content-Type": FHIR_JSON, **auth(token)}
     url = f"/fhir/Patient?identifier=urn:oid:{CHU}|1"

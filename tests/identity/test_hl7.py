@@ -362,6 +362,18 @@ def test_invalid_ins_key_is_refused_and_nothing_stored(feed: Feed) -> None:
         assert record.outcome_desc is not None and "key" in record.outcome_desc
 
 
+def test_an_ins_of_other_traits_is_refused_naming_the_trait(feed: Feed) -> None:
+    woman = "261049720912388"  # a woman born in April 1961
+    man = feed.send(msh("A28", "1") + pid("1", ins=woman, status="QUAL", sex="M"))
+    assert code(man) == "AE" and "sex F" in err(man)[1]
+    assert str(man.segment("ERR")[2]) == "PID^1^8"
+    later = feed.send(msh("A28", "2") + pid("1", ins=woman, status="QUAL", dob="19610509"))
+    assert code(later) == "AE" and "month 04" in err(later)[1]
+    assert str(later.segment("ERR")[2]) == "PID^1^7"
+    assert feed.count(SourceIdentity) == 0
+    assert code(feed.send(msh("A28", "3") + pid("1", ins=woman, status="QUAL"))) == "AA"
+
+
 def test_refusals(database_url: str) -> None:
     with feed_server(database_url) as feed:
         unsupported = feed.send(msh("A99", "1") + pid("1"))

@@ -142,7 +142,7 @@ def test_a24_refusals(feed: Feed) -> None:
     assert (
         code(feed.send(msh("A28", "c1") + pid("1", ins="261049720912388", status="QUAL"))) == "AA"
     )
-    other = pid("2", ins="185059720910068", status="QUAL", **OTHER)
+    other = pid("2", ins="190019720900548", status="QUAL", **OTHER)
     assert code(feed.send(msh("A28", "c2") + other)) == "AA"
     before = feed.source(CHU, "2")
     assert before is not None

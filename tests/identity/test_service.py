@@ -106,8 +106,9 @@ def test_a_year_with_two_digits_swapped_links_but_a_parent_of_the_same_name_does
 
 
 def test_different_valid_ins_are_never_linked(db: Database) -> None:
-    a = feed(db, person(CHU, "1", ins="295109912611193", status="QUAL"))
-    b = feed(db, person(CLINIC, "2", ins="253072B07300470", status="QUAL"))
+    # two valid INS of women born in April 1961 in Fort-de-France (order numbers 1 and 2)
+    a = feed(db, person(CHU, "1", ins="261049720900116", status="QUAL"))
+    b = feed(db, person(CLINIC, "2", ins="261049720900215", status="QUAL"))
     assert a.rri != b.rri and b.task is None
 
 

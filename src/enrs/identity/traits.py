@@ -11,6 +11,7 @@ import re
 import unicodedata
 from datetime import date
 
+from stdnum.exceptions import InvalidChecksum, InvalidLength
 from stdnum.fr import nir
 
 from enrs.kit.errors import Unprocessable
@@ -67,9 +68,56 @@ def check_ins(value: str, system: str, accepted: frozenset[str]) -> str:
             f"INS of the test or demo OID {system} refused: allowed in development only (ENRS_DEV)",
             "ins",
         )
-    if not nir.is_valid(compact):
-        raise InvalidTrait(f"INS {compact!r} is not valid: its key does not check", "ins")
+    try:
+        nir.validate(compact)
+    except InvalidLength:
+        raise InvalidTrait(
+            f"INS {compact!r} is not valid: an INS has 15 characters, not {len(compact)}", "ins"
+        ) from None
+    except InvalidChecksum:
+        raise InvalidTrait(f"INS {compact!r} is not valid: its key does not check", "ins") from None
+    except ValueError:  # stdnum's InvalidFormat
+        raise InvalidTrait(
+            f"INS {compact!r} is not valid: 13 digits (2A or 2B for Corsica) and a 2-digit key "
+            "expected",
+            "ins",
+        ) from None
     return compact
+
+
+_INS_SEX = {"1": "M", "2": "F"}
+_MONTHS = {f"{m:02d}" for m in range(1, 13)}
+
+
+def check_ins_traits(ins: str, *, sex: str, birth_date: date | None) -> None:
+    """The traits a matricule INS encodes agree with the identity's: its first digit, 1 or 2,
+    with the sex (M or F); its 2nd–3rd digits with the birth year; its 4th–5th, when a real
+    month (01–12: 20, 30–42 and 50+ stand for a month unknown to the civil register), with
+    the birth month. Other first digits and an unknown sex (U) are not checked; the birth
+    place is not (a commune's code changes, the order number overflows into it, births in
+    Algeria before 1962 have codes of their own). Raises :class:`InvalidTrait` naming the
+    trait that disagrees."""
+    encoded = _INS_SEX.get(ins[0])
+    if encoded is not None and sex in ("M", "F") and sex != encoded:
+        raise InvalidTrait(
+            f"INS {ins} is that of a person of sex {encoded} (first digit {ins[0]}), "
+            f"the identity's sex is {sex}",
+            "sex",
+        )
+    if birth_date is None:
+        return
+    if ins[1:3] != f"{birth_date.year % 100:02d}":
+        raise InvalidTrait(
+            f"INS {ins} is that of a person born in a year ending in {ins[1:3]}, "
+            f"the identity's birth date is {birth_date.isoformat()}",
+            "birth_date",
+        )
+    if ins[3:5] in _MONTHS and int(ins[3:5]) != birth_date.month:
+        raise InvalidTrait(
+            f"INS {ins} is that of a person born in month {ins[3:5]}, "
+            f"the identity's birth date is {birth_date.isoformat()}",
+            "birth_date",
+        )
 
 
 def check_traits(
@@ -81,7 +129,8 @@ def check_traits(
     birth_place: str | None,
     ins: str | None,
 ) -> None:
-    """The RNIV coherence rules on a source identity; raises :class:`InvalidTrait`."""
+    """The RNIV coherence rules on a source identity, and its INS against the traits it
+    encodes (:func:`check_ins_traits`); raises :class:`InvalidTrait`."""
     if status not in STATUSES:
         raise InvalidTrait(
             f"identity status {status!r} is not one of {', '.join(STATUSES)}", "status"
@@ -105,3 +154,5 @@ def check_traits(
         raise InvalidTrait("the birth date is in the future", "birth_date")
     if birth_place is not None and not _INSEE.match(birth_place):
         raise InvalidTrait(f"birth place {birth_place!r} is not an INSEE COG code", "birth_place")
+    if ins:
+        check_ins_traits(ins, sex=sex, birth_date=birth_date)
