@@ -129,6 +129,9 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         if (records[i].attributes | records[j].attributes) & {"DOUT", "FICT"}:
             missed["douteuse/fictive: never automatic, by rule"] += 1
             continue
+        if records[i].authority == records[j].authority:
+            missed["two IPPs of one facility: never automatic, by rule"] += 1
+            continue
         for err in records[j].errors or records[i].errors or ("(no error)",):
             missed[err] += 1
     true_tasks = sum(
@@ -144,6 +147,7 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         for i, j in truth
         if not (records[i].attributes | records[j].attributes) & {"DOUT", "FICT"}
     }
+    other_facility = {(i, j) for i, j in eligible if records[i].authority != records[j].authority}
     lat_ms = sorted(x * 1000 for x in latencies)
     return {
         "records": len(records),
@@ -152,7 +156,13 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         "enrs_excluding_douteuse_fictive": score(
             predicted & eligible | (predicted - truth), eligible
         ),
+        "enrs_excluding_rule_exclusions": score(
+            predicted & other_facility | (predicted - truth), other_facility
+        ),
         "baseline_exact_traits": score(exact_rule_pairs(records), truth),
+        "true_pairs_within_one_facility": sum(
+            1 for i, j in truth if records[i].authority == records[j].authority
+        ),
         "link_methods": dict(methods),
         "false_links_by_kind": dict(by_kind),
         "missed_links_by_error": dict(missed.most_common()),
@@ -172,12 +182,17 @@ def _print(report: dict[str, Any]) -> None:
         f"records {report['records']}  persons {report['persons']}  model {report['model_version']}"
     )
     print(f"{'rule':32} {'pred pairs':>10} {'FP':>6} {'precision':>9} {'recall':>7}")
-    for name in ("enrs", "enrs_excluding_douteuse_fictive", "baseline_exact_traits"):
+    names = ("enrs", "enrs_excluding_douteuse_fictive", "enrs_excluding_rule_exclusions")
+    for name in (*names, "baseline_exact_traits"):
         s = report[name]
         print(
-            f"{name:24} {s['predicted_pairs']:>10} {s['false_positives']:>6} "
+            f"{name:32} {s['predicted_pairs']:>10} {s['false_positives']:>6} "
             f"{s['precision']:>9.4f} {s['recall']:>7.4f}"
         )
+    print(
+        "rule exclusions: douteuse/fictive identities, and pairs of two IPPs of one facility "
+        f"({report['true_pairs_within_one_facility']} of the true pairs)"
+    )
     print("link methods:", report["link_methods"])
     print("false automatic links by kind:", report["false_links_by_kind"] or "none")
     print("missed links by error of the later record:", report["missed_links_by_error"])

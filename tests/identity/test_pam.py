@@ -111,12 +111,17 @@ def test_a37_undoes_the_link(feed: Feed) -> None:
     assert stays is not None and stays.patient_id == first.patient_id
 
 
-def test_a37_of_identities_linked_by_matching_gives_the_second_a_new_patient(feed: Feed) -> None:
+def test_a37_of_identities_linked_by_the_facility_gives_the_second_a_new_patient(
+    feed: Feed,
+) -> None:
     assert code(feed.send(msh("A28", "c1") + pid("1"))) == "AA"
-    assert code(feed.send(msh("A28", "c2") + pid("2"))) == "AA"  # the same traits: linked
+    # the same traits, another IPP of the same facility: never linked by matching
+    assert code(feed.send(msh("A28", "c2") + pid("2"))) == "AA"
     first, second = feed.source(CHU, "1"), feed.source(CHU, "2")
-    assert first is not None and second is not None and first.patient_id == second.patient_id
-    assert links(feed, second.id)[-1][0] == "AUTO"
+    assert first is not None and second is not None and first.patient_id != second.patient_id
+    assert code(feed.send(a24("L1", "1", "2"))) == "AA"  # the facility links them itself
+    second = feed.source(CHU, "2")
+    assert second is not None and second.patient_id == first.patient_id
     assert code(feed.send(a24("U1", "1", "2", event="A37"))) == "AA"
     apart = feed.source(CHU, "2")
     assert apart is not None and apart.patient_id not in (first.patient_id, None)
@@ -128,7 +133,7 @@ def test_a37_of_identities_linked_by_matching_gives_the_second_a_new_patient(fee
     assert still is not None and still.patient_id == apart.patient_id
     assert links(feed, second.id)[-1][:3] == ("MANUAL", apart.patient_id, True)
     with feed.db.transaction() as session:  # in the cell's history, as a decided collision
-        task = session.scalars(select(IdentityTask)).one()
+        task = session.scalars(select(IdentityTask).where(IdentityTask.kind == "COLLISION")).one()
         assert (task.kind, task.status, task.decision, task.other_patient_id) == (
             "COLLISION",
             "DONE",

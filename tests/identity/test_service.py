@@ -112,6 +112,34 @@ def test_different_valid_ins_are_never_linked(db: Database) -> None:
     assert a.rri != b.rri and b.task is None
 
 
+def test_two_ipps_of_one_facility_are_never_linked_silently(db: Database) -> None:
+    first = feed(db, person(CHU, "1"))
+    again = feed(db, person(CHU, "2"))  # the same person, a second IPP at the same hospital
+    assert again.link_method == "NEW" and again.rri != first.rri
+    assert again.task == "DUPLICATE"
+    with db.transaction() as session:
+        task = session.get(IdentityTask, again.task_id)
+        assert task is not None and task.other_source_id == first.source_id
+    elsewhere = feed(db, person(CLINIC, "9"))  # another facility still links
+    assert elsewhere.link_method == "AUTO" and elsewhere.rri == first.rri
+
+
+def test_two_ipps_of_one_facility_with_one_ins_are_not_linked(db: Database) -> None:
+    ins = "261049720900116"  # a woman born in April 1961 in Fort-de-France
+    first = feed(db, person(CHU, "1", ins=ins, status="QUAL"))
+    again = feed(db, person(CHU, "2", ins=ins, status="QUAL"))
+    assert (again.link_method, again.task) == ("NEW", "DUPLICATE") and again.rri != first.rri
+    assert feed(db, person(CLINIC, "9", ins=ins, status="QUAL")).link_method == "INS"
+
+
+def test_an_update_does_not_link_two_ipps_of_one_facility(db: Database) -> None:
+    first = feed(db, person(CHU, "1"))
+    other = feed(db, person(CHU, "2", birth_name="DUCLOS", given_names=["Paul"], sex="M"))
+    assert other.rri != first.rri
+    corrected = feed(db, person(CHU, "2"))  # corrected into the same person as CHU|1
+    assert corrected.rri != first.rri and corrected.task == "DUPLICATE"
+
+
 def test_doubtful_identity_goes_to_the_cell(db: Database) -> None:
     a = feed(db, person(CHU, "1"))
     b = feed(db, person(CLINIC, "2", attributes=frozenset({"DOUT"})))

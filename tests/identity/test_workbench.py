@@ -61,6 +61,25 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+def test_a_task_between_two_ipps_of_one_facility_says_so(db: Database) -> None:
+    doubtful = _doubtful_pair(db)
+    with db.transaction() as session:
+        assert not workbench.view(session, doubtful).same_facility
+        first = SourceIdentityIn(
+            authority=CHU,
+            ipp="30",
+            birth_name="NARCISSE",
+            given_names=["Line"],
+            sex="F",
+            birth_date=date(1950, 3, 3),
+        )
+        service.feed(session, MATCHER, first, actor="test", config=CONFIG)
+        again = first.model_copy(update={"ipp": "31"})
+        result = service.feed(session, MATCHER, again, actor="test", config=CONFIG)
+        assert result.task == "DUPLICATE" and result.task_id is not None
+        assert workbench.view(session, result.task_id).same_facility
+
+
 def test_link_then_undo(db: Database) -> None:
     task_id = _doubtful_pair(db)
     with db.transaction() as session:

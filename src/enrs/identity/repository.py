@@ -74,6 +74,16 @@ _SCORED = [getattr(S, name) for name in Candidate._fields]
 _KEY = select(S.id, S.active).where(S.authority == bindparam("a"), S.ipp == bindparam("i"))
 _INS_HOLDERS = select(*_SCORED).where(S.ins == bindparam("ins"), S.active.is_(True)).order_by(S.id)
 _RRI = select(P.rri).where(P.id == bindparam("id"))
+_SAME_AUTHORITY = (
+    select(S.id)
+    .where(
+        S.patient_id == bindparam("patient"),
+        S.authority == bindparam("authority"),
+        S.active.is_(True),
+        S.id != bindparam("own"),
+    )
+    .limit(1)
+)
 _INSERT_PATIENT = insert(_PATIENT).returning(_PATIENT.c.id)
 _INSERT_SOURCE = insert(_SOURCE).returning(_SOURCE.c.id)
 _INSERT_LINK = insert(_LINK)
@@ -367,6 +377,15 @@ def candidates_since(
     values = {**params, "limit": CANDIDATE_LIMIT, "seen": seen}
     now = kept + [Candidate(*row) for row in conn.execute(_CANDIDATES_CHANGED, values)]
     return now if len(now) < CANDIDATE_LIMIT else None
+
+
+def holds_authority(
+    session: Session, patient_id: int, authority: str, own_source: int | None
+) -> bool:
+    """Whether the regional patient ``patient_id`` holds an active identity of ``authority``
+    other than ``own_source``: another IPP of the same facility."""
+    params = {"patient": patient_id, "authority": authority, "own": own_source or 0}
+    return _conn(session).execute(_SAME_AUTHORITY, params).first() is not None
 
 
 def current_link(session: Session, source_id: int) -> IdentityLink | None:

@@ -323,18 +323,32 @@ def decide(
     *,
     own_patient: int | None,
     own_source: int | None,
+    authority: str | None = None,
     ahead: Ahead | None = None,
 ) -> Decision:
-    """Where an identity belongs, without changing anything."""
+    """Where an identity belongs, without changing anything. An identity of ``authority`` is
+    never linked automatically to a patient holding another identity of that authority (two
+    IPPs of one facility: the facility merges them itself, A40); the cell gets the pair."""
     model = matcher.model
     never_auto = bool(attributes & NEVER_AUTO)
+
+    def same_facility(patient_id: int) -> bool:
+        return authority is not None and repository.holds_authority(
+            session, patient_id, authority, own_source
+        )
+
     if traits.ins:
         same = [
             s
             for s in repository.ins_holders(session, traits.ins)
             if s.id != own_source and s.patient_id != own_patient
         ]
-        if same and not never_auto and not (same[0].attribute_set & NEVER_AUTO):
+        if (
+            same
+            and not never_auto
+            and not (same[0].attribute_set & NEVER_AUTO)
+            and not same_facility(same[0].patient_id)
+        ):
             return Decision("INS", same[0].patient_id)
         if same:
             return Decision("NEW", review_patient=same[0].patient_id)
@@ -349,6 +363,7 @@ def decide(
         and top.score.auto_link_allowed
         and not never_auto
         and not (top.candidate.attribute_set & NEVER_AUTO)
+        and not same_facility(top.candidate.patient_id)
     ):
         return Decision("AUTO", top.candidate.patient_id, weight)
     if weight >= model.review:
@@ -483,6 +498,7 @@ def feed_prepared(
         prepared.attributes,
         own_patient=None,
         own_source=None,
+        authority=prepared.data.authority,
         ahead=prepared.ahead,
     )
     auto = decision.method == "AUTO"
@@ -548,6 +564,7 @@ def _update(
             source.attribute_set,
             own_patient=source.patient_id,
             own_source=source.id,
+            authority=source.authority,
         )
         score = decision.score
         if decision.patient_id is not None:

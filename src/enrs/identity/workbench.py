@@ -36,6 +36,9 @@ class TaskView:
     source_rri: str
     other: SourceIdentity | None
     other_rri: str
+    same_facility: bool = False
+    """The other patient holds another identity of the received identity's facility: two
+    IPPs of one facility, which the facility merges itself (A40)."""
 
 
 def open_tasks(session: Session, *, limit: int = 100, offset: int = 0) -> list[IdentityTask]:
@@ -64,8 +67,14 @@ def view(session: Session, task_id: int) -> TaskView:
     if other is None:
         others = repository.sources_of_patient(session, task.other_patient_id)
         other = next((o for o in others if o.id != source.id), None)
+    same = repository.holds_authority(session, task.other_patient_id, source.authority, source.id)
     return TaskView(
-        task, source, _rri(session, source.patient_id), other, _rri(session, task.other_patient_id)
+        task,
+        source,
+        _rri(session, source.patient_id),
+        other,
+        _rri(session, task.other_patient_id),
+        same_facility=same,
     )
 
 
