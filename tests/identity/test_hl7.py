@@ -481,10 +481,26 @@ def test_latin1_messages(feed: Feed) -> None:
 
 def test_lf_separators_are_repaired(feed: Feed) -> None:
     message = (msh("A28", "1") + pid("1")).replace("\r", "\n")
-    assert code(feed.send(message)) == "AA"
+    answer = feed.send(message)
+    assert code(answer) == "AA"
+    (warned,) = [seg for seg in answer if str(seg[0]) == "ERR"]
+    assert (str(warned[2]), str(warned[4]), str(warned[3][0][0])) == ("", "W", "0")
+    assert "LF" in str(warned[8])
     with feed.db.transaction() as session:
         record = session.scalars(select(AuditRecord)).one()
         assert record.detail is not None and "LF" in record.detail
+
+
+def test_what_was_repaired_comes_back_as_located_warnings(feed: Feed) -> None:
+    untyped = pid("1").replace("Rose^^^^L|", "Rose|")
+    assert untyped != pid("1")
+    answer = feed.send(msh("A28", "1") + untyped.replace("|F|", "|X|"))
+    assert code(answer) == "AA"
+    warnings = {str(seg[2]): str(seg[8]) for seg in answer if str(seg[0]) == "ERR"}
+    assert all(str(seg[4]) == "W" for seg in answer if str(seg[0]) == "ERR")
+    assert "birth name" in warnings["PID^1^5"] and "read as U" in warnings["PID^1^8"]
+    clean = feed.send(msh("A28", "2") + pid("2"))
+    assert code(clean) == "AA" and not has(clean, "ERR")
 
 
 def test_slow_client_byte_by_byte(feed: Feed) -> None:

@@ -58,7 +58,7 @@ from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.errors import Conflict, EnrsError, NotFound
-from enrs.kit.hl7v2 import STANDARD, Message, Segment, V2Error, build_response
+from enrs.kit.hl7v2 import STANDARD, Message, Segment, V2Error, build_response, warning
 from enrs.kit.hl7v2 import parse_message as parse_v2
 from enrs.kit.listeners import Listener, run_group
 from enrs.kit.mllp import Balancer, Limits, MLLPServer, bind
@@ -216,11 +216,12 @@ class IdentityFeed:
             log.info("%s: message %s repaired: %s", peer, msg.control_id, "; ".join(msg.repairs))
         if not audited and handled.message_type == RSP_K23:
             handled = Handled("AR", [V2Error(207, "audit trail unavailable, try again later")])
+        warnings = [warning(note) for note in dict.fromkeys(msg.repairs)]
         return build_response(
             msg,
             handled.ack,
             message_type=handled.message_type,
-            errors=handled.errors,
+            errors=[*handled.errors, *warnings],
             body=handled.body,
         )
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -48,15 +49,31 @@ CHARSETS = {
 
 class V2Error(Exception):
     """A message we refuse: ``ack`` ``AR`` (rejected) or ``AE`` (error), an HL7 table 0357
-    ``code``, the ``location`` as an ERL (``PID^1^3``), and a human ``text`` (ERR-8)."""
+    ``code``, the ``location`` as an ERL (``PID^1^3``), and a human ``text`` (ERR-8);
+    ``severity`` (ERR-4, table 0516): ``E`` error, ``W`` warning (see :func:`warning`)."""
 
-    def __init__(self, code: int, text: str, *, ack: str = "AR", location: str = "") -> None:
+    def __init__(
+        self, code: int, text: str, *, ack: str = "AR", location: str = "", severity: str = "E"
+    ) -> None:
         super().__init__(text)
         self.code, self.text, self.ack, self.location = code, text, ack, location
+        self.severity = severity
 
     def segment(self) -> str:
         cwe = f"{self.code}^{ERROR_CODES.get(self.code, 'Error')}^HL70357"
-        return f"ERR||{self.location}|{cwe}|E||||{STANDARD.escape(self.text)}"
+        return f"ERR||{self.location}|{cwe}|{self.severity}||||{STANDARD.escape(self.text)}"
+
+
+_FIELD_NOTE = re.compile(r"\b([A-Z][A-Z0-9]{2})-(\d+)\b")
+
+
+def warning(note: str) -> V2Error:
+    """What was repaired in a message, as an ERR of severity ``W`` (code 0, message accepted)
+    for its acknowledgement; located at the first field the note names (``PID-5: …`` →
+    ``PID^1^5``), else at no field (a repair of the whole message, e.g. its separators)."""
+    field = _FIELD_NOTE.search(note)
+    location = f"{field.group(1)}^1^{field.group(2)}" if field else ""
+    return V2Error(0, note, ack="AA", location=location, severity="W")
 
 
 @dataclass(frozen=True)
