@@ -46,7 +46,13 @@ def test_prescored_candidates_give_the_same_decision(db: Database) -> None:
         service.prescore(session, MATCHER, prepared)
         alone = service.prepare(data, CONFIG)  # decided in the transaction alone
         expected = service.decide(
-            session, MATCHER, alone.traits, alone.attributes, own_patient=None, own_source=None
+            session,
+            MATCHER,
+            alone.traits,
+            alone.attributes,
+            own_patient=None,
+            own_source=None,
+            authority=CLINIC,
         )
     assert len(prepared.ahead.scores) == 1
     result = prescored_feed(db, prepared)

@@ -323,7 +323,7 @@ def decide(
     *,
     own_patient: int | None,
     own_source: int | None,
-    authority: str | None = None,
+    authority: str,
     ahead: Ahead | None = None,
 ) -> Decision:
     """Where an identity belongs, without changing anything. An identity of ``authority`` is
@@ -333,9 +333,7 @@ def decide(
     never_auto = bool(attributes & NEVER_AUTO)
 
     def same_facility(patient_id: int) -> bool:
-        return authority is not None and repository.holds_authority(
-            session, patient_id, authority, own_source
-        )
+        return repository.holds_authority(session, patient_id, authority, own_source)
 
     if traits.ins:
         same = [
