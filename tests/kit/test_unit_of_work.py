@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from tests.conftest import BACKEND
@@ -18,9 +19,9 @@ from tests.support.audit_failure import refuse_audit_inserts
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.trail import verify_chain
 from enrs.kit.db import Database
-from enrs.kit.errors import Conflict
+from enrs.kit.errors import Conflict, NotFound
 from enrs.kit.events import EventRecord, emit
-from enrs.kit.http import DbSession, TransactionalRoute, new_entry
+from enrs.kit.http import DbSession, TransactionalRoute, in_unit, new_entry
 
 
 def _audited(request: Request, what: str) -> None:
@@ -48,6 +49,30 @@ def _test_routes() -> APIRouter:
         emit(session, "test.written", {"by": "a GET"})
         session.flush()
         return {"status": "written?"}
+
+    # Async endpoints whose database part runs through in_unit (one thread hop).
+    def _read(request: Request, session: DbSession, what: str) -> JSONResponse:
+        new_entry(request, "rest", "read", action="R", resource_type="Test", entity_ref=what)
+        events = session.scalar(select(func.count()).select_from(EventRecord))
+        if what == "missing":
+            raise NotFound("no such thing")
+        if what == "sneaky":
+            emit(session, "test.written", {"by": "an in_unit GET"})
+            session.flush()
+        return JSONResponse({"events": events}, status_code=410 if what == "gone" else 200)
+
+    @router.get("/test/in-unit/{what}")
+    async def read_in_unit(request: Request, session: DbSession, what: str) -> JSONResponse:
+        return await in_unit(request, lambda: _read(request, session, what))
+
+    @router.post("/test/in-unit-write", status_code=201)
+    async def write_in_unit(request: Request, session: DbSession) -> dict[str, str]:
+        def work() -> dict[str, str]:
+            emit(session, "test.written", {"by": "in_unit"})
+            _audited(request, "in-unit-write")
+            return {"status": "created"}
+
+        return await in_unit(request, work)
 
     return router
 
@@ -116,6 +141,34 @@ def test_a_request_declared_read_only_cannot_write(tclient: TestClient, db: Data
     answer = tclient.get("/test/sneaky-write")
     assert answer.status_code == 503
     assert _events(db) == []
+
+
+def test_a_read_in_one_hop_is_audited_before_its_answer(
+    tclient: TestClient, test_app: FastAPI, db: Database
+) -> None:
+    answer = tclient.get("/test/in-unit/thing")
+    assert answer.status_code == 200
+    assert answer.json() == {"events": 0}
+    assert _audit(db) == [("thing", "0")]  # committed before the answer was sent
+    assert tclient.get("/test/in-unit/gone").status_code == 410  # a failure, not raised
+    assert tclient.get("/test/in-unit/missing").status_code == 404  # raised in the thread
+    assert _audit(db) == [("thing", "0"), ("gone", "4"), ("missing", "4")]
+    assert verify_chain(db).ok
+    app_db: Database = test_app.state.db
+    for engine in {app_db.engine, app_db._reader}:  # every session closed
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite enforces read-only transactions")
+def test_a_read_in_one_hop_cannot_write(tclient: TestClient, db: Database) -> None:
+    assert tclient.get("/test/in-unit/sneaky").status_code == 503
+    assert _events(db) == []
+
+
+def test_a_write_in_one_hop_commits_with_its_audit(tclient: TestClient, db: Database) -> None:
+    assert tclient.post("/test/in-unit-write").status_code == 201
+    assert _events(db) == ['{"by": "in_unit"}']
+    assert _audit(db) == [("in-unit-write", "0")]
 
 
 def test_commits_are_durable(db: Database) -> None:

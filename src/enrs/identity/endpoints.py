@@ -12,6 +12,7 @@ and every identifier). Errors are OperationOutcomes (``enrs.kit.http``): 400 mal
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -29,7 +30,7 @@ from enrs.kit.fhir.bundle import bundle_entry, searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse, outcome_issue
 from enrs.kit.fhir.requests import FhirFormat, prefers_strict, read_resource
-from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.kit.http import DbSession, TransactionalRoute, in_unit
 from enrs.kit.security.principal import Principal
 
 router = APIRouter(route_class=TransactionalRoute, tags=["identity"], dependencies=[FhirFormat])
@@ -328,7 +329,7 @@ def _is_id(text: str) -> bool:
 
 
 @router.get("/fhir/Patient", summary="PDQm ITI-78: search patients")
-def iti_78_search(
+async def iti_78_search(
     request: Request, session: DbSession, _principal: PatientSearch
 ) -> FhirJSONResponse:
     """The active source identities matching ``family``, ``given``, ``birthdate``, ``gender``,
@@ -336,6 +337,10 @@ def iti_78_search(
     ``_offset``), each as FR Core Patient with its RRI; the INS only of qualified identities.
     ``identifier=system|`` also restricts the identifiers returned to those domains. 400 for a
     malformed or unsupported parameter, 404 "targetSystem not found" for an unknown domain."""
+    return await in_unit(request, partial(_search, request, session))
+
+
+def _search(request: Request, session: Session) -> FhirJSONResponse:
     base = request.app.state.settings.fhir_base
     config = identity_config(request)
     page = search.iti_78_search_patients(
@@ -367,12 +372,16 @@ def iti_78_search(
 
 
 @router.get("/fhir/Patient/{patient_id}", summary="PDQm: read a patient")
-def iti_78_read_patient(
+async def iti_78_read_patient(
     request: Request, patient_id: str, session: DbSession, _principal: PatientRead
 ) -> FhirJSONResponse:
     """``Patient/{RRI}``: the regional view (``replaced-by`` link once merged);
     ``Patient/{id}``: a source identity, or, once inactive (merged), only that it is and the
     regional Patient that replaced it (:mod:`.access`, rule 2). 404 otherwise."""
+    return await in_unit(request, partial(_read_patient, request, patient_id, session))
+
+
+def _read_patient(request: Request, patient_id: str, session: Session) -> FhirJSONResponse:
     config = identity_config(request)
     # A source identity's id (digits) first: most reads are of one; an RRI is 16 hex digits.
     readable = access.readable_source(session, int(patient_id)) if _is_id(patient_id) else None

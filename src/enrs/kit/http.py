@@ -14,8 +14,10 @@ import asyncio
 import itertools
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +35,7 @@ from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavai
 from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
 from enrs.kit.security.principal import Principal
 from enrs.kit.security.token_cache import VerifiedTokens
-from enrs.kit.unit_of_work import UnitOfWork
+from enrs.kit.unit_of_work import UnitOfWork, mark_outcome
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,43 @@ def _finish(uow: UnitOfWork, status: int) -> list[AuditEntry]:
         uow.close()
 
 
+T = TypeVar("T")
+# The threads of :func:`in_unit`: as many as the requests of a worker that may hold a database
+# connection at once (the SQLite pool keeps 48), fewer than AnyIO's 40 default because the
+# work they run holds the GIL most of the time.
+UNIT_THREADS = 16
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _unit_executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(UNIT_THREADS, thread_name_prefix="unit")
+    return _executor
+
+
+async def in_unit(request: Request, work: Callable[[], T]) -> T:
+    """Run ``work`` (an ``async`` endpoint's database part) in a worker thread, in one hop: a
+    read-only unit is also finished there (its read transaction ended, the session closed),
+    where a sync endpoint costs two hops through AnyIO (the endpoint, then the finish). Its
+    audit entries are still written after, by :class:`TransactionalRoute`, before the answer.
+    A unit that writes, or ``work`` that raises, is finished by the route as usual."""
+    uow: UnitOfWork | None = getattr(request.state, "uow", None)
+    if uow is None:
+        raise RuntimeError(f"{request.url.path}: in_unit outside a TransactionalRoute")
+
+    def run() -> T:
+        result = work()
+        if not uow.write:
+            uow.finished = _finish(uow, 200)
+        return result
+
+    return await asyncio.get_running_loop().run_in_executor(_unit_executor(), run)
+
+
 async def _write_after(uow: UnitOfWork, entries: list[AuditEntry]) -> None:
     if not entries:
         return
@@ -170,7 +209,10 @@ class TransactionalRoute(APIRoute):
             request.state.audit = uow.entries  # the endpoints' view of the same list
             try:
                 response = await original(request)
-                if uow.idle:  # e.g. /fhir/metadata: nothing to commit, no thread needed
+                if uow.finished is not None:  # by in_unit, in the endpoint's thread
+                    after = uow.finished
+                    mark_outcome(after, response.status_code, None)
+                elif uow.idle:  # e.g. /fhir/metadata: nothing to commit, no thread needed
                     after = _finish(uow, response.status_code)
                 else:
                     after = await run_in_threadpool(_finish, uow, response.status_code)

@@ -42,6 +42,16 @@ def outcome_for(status: int) -> str:
     return Outcome.SUCCESS
 
 
+def mark_outcome(entries: Sequence[AuditEntry], status: int, message: str | None) -> None:
+    """Give the entries still marked successful the outcome of ``status``."""
+    if status < 400:
+        return
+    for entry in entries:
+        if entry.outcome == Outcome.SUCCESS:
+            entry.outcome = outcome_for(status)
+            entry.outcome_desc = entry.outcome_desc or message
+
+
 class AuditTrailUnavailable(ServiceUnavailable):
     """The audit entries of a unit could not be appended: nothing of the unit is kept."""
 
@@ -53,6 +63,8 @@ class UnitOfWork:
         self.db, self.audit, self.write = db, audit, write
         self.entries: list[AuditEntry] = []
         self._session: Session | None = None
+        # Once finished early (:func:`enrs.kit.http.in_unit`): the entries left to write after.
+        self.finished: list[AuditEntry] | None = None
 
     @property
     def session(self) -> Session:
@@ -69,12 +81,7 @@ class UnitOfWork:
 
     def set_outcome(self, status: int, message: str | None) -> None:
         """Give the entries still marked successful the outcome of ``status``."""
-        if status < 400:
-            return
-        for entry in self.entries:
-            if entry.outcome == Outcome.SUCCESS:
-                entry.outcome = outcome_for(status)
-                entry.outcome_desc = entry.outcome_desc or message
+        mark_outcome(self.entries, status, message)
 
     def commit(self) -> list[AuditEntry]:
         """Commit (after-commit hooks run then). A writing unit appends its entries first, in
