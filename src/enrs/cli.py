@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
+from enrs.kit.errors import EnrsError
 from enrs.settings import PLACEHOLDER_OID_ROOT, Settings, redacted_url
 
 if TYPE_CHECKING:
@@ -22,7 +27,28 @@ def _settings() -> Settings:
     return Settings()
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group: what a user got wrong (an unknown user, a bad scope, a short
+    password, an existing name), a database that cannot be reached or bad settings print
+    ``Error: …`` and exit with status 1, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnrsError as exc:
+            raise click.ClickException(exc.message) from None
+        except OperationalError as exc:
+            reason = " ".join(str(exc.orig if exc.orig is not None else exc).split())
+            raise click.ClickException(f"the database cannot be used: {reason}") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"ENRS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise click.ClickException(f"invalid settings: {problems}") from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="enrs")
 def main() -> None:
     """ENRS - Espace Numérique Régional de Santé."""
@@ -40,7 +66,8 @@ def main() -> None:
     help="Development mode (ENRS_DEV): placeholder OID root, test INS and open /docs allowed",
 )
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
-    """Start every listener of the platform (HTTP now; MLLP, DICOM, SMTP later).
+    """Start every listener of the platform: HTTP (the API, FHIR, the portal) and the HL7 v2
+    MLLP listener (ENRS_MLLP_PORT, 0 disables it).
 
     A production start (without --dev) refuses the placeholder OID root, and a PostgreSQL
     server that may lose acknowledged commits (fsync or full_page_writes off): exit status 2."""
@@ -68,9 +95,35 @@ def serve(host: str | None, port: int | None, workers: int | None, dev: bool) ->
             err=True,
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_ports(settings)
     _check_durability(settings)
     _prepare_keys(settings)
     sys.exit(supervise(listeners(settings), settings))
+
+
+def _check_ports(settings: Settings) -> None:
+    """Refuse to start (``Error: …``, status 1) when a listener's port is already taken,
+    before any listener starts."""
+    wanted = [("ENRS_HTTP_PORT", settings.http_host, settings.http_port)]
+    if settings.mllp_port:
+        wanted.append(("ENRS_MLLP_PORT", settings.mllp_host, settings.mllp_port))
+    for name, host, port in wanted:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+                raise click.ClickException(
+                    f"port {port} on {host} is already in use ({name}): stop what listens "
+                    f"there or choose another port"
+                ) from None
 
 
 def _check_durability(settings: Settings) -> None:
@@ -181,7 +234,8 @@ def users_list() -> None:
     with db.transaction() as session:
         for u in repository.list_users(session):
             locked = " locked" if u.locked_until else ""
-            click.echo(f"{u.username}\t{u.display_name}\t{u.roles}\t{u.rpps or '-'}{locked}")
+            state = "" if u.active else " disabled"
+            click.echo(f"{u.username}\t{u.display_name}\t{u.roles}\t{u.rpps or '-'}{locked}{state}")
     db.dispose()
 
 
@@ -197,6 +251,35 @@ def users_unlock(username: str) -> None:
         service.unlock_user(session, username)
     db.dispose()
     click.echo(f"{username} unlocked")
+
+
+@users.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Disable a user: no more logins or token refreshes; their portal sessions end at once.
+    Access tokens already given to an application acting for them last until they expire."""
+    _set_user_active(username, False)
+    click.echo(f"{username} disabled")
+
+
+@users.command("enable")
+@click.argument("username")
+def users_enable(username: str) -> None:
+    """Enable a disabled user again."""
+    _set_user_active(username, True)
+    click.echo(f"{username} enabled")
+
+
+def _set_user_active(username: str, active: bool) -> None:
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction() as session:
+            service.set_user_active(session, username, active)
+    finally:
+        db.dispose()
 
 
 @main.group()

@@ -147,6 +147,11 @@ def test_dedup_queues_what_real_time_missed_and_respects_the_cell(
     dry = json.loads(_run(tmp_path, database_url, "dedup", "--dry-run", "--json").stdout)
     assert dry["identities"] == 7 and dry["patient_pairs"] == 2 and dry["tasks_created"] == 0
     assert _tasks(db) == []
+    listed = _run(tmp_path, database_url, "dedup", "--dry-run").stdout.splitlines()
+    pairs = [line for line in listed if " ~ " in line]
+    assert len(pairs) == 2  # named as the cell and the facilities know them
+    assert any(f"{CHU}|T2 (RRI " in line and "|T1 (RRI " in line for line in pairs), listed
+    assert all("weight " in line and "birth_date " in line for line in pairs), listed
 
     first = json.loads(_run(tmp_path, database_url, "dedup", "--json").stdout)
     assert first["tasks_created"] == 2 and first["peak_rss_mb"] > 0

@@ -39,7 +39,12 @@ def test_services_page_requires_login_then_shows_services(
     page = client.get("/")
     assert page.status_code == 200
     text = html.unescape(page.text)
-    assert "Services de la plateforme" in text and "Serveur régional d'identité" in text
+    assert "Services de la plateforme" in text
+    # A professional is shown only what they may open: their account, not the cell's
+    # workbench nor the audit trail (each card a link to its page).
+    assert '<a href="/account">Mon compte</a>' in text
+    assert "/identitovigilance" not in text and "/admin/audit" not in text
+    assert "à venir" not in text and "En préparation : l'annuaire" in text
     account = client.get("/account")
     assert "Alice" in account.text and "professional" in account.text
 
@@ -117,3 +122,16 @@ def test_admin_audit_page_lists_records_and_is_closed_to_others(
     # The session cookie also reaches the FHIR API for the admin (user/AuditEvent.rs).
     bundle = client.get("/fhir/AuditEvent?subtype=login").json()
     assert bundle["resourceType"] == "Bundle" and bundle["total"] >= 2
+
+
+def test_services_page_shows_each_role_its_services(client: TestClient, factory: Factory) -> None:
+    factory.user("ida", roles=("identitovigilance", "admin"))
+    assert _login(client, "ida", PASSWORD) == 303
+    text = html.unescape(client.get("/").text)
+    for href, name in (
+        ("/identitovigilance", "Identitovigilance"),
+        ("/admin/audit", "Traçabilité"),
+        ("/account", "Mon compte"),
+    ):
+        assert f'<a href="{href}">{name}</a>' in text
+        assert client.get(href).status_code == 200  # a link the user may follow

@@ -198,3 +198,64 @@ def test_migrate_never_prints_the_database_password(tmp_path: Path, database_url
     failed = _run({**env, "ENRS_DATABASE_URL": unreachable}, "migrate", check=False)
     assert failed.returncode != 0 and "127.0.0.1" in failed.stderr
     assert SECRET not in failed.stdout + failed.stderr
+
+
+def _error_of(done: subprocess.CompletedProcess[str]) -> str:
+    """What a failed command printed: one ``Error: …`` line, exit status 1, no traceback."""
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), done.stderr
+    return lines[-1]
+
+
+def test_mistakes_print_an_error_not_a_traceback(tmp_path: Path, database_url: str) -> None:
+    env = {**_env(tmp_path, database_url), "ENRS_NEW_PASSWORD": "Very-long-pass-42"}
+    _run(env, "migrate")
+    user = ("users", "create", "ida", "--name", "Ida", "--role", "identitovigilance")
+    _run(env, *user)
+    assert "already exists" in _error_of(_run(env, *user, check=False))
+    short = {**env, "ENRS_NEW_PASSWORD": "short"}
+    other = ("users", "create", "bo", "--name", "Bo", "--role", "admin")
+    assert "12 characters" in _error_of(_run(short, *other, check=False))
+    scope = ("clients", "create", "X", "--scope", "bogus")
+    assert "not a SMART scope" in _error_of(_run(env, *scope, check=False))
+    assert "no user 'ghost'" in _error_of(_run(env, "users", "unlock", "ghost", check=False))
+    assert "no user 'ghost'" in _error_of(_run(env, "users", "disable", "ghost", check=False))
+    revoke = _run(env, "clients", "revoke", "nope", check=False)
+    assert "no client or MLLP sender" in _error_of(revoke)
+    bad_port = _run({**env, "ENRS_HTTP_PORT": "eighty"}, "users", "list", check=False)
+    assert "ENRS_HTTP_PORT" in _error_of(bad_port)
+    down = {**env, "ENRS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    assert "the database cannot be used" in _error_of(_run(down, "users", "list", check=False))
+
+
+def test_a_disabled_user_cannot_log_in_until_enabled(tmp_path: Path, database_url: str) -> None:
+    from enrs.accounts import service
+
+    env = {**_env(tmp_path, database_url), "ENRS_NEW_PASSWORD": "Very-long-pass-42"}
+    _run(env, "users", "create", "ida", "--name", "Ida", "--role", "identitovigilance")
+
+    def login() -> str | None:
+        db = Database(database_url)
+        try:
+            with db.transaction() as session:
+                result = service.authenticate_password(
+                    session,
+                    username="ida",
+                    password="Very-long-pass-42",
+                    totp_code=None,
+                    max_failures=5,
+                    lockout_seconds=60,
+                )
+                return result.reason
+        finally:
+            db.dispose()
+
+    assert login() is None
+    assert _run(env, "users", "disable", "ida").stdout.strip() == "ida disabled"
+    assert _run(env, "users", "list").stdout.rstrip().endswith("disabled")
+    assert login() == "inactive"
+    _run(env, "users", "enable", "ida")
+    assert login() is None
+    assert not _run(env, "users", "list").stdout.rstrip().endswith("disabled")

@@ -111,3 +111,28 @@ def test_production_and_development_starts(tmp_path: Path, database_url: str) ->
         assert httpx.get(f"{server.base_url}/docs").status_code == 200
         assert httpx.get(f"{server.base_url}/openapi.json").json()["info"]["title"] == "ENRS"
     assert f"ENRS_OID_ROOT is the placeholder {PLACEHOLDER_OID_ROOT}" in server.log()
+
+
+def test_a_port_in_use_is_said_before_anything_starts(tmp_path: Path, database_url: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**_production_env(tmp_path, database_url), "ENRS_HTTP_PORT": str(port)}
+        refused = subprocess.run(
+            enrs_command("serve", "--dev"),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: port {port} on 127.0.0.1 is already in use (ENRS_HTTP_PORT): stop what "
+        "listens there or choose another port"
+    )
+    assert not (tmp_path / "var" / "keys").exists()  # refused before preparing anything

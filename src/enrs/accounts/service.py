@@ -104,6 +104,15 @@ def unlock_user(session: Session, username: str) -> User:
     return user
 
 
+def set_user_active(session: Session, username: str, active: bool) -> User:
+    """Disable a user (no login, no token refresh, their portal sessions end at their next
+    request) or enable them again. Raises :class:`NotFound` for an unknown user."""
+    user = get_user(session, username)
+    user.active = active
+    session.flush()
+    return user
+
+
 def enable_totp(session: Session, user: User) -> str:
     user.totp_secret = totp.new_secret()
     session.flush()

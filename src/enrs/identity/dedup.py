@@ -261,6 +261,30 @@ def summary(report: DedupReport) -> dict[str, Any]:
     }
 
 
+def _identity_names(settings: Settings, candidates: Sequence[Candidate]) -> dict[int, str]:
+    """``authority|IPP (RRI …)`` of the source identities of ``candidates``: what the cell
+    and the facilities know them by (not the internal ids)."""
+    ids = {c.source_id for c in candidates} | {c.other_source_id for c in candidates}
+    db = Database(settings.database_url)
+    try:
+        with db.transaction(write=False) as session:
+            stmt = (
+                select(
+                    SourceIdentity.id,
+                    SourceIdentity.authority,
+                    SourceIdentity.ipp,
+                    RegionalPatient.rri,
+                )
+                .join(RegionalPatient, RegionalPatient.id == SourceIdentity.patient_id)
+                .where(SourceIdentity.id.in_(sorted(ids)))
+            )
+            return {
+                sid: f"{auth}|{ipp} (RRI {rri})" for sid, auth, ipp, rri in session.execute(stmt)
+            }
+    finally:
+        db.dispose()
+
+
 def dedup_command(
     settings: Settings,
     *,
@@ -296,10 +320,15 @@ def dedup_command(
     )
     if dry_run:
         yield "dry run: no task created"
-        for cand in report.candidates[:20]:
+        shown = report.candidates[:20]
+        if shown:
+            names = _identity_names(settings, shown)
+            yield "the first pairs, best first (facility's authority | IPP, regional RRI):"
+        for cand in shown:
+            levels = ", ".join(f"{k} {v}" for k, v in cand.levels.items())
             yield (
-                f"  source {cand.source_id} / patient {cand.other_patient_id} "
-                f"(source {cand.other_source_id}): {cand.weight:.1f} {cand.levels}"
+                f"  {names[cand.source_id]} ~ {names[cand.other_source_id]}: "
+                f"weight {cand.weight:.1f} ({levels})"
             )
         return
     yield (

@@ -33,28 +33,37 @@ from enrs.settings import Settings
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-SERVICES = [
+# The portal's services: name, what it is for, its page, the roles that may open it (None:
+# every user). The services page shows each user only those they may open.
+SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
     (
-        "Serveur régional d'identité",
-        "Identités patients, INS, rapprochements, identitovigilance",
-        "à venir",
+        "Identitovigilance",
+        "Serveur régional d'identité : doublons, collisions et rapprochements à traiter",
+        "/identitovigilance",
+        frozenset({"identitovigilance"}),
     ),
-    ("Annuaire", "Professionnels (RPPS), structures (FINESS), offre de soins (ROR)", "à venir"),
     (
-        "Documents partagés",
-        "Entrepôt de documents de l'équipe de soins, alimentation du DMP",
-        "à venir",
+        "Traçabilité",
+        "Journal d'audit des accès aux données de santé",
+        "/admin/audit",
+        frozenset({"admin"}),
     ),
-    ("Messagerie sécurisée", "Opérateur MSSanté", "à venir"),
-    (
-        "Coordination (e-parcours)",
-        "Équipe de soins, plan de soins, tâches, messagerie instantanée",
-        "à venir",
-    ),
-    ("Imagerie régionale", "PACS, partage d'examens, téléradiologie", "à venir"),
-    ("Télémédecine", "Téléexpertise, téléconsultation, RCP", "à venir"),
-    ("Traçabilité", "Journal d'audit des accès aux données de santé", "disponible"),
+    ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
 ]
+# Not built yet: named once on the page, not shown as services.
+UPCOMING = (
+    "l'annuaire (RPPS, FINESS, ROR)",
+    "les documents partagés et le DMP",
+    "la messagerie sécurisée MSSanté",
+    "la coordination des parcours",
+    "l'imagerie régionale",
+    "la télémédecine",
+)
+
+
+def services_for(roles: frozenset[str]) -> list[tuple[str, str, str]]:
+    """The services a user with ``roles`` may open: name, description, link."""
+    return [(n, d, href) for n, d, href, allowed in SERVICES if allowed is None or allowed & roles]
 
 
 def _settings(request: Request) -> Settings:
@@ -257,7 +266,8 @@ def services_page(request: Request, user: PortalUser, session: DbSession) -> HTM
     return _render(
         request,
         "services.html",
-        services=SERVICES,
+        services=services_for(user.roles),
+        upcoming=UPCOMING,
         csrf=accounts_service.session_csrf(session, user),
     )
 
