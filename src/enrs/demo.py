@@ -63,6 +63,7 @@ def load_demo(settings: Settings) -> list[str]:
         f"^^^{DEMO_NAMESPACE}&{DEMO_FINESS}&M^PI, to mllp://{settings.mllp_host}:"
         f"{settings.mllp_port}  (scope {service.DEFAULT_SENDER_SCOPE}; writes {authority})"
     )
+    lines.append("Examples to feed, search and query identities: README.md, 'Try it'")
     return lines
 
 
