@@ -150,7 +150,8 @@ def token_microbench(folder: Path, seconds: float, max_ops: int = 2_000_000) -> 
 
 
 def _prepare(data_dir: Path, database_url: str, authorities: list[str]) -> dict[str, str]:
-    """``enrs migrate`` and ``enrs clients create``; return the client's credentials."""
+    """``enrs migrate``, ``enrs identity domains add`` of each authority and ``enrs clients
+    create``; return the client's credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
     env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,8 @@ def _prepare(data_dir: Path, database_url: str, authorities: list[str]) -> dict[
     scope = "system/AuditEvent.rs system/Patient.crus"
     create = ["clients", "create", "bench", "--scope", scope]
     create += [arg for a in authorities for arg in ("--authority", a)]
-    for args in (("migrate",), tuple(create)):
+    domains = [("identity", "domains", "add", a) for a in authorities]
+    for args in (("migrate",), *domains, tuple(create)):
         done = subprocess.run(
             enrs_command(*args), env=env, capture_output=True, text=True, timeout=120
         )

@@ -52,7 +52,7 @@ from bench.http_baseline import PG_ADMIN_URL
 from bench.identity_data import SourceRecord
 from bench.identity_quality import to_input
 from enrs.accounts import service as accounts_service
-from enrs.identity import repository, service
+from enrs.identity import domains, repository, service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -287,10 +287,14 @@ def run_mllp(
 
 
 def register_senders(url: str, facilities: set[str]) -> None:
-    """Each facility (MSH-4 OID) registered as an MLLP sender of its own identities: a new
-    install accepts no sender. ``1.2.3``, the sender of the refused A99, writes nothing."""
+    """Each facility (MSH-4 OID) registered as a domain and as an MLLP sender of its own
+    identities: a new install accepts no sender. ``1.2.3``, the sender of the refused A99,
+    writes nothing."""
     db = Database(url)
     with db.transaction() as session:
+        for oid in sorted(facilities):
+            if repository.domain(session, oid) is None:
+                domains.add(session, CONFIG, oid, namespace=None)
         for oid in sorted(facilities | {"1.2.3"}):
             if accounts_service.mllp_sender_grant(session, oid) is None:
                 writes = [oid] if oid != "1.2.3" else []

@@ -334,9 +334,12 @@ def clients_create(
 
     settings = _settings()
     config = IdentityConfig.from_settings(settings)
+    from enrs.identity import domains
+
     bound = [*authorities, *(finess_authority(f, config) for f in finesses)]
     db = Database(settings.database_url)
     with db.transaction() as session:
+        domains.require(session, {a.strip() for a in bound})
         if sender_oid is not None:
             if redirect_uris or public:
                 raise click.UsageError("an MLLP sender takes no --redirect-uri or --public")
@@ -503,6 +506,56 @@ def identity_train(
             click.echo(line)
     except TooFewIdentities as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@identity.group("domains")
+def identity_domains() -> None:
+    """The assigning authorities (identifier domains) identities are written and queried in."""
+
+
+@identity_domains.command("add")
+@click.argument("oid", required=False)
+@click.option("--finess", help="The domain of a FINESS-numbered facility (its PAM-FR OID)")
+@click.option("--namespace", help="Its HL7 v2 namespace (CX-4.1, MSH-4.1), e.g. CHFDF")
+@click.option("--name", "label", help="The facility as the cell reads it")
+def identity_domains_add(
+    oid: str | None, finess: str | None, namespace: str | None, label: str | None
+) -> None:
+    """Register a domain (OID, or --finess N), or set a registered one's namespace and name.
+    Only then may a client or MLLP sender be bound to it (enrs clients create --authority)."""
+    from enrs.identity import domains
+    from enrs.identity.auth import finess_authority
+    from enrs.identity.config import IdentityConfig
+    from enrs.kit.db import Database
+
+    if (oid is None) == (finess is None):
+        raise click.UsageError("give the domain's OID or --finess, not both")
+    settings = _settings()
+    config = IdentityConfig.from_settings(settings)
+    value = oid if oid is not None else finess_authority(str(finess), config)
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            domain = domains.add(session, config, value, namespace=namespace, name=label)
+            out = {"oid": domain.oid, "namespace": domain.namespace, "name": domain.name}
+    finally:
+        db.dispose()
+    click.echo(json.dumps(out, ensure_ascii=False))
+
+
+@identity_domains.command("list")
+def identity_domains_list() -> None:
+    """The registered domains: OID, namespace, name."""
+    from enrs.identity import repository
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction(write=False) as session:
+            for d in repository.domains(session):
+                click.echo(f"{d.oid}\t{d.namespace or '-'}\t{d.name or '-'}")
+    finally:
+        db.dispose()
 
 
 @identity.command("dedup")

@@ -11,6 +11,7 @@ import json
 from sqlalchemy.orm import Session
 
 from enrs.accounts import repository, service
+from enrs.identity import domains
 from enrs.identity.auth import finess_authority
 from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
@@ -24,6 +25,7 @@ DEMO_USERS = [
 ]
 # The demo facility: a made-up FINESS (not a real establishment), its namespace in MSH-4/CX-4.
 DEMO_FINESS, DEMO_NAMESPACE = "970000001", "CHFDF"
+DEMO_FACILITY = "CH de Fort-de-France (démo)"
 DEMO_CLIENT = ("DPI démo CH Fort-de-France", "system/Patient.crus system/AuditEvent.rs")
 DEMO_SENDER = "GAM démo CH Fort-de-France"
 
@@ -36,6 +38,13 @@ def load_demo(settings: Settings) -> list[str]:
     lines = [f"Portal:  {settings.base_url}/   API docs: {settings.base_url}/docs"]
     authority = finess_authority(DEMO_FINESS, IdentityConfig.from_settings(settings))
     with db.transaction() as session:
+        domains.add(
+            session,
+            IdentityConfig.from_settings(settings),
+            authority,
+            namespace=DEMO_NAMESPACE,
+            name=DEMO_FACILITY,
+        )
         for username, name, password, roles, rpps in DEMO_USERS:
             if repository.user_by_username(session, username) is None:
                 service.create_user(

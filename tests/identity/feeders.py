@@ -1,6 +1,7 @@
 """Registrations for the identity tests: a new install refuses every feeder that the admin did
-not register for the assigning authorities it writes, so tests that feed identities register
-their system clients and MLLP senders here first."""
+not register for the assigning authorities it writes, and every domain the admin did not
+register, so tests that feed identities register their domains, system clients and MLLP
+senders here first."""
 
 from __future__ import annotations
 
@@ -9,9 +10,20 @@ from collections.abc import Iterable, Mapping
 from fastapi.testclient import TestClient
 
 from enrs.accounts import service as accounts_service
+from enrs.identity import domains
+from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
+from enrs.settings import PLACEHOLDER_OID_ROOT
 
 CHU, CLINIC, GP = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.250.1.71.4.2.2.3"
+
+
+def register_domains(db: Database, oids: Iterable[str]) -> None:
+    """Register the domains ``oids`` (``enrs identity domains add``), without a namespace."""
+    config = IdentityConfig(PLACEHOLDER_OID_ROOT)
+    with db.transaction() as session:
+        for oid in oids:
+            domains.add(session, config, oid, namespace=None)
 
 
 def register_sender(
@@ -21,7 +33,9 @@ def register_sender(
     *,
     scope: str = accounts_service.DEFAULT_SENDER_SCOPE,
 ) -> None:
-    """An MLLP sender known by MSH-4 ``sender_oid``, writing ``authorities``."""
+    """An MLLP sender known by MSH-4 ``sender_oid``, writing ``authorities`` (registered)."""
+    authorities = list(authorities)
+    register_domains(db, authorities)
     with db.transaction() as session:
         accounts_service.create_mllp_sender(
             session,
@@ -38,7 +52,10 @@ def register_senders(db: Database, senders: Mapping[str, Iterable[str]]) -> None
 
 
 def register_client(db: Database, scope: str, authorities: Iterable[str]) -> tuple[str, str]:
-    """A system client with ``scope``, writing ``authorities``: its (client_id, secret)."""
+    """A system client with ``scope``, writing ``authorities`` (registered): its (client_id,
+    secret)."""
+    authorities = list(authorities)
+    register_domains(db, authorities)
     with db.transaction() as session:
         created, secret = accounts_service.create_client(
             session, name="DPI de test", scope=scope, authorities=list(authorities)

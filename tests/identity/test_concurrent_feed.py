@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 from sqlalchemy import func, select
+from tests.identity.feeders import register_domains
 from tests.identity.test_fhir import CHU, CLINIC, FHIR_JSON, fr_patient
 from tests.support.live_server import live_server
 
@@ -25,6 +26,7 @@ FAMILIES = ("JOSEPH", "MARTIN", "LOUIS", "EDOUARD", "CELESTE", "VALENTIN", "ROSE
 
 
 def _client(db: Database) -> tuple[str, str]:
+    register_domains(db, (CHU, CLINIC))
     with db.transaction() as session:
         client, secret = accounts_service.create_client(
             session, name="DPI", scope="system/Patient.cus", authorities=(CHU, CLINIC)

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests.conftest import Factory
+from tests.identity.feeders import register_domains
 from tests.identity.test_fhir import CHU, INS, auth, feed, fr_patient
 from tests.identity.test_hl7 import ANS_EXAMPLE, CONFIG, code, feed_server
 
@@ -52,6 +53,7 @@ def test_importing_every_module_reads_no_setting(tmp_path: Path) -> None:
 
 
 def _token(client: TestClient, db: Database) -> str:
+    register_domains(db, [CHU])
     with db.transaction() as session:
         created, secret = accounts_service.create_client(
             session, name="DPI", scope="system/Patient.cruds", authorities=[CHU]

@@ -17,7 +17,13 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
 from tests.conftest import Factory
-from tests.identity.feeders import CHU, CLINIC, feeder_token, register_sender
+from tests.identity.feeders import (
+    CHU,
+    CLINIC,
+    feeder_token,
+    register_domains,
+    register_sender,
+)
 from tests.identity.test_fhir import FHIR_JSON, auth, feed, fr_patient
 from tests.identity.test_hl7 import CONFIG, Feed, code, feed_server, msh, pid
 from tests.identity.test_pam import OTHER, a24
@@ -66,6 +72,7 @@ def put_by_id(client: TestClient, token: str, source_id: str, body: dict[str, An
 def test_a_client_writes_only_its_authorities_over_iti_104(
     client: TestClient, db: Database
 ) -> None:
+    register_domains(db, [CLINIC])  # another facility's domain
     chu = feeder_token(client, db, "system/Patient.cruds", [CHU])
     refused = feed(client, chu, fr_patient("9", CLINIC))
     assert refused.status_code == 403
@@ -121,7 +128,12 @@ def test_the_identity_cell_writes_for_every_authority(client: TestClient, factor
     assert client.post("/login", data=login, follow_redirects=False).status_code == 303
     body = fr_patient("9", CLINIC)
     url = f"/fhir/Patient?identifier={quote(f'urn:oid:{CLINIC}|9')}"
-    response = client.put(url, json=body, headers={"Content-Type": FHIR_JSON})
+    headers = {"Content-Type": FHIR_JSON}
+    unregistered = client.put(url, json=body, headers=headers)  # a domain nobody declared
+    assert unregistered.status_code == 422
+    assert f"authority urn:oid:{CLINIC} is not registered" in unregistered.text
+    register_domains(factory.db, [CLINIC])
+    response = client.put(url, json=body, headers=headers)
     assert response.status_code == 201, response.text
 
 
@@ -297,6 +309,7 @@ def test_the_demo_registers_a_sender_and_a_client_that_work(
         line for line in first if "client_id=" in line
     ]
     authority = finess_authority(DEMO_FINESS, IdentityConfig.from_settings(settings))
+    register_domains(db, [CHU])  # another facility of the region
     with db.transaction() as session:
         kinds = sorted(
             (r.kind, r.authorities) for r in accounts_service.list_registrations(session)

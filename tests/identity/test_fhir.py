@@ -559,3 +559,19 @@ def test_update_by_id_and_identity_attributes(client: TestClient, token: str) ->
     assert response.headers["ENRS-Link-Method"] == "NEW"  # a douteuse identity is never linked
     by_id = search(client, token, f"_id={created['id']}")
     assert ipps(by_id) == {"1"}
+
+
+def test_a_registered_domain_without_patients_is_known(client: TestClient, token: str) -> None:
+    """GP is a registered domain (``token`` registered it) that nobody fed yet: a search in
+    it finds nothing, a cross-reference says "not found" — not "unknown domain" as for a
+    domain nobody registered."""
+    headers = auth(token)
+    empty = client.get("/fhir/Patient", params={"identifier": f"urn:oid:{GP}|"}, headers=headers)
+    assert empty.status_code == 200 and empty.json()["total"] == 0
+    unregistered = client.get(
+        "/fhir/Patient", params={"identifier": "urn:oid:1.2.250.1.71.4.2.2.77|"}, headers=headers
+    )
+    assert unregistered.status_code == 404
+    assert "targetSystem not found" in unregistered.text
+    nobody = pix(client, token, f"sourceIdentifier=urn:oid:{GP}|1")
+    assert nobody.status_code == 404 and "Patient Identifier not found" in nobody.text

@@ -19,11 +19,11 @@ import pytest
 from hl7.client import MLLPClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from tests.identity.feeders import CHU, CLINIC, register_sender, register_senders
+from tests.identity.feeders import CHU, CLINIC, GP, register_sender, register_senders
 from tests.support.audit_failure import refuse_audit_inserts
 from tests.support.live_server import enrs_command, free_port, live_server
 
-from enrs.identity import pam, repository
+from enrs.identity import domains, pam, repository
 from enrs.identity.config import IdentityConfig
 from enrs.identity.hl7 import IdentityFeed
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -109,6 +109,11 @@ def code(answer: hl7.Message) -> str:
 
 def err(answer: hl7.Message) -> tuple[str, str]:
     return str(answer["ERR.F3.R1.C1"]), str(answer["ERR.F8"])
+
+
+def where(answer: hl7.Message) -> str:
+    """ERR-2 of the first ERR, whole (``PID^1^3^2^4``)."""
+    return str(answer.segment("ERR")[2])
 
 
 def has(answer: hl7.Message, name: str) -> bool:
@@ -203,6 +208,12 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
     # facility CHU-X alone; a sender is known by an OID or a FINESS, so MSH-4 gets its FINESS.
     facility = "CHU-X^000897406^M"
     sender = f"{region}.2.1000897406"
+    run_env = {**env, "ENRS_DATA_DIR": str(tmp_path / "var"), "ENRS_DATABASE_URL": database_url,
+               "PATH": "/usr/bin:/bin"}  # fmt: skip
+    subprocess.run(
+        enrs_command("identity", "domains", "add", "--finess", "000897406", "--namespace", "CHU-X"),
+        env=run_env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
     registered = subprocess.run(
         enrs_command(
             "clients", "create", "GAM CHU-X", "--mllp-sender", sender, "--finess", "000897406"
@@ -536,3 +547,33 @@ def test_concurrent_clients(feed: Feed) -> None:
     assert results == [["AA"] * 4] * 8
     assert feed.count(SourceIdentity) == 32 and feed.count(AuditRecord) == 32
     assert verify_chain(feed.db).ok
+
+
+def test_registered_domains_in_answers_and_refusals(feed: Feed) -> None:
+    """A registered domain's namespace is written in CX-4 (``namespace&OID&ISO``); a registered
+    domain without any patient yet answers "not known" at CX-1, not "unknown domain"; an
+    identifier of a domain nobody registered is refused at its CX-4."""
+    with feed.db.transaction() as session:
+        domains.add(session, CONFIG, CHU, namespace="CHU-X", name="CHU de X")
+        domains.add(session, CONFIG, GP, namespace="CABINET")
+    assert code(feed.send(msh("A28", "1") + pid("100"))) == "AA"
+    other = msh("A28", "2", facility=f"CLINIC^{CLINIC}^ISO") + pid("A9", authority=CLINIC)
+    assert code(feed.send(other)) == "AA"
+    answer = feed.send(qbp("3", "A9", CLINIC))
+    assert code(answer) == "AA" and answer["QAK.F2"] == "OK"
+    cx4 = {str(r[0]): (str(r[3][0]), str(r[3][1])) for r in answer.segment("PID")[3]}
+    assert cx4["100"] == ("CHU-X", CHU)
+    empty = feed.send(qbp("4", "1", GP))  # registered, nobody fed yet
+    assert code(empty) == "AE" and (err(empty)[0], where(empty)) == ("204", "QPD^1^3^1^1")
+    unregistered = "1.2.250.1.71.4.2.2.77"
+    unknown = feed.send(qbp("5", "1", unregistered))
+    assert code(unknown) == "AE" and (err(unknown)[0], where(unknown)) == ("204", "QPD^1^3^1^4")
+    # The CHU's sender writes an identity whose second PID-3 repetition names a mistyped
+    # (unregistered) authority: refused, located at that repetition's CX-4.
+    typo = pid("101").replace(
+        f"101^^^&{CHU}&ISO^PI", f"101^^^&{CHU}&ISO^PI~55^^^&{unregistered}&ISO^PI"
+    )
+    refused = feed.send(msh("A28", "6") + typo)
+    assert code(refused) == "AE" and (err(refused)[0], where(refused)) == ("204", "PID^1^3^2^4")
+    assert "not registered" in err(refused)[1]
+    assert feed.source(CHU, "101") is None

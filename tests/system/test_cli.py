@@ -127,6 +127,14 @@ def test_keys_rotate_rewraps_blobs(tmp_path: Path, database_url: str) -> None:
 def test_clients_and_mllp_senders_bound_to_authorities(tmp_path: Path, database_url: str) -> None:
     env = {**_env(tmp_path, database_url), "ENRS_OID_ROOT": "1.2.250.1.71.9"}
     chu, clinic = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
+    unregistered = _run(
+        env, "clients", "create", "DPI CHU", "--scope", "system/Patient.cu", "--authority", chu,
+        check=False,
+    )  # fmt: skip
+    assert f"the assigning authority {chu} is not a registered domain" in _error_of(unregistered)
+    for oid, namespace in ((chu, "CHU"), (clinic, "CLINIQUE")):
+        _run(env, "identity", "domains", "add", oid, "--namespace", namespace)
+    _run(env, "identity", "domains", "add", "--finess", "000897406", "--name", "CHU X")
     made = _run(
         env, "clients", "create", "DPI CHU", "--scope", "system/Patient.cu",
         "--authority", chu, "--authority", clinic,

@@ -238,8 +238,14 @@ def _feed(
     authority: str,
     ipp: str,
 ) -> Response:
-    """Check the caller may write ``authority`` (403), read the Patient, feed it to
-    ``service.feed``, answer as ITI-104 says."""
+    """Check ``authority`` is a registered domain (422) and the caller may write it (403),
+    read the Patient, feed it to ``service.feed``, answer as ITI-104 says."""
+    if not xref.known_domain(session, identity_config(request), authority):
+        raise Unprocessable(
+            f"Patient.identifier: the assigning authority urn:oid:{authority} is not registered "
+            "on this server",
+            issue_code="code-invalid",
+        )
     check_writer(session, principal, authority)
     fields = fhir.read_patient(resource)
     if (f"urn:oid:{authority}", ipp) not in fields.identifiers:

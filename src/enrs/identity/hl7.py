@@ -38,7 +38,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Mapping, MutableSequence
 from dataclasses import replace
 from functools import partial
 
@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.accounts.service import FeederGrant
-from enrs.identity import pam, xref
+from enrs.identity import domains, pam, xref
 from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher, matcher_for
@@ -73,13 +73,15 @@ _Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
 
 
-def _cx_out(ident: Identifier) -> str:
+def _cx_out(ident: Identifier, namespaces: Mapping[str, str]) -> str:
+    """The CX of ``ident``: CX-4 as ``namespace&OID&ISO``, the namespace of a registered
+    domain (:mod:`.domains`), ``ENRS`` for the RRI, the ANS's for the INS."""
     value = STANDARD.escape(ident.value)
     if ident.type == "INS":
         ns = "ASIP-SANTE-INS-NIA" if ident.system == INS_NIA_OID else "ASIP-SANTE-INS-NIR"
         return f"{value}^^^{ns}&{ident.system}&ISO^INS"
-    namespace = "ENRS" if ident.type == "RRI" else ""
-    return f"{value}^^^{namespace}&{ident.system}&ISO^{ident.type}"
+    namespace = "ENRS" if ident.type == "RRI" else namespaces.get(ident.system, "")
+    return f"{value}^^^{STANDARD.escape(namespace)}&{ident.system}&ISO^{ident.type}"
 
 
 def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled:
@@ -125,7 +127,9 @@ def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
         session, config, patients, system, cx.value, domains=frozenset(wanted)
     )
     listed = found.identifiers
-    handled = answer("OK", pid="PID|||" + "~".join(_cx_out(i) for i in listed) + "||~^^^^^^S")
+    names = domains.namespaces(session) if listed else {}
+    cxs_out = "~".join(_cx_out(i, names) for i in listed)
+    handled = answer("OK", pid="PID|||" + cxs_out + "||~^^^^^^S")
     if not listed:
         handled = answer("NF")
     for patient in found.patients:
@@ -323,6 +327,12 @@ class IdentityFeed:
             )
         return grant
 
+    def _registered(self, authority: str) -> bool:
+        """Whether ``authority`` is a registered domain (read only when a sender is refused
+        an authority: a sender is bound only to registered domains)."""
+        with self.db.transaction(write=False) as session:
+            return xref.known_domain(session, self.config, authority)
+
     def _check_sender(self, msg: Message, sender: Sender, writes: bool) -> None:
         """The sender may send this type of message (AR 200) and, for a write, every facility
         identifier of every PID-3 and MRG-1 is of an authority registered for it (AE 103)."""
@@ -337,9 +347,17 @@ class IdentityFeed:
             )
         if not writes:
             return
-        for where, authority in _written_authorities(msg, self.config):
+        for where, rep, authority in _written_authorities(msg, self.config):
             if not grant.may_write(authority):
                 name, _, field = where.split("^")
+                if not self._registered(authority):  # a typo, or a domain nobody declared
+                    raise V2Error(
+                        204,
+                        f"{name}-{field}: the assigning authority {authority} is not registered "
+                        "on this server",
+                        ack="AE",
+                        location=f"{where}^{rep}^4",
+                    )
                 raise V2Error(
                     103,
                     f"{name}-{field}: sender {sender.facility_oid} may not write identities of "
@@ -391,11 +409,12 @@ class IdentityFeed:
         ] or [template]
 
 
-def _written_authorities(msg: Message, config: IdentityConfig) -> list[tuple[str, str]]:
-    """(ERR location, authority) of each facility identifier of the message's PID-3 and
-    MRG-1, in every PID/MRG group: every identifier but the INS and the regional id, whose
-    assigning authority can be read (one that cannot is refused by the handler)."""
-    out: list[tuple[str, str]] = []
+def _written_authorities(msg: Message, config: IdentityConfig) -> list[tuple[str, int, str]]:
+    """(ERR location of the field, repetition, authority) of each facility identifier of the
+    message's PID-3 and MRG-1, in every PID/MRG group: every identifier but the INS and the
+    regional id, whose assigning authority can be read (one that cannot is refused by the
+    handler)."""
+    out: list[tuple[str, int, str]] = []
     seen: dict[str, int] = {}
     for seg in msg.segments:
         if seg.name not in ("PID", "MRG"):
@@ -403,14 +422,16 @@ def _written_authorities(msg: Message, config: IdentityConfig) -> list[tuple[str
         seen[seg.name] = seen.get(seg.name, 0) + 1
         field = 3 if seg.name == "PID" else 1
         where = f"{seg.name}^{seen[seg.name]}^{field}"
-        out += [(where, a) for a in _facility_authorities(seg, field, config)]
+        out += [(where, rep, a) for rep, a in _facility_authorities(seg, field, config)]
     return out
 
 
-def _facility_authorities(seg: Segment, field: int, config: IdentityConfig) -> list[str]:
+def _facility_authorities(
+    seg: Segment, field: int, config: IdentityConfig
+) -> list[tuple[int, str]]:
     found = [(cx, cx.authority(config)) for cx in identifiers(seg, field)]
     return [
-        authority
+        (cx.rep, authority)
         for cx, authority in found
         if authority is not None and not cx.is_ins and cx.type_code not in ("INS-C", "RRI")
     ]

@@ -146,3 +146,18 @@ class IdentityChange(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_id: Mapped[int] = mapped_column(Integer)
+
+
+class IdentityDomain(Base):
+    """An assigning authority the admin registered (``enrs identity domains add``): a
+    facility's identifier domain, known by its OID, its HL7 v2 namespace (CX-4.1, MSH-4.1) and
+    the facility's name as the cell reads it. Identities are written and queried only in
+    registered domains (besides the RRI's and the INS's, which are the server's own); a domain
+    is never removed (identities and messages keep naming it)."""
+
+    __tablename__ = "identity_domain"
+
+    oid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    namespace: Mapped[str | None] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

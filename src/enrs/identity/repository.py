@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from enrs.identity.matching.compare import Traits
 from enrs.identity.models import (
     IdentityChange,
+    IdentityDomain,
     IdentityLink,
     IdentityTask,
     RegionalPatient,
@@ -114,9 +115,18 @@ def key_of(session: Session, authority: str, ipp: str) -> Key | None:
     return Key(*row) if row is not None else None
 
 
-def authority_known(session: Session, authority: str) -> bool:
-    """Whether an identity of the assigning authority ``authority`` was ever fed."""
-    return session.scalar(select(S.id).where(S.authority == authority).limit(1)) is not None
+def domain(session: Session, oid: str) -> IdentityDomain | None:
+    """The registered domain of OID ``oid``, if any."""
+    return session.get(IdentityDomain, oid)
+
+
+def domain_by_namespace(session: Session, namespace: str) -> IdentityDomain | None:
+    return session.scalar(select(IdentityDomain).where(IdentityDomain.namespace == namespace))
+
+
+def domains(session: Session) -> list[IdentityDomain]:
+    """Every registered domain, by OID."""
+    return list(session.scalars(select(IdentityDomain).order_by(IdentityDomain.oid)))
 
 
 def source(session: Session, source_id: int) -> SourceIdentity | None:

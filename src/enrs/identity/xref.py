@@ -70,10 +70,11 @@ class CrossReference:
 
 def known_domain(session: Session, config: IdentityConfig, oid: str) -> bool:
     """Whether ``oid`` is an identifier domain of this server: the RRI's authority, an accepted
-    INS OID, or the authority of a facility that fed at least one identity."""
+    INS OID, or a domain the admin registered (``enrs identity domains add``; known before
+    any identity of it is fed)."""
     if oid == config.rri_authority or oid in config.accepted_ins:
         return True
-    return repository.authority_known(session, oid)
+    return repository.domain(session, oid) is not None
 
 
 def _chain(session: Session, patient: RegionalPatient) -> Iterator[RegionalPatient]:
