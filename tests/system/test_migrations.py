@@ -45,3 +45,36 @@ def test_alembic_ini_for_developers(tmp_path: Path) -> None:
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with Database(env["ENRS_DATABASE_URL"]).engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+
+
+def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> None:
+    """20261204_0700: every authority already fed or bound to a feeder becomes a registered
+    domain, so an upgraded server refuses nothing it accepted before."""
+    from tests.identity.test_service import CONFIG
+    from tests.support.identities import person
+
+    from enrs.accounts import service as accounts_service
+    from enrs.identity import repository, service
+    from enrs.identity.matching.engine import EmbeddedMatcher
+    from enrs.identity.matching.model import MatchModel
+
+    fed, client_oid, sender_oid = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.3.4.5"
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "20261204_0300")
+    db = Database(database_url)
+    try:
+        with db.transaction() as session:
+            matcher = EmbeddedMatcher(MatchModel.load())
+            service.feed(session, matcher, person(fed, "1"), actor="test", config=CONFIG)
+            accounts_service.create_client(
+                session, name="DPI", scope="system/Patient.cu", authorities=[client_oid]
+            )
+            accounts_service.create_mllp_sender(
+                session, name="GAM", sender_oid=sender_oid, authorities=[sender_oid, fed]
+            )
+        command.upgrade(cfg, "head")
+        with db.transaction(write=False) as session:
+            registered = {(d.oid, d.namespace) for d in repository.domains(session)}
+        assert registered == {(fed, None), (client_oid, None), (sender_oid, None)}
+    finally:
+        db.dispose()

@@ -19,10 +19,12 @@ down_revision: str | None = "20261204_0300"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-IN_USE = (
+REGISTER_IN_USE = (
+    "INSERT INTO identity_domain (oid, created_at) "
+    "SELECT DISTINCT authority, CURRENT_TIMESTAMP FROM ("
     "SELECT authority FROM identity_source UNION "
     "SELECT authority FROM account_client_authority UNION "
-    "SELECT authority FROM account_mllp_sender_authority"
+    "SELECT authority FROM account_mllp_sender_authority) AS used"
 )
 
 
@@ -36,10 +38,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("oid", name=op.f("pk_identity_domain")),
         sa.UniqueConstraint("namespace", name=op.f("uq_identity_domain_namespace")),
     )
-    op.execute(
-        "INSERT INTO identity_domain (oid, created_at) "
-        f"SELECT DISTINCT authority, CURRENT_TIMESTAMP FROM ({IN_USE}) AS used"
-    )
+    op.execute(REGISTER_IN_USE)
 
 
 def downgrade() -> None:
