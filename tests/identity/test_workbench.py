@@ -3,23 +3,27 @@ real browser (Playwright + Debian's Chromium) against ``enrs serve``."""
 
 from __future__ import annotations
 
+import html
 import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
+from tests.conftest import Factory
 from tests.identity.test_service import CONFIG
 from tests.support.live_server import LiveServer, enrs_command, live_server
 
-from enrs.identity import service, workbench
+from enrs.identity import domains, service, workbench
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import RegionalPatient
 from enrs.identity.schemas import SourceIdentityIn
 from enrs.kit.db import Database
 from enrs.kit.errors import BadRequest, Conflict
+from enrs.portal import identity as portal_identity
 
 MATCHER = EmbeddedMatcher(MatchModel.load())
 CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
@@ -157,9 +161,95 @@ def test_cell_decides_in_the_browser(browser: Browser, server: LiveServer) -> No
     page.fill("#reason", "Même personne : pièce d'identité vérifiée")
     page.click("text=Enregistrer la décision")
     assert "Décision enregistrée" in page.content()
-    assert "LINK" in page.locator("#decision").inner_text()
+    assert "Rattachement par Cellule d'identitovigilance" in page.locator("#decision").inner_text()
     page.fill("#undo-reason", "Erreur de manipulation")
     page.click("text=Annuler la décision")
     assert "la tâche est rouverte" in page.content()
     page.goto(server.base_url + "/identitovigilance")
     assert "1 tâche(s) ouverte(s)" in page.locator("#queue-count").inner_text()
+
+
+def _pair(db: Database, name: str, douteuse_at: str, born: date) -> None:
+    """A potential duplicate whose received (douteuse) identity is of ``douteuse_at``."""
+    other = CHU if douteuse_at == CLINIC else CLINIC
+    common = {"birth_name": name, "given_names": ["Mireille"], "sex": "F",
+              "birth_date": born, "birth_place": "97105"}  # fmt: skip
+    with db.transaction() as session:
+        service.feed(session, MATCHER, SourceIdentityIn(authority=other, ipp=f"{name}-1",
+                     **common), actor="test", config=CONFIG)  # fmt: skip
+        result = service.feed(
+            session,
+            MATCHER,
+            SourceIdentityIn(
+                authority=douteuse_at, ipp=f"{name}-2", attributes=frozenset({"DOUT"}), **common
+            ),
+            actor="test",
+            config=CONFIG,
+        )
+    assert result.task == "DUPLICATE"
+
+
+def _cell_client(client: TestClient, factory: Factory) -> None:
+    factory.user("ida", roles=("identitovigilance",))
+    page = client.get("/login")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    login = {"username": "ida", "password": "Correct-horse-42!", "csrf": csrf}
+    assert client.post("/login", data=login, follow_redirects=False).status_code == 303
+
+
+def test_the_queue_in_the_cells_words_with_filters_and_pages(
+    client: TestClient, factory: Factory, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with db.transaction() as session:
+        domains.add(session, CONFIG, CLINIC, namespace="CLIPORT", name="Clinique du Port")
+    for year, name in enumerate(("LOUIS-JEAN", "BELLAY", "DUCLOS"), start=1948):
+        _pair(db, name, douteuse_at=CLINIC, born=date(year, 12, 2))
+    _pair(db, "MARTIN", douteuse_at=CHU, born=date(1960, 3, 4))
+    _cell_client(client, factory)
+    text = html.unescape(client.get("/identitovigilance").text)
+    assert "4 tâche(s) ouverte(s)." in text
+    assert "Clinique du Port" in text and "02/12/1948" in text
+    assert CLINIC not in text.split("<tbody>")[1]  # names, not OIDs, in the table
+    assert " %" in text  # a probability, not a raw weight
+    clinic = html.unescape(client.get("/identitovigilance", params={"etablissement": CLINIC}).text)
+    assert "3 tâche(s) ouverte(s) sur 4." in clinic
+    none = client.get("/identitovigilance", params={"type": "COLLISION"}).text
+    assert "0 tâche(s) ouverte(s) sur 4." in html.unescape(none)
+    later = client.get("/identitovigilance", params={"du": "2999-01-01"}).text
+    assert "0 tâche(s) ouverte(s) sur 4." in html.unescape(later)
+    assert client.get("/identitovigilance", params={"du": "02/12/2026"}).status_code == 400
+    monkeypatch.setattr(portal_identity, "PAGE_SIZE", 3)
+    first = html.unescape(client.get("/identitovigilance").text)
+    assert "Page 1 / 2" in first and first.count("Examiner") == 3
+    assert 'href="/identitovigilance?page=2"' in first and 'rel="prev"' not in first
+    second = html.unescape(client.get("/identitovigilance", params={"page": 2}).text)
+    assert "Page 2 / 2" in second and second.count("Examiner") == 1 and 'rel="next"' not in second
+    filtered = html.unescape(
+        client.get("/identitovigilance", params={"etablissement": CLINIC, "page": 1}).text
+    )
+    assert "Page 1 / 1" in filtered
+
+
+def test_a_task_explained_and_decided_in_the_cells_words(
+    client: TestClient, factory: Factory, db: Database
+) -> None:
+    with db.transaction() as session:
+        domains.add(session, CONFIG, CLINIC, namespace="CLIPORT", name="Clinique du Port")
+    task_id = _doubtful_pair(db)
+    _cell_client(client, factory)
+    page = html.unescape(client.get(f"/identitovigilance/taches/{task_id}").text)
+    assert "Probabilité qu'il s'agisse de la même personne" in page
+    for sentence in ("Nom de naissance identique", "Date de naissance identique", "Même sexe"):
+        assert sentence in page
+    assert "en faveur" in page and '{"' not in page  # no raw JSON of levels
+    assert "02/12/1948" in page and "Clinique du Port" in page and "Féminin" in page
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    decided = client.post(
+        f"/identitovigilance/taches/{task_id}/decision",
+        data={"decision": "LINK", "reason": "Pièce d'identité vérifiée", "csrf": csrf},
+    )
+    assert decided.status_code == 200
+    shown = html.unescape(decided.text)
+    decision = shown.split('id="decision">')[1].split("</p>")[0]
+    assert decision.startswith("<strong>Rattachement</strong> par Ida")
+    assert "user:" not in decision

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.identity import repository
 from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentity
@@ -41,10 +43,43 @@ class TaskView:
     IPPs of one facility, which the facility merges itself (A40)."""
 
 
-def open_tasks(session: Session, *, limit: int = 100, offset: int = 0) -> list[IdentityTask]:
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which open tasks the cell looks at: of a kind, whose received identity is of a
+    facility (assigning authority), created between two days (inclusive, UTC)."""
+
+    kind: str | None = None
+    authority: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = [IdentityTask.status == "OPEN"]
+        if self.kind:
+            out.append(IdentityTask.kind == self.kind)
+        if self.authority:
+            of_facility = select(SourceIdentity.id).where(
+                SourceIdentity.authority == self.authority
+            )
+            out.append(IdentityTask.source_id.in_(of_facility))
+        if self.since:
+            out.append(IdentityTask.created_at >= _midnight(self.since))
+        if self.until:
+            out.append(IdentityTask.created_at < _midnight(self.until + timedelta(days=1)))
+        return out
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def open_tasks(
+    session: Session, filters: QueueFilter | None = None, *, limit: int = 100, offset: int = 0
+) -> list[IdentityTask]:
+    """The open tasks (``filters``), best scores first."""
     stmt = (
         select(IdentityTask)
-        .where(IdentityTask.status == "OPEN")
+        .where(*(filters or QueueFilter()).clauses())
         .order_by(IdentityTask.score.desc().nulls_last(), IdentityTask.id)
         .limit(limit)
         .offset(offset)
@@ -52,9 +87,9 @@ def open_tasks(session: Session, *, limit: int = 100, offset: int = 0) -> list[I
     return list(session.scalars(stmt))
 
 
-def count_open(session: Session) -> int:
-    stmt = select(func.count()).select_from(IdentityTask).where(IdentityTask.status == "OPEN")
-    return int(session.scalar(stmt) or 0)
+def count_open(session: Session, filters: QueueFilter | None = None) -> int:
+    stmt = select(func.count()).select_from(IdentityTask)
+    return int(session.scalar(stmt.where(*(filters or QueueFilter()).clauses())) or 0)
 
 
 def view(session: Session, task_id: int) -> TaskView:
