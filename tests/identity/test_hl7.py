@@ -577,3 +577,65 @@ def test_registered_domains_in_answers_and_refusals(feed: Feed) -> None:
     assert code(refused) == "AE" and (err(refused)[0], where(refused)) == ("204", "PID^1^3^2^4")
     assert "not registered" in err(refused)[1]
     assert feed.source(CHU, "101") is None
+
+
+def q22(control: str, *params: str, domains: str = "", quantity: str = "") -> str:
+    """QBP^Q22 (ITI-21) with QPD-3 ``params`` (``@PID.5.1.1^DUPONT``…), QPD-8 ``domains``."""
+    msh_q22 = msh("Q23", control).replace("QBP^Q23^QBP_Q21", "QBP^Q22^QBP_Q21")
+    fields = ["IHE PDQ Query", f"Q{control}", "~".join(params), "", "", "", "", domains]
+    rcp = f"RCP|I|{quantity}^RD" if quantity else "RCP|I"
+    return msh_q22 + "QPD|" + "|".join(fields) + "\r" + rcp + "\r"
+
+
+def test_pdq_query_finds_by_demographics_with_wildcards_and_partial_dates(feed: Feed) -> None:
+    with feed.db.transaction() as session:
+        domains.add(session, CONFIG, CHU, namespace="CHU-X")
+    people = (("JOSEPH", "19610409", "261049720912388"), ("JOSEPHINE", "19610412", ""),
+              ("JOSEPH", "19700101", ""))  # fmt: skip
+    for n, (name, dob, ins) in enumerate(people, start=1):
+        status = "QUAL" if ins else "PROV"
+        sent = msh("A28", f"f{n}") + pid(str(n), name=name, dob=dob, ins=ins, status=status)
+        assert code(feed.send(sent)) == "AA"
+
+    def found(answer: hl7.Message) -> list[str]:
+        return [str(seg[3][0][0]) for seg in answer if str(seg[0]) == "PID"]
+
+    exact = feed.send(q22("1", "@PID.5.1.1^joseph"))
+    assert code(exact) == "AA" and str(exact.segment("MSH")[9]) == "RSP^K22^RSP_K21"
+    assert str(exact["QAK.F2"]) == "OK" and sorted(found(exact)) == ["1", "3"]
+    assert str(exact["QAK.F4"]) == "2"  # hits in total
+    prefix = feed.send(q22("2", "@PID.5.1.1^JOS*"))
+    assert sorted(found(prefix)) == ["1", "2", "3"]
+    month = feed.send(q22("3", "@PID.5.1.1^JOS*", "@PID.7.1^196104"))
+    assert sorted(found(month)) == ["1", "2"]
+    day = feed.send(q22("4", "@PID.5.1.1^JOS*", "@PID.7.1^19610412", "@PID.8^F"))
+    assert found(day) == ["2"]
+    pid_seg = day.segment("PID")
+    assert str(pid_seg[5][0][0]) == "JOSEPHINE" and str(pid_seg[7]) == "19610412"
+    cx = pid_seg[3][0]
+    assert (str(cx[3][0]), str(cx[3][1]), str(cx[4])) == ("CHU-X", CHU, "PI")
+    by_ins = feed.send(q22("5", "@PID.3.1^261049720912388", "@PID.3.4.1^ASIP-SANTE-INS-NIR"))
+    assert found(by_ins) == ["1"]
+    only_rri = feed.send(q22("6", "@PID.5.1.1^JOSEPH", domains=f"^^^&{RRI_AUTHORITY}&ISO"))
+    assert {str(r[4]) for seg in only_rri if str(seg[0]) == "PID" for r in seg[3]} == {"RRI"}
+    capped = feed.send(q22("7", "@PID.5.1.1^JOS*", quantity="1"))
+    assert len(found(capped)) == 1
+    assert (str(capped["QAK.F4"]), str(capped["QAK.F5"]), str(capped["QAK.F6"])) == ("3", "1", "2")
+    nobody = feed.send(q22("8", "@PID.5.1.1^NOBODY"))
+    assert code(nobody) == "AA" and str(nobody["QAK.F2"]) == "NF" and not has(nobody, "PID")
+
+
+def test_pdq_query_errors_locate_their_field(feed: Feed) -> None:
+    unknown_domain = feed.send(q22("1", "@PID.5.1.1^X", domains="^^^&1.2.3.4.5&ISO"))
+    assert code(unknown_domain) == "AE" and str(unknown_domain["QAK.F2"]) == "AE"
+    assert (err(unknown_domain)[0], where(unknown_domain)) == ("204", "QPD^1^8^1^4")
+    unknown_id_domain = feed.send(q22("2", "@PID.3.1^1", "@PID.3.4.2^1.2.3.4.5"))
+    assert (err(unknown_id_domain)[0], where(unknown_id_domain)) == ("204", "QPD^1^3^1^2")
+    bad_date = feed.send(q22("3", "@PID.7.1^12/04/1961"))
+    assert (err(bad_date)[0], where(bad_date)) == ("102", "QPD^1^3^1^2")
+    unsupported = feed.send(q22("4", "@PID.6.1^X"))
+    assert (err(unsupported)[0], where(unsupported)) == ("103", "QPD^1^3^1^1")
+    empty = feed.send(q22("5"))
+    assert code(empty) == "AE" and err(empty)[0] == "101"
+    # The server kept serving and stored nothing.
+    assert code(feed.send(msh("A28", "9") + pid("9"))) == "AA"

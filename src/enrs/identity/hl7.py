@@ -4,6 +4,7 @@
   merge, A47 change identifier, A24 link, A37 unlink; ITI-8 style A01, A04, A05, A08 fed the
   same way (the messages: :mod:`enrs.identity.pam`, their PID: :mod:`enrs.identity.pamfr`);
 - IHE PIX query (ITI-9): QBP^Q23 answered by RSP^K23.
+- IHE PDQ query (ITI-21): QBP^Q22 answered by RSP^K22 (:mod:`.pdq`).
 
 One database transaction per message, committed before the acknowledgement is sent; every
 message whose header can be read is audited (category ``hl7``): a write that succeeded in its
@@ -18,9 +19,10 @@ for: 200 at ``MSH^1^9``).
 
 Senders are registered by the admin (``enrs clients create NAME --mllp-sender OID --authority
 OID``), known by MSH-4 as an OID (its universal id, or the OID of its FINESS), with SMART
-scopes (ADT writes need ``system/Patient.cu``, QBP^Q23 ``system/Patient.s``) and the assigning
-authorities whose identities they may write: every facility identifier of every PID-3 and
-MRG-1 of a message must be one of them. With no sender registered, every message is refused.
+scopes (ADT writes need ``system/Patient.cu``, QBP^Q23 and QBP^Q22 ``system/Patient.s``) and
+the assigning authorities whose identities they may write: every facility identifier of every
+PID-3 and MRG-1 of a message must be one of them. With no sender registered, every message is
+refused.
 Refusing an unknown sender or a type it may not send is ``AR``: HL7 v2.5 (2.9.2, original
 mode) rejects a message the receiver does not accept for reasons unrelated to its content, as
 for an unsupported type or version; the sender's interface holds it until the admin registers
@@ -47,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.accounts.service import FeederGrant
-from enrs.identity import domains, pam, xref
+from enrs.identity import domains, pam, pdq, xref
 from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher, matcher_for
@@ -141,6 +143,10 @@ def _pix(config: IdentityConfig, _matcher: Matcher, msg: Message, _sender: Sende
     return Work(partial(pix_query, config, msg=msg))
 
 
+def _pdq(config: IdentityConfig, _matcher: Matcher, msg: Message, _sender: Sender) -> Work:
+    return Work(partial(pdq.pdq_query, config, msg=msg))
+
+
 # (message type, event) -> its handler (see pam.Prepare), and whether it writes.
 ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     **{("ADT", event): (pam.feed, True) for event in pam.FEED_EVENTS},
@@ -149,6 +155,7 @@ ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     ("ADT", "A24"): (pam.link, True),
     ("ADT", "A37"): (pam.unlink, True),
     ("QBP", "Q23"): (_pix, False),
+    ("QBP", "Q22"): (_pdq, False),
 }
 
 
@@ -218,7 +225,7 @@ class IdentityFeed:
                 log.exception("message %s: audit trail not written", msg.control_id)
         if msg.repairs:
             log.info("%s: message %s repaired: %s", peer, msg.control_id, "; ".join(msg.repairs))
-        if not audited and handled.message_type == RSP_K23:
+        if not audited and handled.message_type in (RSP_K23, pdq.RSP_K22):
             handled = Handled("AR", [V2Error(207, "audit trail unavailable, try again later")])
         warnings = [warning(note) for note in dict.fromkeys(msg.repairs)]
         return build_response(
