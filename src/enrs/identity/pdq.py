@@ -58,8 +58,9 @@ def _name(columns: tuple[Any, ...], raw: str) -> ColumnElement[bool]:
     folded = normalize_name(raw.rstrip("*"))
     if not folded:
         return sa.true() if prefix else sa.false()
-    if prefix:
-        return sa.or_(*(c.startswith(folded, autoescape=True) for c in columns))
+    if prefix:  # a range, not LIKE: the (name, birth year) indexes serve it on both databases
+        after = folded[:-1] + chr(ord(folded[-1]) + 1)
+        return sa.or_(*(sa.and_(c >= folded, c < after) for c in columns))
     return sa.or_(*(c == folded for c in columns))
 
 
@@ -93,8 +94,8 @@ def _birth_date(raw: str) -> ColumnElement[bool]:
         month = int(text[4:6])
         first = date(year, month, 1)
         after = date(year + (month == 12), month % 12 + 1, 1)
-    else:
-        first, after = date(year, 1, 1), date(year + 1, 1, 1)
+    else:  # the birth year has a column of its own, second in the name indexes
+        return S.birth_year == year
     return sa.and_(S.birth_date >= first, S.birth_date < after)
 
 
