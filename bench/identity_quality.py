@@ -148,6 +148,14 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         if not (records[i].attributes | records[j].attributes) & {"DOUT", "FICT"}
     }
     other_facility = {(i, j) for i, j in eligible if records[i].authority != records[j].authority}
+    proposed = {  # the pairs the cell is shown: a task's identity and the other patient's ones
+        (min(a, b), max(a, b))
+        for t in tasks
+        for a in [index[source_key[t.source_id]]]
+        for b in groups.get(t.other_patient_id, [])
+        if a != b
+    }
+    seen = (predicted | proposed) & truth
     lat_ms = sorted(x * 1000 for x in latencies)
     return {
         "records": len(records),
@@ -167,6 +175,7 @@ def run(records: list[SourceRecord], database_url: str, model: MatchModel) -> di
         "false_links_by_kind": dict(by_kind),
         "missed_links_by_error": dict(missed.most_common()),
         "queue": {"open_tasks": len(tasks), "tasks_that_are_true_matches": true_tasks},
+        "linked_or_proposed_recall": len(seen) / len(truth) if truth else 1.0,
         "feed": {
             "records_per_s": len(records) / elapsed,
             "p50_ms": statistics.median(lat_ms),
@@ -200,6 +209,10 @@ def _print(report: dict[str, Any]) -> None:
     print(
         f"cell's queue: {q['open_tasks']} open tasks, {q['tasks_that_are_true_matches']} "
         f"of them true matches"
+    )
+    print(
+        "recall of linked or proposed to the cell: "
+        f"{report['linked_or_proposed_recall']:.4f} of the true pairs"
     )
     f = report["feed"]
     print(
