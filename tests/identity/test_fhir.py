@@ -575,3 +575,20 @@ def test_a_registered_domain_without_patients_is_known(client: TestClient, token
     assert "targetSystem not found" in unregistered.text
     nobody = pix(client, token, f"sourceIdentifier=urn:oid:{GP}|1")
     assert nobody.status_code == 404 and "Patient Identifier not found" in nobody.text
+
+
+def test_match_scores_are_calibrated_probabilities(
+    client: TestClient, token: str, registry: dict[str, str]
+) -> None:
+    """A certain match and a probable one (another birth month) no longer both score 1.0: the
+    score is the model's calibrated probability, in the order of the grades."""
+    scored = {}
+    for birth in ("1980-02-03", "1980-11-03"):  # registry "10" is born 1980-02-03
+        query = fr_patient("x", family="Lefèvre", given=("Hélène",), birth=birth)
+        query.pop("identifier")
+        best = match(client, token, query)["entry"][0]
+        assert rri_of(best["resource"]) == registry["10"]
+        scored[birth] = (grade(best), best["search"]["score"])
+    (certain_grade, certain), (other_grade, other) = scored.values()
+    assert certain_grade == "certain" and other_grade in ("probable", "possible")
+    assert 0.9 < certain < 1.0 and other < certain - 0.05

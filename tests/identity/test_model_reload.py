@@ -9,9 +9,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import EmbeddedMatcher, ReloadingMatcher, matcher_for
-from enrs.identity.matching.model import DEFAULT_MODEL
+from enrs.identity.matching.model import DEFAULT_MODEL, MatchModel
 
 
 class Clock:
@@ -76,3 +78,20 @@ def test_scores_follow_the_reloaded_weights(tmp_path: Path) -> None:
 
 def test_without_a_file_the_built_in_model_is_used() -> None:
     assert isinstance(matcher_for(None), EmbeddedMatcher)
+
+
+def test_the_probability_is_the_models_calibration() -> None:
+    """The built-in model carries a calibration (bench/identity_calibration.py): a probable
+    match at the review threshold is no longer scored as certain as an auto-link one; without
+    a calibration the probability is the Fellegi-Sunter posterior with a prior of 1/2."""
+    model = MatchModel.load()
+    review, auto = model.probability(model.review), model.probability(model.auto_link)
+    assert 0.3 < review < 0.8 < auto < 0.99 < model.probability(40)
+    assert round(review, 6) != round(auto, 6)  # what $match returns as search.score
+    data = json.loads(DEFAULT_MODEL.read_text())
+    del data["calibration"]
+    plain = MatchModel.from_dict(data)
+    assert abs(plain.probability(3.0) - 1 / (1 + 2**-3)) < 1e-12
+    data["calibration"] = {"slope": -1, "intercept": 0}
+    with pytest.raises(ValueError, match="slope"):
+        MatchModel.from_dict(data)

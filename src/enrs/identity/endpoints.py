@@ -151,7 +151,7 @@ def iti_119_match(
     body: Annotated[dict[str, Any], Depends(operation_body)],
 ) -> FhirJSONResponse:
     """A ``searchset`` Bundle of candidates, most likely first: for each regional patient its
-    best-scoring source identity, ``search.score`` = the matcher's probability and the
+    best-scoring source identity, ``search.score`` = the model's calibrated probability and the
     ``match-grade`` extension on ``entry.search``. ``certainly-not`` candidates are never
     returned. 400 malformed Parameters, 422 a Patient that cannot be read or an INS whose key
     does not check."""

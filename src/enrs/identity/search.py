@@ -355,7 +355,9 @@ def iti_119_match(
             return []
     rris = _rris(session, [r[2].source.patient_id for r in results[:count]])
     return [
-        MatchResult(s.source, rris[s.source.patient_id], s.score.probability, grade)
+        MatchResult(
+            s.source, rris[s.source.patient_id], matcher.model.probability(s.score.weight), grade
+        )
         for _, _, s, grade in results[:count]
     ]
 

@@ -155,7 +155,7 @@ def queue(
         previous=page_link(page - 1) if page > 1 else None,
         next=page_link(page + 1) if page < pages else None,
         facility=lambda oid: words.facility(labels, oid),
-        probability=lambda w: words.percent(words.probability(w)),
+        probability=lambda w: words.percent(request.app.state.matcher.model.probability(w)),
         day=words.day,
         csrf=accounts_service.session_csrf(session, user),
     )
@@ -178,7 +178,7 @@ def task_page(
         view=current,
         kinds=KINDS,
         rows=_rows(current.source, current.other, labels),
-        probability=words.percent(words.probability(task.score))
+        probability=words.percent(model.probability(task.score))
         if task.score is not None
         else None,
         evidence=words.evidence(model, task.levels),

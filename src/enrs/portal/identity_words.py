@@ -101,12 +101,6 @@ def percent(probability: float) -> str:
     return f"{probability * 100:.1f} %".replace(".", ",")
 
 
-def probability(weight: float) -> float:
-    """The probability that the two identities are one person, from the task's match weight
-    (the model's log2 Bayes factor, prior 1/2, as ``PairScore.probability``)."""
-    return float(1.0 / (1.0 + 2.0 ** (-weight)))
-
-
 def evidence(model: MatchModel, levels_json: str | None) -> list[TraitEvidence]:
     """Each comparison of a task, in French, and whether it speaks for or against."""
     levels: dict[str, str] = json.loads(levels_json) if levels_json else {}

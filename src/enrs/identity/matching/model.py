@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,18 @@ class MatchModel:
     auto_link: float
     review: float
     auto_link_requires: dict[str, frozenset[str]]
+    # The probability of one person given a weight: logistic (slope, intercept) in the weight,
+    # fitted on labelled candidate pairs (bench/identity_calibration.py). Without it, the
+    # Fellegi-Sunter posterior with a prior of 1/2: slope ln 2, intercept 0.
+    calibration: tuple[float, float] = (math.log(2), 0.0)
+
+    def probability(self, weight: float) -> float:
+        """The calibrated probability that a pair of this match weight is one person."""
+        slope, intercept = self.calibration
+        z = slope * weight + intercept
+        if z < -700:
+            return 0.0
+        return float(1.0 / (1.0 + math.exp(-z)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MatchModel:
@@ -67,6 +79,12 @@ class MatchModel:
             review=float(data["thresholds"]["review"]),
             auto_link_requires={k: frozenset(v) for k, v in data["auto_link_requires"].items()},
         )
+        if "calibration" in data:
+            cal = data["calibration"]
+            slope, intercept = float(cal["slope"]), float(cal["intercept"])
+            if not slope > 0:
+                raise ValueError("the calibration's slope must be positive")
+            model = replace(model, calibration=(slope, intercept))
         if model.review > model.auto_link:
             raise ValueError("the review threshold must not exceed the auto-link threshold")
         return model

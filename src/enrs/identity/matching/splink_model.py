@@ -114,5 +114,9 @@ def trained_model(
         "training": training,
         "comparisons": comparisons,
     }
+    # The base's calibration maps the base's weights to probabilities: not the new ones'. The
+    # trained model goes without (the uncalibrated posterior) until bench/identity_calibration.py
+    # fits it again.
+    model.pop("calibration", None)
     MatchModel.from_dict(model)  # refuse to write a model the server could not load
     return model, kept
