@@ -19,6 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
+from enrs.identity import task_endpoints as identity_tasks
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import matcher_for
 from enrs.kit.audit.writer import AuditWriter
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.capabilities = capabilities = CapabilityRegistry()
     audit_endpoints.register_capabilities(capabilities)
     identity_endpoints.register_capabilities(capabilities, identity_config)
+    identity_tasks.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -91,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(fhir_endpoints.router)
     app.include_router(audit_endpoints.router)
     app.include_router(identity_endpoints.router)
+    app.include_router(identity_tasks.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

@@ -13,7 +13,10 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     cap = response.json()
     assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
-    assert set(resources) == {"AuditEvent", "Patient"}
+    assert set(resources) == {"AuditEvent", "Patient", "Task"}
+    task_ops = {o["name"] for o in resources["Task"]["operation"]}
+    assert task_ops == {"decide", "undo"}
+    assert {p["name"] for p in resources["Task"]["searchParam"]} >= {"status", "code", "facility"}
     interactions = {i["code"] for i in resources["AuditEvent"]["interaction"]}
     assert interactions == {"create", "read", "search-type"}
     params = {p["name"] for p in resources["AuditEvent"]["searchParam"]}

@@ -103,7 +103,7 @@ class ScopeSet:
 # checks on top (a professional only reaches patients of their care teams).
 ROLES: dict[str, str] = {
     "admin": "user/AuditEvent.rs user/Practitioner.cruds user/Organization.cruds",
-    "identitovigilance": "user/Patient.cruds user/AuditEvent.rs",
+    "identitovigilance": "user/Patient.cruds user/Task.rus user/AuditEvent.rs",
     "professional": "user/Patient.rs user/DocumentReference.crus user/Binary.r",
     "auditor": "user/AuditEvent.rs",
 }
