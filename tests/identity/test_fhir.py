@@ -592,3 +592,52 @@ def test_match_scores_are_calibrated_probabilities(
     (certain_grade, certain), (other_grade, other) = scored.values()
     assert certain_grade == "certain" and other_grade in ("probable", "possible")
     assert 0.9 < certain < 1.0 and other < certain - 0.05
+
+
+def _merge_body(system: str, surviving: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "active": False,
+        "link": [
+            {"type": "replaced-by", "other": {"identifier": {"system": system, "value": surviving}}}
+        ],
+    }
+
+
+def _put(client: TestClient, token: str, authority: str, ipp: str, body: Any) -> Response:
+    url = f"/fhir/Patient?identifier={quote(f'urn:oid:{authority}|{ipp}')}"
+    return client.put(url, json=body, headers={"Content-Type": FHIR_JSON, **auth(token)})
+
+
+def test_a_facility_merges_its_own_identities_over_iti_104(
+    client: TestClient, token: str, db: Database
+) -> None:
+    """ITI-104 merge (PMIR's replaced-by): the facility's duplicate IPP disappears into its
+    other one, within its own domain only, as with ADT^A40."""
+    kept = feed(client, token, fr_patient("1"))
+    assert kept.status_code == 201
+    dup = feed(client, token, fr_patient("2", family="MARTIN", given=("Paul",), gender="male"))
+    assert dup.status_code == 201
+    dup_id = dup.json()["id"]
+    merged = _put(client, token, CHU, "2", _merge_body(f"urn:oid:{CHU}", "1"))
+    assert merged.status_code == 200, merged.text
+    body = merged.json()
+    assert body["active"] is False
+    assert body["link"] == [
+        {"other": {"reference": f"Patient/{rri_of(kept.json())}"}, "type": "replaced-by"}
+    ]
+    read = client.get(f"/fhir/Patient/{dup_id}", headers=auth(token)).json()
+    assert read["active"] is False
+    found = client.get("/fhir/Patient", params={"family": "MARTIN"}, headers=auth(token)).json()
+    assert found["total"] == 0  # a merged identity is never found
+    again = _put(client, token, CHU, "2", _merge_body(f"urn:oid:{CHU}", "1"))
+    assert again.status_code == 200  # repeated: a no-op
+    other_domain = _put(client, token, CHU, "1", _merge_body(f"urn:oid:{CLINIC}", "9"))
+    assert other_domain.status_code == 422 and "own domain" in other_domain.text
+    unknown = _put(client, token, CHU, "1", _merge_body(f"urn:oid:{CHU}", "nobody"))
+    assert unknown.status_code == 404
+    half = _put(client, token, CHU, "1", {**_merge_body(f"urn:oid:{CHU}", "3"), "active": True})
+    assert half.status_code == 422
+    clinic_only = feeder_token(client, db, "system/Patient.cruds", [CLINIC])
+    refused = _put(client, clinic_only, CHU, "1", _merge_body(f"urn:oid:{CHU}", "2"))
+    assert refused.status_code == 403

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from enrs.identity import access, fhir, repository, search, xref
+from enrs.identity import access, fhir, repository, search, updates, xref
 from enrs.identity import service as identity_service
 from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor, check_writer
 from enrs.identity.config import IdentityConfig
@@ -279,6 +279,68 @@ def _feed(
     return FhirJSONResponse(body, status_code=status, headers=headers)
 
 
+def _replaced_by(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``replaced-by`` link of a Patient that asks for a merge (ITI-104 merge, as PMIR's
+    ITI-93): ``active: false`` and one link of type ``replaced-by``; ``None`` for a feed."""
+    links = resource.get("link")
+    if not isinstance(links, list):
+        return None
+    replaced = [x for x in links if isinstance(x, dict) and x.get("type") == "replaced-by"]
+    if not replaced:
+        return None
+    if resource.get("active") is not False or len(replaced) != 1:
+        raise Unprocessable(
+            "a merge is a Patient with active: false and one link of type replaced-by",
+            issue_code="invariant",
+        )
+    other = replaced[0].get("other")
+    return other if isinstance(other, dict) else {}
+
+
+def _merge(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    authority: str,
+    ipp: str,
+    other: dict[str, Any],
+) -> Response:
+    """Merge the facility's identity ``ipp`` into the one ``other`` names by its identifier,
+    of the same assigning authority (a facility merges only within its own domain, as A40):
+    the merged identity is deactivated and its regional patient follows (``updates``)."""
+    ident = other.get("identifier")
+    if not isinstance(ident, dict) or not ident.get("value") or not ident.get("system"):
+        raise Unprocessable(
+            "Patient.link.other: the surviving identity is named by its identifier "
+            "(system urn:oid:{authority}, value its IPP)",
+            issue_code="required",
+        )
+    if fhir.oid_of(str(ident["system"])) != authority:
+        raise Unprocessable(
+            f"Patient.link.other.identifier: a facility merges only within its own domain "
+            f"(urn:oid:{authority}), not {ident['system']}",
+            issue_code="business-rule",
+        )
+    check_writer(session, principal, authority)
+    result = updates.merge_sources(
+        session,
+        authority=authority,
+        surviving_ipp=str(ident["value"]),
+        merged_ipp=ipp,
+        actor=actor(principal),
+    )
+    merged = repository.source_by_key(session, authority, ipp)
+    assert merged is not None
+    entry = request.state.audit[-1]
+    entry.action = "U"
+    _audit_patient(request, result.surviving_rri, f"Patient/{merged.id}")
+    entry.detail = json.dumps(
+        {"merge": True, "into": str(ident["value"]), "merged_rri": result.merged_rri,
+         "already_merged": result.already_merged}
+    )  # fmt: skip
+    return FhirJSONResponse(fhir.inactive_source_to_fhir(merged, result.surviving_rri))
+
+
 @router.put("/fhir/Patient", summary="PIXm ITI-104: patient identity feed")
 def iti_104_patient_feed(
     request: Request,
@@ -297,6 +359,9 @@ def iti_104_patient_feed(
     stored one; 403 a system client not registered for the identifier's assigning authority;
     422 an invalid INS key, incoherent status, or untraceable trait."""
     authority, ipp = _conditional_identifier(request)
+    replaced_by = _replaced_by(resource)
+    if replaced_by is not None:
+        return _merge(request, session, principal, authority, ipp, replaced_by)
     existing = repository.source_by_key(session, authority, ipp)
     body_id = resource.get("id")
     if existing is not None and body_id is not None and str(body_id) != str(existing.id):
