@@ -14,6 +14,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
     assert set(resources) == {"AuditEvent", "Patient", "Task"}
+    assert "French rules" in resources["Patient"]["documentation"]
     task_ops = {o["name"] for o in resources["Task"]["operation"]}
     assert task_ops == {"decide", "undo"}
     assert {p["name"] for p in resources["Task"]["searchParam"]} >= {"status", "code", "facility"}

@@ -41,6 +41,17 @@ MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 MATCH_DEFAULT_COUNT, MATCH_MAX_COUNT = 10, 100
 
 
+# Where the identity server departs from IHE PIXm/PDQm on purpose (docs/conformance.md).
+FRENCH_RULES = (
+    "French rules (RNIV, CI-SIS), differing from IHE on purpose: birth name and first names "
+    "are required; identifier domains are OIDs (urn:oid:) registered by the administrator, an "
+    "unregistered one is refused; the INS is used and returned only from a qualified identity "
+    "and must agree with the sex and birth date it encodes; a douteuse or fictive identity, or "
+    "a second IPP of one facility, is never linked automatically; a facility writes and merges "
+    "only in its own domain. See docs/conformance.md."
+)
+
+
 def register_capabilities(registry: CapabilityRegistry, config: IdentityConfig) -> None:
     """Patient: update (ITI-104, conditional), read, search-type (ITI-78), ``$ihe-pix``
     (ITI-83) and ``$match`` (ITI-119)."""
@@ -50,6 +61,7 @@ def register_capabilities(registry: CapabilityRegistry, config: IdentityConfig) 
         search_params=search.pdqm_search(config),
         operations=[("ihe-pix", PIX_DEFINITION), ("match", MATCH_DEFINITION)],
         profile=fhir.FR_CORE_PATIENT,
+        documentation=FRENCH_RULES,
     )
 
 

@@ -45,6 +45,7 @@ class _Resource:
     search_params: list[dict[str, str]]
     operations: dict[str, str] = field(default_factory=dict)
     profile: str | None = None
+    documentation: str | None = None
     includes: list[str] = field(default_factory=list)
     revincludes: list[str] = field(default_factory=list)
 
@@ -69,12 +70,14 @@ class CapabilityRegistry:
         search_params: SearchSpec | Sequence[tuple[str, str, str]] = (),
         operations: Sequence[tuple[str, str]] = (),
         profile: str | None = None,
+        documentation: str | None = None,
     ) -> None:
         """Register a resource type (once) with its interactions, search params, operations.
 
         ``search_params`` is a :class:`SearchSpec` (its parameters, documentation,
         definitions and allowed ``_include`` / ``_revinclude``) or ``(name, type, doc)``
-        tuples. ``operations`` are ``(name, OperationDefinition canonical URL)`` pairs.
+        tuples. ``operations`` are ``(name, OperationDefinition canonical URL)`` pairs;
+        ``documentation`` (markdown) says how the server departs from the profiles it follows.
         """
         if resource_type in self._resources:
             raise ValueError(f"{resource_type} is already registered")
@@ -106,7 +109,7 @@ class CapabilityRegistry:
                 entry.search_params.append(item)
         if entry.search_params and "search-type" not in entry.interactions:
             raise ValueError(f"{resource_type} has search parameters but no search-type")
-        entry.profile = profile
+        entry.profile, entry.documentation = profile, documentation
         self._resources[resource_type] = entry
         for name, definition in operations:
             self.add_operation(resource_type, name, definition)
@@ -135,6 +138,8 @@ class CapabilityRegistry:
         out: dict[str, Any] = {"type": res.type}
         if res.profile:
             out["profile"] = res.profile
+        if res.documentation:
+            out["documentation"] = res.documentation
         out["interaction"] = [{"code": code} for code in res.interactions]
         if res.includes:
             out["searchInclude"] = res.includes
