@@ -641,3 +641,15 @@ def test_a_facility_merges_its_own_identities_over_iti_104(
     clinic_only = feeder_token(client, db, "system/Patient.cruds", [CLINIC])
     refused = _put(client, clinic_only, CHU, "1", _merge_body(f"urn:oid:{CHU}", "2"))
     assert refused.status_code == 403
+
+
+def test_identifiers_not_kept_are_said_in_the_outcome(client: TestClient, token: str) -> None:
+    body = fr_patient("1")
+    body["identifier"].append({"system": "urn:oid:1.2.250.1.71.4.2.2.77", "value": "X9"})
+    answer = feed(client, token, body, Prefer="return=OperationOutcome")
+    assert answer.status_code == 201, answer.text
+    issues = answer.json()["issue"]
+    assert issues[0]["severity"] == "information"
+    warnings = [i for i in issues if i["severity"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["expression"] == ["Patient.identifier"]
+    assert "urn:oid:1.2.250.1.71.4.2.2.77|X9 ignored" in warnings[0]["diagnostics"]

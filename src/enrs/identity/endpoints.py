@@ -219,6 +219,26 @@ def _feed_headers(result: FeedResult) -> dict[str, str]:
     return headers
 
 
+def _ignored_identifiers(
+    fields: fhir.PatientFields, authority: str, ipp: str, config: IdentityConfig
+) -> list[dict[str, Any]]:
+    """Warnings for the Patient.identifier entries not kept: only the IPP and the INS are
+    stored (the RRI echoed back is the server's own)."""
+    kept = {(f"urn:oid:{authority}", ipp)}
+    if fields.ins and fields.ins_system:
+        kept.add((f"urn:oid:{fields.ins_system}", fields.ins))
+    return [
+        outcome_issue(
+            f"identifier {system}|{value} ignored: only the IPP and the INS are kept",
+            code="informational",
+            severity="warning",
+            expression=["Patient.identifier"],
+        )
+        for system, value in fields.identifiers
+        if (system, value) not in kept and system != config.rri_system
+    ]
+
+
 def _feed_outcome(result: FeedResult, source: SourceIdentity) -> dict[str, Any]:
     what = "created" if result.created else "updated"
     text = (
@@ -285,6 +305,7 @@ def _feed(
         return Response(status_code=status, headers=headers)
     if wanted == "OperationOutcome":
         body = _feed_outcome(result, source)
+        body["issue"] += _ignored_identifiers(fields, authority, ipp, config)
     else:
         shown = access.source_identifiers(source, result.rri, config, fed_by_caller=True)
         body = fhir.source_to_fhir(source, result.rri, shown)

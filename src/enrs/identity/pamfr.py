@@ -241,6 +241,29 @@ def _status(pid: Segment, notes: list[str]) -> tuple[str, frozenset[str]]:
     return (statuses[0] if statuses else "PROV"), frozenset(c for c in codes if c in ATTRIBUTES)
 
 
+def _note_ignored(
+    config: IdentityConfig,
+    pid: Segment,
+    notes: list[str],
+    kept: tuple[str, str],
+    ins_cx: Cx | None,
+) -> None:
+    """Say which PID-3 identifiers are not kept (a foreign or social-security number, a second
+    INS, another number of the facility): only the IPP and the INS are stored; the regional
+    identifier (``RRI``) echoed back and the former computed INS (``INS-C``) are ours or
+    obsolete, and pass silently."""
+    for cx in identifiers(pid, 3):
+        if cx is ins_cx or cx.type_code in ("RRI", "INS-C"):
+            continue
+        if not cx.is_ins and (cx.authority(config), cx.value) == kept:
+            continue
+        domain = cx.ins_system if cx.is_ins else cx.authority(config)
+        named = f"{cx.type_code or 'untyped'}, {domain or cx.namespace or 'no assigning authority'}"
+        notes.append(
+            f"PID-3: identifier {cx.value!r} ({named}) ignored: only the IPP and the INS are kept"
+        )
+
+
 def identity_from_pid(
     config: IdentityConfig,
     pid: Segment,
@@ -253,6 +276,7 @@ def identity_from_pid(
     it cannot be read. Repairs are appended to ``notes``."""
     authority, ipp = ipp_of(config, pid, 3, notes, facility=facility)
     ins_cx = next((c for c in identifiers(pid, 3) if c.is_ins), None)
+    _note_ignored(config, pid, notes, (authority, ipp), ins_cx)
     birth_name, used_name, given = _names(pid, notes)
     status, attributes = _status(pid, notes)
     sex = pid.get(8).upper()
