@@ -41,6 +41,7 @@ from tests.support.live_server import free_port, live_server
 
 from bench import identity_bulk as bulk
 from bench._load import ProcTreeSampler, percentiles
+from bench.http_baseline import PG_ADMIN_URL
 from bench.identity_data import SourceRecord
 from bench.identity_realtime import TS, register_senders, say
 from enrs.accounts import service as accounts_service
@@ -147,13 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     add("--queries", type=int, default=2000, help="queries per scenario")
     add("--concurrency", type=int, default=4, help="client connections")
     add("--duration", type=float, default=30.0, help="measured seconds per scenario (cap)")
+    add("--postgres", action="store_true", help="a temporary PostgreSQL database, bulk-loaded")
+    add("--pg-admin-url", default=PG_ADMIN_URL)
     add("--json", type=Path)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-pdq-")))
-        path, _following, _reg = bulk.sqlite_registry(args.registry, args.seed, 0, tmp)
-        url = f"sqlite:///{path}"
+        if args.postgres:
+            url = stack.enter_context(bulk.pg_database(args.pg_admin_url))
+            say(f"bulk-loading {args.registry:,} identities into PostgreSQL...")
+            bulk.load(url, bulk.stream(args.registry, args.seed))
+        else:
+            path, _following, _reg = bulk.sqlite_registry(args.registry, args.seed, 0, tmp)
+            url = f"sqlite:///{path}"
         known = list(islice(bulk.stream(min(args.registry, 200_000), args.seed), 200_000))
         sample = [r for r in rng.sample(known, min(len(known), args.queries)) if r.birth_date]
         sender = sample[0].authority
@@ -218,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             })  # fmt: skip
         peak = sampler.overall_peak_rss / MB
     base = float(rows[0]["p95_ms"])
-    print(f"registry {args.registry:,} identities (SQLite), {args.concurrency} connections, "
+    backend = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"registry {args.registry:,} identities ({backend}), {args.concurrency} connections, "
           f"server peak RSS {peak:.0f} MB")  # fmt: skip
     print(f"{'scenario':34}{'queries':>8}{'errors':>7}{'q/s':>7}{'p50 ms':>8}{'p95 ms':>8}"
           f"{'p99 ms':>8}{'hits':>6}{'srv ms/q':>9}{'p95/base':>9}")  # fmt: skip

@@ -58,9 +58,15 @@ def _name(columns: tuple[Any, ...], raw: str) -> ColumnElement[bool]:
     folded = normalize_name(raw.rstrip("*"))
     if not folded:
         return sa.true() if prefix else sa.false()
-    if prefix:  # a range, not LIKE: the (name, birth year) indexes serve it on both databases
+    if prefix:  # a range the (name, birth year) indexes serve on both databases (LIKE alone
+        # uses none on SQLite); the prefix test kept for collations that order spaces apart
         after = folded[:-1] + chr(ord(folded[-1]) + 1)
-        return sa.or_(*(sa.and_(c >= folded, c < after) for c in columns))
+        return sa.or_(
+            *(
+                sa.and_(c >= folded, c < after, c.startswith(folded, autoescape=True))
+                for c in columns
+            )
+        )
     return sa.or_(*(c == folded for c in columns))
 
 
