@@ -27,6 +27,7 @@ from tests.identity.feeders import (
 from tests.identity.test_fhir import FHIR_JSON, auth, feed, fr_patient
 from tests.identity.test_hl7 import CONFIG, Feed, code, feed_server, msh, pid
 from tests.identity.test_pam import OTHER, a24
+from tests.support.portal import log_in
 
 from enrs.accounts import service as accounts_service
 from enrs.demo import DEMO_FINESS, DEMO_NAMESPACE, load_demo
@@ -122,10 +123,7 @@ def test_a_revoked_client_writes_no_more_with_the_token_it_holds(
 
 def test_the_identity_cell_writes_for_every_authority(client: TestClient, factory: Factory) -> None:
     factory.user("cellule", roles=("identitovigilance",))
-    page = client.get("/login")
-    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-    login = {"username": "cellule", "password": "Correct-horse-42!", "csrf": csrf}
-    assert client.post("/login", data=login, follow_redirects=False).status_code == 303
+    log_in(client, "cellule")
     body = fr_patient("9", CLINIC)
     url = f"/fhir/Patient?identifier={quote(f'urn:oid:{CLINIC}|9')}"
     headers = {"Content-Type": FHIR_JSON}

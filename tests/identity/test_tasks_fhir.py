@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.conftest import Factory
 from tests.identity.test_workbench import CHU, CLINIC, _doubtful_pair, _pair
+from tests.support.portal import log_in
 
 from enrs.identity.models import SourceIdentity
 from enrs.kit.audit.models import AuditRecord
@@ -137,9 +138,6 @@ def test_only_the_cell_and_clients_given_the_scope(
         ("cell", ("identitovigilance",), 200),
     ):
         factory.user(username, roles=roles)
-        page = client.get("/login")
-        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-        login = {"username": username, "password": "Correct-horse-42!", "csrf": csrf}
-        assert client.post("/login", data=login, follow_redirects=False).status_code == 303
+        log_in(client, username)
         assert client.get(f"/fhir/Task/{task_id}").status_code == expected
         client.cookies.clear()

@@ -15,6 +15,7 @@ from playwright.sync_api import Browser
 from tests.conftest import Factory
 from tests.identity.test_service import CONFIG
 from tests.support.live_server import LiveServer, enrs_command, live_server
+from tests.support.portal import csrf_of, log_in
 
 from enrs.identity import domains, service, workbench
 from enrs.identity.matching.engine import EmbeddedMatcher
@@ -191,10 +192,7 @@ def _pair(db: Database, name: str, douteuse_at: str, born: date) -> None:
 
 def _cell_client(client: TestClient, factory: Factory) -> None:
     factory.user("ida", roles=("identitovigilance",))
-    page = client.get("/login")
-    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-    login = {"username": "ida", "password": "Correct-horse-42!", "csrf": csrf}
-    assert client.post("/login", data=login, follow_redirects=False).status_code == 303
+    log_in(client, "ida")
 
 
 def test_the_queue_in_the_cells_words_with_filters_and_pages(
@@ -243,7 +241,7 @@ def test_a_task_explained_and_decided_in_the_cells_words(
         assert sentence in page
     assert "en faveur" in page and '{"' not in page  # no raw JSON of levels
     assert "02/12/1948" in page and "Clinique du Port" in page and "Féminin" in page
-    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    csrf = csrf_of(page)
     decided = client.post(
         f"/identitovigilance/taches/{task_id}/decision",
         data={"decision": "LINK", "reason": "Pièce d'identité vérifiée", "csrf": csrf},

@@ -40,7 +40,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableSequence
+from collections.abc import Callable, MutableSequence
 from dataclasses import replace
 from functools import partial
 
@@ -50,12 +50,10 @@ from sqlalchemy.orm import Session
 from enrs.accounts import service as accounts_service
 from enrs.accounts.service import FeederGrant
 from enrs.identity import domains, pam, pdq, xref
-from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher, matcher_for
 from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
-from enrs.identity.pamfr import INS_NAMESPACES, authority_of, identifiers
-from enrs.identity.traits import INS_NIA_OID
+from enrs.identity.pamfr import cx_out, identifiers
 from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
@@ -73,17 +71,6 @@ RSP_K23 = "RSP^K23^RSP_K23"
 SENDER_TTL = 5.0  # seconds a listener process keeps a sender's registration
 _Entries = Callable[[Handled], list[AuditEntry]]
 _OUTCOMES = {"AA": Outcome.SUCCESS, "AE": Outcome.MINOR_FAILURE, "AR": Outcome.SERIOUS_FAILURE}
-
-
-def _cx_out(ident: Identifier, namespaces: Mapping[str, str]) -> str:
-    """The CX of ``ident``: CX-4 as ``namespace&OID&ISO``, the namespace of a registered
-    domain (:mod:`.domains`), ``ENRS`` for the RRI, the ANS's for the INS."""
-    value = STANDARD.escape(ident.value)
-    if ident.type == "INS":
-        ns = "ASIP-SANTE-INS-NIA" if ident.system == INS_NIA_OID else "ASIP-SANTE-INS-NIR"
-        return f"{value}^^^{ns}&{ident.system}&ISO^INS"
-    namespace = "ENRS" if ident.type == "RRI" else namespaces.get(ident.system, "")
-    return f"{value}^^^{STANDARD.escape(namespace)}&{ident.system}&ISO^{ident.type}"
 
 
 def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled:
@@ -117,20 +104,14 @@ def pix_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
     except xref.UnknownPatient:
         text = f"QPD-3: identifier {cx.value!r} of {system} not known"
         return answer("AE", V2Error(204, text, ack="AE", location="QPD^1^3^1^1"))
-    wanted: set[str] = set()
-    for i, rep in enumerate(qpd.reps(4), start=1):
-        domain = authority_of(config, rep.get(4, 1), rep.get(4, 2), rep.get(4, 3))
-        domain = domain or INS_NAMESPACES.get(rep.get(4, 1).upper())
-        if domain is None or not xref.known_domain(session, config, domain):
-            text = f"QPD-4: domain {rep.standard()!r} not recognised"
-            return answer("AE", V2Error(204, text, ack="AE", location=f"QPD^1^4^{i}^4"))
-        wanted.add(domain)
-    found = xref.cross_reference(
-        session, config, patients, system, cx.value, domains=frozenset(wanted)
-    )
+    try:
+        wanted = pdq.requested_domains(session, config, qpd, 4)
+    except V2Error as err:
+        return answer("AE", err)
+    found = xref.cross_reference(session, config, patients, system, cx.value, domains=wanted)
     listed = found.identifiers
     names = domains.namespaces(session) if listed else {}
-    cxs_out = "~".join(_cx_out(i, names) for i in listed)
+    cxs_out = "~".join(cx_out(i.value, i.system, i.type, names) for i in listed)
     handled = answer("OK", pid="PID|||" + cxs_out + "||~^^^^^^S")
     if not listed:
         handled = answer("NF")

@@ -17,6 +17,7 @@ region registers its own).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from enrs.identity.config import IdentityConfig
 from enrs.identity.schemas import OID, SourceIdentityIn, Telecom
 from enrs.identity.traits import ATTRIBUTES, INS_NIA_OID, INS_NIR_OID, INS_OIDS, STATUSES
-from enrs.kit.hl7v2 import Segment, V2Error
+from enrs.kit.hl7v2 import STANDARD, Segment, V2Error
 
 INS_TYPES = frozenset({"INS", "INS-NIR", "INS-NIA"})
 INS_NAMESPACES = {"ASIP-SANTE-INS-NIR": INS_NIR_OID, "ASIP-SANTE-INS-NIA": INS_NIA_OID}
@@ -96,6 +97,18 @@ class Cx:
         if self.type_code == "INS-NIA":
             return INS_NIA_OID
         return INS_NAMESPACES.get(self.namespace.upper(), self.universal_id or INS_NIR_OID)
+
+
+def cx_out(value: str, system: str, type_code: str, namespaces: Mapping[str, str]) -> str:
+    """An identifier as a CX of the answers (PIX, PDQ): CX-4 ``namespace&OID&ISO``, the
+    namespace of a registered domain (``namespaces``: OID → namespace), ``ENRS`` for the RRI,
+    the ANS's for the INS."""
+    if type_code == "INS":
+        namespace = "ASIP-SANTE-INS-NIA" if system == INS_NIA_OID else "ASIP-SANTE-INS-NIR"
+    else:
+        namespace = "ENRS" if type_code == "RRI" else namespaces.get(system, "")
+    esc = STANDARD.escape
+    return f"{esc(value)}^^^{esc(namespace)}&{system}&ISO^{type_code}"
 
 
 def identifiers(seg: Segment, n: int) -> list[Cx]:

@@ -36,9 +36,9 @@ from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.pam import Handled, Touched, required
-from enrs.identity.pamfr import INS_NAMESPACES, authority_of
+from enrs.identity.pamfr import INS_NAMESPACES, authority_of, cx_out
 from enrs.identity.traits import normalize_name
-from enrs.kit.hl7v2 import STANDARD, Message, V2Error
+from enrs.kit.hl7v2 import STANDARD, Message, Segment, V2Error
 
 S = SourceIdentity
 RSP_K22 = "RSP^K22^RSP_K21"
@@ -212,29 +212,25 @@ def _identifier_clause(
     return sa.and_(S.authority == system, S.ipp == value)
 
 
-def _wanted_domains(session: Session, config: IdentityConfig, qpd: Any) -> frozenset[str]:
+def requested_domains(
+    session: Session, config: IdentityConfig, qpd: Segment, field: int
+) -> frozenset[str]:
+    """The identifier domains a query asks for (PIX QPD-4, PDQ QPD-8; all when empty): each
+    an OID, namespace or INS namespace of a known domain, else AE 204 at that repetition's
+    CX-4 (ITI-9, ITI-21)."""
     wanted: set[str] = set()
-    for i, rep in enumerate(qpd.reps(8), start=1):
+    for i, rep in enumerate(qpd.reps(field), start=1):
         domain = authority_of(config, rep.get(4, 1), rep.get(4, 2), rep.get(4, 3))
         domain = domain or INS_NAMESPACES.get(rep.get(4, 1).upper())
         if domain is None or not xref.known_domain(session, config, domain):
             raise V2Error(
                 204,
-                f"QPD-8: domain {rep.standard()!r} not recognised",
+                f"QPD-{field}: domain {rep.standard()!r} not recognised",
                 ack="AE",
-                location=f"QPD^1^8^{i}^4",
+                location=f"QPD^1^{field}^{i}^4",
             )
         wanted.add(domain)
     return frozenset(wanted)
-
-
-def _cx(ident: Identifier, namespaces: Mapping[str, str]) -> str:
-    value = STANDARD.escape(ident.value)
-    if ident.type == "INS":
-        ns = next((k for k, v in INS_NAMESPACES.items() if v == ident.system), "")
-        return f"{value}^^^{ns}&{ident.system}&ISO^INS"
-    namespace = "ENRS" if ident.type == "RRI" else namespaces.get(ident.system, "")
-    return f"{value}^^^{STANDARD.escape(namespace)}&{ident.system}&ISO^{ident.type}"
 
 
 def _telecoms(raw: str | None) -> list[dict[str, str]]:
@@ -258,7 +254,7 @@ def _pid(
     esc = STANDARD.escape
     fields = [""] * 33
     fields[1] = str(n)
-    fields[3] = "~".join(_cx(i, namespaces) for i in identifiers)
+    fields[3] = "~".join(cx_out(i.value, i.system, i.type, namespaces) for i in identifiers)
     given = source.given_names.split()
     first = esc(given[0]) if given else ""
     others = esc(" ".join(given[1:]))
@@ -303,7 +299,7 @@ def pdq_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
     try:
         query = _parse(qpd.reps(3))
         ident = _identifier_clause(session, config, query)
-        wanted = _wanted_domains(session, config, qpd)
+        wanted = requested_domains(session, config, qpd, 8)
     except V2Error as err:
         return answer("AE", err)
     clauses = [*query.clauses, *([ident] if ident is not None else [])]

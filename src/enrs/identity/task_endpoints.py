@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from enrs.accounts import repository as accounts_repository
 from enrs.identity import tasks, workbench
 from enrs.identity.models import IdentityTask
 from enrs.kit.errors import BadRequest, NotFound
@@ -46,18 +45,10 @@ def _actor(principal: Principal) -> str:
     return f"{principal.kind}:{principal.subject}"
 
 
-def _decided_by(session: Session, actor: str | None) -> str | None:
-    if not actor:
-        return None
-    kind, _, subject = actor.partition(":")
-    user = accounts_repository.user_by_id(session, subject) if kind == "user" else None
-    return user.display_name if user is not None else actor
-
-
 def _render(request: Request, session: Session, view: workbench.TaskView) -> dict[str, Any]:
     model = request.app.state.matcher.model
     base = request.app.state.settings.fhir_base
-    return tasks.to_fhir(view, model, base, _decided_by(session, view.task.decided_by))
+    return tasks.to_fhir(view, model, base, workbench.decider_name(session, view.task.decided_by))
 
 
 def _audit(request: Request, view: workbench.TaskView) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.identity import workbench
 from enrs.identity.matching.model import MatchModel
-from enrs.identity.models import IdentityTask, SourceIdentity
+from enrs.identity.models import IdentityTask
 from enrs.kit.fhir.search import SearchParam, SearchSpec
 from enrs.kit.fhir.search_values import ReferenceValue, TokenValue
 
@@ -68,9 +68,7 @@ def _code(value: TokenValue) -> ColumnElement[bool]:
 
 
 def _facility(value: TokenValue) -> ColumnElement[bool]:
-    oid = (value.code or "").removeprefix("urn:oid:")
-    of_facility = sa.select(SourceIdentity.id).where(SourceIdentity.authority == oid)
-    return T.source_id.in_(of_facility)
+    return workbench.of_facility((value.code or "").removeprefix("urn:oid:"))
 
 
 def _focus(value: ReferenceValue) -> ColumnElement[bool]:

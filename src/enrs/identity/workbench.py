@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from enrs.accounts import repository as accounts_repository
 from enrs.identity import repository
 from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentity
 from enrs.identity.service import link_source, new_patient, retire_if_empty
@@ -43,6 +44,22 @@ class TaskView:
     IPPs of one facility, which the facility merges itself (A40)."""
 
 
+def decider_name(session: Session, actor: str | None) -> str | None:
+    """Who decided a task, as the cell knows them: a user's display name, else the actor as
+    recorded (``client:…``); ``None`` for an undecided task."""
+    if not actor:
+        return None
+    kind, _, subject = actor.partition(":")
+    user = accounts_repository.user_by_id(session, subject) if kind == "user" else None
+    return user.display_name if user is not None else actor
+
+
+def of_facility(authority: str) -> ColumnElement[bool]:
+    """The tasks whose received identity is of the assigning authority ``authority``."""
+    sources = select(SourceIdentity.id).where(SourceIdentity.authority == authority)
+    return IdentityTask.source_id.in_(sources)
+
+
 @dataclass(frozen=True)
 class QueueFilter:
     """Which open tasks the cell looks at: of a kind, whose received identity is of a
@@ -58,10 +75,7 @@ class QueueFilter:
         if self.kind:
             out.append(IdentityTask.kind == self.kind)
         if self.authority:
-            of_facility = select(SourceIdentity.id).where(
-                SourceIdentity.authority == self.authority
-            )
-            out.append(IdentityTask.source_id.in_(of_facility))
+            out.append(of_facility(self.authority))
         if self.since:
             out.append(IdentityTask.created_at >= _midnight(self.since))
         if self.until:

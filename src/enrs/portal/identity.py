@@ -183,7 +183,7 @@ def task_page(
         else None,
         evidence=words.evidence(model, task.levels),
         decided=words.DECISIONS_DONE.get(task.decision or "", task.decision),
-        decided_by=words.actor_name(session, task.decided_by),
+        decided_by=workbench.decider_name(session, task.decided_by),
         day=words.day,
         decisions=[(d, DECISION_LABELS[d]) for d in workbench.DECISIONS[current.task.kind]],
         message=message,

@@ -9,9 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy.orm import Session
-
-from enrs.accounts import repository as accounts_repository
 from enrs.identity.matching.model import MatchModel
 
 # What each level of each comparison (identity/matching/definition.py) means, for the cell.
@@ -121,15 +118,3 @@ def facility(labels: Mapping[str, str], oid: str | None) -> str:
     if not oid:
         return ""
     return labels.get(oid, oid)
-
-
-def actor_name(session: Session, actor: str | None) -> str:
-    """Who decided, as the cell knows them: a user's display name, else the raw actor."""
-    if not actor:
-        return ""
-    kind, _, subject = actor.partition(":")
-    if kind == "user":
-        user = accounts_repository.user_by_id(session, subject)
-        if user is not None:
-            return user.display_name
-    return actor
