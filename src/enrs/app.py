@@ -19,6 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
+from enrs.identity import subscriptions as identity_subscriptions
 from enrs.identity import task_endpoints as identity_tasks
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import matcher_for
@@ -128,8 +129,11 @@ def _describe_http(s: Settings) -> str:
 
 
 def listeners(settings: Settings) -> list[Listener]:
-    """Every listener of the platform: HTTP, the identity feed over MLLP (later DICOM, SMTP)."""
+    """Every listener of the platform: HTTP, the identity feed over MLLP, the notifications
+    (later DICOM, SMTP)."""
     found = [Listener("http", _describe_http, _run_http)]
     if settings.mllp_port:
         found.append(identity_hl7.LISTENER)
+    if settings.notifications:
+        found.append(identity_subscriptions.LISTENER)
     return found

@@ -576,6 +576,137 @@ def identity_dedup(
 
 
 @main.group()
+def notifications() -> None:
+    """Who is told of links, merges and identifier changes (HL7 v2 over MLLP, FHIR rest-hook)."""
+
+
+@notifications.command("add")
+@click.argument("name")
+@click.option("--mllp", "mllp", metavar="HOST:PORT", help="Send HL7 v2 ADT to this MLLP listener")
+@click.option("--url", metavar="URL", help="POST FHIR message Bundles to this URL (rest-hook)")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="HTTP header")
+@click.option("--authority", help="The facility's registered domain (OID): its patients only")
+@click.option("--finess", help="The facility's domain by its FINESS number")
+@click.option("--domain", "wanted", multiple=True, metavar="OID", help="Identifiers to carry")
+@click.option("--application", default="", help="MSH-5, the receiving application")
+@click.option("--facility", default="", help="MSH-6, the receiving facility")
+def notifications_add(
+    name: str,
+    mllp: str | None,
+    url: str | None,
+    headers: tuple[str, ...],
+    authority: str | None,
+    finess: str | None,
+    wanted: tuple[str, ...],
+    application: str,
+    facility: str,
+) -> None:
+    """Subscribe a facility (--authority or --finess: told about the patients it holds, with
+    its own identifiers and the RRI) or a service (neither: every patient) from now on."""
+    from enrs.identity import subscriptions
+    from enrs.identity.auth import finess_authority
+    from enrs.identity.config import IdentityConfig
+    from enrs.kit.db import Database
+
+    if (mllp is None) == (url is None):
+        raise click.UsageError("give --mllp HOST:PORT or --url URL")
+    if authority and finess:
+        raise click.UsageError("give --authority or --finess, not both")
+    parsed = {}
+    for header in headers:
+        key, sep, value = header.partition(":")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--header {header!r}: write 'Name: value'")
+        parsed[key.strip()] = value.strip()
+    settings = _settings()
+    config = IdentityConfig.from_settings(settings)
+    if finess:
+        authority = finess_authority(finess, config)
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            dest = subscriptions.subscribe(
+                session,
+                config,
+                name=name,
+                transport="mllp" if mllp else "http",
+                endpoint=str(mllp or url),
+                authority=authority,
+                wanted=wanted,
+                application=application,
+                facility=facility,
+                headers=parsed or None,
+            )
+    finally:
+        db.dispose()
+    click.echo(json.dumps({"name": dest.name, "endpoint": dest.endpoint, **dest.selector}))
+
+
+@notifications.command("list")
+def notifications_list() -> None:
+    """Each destination and its queue: waiting, sent, refused, the last error."""
+    from enrs.kit.db import Database
+    from enrs.kit.outbound.queue import statuses
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction(write=False) as session:
+            found = statuses(session)
+    finally:
+        db.dispose()
+    for d in found:
+        state = "active" if d.active else "stopped"
+        line = f"{d.name}\t{d.transport} {d.endpoint}\t{state}\tpending {d.pending}"
+        line += f"\tsent {d.sent}\trejected {d.rejected}"
+        if d.head_error:
+            line += f"\tfailing ({d.head_attempts} attempts): {d.head_error}"
+        click.echo(line)
+
+
+@notifications.command("retry")
+@click.argument("name")
+def notifications_retry(name: str) -> None:
+    """Try a destination's queue again now, without waiting for the back-off."""
+    from enrs.kit.db import Database
+    from enrs.kit.outbound.queue import retry_now
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction() as session:
+            waiting = retry_now(session, name)
+    finally:
+        db.dispose()
+    click.echo(f"{name}: {waiting} message(s) waiting, due now")
+
+
+@notifications.command("stop")
+@click.argument("name")
+def notifications_stop(name: str) -> None:
+    """Stop notifying a destination (its queue is kept; `start` resumes with new events)."""
+    _set_destination(name, False)
+
+
+@notifications.command("start")
+@click.argument("name")
+def notifications_start(name: str) -> None:
+    """Notify a stopped destination again, from the events committed from now on."""
+    _set_destination(name, True)
+
+
+def _set_destination(name: str, active: bool) -> None:
+    from enrs.kit.db import Database
+    from enrs.kit.outbound.queue import set_active
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction() as session:
+            set_active(session, name, active)
+    finally:
+        db.dispose()
+    click.echo(f"{name}: {'started' if active else 'stopped'}")
+
+
+@main.group()
 def demo() -> None:
     """Demo data."""
 

@@ -5,5 +5,13 @@ from enrs.identity import models as identity_models
 from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
 from enrs.kit.db import Base
+from enrs.kit.outbound import models as outbound_models
 
-__all__ = ["Base", "accounts_models", "audit_models", "identity_models", "kit_events"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "audit_models",
+    "identity_models",
+    "kit_events",
+    "outbound_models",
+]

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     mllp_workers: int = Field(
         0, ge=0, description="MLLP listener processes sharing the port; 0: one per CPU, at most 4"
     )
+    notifications: bool = Field(
+        True, description="Send the identity notifications (enrs notifications add) from serve"
+    )
     identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
     oid_root: str = Field(
         PLACEHOLDER_OID_ROOT,

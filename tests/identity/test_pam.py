@@ -96,15 +96,20 @@ def test_a37_undoes_the_link(feed: Feed) -> None:
     ]
     with feed.db.transaction() as session:
         events = [(name, payload) for _, name, payload in read_events(session)]
-    assert ("identity.unmerged", {"patient_id": second.patient_id}) in events
-    assert events[-1] == (
-        "identity.unlinked",
-        {
-            "source_id": second.id,
-            "from_patient_id": first.patient_id,
-            "to_patient_id": second.patient_id,
-        },
-    )
+    # Each event says who caused it (the CHU: not notified back) and, as the A37's
+    # transaction left them, the patients it concerns.
+    unmerged = [p for name, p in events if name == "identity.unmerged"]
+    assert [(p["patient_id"], p["origin"]) for p in unmerged] == [(second.patient_id, CHU)]
+    name, unlinked = events[-1]
+    assert name == "identity.unlinked"
+    assert {k: unlinked[k] for k in ("source_id", "from_patient_id", "to_patient_id")} == {
+        "source_id": second.id,
+        "from_patient_id": first.patient_id,
+        "to_patient_id": second.patient_id,
+    }
+    state = unlinked["state"]
+    assert [k[2] for k in state[str(first.patient_id)]["sources"]] == ["1"]
+    assert [k[2] for k in state[str(second.patient_id)]["sources"]] == ["2"]
     assert code(feed.send(a24("U2", "1", "2", event="A37"))) == "AA"  # already apart
     assert len(links(feed, second.id)) == 3
     stays = feed.source(CHU, "1")

@@ -248,9 +248,11 @@ def _xtn(telecom: dict[str, str]) -> str:
     return f"^PRN^PH^^^^^^^^^{value}"
 
 
-def _pid(
+def pid_segment(
     n: int, source: SourceIdentity, identifiers: list[Identifier], namespaces: Mapping[str, str]
 ) -> str:
+    """PID (set id ``n``) with ``identifiers`` in PID-3 and the traits of ``source``: the PDQ
+    answers' and the outbound notifications' (:mod:`enrs.identity.notify`)."""
     esc = STANDARD.escape
     fields = [""] * 33
     fields[1] = str(n)
@@ -320,7 +322,7 @@ def pdq_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
         shown = access.source_identifiers(source, rri, config)
         if wanted:
             shown = [i for i in shown if i.system in wanted]
-        pids.append(_pid(n, source, shown, namespaces))
+        pids.append(pid_segment(n, source, shown, namespaces))
         handled_touched.append(Touched(rri, f"Patient/{source.id}", "E"))
     handled = answer("OK", pids=pids, hits=(total, len(rows)))
     handled.touched.extend(handled_touched)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from enrs.identity import repository
+from enrs.identity import repository, snapshots
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher, PairScore
@@ -35,9 +35,11 @@ from enrs.identity.repository import Candidate
 from enrs.identity.schemas import FeedResult, SourceIdentityIn
 from enrs.identity.traits import INS_NIR_OID, check_ins, check_traits, normalize_name
 from enrs.kit.db import utcnow
-from enrs.kit.events import emit
+from enrs.kit.events import emit, enrich_at_commit, set_origin
 
 NEVER_AUTO = frozenset({"DOUT", "FICT"})
+
+enrich_at_commit("identity.", snapshots.enrich)  # each event with its commit's state
 
 
 def traits_of(source: SourceIdentity | Candidate) -> Traits:
@@ -149,11 +151,14 @@ def link_source(
     score: float | None = None,
     model_version: str | None = None,
     reason: str | None = None,
+    announce: bool = True,
 ) -> None:
     """Link ``source`` to the regional patient ``patient_id``: its current link ends, the new
-    one keeps method, score and reason (event ``identity.linked``)."""
+    one keeps method, score and reason (event ``identity.linked``, unless ``announce`` is
+    false: an unlink announces the move itself, ``identity.unlinked``)."""
     now = utcnow()
     current = repository.current_link(session, source.id) if source.id else None
+    former = current.patient_id if current is not None else None
     if current is not None:
         current.ended_at, current.ended_by = now, actor
     source.patient_id = patient_id
@@ -170,15 +175,9 @@ def link_source(
             created_at=now,
         )
     )
-    _linked(session, source.id, patient_id, method)
-
-
-def _linked(session: Session, source_id: int, patient_id: int, method: str) -> None:
-    emit(
-        session,
-        "identity.linked",
-        {"source_id": source_id, "patient_id": patient_id, "method": method},
-    )
+    if announce:
+        payload = {"source_id": source.id, "patient_id": patient_id, "method": method}
+        emit(session, "identity.linked", {**payload, "from_patient_id": former})
 
 
 def retire_if_empty(session: Session, patient_id: int, *, into: int) -> bool:
@@ -487,6 +486,7 @@ def feed_prepared(
 ) -> FeedResult:
     """:func:`feed` in two steps: ``prepared`` before the transaction (:func:`prepare`), then
     this, given the identity of the same key (``repository.source_by_key``) or ``None``."""
+    set_origin(session, prepared.data.authority)
     if existing is not None:
         return _update(session, matcher, existing, prepared.data, prepared.ins, actor=actor)
     decision = decide(
@@ -538,8 +538,11 @@ def _update(
     """A new version of a known identity: keep the old one; if it shares its regional patient,
     check it still fits (else a potential collision); if it is alone, match it again."""
     keep_version(session, source, actor=actor)
+    before = snapshot(source)
     _apply(source, data, ins)
     session.flush()
+    if snapshot(source) != before:
+        emit(session, "identity.updated", {"source_id": source.id, "patient_id": source.patient_id})
     traits = traits_of(source)
     siblings = [
         s for s in repository.sources_of_patient(session, source.patient_id) if s.id != source.id

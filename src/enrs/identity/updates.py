@@ -22,7 +22,7 @@ from enrs.identity.models import IdentityTask, RegionalPatient, SourceIdentity
 from enrs.identity.service import keep_version, link_source, new_patient, retire_if_empty
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
-from enrs.kit.events import emit
+from enrs.kit.events import emit, set_origin
 
 
 class UnknownIdentifier(NotFound):
@@ -67,6 +67,7 @@ def merge_sources(
 
     Raises :class:`UnknownIdentifier` (either identity unknown or inactive) and
     :class:`Unprocessable` (an identity merged into itself)."""
+    set_origin(session, authority)
     surviving = _active(session, authority, surviving_ipp)
     merged = repository.source_by_key(session, authority, merged_ipp)
     if merged is None:
@@ -106,6 +107,7 @@ def change_identifier(
 
     Raises :class:`UnknownIdentifier` (``old_ipp`` unknown or inactive) and
     :class:`DuplicateIdentifier` (``new_ipp`` exists: that is a merge, A40)."""
+    set_origin(session, authority)
     source = _active(session, authority, old_ipp)
     if old_ipp == new_ipp:
         return _rri(session, source.patient_id)
@@ -120,7 +122,13 @@ def change_identifier(
     emit(
         session,
         "identity.identifier_changed",
-        {"source_id": source.id, "authority": authority, "old": old_ipp, "new": new_ipp},
+        {
+            "source_id": source.id,
+            "patient_id": source.patient_id,
+            "authority": authority,
+            "old": old_ipp,
+            "new": new_ipp,
+        },
     )
     return _rri(session, source.patient_id)
 
@@ -153,6 +161,7 @@ def link_identities(
 
     Raises :class:`UnknownIdentifier` (either identity unknown or inactive) and
     :class:`Unprocessable` (the two carry different INS: two persons)."""
+    set_origin(session, authority)
     first, second = _pair(session, authority, first_ipp, second_ipp)
     if first.ins and second.ins and first.ins != second.ins:
         raise Unprocessable(
@@ -181,6 +190,7 @@ def unlink_identities(
     retired it, else to a new regional patient. Identities already apart: nothing changes.
 
     Raises :class:`UnknownIdentifier` (either identity unknown or inactive)."""
+    set_origin(session, authority)
     first, second = _pair(session, authority, first_ipp, second_ipp)
     shared = first.patient_id
     if second.patient_id != shared:
@@ -192,7 +202,7 @@ def unlink_identities(
         target.active, target.merged_into_id, target.updated_at = True, None, utcnow()
         emit(session, "identity.unmerged", {"patient_id": target.id})
     reason = f"ADT^A37: identity {second_ipp} of {authority} is not identity {first_ipp}"
-    link_source(session, second, target.id, "MANUAL", actor=actor, reason=reason)
+    link_source(session, second, target.id, "MANUAL", actor=actor, reason=reason, announce=False)
     # Recorded as the cell's decision on a collision would be: in the cell's history, and
     # binding on matching (service.decide never links the two automatically again).
     now = utcnow()

@@ -140,9 +140,12 @@ def _move(
     actor: str,
     reason: str,
     effects: list[dict[str, Any]],
+    announce: bool = True,
 ) -> None:
     effects.append({"source_id": source.id, "from": source.patient_id, "to": patient_id})
-    link_source(session, source, patient_id, "MANUAL", actor=actor, reason=reason)
+    link_source(
+        session, source, patient_id, "MANUAL", actor=actor, reason=reason, announce=announce
+    )
 
 
 def _retire_if_empty(
@@ -176,7 +179,9 @@ def decide(session: Session, task_id: int, decision: str, *, reason: str, actor:
         _retire_if_empty(session, former, task.other_patient_id, effects)
     elif decision == "UNLINK":
         fresh = new_patient(session)
-        _move(session, source, fresh.id, actor=actor, reason=reason, effects=effects)
+        _move(
+            session, source, fresh.id, actor=actor, reason=reason, effects=effects, announce=False
+        )
         emit(
             session,
             "identity.unlinked",

@@ -15,6 +15,7 @@ the audit chain's head, taken before it.)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from enrs.kit.db import Base, UTCDateTime, lock_commit_order, utcnow
 
 _PENDING = "enrs.events.pending"
+_ORIGIN = "enrs.events.origin"
 
 
 class EventRecord(Base):
@@ -41,17 +43,47 @@ class Event(NamedTuple):
     payload: dict[str, Any]
 
 
+def set_origin(session: Session, origin: str | None) -> None:
+    """Say who causes the events the session emits from now on (e.g. the facility whose
+    message is being handled): they carry it as ``origin``, so that a notification does not
+    go back to the one that made the change."""
+    session.info[_ORIGIN] = origin
+
+
 def emit(session: Session, name: str, payload: dict[str, Any]) -> None:
     """Announce ``name`` (``identity.linked``, ``identity.merged``…) if the caller's
     transaction commits; events keep the order they were emitted in."""
-    row = {"name": name, "payload": json.dumps(payload, default=str), "created_at": utcnow()}
+    origin = session.info.get(_ORIGIN)
+    if origin is not None:
+        payload = {**payload, "origin": origin}
+    row = {"name": name, "payload": dict(payload), "created_at": utcnow()}
     session.info.setdefault(_PENDING, []).append(row)
+
+
+Enricher = Callable[[Session, list[dict[str, Any]]], None]
+_ENRICHERS: dict[str, Enricher] = {}
+
+
+def enrich_at_commit(prefix: str, enricher: Enricher) -> None:
+    """Have ``enricher(session, rows)`` complete the payloads of the events named
+    ``prefix…`` of each transaction when it commits (``rows``: their ``name`` and ``payload``,
+    a dict it may add to), e.g. with the state the transaction leaves: a consumer then reads
+    each event with the state of its commit, whatever happened after. Registered by a
+    service at import, once per prefix."""
+    _ENRICHERS[prefix] = enricher
 
 
 @event.listens_for(Session, "before_commit")
 def _insert_pending(session: Session) -> None:
+    session.info.pop(_ORIGIN, None)
     rows: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
     if rows:
+        for prefix, enricher in _ENRICHERS.items():
+            mine = [r for r in rows if r["name"].startswith(prefix)]
+            if mine:
+                enricher(session, mine)
+        for row in rows:
+            row["payload"] = json.dumps(row["payload"], default=str)
         conn = session.connection()
         lock_commit_order(conn)
         conn.execute(insert(EventRecord), rows)
@@ -60,6 +92,7 @@ def _insert_pending(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_ORIGIN, None)
 
 
 def read_events(

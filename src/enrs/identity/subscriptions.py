@@ -1,0 +1,97 @@
+"""Who the identity server notifies (:mod:`.notify`): a facility or a service subscribes with
+its MLLP listener (HL7 v2 ADT) or its FHIR rest-hook URL (PMIR message Bundles).
+
+``enrs notifications add NAME --mllp HOST:PORT --authority OID`` (or ``--url URL``); the admin
+reads the queues on the portal's *Notifications* page or ``GET /api/admin/notifications``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from enrs.identity import domains, xref
+from enrs.identity.config import IdentityConfig
+from enrs.identity.notify import IdentityRenderer
+from enrs.kit.db import Database
+from enrs.kit.errors import BadRequest
+from enrs.kit.listeners import Listener
+from enrs.kit.outbound import queue
+from enrs.kit.outbound.dispatcher import Dispatcher
+from enrs.kit.outbound.queue import Destination
+from enrs.settings import Settings
+
+FORMAT_OF = {"mllp": "hl7v2", "http": "fhir"}
+
+
+def subscribe(
+    session: Session,
+    config: IdentityConfig,
+    *,
+    name: str,
+    transport: str,
+    endpoint: str,
+    authority: str | None = None,
+    wanted: Sequence[str] = (),
+    application: str = "",
+    facility: str = "",
+    headers: dict[str, str] | None = None,
+) -> Destination:
+    """A new destination for the identity server's notifications. ``authority``: the
+    facility's registered domain (it is told about the patients it holds); none: a service,
+    told about every patient. ``wanted``: the identifier domains its messages carry (default:
+    its own and the RRI; every domain it may see when it has no authority)."""
+    if transport not in FORMAT_OF:
+        raise BadRequest(f"unknown transport {transport!r} (mllp or http)")
+    if authority is not None:
+        authority = domains.check_oid(authority)
+        domains.require(session, {authority})
+    carried = [domains.check_oid(d) for d in wanted]
+    for oid in carried:
+        if not xref.known_domain(session, config, oid):
+            raise BadRequest(f"{oid} is not a domain of this server (enrs identity domains add)")
+    if not carried and authority is not None:
+        carried = [authority, config.rri_authority]
+    for label, value in (("application", application), ("facility", facility)):
+        if set(value) & set("|^~\\&\r\n"):
+            raise BadRequest(f"the receiving {label} has no HL7 delimiter")
+    selector = {
+        "authority": authority,
+        "domains": carried,
+        "format": FORMAT_OF[transport],
+        "application": application,
+        "facility": facility,
+    }
+    return queue.add_destination(
+        session,
+        name=name,
+        transport=transport,
+        endpoint=endpoint,
+        selector=selector,
+        headers=headers,
+    )
+
+
+def run_notifications(settings: Settings) -> None:
+    """The ``notifications`` listener of ``enrs serve``: the outbound queue's dispatcher for the
+    identity server's events, until SIGTERM."""
+    logging.basicConfig(level=settings.log_level.upper())
+    db = Database(settings.database_url)
+    db.start_checkpoints()
+    renderer = IdentityRenderer(IdentityConfig.from_settings(settings), settings.base_url)
+    dispatcher = Dispatcher(db, renderer)
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    try:
+        dispatcher.run()
+    finally:
+        db.dispose()
+
+
+LISTENER = Listener(
+    "notifications",
+    lambda s: "identity notifications (HL7 v2 over MLLP, FHIR rest-hook) from the event outbox",
+    run_notifications,
+)

@@ -1,0 +1,128 @@
+"""The notification loop: fan-out in one thread, delivery in one thread per destination."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from enrs.kit.db import Database
+from enrs.kit.outbound.queue import (
+    Backoff,
+    Destination,
+    Renderer,
+    deliver,
+    destinations,
+    fan_out,
+    fan_out_position,
+    last_event_id,
+)
+from enrs.kit.outbound.transports import transport_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """``poll``: seconds between looks at the outbox and at an idle queue; ``batch``:
+    messages sent per delivery transaction."""
+
+    poll: float = 0.5
+    batch: int = 100
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+class _Courier:
+    """Delivers one destination's queue until stopped or the destination changes."""
+
+    def __init__(self, db: Database, dest: Destination, pace: Pace, stop: threading.Event):
+        self.dest, self.db, self.pace, self.stop = dest, db, pace, stop
+        self.wake = threading.Event()
+        self.retired = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"outbound-{dest.name}", daemon=True)
+
+    def _run(self) -> None:
+        transport = transport_for(self.dest.transport, self.dest.endpoint, self.dest.headers)
+        try:
+            while not (self.stop.is_set() or self.retired.is_set()):
+                wait = self._once(transport)
+                if wait > 0:
+                    self.wake.wait(wait)
+                    self.wake.clear()
+        finally:
+            transport.close()
+
+    def _once(self, transport: object) -> float:
+        try:
+            done = deliver(
+                self.db,
+                self.dest,
+                transport,  # type: ignore[arg-type]
+                batch=self.pace.batch,
+                backoff=self.pace.backoff,
+            )
+        except Exception:
+            log.exception("notifications to %s: delivery failed", self.dest.name)
+            return self.pace.poll * 4
+        if done.failed:
+            log.warning("notifications to %s: %s", self.dest.name, done.failed)
+        if done.more:
+            return 0
+        if done.retry_in is not None:
+            return min(done.retry_in, self.pace.poll * 20)
+        return self.pace.poll * 4
+
+
+class Dispatcher:
+    """Runs until :meth:`stop`: renders new events into the queues (:func:`fan_out`) and
+    keeps one courier thread per active destination (started, restarted when the destination
+    changes, stopped when it is removed)."""
+
+    def __init__(self, db: Database, renderer: Renderer, pace: Pace = Pace()) -> None:
+        self.db, self.renderer, self.pace = db, renderer, pace
+        self._stop = threading.Event()
+        self._couriers: dict[int, _Courier] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+        for courier in self._couriers.values():
+            courier.wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("notifications: fan-out failed")
+            self._stop.wait(self.pace.poll)
+        for courier in self._couriers.values():
+            courier.thread.join(timeout=30)
+
+    def step(self) -> None:
+        """One round: sync the couriers with the destinations, fan out what is new, wake the
+        couriers that got messages."""
+        with self.db.transaction(write=False) as session:
+            current = {d.id: d for d in destinations(session)}
+            behind = last_event_id(session) > fan_out_position(session)
+        self._sync(current)
+        while behind and not self._stop.is_set():
+            with self.db.transaction(write=True) as session:
+                queued = fan_out(session, self.renderer)
+                behind = last_event_id(session) > fan_out_position(session)
+            for dest_id in queued:
+                courier = self._couriers.get(dest_id)
+                if courier is not None:
+                    courier.wake.set()
+
+    def _sync(self, current: dict[int, Destination]) -> None:
+        for dest_id, courier in list(self._couriers.items()):
+            if current.get(dest_id) != courier.dest:
+                courier.retired.set()
+                courier.wake.set()
+                courier.thread.join(timeout=60)  # one sender per destination at a time
+                del self._couriers[dest_id]
+        for dest_id, dest in current.items():
+            if dest_id not in self._couriers:
+                courier = _Courier(self.db, dest, self.pace, self._stop)
+                self._couriers[dest_id] = courier
+                courier.thread.start()
