@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tests.identity.feeders import CHU, CLINIC, register_domains
 from tests.identity.test_hl7 import Feed, code, feed, mrg, msh, pid
 from tests.identity.test_service import CONFIG
+from tests.support.live_server import free_port
 from tests.support.receivers import HttpReceiver, MllpReceiver
 from tests.support.waiting import wait_until
 
@@ -28,6 +29,7 @@ from enrs.identity.schemas import SourceIdentityIn
 from enrs.kit.audit import verify_chain
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
+from enrs.kit.errors import BadRequest, Conflict
 from enrs.kit.outbound.dispatcher import Dispatcher, Pace
 from enrs.kit.outbound.queue import Backoff, DestinationStatus, statuses
 
@@ -316,3 +318,133 @@ def test_unlink_and_identifier_change(db: Database) -> None:
         assert rri_of(db, one.patient_id)
     finally:
         store.stop()
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+def identifier_changes(db: Database, count: int) -> None:
+    """``count`` identities of the CHU, then an ADT^A47 for each (``P{n}`` → ``N{n}``)."""
+    for n in range(count):
+        feed_identity(db, CHU, f"P{n}", birth_name=f"NOM{n}", birth_date=date(1960, 1, 1 + n))
+    for n in range(count):
+        with db.transaction() as session:
+            updates.change_identifier(
+                session, authority=CHU, old_ipp=f"P{n}", new_ipp=f"N{n}", actor="test"
+            )
+
+
+def old_identifiers(messages: list[hl7.Message]) -> list[str]:
+    return [cx_list(m, "MRG", 1)[0][0] for m in messages]
+
+
+def test_a_destination_down_holds_back_no_other_and_gets_everything_in_order_when_back(
+    db: Database,
+) -> None:
+    down_mllp, down_http = free_port(), free_port()
+    up = MllpReceiver().start()
+    subscribe(db, "up", transport="mllp", endpoint=f"127.0.0.1:{up.port}", wanted=[CHU])
+    subscribe(db, "down", transport="mllp", endpoint=f"127.0.0.1:{down_mllp}", wanted=[CHU])
+    subscribe(db, "hook", transport="http", endpoint=f"http://127.0.0.1:{down_http}/")
+    subscribe(db, "chu", transport="mllp", endpoint=f"127.0.0.1:{up.port}", authority=CHU)
+    later: list[MllpReceiver | HttpReceiver] = []
+    try:
+        with dispatching(db):
+            identifier_changes(db, 5)
+            assert wait_until(lambda: len(up.messages()) == 5)
+            assert old_identifiers(up.messages()) == [f"P{n}" for n in range(5)]
+            assert wait_until(lambda: status(db, "down").head_attempts >= 2)
+            down = status(db, "down")
+            assert (down.pending, down.sent) == (5, 0)
+            assert down.head_error is not None and "cannot connect" in down.head_error
+            assert down.next_attempt_at is not None
+            hook = status(db, "hook")
+            assert hook.pending == 5 and hook.head_error is not None
+        # Stopped while two destinations are down: the queue is in the database.
+        assert status(db, "down").pending == 5
+        later = [MllpReceiver(port=down_mllp).start(), HttpReceiver(port=down_http).start()]
+        with dispatching(db):
+            assert wait_until(lambda: status(db, "down").sent == 5)
+            assert wait_until(lambda: status(db, "hook").sent == 5)
+        back, http_back = later
+        assert isinstance(back, MllpReceiver) and isinstance(http_back, HttpReceiver)
+        assert old_identifiers(back.messages()) == [f"P{n}" for n in range(5)]
+        ids = [
+            [
+                i["value"]
+                for i in p["body"]["entry"][1]["resource"]["entry"][0]["resource"]["identifier"]
+                if i["system"] == f"urn:oid:{CHU}"
+            ]
+            for p in http_back.posts()
+        ]
+        assert ids == [[f"N{n}"] for n in range(5)]  # each with the identifier of its time
+        # The CHU made the changes itself: nothing is sent back to it.
+        assert status(db, "chu").sent + status(db, "chu").pending == 0
+        assert len(up.messages()) == 5
+    finally:
+        up.stop()
+        for receiver in later:
+            receiver.stop()
+
+
+def test_a_refused_message_is_kept_as_refused_and_the_queue_goes_on(db: Database) -> None:
+    def answer(message: hl7.Message) -> str:
+        return "AE" if cx_list(message, "MRG", 1)[0][0] == "P1" else "AA"
+
+    picky, fussy_port = MllpReceiver(answer=answer).start(), free_port()
+    fussy = HttpReceiver(port=fussy_port, status=422).start()
+    subscribe(db, "picky", transport="mllp", endpoint=f"127.0.0.1:{picky.port}", wanted=[CHU])
+    subscribe(db, "fussy", transport="http", endpoint=f"http://127.0.0.1:{fussy_port}/")
+    try:
+        with dispatching(db):
+            identifier_changes(db, 3)
+            assert wait_until(lambda: status(db, "picky").sent == 2)
+            assert wait_until(lambda: status(db, "fussy").rejected == 3)
+        picky_status = status(db, "picky")
+        assert (picky_status.rejected, picky_status.pending) == (1, 0)
+        assert picky_status.last_rejection is not None
+        assert picky_status.last_rejection.startswith("ACK AE")
+        assert old_identifiers(picky.messages()) == ["P0", "P1", "P2"]
+        fussy_status = status(db, "fussy")
+        assert fussy_status.last_rejection is not None
+        assert fussy_status.last_rejection.startswith("HTTP 422")
+    finally:
+        picky.stop(), fussy.stop()
+    with db.transaction(write=False) as session:
+        refused = session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.category == "notification", AuditRecord.outcome == "8"
+            )
+        ).all()
+    assert sorted(r.agent_id for r in refused) == ["fussy", "fussy", "fussy", "picky"]
+    assert verify_chain(db).ok
+
+
+def test_a_server_error_is_tried_again(db: Database) -> None:
+    flaky = HttpReceiver(status=503).start()
+    subscribe(db, "flaky", transport="http", endpoint=f"http://127.0.0.1:{flaky.port}/")
+    try:
+        with dispatching(db):
+            identifier_changes(db, 2)
+            assert wait_until(lambda: status(db, "flaky").head_attempts >= 2)
+            assert status(db, "flaky").sent == 0
+            flaky.status = 200
+            assert wait_until(lambda: status(db, "flaky").sent == 2)
+        assert len(flaky.posts()) >= 4  # the 503s, then both
+    finally:
+        flaky.stop()
+
+
+def test_subscriptions_are_checked(db: Database) -> None:
+    with pytest.raises(BadRequest, match="not a registered domain"):
+        subscribe(db, "x", transport="mllp", endpoint="127.0.0.1:2576", authority="1.2.3.4")
+    with pytest.raises(BadRequest, match="HOST:PORT"):
+        subscribe(db, "x", transport="mllp", endpoint="localhost")
+    with pytest.raises(BadRequest, match="URL"):
+        subscribe(db, "x", transport="http", endpoint="ftp://example.org/")
+    with pytest.raises(BadRequest, match="not a domain of this server"):
+        subscribe(db, "x", transport="mllp", endpoint="127.0.0.1:2576", wanted=["1.2.3.9"])
+    subscribe(db, "x", transport="mllp", endpoint="127.0.0.1:2576", authority=CLINIC)
+    with pytest.raises(Conflict):
+        subscribe(db, "x", transport="http", endpoint="http://127.0.0.1:8/")
+    assert status(db, "x").selector["domains"] == [CLINIC, RRI_OID]
