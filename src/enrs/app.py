@@ -37,7 +37,7 @@ from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
-from enrs.system import api_docs, audit_endpoints, fhir_endpoints
+from enrs.system import api_docs, audit_endpoints, fhir_endpoints, notification_endpoints
 from enrs.system import endpoints as system_endpoints
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(accounts_endpoints.router)
     app.include_router(fhir_endpoints.router)
     app.include_router(audit_endpoints.router)
+    app.include_router(notification_endpoints.router)
     app.include_router(identity_endpoints.router)
     app.include_router(identity_tasks.router)
     app.include_router(portal_endpoints.router)

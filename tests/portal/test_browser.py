@@ -35,7 +35,11 @@ def test_login_reaches_services_page(browser: Browser, server: LiveServer, tmp_p
     page.wait_for_url(server.base_url + "/")
     assert page.locator("h1").inner_text() == "Services de la plateforme"
     # The demo admin sees the services an admin may open, each card a link.
-    assert page.locator(".services li h2").all_inner_texts() == ["Traçabilité", "Mon compte"]
+    assert page.locator(".services li h2").all_inner_texts() == [
+        "Traçabilité",
+        "Notifications",
+        "Mon compte",
+    ]
     page.screenshot(path=str(tmp_path / "services.png"), full_page=True)
     page.click("text=Traçabilité")
     page.wait_for_url("**/admin/audit")

@@ -1,5 +1,5 @@
 """The portal (French web UI): login (local account or external OIDC provider), services page,
-account page, audit trail for admins. Server-rendered with Jinja2."""
+account page, audit trail and notification queues for admins. Server-rendered with Jinja2."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from enrs.accounts import oidc as oidc_rp
 from enrs.accounts import repository as accounts_repository
 from enrs.accounts import service as accounts_service
 from enrs.accounts.models import OidcLoginState
+from enrs.identity import domains as identity_domains
 from enrs.kit.audit.search import AUDIT_FILTERS, search_audit
 from enrs.kit.db import utcnow
 from enrs.kit.errors import EnrsError, Forbidden
 from enrs.kit.http import (
+    ACTION,
     SESSION_COOKIE,
     WRITES,
     DbSession,
@@ -26,7 +28,9 @@ from enrs.kit.http import (
     new_entry,
     set_agent,
 )
+from enrs.kit.outbound.queue import retry_now, statuses
 from enrs.kit.security import totp
+from enrs.kit.security.principal import Principal
 from enrs.portal.auth import CSRF_COOKIE, PortalUser, csrf_matches, new_csrf
 from enrs.settings import Settings
 
@@ -46,6 +50,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         "Traçabilité",
         "Journal d'audit des accès aux données de santé",
         "/admin/audit",
+        frozenset({"admin"}),
+    ),
+    (
+        "Notifications",
+        "Abonnements des établissements et services : files d'envoi, erreurs, relance",
+        "/admin/notifications",
         frozenset({"admin"}),
     ),
     ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
@@ -330,3 +340,45 @@ def audit_page(request: Request, user: PortalUser, session: DbSession) -> HTMLRe
         filters=filters,
         csrf=accounts_service.session_csrf(session, user),
     )
+
+
+def _admin_page(request: Request, user: Principal, interaction: str, resource: str) -> None:
+    entry = new_entry(
+        request, "admin", interaction, action=ACTION[interaction], resource_type=resource
+    )
+    set_agent(entry, user)
+    if "admin" not in user.roles:
+        raise Forbidden("réservé aux administrateurs")
+
+
+@router.get("/admin/notifications")
+def notifications_page(
+    request: Request, user: PortalUser, session: DbSession, message: str = ""
+) -> HTMLResponse:
+    """The notification destinations and their queues, for admins (audited)."""
+    _admin_page(request, user, "search-type", "Subscription")
+    notices = {"retry": "La file sera réessayée dans la seconde."}
+    return _render(
+        request,
+        "notifications.html",
+        destinations=statuses(session),
+        labels=identity_domains.labels(session),
+        message=notices.get(message, ""),
+        csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.post("/admin/notifications/{name}/relancer")
+def notifications_retry(
+    request: Request,
+    name: str,
+    user: PortalUser,
+    session: DbSession,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    _admin_page(request, user, "update", "Subscription")
+    if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
+        raise Forbidden("jeton CSRF invalide")
+    retry_now(session, name)
+    request.state.audit[-1].entity_ref = f"Subscription/{name}"[:256]
+    return RedirectResponse("/admin/notifications?message=retry", 303)

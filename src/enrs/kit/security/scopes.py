@@ -102,7 +102,9 @@ class ScopeSet:
 # Roles of people and the scopes each one brings. Kept as data; services add care-relationship
 # checks on top (a professional only reaches patients of their care teams).
 ROLES: dict[str, str] = {
-    "admin": "user/AuditEvent.rs user/Practitioner.cruds user/Organization.cruds",
+    "admin": (
+        "user/AuditEvent.rs user/Practitioner.cruds user/Organization.cruds user/Subscription.rus"
+    ),
     "identitovigilance": "user/Patient.cruds user/Task.rus user/AuditEvent.rs",
     "professional": "user/Patient.rs user/DocumentReference.crus user/Binary.r",
     "auditor": "user/AuditEvent.rs",
