@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -77,7 +78,7 @@ class MllpReceiver:
 
 
 class HttpReceiver:
-    """An HTTP server on ``port`` recording each POST (path, headers, JSON body) and
+    """An HTTP server on ``port`` recording each POST (path, headers, JSON body, when) and
     answering ``status`` (default 200)."""
 
     def __init__(self, port: int | None = None, status: int = 200) -> None:
@@ -101,6 +102,7 @@ class HttpReceiver:
                             "path": self.path,
                             "headers": dict(self.headers.items()),
                             "body": json.loads(body),
+                            "at": time.monotonic(),
                         }
                     )
                 self.send_response(receiver.status)

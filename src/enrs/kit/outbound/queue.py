@@ -153,7 +153,7 @@ class Backoff:
     at most ``most``."""
 
     first: float = 1.0
-    most: float = 30.0
+    most: float = 10.0
 
     def delay(self, attempts: int) -> float:
         return float(min(self.most, self.first * 2 ** max(0, attempts - 1)))
