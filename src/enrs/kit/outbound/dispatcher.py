@@ -27,7 +27,7 @@ class Pace:
     """``poll``: seconds between looks at the outbox and at an idle queue; ``batch``:
     messages sent per delivery transaction."""
 
-    poll: float = 0.5
+    poll: float = 0.2
     batch: int = 100
     backoff: Backoff = field(default_factory=Backoff)
 

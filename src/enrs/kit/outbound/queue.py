@@ -225,13 +225,22 @@ def _record(
     now = utcnow()
     entries = []
     with db.transaction(write=True) as session:
-        for row, refused in outcomes:
-            status = SENT if refused is None else REJECTED
+        delivered = [row.id for row, refused in outcomes if refused is None]
+        if delivered:
             session.execute(
                 update(m)
-                .where(m.id == row.id)
-                .values(status=status, attempts=m.attempts + 1, sent_at=now, last_error=refused)
+                .where(m.id.in_(delivered))
+                .values(status=SENT, attempts=m.attempts + 1, sent_at=now, last_error=None)
             )
+        for row, refused in outcomes:
+            if refused is not None:
+                session.execute(
+                    update(m)
+                    .where(m.id == row.id)
+                    .values(
+                        status=REJECTED, attempts=m.attempts + 1, sent_at=now, last_error=refused
+                    )
+                )
             entries.append(_audit(dest, row, refused))
             result.ids.append(row.id)
             if refused is None:
