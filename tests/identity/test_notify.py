@@ -448,3 +448,36 @@ def test_subscriptions_are_checked(db: Database) -> None:
     with pytest.raises(Conflict):
         subscribe(db, "x", transport="http", endpoint="http://127.0.0.1:8/")
     assert status(db, "x").selector["domains"] == [CLINIC, RRI_OID]
+
+
+def test_one_sender_per_database_the_other_stands_in(db: Database) -> None:
+    store = MllpReceiver().start()
+    subscribe(db, "entrepot", transport="mllp", endpoint=f"127.0.0.1:{store.port}", wanted=[CHU])
+    other_db = Database(db.url)
+    pair = [
+        Dispatcher(d, IdentityRenderer(CONFIG, "http://testserver"), FAST) for d in (db, other_db)
+    ]
+    threads = [threading.Thread(target=d.run) for d in pair]
+    for thread in threads:
+        thread.start()
+    try:
+        identifier_changes(db, 3)
+        assert wait_until(lambda: status(db, "entrepot").sent == 3)
+        [holder] = [d for d in pair if d._couriers]  # the other waited: nothing sent twice
+        assert old_identifiers(store.messages()) == ["P0", "P1", "P2"]
+        holder.stop()
+        threads[pair.index(holder)].join(30)
+        # The holder gone, the stand-in sends.
+        with db.transaction() as session:
+            updates.change_identifier(
+                session, authority=CHU, old_ipp="N0", new_ipp="M0", actor="test"
+            )
+        assert wait_until(lambda: status(db, "entrepot").sent == 4)
+        assert old_identifiers(store.messages()) == ["P0", "P1", "P2", "N0"]
+    finally:
+        for dispatcher in pair:
+            dispatcher.stop()
+        for thread in threads:
+            thread.join(30)
+        other_db.dispose()
+        store.stop()

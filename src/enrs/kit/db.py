@@ -8,7 +8,10 @@ successful commit and are dropped on rollback.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -214,6 +217,55 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def sole(self, name: str, stop: threading.Event, every: float = 1.0) -> Iterator[bool]:
+        """Be the only process of any machine doing ``name`` on this database: wait (checking
+        ``stop`` every ``every`` seconds) until no other holds it, then hold it for the
+        ``with`` block. Yields ``False`` if stopped before. PostgreSQL: a session advisory
+        lock on a connection of its own; SQLite: an exclusive lock on a file beside the
+        database (processes of one machine, as SQLite itself)."""
+        if self.is_sqlite:
+            held = self._sole_file(name, stop, every)
+        else:
+            held = self._sole_advisory(name, stop, every)
+        with held as got:
+            yield got
+
+    @contextmanager
+    def _sole_file(self, name: str, stop: threading.Event, every: float) -> Iterator[bool]:
+        database = self.engine.url.database or ""
+        path = f"{database}-{name}.lock" if database and database != ":memory:" else None
+        if path is None:
+            yield True
+            return
+        with open(path, "a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if stop.wait(every):
+                        yield False
+                        return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _sole_advisory(self, name: str, stop: threading.Event, every: float) -> Iterator[bool]:
+        key = zlib.crc32(name.encode())
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            lock = text("SELECT pg_try_advisory_lock(:k)")
+            while not conn.execute(lock, {"k": key}).scalar():
+                if stop.wait(every):
+                    yield False
+                    return
+            try:
+                yield True
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

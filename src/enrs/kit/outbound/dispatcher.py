@@ -89,14 +89,19 @@ class Dispatcher:
             courier.wake.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                log.exception("notifications: fan-out failed")
-            self._stop.wait(self.pace.poll)
-        for courier in self._couriers.values():
-            courier.thread.join(timeout=30)
+        """Send until :meth:`stop`; while another process sends for this database, wait as
+        its stand-in (one sender per database: two would each send every queue)."""
+        with self.db.sole("outbound-dispatcher", self._stop) as mine:
+            if not mine:
+                return
+            while not self._stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("notifications: fan-out failed")
+                self._stop.wait(self.pace.poll)
+            for courier in self._couriers.values():
+                courier.thread.join(timeout=30)
 
     def step(self) -> None:
         """One round: sync the couriers with the destinations, fan out what is new, wake the
