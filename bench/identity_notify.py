@@ -16,9 +16,12 @@ runs in its own process. This process then merges, one transaction each, identit
 A{i} of the CHU for i = 0..N-1 (the service function of ADT^A40), as fast as it can. Each merge
 retires a regional patient: one ADT^A40 (or one PMIR message) per destination.
 
-Printed: merges/s; for each destination the messages received, whether they came in merge
-order without loss or duplicate, when the last one arrived (from the first merge), and the
-latency merge-commit → receipt (p50/p95; for the down destination, its drain rate once back);
+Printed: merges/s, and (baseline for the write path) merges/s of 1,000 more pairs merged first
+with no destination and no dispatcher; for each destination the messages received, whether they
+came in merge order without loss or duplicate, when the last one arrived (from the first
+merge), and the
+latency merge-commit → receipt (p50/p95; for the down destination, its backlog, how long after
+coming back it got the first message, and how fast it drained the backlog);
 the dispatcher process's CPU seconds and peak RSS. Baseline in the same run: the same A40
 bodies sent one after the other on one MLLP connection by the transport alone (no queue, no
 database): the ratio of a destination's drain rate to it is the queue's cost.
@@ -128,10 +131,10 @@ def subscribe(url: str, endpoints: dict[str, tuple[str, str]]) -> None:
     db.dispose()
 
 
-def merge_all(url: str, merges: int) -> list[float]:
+def merge_all(url: str, merges: int, first: int = 0) -> list[float]:
     db = Database(url)
     committed = []
-    for i in range(merges):
+    for i in range(first, first + merges):
         with db.transaction() as session:
             updates.merge_sources(
                 session, authority=CHU, surviving_ipp=f"A{i}", merged_ipp=f"B{i}", actor="bench"
@@ -189,8 +192,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-notify-")))
         url = stack.enter_context(database(args, folder))
-        say(f"registering {2 * args.merges} identities…")
-        register(url, args.merges)
+        extra = args.baseline_merges
+        say(f"registering {2 * (args.merges + extra)} identities…")
+        register(url, args.merges + extra)
+        # Baseline: merges with no destination and no dispatcher (their events are before
+        # every subscription: never notified).
+        started = time.monotonic()
+        merge_all(url, extra, first=args.merges)
+        alone_rate = extra / (time.monotonic() - started)
         clocks = {name: Clocked() for name in ("mllp-1", "mllp-2", "mllp-3", "mllp-down")}
         receivers: dict[str, Any] = {
             name: MllpReceiver(answer=clocks[name].mllp) for name in clocks
@@ -237,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "merges": args.merges,
             "backend": "postgresql" if args.postgres else "sqlite",
             "merges_per_s": round(args.merges / merged_in, 1),
+            "merges_per_s_without_notifications": round(alone_rate, 1),
             "merging_s": round(merged_in, 1),
             "down_s": args.down,
             "dispatcher_cpu_s": round(cpu, 1),
@@ -256,9 +266,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "latency_p95_ms": p95,
             }
             if name == "mllp-down" and got:
-                first = got[0][0]
+                # Its backlog: the merges committed while it was down; drained when the
+                # message of the last of them arrived.
+                backlog = sum(1 for c in committed if c < back_at)
+                first, caught_up = got[0][0], got[max(0, backlog - 1)][0]
+                row["backlog"] = backlog
                 row["first_after_back_s"] = round(first - back_at, 1)
-                row["drain_rate_per_s"] = round(len(got) / max(got[-1][0] - first, 1e-6), 1)
+                row["backlog_drained_in_s"] = round(caught_up - first, 1)
+                row["drain_rate_per_s"] = round(backlog / max(caught_up - first, 1e-6), 1)
             figures["destinations"][name] = row
         bare = MllpReceiver().start()
         figures["baseline_transport_per_s"] = round(baseline(url, bare), 1)
@@ -278,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--merges", type=int, default=10_000)
     parser.add_argument("--down", type=float, default=60.0, help="seconds mllp-down is down")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--baseline-merges", type=int, default=1000, help="merges timed with no notification"
+    )
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--json", type=Path)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from enrs.kit.audit.trail import append_entries
 from enrs.kit.db import Database
 from enrs.kit.outbound.queue import (
     Backoff,
     Destination,
+    Recorder,
     Renderer,
+    Work,
     deliver,
     destinations,
     fan_out,
@@ -32,11 +37,67 @@ class Pace:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+class _GroupRecorder:
+    """Commits the outcomes that every courier hands in meanwhile in one transaction (one
+    write, one fsync, one turn of the audit chain, for all destinations): couriers that keep
+    up each send a message or two per round, and a transaction each would take the single
+    SQLite writer from the identity feed. Each courier waits until its outcomes are
+    committed."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.queue: queue.SimpleQueue[tuple[Work, Future[None]] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="outbound-recorder", daemon=True)
+        self.thread.start()
+
+    def __call__(self, work: Work) -> None:
+        done: Future[None] = Future()
+        self.queue.put((work, done))
+        done.result(timeout=120)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.queue.put(None)
+                    break
+                batch.append(item)
+            try:
+                with self.db.transaction(write=True) as session:
+                    entries = [e for work, _ in batch for e in work(session)]
+                    append_entries(session.connection(), entries)
+            except Exception as exc:
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+
 class _Courier:
     """Delivers one destination's queue until stopped or the destination changes."""
 
-    def __init__(self, db: Database, dest: Destination, pace: Pace, stop: threading.Event):
-        self.dest, self.db, self.pace, self.stop = dest, db, pace, stop
+    def __init__(
+        self,
+        db: Database,
+        dest: Destination,
+        pace: Pace,
+        stop: threading.Event,
+        record: Recorder,
+    ):
+        self.dest, self.db, self.pace, self.stop, self.record = dest, db, pace, stop, record
         self.wake = threading.Event()
         self.retired = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"outbound-{dest.name}", daemon=True)
@@ -82,6 +143,11 @@ class Dispatcher:
         self.db, self.renderer, self.pace = db, renderer, pace
         self._stop = threading.Event()
         self._couriers: dict[int, _Courier] = {}
+        self._recorder: _GroupRecorder | None = None
+
+    def _record(self, work: Work) -> None:
+        assert self._recorder is not None
+        self._recorder(work)
 
     def stop(self) -> None:
         self._stop.set()
@@ -94,14 +160,18 @@ class Dispatcher:
         with self.db.sole("outbound-dispatcher", self._stop) as mine:
             if not mine:
                 return
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception:
-                    log.exception("notifications: fan-out failed")
-                self._stop.wait(self.pace.poll)
-            for courier in self._couriers.values():
-                courier.thread.join(timeout=30)
+            self._recorder = _GroupRecorder(self.db)
+            try:
+                while not self._stop.is_set():
+                    try:
+                        self.step()
+                    except Exception:
+                        log.exception("notifications: fan-out failed")
+                    self._stop.wait(self.pace.poll)
+                for courier in self._couriers.values():
+                    courier.thread.join(timeout=30)
+            finally:
+                self._recorder.close()
 
     def step(self) -> None:
         """One round: sync the couriers with the destinations, fan out what is new, wake the
@@ -111,8 +181,8 @@ class Dispatcher:
             behind = last_event_id(session) > fan_out_position(session)
         self._sync(current)
         while behind and not self._stop.is_set():
-            with self.db.transaction(write=True) as session:
-                queued = fan_out(session, self.renderer)
+            queued = fan_out(self.db, self.renderer)
+            with self.db.transaction(write=False) as session:
                 behind = last_event_id(session) > fan_out_position(session)
             for dest_id in queued:
                 courier = self._couriers.get(dest_id)
@@ -128,6 +198,6 @@ class Dispatcher:
                 del self._couriers[dest_id]
         for dest_id, dest in current.items():
             if dest_id not in self._couriers:
-                courier = _Courier(self.db, dest, self.pace, self._stop)
+                courier = _Courier(self.db, dest, self.pace, self._stop, self._record)
                 self._couriers[dest_id] = courier
                 courier.thread.start()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
@@ -92,27 +93,27 @@ def fan_out_position(session: Session) -> int:
     return cursor.last_event_id if cursor is not None else 0
 
 
-def fan_out(session: Session, renderer: Renderer, *, limit: int = 500) -> dict[int, int]:
+@dataclass
+class Rendered:
+    """The messages of the events after ``after`` up to ``upto``, to be queued together."""
+
+    after: int
+    upto: int
+    rows: list[dict[str, Any]]
+    queued: dict[int, int]  # messages per destination id
+
+
+def render_events(session: Session, renderer: Renderer, *, limit: int = 500) -> Rendered:
     """Render the events committed after the cursor (at most ``limit``) for every active
-    destination that subscribed before them, queue the messages and move the cursor, all in
-    the caller's (writing) transaction. Returns the number of messages queued per
-    destination id."""
-    cursor = session.get(OutboundCursor, FANOUT, with_for_update=True)
-    if cursor is None:
-        cursor = OutboundCursor(name=FANOUT, last_event_id=0)
-        session.add(cursor)
+    destination that subscribed before them. Only reads: rendering takes no write lock."""
+    after = fan_out_position(session)
     # Every event up to ``top`` has committed (events commit in id order: kit.events).
     top = last_event_id(session)
-    page = read_events(session, after=cursor.last_event_id, names=renderer.names, limit=limit)
+    page = read_events(session, after=after, names=renderer.names, limit=limit)
     events = [e for e in page if e.id <= top]
     more = len(page) == limit and len(events) == limit
-    if not events:
-        # Only other services' events lie ahead (or none): skip them.
-        cursor.last_event_id = max(cursor.last_event_id, top)
-        return {}
+    rendered = Rendered(after, events[-1].id if more else top, [], {})
     dests = destinations(session)
-    rows: list[dict[str, Any]] = []
-    queued: dict[int, int] = {}
     now = utcnow()
     for event in events:
         eligible = [d for d in dests if event.id > d.start_event_id]
@@ -122,13 +123,37 @@ def fan_out(session: Session, renderer: Renderer, *, limit: int = 500) -> dict[i
         for dest in eligible:
             prefix = f"{event.id}.{dest.id}"
             for n, out in enumerate(renderer.render(prepared, dest, prefix), start=1):
-                rows.append(_row(dest.id, event.id, f"{prefix}.{n}", out, now))
-                queued[dest.id] = queued.get(dest.id, 0) + 1
-    if rows:
-        session.execute(insert(OutboundMessage), rows)
-    cursor.last_event_id = events[-1].id if more else top
+                rendered.rows.append(_row(dest.id, event.id, f"{prefix}.{n}", out, now))
+                rendered.queued[dest.id] = rendered.queued.get(dest.id, 0) + 1
+    return rendered
+
+
+def queue_rendered(session: Session, rendered: Rendered) -> bool:
+    """Queue ``rendered`` and move the cursor past it, in the caller's writing transaction,
+    if the cursor is still where the rendering started (else nothing: it was queued
+    already). Whether it was queued."""
+    cursor = session.get(OutboundCursor, FANOUT, with_for_update=True)
+    if cursor is None:
+        cursor = OutboundCursor(name=FANOUT, last_event_id=0)
+        session.add(cursor)
+    if cursor.last_event_id != rendered.after:
+        return False
+    if rendered.rows:
+        session.execute(insert(OutboundMessage), rendered.rows)
+    cursor.last_event_id = max(cursor.last_event_id, rendered.upto)
     session.flush()
-    return queued
+    return True
+
+
+def fan_out(db: Database, renderer: Renderer, *, limit: int = 500) -> dict[int, int]:
+    """Render what is new (a read-only transaction), then queue it and move the cursor (a
+    short writing one). Returns the messages queued per destination id."""
+    with db.transaction(write=False) as session:
+        rendered = render_events(session, renderer, limit=limit)
+    if rendered.upto <= rendered.after:
+        return {}
+    with db.transaction(write=True) as session:
+        return rendered.queued if queue_rendered(session, rendered) else {}
 
 
 def _row(dest_id: int, event_id: int, control: str, out: Outgoing, now: datetime) -> dict[str, Any]:
@@ -178,10 +203,13 @@ def deliver(
     *,
     batch: int = 100,
     backoff: Backoff = Backoff(),
+    record: Recorder | None = None,
 ) -> Delivery:
     """Send the head of ``dest``'s queue in order, at most ``batch`` messages, stopping at
     the first transport failure; then record the outcomes, and audit each message delivered
-    or refused, in one transaction. Nothing is held locked while sending."""
+    or refused, in one transaction (``record``: a writer that may commit several
+    destinations' outcomes in one transaction; by default one of its own). Nothing is held
+    locked while sending."""
     m = OutboundMessage
     with db.transaction(write=False) as session:
         head = list(
@@ -208,60 +236,73 @@ def deliver(
             result.failed = str(exc)[:2000]
             break
         outcomes.append((row, refused))
-    _record(db, dest, outcomes, head, result, backoff)
+    (record or own_transaction(db))(partial(_record, dest, outcomes, head, result, backoff))
     result.more = result.failed is None and len(head) == batch
     return result
 
 
+Work = Callable[[Session], list[AuditEntry]]
+Recorder = Callable[[Work], None]
+
+
+def own_transaction(db: Database) -> Recorder:
+    """A :data:`Recorder` committing each outcome in a transaction of its own, its audit
+    entries appended last."""
+
+    def record(work: Work) -> None:
+        with db.transaction(write=True) as session:
+            append_entries(session.connection(), work(session))
+
+    return record
+
+
 def _record(
-    db: Database,
     dest: Destination,
     outcomes: list[tuple[Any, str | None]],
     head: Sequence[Any],
     result: Delivery,
     backoff: Backoff,
-) -> None:
+    session: Session,
+) -> list[AuditEntry]:
+    """Write the outcomes of one delivery in ``session``; return their audit entries."""
     m = OutboundMessage
     now = utcnow()
     entries = []
-    with db.transaction(write=True) as session:
-        delivered = [row.id for row, refused in outcomes if refused is None]
-        if delivered:
+    delivered = [row.id for row, refused in outcomes if refused is None]
+    if delivered:
+        session.execute(
+            update(m)
+            .where(m.id.in_(delivered))
+            .values(status=SENT, attempts=m.attempts + 1, sent_at=now, last_error=None)
+        )
+    for row, refused in outcomes:
+        if refused is not None:
             session.execute(
                 update(m)
-                .where(m.id.in_(delivered))
-                .values(status=SENT, attempts=m.attempts + 1, sent_at=now, last_error=None)
+                .where(m.id == row.id)
+                .values(status=REJECTED, attempts=m.attempts + 1, sent_at=now, last_error=refused)
             )
-        for row, refused in outcomes:
-            if refused is not None:
-                session.execute(
-                    update(m)
-                    .where(m.id == row.id)
-                    .values(
-                        status=REJECTED, attempts=m.attempts + 1, sent_at=now, last_error=refused
-                    )
-                )
-            entries.append(_audit(dest, row, refused))
-            result.ids.append(row.id)
-            if refused is None:
-                result.sent += 1
-            else:
-                result.rejected += 1
-        if result.failed is not None:
-            failing = head[len(outcomes)]
-            attempts = 1 + int(session.scalar(select(m.attempts).where(m.id == failing.id)) or 0)
-            delay = backoff.delay(attempts)
-            session.execute(
-                update(m)
-                .where(m.id == failing.id)
-                .values(
-                    attempts=attempts,
-                    last_error=result.failed,
-                    next_attempt_at=now + timedelta(seconds=delay),
-                )
+        entries.append(_audit(dest, row, refused))
+        result.ids.append(row.id)
+        if refused is None:
+            result.sent += 1
+        else:
+            result.rejected += 1
+    if result.failed is not None:
+        failing = head[len(outcomes)]
+        attempts = 1 + int(session.scalar(select(m.attempts).where(m.id == failing.id)) or 0)
+        delay = backoff.delay(attempts)
+        session.execute(
+            update(m)
+            .where(m.id == failing.id)
+            .values(
+                attempts=attempts,
+                last_error=result.failed,
+                next_attempt_at=now + timedelta(seconds=delay),
             )
-            result.retry_in = delay
-        append_entries(session.connection(), entries)
+        )
+        result.retry_in = delay
+    return entries
 
 
 def _audit(dest: Destination, row: Any, refused: str | None) -> AuditEntry:
