@@ -22,7 +22,7 @@ from enrs.kit.outbound.queue import (
     fan_out_position,
     last_event_id,
 )
-from enrs.kit.outbound.transports import transport_for
+from enrs.kit.outbound.transports import Transport, transport_for
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,15 @@ class _Courier:
         finally:
             transport.close()
 
-    def _once(self, transport: object) -> float:
+    def _once(self, transport: Transport) -> float:
         try:
             done = deliver(
                 self.db,
                 self.dest,
-                transport,  # type: ignore[arg-type]
+                transport,
                 batch=self.pace.batch,
                 backoff=self.pace.backoff,
+                record=self.record,
             )
         except Exception:
             log.exception("notifications to %s: delivery failed", self.dest.name)
