@@ -19,6 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
+from enrs.identity import subscription_endpoints as identity_subscription_endpoints
 from enrs.identity import subscriptions as identity_subscriptions
 from enrs.identity import task_endpoints as identity_tasks
 from enrs.identity.config import IdentityConfig
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     audit_endpoints.register_capabilities(capabilities)
     identity_endpoints.register_capabilities(capabilities, identity_config)
     identity_tasks.register_capabilities(capabilities)
+    identity_subscription_endpoints.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -96,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notification_endpoints.router)
     app.include_router(identity_endpoints.router)
     app.include_router(identity_tasks.router)
+    app.include_router(identity_subscription_endpoints.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

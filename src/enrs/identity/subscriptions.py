@@ -38,11 +38,14 @@ def subscribe(
     application: str = "",
     facility: str = "",
     headers: dict[str, str] | None = None,
+    owner: str | None = None,
+    reason: str = "",
 ) -> Destination:
     """A new destination for the identity server's notifications. ``authority``: the
     facility's registered domain (it is told about the patients it holds); none: a service,
     told about every patient. ``wanted``: the identifier domains its messages carry (default:
-    its own and the RRI; every domain it may see when it has no authority)."""
+    its own and the RRI; every domain it may see when it has no authority). ``owner``: the
+    system client that made it (a FHIR Subscription), the only one that reads or ends it."""
     if transport not in FORMAT_OF:
         raise BadRequest(f"unknown transport {transport!r} (mllp or http)")
     if authority is not None:
@@ -64,6 +67,8 @@ def subscribe(
         "application": application,
         "facility": facility,
     }
+    if owner is not None:
+        selector |= {"owner": owner, "reason": reason}
     return queue.add_destination(
         session,
         name=name,
