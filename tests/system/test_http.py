@@ -13,7 +13,9 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     cap = response.json()
     assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
-    assert set(resources) == {"AuditEvent", "Patient", "Task"}
+    assert set(resources) == {"AuditEvent", "Patient", "Subscription", "Task"}
+    subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
+    assert subscription == {"create", "read", "search-type", "delete"}
     assert "French rules" in resources["Patient"]["documentation"]
     task_ops = {o["name"] for o in resources["Task"]["operation"]}
     assert task_ops == {"decide", "undo"}
