@@ -643,13 +643,40 @@ def test_a_facility_merges_its_own_identities_over_iti_104(
     assert refused.status_code == 403
 
 
-def test_identifiers_not_kept_are_said_in_the_outcome(client: TestClient, token: str) -> None:
+def test_other_identifiers_kept_when_their_domain_is_registered(
+    client: TestClient, token: str
+) -> None:
+    """An identifier of a registered domain is kept with the identity and cross-referenced;
+    one of an unregistered domain is ignored, and the OperationOutcome says why."""
     body = fr_patient("1")
-    body["identifier"].append({"system": "urn:oid:1.2.250.1.71.4.2.2.77", "value": "X9"})
+    body["identifier"] += [
+        {"system": "urn:oid:1.2.250.1.71.4.2.2.77", "value": "X9"},
+        {
+            "system": f"urn:oid:{GP}",
+            "value": "G42",
+            "type": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                ]
+            },
+        },
+    ]
     answer = feed(client, token, body, Prefer="return=OperationOutcome")
     assert answer.status_code == 201, answer.text
     issues = answer.json()["issue"]
     assert issues[0]["severity"] == "information"
     warnings = [i for i in issues if i["severity"] == "warning"]
     assert len(warnings) == 1 and warnings[0]["expression"] == ["Patient.identifier"]
-    assert "urn:oid:1.2.250.1.71.4.2.2.77|X9 ignored" in warnings[0]["diagnostics"]
+    assert "'X9' (untyped, 1.2.250.1.71.4.2.2.77) ignored" in warnings[0]["diagnostics"]
+    assert "not registered" in warnings[0]["diagnostics"]
+    # Kept: answered with the identity, and a PIX query by it finds the patient.
+    read = client.get(answer.headers["Location"], headers=auth(token)).json()
+    assert (f"urn:oid:{GP}", "G42") in {(i["system"], i["value"]) for i in read["identifier"]}
+    found = pix(client, token, f"sourceIdentifier=urn:oid:{GP}|G42")
+    assert found.status_code == 200, found.text
+    assert (f"urn:oid:{CHU}", "1") in identifiers(found.json())
+    by_ipp = pix(client, token, f"sourceIdentifier=urn:oid:{CHU}|1")
+    assert (f"urn:oid:{GP}", "G42") in identifiers(by_ipp.json())
+    # A new version without it: no longer kept.
+    assert feed(client, token, fr_patient("1")).status_code == 200
+    assert pix(client, token, f"sourceIdentifier=urn:oid:{GP}|G42").status_code == 404

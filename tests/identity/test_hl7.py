@@ -641,17 +641,25 @@ def test_pdq_query_errors_locate_their_field(feed: Feed) -> None:
     assert code(feed.send(msh("A28", "9") + pid("9"))) == "AA"
 
 
-def test_identifiers_not_kept_are_said_in_the_ack(feed: Feed) -> None:
-    """Only the IPP and the INS are stored: a social-security number, an untyped number or a
-    second INS in PID-3 is ignored, and the ACK says so (ERR severity W at PID-3)."""
+def test_other_identifiers_kept_or_said_ignored_in_the_ack(feed: Feed) -> None:
+    """PID-3 besides the IPP and the INS: another facility's number in a registered domain is
+    kept and cross-referenced; a number with no authority, a second number of the facility's
+    own domain are ignored, and the ACK says why (ERR severity W at PID-3)."""
     extra = pid("300").replace(
-        f"300^^^&{CHU}&ISO^PI", f"300^^^&{CHU}&ISO^PI~1850597209123^^^^SS~77^^^&{CHU}&ISO"
+        f"300^^^&{CHU}&ISO^PI",
+        f"300^^^&{CHU}&ISO^PI~1850597209123^^^^SS~77^^^&{CHU}&ISO~C555^^^&{CLINIC}&ISO^PI",
     )
     answer = feed.send(msh("A28", "1") + extra)
     assert code(answer) == "AA"
     notes = [(str(seg[4]), str(seg[2]), str(seg[8])) for seg in answer if str(seg[0]) == "ERR"]
     ignored = [n for n in notes if "ignored" in n[2]]
     assert [(sev, where) for sev, where, _ in ignored] == [("W", "PID^1^3"), ("W", "PID^1^3")]
-    assert "'1850597209123' (SS, no assigning authority)" in ignored[0][2]
-    assert "'77' (untyped" in ignored[1][2]
+    assert "'1850597209123' (SS, no assigning authority) ignored" in ignored[0][2]
+    assert "'77' (untyped" in ignored[1][2] and "facility's own domain" in ignored[1][2]
     assert feed.source(CHU, "300") is not None and feed.source(CHU, "77") is None
+    # The clinic's number: a PIX query by it finds the CHU's identity (no clinic identity).
+    found = feed.send(qbp("2", "C555", CLINIC))
+    assert code(found) == "AA" and str(found["QAK.F2"]) == "OK", found
+    assert "300" in str(found.segment("PID")[3])
+    by_ipp = feed.send(qbp("3", "300"))
+    assert "C555" in str(by_ipp.segment("PID")[3])

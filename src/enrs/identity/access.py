@@ -32,7 +32,7 @@ not read through this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -42,7 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.identity import repository
 from enrs.identity.config import IdentityConfig
-from enrs.identity.models import RegionalPatient, SourceIdentity
+from enrs.identity.models import OtherIdentifier, RegionalPatient, SourceIdentity
 from enrs.identity.traits import INS_NIR_OID
 
 S = SourceIdentity
@@ -128,23 +128,44 @@ def _ins(source: SourceIdentity) -> Identifier:
 
 
 def source_identifiers(
-    source: SourceIdentity, rri: str, config: IdentityConfig, *, fed_by_caller: bool = False
+    source: SourceIdentity,
+    rri: str,
+    config: IdentityConfig,
+    *,
+    fed_by_caller: bool = False,
+    others: Sequence[OtherIdentifier] = (),
 ) -> list[Identifier]:
     """What a caller sees of one identity: its IPP, its INS when trusted (or when the caller
-    has just fed it: the ITI-104 answer), the RRI of its regional patient."""
+    has just fed it: the ITI-104 answer), the other identifiers kept with it
+    (:mod:`.others`), the RRI of its regional patient."""
     found = [Identifier(source.ipp, source.authority, "PI")]
     if source.ins and (fed_by_caller or ins_trusted(source)):
         found.append(_ins(source))
+    found += [_other(o) for o in others]
     return [*found, Identifier(rri, config.rri_authority, "RRI")]
 
 
+def _other(row: OtherIdentifier) -> Identifier:
+    return Identifier(row.value, row.system, row.type_code or "PI")
+
+
 def patient_identifiers(
-    sources: Sequence[SourceIdentity], rri: str, config: IdentityConfig
+    sources: Sequence[SourceIdentity],
+    rri: str,
+    config: IdentityConfig,
+    others: Mapping[int, Sequence[OtherIdentifier]] | None = None,
 ) -> list[Identifier]:
     """What a caller sees of a regional patient: the IPP of each of its readable identities,
-    the INS of its qualified ones (each once), its RRI."""
+    the INS of its qualified ones (each once), the other identifiers kept with them
+    (``others`` by identity id; each once, none that an IPP already lists), its RRI."""
     readable = visible(sources)
     found = [Identifier(s.ipp, s.authority, "PI") for s in readable]
     for ins in dict.fromkeys(_ins(s) for s in readable if ins_trusted(s)):
         found.append(ins)
+    listed = {(i.system, i.value) for i in found}
+    for source in readable:
+        for row in (others or {}).get(source.id, ()):
+            if (row.system, row.value) not in listed:
+                listed.add((row.system, row.value))
+                found.append(_other(row))
     return [*found, Identifier(rri, config.rri_authority, "RRI")]

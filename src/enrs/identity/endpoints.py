@@ -175,8 +175,10 @@ def iti_119_match(
     )
     base = request.app.state.settings.fhir_base
     entries = []
+    others = repository.others_of(session, [r.source.id for r in results])
     for result in results:
-        shown = access.source_identifiers(result.source, result.rri, config)
+        kept = others.get(result.source.id, [])
+        shown = access.source_identifiers(result.source, result.rri, config, others=kept)
         resource = fhir.source_to_fhir(result.source, result.rri, shown)
         entry = bundle_entry(resource, base_url=base, score=round(result.probability, 6))
         entry["search"]["extension"] = [{"url": MATCH_GRADE, "valueCode": result.grade}]
@@ -219,23 +221,13 @@ def _feed_headers(result: FeedResult) -> dict[str, str]:
     return headers
 
 
-def _ignored_identifiers(
-    fields: fhir.PatientFields, authority: str, ipp: str, config: IdentityConfig
-) -> list[dict[str, Any]]:
-    """Warnings for the Patient.identifier entries not kept: only the IPP and the INS are
-    stored (the RRI echoed back is the server's own)."""
-    kept = {(f"urn:oid:{authority}", ipp)}
-    if fields.ins and fields.ins_system:
-        kept.add((f"urn:oid:{fields.ins_system}", fields.ins))
+def _ignored_identifiers(result: FeedResult) -> list[dict[str, Any]]:
+    """A warning for each Patient.identifier not kept (:mod:`.others` says why)."""
     return [
         outcome_issue(
-            f"identifier {system}|{value} ignored: only the IPP and the INS are kept",
-            code="informational",
-            severity="warning",
-            expression=["Patient.identifier"],
+            note, code="informational", severity="warning", expression=["Patient.identifier"]
         )
-        for system, value in fields.identifiers
-        if (system, value) not in kept and system != config.rri_system
+        for note in result.ignored
     ]
 
 
@@ -305,9 +297,12 @@ def _feed(
         return Response(status_code=status, headers=headers)
     if wanted == "OperationOutcome":
         body = _feed_outcome(result, source)
-        body["issue"] += _ignored_identifiers(fields, authority, ipp, config)
+        body["issue"] += _ignored_identifiers(result)
     else:
-        shown = access.source_identifiers(source, result.rri, config, fed_by_caller=True)
+        kept = repository.others_of(session, [source.id]).get(source.id, [])
+        shown = access.source_identifiers(
+            source, result.rri, config, fed_by_caller=True, others=kept
+        )
         body = fhir.source_to_fhir(source, result.rri, shown)
     return FhirJSONResponse(body, status_code=status, headers=headers)
 
@@ -454,8 +449,11 @@ def _search(request: Request, session: Session) -> FhirJSONResponse:
         base_url=base,
         strict=prefers_strict(request),
     )
+    others = repository.others_of(session, [s.id for s, _ in page.rows])
     resources = [
-        fhir.source_to_fhir(s, rri, access.source_identifiers(s, rri, config))
+        fhir.source_to_fhir(
+            s, rri, access.source_identifiers(s, rri, config, others=others.get(s.id, []))
+        )
         for s, rri in page.rows
     ]
     if page.domains:  # ITI-78 case 2: only the identifiers of the domains asked for
@@ -492,13 +490,15 @@ def _read_patient(request: Request, patient_id: str, session: Session) -> FhirJS
     if readable is not None:
         source, rri = readable
         _audit_patient(request, rri, f"Patient/{source.id}")
-        shown = access.source_identifiers(source, rri, config)
+        kept = repository.others_of(session, [source.id]).get(source.id, [])
+        shown = access.source_identifiers(source, rri, config, others=kept)
         return FhirJSONResponse(fhir.source_to_fhir(source, rri, shown))
     patient = repository.patient_by_rri(session, patient_id) if len(patient_id) <= 32 else None
     if patient is not None:
         current = xref.follow_merges(session, patient)
         sources = access.patient_sources(session, patient.id)
-        identifiers = access.patient_identifiers(sources, patient.rri, config)
+        others = repository.others_of(session, [s.id for s in sources])
+        identifiers = access.patient_identifiers(sources, patient.rri, config, others)
         survivor = current.rri if current is not None and current.id != patient.id else None
         resource = fhir.regional_to_fhir(patient, sources, identifiers, survivor)
         _audit_patient(request, patient.rri, f"Patient/{patient.rri}")

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from enrs.identity.access import Identifier
 from enrs.identity.models import RegionalPatient, SourceIdentity
-from enrs.identity.schemas import SourceIdentityIn, Telecom
+from enrs.identity.schemas import OfferedIdentifier, SourceIdentityIn, Telecom
 from enrs.identity.traits import (
     ATTRIBUTES,
     INS_DEMO_NIR_OID,
@@ -98,6 +98,7 @@ class PatientFields:
     """What an FR Core Patient says about an identity, before the service's validation."""
 
     identifiers: list[tuple[str, str]] = field(default_factory=list)
+    identifier_types: dict[tuple[str, str], str] = field(default_factory=dict)
     birth_name: str | None = None
     used_name: str | None = None
     given_names: list[str] = field(default_factory=list)
@@ -224,6 +225,13 @@ def _read_identifiers(resource: dict[str, Any], fields: PatientFields) -> None:
         if not system or not value:
             continue
         fields.identifiers.append((system, value))
+        codings = (
+            (ident.get("type") or {}).get("coding") if isinstance(ident.get("type"), dict) else None
+        )
+        if isinstance(codings, list) and codings and isinstance(codings[0], dict):
+            code = codings[0].get("code")
+            if isinstance(code, str) and code:
+                fields.identifier_types[(system, value)] = code[:8]
         oid = oid_of(system)
         if oid in INS_TYPES:
             rank = _INS_PREFERENCE.index(oid) + (10 if ident.get("use") == "old" else 0)
@@ -315,10 +323,21 @@ def source_identity_in(fields: PatientFields, *, authority: str, ipp: str) -> So
         raise _invalid("Patient.name", "a birth name (use 'official', with a family) is required")
     if not fields.given_names:
         raise _invalid("Patient.name.given", "at least one birth first name is required")
+    kept = {(f"urn:oid:{authority}", ipp)}
+    if fields.ins and fields.ins_system:
+        kept.add((f"urn:oid:{fields.ins_system}", fields.ins))
+    offered = [
+        OfferedIdentifier(
+            system=oid_of(system) or system, value=value, type=fields.identifier_types.get(key)
+        )
+        for key in fields.identifiers
+        if key not in kept
+        for system, value in [key]
+    ]
     try:
         traits = {f.name: getattr(fields, f.name) for f in dataclass_fields(fields)}
-        del traits["identifiers"]
-        return SourceIdentityIn(authority=authority, ipp=ipp, **traits)
+        del traits["identifiers"], traits["identifier_types"]
+        return SourceIdentityIn(authority=authority, ipp=ipp, other_identifiers=offered, **traits)
     except ValidationError as exc:
         problems = [
             f"{_FIELD_PATHS.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}"

@@ -161,3 +161,22 @@ class IdentityDomain(Base):
     namespace: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OtherIdentifier(Base):
+    """An identifier a facility gave for one of its identities besides its IPP and the INS
+    (another facility's number it knows, a national or foreign number), kept because its domain
+    is registered: answered with that identity and cross-referenced (a PIX query by it finds
+    the regional patient). Replaced as a whole by each new version of the identity."""
+
+    __tablename__ = "identity_other_identifier"
+    __table_args__ = (
+        UniqueConstraint("source_id", "system", "value"),
+        Index("ix_identity_other_identifier_key", "system", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("identity_source.id"), index=True)
+    system: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(64))
+    type_code: Mapped[str | None] = mapped_column(String(8))

@@ -137,6 +137,7 @@ def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender)
         assert prepared is not None
         known = repository.source(session, key.id) if key is not None else None
         result = service.feed_prepared(session, matcher, prepared, known, actor=sender.actor)
+        msg.repairs.extend(f"PID-3: {note}" for note in result.ignored)
         action = "C" if result.created else "U"
         return Handled(touched=[Touched(result.rri, f"{data.authority}|{data.ipp}", action)])
 
@@ -167,7 +168,8 @@ def _merge(
             if repository.source_by_key(session, authority, surviving) is None:
                 data = identity_from_pid(config, pid, None, msg.repairs, facility=facility)
                 try:
-                    service.feed(session, matcher, data, actor=sender.actor, config=config)
+                    fed = service.feed(session, matcher, data, actor=sender.actor, config=config)
+                    msg.repairs.extend(f"PID-3: {note}" for note in fed.ignored)
                 except Unprocessable as exc:
                     raise _refusal(exc) from None
             result = updates.merge_sources(

@@ -24,7 +24,7 @@ from datetime import date
 from pydantic import ValidationError
 
 from enrs.identity.config import IdentityConfig
-from enrs.identity.schemas import OID, SourceIdentityIn, Telecom
+from enrs.identity.schemas import OID, OfferedIdentifier, SourceIdentityIn, Telecom
 from enrs.identity.traits import ATTRIBUTES, INS_NIA_OID, INS_NIR_OID, INS_OIDS, STATUSES
 from enrs.kit.hl7v2 import STANDARD, Segment, V2Error
 
@@ -254,27 +254,31 @@ def _status(pid: Segment, notes: list[str]) -> tuple[str, frozenset[str]]:
     return (statuses[0] if statuses else "PROV"), frozenset(c for c in codes if c in ATTRIBUTES)
 
 
-def _note_ignored(
+def offered_identifiers(
     config: IdentityConfig,
     pid: Segment,
-    notes: list[str],
     kept: tuple[str, str],
     ins_cx: Cx | None,
-) -> None:
-    """Say which PID-3 identifiers are not kept (a foreign or social-security number, a second
-    INS, another number of the facility): only the IPP and the INS are stored; the regional
-    identifier (``RRI``) echoed back and the former computed INS (``INS-C``) are ours or
-    obsolete, and pass silently."""
+    notes: list[str],
+) -> list[OfferedIdentifier]:
+    """The PID-3 identifiers besides the IPP and the INS (a foreign or social-security number,
+    another facility's number, a second INS…), for :mod:`.others` to keep or refuse; the
+    regional identifier (``RRI``) echoed back and the former computed INS (``INS-C``) are ours
+    or obsolete, and pass silently."""
+    found = []
     for cx in identifiers(pid, 3):
         if cx is ins_cx or cx.type_code in ("RRI", "INS-C"):
             continue
         if not cx.is_ins and (cx.authority(config), cx.value) == kept:
             continue
         domain = cx.ins_system if cx.is_ins else cx.authority(config)
-        named = f"{cx.type_code or 'untyped'}, {domain or cx.namespace or 'no assigning authority'}"
-        notes.append(
-            f"PID-3: identifier {cx.value!r} ({named}) ignored: only the IPP and the INS are kept"
+        if len(cx.value) > 64:
+            notes.append(f"PID-3: identifier {cx.value[:20]!r}… ignored: over 64 characters")
+            continue
+        found.append(
+            OfferedIdentifier(system=domain, value=cx.value, type=cx.type_code[:8] or None)
         )
+    return found
 
 
 def identity_from_pid(
@@ -289,7 +293,7 @@ def identity_from_pid(
     it cannot be read. Repairs are appended to ``notes``."""
     authority, ipp = ipp_of(config, pid, 3, notes, facility=facility)
     ins_cx = next((c for c in identifiers(pid, 3) if c.is_ins), None)
-    _note_ignored(config, pid, notes, (authority, ipp), ins_cx)
+    offered = offered_identifiers(config, pid, (authority, ipp), ins_cx, notes)
     birth_name, used_name, given = _names(pid, notes)
     status, attributes = _status(pid, notes)
     sex = pid.get(8).upper()
@@ -311,6 +315,7 @@ def identity_from_pid(
             attributes=attributes,
             method_collection=(zfd.get(5) or None) if zfd else None,
             validation_mode=(zfd.get(7) or None) if zfd else None,
+            other_identifiers=offered[:20],
             **_addresses(pid),
         )
     except ValidationError as exc:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
+    delete,
     func,
     insert,
     or_,
@@ -32,6 +33,7 @@ from enrs.identity.models import (
     IdentityDomain,
     IdentityLink,
     IdentityTask,
+    OtherIdentifier,
     RegionalPatient,
     SourceIdentity,
 )
@@ -113,6 +115,46 @@ def key_of(session: Session, authority: str, ipp: str) -> Key | None:
     """Id and state of the identity ``ipp`` of ``authority``, without loading it."""
     row = _conn(session).execute(_KEY, {"a": authority, "i": ipp}).first()
     return Key(*row) if row is not None else None
+
+
+def replace_others(
+    session: Session, source_id: int, others: list[tuple[str, str, str | None]], *, fresh: bool
+) -> None:
+    """The other identifiers ``(system, value, type)`` of an identity, instead of those it had
+    (``fresh``: a new identity, it has none)."""
+    if not fresh:
+        session.execute(delete(OtherIdentifier).where(OtherIdentifier.source_id == source_id))
+    if others:
+        rows = [
+            {"source_id": source_id, "system": s, "value": v, "type_code": t} for s, v, t in others
+        ]
+        session.execute(insert(OtherIdentifier), rows)
+
+
+def others_of(session: Session, source_ids: list[int]) -> dict[int, list[OtherIdentifier]]:
+    """The other identifiers of each identity of ``source_ids`` (in the order they were given)."""
+    found: dict[int, list[OtherIdentifier]] = {}
+    if source_ids:
+        stmt = (
+            select(OtherIdentifier)
+            .where(OtherIdentifier.source_id.in_(source_ids))
+            .order_by(OtherIdentifier.id)
+        )
+        for row in session.scalars(stmt):
+            found.setdefault(row.source_id, []).append(row)
+    return found
+
+
+def sources_with_other(session: Session, system: str, value: str) -> list[SourceIdentity]:
+    """The active identities given the other identifier ``value`` of ``system``."""
+    other = OtherIdentifier
+    stmt = (
+        select(S)
+        .join(other, other.source_id == S.id)
+        .where(other.system == system, other.value == value, S.active.is_(True))
+        .order_by(S.id)
+    )
+    return list(session.scalars(stmt))
 
 
 def domain(session: Session, oid: str) -> IdentityDomain | None:

@@ -15,6 +15,16 @@ class Telecom(BaseModel):
     value: str = Field(min_length=1, max_length=256)
 
 
+class OfferedIdentifier(BaseModel):
+    """An identifier sent with an identity besides its IPP and its INS (PID-3, or
+    Patient.identifier): ``system`` its domain's OID (``None`` when it names none), ``type`` the
+    HL7 table 0203 code when given. Kept if its domain is registered (:mod:`.others`)."""
+
+    system: str | None = Field(None, max_length=256)
+    value: str = Field(min_length=1, max_length=64)
+    type: str | None = Field(None, max_length=8)
+
+
 class SourceIdentityIn(BaseModel):
     """A facility's identity of a patient, as received (ITI-104, ADT A28/A31/A01/A04/A08)."""
 
@@ -37,6 +47,7 @@ class SourceIdentityIn(BaseModel):
     attributes: frozenset[str] = frozenset()
     method_collection: str | None = Field(None, max_length=8)
     validation_mode: str | None = Field(None, max_length=8)
+    other_identifiers: list[OfferedIdentifier] = Field(default_factory=list, max_length=20)
 
     @field_validator("given_names")
     @classmethod
@@ -56,4 +67,7 @@ class FeedResult(BaseModel):
     link_method: str
     score: float | None = None
     task: Literal["DUPLICATE", "COLLISION"] | None = None
+    ignored: list[str] = Field(
+        default_factory=list, description="Identifiers sent but not kept, each with why"
+    )
     task_id: int | None = None

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from enrs.identity import repository, snapshots
+from enrs.identity import others, repository, snapshots
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher, PairScore
@@ -119,6 +119,8 @@ def keep_version(session: Session, source: SourceIdentity, *, actor: str) -> Non
     its traits, link, key and state) before it changes; its version number goes up."""
     data = {**json.loads(snapshot(source)), "authority": source.authority, "ipp": source.ipp}
     data["active"] = source.active
+    kept = repository.others_of(session, [source.id]).get(source.id, [])
+    data["other_identifiers"] = [[o.system, o.value, o.type_code] for o in kept]
     session.add(
         SourceIdentityVersion(
             source_id=source.id,
@@ -406,6 +408,7 @@ class Prepared:
     values: dict[str, Any]
     traits: Traits
     attributes: frozenset[str]
+    config: IdentityConfig
     ahead: Ahead = field(default_factory=Ahead)
 
 
@@ -439,7 +442,7 @@ def prepare(data: SourceIdentityIn, config: IdentityConfig) -> Prepared:
         postal_code=data.postal_code,
         ins=ins,
     )
-    return Prepared(data, ins, values, traits, frozenset(data.attributes))
+    return Prepared(data, ins, values, traits, frozenset(data.attributes), config)
 
 
 def prescore(session: Session, matcher: Matcher, prepared: Prepared) -> None:
@@ -485,8 +488,28 @@ def feed_prepared(
     actor: str,
 ) -> FeedResult:
     """:func:`feed` in two steps: ``prepared`` before the transaction (:func:`prepare`), then
-    this, given the identity of the same key (``repository.source_by_key``) or ``None``."""
+    this, given the identity of the same key (``repository.source_by_key``) or ``None``. The
+    identifiers sent besides the IPP and the INS are kept or ignored as :mod:`.others` says
+    (``FeedResult.ignored``)."""
     set_origin(session, prepared.data.authority)
+    data = prepared.data
+    result = _feed_prepared(session, matcher, prepared, existing, actor=actor)
+    kept, ignored = others.sort(session, prepared.config, data.authority, data.other_identifiers)
+    if kept or existing is not None:
+        rows = [(str(o.system), o.value, o.type) for o in kept]
+        repository.replace_others(session, result.source_id, rows, fresh=existing is None)
+    result.ignored = ignored
+    return result
+
+
+def _feed_prepared(
+    session: Session,
+    matcher: Matcher,
+    prepared: Prepared,
+    existing: SourceIdentity | None,
+    *,
+    actor: str,
+) -> FeedResult:
     if existing is not None:
         return _update(session, matcher, existing, prepared.data, prepared.ins, actor=actor)
     decision = decide(

@@ -8,8 +8,10 @@ ask it, which only render the answer:
 The rules:
 
 - an identifier is an IPP of an assigning authority that fed the registry (an *active*
-  identity's), the regional identifier (RRI, authority ``{root}.1``), or an INS (an accepted INS
-  OID) carried by a *qualified* identity (:mod:`.access`, rule 4); any other domain is unknown;
+  identity's), the regional identifier (RRI, authority ``{root}.1``), an INS (an accepted INS
+  OID) carried by a *qualified* identity (:mod:`.access`, rule 4), or, when no identity of its
+  domain has it, an identifier a facility gave with its identity (:mod:`.others`: its domain
+  registered); any other domain is unknown;
 - it leads to the active regional patient it belongs to, merges followed (``merged_into``), at
   most :data:`MAX_MERGE_HOPS` of them and never twice the same patient; a chain ending on an
   inactive patient, looping or longer leads nowhere (not found);
@@ -125,6 +127,9 @@ def resolve(
         source = repository.source_by_key(session, oid, value)
         if source is not None and access.is_readable(source):
             found = [repository.patient(session, source.patient_id)]
+        elif source is None:  # no identity of that domain: the identifiers others gave
+            holders = repository.sources_with_other(session, oid, value)
+            found = [repository.patient(session, pid) for pid in {s.patient_id for s in holders}]
     active = [follow_merges(session, p) for p in found if p is not None]
     patients = sorted({p.id: p for p in active if p is not None}.values(), key=lambda p: p.id)
     if not patients:
@@ -149,7 +154,8 @@ def cross_reference(
     answer = []
     for patient in patients:
         sources = access.patient_sources(session, patient.id)
-        listed = access.patient_identifiers(sources, patient.rri, config)
+        others = repository.others_of(session, [s.id for s in sources])
+        listed = access.patient_identifiers(sources, patient.rri, config, others)
         kept = [
             i
             for i in listed
