@@ -680,3 +680,63 @@ def test_other_identifiers_kept_when_their_domain_is_registered(
     # A new version without it: no longer kept.
     assert feed(client, token, fr_patient("1")).status_code == 200
     assert pix(client, token, f"sourceIdentifier=urn:oid:{GP}|G42").status_code == 404
+
+
+def test_the_whole_demographic_record_comes_back(client: TestClient, token: str) -> None:
+    """What an FR Core Patient says beyond the matching traits is kept and given back as fed:
+    prefixes, every name, address and telecom, marital status, multiple birth, contacts,
+    language, general practitioner, managing organisation."""
+    body = fr_patient("1")
+    body["name"][0]["prefix"] = ["MME"]
+    body["name"].append({"use": "usual", "family": "ANDRÉ", "given": ["Marie-Line"]})
+    body["telecom"] += [
+        {"system": "phone", "value": "0696 11 22 33", "use": "mobile"},
+        {"system": "email", "value": "mljoseph@example.org"},
+    ]
+    body["address"].append(
+        {"use": "work", "line": ["CHU Pierre Zobda-Quitman"], "city": "Fort-de-France"}
+    )
+    extra = {
+        "maritalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}
+            ]
+        },
+        "multipleBirthInteger": 2,
+        "contact": [
+            {
+                "relationship": [
+                    {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/v2-0131", "code": "N"}
+                        ]
+                    }
+                ],
+                "name": {"family": "JOSEPH", "given": ["Paul"]},
+                "telecom": [{"system": "phone", "value": "0596 99 88 77"}],
+            }
+        ],
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "fr"}]}}],
+        "generalPractitioner": [
+            {
+                "display": "Dr Lise MARIE",
+                "identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810000000001"},
+            }
+        ],
+        "managingOrganization": {"display": "CHU de Martinique"},
+    }
+    body |= extra
+    made = feed(client, token, body)
+    assert made.status_code == 201, made.text
+    read = client.get(made.headers["Location"], headers=auth(token)).json()
+    for name in ("name", "telecom", "address", *extra):
+        assert read[name] == body[name], name
+    found = client.get("/fhir/Patient", params={"family": "JOSEPH"}, headers=auth(token)).json()
+    assert found["entry"][0]["resource"]["contact"] == extra["contact"]
+    # A new version without them: the record is what was fed last.
+    assert feed(client, token, fr_patient("1")).status_code == 200
+    again = client.get(made.headers["Location"], headers=auth(token)).json()
+    assert "maritalStatus" not in again and len(again["telecom"]) == 1
+    # A malformed element: refused, nothing changed.
+    bad = feed(client, token, {**fr_patient("1"), "maritalStatus": "M"})
+    assert bad.status_code == 422 and "Patient.maritalStatus" in bad.text

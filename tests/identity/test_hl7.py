@@ -663,3 +663,24 @@ def test_other_identifiers_kept_or_said_ignored_in_the_ack(feed: Feed) -> None:
     assert "300" in str(found.segment("PID")[3])
     by_ipp = feed.send(qbp("3", "300"))
     assert "C555" in str(by_ipp.segment("PID")[3])
+
+
+def test_the_whole_demographic_record_comes_back_in_pdq(feed: Feed) -> None:
+    """PID-5 (every name, prefix), PID-11 (every address), PID-13, PID-15, PID-16, PID-24,
+    PID-25 as fed are given back in the PDQ answer."""
+    fields = pid("400").rstrip("\r").split("|")
+    fields[5] = "JOSEPH^Marie-Line^Marie-Line Rose^^MME^^L~ANDRE^Marie-Line^^^^^D"
+    fields[11] = (
+        "12 rue Schoelcher^^Fort-de-France^^97200^FRA^H~^^^^^^BDL^^97209"
+        "~1 rue du Port^^Le Robert^^97231^FRA^O"
+    )
+    fields[13] = "^PRN^PH^^^^^^^^^0596123456~^NET^Internet^ml@example.org"
+    while len(fields) < 26:
+        fields.append("")
+    fields[15], fields[16], fields[24], fields[25] = "fr^French^ISO639", "M", "Y", "2"
+    message = msh("A28", "1") + "|".join(fields) + "\r" + "NK1|1|JOSEPH^Paul|SPO\r"
+    assert code(feed.send(message)) == "AA"
+    answer = feed.send(q22("2", "@PID.5.1.1^JOSEPH", "@PID.7.1^19610409"))
+    [found] = [seg for seg in answer if str(seg[0]) == "PID"]
+    for n in (5, 11, 13, 15, 16, 24, 25):
+        assert str(found[n]) == fields[n], n

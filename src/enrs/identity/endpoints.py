@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from enrs.identity import access, fhir, repository, search, updates, xref
+from enrs.identity import access, fhir, record, repository, search, updates, xref
 from enrs.identity import service as identity_service
 from enrs.identity.auth import PatientFeed, PatientRead, PatientSearch, actor, check_writer
 from enrs.identity.config import IdentityConfig
@@ -275,6 +275,7 @@ def _feed(
     if (f"urn:oid:{authority}", ipp) not in fields.identifiers:
         raise BadRequest(f"the Patient must carry its IPP urn:oid:{authority}|{ipp}")
     data = fhir.source_identity_in(fields, authority=authority, ipp=ipp)
+    data.record = record.from_fhir(resource)
     config = identity_config(request)
     result = identity_service.feed(
         session, request.app.state.matcher, data, actor=actor(principal), config=config

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from enrs.identity import record
 from enrs.identity.access import Identifier
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.schemas import OfferedIdentifier, SourceIdentityIn, Telecom
@@ -451,6 +452,7 @@ def source_to_fhir(
         "address": _address(source),
         "link": [{"other": {"reference": f"Patient/{rri}"}, "type": "refer"}],
     }
+    resource |= record.fhir_elements(source.record)  # as fed, when fed over FHIR
     return {k: v for k, v in resource.items() if v not in (None, [])}
 
 

@@ -69,6 +69,8 @@ class SourceIdentity(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The demographic record as fed, beyond the traits above (:mod:`.record`): JSON.
+    record: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("authority", "ipp"),

@@ -109,7 +109,12 @@ def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender)
     """ITI-30 A28/A31 (and A01/A04/A05/A08): create or update the identity, then match."""
     pid = required(msg, "PID")
     data = identity_from_pid(
-        config, pid, msg.segment("ZFD"), msg.repairs, facility=sender.facility_oid
+        config,
+        pid,
+        msg.segment("ZFD"),
+        msg.repairs,
+        facility=sender.facility_oid,
+        segments=msg.segments,
     )
     try:
         prepared: service.Prepared | None = service.prepare(data, config)

@@ -17,12 +17,13 @@ region registers its own).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
 from pydantic import ValidationError
 
+from enrs.identity import record
 from enrs.identity.config import IdentityConfig
 from enrs.identity.schemas import OID, OfferedIdentifier, SourceIdentityIn, Telecom
 from enrs.identity.traits import ATTRIBUTES, INS_NIA_OID, INS_NIR_OID, INS_OIDS, STATUSES
@@ -288,6 +289,7 @@ def identity_from_pid(
     notes: list[str],
     *,
     facility: str | None,
+    segments: Sequence[Segment] = (),
 ) -> SourceIdentityIn:
     """Map a PAM-FR PID (and ZFD) to the identity service's input; :class:`V2Error` (AR) when
     it cannot be read. Repairs are appended to ``notes``."""
@@ -316,6 +318,7 @@ def identity_from_pid(
             method_collection=(zfd.get(5) or None) if zfd else None,
             validation_mode=(zfd.get(7) or None) if zfd else None,
             other_identifiers=offered[:20],
+            record=record.from_v2(pid, segments),
             **_addresses(pid),
         )
     except ValidationError as exc:

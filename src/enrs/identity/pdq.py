@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from enrs.identity import access, domains, repository, xref
+from enrs.identity import access, domains, record, repository, xref
 from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
@@ -274,6 +274,8 @@ def pid_segment(
         fields[11] = place.lstrip("~")
     fields[13] = "~".join(_xtn(t) for t in _telecoms(source.telecom))
     fields[32] = source.status
+    for n, text in record.pid_fields(source.record).items():  # as fed, when fed over HL7 v2
+        fields[n] = text
     return "PID|" + "|".join(fields[1:]).rstrip("|")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -48,6 +48,9 @@ class SourceIdentityIn(BaseModel):
     method_collection: str | None = Field(None, max_length=8)
     validation_mode: str | None = Field(None, max_length=8)
     other_identifiers: list[OfferedIdentifier] = Field(default_factory=list, max_length=20)
+    record: dict[str, Any] | None = Field(
+        None, description="The demographic record as fed, beyond the traits (identity.record)"
+    )
 
     @field_validator("given_names")
     @classmethod

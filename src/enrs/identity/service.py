@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from enrs.identity import others, repository, snapshots
+from enrs.identity import others, record, repository, snapshots
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher, PairScore
@@ -82,6 +82,7 @@ def _columns(data: SourceIdentityIn, ins: str | None) -> dict[str, Any]:
         "n_first_given": normalize_name(data.given_names[0]),
         "birth_year": birth_date.year if birth_date else None,
         "updated_at": utcnow(),
+        "record": record.dump(data.record),
     }
 
 
@@ -110,6 +111,7 @@ def snapshot(source: SourceIdentity) -> str:
         "method_collection",
         "validation_mode",
         "patient_id",
+        "record",
     )
     return json.dumps({f: getattr(source, f) for f in fields}, default=str)
 

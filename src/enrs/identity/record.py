@@ -1,0 +1,103 @@
+"""The demographic record of an identity as its facility fed it, beyond the traits the
+matching reads (names, birth date and place, sex, one address, telecoms, INS): prefixes and
+suffixes, every name, address and telecom, marital status, multiple birth, contacts (next of
+kin), language, general practitioner, managing organisation. Kept with the identity
+(``identity_source.record``, JSON; in its versions too) and given back to PDQ and PDQm
+consumers in the protocol it came in:
+
+- from FHIR (ITI-104), the Patient elements ``name``, ``telecom``, ``address``,
+  ``maritalStatus``, ``multipleBirth[x]``, ``contact``, ``communication``,
+  ``generalPractitioner``, ``managingOrganization`` as fed; a FHIR read or search returns
+  them as they are;
+- from HL7 v2 (ADT), PID-5 (every name, with prefix and suffix), PID-11 (every address),
+  PID-13 and PID-14 (every telecom), PID-15 (language), PID-16 (marital status), PID-24 and
+  PID-25 (multiple birth and order), and the PD1 and NK1 segments, as fed (in the standard
+  delimiters); a PDQ answer (RSP^K22) writes those PID fields as fed.
+
+An identity fed over one protocol and read over the other gets the traits (the same as
+before): the record is not translated between HL7 v2 and FHIR."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from enrs.kit.errors import Unprocessable
+from enrs.kit.hl7v2 import Segment
+
+FHIR_ELEMENTS: dict[str, type | tuple[type, ...]] = {
+    "name": list,
+    "telecom": list,
+    "address": list,
+    "maritalStatus": dict,
+    "multipleBirthBoolean": bool,
+    "multipleBirthInteger": int,
+    "contact": list,
+    "communication": list,
+    "generalPractitioner": list,
+    "managingOrganization": dict,
+}
+PID_FIELDS = (5, 11, 13, 14, 15, 16, 24, 25)
+SEGMENTS = ("PD1", "NK1")
+MAX_BYTES = 32_768
+
+
+def from_fhir(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of an FR Core Patient; 422 naming the element that has the wrong type."""
+    kept: dict[str, Any] = {}
+    for name, kind in FHIR_ELEMENTS.items():
+        if name not in resource:
+            continue
+        value = resource[name]
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if kind is list and not wrong:
+            wrong = not all(isinstance(item, dict) for item in value)
+        if wrong:
+            raise Unprocessable(f"Patient.{name}: not a valid {name}", issue_code="structure")
+        kept[name] = value
+    return {"fhir": kept} if kept else None
+
+
+def from_v2(pid: Segment, segments: Sequence[Segment]) -> dict[str, Any] | None:
+    """The record of a PID and the message's PD1 and NK1 segments."""
+    fields = {str(n): text for n in PID_FIELDS if (text := pid.standard(n))}
+    extra = [seg.text() for seg in segments if seg.name in SEGMENTS]
+    if not fields and not extra:
+        return None
+    return {"v2": {"PID": fields, "segments": extra}}
+
+
+def dump(record: dict[str, Any] | None) -> str | None:
+    """The column's value; 422 when the record is over :data:`MAX_BYTES`."""
+    if not record:
+        return None
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    if len(text.encode()) > MAX_BYTES:
+        raise Unprocessable(
+            f"the demographic record is over {MAX_BYTES // 1024} KB", issue_code="too-costly"
+        )
+    return text
+
+
+def _load(column: str | None) -> dict[str, Any]:
+    try:
+        found = json.loads(column) if column else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def fhir_elements(column: str | None) -> dict[str, Any]:
+    """The FHIR elements of a record fed over FHIR (none for another)."""
+    elements = _load(column).get("fhir")
+    return elements if isinstance(elements, dict) else {}
+
+
+def pid_fields(column: str | None) -> dict[int, str]:
+    """The PID fields (number → text in the standard delimiters) of a record fed over HL7."""
+    v2 = _load(column).get("v2")
+    fields = v2.get("PID") if isinstance(v2, dict) else None
+    if not isinstance(fields, dict):
+        return {}
+    return {int(k): str(v) for k, v in fields.items() if str(k).isdigit()}
