@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import MetaData, Table, insert, text
 
 from enrs.kit.db import Database
 from enrs.kit.migrate import alembic_config
@@ -55,8 +56,6 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
 
     from enrs.accounts import service as accounts_service
     from enrs.identity import repository, service
-    from enrs.identity.matching.engine import EmbeddedMatcher
-    from enrs.identity.matching.model import MatchModel
 
     fed, client_oid, sender_oid = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.3.4.5"
     cfg = alembic_config(database_url)
@@ -64,8 +63,17 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
     db = Database(database_url)
     try:
         with db.transaction() as session:
-            matcher = EmbeddedMatcher(MatchModel.load())
-            service.feed(session, matcher, person(fed, "1"), actor="test", config=CONFIG)
+            # An identity as that schema holds it (today's ORM has columns added since).
+            conn = session.connection()
+            tables = MetaData()
+            patients = Table("identity_patient", tables, autoload_with=conn)
+            sources = Table("identity_source", tables, autoload_with=conn)
+            now = datetime.now(UTC)
+            row = {"rri": "R1", "active": True, "created_at": now, "updated_at": now}
+            patient_id = conn.execute(insert(patients).values(row)).inserted_primary_key[0]
+            values = service.prepare(person(fed, "1"), CONFIG).values
+            old = {k: v for k, v in values.items() if k in sources.c}
+            conn.execute(insert(sources).values({**old, "patient_id": patient_id}))
             accounts_service.create_client(
                 session, name="DPI", scope="system/Patient.cu", authorities=[client_oid]
             )
