@@ -32,7 +32,8 @@ not read through this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -42,7 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.identity import repository
 from enrs.identity.config import IdentityConfig
-from enrs.identity.models import OtherIdentifier, RegionalPatient, SourceIdentity
+from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.traits import INS_NIR_OID
 
 S = SourceIdentity
@@ -133,7 +134,6 @@ def source_identifiers(
     config: IdentityConfig,
     *,
     fed_by_caller: bool = False,
-    others: Sequence[OtherIdentifier] = (),
 ) -> list[Identifier]:
     """What a caller sees of one identity: its IPP, its INS when trusted (or when the caller
     has just fed it: the ITI-104 answer), the other identifiers kept with it
@@ -141,31 +141,35 @@ def source_identifiers(
     found = [Identifier(source.ipp, source.authority, "PI")]
     if source.ins and (fed_by_caller or ins_trusted(source)):
         found.append(_ins(source))
-    found += [_other(o) for o in others]
+    found += others_of(source)
     return [*found, Identifier(rri, config.rri_authority, "RRI")]
 
 
-def _other(row: OtherIdentifier) -> Identifier:
-    return Identifier(row.value, row.system, row.type_code or "PI")
+def others_of(source: SourceIdentity) -> list[Identifier]:
+    """The other identifiers kept with ``source`` (:mod:`.others`; the column of its row)."""
+    try:
+        rows = json.loads(source.other_identifiers) if source.other_identifiers else []
+    except ValueError:
+        return []
+    return [Identifier(str(v), str(s), str(t or "PI")) for s, v, t in rows]
 
 
 def patient_identifiers(
     sources: Sequence[SourceIdentity],
     rri: str,
     config: IdentityConfig,
-    others: Mapping[int, Sequence[OtherIdentifier]] | None = None,
 ) -> list[Identifier]:
     """What a caller sees of a regional patient: the IPP of each of its readable identities,
     the INS of its qualified ones (each once), the other identifiers kept with them
-    (``others`` by identity id; each once, none that an IPP already lists), its RRI."""
+    (each once, none that an IPP already lists), its RRI."""
     readable = visible(sources)
     found = [Identifier(s.ipp, s.authority, "PI") for s in readable]
     for ins in dict.fromkeys(_ins(s) for s in readable if ins_trusted(s)):
         found.append(ins)
     listed = {(i.system, i.value) for i in found}
     for source in readable:
-        for row in (others or {}).get(source.id, ()):
-            if (row.system, row.value) not in listed:
-                listed.add((row.system, row.value))
-                found.append(_other(row))
+        for other in others_of(source):
+            if (other.system, other.value) not in listed:
+                listed.add((other.system, other.value))
+                found.append(other)
     return [*found, Identifier(rri, config.rri_authority, "RRI")]

@@ -175,10 +175,8 @@ def iti_119_match(
     )
     base = request.app.state.settings.fhir_base
     entries = []
-    others = repository.others_of(session, [r.source.id for r in results])
     for result in results:
-        kept = others.get(result.source.id, [])
-        shown = access.source_identifiers(result.source, result.rri, config, others=kept)
+        shown = access.source_identifiers(result.source, result.rri, config)
         resource = fhir.source_to_fhir(result.source, result.rri, shown)
         entry = bundle_entry(resource, base_url=base, score=round(result.probability, 6))
         entry["search"]["extension"] = [{"url": MATCH_GRADE, "valueCode": result.grade}]
@@ -300,10 +298,7 @@ def _feed(
         body = _feed_outcome(result, source)
         body["issue"] += _ignored_identifiers(result)
     else:
-        kept = repository.others_of(session, [source.id]).get(source.id, [])
-        shown = access.source_identifiers(
-            source, result.rri, config, fed_by_caller=True, others=kept
-        )
+        shown = access.source_identifiers(source, result.rri, config, fed_by_caller=True)
         body = fhir.source_to_fhir(source, result.rri, shown)
     return FhirJSONResponse(body, status_code=status, headers=headers)
 
@@ -450,11 +445,8 @@ def _search(request: Request, session: Session) -> FhirJSONResponse:
         base_url=base,
         strict=prefers_strict(request),
     )
-    others = repository.others_of(session, [s.id for s, _ in page.rows])
     resources = [
-        fhir.source_to_fhir(
-            s, rri, access.source_identifiers(s, rri, config, others=others.get(s.id, []))
-        )
+        fhir.source_to_fhir(s, rri, access.source_identifiers(s, rri, config))
         for s, rri in page.rows
     ]
     if page.domains:  # ITI-78 case 2: only the identifiers of the domains asked for
@@ -491,15 +483,13 @@ def _read_patient(request: Request, patient_id: str, session: Session) -> FhirJS
     if readable is not None:
         source, rri = readable
         _audit_patient(request, rri, f"Patient/{source.id}")
-        kept = repository.others_of(session, [source.id]).get(source.id, [])
-        shown = access.source_identifiers(source, rri, config, others=kept)
+        shown = access.source_identifiers(source, rri, config)
         return FhirJSONResponse(fhir.source_to_fhir(source, rri, shown))
     patient = repository.patient_by_rri(session, patient_id) if len(patient_id) <= 32 else None
     if patient is not None:
         current = xref.follow_merges(session, patient)
         sources = access.patient_sources(session, patient.id)
-        others = repository.others_of(session, [s.id for s in sources])
-        identifiers = access.patient_identifiers(sources, patient.rri, config, others)
+        identifiers = access.patient_identifiers(sources, patient.rri, config)
         survivor = current.rri if current is not None and current.id != patient.id else None
         resource = fhir.regional_to_fhir(patient, sources, identifiers, survivor)
         _audit_patient(request, patient.rri, f"Patient/{patient.rri}")

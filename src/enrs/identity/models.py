@@ -71,6 +71,9 @@ class SourceIdentity(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The demographic record as fed, beyond the traits above (:mod:`.record`): JSON.
     record: Mapped[str | None] = mapped_column(Text)
+    # The other identifiers kept (:mod:`.others`), JSON [[system, value, type]]: read with the
+    # row; ``identity_other_identifier`` holds them too, for look-ups by identifier.
+    other_identifiers: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("authority", "ipp"),

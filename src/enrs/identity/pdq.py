@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from enrs.identity import access, domains, record, repository, xref
+from enrs.identity import access, domains, record, xref
 from enrs.identity.access import Identifier
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
@@ -320,9 +320,8 @@ def pdq_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
     namespaces = domains.namespaces(session)
     pids = []
     handled_touched = []
-    others = repository.others_of(session, [source.id for source, _ in rows])
     for n, (source, rri) in enumerate(rows, start=1):
-        shown = access.source_identifiers(source, rri, config, others=others.get(source.id, []))
+        shown = access.source_identifiers(source, rri, config)
         if wanted:
             shown = [i for i in shown if i.system in wanted]
         pids.append(pid_segment(n, source, shown, namespaces))

@@ -131,20 +131,6 @@ def replace_others(
         session.execute(insert(OtherIdentifier), rows)
 
 
-def others_of(session: Session, source_ids: list[int]) -> dict[int, list[OtherIdentifier]]:
-    """The other identifiers of each identity of ``source_ids`` (in the order they were given)."""
-    found: dict[int, list[OtherIdentifier]] = {}
-    if source_ids:
-        stmt = (
-            select(OtherIdentifier)
-            .where(OtherIdentifier.source_id.in_(source_ids))
-            .order_by(OtherIdentifier.id)
-        )
-        for row in session.scalars(stmt):
-            found.setdefault(row.source_id, []).append(row)
-    return found
-
-
 def sources_with_other(session: Session, system: str, value: str) -> list[SourceIdentity]:
     """The active identities given the other identifier ``value`` of ``system``."""
     other = OtherIdentifier

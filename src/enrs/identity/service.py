@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -112,6 +112,7 @@ def snapshot(source: SourceIdentity) -> str:
         "validation_mode",
         "patient_id",
         "record",
+        "other_identifiers",
     )
     return json.dumps({f: getattr(source, f) for f in fields}, default=str)
 
@@ -121,8 +122,6 @@ def keep_version(session: Session, source: SourceIdentity, *, actor: str) -> Non
     its traits, link, key and state) before it changes; its version number goes up."""
     data = {**json.loads(snapshot(source)), "authority": source.authority, "ipp": source.ipp}
     data["active"] = source.active
-    kept = repository.others_of(session, [source.id]).get(source.id, [])
-    data["other_identifiers"] = [[o.system, o.value, o.type_code] for o in kept]
     session.add(
         SourceIdentityVersion(
             source_id=source.id,
@@ -495,10 +494,13 @@ def feed_prepared(
     (``FeedResult.ignored``)."""
     set_origin(session, prepared.data.authority)
     data = prepared.data
-    result = _feed_prepared(session, matcher, prepared, existing, actor=actor)
     kept, ignored = others.sort(session, prepared.config, data.authority, data.other_identifiers)
-    if kept or existing is not None:
-        rows = [(str(o.system), o.value, o.type) for o in kept]
+    rows = [(str(o.system), o.value, o.type) for o in kept]
+    column = json.dumps(rows) if rows else None
+    had = existing is not None and existing.other_identifiers is not None
+    prepared = replace(prepared, values={**prepared.values, "other_identifiers": column})
+    result = _feed_prepared(session, matcher, prepared, existing, actor=actor)
+    if rows or had:
         repository.replace_others(session, result.source_id, rows, fresh=existing is None)
     result.ignored = ignored
     return result
@@ -513,7 +515,10 @@ def _feed_prepared(
     actor: str,
 ) -> FeedResult:
     if existing is not None:
-        return _update(session, matcher, existing, prepared.data, prepared.ins, actor=actor)
+        others_column = prepared.values["other_identifiers"]
+        return _update(
+            session, matcher, existing, prepared.data, prepared.ins, others_column, actor=actor
+        )
     decision = decide(
         session,
         matcher,
@@ -557,6 +562,7 @@ def _update(
     source: SourceIdentity,
     data: SourceIdentityIn,
     ins: str | None,
+    others_column: str | None,
     *,
     actor: str,
 ) -> FeedResult:
@@ -565,6 +571,7 @@ def _update(
     keep_version(session, source, actor=actor)
     before = snapshot(source)
     _apply(source, data, ins)
+    source.other_identifiers = others_column
     session.flush()
     if snapshot(source) != before:
         emit(session, "identity.updated", {"source_id": source.id, "patient_id": source.patient_id})

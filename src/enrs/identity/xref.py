@@ -154,8 +154,7 @@ def cross_reference(
     answer = []
     for patient in patients:
         sources = access.patient_sources(session, patient.id)
-        others = repository.others_of(session, [s.id for s in sources])
-        listed = access.patient_identifiers(sources, patient.rri, config, others)
+        listed = access.patient_identifiers(sources, patient.rri, config)
         kept = [
             i
             for i in listed

@@ -18,6 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Plain ALTER TABLE: a batch operation would rebuild the table on SQLite and lose the
+    # triggers of the change log (20261204_0300).
+    op.add_column("identity_source", sa.Column("other_identifiers", sa.Text(), nullable=True))
     op.create_table(
         "identity_other_identifier",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -58,3 +61,4 @@ def downgrade() -> None:
         op.f("ix_identity_other_identifier_source_id"), table_name="identity_other_identifier"
     )
     op.drop_table("identity_other_identifier")
+    op.drop_column("identity_source", "other_identifiers")
