@@ -166,7 +166,7 @@ def _write_batch(conn: Any, pg: bool, batch: dict[str, list[Row]]) -> None:
             copy = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
             with conn.cursor() as cur, cur.copy(copy) as cp:
                 for row in rows:
-                    cp.write_row([row[name] for name in names])
+                    cp.write_row([row.get(name) for name in names])  # absent: NULL
         else:  # conn is a SQLAlchemy connection
             conn.execute(insert(table), rows)
         rows.clear()
