@@ -13,7 +13,7 @@ from datetime import date
 import hl7
 import pytest
 from sqlalchemy import select
-from tests.identity.feeders import CHU, CLINIC, register_domains
+from tests.identity.feeders import CHU, CLINIC, GP, register_domains
 from tests.identity.test_hl7 import Feed, code, feed, mrg, msh, pid
 from tests.identity.test_service import CONFIG
 from tests.support.live_server import free_port
@@ -25,7 +25,7 @@ from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.identity.notify import IdentityRenderer
-from enrs.identity.schemas import SourceIdentityIn
+from enrs.identity.schemas import OfferedIdentifier, SourceIdentityIn
 from enrs.kit.audit import verify_chain
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
@@ -480,4 +480,23 @@ def test_one_sender_per_database_the_other_stands_in(db: Database) -> None:
         for thread in threads:
             thread.join(30)
         other_db.dispose()
+        store.stop()
+
+
+def test_the_other_identifiers_kept_are_carried(db: Database) -> None:
+    register_domains(db, [GP])
+    other = OfferedIdentifier(system=GP, value="G1", type="PI")
+    feed_identity(db, CHU, "7", other_identifiers=[other])
+    store = MllpReceiver().start()
+    subscribe(db, "cabinet", transport="mllp", endpoint=f"127.0.0.1:{store.port}", wanted=[CHU, GP])
+    try:
+        with dispatching(db):
+            with db.transaction() as session:
+                updates.change_identifier(
+                    session, authority=CHU, old_ipp="7", new_ipp="7B", actor="test"
+                )
+            assert wait_until(lambda: status(db, "cabinet").sent == 1)
+        [a47] = store.messages()
+        assert cx_list(a47, "PID", 3) == [("7B", CHU), ("G1", GP)]
+    finally:
         store.stop()

@@ -385,9 +385,16 @@ def _patient(
 ) -> _Patient:
     sources = [
         SourceIdentity(
-            id=i, authority=a, ipp=ipp, ins=ins, ins_system=system, status=status, active=True
+            id=key[0],
+            authority=key[1],
+            ipp=key[2],
+            ins=key[3],
+            ins_system=key[4],
+            status=key[5],
+            other_identifiers=key[6] if len(key) > 6 else None,
+            active=True,
         )
-        for i, a, ipp, ins, system, status in state["sources"]
+        for key in state["sources"]
     ]
     moved = [
         SourceIdentity(id=i, authority=a, ipp=ipp, active=active)

@@ -6,9 +6,10 @@ the identifiers of that moment, not those of a later change.
 ``payload["state"]``: for each patient id the event names (``patient_id``,
 ``from_patient_id``, ``into_patient_id``, ``to_patient_id``), its RRI, whether it is active,
 the RRI it was merged into, and its active identities as ``[id, authority, ipp, ins,
-ins_system, status]``; a patient retired by a merge also lists, as ``moved``, the identities
-that left it (``[id, authority, ipp, active]``). Events of a new identity with a new patient
-(``identity.linked`` method ``NEW``) concern nobody else and are left as they are."""
+ins_system, status, other_identifiers]``; a patient retired by a merge also lists, as
+``moved``, the identities that left it (``[id, authority, ipp, active]``). Events of a new
+identity with a new patient (``identity.linked`` method ``NEW``) concern nobody else and are
+left as they are."""
 
 from __future__ import annotations
 
@@ -43,7 +44,16 @@ def states(session: Session, patient_ids: Iterable[int]) -> dict[int, dict[str, 
     for pid, rri, active, survivor_rri in rows:
         found[pid] = {"rri": rri, "active": active, "survivor": survivor_rri, "sources": []}
     sources = session.execute(
-        select(S.patient_id, S.id, S.authority, S.ipp, S.ins, S.ins_system, S.status)
+        select(
+            S.patient_id,
+            S.id,
+            S.authority,
+            S.ipp,
+            S.ins,
+            S.ins_system,
+            S.status,
+            S.other_identifiers,
+        )
         .where(S.patient_id.in_(ids), S.active.is_(True))
         .order_by(S.id)
     )
