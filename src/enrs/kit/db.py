@@ -157,6 +157,15 @@ def lock_commit_order(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _COMMIT_ORDER_KEY})
 
 
+def _retry_until(attempt: Callable[[], bool], stop: threading.Event, every: float) -> bool:
+    """``attempt()`` every ``every`` seconds until it succeeds (``True``) or ``stop`` is set
+    (``False``)."""
+    while not attempt():
+        if stop.wait(every):
+            return False
+    return True
+
+
 class Database:
     """The engine and session factories of one process.
 
@@ -240,14 +249,17 @@ class Database:
             yield True
             return
         with open(path, "a") as handle:
-            while True:
+
+            def attempt() -> bool:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    return True
                 except BlockingIOError:
-                    if stop.wait(every):
-                        yield False
-                        return
+                    return False
+
+            if not _retry_until(attempt, stop, every):
+                yield False
+                return
             try:
                 yield True
             finally:
@@ -258,10 +270,9 @@ class Database:
         key = zlib.crc32(name.encode())
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             lock = text("SELECT pg_try_advisory_lock(:k)")
-            while not conn.execute(lock, {"k": key}).scalar():
-                if stop.wait(every):
-                    yield False
-                    return
+            if not _retry_until(lambda: bool(conn.execute(lock, {"k": key}).scalar()), stop, every):
+                yield False
+                return
             try:
                 yield True
             finally:
