@@ -46,7 +46,14 @@ from enrs.identity import repository
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import IdentityLink, RegionalPatient, SourceIdentity
-from enrs.identity.traits import INS_NIR_OID, normalize_name
+from enrs.identity.traits import (
+    INS_NIR_OID,
+    normalize_address,
+    normalize_city,
+    normalize_name,
+    normalize_phone,
+    phonetic,
+)
 from enrs.kit.db import Database, utcnow
 from enrs.kit.migrate import upgrade_head
 
@@ -79,6 +86,18 @@ class RowMaker:
             out = self._norm[value] = normalize_name(value)
         return out
 
+    def keys(self, rec: SourceRecord, first_given: str) -> dict[str, str | None]:
+        """The matching keys, as ``service.matching_keys`` computes them."""
+        keys = {
+            "p_birth_name": phonetic(self.norm(rec.birth_name)),
+            "p_first_given": phonetic(self.norm(first_given)),
+            "n_address": normalize_address(rec.address_line),
+            "n_city": normalize_city(rec.city),
+            "n_phone": normalize_phone(rec.phone),
+            "n_email": None,
+        }
+        return {k: v or None for k, v in keys.items()}
+
     def rows(self, rec: SourceRecord) -> tuple[Row | None, Row, Row]:
         """The rows of one record, what ``service.feed`` (HL7 path) would have written."""
         now, patient_row = self.now, None
@@ -104,6 +123,7 @@ class RowMaker:
             "n_given_names": "|".join(self.norm(g) for g in given),
             "n_first_given": self.norm(given[0]),
             "birth_year": rec.birth_date.year if rec.birth_date else None,
+            **self.keys(rec, given[0]),
             "active": True, "version": 1, "created_at": now, "updated_at": now,
         }  # fmt: skip
         auto = patient_row is None

@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         data["calibration"] = {
             "slope": round(a, 6),
             "intercept": round(b, 6),
-            "fitted_on": f"bench/identity_calibration.py, generator {args.persons} persons "
-            f"seed {args.seed}, {len(train)} candidate pairs",
+            "fitted_on": f"bench/identity_calibration.py --fit-on {args.fit_on}: "
+            f"{len(train)} candidate pairs of the generator ({args.persons} persons, seed "
+            f"{args.seed})"
+            + (f" and of FEBRL 4 (originals 0-{args.febrl - 1})" if args.fit_on == "both" else ""),
         }
         args.write_model.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         print(f"written: {args.write_model}")

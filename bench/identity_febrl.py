@@ -16,8 +16,10 @@ automatic links, recall of "linked or proposed to the cell", the queue and its t
 
 Mapping: surname → birth name, given name → first name, date of birth (``YYYYMMDD``; an
 impossible date is left out), sex unknown (``U``), street number and address → address line,
-postcode, suburb → city, status provisoire. A record without a surname or a given name cannot
-be fed (the French rules require both): it is counted and its pair left out of the truth.
+postcode, suburb → city, status provisoire (FEBRL 4 has no phone; its social security number
+is not fed: it would be an identifier, not a trait). A record without a surname or a given
+name cannot be fed (the French rules require both): it is counted and its pair left out of the
+truth.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
 from enrs.identity.models import IdentityTask, SourceIdentity
-from enrs.identity.schemas import SourceIdentityIn
+from enrs.identity.schemas import SourceIdentityIn, Telecom
 from enrs.identity.traits import normalize_name
 from enrs.kit.db import Database
 from enrs.kit.migrate import upgrade_head
@@ -56,6 +56,7 @@ def to_input(rec: SourceRecord) -> SourceIdentityIn:
         address_line=rec.address_line,
         postal_code=rec.postal_code,
         city=rec.city,
+        telecom=[Telecom(system="phone", value=rec.phone)] if rec.phone else [],
         ins=rec.ins,
         ins_system=rec.ins_system,
         status=rec.status,  # type: ignore[arg-type]

@@ -144,8 +144,7 @@ def test_features_in_python_are_the_frame_s_in_duckdb() -> None:
     assert frame <= set(cols)
     in_python = compile_features(d.FEATURES)
     for row in rows:
-        _, _, name, used, given, born, sex, place, postal, *_ = row
-        python = in_python(StoredTraits(name, used, given, born, sex, place, postal))
+        python = in_python(StoredTraits(*row[2 : 2 + len(d.COLUMNS)]))
         assert python == in_sql[row[0]], row
     assert in_sql[len(rows)]["birth_ymd"] is None
     assert in_sql[len(rows) - 1]["birth_ymd"] == "09870412"
@@ -174,8 +173,8 @@ def test_a_model_whose_levels_differ_from_the_definition_is_refused() -> None:
     with pytest.raises(ValueError, match="sex"):
         EmbeddedMatcher(MatchModel.from_dict(data))
     data = json.loads(DEFAULT_MODEL.read_text())
-    data["comparisons"].append({"name": "phone", "levels": [{"label": "else", "m": 1, "u": 1}]})
-    with pytest.raises(ValueError, match="phone"):
+    data["comparisons"].append({"name": "fax", "levels": [{"label": "else", "m": 1, "u": 1}]})
+    with pytest.raises(ValueError, match="fax"):
         EmbeddedMatcher(MatchModel.from_dict(data))
 
 
@@ -200,3 +199,31 @@ def test_an_expression_read_twice_by_an_operation_is_computed_once_in_python() -
         assert in_python == in_sql, (given, name)
     assert ":=" in py.render(exprs[0], "l") and ":=" in py.render(exprs[1], "l")
     con.close()
+
+
+def test_a_tiny_estimate_is_kept_not_rounded_to_zero() -> None:
+    """Splink may estimate a rare level's u at 1e-12: the trained model keeps it (a model
+    with u = 0 could not be loaded), at six significant digits."""
+    from enrs.identity.matching.splink_model import trained_model
+
+    base = json.loads(DEFAULT_MODEL.read_text())
+    trained = {
+        "comparisons": [
+            {
+                "output_column_name": "birth_date",
+                "comparison_levels": [
+                    {"label_for_charts": "one_part", "m_probability": 0.0123456789,
+                     "u_probability": 1.23456789e-12},
+                ],
+            }
+        ]
+    }  # fmt: skip
+    model, _ = trained_model(base, trained, version="t", training={})
+    (level,) = [
+        lvl
+        for c in model["comparisons"]
+        if c["name"] == "birth_date"
+        for lvl in c["levels"]
+        if lvl["label"] == "one_part"
+    ]
+    assert (level["m"], level["u"]) == (0.0123457, 1.23457e-12)

@@ -69,10 +69,10 @@ def test_scores_follow_the_reloaded_weights(tmp_path: Path) -> None:
     a = Traits("JOSEPH", "", ("MARIE",), date(1961, 4, 9), "F", "97209", "97200")
     before = matcher.score(a, a).weight
     for comp in data["comparisons"]:
-        if comp["name"] == "postal_code":
-            comp["levels"][0]["u"] = 0.5  # exact postal code now worth little
-    _write(path, {**data, "version": "cheap-postal"}, 2 * 10**9)
-    assert matcher.model.version == "cheap-postal"
+        if comp["name"] == "birth_place":
+            comp["levels"][0]["u"] = 0.5  # the same birth place now worth little
+    _write(path, {**data, "version": "cheap-place"}, 2 * 10**9)
+    assert matcher.model.version == "cheap-place"
     assert matcher.score(a, a).weight < before
 
 

@@ -21,7 +21,13 @@ from enrs.identity.matching.splink_model import gamma_labels, splink_settings
 from enrs.identity.matching.sql_levels import SQL_LEVELS
 from enrs.identity.registry_frame import load_rows
 from enrs.identity.repository import Candidate
-from enrs.identity.traits import normalize_name
+from enrs.identity.traits import (
+    normalize_address,
+    normalize_city,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+)
 
 MODEL = MatchModel.load()
 
@@ -36,9 +42,27 @@ def _row(
     place: str | None,
     postal: str | None,
     ins: str | None = None,
+    address: str | None = None,
+    city: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
 ) -> tuple[tuple[Any, ...], Traits]:
     n_given = tuple(normalize_name(g) for g in given)
     n_name, n_used = normalize_name(name), normalize_name(used)
+    t = Traits(
+        n_name,
+        n_used,
+        n_given,
+        born,
+        sex,
+        place,
+        postal,
+        ins,
+        address=normalize_address(address),
+        city=normalize_city(city),
+        phone=normalize_phone(phone),
+        email=normalize_email(email),
+    )
     row = (
         i,
         i,
@@ -49,10 +73,16 @@ def _row(
         sex,
         place,
         postal,
+        t.birth_name_phonetic,
+        t.given_phonetic,
+        t.address,
+        t.city,
+        t.phone,
+        t.email,
         ins,
         "",
     )
-    return row, Traits(n_name, n_used, n_given, born, sex, place, postal, ins)
+    return row, t
 
 
 def _frame() -> tuple[list[tuple[Any, ...]], dict[int, Traits]]:
@@ -69,6 +99,12 @@ def _frame() -> tuple[list[tuple[Any, ...]], dict[int, Traits]]:
             r.birth_place,
             r.postal_code,
             r.ins,
+            r.address_line,
+            r.city,
+            r.phone,
+            f"{normalize_name(r.given_names[0]).lower()}.{r.person_id}@example.org"
+            if r.person_id % 3 == 0
+            else None,
         )
         rows.append(row)
         traits[i] = t
@@ -81,6 +117,36 @@ def _frame() -> tuple[list[tuple[Any, ...]], dict[int, Traits]]:
         ("DUPONT", None, (), date(1950, 3, 2), "M", "2A041", "20000"),
         ("DUPONT", None, ("Paul", "Jean"), None, "F", "97101", "97100"),
         ("JEAN", None, ("Dupont",), date(1950, 2, 3), "M", "97209", "97200"),
+        ("JEAN", None, ("Dupond",), date(1950, 2, 3), "M", "97209", "97200"),  # and a typo
+        # the same address, one letter off; phones one digit apart; a phonetic-only name
+        (
+            "GAUTHIER",
+            None,
+            ("Philippe",),
+            None,
+            "M",
+            None,
+            "97200",
+            None,
+            "12 rue Schoelcher",
+            "Fort-de-France",
+            "0696 12 34 56",
+            "p.gauthier@example.org",
+        ),
+        (
+            "GOTIER",
+            None,
+            ("Filipe",),
+            None,
+            "M",
+            None,
+            "97200",
+            None,
+            "12 r Schoelche",
+            "Fort de France",
+            "+596 696 12 34 57",
+            "P.Gauthier@example.org",
+        ),
     ]
     for k, case in enumerate(extra, start=len(rows) + 1):
         row, t = _row(k, *case)
@@ -139,6 +205,12 @@ def _stored(t: Traits) -> Candidate:
         t.sex,
         t.birth_place,
         t.postal_code,
+        t.birth_name_phonetic,
+        t.given_phonetic,
+        t.address,
+        t.city,
+        t.phone,
+        t.email,
     )
 
 
@@ -156,6 +228,7 @@ def test_score_rows_scores_as_score_both_ways(
             assert fast.levels == reference.levels, (x, y)
             assert fast.weight == pytest.approx(reference.weight, abs=1e-9)
             assert fast.auto_link_allowed == reference.auto_link_allowed
+            assert fast.strict_weight == pytest.approx(reference.strict_weight, abs=1e-9)
             seen.update(fast.levels.items())
     every = {(c.name, lvl.label) for c in MODEL.comparisons for lvl in c.levels}
     assert every - set(seen) == set()  # "swapped" included: the frame has a swapped pair
@@ -171,7 +244,7 @@ def test_the_pairs_reach_every_level(
 
 def test_gamma_values_follow_splink_numbering() -> None:
     assert gamma_labels("sex") == {-1: "null", 1: "exact", 0: "else"}
-    assert gamma_labels("name")[0] == "else" and gamma_labels("name")[5] == "exact"
+    assert gamma_labels("name")[0] == "else" and gamma_labels("name")[7] == "exact"
 
 
 def test_a_model_whose_levels_differ_from_sql_is_refused() -> None:

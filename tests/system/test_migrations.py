@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from alembic import command
@@ -84,5 +84,57 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
         with db.transaction(write=False) as session:
             registered = {(d.oid, d.namespace) for d in repository.domains(session)}
         assert registered == {(fed, None), (client_oid, None), (sender_oid, None)}
+    finally:
+        db.dispose()
+
+
+def test_identities_stored_before_get_their_matching_keys_on_upgrade(database_url: str) -> None:
+    """20261205_0900: the phonetic keys, address, city, phone and e-mail of identities stored
+    before are computed by the upgrade, so blocking finds them as it finds new ones."""
+    import json
+
+    from tests.identity.test_service import CONFIG
+    from tests.support.identities import person
+
+    from enrs.identity import repository, service
+    from enrs.identity.schemas import Telecom
+
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "20261204_1100")
+    db = Database(database_url)
+    fed = "1.2.250.1.71.4.2.2.1"
+    data = person(
+        fed,
+        "1",
+        birth_name="Gauthier",
+        address_line="12 bd Saint-Jean",
+        city="Ste-Anne",
+        telecom=[Telecom(system="phone", value="+596 696 12 34 56"),
+                 Telecom(system="email", value="M.Gauthier@Example.org")],
+    )  # fmt: skip
+    try:
+        with db.transaction() as session:
+            conn = session.connection()
+            tables = MetaData()
+            patients = Table("identity_patient", tables, autoload_with=conn)
+            sources = Table("identity_source", tables, autoload_with=conn)
+            now = datetime.now(UTC)
+            row = {"rri": "R1", "active": True, "created_at": now, "updated_at": now}
+            patient_id = conn.execute(insert(patients).values(row)).inserted_primary_key[0]
+            values = service.prepare(data, CONFIG).values
+            old = {k: v for k, v in values.items() if k in sources.c}
+            assert "p_birth_name" not in old and json.loads(old["telecom"])
+            conn.execute(insert(sources).values({**old, "patient_id": patient_id}))
+        command.upgrade(cfg, "head")
+        with db.transaction(write=False) as session:
+            (stored,) = repository.sources_of_patient(session, patient_id)
+            keys = (stored.p_birth_name, stored.p_first_given, stored.n_address, stored.n_city)
+            assert keys == ("GOTIER", "MARIELINE", "12 BOULEVARD SAINT JEAN", "SAINTE ANNE")
+            assert (stored.n_phone, stored.n_email) == ("696123456", "m.gauthier@example.org")
+            other_day = date(1962, 7, 30)  # neither the date nor the spelling: the sound
+            probe = service.prepare(
+                person(fed, "2", birth_name="GOTIER", birth_date=other_day), CONFIG
+            ).traits
+            assert stored.id in {c.id for c in repository.candidates(session, probe)}
     finally:
         db.dispose()

@@ -65,6 +65,15 @@ class SourceIdentity(Base):
     n_given_names: Mapped[str] = mapped_column(String(256))
     n_first_given: Mapped[str] = mapped_column(String(128))
     birth_year: Mapped[int | None] = mapped_column(Integer)
+    # Matching keys (``identity.traits``): French phonetic keys of the birth name and of the
+    # first first name; the address, city, first phone and first e-mail as compared. NULL
+    # when empty.
+    p_birth_name: Mapped[str | None] = mapped_column(String(64))
+    p_first_given: Mapped[str | None] = mapped_column(String(64))
+    n_address: Mapped[str | None] = mapped_column(String(256))
+    n_city: Mapped[str | None] = mapped_column(String(128))
+    n_phone: Mapped[str | None] = mapped_column(String(16))
+    n_email: Mapped[str | None] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -80,6 +89,10 @@ class SourceIdentity(Base):
         Index("ix_identity_source_name_year", "n_birth_name", "birth_year"),
         Index("ix_identity_source_given_name", "n_first_given", "n_birth_name"),
         Index("ix_identity_source_used_year", "n_used_name", "birth_year"),
+        Index("ix_identity_source_phonetic_year", "p_birth_name", "birth_year"),
+        Index("ix_identity_source_phonetic_given", "p_first_given", "p_birth_name"),
+        Index("ix_identity_source_phone", "n_phone"),
+        Index("ix_identity_source_address", "n_address", "postal_code"),
     )
 
     @property

@@ -14,7 +14,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from enrs.identity.matching.definition import COLUMNS
-from enrs.identity.matching.sql_levels import frame_query
+from enrs.identity.matching.sql_levels import frame_query, register_functions
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.db import Database
 
@@ -49,6 +49,7 @@ _DERIVED = "CREATE OR REPLACE TABLE identities AS\n{query}"
 
 
 def _derive(con: duckdb.DuckDBPyConnection, raw: str) -> None:
+    register_functions(con)
     con.execute(_DERIVED.format(query=frame_query(raw, _KEEP)))
 
 

@@ -67,6 +67,12 @@ class Candidate(NamedTuple):
     sex: str
     birth_place: str | None
     postal_code: str | None
+    p_birth_name: str | None
+    p_first_given: str | None
+    n_address: str | None
+    n_city: str | None
+    n_phone: str | None
+    n_email: str | None
 
     @property
     def attribute_set(self) -> frozenset[str]:
@@ -320,6 +326,16 @@ _CANDIDATES = (
                 S.n_first_given == bindparam("surname_as_given"),
                 S.n_birth_name == bindparam("given_as_surname"),
             ),
+            # phonetic keys: the birth name and a birth year ±1, or both names (either order)
+            and_(S.p_birth_name == bindparam("sound"), _one_of(S.birth_year, "year", 3)),
+            and_(S.p_first_given == bindparam("given_sound"), S.p_birth_name == bindparam("sound")),
+            and_(
+                S.p_first_given == bindparam("sound_as_given"),
+                S.p_birth_name == bindparam("given_sound_as_surname"),
+            ),
+            # the same phone, or the same address line and postal code
+            S.n_phone == bindparam("phone"),
+            and_(S.n_address == bindparam("address"), S.postal_code == bindparam("postal")),
         ),
     )
     .limit(bindparam("limit"))
@@ -349,9 +365,19 @@ def _blocking(t: Traits) -> dict[str, Any] | None:
     years = [t.birth_date.year + d for d in (-1, 0, 1)] if t.birth_date else []
     names = sorted({t.birth_name, t.used_name} - {""}) if years else []
     has_names = bool(t.birth_name and t.first_given)
-    if not (dates or names or has_names):
+    sound, given_sound = t.birth_name_phonetic or None, t.given_phonetic or None
+    has_sounds = bool(sound and given_sound)
+    address = t.address if t.address and t.postal_code else None
+    if not (dates or names or has_names or t.phone or address):
         return None
     return {
+        "sound": sound,
+        "given_sound": given_sound if has_sounds else None,
+        "sound_as_given": sound if has_sounds else None,
+        "given_sound_as_surname": given_sound if has_sounds else None,
+        "phone": t.phone or None,
+        "address": address,
+        "postal": t.postal_code if address else None,
         **_padded("date", dates, 2),
         **_padded("name", names, 2),
         **_padded("year", years, 3),
@@ -365,7 +391,8 @@ def _blocking(t: Traits) -> dict[str, Any] | None:
 def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
     """Blocking: active identities sharing the birth date (or its day/month swap), or the
     birth name (or used name) and a birth year ±1, or birth name and first name (any date),
-    or the swapped names. Each key is served by an index."""
+    or the swapped names; the same with the French phonetic keys of the names; or the same
+    phone, or the same address line and postal code. Each key is served by an index."""
     params = _blocking(t)
     if params is None:
         return []

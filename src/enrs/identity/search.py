@@ -24,10 +24,17 @@ from enrs.identity import access, xref
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.fhir import GENDER_IN, GENDER_SYSTEM, PatientFields, oid_of
-from enrs.identity.matching.compare import Traits
+from enrs.identity.matching.compare import PairScore, Traits
 from enrs.identity.matching.engine import Matcher
 from enrs.identity.models import RegionalPatient, SourceIdentity
-from enrs.identity.traits import check_ins, normalize_name
+from enrs.identity.traits import (
+    check_ins,
+    normalize_address,
+    normalize_city,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+)
 from enrs.kit.errors import BadRequest, Forbidden, NotFound
 from enrs.kit.fhir.search import (
     ParsedSearch,
@@ -301,11 +308,23 @@ def traits_of_fields(fields: PatientFields, config: IdentityConfig) -> Traits:
         birth_place=fields.birth_place,
         postal_code=fields.postal_code,
         ins=ins,
+        address=normalize_address(fields.address_line),
+        city=normalize_city(fields.city),
+        phone=normalize_phone(_first(fields, "phone")),
+        email=normalize_email(_first(fields, "email")),
     )
 
 
-def _grade(weight: float, allowed: bool, same_ins: bool, doubtful: bool, m: Matcher) -> str:
-    if (same_ins or (weight >= m.model.auto_link and allowed)) and not doubtful:
+def _first(fields: PatientFields, system: str) -> str | None:
+    return next((t.value for t in fields.telecom if t.system == system and t.value), None)
+
+
+def _grade(score: PairScore, same_ins: bool, doubtful: bool, m: Matcher) -> str:
+    """As a feed would decide: ``certain`` where it would link automatically (the strict
+    traits' weight), ``probable`` where it would ask the cell (every trait's)."""
+    weight = score.weight
+    certain = score.strict_weight >= m.model.auto_link and score.auto_link_allowed
+    if (same_ins or certain) and not doubtful:
         return "certain"
     if weight >= m.model.review or same_ins:
         return "probable"
@@ -339,13 +358,7 @@ def iti_119_match(
     readable = {s.id for s in access.visible(r.source for r in ranked)}
     for scored in (r for r in ranked if r.source.id in readable):
         doubtful = bool(scored.source.attribute_set & identity_service.NEVER_AUTO)
-        grade = _grade(
-            scored.score.weight,
-            scored.score.auto_link_allowed,
-            scored.source.patient_id in qualified,
-            doubtful,
-            matcher,
-        )
+        grade = _grade(scored.score, scored.source.patient_id in qualified, doubtful, matcher)
         if grade != "certainly-not":
             results.append((_GRADE_ORDER[grade], -scored.score.weight, scored, grade))
     results.sort(key=lambda r: (r[0], r[1]))

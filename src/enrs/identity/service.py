@@ -33,7 +33,17 @@ from enrs.identity.models import (
 )
 from enrs.identity.repository import Candidate
 from enrs.identity.schemas import FeedResult, SourceIdentityIn
-from enrs.identity.traits import INS_NIR_OID, check_ins, check_traits, normalize_name
+from enrs.identity.traits import (
+    INS_NIR_OID,
+    check_ins,
+    check_traits,
+    normalize_address,
+    normalize_city,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+    phonetic,
+)
 from enrs.kit.db import utcnow
 from enrs.kit.events import emit, enrich_at_commit, set_origin
 
@@ -52,6 +62,10 @@ def traits_of(source: SourceIdentity | Candidate) -> Traits:
         birth_place=source.birth_place,
         postal_code=source.postal_code,
         ins=source.ins,
+        address=source.n_address or "",
+        city=source.n_city or "",
+        phone=source.n_phone or "",
+        email=source.n_email or "",
     )
 
 
@@ -81,9 +95,27 @@ def _columns(data: SourceIdentityIn, ins: str | None) -> dict[str, Any]:
         "n_given_names": "|".join(normalize_name(g) for g in data.given_names),
         "n_first_given": normalize_name(data.given_names[0]),
         "birth_year": birth_date.year if birth_date else None,
+        **matching_keys(data),
         "updated_at": utcnow(),
         "record": record.dump(data.record),
     }
+
+
+def _first_telecom(data: SourceIdentityIn, system: str) -> str | None:
+    return next((t.value for t in data.telecom if t.system == system and t.value), None)
+
+
+def matching_keys(data: SourceIdentityIn) -> dict[str, str | None]:
+    """The matching keys of an identity (``SourceIdentity.p_birth_name`` …), NULL when empty."""
+    keys = {
+        "p_birth_name": phonetic(normalize_name(data.birth_name)),
+        "p_first_given": phonetic(normalize_name(data.given_names[0])),
+        "n_address": normalize_address(data.address_line),
+        "n_city": normalize_city(data.city),
+        "n_phone": normalize_phone(_first_telecom(data, "phone")),
+        "n_email": normalize_email(_first_telecom(data, "email")),
+    }
+    return {k: v or None for k, v in keys.items()}
 
 
 def _apply(source: SourceIdentity, data: SourceIdentityIn, ins: str | None) -> None:
@@ -359,7 +391,7 @@ def decide(
     top = ranked[0]
     weight = top.score.weight
     if (
-        weight >= model.auto_link
+        top.score.strict_weight >= model.auto_link
         and top.score.auto_link_allowed
         and not never_auto
         and not (top.candidate.attribute_set & NEVER_AUTO)
@@ -442,6 +474,10 @@ def prepare(data: SourceIdentityIn, config: IdentityConfig) -> Prepared:
         birth_place=data.birth_place,
         postal_code=data.postal_code,
         ins=ins,
+        address=columns["n_address"] or "",
+        city=columns["n_city"] or "",
+        phone=columns["n_phone"] or "",
+        email=columns["n_email"] or "",
     )
     return Prepared(data, ins, values, traits, frozenset(data.attributes), config)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date
+from functools import lru_cache
 
+from abydos.phonetic import FONEM
 from stdnum.exceptions import InvalidChecksum, InvalidLength
 from stdnum.fr import nir
 
@@ -39,6 +41,75 @@ def normalize_name(value: str | None) -> str:
     ascii_only = "".join(c for c in decomposed if not unicodedata.combining(c))
     cleaned = re.sub(r"[-'’`.,]", " ", ascii_only.upper())
     return _SPACES.sub(" ", cleaned).strip()
+
+
+_FONEM = FONEM()
+PHONETIC_LENGTH = 64
+
+
+@lru_cache(maxsize=65536)
+def phonetic(name: str) -> str:
+    """The French phonetic key of a normalised name: FONEM (Bouchard and Pouyez, written for
+    French names; abydos' implementation), so that ``LEFEBVRE`` and ``LEFEVRE``, ``PHILIPPE``
+    and ``FILIPE``, ``GAUTHIER`` and ``GAUTIER`` share a key. ``''`` for ``''``."""
+    return str(_FONEM.encode(name))[:PHONETIC_LENGTH] if name else ""
+
+
+_DIGITS = re.compile(r"\D")
+PHONE_DIGITS = 9
+
+
+def normalize_phone(value: str | None) -> str:
+    """A phone number's last nine digits, ``''`` when it has fewer: the French national
+    number without its trunk 0 or country code, the same for ``06 90 12 34 56``,
+    ``+590 690 12 34 56`` and ``0033 6 90…`` (overseas numbers keep their 590/594/596/262
+    prefix in both forms)."""
+    digits = _DIGITS.sub("", value or "")
+    return digits[-PHONE_DIGITS:] if len(digits) >= PHONE_DIGITS else ""
+
+
+def normalize_email(value: str | None) -> str:
+    return (value or "").strip().lower()
+
+
+# Street-type abbreviations of the postal address standard (AFNOR NF Z10-011), spelt out.
+_STREET_WORDS = {
+    "ALL": "ALLEE",
+    "AV": "AVENUE",
+    "AVE": "AVENUE",
+    "BD": "BOULEVARD",
+    "BLD": "BOULEVARD",
+    "CHE": "CHEMIN",
+    "CHEM": "CHEMIN",
+    "CRS": "COURS",
+    "FG": "FAUBOURG",
+    "HAM": "HAMEAU",
+    "IMP": "IMPASSE",
+    "LOT": "LOTISSEMENT",
+    "PL": "PLACE",
+    "QU": "QUAI",
+    "R": "RUE",
+    "RES": "RESIDENCE",
+    "RTE": "ROUTE",
+    "SQ": "SQUARE",
+    "ST": "SAINT",
+    "STE": "SAINTE",
+}
+
+
+def normalize_address(value: str | None) -> str:
+    """An address line as compared: :func:`normalize_name`, street types spelt out
+    (``BD`` → ``BOULEVARD``, ``ST`` → ``SAINT``)."""
+    return " ".join(_STREET_WORDS.get(w, w) for w in normalize_name(value).split())
+
+
+def normalize_city(value: str | None) -> str:
+    """A city as compared: :func:`normalize_name` with ``ST`` / ``STE`` spelt out and the
+    ``CEDEX`` suffix dropped."""
+    words = [_STREET_WORDS[w] if w in ("ST", "STE") else w for w in normalize_name(value).split()]
+    if "CEDEX" in words:
+        words = words[: words.index("CEDEX")]
+    return " ".join(words)
 
 
 class InvalidTrait(Unprocessable):

@@ -4,6 +4,7 @@ decisions (each with a reason, audited, undoable)."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -43,6 +44,7 @@ TRAITS = [
     ("address_line", "Adresse"),
     ("postal_code", "Code postal"),
     ("city", "Commune"),
+    ("telecom", "Téléphone, courriel"),
     ("ins", "INS"),
     ("status", "Statut"),
     ("attributes", "Attributs"),
@@ -70,6 +72,8 @@ def _shown(field: str, value: Any, labels: dict[str, str]) -> str:
         return words.STATUSES.get(str(value), str(value))
     if field == "attributes":
         return ", ".join(words.ATTRIBUTES.get(a, a) for a in str(value).split())
+    if field == "telecom":
+        return ", ".join(str(t.get("value", "")) for t in json.loads(str(value)))
     return str(value)
 
 

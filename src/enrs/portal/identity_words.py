@@ -16,17 +16,23 @@ LEVELS: dict[str, dict[str, str]] = {
     "name": {
         "exact": "Nom de naissance identique",
         "swapped": "Nom et prénom inversés",
+        "swapped_close": "Nom et prénom inversés, l'un mal orthographié",
         "used_name": "Le nom de naissance de l'une est le nom utilisé de l'autre",
         "jaro_winkler": "Noms de naissance d'orthographe proche",
         "token": "Un nom de naissance contenu dans l'autre (nom composé)",
+        "phonetic": "Noms de naissance qui se prononcent de même",
         "else": "Noms de naissance différents",
     },
     "given": {
         "swapped": "Prénom et nom inversés",
+        "swapped_close": "Prénom et nom inversés, l'un mal orthographié",
+        "exact_rare": "Premier prénom identique, et rare",
         "exact": "Premier prénom identique",
         "in_list": "Le premier prénom de l'une figure parmi les prénoms de l'autre",
         "reordered": "Mêmes prénoms dans un autre ordre",
-        "jaro_winkler": "Premiers prénoms d'orthographe proche",
+        "typo": "Faute de frappe dans le premier prénom (l'un n'est pas un prénom)",
+        "jaro_winkler": "Premiers prénoms proches, mais deux prénoms distincts",
+        "phonetic": "Premiers prénoms qui se prononcent de même",
         "else": "Prénoms différents",
     },
     "birth_date": {
@@ -35,6 +41,7 @@ LEVELS: dict[str, dict[str, str]] = {
         "day_month_swapped": "Jour et mois inversés",
         "jan_first": "Même année, l'une au 1er janvier (date approximative)",
         "one_digit": "Dates de naissance différant d'un seul chiffre",
+        "one_part": "Dates de naissance différant du jour, du mois ou de l'année seul",
         "else": "Dates de naissance différentes",
     },
     "sex": {
@@ -48,6 +55,25 @@ LEVELS: dict[str, dict[str, str]] = {
         "same_department": "Lieux de naissance du même département",
         "else": "Lieux de naissance différents",
     },
+    "residence": {
+        "null": "Adresse inconnue d'un côté",
+        "same_address": "Même adresse",
+        "close_address": "Adresses proches dans la même commune",
+        "same_place": "Même commune ou code postal, autre adresse",
+        "else": "Adresses dans des communes différentes",
+    },
+    "phone": {
+        "null": "Téléphone inconnu d'un côté",
+        "exact": "Même numéro de téléphone",
+        "one_digit": "Numéros de téléphone différant d'un chiffre",
+        "else": "Numéros de téléphone différents",
+    },
+    "email": {
+        "null": "Courriel inconnu d'un côté",
+        "exact": "Même adresse de courriel",
+        "else": "Adresses de courriel différentes",
+    },
+    # the comparison of models before 2026-12-05 (tasks created then keep its levels)
     "postal_code": {
         "null": "Code postal inconnu d'un côté",
         "exact": "Même code postal",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from enrs.identity.traits import phonetic
+
 
 @dataclass(frozen=True)
 class Traits:
@@ -19,19 +21,39 @@ class Traits:
     birth_place: str | None
     postal_code: str | None
     ins: str | None = None
+    # complementary traits, as compared (``identity.traits.normalize_address`` …)
+    address: str = ""
+    city: str = ""
+    phone: str = ""
+    email: str = ""
 
     @property
     def first_given(self) -> str:
         return self.given_names[0] if self.given_names else ""
 
+    @property
+    def birth_name_phonetic(self) -> str:
+        return phonetic(self.birth_name)
+
+    @property
+    def given_phonetic(self) -> str:
+        return phonetic(self.first_given)
+
 
 @dataclass(frozen=True)
 class PairScore:
-    """Sum of the levels' match weights; ``levels`` says which level each comparison took."""
+    """Sum of the levels' match weights; ``levels`` says which level each comparison took.
+    ``strict_weight``: the sum over the strict traits only (the model's comparisons but its
+    ``evidence_only`` ones), which the automatic-link threshold applies to."""
 
     weight: float
     levels: dict[str, str]
     auto_link_allowed: bool
+    strict_weight: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if self.strict_weight != self.strict_weight:  # not given: every comparison is strict
+            object.__setattr__(self, "strict_weight", self.weight)
 
     @property
     def probability(self) -> float:

@@ -34,6 +34,7 @@ from enrs.identity.matching.rules import (
     else_level,
     eq,
     first,
+    first_name_births,
     gt,
     is_in,
     jaro_winkler_at_least,
@@ -69,8 +70,30 @@ birth_date = date_column("birth_date", row="birth_date")
 sex = text_column("sex", row="sex")  # M, F, or anything else for unknown
 birth_place = text_column("birth_place", row="birth_place")  # INSEE COG code
 postal_code = text_column("postal_code", row="postal_code")
+# French phonetic keys (FONEM, ``identity.traits.phonetic``) of the birth name and of the first
+# birth first name, and the address, city, phone and e-mail as compared (``identity.traits``).
+birth_name_phonetic = text_column("birth_name_phonetic", row="p_birth_name")
+given_phonetic = text_column("given_phonetic", row="p_first_given")
+address = text_column("address", row="n_address")
+city = text_column("city", row="n_city")
+phone = text_column("phone", row="n_phone")
+email = text_column("email", row="n_email")
 
-COLUMNS = (birth_name, used_name, given, birth_date, sex, birth_place, postal_code)
+COLUMNS = (
+    birth_name,
+    used_name,
+    given,
+    birth_date,
+    sex,
+    birth_place,
+    postal_code,
+    birth_name_phonetic,
+    given_phonetic,
+    address,
+    city,
+    phone,
+    email,
+)
 
 # -- derived, per identity -----------------------------------------------------------------------
 # ``frame=True``: a column of the registry frame (``registry_frame.py``), which blocking rules
@@ -79,6 +102,8 @@ given_names = derived("given_names", split(given, "|"), frame=True)
 first_given = derived("first_given", first(given_names), frame=True)
 given_tokens = derived("given_tokens", words(join(given_names, " ")), frame=True)
 first_given_words = derived("first_given_words", words(first_given))
+# How many were born in France with that first name (INSEE, 1900–2021): 0 if not a first name
+first_given_births = derived("first_given_births", first_name_births(first_given), frame=True)
 birth_name_words = derived("birth_name_words", words(birth_name))
 birth_ymd = derived("birth_ymd", yyyymmdd(birth_date), frame=True)
 birth_year = derived("birth_year", year(birth_date), frame=True)
@@ -107,6 +132,7 @@ FEATURES: tuple[Feature, ...] = (
     first_given,
     given_tokens,
     first_given_words,
+    first_given_births,
     birth_name_words,
     birth_ymd,
     birth_year,
@@ -127,11 +153,27 @@ GIVENS = present(first_given)
 SWAPPED = NAMES & GIVENS & eq(first_given.l, birth_name.r) & eq(birth_name.l, first_given.r)
 
 
-def close_spelling(f: Feature) -> Expr:
+def close(a: Expr, b: Expr) -> Expr:
     """Jaro-Winkler ≥ 0.92, or one letter typed wrong, missing, added or two swapped
     (Damerau-Levenshtein distance 1: ``PERON`` / ``PEXON``, ``WEBER`` / ``WBER``, which
     Jaro-Winkler scores below 0.92 on short names)."""
-    return jaro_winkler_at_least(f.l, f.r, 0.92) | one_edit(f.l, f.r)
+    return jaro_winkler_at_least(a, b, 0.92) | one_edit(a, b)
+
+
+def close_spelling(f: Feature) -> Expr:
+    """:func:`close` on both sides of ``f``."""
+    return close(f.l, f.r)
+
+
+# Swapped, and one of the two names with a typo (``DELACY ERIN`` / ``ERIN DELCAY``).
+SWAPPED_CLOSE = (
+    NAMES
+    & GIVENS
+    & (
+        (eq(first_given.l, birth_name.r) & close(birth_name.l, first_given.r))
+        | (close(first_given.l, birth_name.r) & eq(birth_name.l, first_given.r))
+    )
+)
 
 
 NAME = Comparison(
@@ -140,6 +182,7 @@ NAME = Comparison(
     (
         Level("exact", NAMES & same(birth_name)),
         Level("swapped", SWAPPED),
+        Level("swapped_close", SWAPPED_CLOSE),
         # the birth name of one is the used name of the other, or both use the same name
         Level(
             "used_name",
@@ -156,15 +199,40 @@ NAME = Comparison(
         Level("jaro_winkler", NAMES & close_spelling(birth_name)),
         # the words of one birth name are among the other's (``MARTIN`` / ``MARTIN DUPONT``)
         Level("token", NAMES & subset_either(birth_name_words.l, birth_name_words.r)),
+        # the same French phonetic key (``GAUTHIER`` / ``GOTIE``): evidence for the cell only
+        Level("phonetic", NAMES & present(birth_name_phonetic) & same(birth_name_phonetic)),
         else_level(),
     ),
 )
+
+# A first name given to fewer than this many people born in France since 1900 (INSEE) is
+# rare: sharing it is stronger evidence (MARIE: 2.26 million, MATHYS: 27 826, MADDALEN: 36).
+RARE_FIRST_NAME = 2_000
+# A first name that INSEE does not list, one letter off one it lists at least this often, is a
+# typo of it (``INCOLAS`` / ``NICOLAS``); two first names it lists are two first names, however
+# close (``MATHIS`` / ``MATHYS``: twins are named like that).
+KNOWN_FIRST_NAME = 100
+
+
+def _typo_of(side: Side, other: Side) -> Expr:
+    return eq(first_given_births.on(side), 0) & gt(first_given_births.on(other), KNOWN_FIRST_NAME)
+
 
 GIVEN = Comparison(
     "given",
     "First birth first name against the other's list",
     (
         Level("swapped", SWAPPED & ne(birth_name.l, birth_name.r)),
+        Level("swapped_close", SWAPPED_CLOSE & ne(birth_name.l, birth_name.r)),
+        # same first birth first name, a rare one (but not one INSEE does not know: it may be
+        # common where the list does not look, Mayotte's names, a foreign country's)
+        Level(
+            "exact_rare",
+            GIVENS
+            & same(first_given)
+            & gt(first_given_births.l, 0)
+            & lt(first_given_births.l, RARE_FIRST_NAME),
+        ),
         # same first birth first name
         Level("exact", GIVENS & same(first_given)),
         # one list of first names is the other truncated (``JEAN`` / ``JEAN PIERRE``,
@@ -187,7 +255,13 @@ GIVEN = Comparison(
             GIVENS
             & (contains(given_names.r, first_given.l) | contains(given_names.l, first_given.r)),
         ),
+        # a typo: one letter off a listed first name, and not a first name itself
+        Level(
+            "typo",
+            GIVENS & close_spelling(first_given) & (_typo_of("l", "r") | _typo_of("r", "l")),
+        ),
         Level("jaro_winkler", GIVENS & jaro_winkler_at_least(first_given.l, first_given.r, 0.90)),
+        Level("phonetic", GIVENS & present(given_phonetic) & same(given_phonetic)),
         else_level(),
     ),
 )
@@ -224,6 +298,13 @@ BIRTH_DATE = Comparison(
             (lt(YEARS_APART, TYPO_YEARS_APART) & one_edit(birth_ymd.l, birth_ymd.r))
             | (eq(YEARS_APART, 1) & same(birth_month) & same(birth_day)),
         ),
+        # two of year, month and day the same (the day and month under TYPO_YEARS_APART years
+        # apart): one part entered wrong, as a whole. Evidence for the cell only.
+        Level(
+            "one_part",
+            (same(birth_year) & (same(birth_month) | same(birth_day)))
+            | (lt(YEARS_APART, TYPO_YEARS_APART) & same(birth_month) & same(birth_day)),
+        ),
         else_level(),
     ),
 )
@@ -251,17 +332,60 @@ BIRTH_PLACE = Comparison(
     ),
 )
 
-POSTAL_CODE = Comparison(
-    "postal_code",
-    "Postal code of the address",
+# -- evidence for the cell: complementary traits, which never make a link automatic ------------
+# (the model's ``evidence_only``: their weight counts towards the review threshold, not towards
+# the automatic one; people move and change phones, families share them)
+
+
+def _place_unknown(side: Side) -> Expr:
+    return eq(postal_code.on(side), "") & eq(city.on(side), "")
+
+
+SAME_PLACE = (present(postal_code) & same(postal_code)) | (present(city) & same(city))
+
+RESIDENCE = Comparison(
+    "residence",
+    "Address: the street line within the same postal code or city",
     (
-        Level("null", either_empty(postal_code), null=True),
-        Level("exact", same(postal_code)),
+        Level("null", _place_unknown("l") | _place_unknown("r"), null=True),
+        Level("same_address", present(address) & same(address) & SAME_PLACE),
+        Level("close_address", present(address) & close_spelling(address) & SAME_PLACE),
+        Level("same_place", SAME_PLACE),
         else_level(),
     ),
 )
 
-COMPARISONS: tuple[Comparison, ...] = (NAME, GIVEN, BIRTH_DATE, SEX, BIRTH_PLACE, POSTAL_CODE)
+PHONE = Comparison(
+    "phone",
+    "Phone number (its last nine digits)",
+    (
+        Level("null", either_empty(phone), null=True),
+        Level("exact", same(phone)),
+        Level("one_digit", one_edit(phone.l, phone.r)),
+        else_level(),
+    ),
+)
+
+EMAIL = Comparison(
+    "email",
+    "E-mail address",
+    (
+        Level("null", either_empty(email), null=True),
+        Level("exact", same(email)),
+        else_level(),
+    ),
+)
+
+COMPARISONS: tuple[Comparison, ...] = (
+    NAME,
+    GIVEN,
+    BIRTH_DATE,
+    SEX,
+    BIRTH_PLACE,
+    RESIDENCE,
+    PHONE,
+    EMAIL,
+)
 
 
 def comparison(name: str, comparisons: tuple[Comparison, ...] = COMPARISONS) -> Comparison:

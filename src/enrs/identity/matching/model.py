@@ -45,6 +45,9 @@ class MatchModel:
     auto_link: float
     review: float
     auto_link_requires: dict[str, frozenset[str]]
+    # Comparisons of complementary traits (address, phone…): their weight counts towards the
+    # review threshold, never towards the automatic-link one.
+    evidence_only: frozenset[str] = frozenset()
     # The probability of one person given a weight: logistic (slope, intercept) in the weight,
     # fitted on labelled candidate pairs (bench/identity_calibration.py). Without it, the
     # Fellegi-Sunter posterior with a prior of 1/2: slope ln 2, intercept 0.
@@ -78,7 +81,15 @@ class MatchModel:
             auto_link=float(data["thresholds"]["auto_link"]),
             review=float(data["thresholds"]["review"]),
             auto_link_requires={k: frozenset(v) for k, v in data["auto_link_requires"].items()},
+            evidence_only=frozenset(data.get("evidence_only", ())),
         )
+        names = {c.name for c in comparisons}
+        if not model.evidence_only <= names:
+            raise ValueError(
+                f"evidence_only names unknown comparisons: {sorted(model.evidence_only - names)}"
+            )
+        if model.evidence_only & set(model.auto_link_requires):
+            raise ValueError("a comparison cannot be both evidence_only and auto_link_requires")
         if "calibration" in data:
             cal = data["calibration"]
             slope, intercept = float(cal["slope"]), float(cal["intercept"])

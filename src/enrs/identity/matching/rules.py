@@ -31,6 +31,8 @@ from typing import Literal
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
+from enrs.identity.matching import first_names
+
 Side = Literal["l", "r"]
 Value = str | int | float | None
 
@@ -182,13 +184,22 @@ MONTH = Op("month", "{0}.month", "month({0})")
 DAY = Op("day", "{0}.day", "day({0})")
 YYYYMMDD = Op("yyyymmdd", "{0}.isoformat().replace('-', '')", "strftime({0}, '%Y%m%d')")
 MAKE_DATE = Op("make_date", "_date({0}, {1}, {2})", "make_date({0}, {1}, {2})")
+FIRST_NAME_BIRTHS = Op("first_name_births", "_births({0})", "enrs_first_name_births({0})")
 
 # What the Python templates call, in the namespace the scorer is compiled in.
 PY_HELPERS: dict[str, object] = {
     "_date": date,
     "_jw": JaroWinkler.similarity,
     "_dl": DamerauLevenshtein.distance,
+    "_births": first_names.births,
 }
+
+# The functions of ours the SQL templates call, registered on each DuckDB connection that
+# evaluates them (``sql_levels.register_functions``): name, Python function, its one VARCHAR
+# argument, and its return type (a DuckDB type name).
+SQL_FUNCTIONS: tuple[tuple[str, Callable[[str], object], str], ...] = (
+    ("enrs_first_name_births", first_names.births, "BIGINT"),
+)
 
 
 def _lit(x: Expr | Value) -> Expr:
@@ -337,6 +348,12 @@ def yyyymmdd(d: Expr) -> Expr:
 
 def make_date(y: Expr, m: Expr, d: Expr) -> Expr:
     return _call(MAKE_DATE, y, m, d)
+
+
+def first_name_births(name: Expr) -> Expr:
+    """Births in France with this (normalised) first name, INSEE 1900–2021; 0 for a name it
+    does not list (``matching.first_names``)."""
+    return _call(FIRST_NAME_BIRTHS, name)
 
 
 def same(f: Feature) -> Expr:

@@ -52,6 +52,18 @@ class Stored(Protocol):
     def birth_place(self) -> str | None: ...
     @property
     def postal_code(self) -> str | None: ...
+    @property
+    def p_birth_name(self) -> str | None: ...
+    @property
+    def p_first_given(self) -> str | None: ...
+    @property
+    def n_address(self) -> str | None: ...
+    @property
+    def n_city(self) -> str | None: ...
+    @property
+    def n_phone(self) -> str | None: ...
+    @property
+    def n_email(self) -> str | None: ...
 
 
 class StoredTraits(NamedTuple):
@@ -64,6 +76,12 @@ class StoredTraits(NamedTuple):
     sex: str
     birth_place: str | None
     postal_code: str | None
+    p_birth_name: str | None = None
+    p_first_given: str | None = None
+    n_address: str | None = None
+    n_city: str | None = None
+    n_phone: str | None = None
+    n_email: str | None = None
 
 
 def row_of(t: Traits) -> StoredTraits:
@@ -75,6 +93,12 @@ def row_of(t: Traits) -> StoredTraits:
         t.sex,
         t.birth_place,
         t.postal_code,
+        t.birth_name_phonetic,
+        t.given_phonetic,
+        t.address,
+        t.city,
+        t.phone,
+        t.email,
     )
 
 
@@ -179,8 +203,9 @@ def scorer_source(model: MatchModel, comparisons: Sequence[Comparison] = COMPARI
     for i, (comp, weights, allowed) in enumerate(plan):
         _chain(code, py, i, comp, weights, allowed, conditions[i], set(done) | inline)
     total = " + ".join(f"w{i}" for i in range(len(plan))) or "0.0"
+    strict = [f"w{i}" for i, (c, _, _) in enumerate(plan) if c.name not in model.evidence_only]
     labels = ", ".join(f"{comp.name!r}: c{i}" for i, (comp, _, _) in enumerate(plan))
-    code.add(2, f"return _PairScore({total}, {{{labels}}}, ok)")
+    code.add(2, f"return _PairScore({total}, {{{labels}}}, ok, {' + '.join(strict) or '0.0'})")
     code.add(1, "return score")
     return "\n".join(code.lines) + "\n"
 

@@ -99,7 +99,9 @@ def trained_model(
             m, u = estimates.get((comp["name"], lvl["label"]), (None, None))
             new = dict(lvl)
             if _usable(m) and _usable(u):
-                new["m"], new["u"] = round(float(m), 8), round(float(u), 8)
+                # six significant digits: a tiny estimate stays above 0 (rounding to a number
+                # of decimals would make it 0, which no model may hold)
+                new["m"], new["u"] = float(f"{m:.6g}"), float(f"{u:.6g}")
             elif not any(s.is_null and s.label == lvl["label"] for s in SQL_LEVELS[comp["name"]]):
                 kept.append(f"{comp['name']}.{lvl['label']}")
             levels.append(new)

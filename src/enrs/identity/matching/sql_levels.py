@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import duckdb
+
 from enrs.identity.matching.definition import COMPARISONS, FEATURES
 from enrs.identity.matching.rules import (
+    SQL_FUNCTIONS,
     Column,
     Comparison,
     Derived,
@@ -62,6 +65,17 @@ def sql_levels(
 SQL_LEVELS: dict[str, tuple[SqlLevel, ...]] = sql_levels()
 
 
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """Our functions that the SQL rendering calls (``rules.SQL_FUNCTIONS``), on ``con``
+    (once: a connection that has them is left as it is)."""
+    known = {
+        row[0] for row in con.execute("SELECT function_name FROM duckdb_functions()").fetchall()
+    }
+    for name, function, returns in SQL_FUNCTIONS:
+        if name not in known:
+            con.create_function(name, function, ["VARCHAR"], returns, side_effects=False)
+
+
 def feature_sql(feature: Feature, side: Side | None = None) -> str:
     """SQL of one identity's ``feature`` over the frame's registry columns."""
     if isinstance(feature, Column):
@@ -98,5 +112,13 @@ BLOCKING_RULES: tuple[str, ...] = (
     "l.used_name <> '' AND l.used_name = r.used_name AND abs(l.birth_year - r.birth_year) <= 1",
     "l.birth_name <> '' AND l.birth_name = r.birth_name AND l.first_given = r.first_given",
     "l.birth_name <> '' AND l.first_given = r.birth_name AND l.birth_name = r.first_given",
+    "l.birth_name_phonetic <> '' AND l.birth_name_phonetic = r.birth_name_phonetic"
+    " AND abs(l.birth_year - r.birth_year) <= 1",
+    "l.given_phonetic <> '' AND l.given_phonetic = r.given_phonetic"
+    " AND l.birth_name_phonetic = r.birth_name_phonetic",
+    "l.given_phonetic <> '' AND l.given_phonetic = r.birth_name_phonetic"
+    " AND l.birth_name_phonetic = r.given_phonetic",
+    "l.phone <> '' AND l.phone = r.phone",
+    "l.address <> '' AND l.address = r.address AND l.postal_code = r.postal_code",
     "l.ins <> '' AND l.ins = r.ins",
 )

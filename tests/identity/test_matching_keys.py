@@ -1,0 +1,135 @@
+"""The second pass of matching on a real database: the French phonetic keys, the phone and the
+address find pairs the strict keys miss; complementary traits bring a pair to the cell but never
+make a link automatic; a first name's typo is told from a twin's real first name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.identity.test_service import CHU, CLINIC, CONFIG, MATCHER, feed
+from tests.support.identities import person
+
+from enrs.identity import repository, service
+from enrs.identity.models import IdentityTask
+from enrs.identity.schemas import SourceIdentityIn, Telecom
+from enrs.identity.traits import normalize_address, normalize_city, normalize_phone, phonetic
+from enrs.kit.db import Database
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def _open_tasks(db: Database, source_id: int) -> list[IdentityTask]:
+    with db.transaction(write=False) as session:
+        stmt = select(IdentityTask).where(
+            IdentityTask.source_id == source_id, IdentityTask.status == "OPEN"
+        )
+        return list(session.scalars(stmt))
+
+
+def _candidates(db: Database, data: SourceIdentityIn) -> set[int]:
+    with db.transaction(write=False) as session:
+        traits = service.prepare(data, CONFIG).traits
+        return {c.id for c in repository.candidates(session, traits)}
+
+
+def _home(**changes: Any) -> dict[str, Any]:
+    """An address and a phone, as a facility sends them."""
+    return {
+        "address_line": "12 rue Schoelcher",
+        "city": "Fort-de-France",
+        "telecom": [Telecom(system="phone", value="0696 12 34 56")],
+        **changes,
+    }
+
+
+def test_normalised_keys() -> None:
+    assert phonetic("LEFEBVRE") == phonetic("LEFEVRE") and phonetic("") == ""
+    assert phonetic("GAUTHIER") == phonetic("GOTIER") != phonetic("GAUTIER ROSE")
+    assert normalize_phone("+596 696 12-34-56") == normalize_phone("0696123456") == "696123456"
+    assert normalize_phone("00 590 690 12 34 56") == "690123456"
+    assert normalize_phone("12 34") == ""  # too short to be a number
+    assert normalize_address("12, Bd St-Jean") == "12 BOULEVARD SAINT JEAN"
+    assert normalize_city("Ste-Anne CEDEX 2") == "SAINTE ANNE"
+
+
+def test_a_first_name_typo_links_but_a_twin_s_real_first_name_does_not(db: Database) -> None:
+    """``INCOLAS`` is not a first name: a typo of ``NICOLAS``, linked automatically.
+    ``MATHYS`` is one (INSEE lists it), so ``MATHIS`` and ``MATHYS``, born the same day to the
+    same family, are two persons: the cell is asked."""
+    born = {"birth_date": date(2012, 5, 3), "sex": "M", "birth_name": "ROSIER"}
+    nicolas = feed(db, person(CHU, "1", given_names=["Nicolas"], **born, **_home()))
+    typo = feed(db, person(CLINIC, "A1", given_names=["Incolas"], **born, **_home()))
+    assert typo.link_method == "AUTO" and typo.rri == nicolas.rri
+
+    twins = {**born, "birth_date": date(2015, 8, 21)}
+    mathis = feed(db, person(CHU, "2", given_names=["Mathis"], **twins, **_home()))
+    mathys = feed(db, person(CLINIC, "B2", given_names=["Mathys"], **twins, **_home()))
+    assert mathys.link_method == "NEW" and mathys.rri != mathis.rri
+    (task,) = _open_tasks(db, mathys.source_id)
+    assert task.kind == "DUPLICATE"
+
+
+def test_complementary_traits_bring_a_pair_to_the_cell_never_to_an_automatic_link(
+    db: Database,
+) -> None:
+    """The same address, phone and e-mail add evidence enough to pass the automatic-link
+    threshold, but only the strict traits count towards it: the cell decides."""
+    strict = {"birth_name": "DESIRE", "birth_place": None, "given_names": ["Jean-Paul"]}
+    mail = Telecom(system="email", value="jp.desire@example.org")
+    home = _home(telecom=[Telecom(system="phone", value="0696 12 34 56"), mail])
+    a = person(CHU, "1", **strict, **home)
+    b_home = person(CLINIC, "B1", **{**strict, "birth_name": "DESIREE", "given_names": ["Jean"]},
+                    **home)  # fmt: skip
+    score = MATCHER.score(service.prepare(b_home, CONFIG).traits, service.prepare(a, CONFIG).traits)
+    model = MATCHER.model
+    assert score.auto_link_allowed and score.strict_weight < model.auto_link <= score.weight
+    # a strict trait more (the same birth place) and the link would be automatic
+    placed = [x.model_copy(update={"birth_place": "97209"}) for x in (b_home, a)]
+    traits = [service.prepare(x, CONFIG).traits for x in placed]
+    assert MATCHER.score(*traits).strict_weight >= model.auto_link
+
+    first = feed(db, a)
+    second = feed(db, b_home)
+    assert second.link_method == "NEW" and second.rri != first.rri
+    (task,) = _open_tasks(db, second.source_id)
+    assert task.score is not None and task.score >= model.auto_link
+
+
+def test_blocking_finds_a_pair_whose_birth_name_and_date_are_both_wrong(db: Database) -> None:
+    """Neither the birth date nor the spelling of the birth name is shared: the phonetic keys
+    of the names are (``GAUTHIER`` / ``GOTIER``)."""
+    a = feed(db, person(CHU, "1", birth_name="Gauthier", given_names=["Philippe"], **_home()))
+    probe = person(
+        CLINIC, "B1", birth_name="Gotier", given_names=["Philippe"], birth_date=date(1958, 11, 30)
+    )
+    assert a.source_id in _candidates(db, probe)
+    alone = person(
+        CLINIC, "B1", birth_name="Gottier", given_names=["Paul"], birth_date=date(1958, 11, 30)
+    )
+    assert a.source_id not in _candidates(db, alone)  # nothing shared: not a candidate
+
+
+def test_blocking_finds_the_same_phone_or_address_with_another_name_and_date(
+    db: Database,
+) -> None:
+    """A woman registered under her husband's name, another birth date typed: the phone (in
+    its international form) or the address still brings her identities together."""
+    a = feed(db, person(CHU, "1", **_home()))
+    other = {"birth_name": "LAVIOLETTE", "given_names": ["Line"], "birth_date": date(1916, 4, 9)}
+    by_phone = person(
+        CLINIC, "B1", **other, telecom=[Telecom(system="phone", value="+596 696 12 34 56")]
+    )
+    assert a.source_id in _candidates(db, by_phone)
+    by_address = person(CLINIC, "B1", **other, address_line="12 r. Schoelcher", postal_code="97200")
+    assert a.source_id in _candidates(db, by_address)
+    elsewhere = person(CLINIC, "B1", **other, address_line="12 rue Schoelcher", postal_code="97232")
+    assert a.source_id not in _candidates(db, elsewhere)  # another town's street of that name
