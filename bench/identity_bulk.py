@@ -95,6 +95,7 @@ class RowMaker:
             "n_city": normalize_city(rec.city),
             "n_phone": normalize_phone(rec.phone),
             "n_email": None,
+            "birth_order": None,
         }
         return {k: v or None for k, v in keys.items()}
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.identity.test_service import CHU, CLINIC, CONFIG, MATCHER, feed
+from tests.identity.test_service import CHU, CLINIC, CONFIG, GP, MATCHER, feed
 from tests.support.identities import person
 
-from enrs.identity import repository, service
+from enrs.identity import record, repository, service
 from enrs.identity.models import IdentityTask
 from enrs.identity.schemas import SourceIdentityIn, Telecom
 from enrs.identity.traits import normalize_address, normalize_city, normalize_phone, phonetic
@@ -133,3 +133,28 @@ def test_blocking_finds_the_same_phone_or_address_with_another_name_and_date(
     assert a.source_id in _candidates(db, by_address)
     elsewhere = person(CLINIC, "B1", **other, address_line="12 rue Schoelcher", postal_code="97232")
     assert a.source_id not in _candidates(db, elsewhere)  # another town's street of that name
+
+
+def test_twins_are_told_apart_by_their_order_of_birth(db: Database) -> None:
+    """``MARIE`` and ``MARIE ROSE`` born the same day would be linked (one list of first names
+    is the other's start); given as the first and the second of a multiple birth, they never
+    are: the cell is asked. The same order of birth does not stand in the way."""
+    twin = {"birth_name": "ROSIER", "birth_date": date(2015, 8, 21)}
+    first = feed(db, person(CHU, "1", given_names=["Marie"], **twin, record=_order(1)))
+    second = feed(db, person(CLINIC, "B1", given_names=["Marie", "Rose"], **twin, record=_order(2)))
+    assert second.link_method == "NEW" and second.rri != first.rri
+    assert [t.kind for t in _open_tasks(db, second.source_id)] == ["DUPLICATE"]
+    again = feed(db, person(GP, "G1", given_names=["Marie", "Rose"], **twin, record=_order(2)))
+    assert again.link_method == "AUTO" and again.rri == second.rri
+
+
+def _order(n: int) -> dict[str, Any]:
+    return {"fhir": {"multipleBirthInteger": n}}
+
+
+def test_the_order_of_birth_is_read_from_either_protocol() -> None:
+    assert record.birth_order({"fhir": {"multipleBirthInteger": 2}}) == "2"
+    assert record.birth_order({"v2": {"PID": {"24": "Y", "25": "3"}}}) == "3"
+    assert record.birth_order({"fhir": {"multipleBirthBoolean": True}}) == ""
+    assert record.birth_order({"fhir": {"multipleBirthInteger": True}}) == ""
+    assert record.birth_order({"v2": {"PID": {"25": "x"}}}) == "" == record.birth_order(None)

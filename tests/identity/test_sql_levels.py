@@ -46,6 +46,7 @@ def _row(
     city: str | None = None,
     phone: str | None = None,
     email: str | None = None,
+    order: str = "",
 ) -> tuple[tuple[Any, ...], Traits]:
     n_given = tuple(normalize_name(g) for g in given)
     n_name, n_used = normalize_name(name), normalize_name(used)
@@ -62,6 +63,7 @@ def _row(
         city=normalize_city(city),
         phone=normalize_phone(phone),
         email=normalize_email(email),
+        birth_order=order,
     )
     row = (
         i,
@@ -79,6 +81,7 @@ def _row(
         t.city,
         t.phone,
         t.email,
+        t.birth_order,
         ins,
         "",
     )
@@ -147,6 +150,25 @@ def _frame() -> tuple[list[tuple[Any, ...]], dict[int, Traits]]:
             "+596 696 12 34 57",
             "P.Gauthier@example.org",
         ),
+        # twins, told apart by their order of birth, and one of them again
+        *(
+            (
+                "ROSIER",
+                None,
+                (given,),
+                date(2015, 8, 21),
+                "M",
+                "97209",
+                "97200",
+                None,
+                None,
+                None,
+                None,
+                None,
+                order,
+            )
+            for given, order in (("Mathis", "1"), ("Mathys", "2"), ("Mathis", "1"))
+        ),
     ]
     for k, case in enumerate(extra, start=len(rows) + 1):
         row, t = _row(k, *case)
@@ -211,6 +233,7 @@ def _stored(t: Traits) -> Candidate:
         t.city,
         t.phone,
         t.email,
+        t.birth_order,
     )
 
 

@@ -74,6 +74,8 @@ class SourceIdentity(Base):
     n_city: Mapped[str | None] = mapped_column(String(128))
     n_phone: Mapped[str | None] = mapped_column(String(16))
     n_email: Mapped[str | None] = mapped_column(String(256))
+    # The order of birth of a multiple birth (``identity.record.birth_order``): twins differ.
+    birth_order: Mapped[str | None] = mapped_column(String(2))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -68,6 +68,24 @@ def from_v2(pid: Segment, segments: Sequence[Segment]) -> dict[str, Any] | None:
     return {"v2": {"PID": fields, "segments": extra}}
 
 
+def birth_order(record: dict[str, Any] | None) -> str:
+    """The order of birth of a multiple birth (1 for the first twin), as fed: FHIR
+    ``multipleBirthInteger``, HL7 v2 PID-25; ``''`` when not given (or not a number ≥ 1)."""
+    if not record:
+        return ""
+    fhir = record.get("fhir")
+    v2 = record.get("v2")
+    value: Any = None
+    if isinstance(fhir, dict):
+        value = fhir.get("multipleBirthInteger")
+    elif isinstance(v2, dict) and isinstance(v2.get("PID"), dict):
+        text = str(v2["PID"].get("25", "")).strip()
+        value = int(text) if text.isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 99:
+        return ""
+    return str(value)
+
+
 def dump(record: dict[str, Any] | None) -> str | None:
     """The column's value; 422 when the record is over :data:`MAX_BYTES`."""
     if not record:

@@ -73,6 +73,7 @@ class Candidate(NamedTuple):
     n_city: str | None
     n_phone: str | None
     n_email: str | None
+    birth_order: str | None
 
     @property
     def attribute_set(self) -> frozenset[str]:

@@ -66,6 +66,7 @@ def traits_of(source: SourceIdentity | Candidate) -> Traits:
         city=source.n_city or "",
         phone=source.n_phone or "",
         email=source.n_email or "",
+        birth_order=source.birth_order or "",
     )
 
 
@@ -114,6 +115,7 @@ def matching_keys(data: SourceIdentityIn) -> dict[str, str | None]:
         "n_city": normalize_city(data.city),
         "n_phone": normalize_phone(_first_telecom(data, "phone")),
         "n_email": normalize_email(_first_telecom(data, "email")),
+        "birth_order": record.birth_order(data.record),
     }
     return {k: v or None for k, v in keys.items()}
 
@@ -478,6 +480,7 @@ def prepare(data: SourceIdentityIn, config: IdentityConfig) -> Prepared:
         city=columns["n_city"] or "",
         phone=columns["n_phone"] or "",
         email=columns["n_email"] or "",
+        birth_order=columns["birth_order"] or "",
     )
     return Prepared(data, ins, values, traits, frozenset(data.attributes), config)
 

@@ -55,6 +55,11 @@ LEVELS: dict[str, dict[str, str]] = {
         "same_department": "Lieux de naissance du même département",
         "else": "Lieux de naissance différents",
     },
+    "birth_order": {
+        "null": "Rang de naissance (naissance multiple) inconnu d'un côté",
+        "exact": "Même rang de naissance (naissance multiple)",
+        "else": "Rangs de naissance différents : jumeaux ?",
+    },
     "residence": {
         "null": "Adresse inconnue d'un côté",
         "same_address": "Même adresse",

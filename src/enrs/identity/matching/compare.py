@@ -26,6 +26,7 @@ class Traits:
     city: str = ""
     phone: str = ""
     email: str = ""
+    birth_order: str = ""  # of a multiple birth: "1", "2"…
 
     @property
     def first_given(self) -> str:

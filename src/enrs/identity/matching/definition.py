@@ -78,6 +78,7 @@ address = text_column("address", row="n_address")
 city = text_column("city", row="n_city")
 phone = text_column("phone", row="n_phone")
 email = text_column("email", row="n_email")
+birth_order = text_column("birth_order", row="birth_order")  # of a multiple birth
 
 COLUMNS = (
     birth_name,
@@ -93,6 +94,7 @@ COLUMNS = (
     city,
     phone,
     email,
+    birth_order,
 )
 
 # -- derived, per identity -----------------------------------------------------------------------
@@ -309,6 +311,17 @@ BIRTH_DATE = Comparison(
     ),
 )
 
+# Twins, triplets: the order of birth tells them apart, when both facilities give it.
+BIRTH_ORDER = Comparison(
+    "birth_order",
+    "Order of birth of a multiple birth",
+    (
+        Level("null", either_empty(birth_order), null=True),
+        Level("exact", same(birth_order)),
+        else_level(),
+    ),
+)
+
 KNOWN_SEX = ("M", "F")
 
 SEX = Comparison(
@@ -382,6 +395,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     BIRTH_DATE,
     SEX,
     BIRTH_PLACE,
+    BIRTH_ORDER,
     RESIDENCE,
     PHONE,
     EMAIL,

@@ -64,6 +64,8 @@ class Stored(Protocol):
     def n_phone(self) -> str | None: ...
     @property
     def n_email(self) -> str | None: ...
+    @property
+    def birth_order(self) -> str | None: ...
 
 
 class StoredTraits(NamedTuple):
@@ -82,6 +84,7 @@ class StoredTraits(NamedTuple):
     n_city: str | None = None
     n_phone: str | None = None
     n_email: str | None = None
+    birth_order: str | None = None
 
 
 def row_of(t: Traits) -> StoredTraits:
@@ -99,6 +102,7 @@ def row_of(t: Traits) -> StoredTraits:
         t.city,
         t.phone,
         t.email,
+        t.birth_order,
     )
 
 

@@ -1,5 +1,6 @@
-"""identity matching keys: French phonetic keys of the birth name and first first name, and
-the address, city, phone and e-mail as compared, for blocking and as evidence for the cell
+"""identity matching keys: French phonetic keys of the birth name and first first name, the
+address, city, phone and e-mail as compared, for blocking and as evidence for the cell, and the
+order of birth of a multiple birth
 
 Revision ID: 20261205_0900
 Revises: 20261204_1100
@@ -8,6 +9,7 @@ Create Date: 2026-12-05 09:00:00
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,6 +26,7 @@ _COLUMNS = (
     ("n_city", 128),
     ("n_phone", 16),
     ("n_email", 256),
+    ("birth_order", 2),
 )
 _INDEXES = (
     ("ix_identity_source_phonetic_year", ["p_birth_name", "birth_year"]),
@@ -41,8 +44,17 @@ def _first(telecom: str | None, system: str) -> str | None:
     return None
 
 
+def _json(text: str | None) -> dict[str, Any] | None:
+    try:
+        found = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _backfill() -> None:
     # The normalisations of the application (identity.traits), as the feed computes them.
+    from enrs.identity.record import birth_order
     from enrs.identity.traits import (
         normalize_address,
         normalize_city,
@@ -60,6 +72,7 @@ def _backfill() -> None:
         sa.column("address_line", sa.String),
         sa.column("city", sa.String),
         sa.column("telecom", sa.Text),
+        sa.column("record", sa.Text),
         *(sa.column(name, sa.String) for name, _ in _COLUMNS),
     )
     update = (
@@ -77,6 +90,7 @@ def _backfill() -> None:
                 table.c.address_line,
                 table.c.city,
                 table.c.telecom,
+                table.c.record,
             )
             .where(table.c.id > last)
             .order_by(table.c.id)
@@ -85,7 +99,7 @@ def _backfill() -> None:
         if not rows:
             return
         values = []
-        for row_id, name, given, address, city, telecom in rows:
+        for row_id, name, given, address, city, telecom, record in rows:
             keys = {
                 "p_birth_name": phonetic(name or ""),
                 "p_first_given": phonetic(given or ""),
@@ -93,6 +107,7 @@ def _backfill() -> None:
                 "n_city": normalize_city(city),
                 "n_phone": normalize_phone(_first(telecom, "phone")),
                 "n_email": normalize_email(_first(telecom, "email")),
+                "birth_order": birth_order(_json(record)),
             }
             values.append({"row_id": row_id, **{f"v_{k}": v or None for k, v in keys.items()}})
         conn.execute(update, values)
