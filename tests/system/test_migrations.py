@@ -111,6 +111,7 @@ def test_identities_stored_before_get_their_matching_keys_on_upgrade(database_ur
         city="Ste-Anne",
         telecom=[Telecom(system="phone", value="+596 696 12 34 56"),
                  Telecom(system="email", value="M.Gauthier@Example.org")],
+        record={"v2": {"PID": {"24": "Y", "25": "2"}}},
     )  # fmt: skip
     try:
         with db.transaction() as session:
@@ -131,6 +132,7 @@ def test_identities_stored_before_get_their_matching_keys_on_upgrade(database_ur
             keys = (stored.p_birth_name, stored.p_first_given, stored.n_address, stored.n_city)
             assert keys == ("GOTIER", "MARIELINE", "12 BOULEVARD SAINT JEAN", "SAINTE ANNE")
             assert (stored.n_phone, stored.n_email) == ("696123456", "m.gauthier@example.org")
+            assert stored.birth_order == "2"
             other_day = date(1962, 7, 30)  # neither the date nor the spelling: the sound
             probe = service.prepare(
                 person(fed, "2", birth_name="GOTIER", birth_date=other_day), CONFIG
