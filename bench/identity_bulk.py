@@ -61,7 +61,7 @@ PATIENT: Table = RegionalPatient.__table__  # type: ignore[assignment]
 SOURCE: Table = SourceIdentity.__table__  # type: ignore[assignment]
 LINK: Table = IdentityLink.__table__  # type: ignore[assignment]
 ACTOR = "bench:bulk"
-CACHE_VERSION = 1  # bump when the rows written change (invalidates the cached registries)
+CACHE_VERSION = 2  # bump when the rows written change (invalidates the cached registries)
 Row = dict[str, Any]  # column name -> value, every column of the table
 
 
