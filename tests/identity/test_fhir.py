@@ -740,3 +740,23 @@ def test_the_whole_demographic_record_comes_back(client: TestClient, token: str)
     # A malformed element: refused, nothing changed.
     bad = feed(client, token, {**fr_patient("1"), "maritalStatus": "M"})
     assert bad.status_code == 422 and "Patient.maritalStatus" in bad.text
+
+
+def test_match_tells_a_twin_by_the_order_of_birth(client: TestClient, token: str) -> None:
+    """The second of twins asks ``$match`` about herself: her sister, fed as the first of the
+    multiple birth with a first name that starts hers, is no ``certain`` match; the sister
+    asking about herself is."""
+    sister = fr_patient("70", family="ROSIER", given=("Marie",), birth="2015-08-21")
+    sister["multipleBirthInteger"] = 1
+    assert feed(client, token, sister).status_code == 201
+    grades = {}
+    for order in (1, 2):
+        query = fr_patient("x", family="ROSIER", given=("Marie Rose",), birth="2015-08-21")
+        query.pop("identifier")
+        query["multipleBirthInteger"] = order
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "resource", "resource": query}],
+        }
+        grades[order] = grade(match(client, token, body)["entry"][0])
+    assert grades == {1: "certain", 2: "probable"}

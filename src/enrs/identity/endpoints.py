@@ -11,6 +11,7 @@ and every identifier). Errors are OperationOutcomes (``enrs.kit.http``): 400 mal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from typing import Annotated, Any
@@ -170,6 +171,10 @@ def iti_119_match(
     patient, only_certain, count = _match_parameters(body)
     config = identity_config(request)
     traits = search.traits_of_fields(fhir.read_patient(patient, strict=False), config)
+    order = record.birth_order(
+        {"fhir": {"multipleBirthInteger": patient.get("multipleBirthInteger")}}
+    )
+    traits = dataclasses.replace(traits, birth_order=order)
     results = search.iti_119_match(
         session, request.app.state.matcher, traits, only_certain=only_certain, count=count
     )
