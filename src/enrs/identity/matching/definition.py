@@ -167,13 +167,14 @@ def close_spelling(f: Feature) -> Expr:
     return close(f.l, f.r)
 
 
-# Swapped, and one of the two names with a typo (``DELACY ERIN`` / ``ERIN DELCAY``).
+# Swapped, and one of the two names with a typo (``DELACY ERIN`` / ``ERIN DELCAY``). (The
+# cheap equality first in each term: most pairs stop there.)
 SWAPPED_CLOSE = (
     NAMES
     & GIVENS
     & (
         (eq(first_given.l, birth_name.r) & close(birth_name.l, first_given.r))
-        | (close(first_given.l, birth_name.r) & eq(birth_name.l, first_given.r))
+        | (eq(birth_name.l, first_given.r) & close(first_given.l, birth_name.r))
     )
 )
 
@@ -260,7 +261,7 @@ GIVEN = Comparison(
         # a typo: one letter off a listed first name, and not a first name itself
         Level(
             "typo",
-            GIVENS & close_spelling(first_given) & (_typo_of("l", "r") | _typo_of("r", "l")),
+            GIVENS & (_typo_of("l", "r") | _typo_of("r", "l")) & close_spelling(first_given),
         ),
         Level("jaro_winkler", GIVENS & jaro_winkler_at_least(first_given.l, first_given.r, 0.90)),
         Level("phonetic", GIVENS & present(given_phonetic) & same(given_phonetic)),
@@ -362,7 +363,7 @@ RESIDENCE = Comparison(
     (
         Level("null", _place_unknown("l") | _place_unknown("r"), null=True),
         Level("same_address", present(address) & same(address) & SAME_PLACE),
-        Level("close_address", present(address) & close_spelling(address) & SAME_PLACE),
+        Level("close_address", present(address) & SAME_PLACE & close_spelling(address)),
         Level("same_place", SAME_PLACE),
         else_level(),
     ),
