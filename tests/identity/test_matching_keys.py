@@ -53,6 +53,7 @@ def _home(**changes: Any) -> dict[str, Any]:
 
 def test_normalised_keys() -> None:
     assert phonetic("LEFEBVRE") == phonetic("LEFEVRE") and phonetic("") == ""
+    assert phonetic("H") == "H"  # FONEM leaves nothing of it: its own key
     assert phonetic("GAUTHIER") == phonetic("GOTIER") != phonetic("GAUTIER ROSE")
     assert normalize_phone("+596 696 12-34-56") == normalize_phone("0696123456") == "696123456"
     assert normalize_phone("00 590 690 12 34 56") == "690123456"

@@ -37,6 +37,7 @@ from enrs.identity.models import (
     RegionalPatient,
     SourceIdentity,
 )
+from enrs.identity.traits import phonetic
 from enrs.kit.db import UTCDateTime, utcnow
 from enrs.kit.events import emit
 
@@ -320,16 +321,14 @@ _CANDIDATES = (
         S.active.is_(True),
         or_(
             _one_of(S.birth_date, "date", 2),
-            and_(_one_of(S.n_birth_name, "name", 2), _one_of(S.birth_year, "year", 3)),
+            # the French phonetic key of a name is the same for the same spelling: these keys
+            # find the names spelt alike as well as those that sound alike
+            and_(_one_of(S.p_birth_name, "sound", 2), _one_of(S.birth_year, "year", 3)),
             and_(_one_of(S.n_used_name, "name", 2), _one_of(S.birth_year, "year", 3)),
-            and_(S.n_first_given == bindparam("given"), S.n_birth_name == bindparam("surname")),
             and_(
-                S.n_first_given == bindparam("surname_as_given"),
-                S.n_birth_name == bindparam("given_as_surname"),
+                S.p_first_given == bindparam("given_sound"),
+                S.p_birth_name == bindparam("surname_sound"),
             ),
-            # phonetic keys: the birth name and a birth year ±1, or both names (either order)
-            and_(S.p_birth_name == bindparam("sound"), _one_of(S.birth_year, "year", 3)),
-            and_(S.p_first_given == bindparam("given_sound"), S.p_birth_name == bindparam("sound")),
             and_(
                 S.p_first_given == bindparam("sound_as_given"),
                 S.p_birth_name == bindparam("given_sound_as_surname"),
@@ -365,35 +364,33 @@ def _blocking(t: Traits) -> dict[str, Any] | None:
             dates.append(swapped)
     years = [t.birth_date.year + d for d in (-1, 0, 1)] if t.birth_date else []
     names = sorted({t.birth_name, t.used_name} - {""}) if years else []
+    sounds = sorted({phonetic(n) for n in names})
     has_names = bool(t.birth_name and t.first_given)
-    sound, given_sound = t.birth_name_phonetic or None, t.given_phonetic or None
-    has_sounds = bool(sound and given_sound)
+    sound, given_sound = t.birth_name_phonetic, t.given_phonetic
     address = t.address if t.address and t.postal_code else None
     if not (dates or names or has_names or t.phone or address):
         return None
     return {
-        "sound": sound,
-        "given_sound": given_sound if has_sounds else None,
-        "sound_as_given": sound if has_sounds else None,
-        "given_sound_as_surname": given_sound if has_sounds else None,
+        **_padded("date", dates, 2),
+        **_padded("sound", sounds, 2),
+        **_padded("name", names, 2),
+        **_padded("year", years, 3),
+        "given_sound": given_sound if has_names else None,
+        "surname_sound": sound if has_names else None,
+        "sound_as_given": sound if has_names else None,
+        "given_sound_as_surname": given_sound if has_names else None,
         "phone": t.phone or None,
         "address": address,
         "postal": t.postal_code if address else None,
-        **_padded("date", dates, 2),
-        **_padded("name", names, 2),
-        **_padded("year", years, 3),
-        "given": t.first_given if has_names else None,
-        "surname": t.birth_name if has_names else None,
-        "surname_as_given": t.birth_name if has_names else None,
-        "given_as_surname": t.first_given if has_names else None,
     }
 
 
 def candidates(session: Session, t: Traits, *, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
-    """Blocking: active identities sharing the birth date (or its day/month swap), or the
-    birth name (or used name) and a birth year ±1, or birth name and first name (any date),
-    or the swapped names; the same with the French phonetic keys of the names; or the same
-    phone, or the same address line and postal code. Each key is served by an index."""
+    """Blocking: active identities sharing the birth date (or its day/month swap); or a birth
+    name (or used name) that sounds as the birth or used name (French phonetic key, which
+    spelling alike implies) and a birth year ±1; or, whatever the dates, birth name and first
+    name sounding alike, either way round; or the phone; or the address line and postal
+    code. Each key is served by an index."""
     params = _blocking(t)
     if params is None:
         return []

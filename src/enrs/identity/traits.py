@@ -51,8 +51,9 @@ PHONETIC_LENGTH = 64
 def phonetic(name: str) -> str:
     """The French phonetic key of a normalised name: FONEM (Bouchard and Pouyez, written for
     French names; abydos' implementation), so that ``LEFEBVRE`` and ``LEFEVRE``, ``PHILIPPE``
-    and ``FILIPE``, ``GAUTHIER`` and ``GAUTIER`` share a key. ``''`` for ``''``."""
-    return str(_FONEM.encode(name))[:PHONETIC_LENGTH] if name else ""
+    and ``FILIPE``, ``GAUTHIER`` and ``GAUTIER`` share a key. ``''`` for ``''`` only (a name
+    FONEM reduces to nothing, ``H``, is its own key): names spelt alike always share a key."""
+    return (str(_FONEM.encode(name)) or name)[:PHONETIC_LENGTH] if name else ""
 
 
 _DIGITS = re.compile(r"\D")
