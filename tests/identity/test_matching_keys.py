@@ -4,6 +4,7 @@ make a link automatic; a first name's typo is told from a twin's real first name
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -14,6 +15,7 @@ from tests.identity.test_service import CHU, CLINIC, CONFIG, GP, MATCHER, feed
 from tests.support.identities import person
 
 from enrs.identity import record, repository, service
+from enrs.identity.matching.model import DEFAULT_MODEL, MatchModel
 from enrs.identity.models import IdentityTask
 from enrs.identity.schemas import SourceIdentityIn, Telecom
 from enrs.identity.traits import normalize_address, normalize_city, normalize_phone, phonetic
@@ -159,3 +161,22 @@ def test_the_order_of_birth_is_read_from_either_protocol() -> None:
     assert record.birth_order({"fhir": {"multipleBirthBoolean": True}}) == ""
     assert record.birth_order({"fhir": {"multipleBirthInteger": True}}) == ""
     assert record.birth_order({"v2": {"PID": {"25": "x"}}}) == "" == record.birth_order(None)
+
+
+def test_the_order_of_birth_may_forbid_an_automatic_link_never_help_one() -> None:
+    """It is evidence only (the same order adds nothing towards the automatic threshold) and
+    a veto (two orders: never automatic)."""
+    twin = {"birth_name": "ROSIER", "birth_date": date(2015, 8, 21), "given_names": ["Marie"]}
+    plain = service.prepare(person(CHU, "1", **twin), CONFIG).traits
+    first = service.prepare(person(CHU, "1", **twin, record=_order(1)), CONFIG).traits
+    second = service.prepare(person(CHU, "2", **twin, record=_order(2)), CONFIG).traits
+    same, alone = MATCHER.score(first, first), MATCHER.score(plain, plain)
+    assert same.strict_weight == alone.strict_weight and same.weight > alone.weight
+    assert same.auto_link_allowed and not MATCHER.score(first, second).auto_link_allowed
+
+
+def test_a_model_naming_an_unknown_evidence_comparison_is_refused() -> None:
+    data = json.loads(DEFAULT_MODEL.read_text())
+    data["evidence_only"] = [*data["evidence_only"], "fax"]
+    with pytest.raises(ValueError, match="fax"):
+        MatchModel.from_dict(data)

@@ -46,7 +46,8 @@ class MatchModel:
     review: float
     auto_link_requires: dict[str, frozenset[str]]
     # Comparisons of complementary traits (address, phone…): their weight counts towards the
-    # review threshold, never towards the automatic-link one.
+    # review threshold, never towards the automatic-link one. One may still stand in the way
+    # of an automatic link through ``auto_link_requires`` (two orders of birth: twins).
     evidence_only: frozenset[str] = frozenset()
     # The probability of one person given a weight: logistic (slope, intercept) in the weight,
     # fitted on labelled candidate pairs (bench/identity_calibration.py). Without it, the
@@ -88,8 +89,6 @@ class MatchModel:
             raise ValueError(
                 f"evidence_only names unknown comparisons: {sorted(model.evidence_only - names)}"
             )
-        if model.evidence_only & set(model.auto_link_requires):
-            raise ValueError("a comparison cannot be both evidence_only and auto_link_requires")
         if "calibration" in data:
             cal = data["calibration"]
             slope, intercept = float(cal["slope"]), float(cal["intercept"])
