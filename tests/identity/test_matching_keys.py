@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -180,3 +180,29 @@ def test_a_model_naming_an_unknown_evidence_comparison_is_refused() -> None:
     data["evidence_only"] = [*data["evidence_only"], "fax"]
     with pytest.raises(ValueError, match="fax"):
         MatchModel.from_dict(data)
+
+
+def test_a_placeholder_phone_or_address_is_no_key(db: Database) -> None:
+    """``00 00 00 00 00`` and ``INCONNUE`` are what is typed when the phone or address is not
+    known: as keys they would bring every such identity to every such probe (past the
+    candidate limit, crowding out the real ones), and as evidence make strangers alike."""
+    assert normalize_phone("00 00 00 00 00") == normalize_phone("0123456789") == ""
+    assert normalize_address("Adresse inconnue") == normalize_address("SDF") == ""
+    unknown = {
+        "address_line": "INCONNUE",
+        "telecom": [Telecom(system="phone", value="00 00 00 00 00")],
+    }
+    with db.transaction() as session:
+        for i in range(repository.CANDIDATE_LIMIT + 20):
+            stranger = person(
+                CHU,
+                f"S{i}",
+                birth_name=f"INCONNU{chr(65 + i % 26)}{chr(65 + i // 26 % 26)}",
+                given_names=["Jean"],
+                birth_date=date(1930, 1, 1) + timedelta(days=37 * i),
+                **unknown,
+            )
+            service.feed(session, MATCHER, stranger, actor="test", config=CONFIG)
+    mine = feed(db, person(CHU, "me", **unknown))
+    found = _candidates(db, person(CLINIC, "B1", **unknown))
+    assert mine.source_id in found and len(found) < repository.CANDIDATE_LIMIT

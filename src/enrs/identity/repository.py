@@ -367,7 +367,7 @@ def _blocking(t: Traits) -> dict[str, Any] | None:
     sounds = sorted({phonetic(n) for n in names})
     has_names = bool(t.birth_name and t.first_given)
     sound, given_sound = t.birth_name_phonetic, t.given_phonetic
-    address = t.address if t.address and t.postal_code else None
+    address = t.address if t.postal_code else ""
     if not (dates or names or has_names or t.phone or address):
         return None
     return {
@@ -380,7 +380,7 @@ def _blocking(t: Traits) -> dict[str, Any] | None:
         "sound_as_given": sound if has_names else None,
         "given_sound_as_surname": given_sound if has_names else None,
         "phone": t.phone or None,
-        "address": address,
+        "address": address or None,
         "postal": t.postal_code if address else None,
     }
 

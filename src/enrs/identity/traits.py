@@ -64,9 +64,19 @@ def normalize_phone(value: str | None) -> str:
     """A phone number's last nine digits, ``''`` when it has fewer: the French national
     number without its trunk 0 or country code, the same for ``06 90 12 34 56``,
     ``+590 690 12 34 56`` and ``0033 6 90…`` (overseas numbers keep their 590/594/596/262
-    prefix in both forms)."""
+    prefix in both forms). ``''`` too for what is typed when the number is unknown (one digit
+    repeated, ``0123456789``): thousands of identities would share it."""
     digits = _DIGITS.sub("", value or "")
-    return digits[-PHONE_DIGITS:] if len(digits) >= PHONE_DIGITS else ""
+    last = digits[-PHONE_DIGITS:]
+    if len(digits) < PHONE_DIGITS or len(set(last)) == 1 or last in _COUNTING:
+        return ""
+    return last
+
+
+_COUNTING = frozenset({"123456789", "012345678", "987654321", "876543210"})
+_UNKNOWN_ADDRESS = re.compile(
+    r"^(ADRESSE )?(INCONNUE?|SDF|SANS DOMICILE( FIXE)?|NEANT|NON RENSEIGNEE?|X+|0+)$"
+)
 
 
 def normalize_email(value: str | None) -> str:
@@ -100,8 +110,10 @@ _STREET_WORDS = {
 
 def normalize_address(value: str | None) -> str:
     """An address line as compared: :func:`normalize_name`, street types spelt out
-    (``BD`` → ``BOULEVARD``, ``ST`` → ``SAINT``)."""
-    return " ".join(_STREET_WORDS.get(w, w) for w in normalize_name(value).split())
+    (``BD`` → ``BOULEVARD``, ``ST`` → ``SAINT``); ``''`` for one that says the address is
+    unknown (``INCONNUE``, ``SDF``, ``XXX``), which many identities share."""
+    line = " ".join(_STREET_WORDS.get(w, w) for w in normalize_name(value).split())
+    return "" if _UNKNOWN_ADDRESS.match(line) else line
 
 
 def normalize_city(value: str | None) -> str:
