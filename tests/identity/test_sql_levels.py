@@ -17,6 +17,7 @@ from splink import DuckDBAPI, Linker
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import EmbeddedMatcher
 from enrs.identity.matching.model import MatchModel
+from enrs.identity.matching.scorer import row_of
 from enrs.identity.matching.splink_model import gamma_labels, splink_settings
 from enrs.identity.matching.sql_levels import SQL_LEVELS
 from enrs.identity.registry_frame import load_rows
@@ -65,26 +66,7 @@ def _row(
         email=normalize_email(email),
         birth_order=order,
     )
-    row = (
-        i,
-        i,
-        n_name,
-        n_used,
-        "|".join(n_given),
-        born,
-        sex,
-        place,
-        postal,
-        t.birth_name_phonetic,
-        t.given_phonetic,
-        t.address,
-        t.city,
-        t.phone,
-        t.email,
-        t.birth_order,
-        ins,
-        "",
-    )
+    row = (i, i, *row_of(t), ins, "")  # the frame's columns: the definition's, in order
     return row, t
 
 
@@ -214,27 +196,7 @@ def test_sql_and_python_levels_agree_pair_by_pair(
 
 def _stored(t: Traits) -> Candidate:
     """``t`` as blocking reads it (id, patient and attributes do not enter scoring)."""
-    given = "|".join(t.given_names)
-    return Candidate(
-        0,
-        0,
-        t.ins,
-        "",
-        t.birth_name,
-        t.used_name,
-        given,
-        t.birth_date,
-        t.sex,
-        t.birth_place,
-        t.postal_code,
-        t.birth_name_phonetic,
-        t.given_phonetic,
-        t.address,
-        t.city,
-        t.phone,
-        t.email,
-        t.birth_order,
-    )
+    return Candidate(0, 0, t.ins, "", *row_of(t))
 
 
 def test_score_rows_scores_as_score_both_ways(

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table, insert, text
+from sqlalchemy.orm import Session
 
 from enrs.kit.db import Database
 from enrs.kit.migrate import alembic_config
@@ -48,6 +50,22 @@ def test_alembic_ini_for_developers(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
 
+def _insert_as_stored_then(session: Session, values: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """An identity of ``values`` (``service.prepare``), a regional patient of its own, as the
+    schema the database is at holds it (today's ORM has columns added since): the patient's
+    id and the columns written."""
+    conn = session.connection()
+    tables = MetaData()
+    patients = Table("identity_patient", tables, autoload_with=conn)
+    sources = Table("identity_source", tables, autoload_with=conn)
+    now = datetime.now(UTC)
+    row = {"rri": "R1", "active": True, "created_at": now, "updated_at": now}
+    patient_id = int(conn.execute(insert(patients).values(row)).inserted_primary_key[0])
+    old = {k: v for k, v in values.items() if k in sources.c}
+    conn.execute(insert(sources).values({**old, "patient_id": patient_id}))
+    return patient_id, old
+
+
 def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> None:
     """20261204_0700: every authority already fed or bound to a feeder becomes a registered
     domain, so an upgraded server refuses nothing it accepted before."""
@@ -63,17 +81,7 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
     db = Database(database_url)
     try:
         with db.transaction() as session:
-            # An identity as that schema holds it (today's ORM has columns added since).
-            conn = session.connection()
-            tables = MetaData()
-            patients = Table("identity_patient", tables, autoload_with=conn)
-            sources = Table("identity_source", tables, autoload_with=conn)
-            now = datetime.now(UTC)
-            row = {"rri": "R1", "active": True, "created_at": now, "updated_at": now}
-            patient_id = conn.execute(insert(patients).values(row)).inserted_primary_key[0]
-            values = service.prepare(person(fed, "1"), CONFIG).values
-            old = {k: v for k, v in values.items() if k in sources.c}
-            conn.execute(insert(sources).values({**old, "patient_id": patient_id}))
+            _insert_as_stored_then(session, service.prepare(person(fed, "1"), CONFIG).values)
             accounts_service.create_client(
                 session, name="DPI", scope="system/Patient.cu", authorities=[client_oid]
             )
@@ -115,17 +123,9 @@ def test_identities_stored_before_get_their_matching_keys_on_upgrade(database_ur
     )  # fmt: skip
     try:
         with db.transaction() as session:
-            conn = session.connection()
-            tables = MetaData()
-            patients = Table("identity_patient", tables, autoload_with=conn)
-            sources = Table("identity_source", tables, autoload_with=conn)
-            now = datetime.now(UTC)
-            row = {"rri": "R1", "active": True, "created_at": now, "updated_at": now}
-            patient_id = conn.execute(insert(patients).values(row)).inserted_primary_key[0]
             values = service.prepare(data, CONFIG).values
-            old = {k: v for k, v in values.items() if k in sources.c}
+            patient_id, old = _insert_as_stored_then(session, values)
             assert "p_birth_name" not in old and json.loads(old["telecom"])
-            conn.execute(insert(sources).values({**old, "patient_id": patient_id}))
         command.upgrade(cfg, "head")
         with db.transaction(write=False) as session:
             (stored,) = repository.sources_of_patient(session, patient_id)

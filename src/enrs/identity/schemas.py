@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any, Literal
 
@@ -13,6 +14,11 @@ OID = r"^[0-2](\.(0|[1-9]\d*))+$"
 class Telecom(BaseModel):
     system: Literal["phone", "email", "fax", "other"] = "phone"
     value: str = Field(min_length=1, max_length=256)
+
+
+def first_telecom(items: Sequence[Telecom], system: str) -> str | None:
+    """The first ``system`` (``phone``, ``email``…) value of ``items``, as matching compares."""
+    return next((t.value for t in items if t.system == system and t.value), None)
 
 
 class OfferedIdentifier(BaseModel):

@@ -27,6 +27,7 @@ from enrs.identity.fhir import GENDER_IN, GENDER_SYSTEM, PatientFields, oid_of
 from enrs.identity.matching.compare import PairScore, Traits
 from enrs.identity.matching.engine import Matcher
 from enrs.identity.models import RegionalPatient, SourceIdentity
+from enrs.identity.schemas import first_telecom
 from enrs.identity.traits import (
     check_ins,
     normalize_address,
@@ -310,13 +311,9 @@ def traits_of_fields(fields: PatientFields, config: IdentityConfig) -> Traits:
         ins=ins,
         address=normalize_address(fields.address_line),
         city=normalize_city(fields.city),
-        phone=normalize_phone(_first(fields, "phone")),
-        email=normalize_email(_first(fields, "email")),
+        phone=normalize_phone(first_telecom(fields.telecom, "phone")),
+        email=normalize_email(first_telecom(fields.telecom, "email")),
     )
-
-
-def _first(fields: PatientFields, system: str) -> str | None:
-    return next((t.value for t in fields.telecom if t.system == system and t.value), None)
 
 
 def _grade(score: PairScore, same_ins: bool, doubtful: bool, m: Matcher) -> str:

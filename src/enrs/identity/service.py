@@ -32,7 +32,7 @@ from enrs.identity.models import (
     SourceIdentityVersion,
 )
 from enrs.identity.repository import Candidate
-from enrs.identity.schemas import FeedResult, SourceIdentityIn
+from enrs.identity.schemas import FeedResult, SourceIdentityIn, first_telecom
 from enrs.identity.traits import (
     INS_NIR_OID,
     check_ins,
@@ -102,10 +102,6 @@ def _columns(data: SourceIdentityIn, ins: str | None) -> dict[str, Any]:
     }
 
 
-def _first_telecom(data: SourceIdentityIn, system: str) -> str | None:
-    return next((t.value for t in data.telecom if t.system == system and t.value), None)
-
-
 def matching_keys(data: SourceIdentityIn) -> dict[str, str | None]:
     """The matching keys of an identity (``SourceIdentity.p_birth_name`` …), NULL when empty."""
     keys = {
@@ -113,8 +109,8 @@ def matching_keys(data: SourceIdentityIn) -> dict[str, str | None]:
         "p_first_given": phonetic(normalize_name(data.given_names[0])),
         "n_address": normalize_address(data.address_line),
         "n_city": normalize_city(data.city),
-        "n_phone": normalize_phone(_first_telecom(data, "phone")),
-        "n_email": normalize_email(_first_telecom(data, "email")),
+        "n_phone": normalize_phone(first_telecom(data.telecom, "phone")),
+        "n_email": normalize_email(first_telecom(data.telecom, "email")),
         "birth_order": record.birth_order(data.record),
     }
     return {k: v or None for k, v in keys.items()}
