@@ -39,6 +39,7 @@ from enrs.identity.traits import (
     INS_TEST_NIR_OID,
     STATUSES,
 )
+from enrs.identity.translate import BIRTH_LIST
 from enrs.kit.errors import Unprocessable
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
@@ -46,7 +47,6 @@ FR_V2_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
 FR_CORE_PATIENT = FR_CORE + "fr-core-patient"
 FR_CORE_PATIENT_INS = FR_CORE + "fr-core-patient-ins"
-BIRTH_LIST = FR_CORE + "fr-core-patient-birth-list-given-name"
 INSEE_CODE = FR_CORE + "fr-core-address-insee-code"
 RELIABILITY = FR_CORE + "fr-core-identity-reliability"
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"

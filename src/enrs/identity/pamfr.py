@@ -23,7 +23,7 @@ from datetime import date
 
 from pydantic import ValidationError
 
-from enrs.identity import record
+from enrs.identity import record, translate
 from enrs.identity.config import IdentityConfig
 from enrs.identity.schemas import OID, OfferedIdentifier, SourceIdentityIn, Telecom
 from enrs.identity.traits import ATTRIBUTES, INS_NIA_OID, INS_NIR_OID, INS_OIDS, STATUSES
@@ -153,18 +153,6 @@ def ipp_of(
     return authority, best.value
 
 
-def _given(first: str, further: str) -> list[str]:
-    """PAM-FR: XPN-2 the first birth first name, XPN-3 the list of birth first names (space
-    separated, repeating XPN-2); plain HL7 XPN-3 (further names only) reads the same."""
-    words = further.split()
-    if not first:
-        return words
-    head = first.upper().split()
-    if [w.upper() for w in words[: len(head)]] == head:
-        words = words[len(head) :]
-    return [first, *words]
-
-
 def _names(pid: Segment, notes: list[str]) -> tuple[str, str | None, list[str]]:
     reps = pid.reps(5)
     legal = [r for r in reps if r.get(7).upper() == "L"]
@@ -176,10 +164,10 @@ def _names(pid: Segment, notes: list[str]) -> tuple[str, str | None, list[str]]:
         notes.append(f"PID-5: no birth name (type L); {birth.get(7) or 'untyped'} name used")
     if birth is None or not birth.get(1):
         raise V2Error(101, "PID-5: the birth name (type L) is required", location="PID^1^5")
-    given = _given(birth.get(2), birth.get(3))
+    given = translate.given_names(birth.get(2), birth.get(3))
     if not given and used and used[0].get(2):
         notes.append("PID-5: no birth first name; the used first name taken")
-        given = _given(used[0].get(2), used[0].get(3))
+        given = translate.given_names(used[0].get(2), used[0].get(3))
     if not given:
         raise V2Error(101, "PID-5: the first name (XPN-2) is required", location="PID^1^5^1^2")
     if len(given) > 10:

@@ -17,7 +17,10 @@ number of answers (default and maximum 100); QAK gives the hit counts (no contin
 
 Each answer is one active source identity (as ITI-78's): PID-3 its IPP, the INS of a
 qualified identity, the RRI; PID-5 birth name (type L) and used name (D), PID-7, PID-8, PID-11,
-PID-13, PID-32 the RNIV status. What a client may read is :mod:`.access`'s, as for every read."""
+PID-13, PID-32 the RNIV status; then the whole record (:mod:`.record`) as fed over HL7 v2 or
+translated from FHIR: every name, address and telecom, PID-15, PID-16, PID-24, PID-25, and the
+PD1 and NK1 segments after the PID. What a client may read is :mod:`.access`'s, as for every
+read."""
 
 from __future__ import annotations
 
@@ -274,8 +277,10 @@ def pid_segment(
         fields[11] = place.lstrip("~")
     fields[13] = "~".join(_xtn(t) for t in _telecoms(source.telecom))
     fields[32] = source.status
-    for n, text in record.pid_fields(source.record).items():  # as fed, when fed over HL7 v2
+    for n, text in record.pid_fields(source.record).items():  # as fed, or translated
         fields[n] = text
+    if place and "BDL" not in fields[11].upper():  # a record fed over FHIR has it aside
+        fields[11] = f"{fields[11]}{place}" if fields[11] else place.lstrip("~")
     return "PID|" + "|".join(fields[1:]).rstrip("|")
 
 
@@ -325,6 +330,7 @@ def pdq_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
         if wanted:
             shown = [i for i in shown if i.system in wanted]
         pids.append(pid_segment(n, source, shown, namespaces))
+        pids += record.segments(source.record)  # PD1, NK1: [PID [PD1] [{NK1}]] per hit
         handled_touched.append(Touched(rri, f"Patient/{source.id}", "E"))
     handled = answer("OK", pids=pids, hits=(total, len(rows)))
     handled.touched.extend(handled_touched)

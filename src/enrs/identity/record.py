@@ -14,8 +14,10 @@ consumers in the protocol it came in:
   PID-25 (multiple birth and order), and the PD1 and NK1 segments, as fed (in the standard
   delimiters); a PDQ answer (RSP^K22) writes those PID fields as fed.
 
-An identity fed over one protocol and read over the other gets the traits (the same as
-before): the record is not translated between HL7 v2 and FHIR."""
+An identity fed over one protocol and read over the other gets its record translated
+(:mod:`.translate`): PDQm reads an identity fed by ADT with its PID-5 names, PID-11
+addresses, NK1 contacts… as FHIR elements; PDQ reads one fed over FHIR with its names,
+addresses, contacts… as PID fields and PD1 and NK1 segments."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from enrs.identity import translate
 from enrs.kit.errors import Unprocessable
 from enrs.kit.hl7v2 import Segment
 
@@ -106,16 +109,49 @@ def _load(column: str | None) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _v2(column: str | None) -> tuple[dict[int, str], list[str]] | None:
+    """The PID fields and the PD1 and NK1 segments of a record fed over HL7 v2."""
+    v2 = _load(column).get("v2")
+    if not isinstance(v2, dict):
+        return None
+    fields, segments = v2.get("PID"), v2.get("segments")
+    pid = (
+        {int(k): str(v) for k, v in fields.items() if str(k).isdigit()}
+        if isinstance(fields, dict)
+        else {}
+    )
+    kept = (
+        [str(s) for s in segments if str(s)[:3] in SEGMENTS] if isinstance(segments, list) else []
+    )
+    return pid, kept
+
+
 def fhir_elements(column: str | None) -> dict[str, Any]:
-    """The FHIR elements of a record fed over FHIR (none for another)."""
+    """The FHIR elements of a record: as fed over FHIR, translated when fed over HL7 v2."""
     elements = _load(column).get("fhir")
-    return elements if isinstance(elements, dict) else {}
+    if isinstance(elements, dict):
+        return elements
+    v2 = _v2(column)
+    return translate.v2_to_fhir(*v2) if v2 else {}
 
 
 def pid_fields(column: str | None) -> dict[int, str]:
-    """The PID fields (number → text in the standard delimiters) of a record fed over HL7."""
-    v2 = _load(column).get("v2")
-    fields = v2.get("PID") if isinstance(v2, dict) else None
-    if not isinstance(fields, dict):
-        return {}
-    return {int(k): str(v) for k, v in fields.items() if str(k).isdigit()}
+    """The PID fields (number → text in the standard delimiters) of a record: as fed over
+    HL7 v2, translated when fed over FHIR."""
+    v2 = _v2(column)
+    if v2 is not None:
+        return v2[0]
+    elements = _load(column).get("fhir")
+    return translate.fhir_to_v2(elements)[0] if isinstance(elements, dict) else {}
+
+
+def segments(column: str | None) -> list[str]:
+    """The PD1 and NK1 segments of a record (PD1 first): as fed over HL7 v2, translated when
+    fed over FHIR."""
+    v2 = _v2(column)
+    if v2 is not None:
+        found = v2[1]
+    else:
+        elements = _load(column).get("fhir")
+        found = translate.fhir_to_v2(elements)[1] if isinstance(elements, dict) else []
+    return sorted(found, key=lambda text: SEGMENTS.index(text[:3]))
