@@ -32,7 +32,7 @@ def test_the_readme_examples_work_against_a_live_server(tmp_path: Path, database
     from the repository root (here a folder whose ``var/`` is the server's data dir), the
     default ports replaced by the test server's."""
     blocks = _try_it_blocks((Path(__file__).parents[2] / "README.md").read_text())
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     data_dir = tmp_path / "var"
     mllp_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
@@ -70,3 +70,9 @@ def test_the_readme_examples_work_against_a_live_server(tmp_path: Path, database
     values = {p["valueIdentifier"]["value"] for p in pix["parameter"] if "valueIdentifier" in p}
     assert "285039720912360" in values  # the INS of a qualified identity is shared
     assert "MSA|AA|MSG0001" in out, out
+    # The ADT-fed identity read over PDQm: NK1 translated to a FHIR contact.
+    richard, _ = decode(out, out.rindex('{"resourceType":"Bundle"'))
+    [contact] = richard["entry"][0]["resource"]["contact"]
+    assert contact["name"] == {"family": "RICHARD", "given": ["Anne"]}
+    assert contact["gender"] == "female"
+    assert contact["relationship"][0]["coding"][0]["code"] == "SPO"
