@@ -254,8 +254,27 @@ def _xtn(telecom: dict[str, str]) -> str:
 def pid_segment(
     n: int, source: SourceIdentity, identifiers: list[Identifier], namespaces: Mapping[str, str]
 ) -> str:
-    """PID (set id ``n``) with ``identifiers`` in PID-3 and the traits of ``source``: the PDQ
-    answers' and the outbound notifications' (:mod:`enrs.identity.notify`)."""
+    """PID (set id ``n``) with ``identifiers`` in PID-3, the traits of ``source`` and the
+    fields of its record: the outbound notifications' (:mod:`enrs.identity.notify`)."""
+    return _pid(n, source, identifiers, namespaces, record.v2_view(source.record)[0])
+
+
+def answer_segments(
+    n: int, source: SourceIdentity, identifiers: list[Identifier], namespaces: Mapping[str, str]
+) -> list[str]:
+    """A PDQ answer's segments for ``source``: its PID (as :func:`pid_segment`), then the PD1
+    and NK1 of its record (ITI-21's ``PID [PD1] [{NK1}]``)."""
+    fields, segments = record.v2_view(source.record)
+    return [_pid(n, source, identifiers, namespaces, fields), *segments]
+
+
+def _pid(
+    n: int,
+    source: SourceIdentity,
+    identifiers: list[Identifier],
+    namespaces: Mapping[str, str],
+    recorded: Mapping[int, str],
+) -> str:
     esc = STANDARD.escape
     fields = [""] * 33
     fields[1] = str(n)
@@ -277,7 +296,7 @@ def pid_segment(
         fields[11] = place.lstrip("~")
     fields[13] = "~".join(_xtn(t) for t in _telecoms(source.telecom))
     fields[32] = source.status
-    for n, text in record.pid_fields(source.record).items():  # as fed, or translated
+    for n, text in recorded.items():  # as fed, or translated
         fields[n] = text
     if place and "BDL" not in fields[11].upper():  # a record fed over FHIR has it aside
         fields[11] = f"{fields[11]}{place}" if fields[11] else place.lstrip("~")
@@ -329,8 +348,7 @@ def pdq_query(config: IdentityConfig, session: Session, msg: Message) -> Handled
         shown = access.source_identifiers(source, rri, config)
         if wanted:
             shown = [i for i in shown if i.system in wanted]
-        pids.append(pid_segment(n, source, shown, namespaces))
-        pids += record.segments(source.record)  # PD1, NK1: [PID [PD1] [{NK1}]] per hit
+        pids += answer_segments(n, source, shown, namespaces)
         handled_touched.append(Touched(rri, f"Patient/{source.id}", "E"))
     handled = answer("OK", pids=pids, hits=(total, len(rows)))
     handled.touched.extend(handled_touched)

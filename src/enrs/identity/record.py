@@ -135,23 +135,12 @@ def fhir_elements(column: str | None) -> dict[str, Any]:
     return translate.v2_to_fhir(*v2) if v2 else {}
 
 
-def pid_fields(column: str | None) -> dict[int, str]:
-    """The PID fields (number → text in the standard delimiters) of a record: as fed over
-    HL7 v2, translated when fed over FHIR."""
+def v2_view(column: str | None) -> tuple[dict[int, str], list[str]]:
+    """The PID fields (number → text in the standard delimiters) and the PD1 and NK1 segments
+    (PD1 first) of a record: as fed over HL7 v2, translated when fed over FHIR."""
     v2 = _v2(column)
-    if v2 is not None:
-        return v2[0]
-    elements = _load(column).get("fhir")
-    return translate.fhir_to_v2(elements)[0] if isinstance(elements, dict) else {}
-
-
-def segments(column: str | None) -> list[str]:
-    """The PD1 and NK1 segments of a record (PD1 first): as fed over HL7 v2, translated when
-    fed over FHIR."""
-    v2 = _v2(column)
-    if v2 is not None:
-        found = v2[1]
-    else:
+    if v2 is None:
         elements = _load(column).get("fhir")
-        found = translate.fhir_to_v2(elements)[1] if isinstance(elements, dict) else []
-    return sorted(found, key=lambda text: SEGMENTS.index(text[:3]))
+        v2 = translate.fhir_to_v2(elements) if isinstance(elements, dict) else ({}, [])
+    fields, found = v2
+    return fields, sorted(found, key=lambda text: SEGMENTS.index(text[:3]))
