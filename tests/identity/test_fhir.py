@@ -288,6 +288,23 @@ def test_feed_prefer_operation_outcome_reports_the_link(client: TestClient, toke
     assert issue["severity"] == "information" and "AUTO" in issue["diagnostics"]
 
 
+def test_an_intra_facility_duplicate_is_told_to_the_sender(client: TestClient, token: str) -> None:
+    """Two IPPs of the CHU with the same traits are never linked: a task for the cell, and a
+    warning to the CHU naming its other IPP (it merges them itself if they are one person)."""
+    assert feed(client, token, fr_patient("1")).status_code == 201
+    response = feed(client, token, fr_patient("2"), Prefer="return=OperationOutcome")
+    assert response.status_code == 201 and response.headers["ENRS-Link-Method"] == "NEW"
+    task = response.headers["ENRS-Task"]
+    [warning] = [i for i in response.json()["issue"] if i["severity"] == "warning"]
+    assert "same person as IPP 1 of this facility" in warning["diagnostics"]
+    assert f"task {task.split('id=')[1]}" in warning["diagnostics"]
+    assert warning["expression"] == ["Patient.identifier"]
+    # The clinic's identity of the same person: linked, no such warning.
+    other = feed(client, token, fr_patient("C1", CLINIC), Prefer="return=OperationOutcome")
+    assert other.status_code == 201
+    assert [i for i in other.json()["issue"] if i["severity"] == "warning"] == []
+
+
 def test_permissions(client: TestClient, factory: Factory, db: Database) -> None:
     body = fr_patient("1")
     url = f"/fhir/Patient?identifier=urn:oid:{CHU}|1"

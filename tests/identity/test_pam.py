@@ -148,6 +148,31 @@ def test_a37_of_identities_linked_by_the_facility_gives_the_second_a_new_patient
         assert task.source_id == second.id and task.other_source_id == first.id
 
 
+def test_an_intra_facility_duplicate_is_told_in_the_ack(feed: Feed) -> None:
+    """The second IPP of the CHU with the same traits: not linked, a task for the cell, and an
+    ERR of severity W at PID-3 naming the first IPP (the CHU merges them itself, A40)."""
+    assert code(feed.send(msh("A28", "d1") + pid("1"))) == "AA"
+    answer = feed.send(msh("A28", "d2") + pid("2"))
+    assert code(answer) == "AA"
+    [warning] = [seg for seg in answer if str(seg[0]) == "ERR" and "IPP 1 " in str(seg[8])]
+    assert (str(warning[2]), str(warning[4])) == ("PID^1^3", "W")
+    assert "intra-facility duplicate" in str(warning[8]) and "(A40)" in str(warning[8])
+    first, second = feed.source(CHU, "1"), feed.source(CHU, "2")
+    assert first is not None and second is not None and first.patient_id != second.patient_id
+    with feed.db.transaction() as session:
+        task = session.scalars(
+            select(IdentityTask).where(IdentityTask.source_id == second.id)
+        ).one()
+        assert (task.kind, task.other_patient_id) == ("DUPLICATE", first.patient_id)
+        assert f"task {task.id} " in str(warning[8])
+    # The clinic's identity of the same person is no intra-facility duplicate.
+    clinic = feed.send(
+        msh("A28", "d3", facility=f"CLINIC^{CLINIC}^ISO") + pid("C1", authority=CLINIC)
+    )
+    assert code(clinic) == "AA"
+    assert not [seg for seg in clinic if str(seg[0]) == "ERR" and "IPP" in str(seg[8])]
+
+
 def test_a24_refusals(feed: Feed) -> None:
     assert (
         code(feed.send(msh("A28", "c1") + pid("1", ins="261049720912388", status="QUAL"))) == "AA"

@@ -224,13 +224,15 @@ def _feed_headers(result: FeedResult) -> dict[str, str]:
     return headers
 
 
-def _ignored_identifiers(result: FeedResult) -> list[dict[str, Any]]:
-    """A warning for each Patient.identifier not kept (:mod:`.others` says why)."""
+def _identifier_warnings(result: FeedResult) -> list[dict[str, Any]]:
+    """A warning for each Patient.identifier not kept (:mod:`.others` says why), and one for
+    a possible intra-facility duplicate."""
+    duplicate = identity_service.same_facility_note(result)
     return [
         outcome_issue(
             note, code="informational", severity="warning", expression=["Patient.identifier"]
         )
-        for note in result.ignored
+        for note in [*result.ignored, *([duplicate] if duplicate else [])]
     ]
 
 
@@ -301,7 +303,7 @@ def _feed(
         return Response(status_code=status, headers=headers)
     if wanted == "OperationOutcome":
         body = _feed_outcome(result, source)
-        body["issue"] += _ignored_identifiers(result)
+        body["issue"] += _identifier_warnings(result)
     else:
         shown = access.source_identifiers(source, result.rri, config, fed_by_caller=True)
         body = fhir.source_to_fhir(source, result.rri, shown)

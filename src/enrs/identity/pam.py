@@ -143,6 +143,8 @@ def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender)
         known = repository.source(session, key.id) if key is not None else None
         result = service.feed_prepared(session, matcher, prepared, known, actor=sender.actor)
         msg.repairs.extend(f"PID-3: {note}" for note in result.ignored)
+        if duplicate := service.same_facility_note(result):
+            msg.repairs.append(f"PID-3: {duplicate}")
         action = "C" if result.created else "U"
         return Handled(touched=[Touched(result.rri, f"{data.authority}|{data.ipp}", action)])
 

@@ -451,6 +451,15 @@ def holds_authority(
     return _conn(session).execute(_SAME_AUTHORITY, params).first() is not None
 
 
+def authority_ipps(session: Session, patient_id: int, authority: str, own_source: int) -> list[str]:
+    """The IPPs of the active identities of ``authority`` that the regional patient
+    ``patient_id`` holds, ``own_source`` left out."""
+    stmt = select(S.ipp).where(
+        S.patient_id == patient_id, S.authority == authority, S.active.is_(True), S.id != own_source
+    )
+    return sorted(session.scalars(stmt))
+
+
 def current_link(session: Session, source_id: int) -> IdentityLink | None:
     stmt = select(IdentityLink).where(
         IdentityLink.source_id == source_id, IdentityLink.ended_at.is_(None)

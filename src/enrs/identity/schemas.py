@@ -80,3 +80,8 @@ class FeedResult(BaseModel):
         default_factory=list, description="Identifiers sent but not kept, each with why"
     )
     task_id: int | None = None
+    same_facility: list[str] = Field(
+        default_factory=list,
+        description="IPPs of the sender's own facility the cell compares this identity with "
+        "(a possible intra-facility duplicate: the facility merges them itself if it is one)",
+    )

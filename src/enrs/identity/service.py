@@ -538,7 +538,24 @@ def feed_prepared(
     if rows or had:
         repository.replace_others(session, result.source_id, rows, fresh=existing is None)
     result.ignored = ignored
+    task = session.get(IdentityTask, result.task_id) if result.task_id is not None else None
+    if task is not None and task.kind == "DUPLICATE":
+        result.same_facility = repository.authority_ipps(
+            session, task.other_patient_id, data.authority, result.source_id
+        )
     return result
+
+
+def same_facility_note(result: FeedResult) -> str | None:
+    """What the sender is told when the cell gets a pair of two of its own IPPs (an
+    intra-facility duplicate is never linked by the server: the facility merges them, A40)."""
+    if not result.same_facility:
+        return None
+    ipps = ", ".join(result.same_facility)
+    return (
+        f"possibly the same person as IPP {ipps} of this facility (an intra-facility duplicate): "
+        f"task {result.task_id} for the identitovigilance cell; if it is, merge them (A40)"
+    )
 
 
 def _feed_prepared(
