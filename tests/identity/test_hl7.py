@@ -510,7 +510,8 @@ def test_what_was_repaired_comes_back_as_located_warnings(feed: Feed) -> None:
     warnings = {str(seg[2]): str(seg[8]) for seg in answer if str(seg[0]) == "ERR"}
     assert all(str(seg[4]) == "W" for seg in answer if str(seg[0]) == "ERR")
     assert "birth name" in warnings["PID^1^5"] and "read as U" in warnings["PID^1^8"]
-    clean = feed.send(msh("A28", "2") + pid("2"))
+    # Another person, nothing repaired: no ERR.
+    clean = feed.send(msh("A28", "2") + pid("2", name="MARTIN", dob="19850314"))
     assert code(clean) == "AA" and not has(clean, "ERR")
 
 
