@@ -1,4 +1,5 @@
-"""The ``enrs`` command: serve, migrate, users, clients, audit, keys, identity, demo."""
+"""The ``enrs`` command: serve, migrate, users, clients, audit, keys, identity, demo; the
+services' own groups (``directory``) are added from their ``cli`` modules."""
 
 from __future__ import annotations
 
@@ -719,6 +720,14 @@ def demo_load() -> None:
     for line in load_demo(_settings()):
         click.echo(line)
 
+
+def _register_services() -> None:
+    from enrs.directory.cli import directory
+
+    main.add_command(directory)
+
+
+_register_services()
 
 if __name__ == "__main__":
     main()

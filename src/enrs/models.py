@@ -1,6 +1,7 @@
 """Imports every table module so that ``Base.metadata`` is complete (for Alembic)."""
 
 from enrs.accounts import models as accounts_models
+from enrs.directory import models as directory_models
 from enrs.identity import models as identity_models
 from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
@@ -11,6 +12,7 @@ __all__ = [
     "Base",
     "accounts_models",
     "audit_models",
+    "directory_models",
     "identity_models",
     "kit_events",
     "outbound_models",

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, Insert, MetaData, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -306,3 +308,11 @@ def commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_hooks(session: Session) -> None:
     session.info.pop("after_commit", None)
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING`` into ``table`` in ``conn``'s dialect (SQLite or
+    PostgreSQL): rows whose unique key is already there are skipped."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite_dialect.insert(table).on_conflict_do_nothing()

@@ -1,0 +1,1 @@
+"""Regional directory of professionals (RPPS) and structures (FINESS), and the ROR."""

@@ -1,0 +1,66 @@
+"""The national identifiers of the directory and their check keys.
+
+- RPPS number: 11 digits, the last a Luhn key over the first ten. The national professional
+  identifier (``idNatPs``, system ``urn:oid:1.2.250.1.71.4.2.1``) is ``8`` + the RPPS number,
+  or ``0`` + the ADELI number (9 characters, no key checked here).
+- FINESS number: 9 characters ``[0-9][0-9AB][0-9]{7}``, the last a Luhn key over the first
+  eight. A Corsican number (``2A``/``2B``) has a letter the Luhn algorithm cannot read: its
+  key is not checked.
+"""
+
+from __future__ import annotations
+
+import re
+
+RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+FINESS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
+_RPPS = re.compile(r"^\d{11}$")
+_FINESS = re.compile(r"^\d[\dAB]\d{7}$")
+
+
+def luhn_key(digits: str) -> int:
+    """The Luhn check digit to append to ``digits``."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = int(char)
+        if i % 2 == 0:  # doubled: the rightmost digit, once the key is appended, is the key
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return (10 - total % 10) % 10
+
+
+def valid_rpps(number: str) -> bool:
+    """An RPPS number with a right key."""
+    return bool(_RPPS.match(number)) and luhn_key(number[:10]) == int(number[10])
+
+
+def valid_finess(number: str) -> bool:
+    """A FINESS number of the right form with a right key (Corsican numbers: form only)."""
+    if not _FINESS.match(number):
+        return False
+    if not number[:8].isdigit():
+        return True
+    return luhn_key(number[:8]) == int(number[8])
+
+
+def rpps_error(number: str) -> str | None:
+    """Why ``number`` is no RPPS number (``None`` if it is one)."""
+    if not _RPPS.match(number):
+        return f"an RPPS number has 11 digits, not {number!r}"
+    if not valid_rpps(number):
+        return f"RPPS {number}: its key (last digit) does not check"
+    return None
+
+
+def finess_error(number: str) -> str | None:
+    """Why ``number`` is no FINESS number (``None`` if it is one)."""
+    if not _FINESS.match(number):
+        return f"a FINESS number has 9 characters ([0-9][0-9AB][0-9]{{7}}), not {number!r}"
+    if not valid_finess(number):
+        return f"FINESS {number}: its key (last digit) does not check"
+    return None
+
+
+def id_nat_ps(kind: str, number: str) -> str:
+    """The national professional identifier of an RPPS (``kind`` 8) or ADELI (0) number."""
+    return f"{kind}{number}"

@@ -1,0 +1,335 @@
+"""The national files the directory imports, as published, read line by line.
+
+Each :class:`FileKind` knows its file from its first lines, its delimiter and encoding, and
+turns one line into rows of its targets (:mod:`.models`' tables) or a :class:`LineError`
+saying why the line is refused. Formats: ``../shared/reference/directory.md``.
+
+- **Activities** (``PS_LibreAcces_Personne_activite_*.txt``, Annuaire Santé): ``|``, a header
+  row, a trailing ``|`` on every line, UTF-8 (older files Latin-1: see
+  :class:`LineDecoder`). Columns are found by their header names, not their positions. One
+  line per activity: the professional's columns give a ``directory_professional`` row, the
+  rest a ``directory_activity`` row. The RPPS number's key is checked; so is the FINESS of
+  the site, when there is one.
+- **FINESS establishments** (``etalab-cs1100507-stock-*.csv``): ``;``, Windows-1252, a first
+  metadata line, then ``structureet`` lines (32 fields) and ``geolocalisation`` lines, whose
+  coordinates (Lambert 93, or the overseas UTM zones) are converted to WGS84 by ``pyproj``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from enrs.directory.identifiers import finess_error, rpps_error
+
+Row = dict[str, Any]
+
+
+class LineError(ValueError):
+    """A line refused: the import reports it with its number and loads the rest."""
+
+
+class FileError(ValueError):
+    """A file that cannot be imported at all (unknown kind, wrong header, truncated): nothing
+    of it is applied."""
+
+
+def digest(values: Sequence[str]) -> str:
+    """A 32-hex-digit digest of ``values`` (the content hash and the keys)."""
+    return hashlib.blake2b("\x1f".join(values).encode(), digest_size=16).hexdigest()
+
+
+def normalise(text: str) -> str:
+    """Upper case without accents or extra spaces (search columns)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.upper().split())
+
+
+# ----------------------------------------------------------------------- departments
+
+# FINESS writes the overseas departments 9A…9F; the Annuaire Santé, and a region, 971…976.
+FINESS_OVERSEAS = {"9A": "971", "9B": "972", "9C": "973", "9D": "974", "9E": "975", "9F": "976"}
+
+
+def department_of_postal_code(postal_code: str) -> str:
+    """The department of a French postal code (``97200`` → ``972``; Corsica ``20``)."""
+    code = postal_code.strip()
+    if len(code) != 5 or not code.isdigit():
+        return ""
+    return code[:3] if code.startswith("97") or code.startswith("98") else code[:2]
+
+
+def parse_departments(text: str) -> frozenset[str]:
+    """``--departments 971,972`` → the set of department codes (``2A``/``2B`` as given)."""
+    codes = {c.strip().upper() for c in text.split(",") if c.strip()}
+    bad = [c for c in codes if not re.fullmatch(r"\d{2,3}|2A|2B", c)]
+    if bad:
+        raise ValueError(f"not department codes: {', '.join(sorted(bad))}")
+    return frozenset(codes)
+
+
+def in_departments(department: str, postal_code: str, wanted: frozenset[str] | None) -> bool:
+    if wanted is None:
+        return True
+    code = department.strip().upper() or department_of_postal_code(postal_code)
+    code = FINESS_OVERSEAS.get(code, code)
+    if code.isdigit() and len(code) == 1:
+        code = "0" + code
+    return code in wanted or (code in ("2A", "2B") and "20" in wanted)
+
+
+# ----------------------------------------------------------------------- line decoding
+
+
+@dataclass
+class LineDecoder:
+    """Decodes the lines of one file: ``encoding`` as declared; a UTF-8 file whose first
+    non-ASCII line is not UTF-8 is read as Latin-1 from then on (older extractions), and says
+    so in :attr:`notes`; a later line that does not decode is refused."""
+
+    encoding: str
+    notes: list[str] = field(default_factory=list)
+    _settled: bool = False
+
+    def decode(self, raw: bytes, number: int) -> str:
+        if raw.isascii():
+            return raw.decode("ascii")
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            if self.encoding == "utf-8" and not self._settled:
+                self.encoding, self._settled = "latin-1", True
+                self.notes.append(f"line {number}: not UTF-8; the file is read as Latin-1")
+                return raw.decode("latin-1")
+            raise LineError(f"not {self.encoding} (byte {exc.start + 1})") from None
+        self._settled = True
+        return text
+
+
+# ----------------------------------------------------------------------- file kinds
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of national file."""
+
+    name: str
+    delimiter: str
+    encoding: str
+    targets: tuple[str, ...]  # the tables it feeds, in the order they are applied
+    recognises: Callable[[list[str]], bool]  # its first lines (decoded leniently)
+    reader: Callable[[str], LineReader]  # from its header line
+
+
+class LineReader:
+    """Reads the lines after the header: :meth:`rows` gives ``(target, row)`` pairs for a
+    line's fields (``[]`` for a line to skip), or raises :class:`LineError`."""
+
+    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        raise NotImplementedError
+
+
+ACTIVITY_COLUMNS = (
+    "Type d'identifiant PP",
+    "Identifiant PP",
+    "Identification nationale PP",
+    "Code civilité d'exercice",
+    "Libellé civilité d'exercice",
+    "Code civilité",
+    "Libellé civilité",
+    "Nom d'exercice",
+    "Prénom d'exercice",
+    "Code profession",
+    "Libellé profession",
+    "Code catégorie professionnelle",
+    "Libellé catégorie professionnelle",
+    "Code type savoir-faire",
+    "Libellé type savoir-faire",
+    "Code savoir-faire",
+    "Libellé savoir-faire",
+    "Code mode exercice",
+    "Libellé mode exercice",
+    "Numéro SIRET site",
+    "Numéro SIREN site",
+    "Numéro FINESS site",
+    "Numéro FINESS établissement juridique",
+    "Identifiant technique de la structure",
+    "Raison sociale site",
+    "Enseigne commerciale site",
+    "Complément destinataire (coord. structure)",
+    "Complément point géographique (coord. structure)",
+    "Numéro Voie (coord. structure)",
+    "Indice répétition voie (coord. structure)",
+    "Code type de voie (coord. structure)",
+    "Libellé type de voie (coord. structure)",
+    "Libellé Voie (coord. structure)",
+    "Mention distribution (coord. structure)",
+    "Bureau cedex (coord. structure)",
+    "Code postal (coord. structure)",
+    "Code commune (coord. structure)",
+    "Libellé commune (coord. structure)",
+    "Code pays (coord. structure)",
+    "Libellé pays (coord. structure)",
+    "Téléphone (coord. structure)",
+    "Téléphone 2 (coord. structure)",
+    "Télécopie (coord. structure)",
+    "Adresse e-mail (coord. structure)",
+    "Code Département (structure)",
+    "Libellé Département (structure)",
+    "Ancien identifiant de la structure",
+    "Autorité d'enregistrement",
+    "Code secteur d'activité",
+    "Libellé secteur d'activité",
+    "Code section tableau pharmaciens",
+    "Libellé section tableau pharmaciens",
+)
+# directory_professional column ← file column
+PROFESSIONAL_FIELDS = {
+    "id_type": "Type d'identifiant PP",
+    "number": "Identifiant PP",
+    "id_nat_ps": "Identification nationale PP",
+    "practice_civility_code": "Code civilité d'exercice",
+    "practice_civility": "Libellé civilité d'exercice",
+    "civility_code": "Code civilité",
+    "civility": "Libellé civilité",
+    "family": "Nom d'exercice",
+    "given": "Prénom d'exercice",
+}
+ACTIVITY_FIELDS = {
+    "id_nat_ps": "Identification nationale PP",
+    "profession_code": "Code profession",
+    "profession": "Libellé profession",
+    "category_code": "Code catégorie professionnelle",
+    "category": "Libellé catégorie professionnelle",
+    "skill_type_code": "Code type savoir-faire",
+    "skill_type": "Libellé type savoir-faire",
+    "skill_code": "Code savoir-faire",
+    "skill": "Libellé savoir-faire",
+    "mode_code": "Code mode exercice",
+    "mode": "Libellé mode exercice",
+    "siret": "Numéro SIRET site",
+    "siren": "Numéro SIREN site",
+    "finess_site": "Numéro FINESS site",
+    "finess_ej": "Numéro FINESS établissement juridique",
+    "structure_id": "Identifiant technique de la structure",
+    "site_name": "Raison sociale site",
+    "site_sign": "Enseigne commerciale site",
+    "addressee": "Complément destinataire (coord. structure)",
+    "cedex": "Bureau cedex (coord. structure)",
+    "postal_code": "Code postal (coord. structure)",
+    "commune_code": "Code commune (coord. structure)",
+    "city": "Libellé commune (coord. structure)",
+    "country_code": "Code pays (coord. structure)",
+    "country": "Libellé pays (coord. structure)",
+    "phone": "Téléphone (coord. structure)",
+    "phone2": "Téléphone 2 (coord. structure)",
+    "fax": "Télécopie (coord. structure)",
+    "email": "Adresse e-mail (coord. structure)",
+    "department_code": "Code Département (structure)",
+    "department": "Libellé Département (structure)",
+    "former_structure_id": "Ancien identifiant de la structure",
+    "registration_authority": "Autorité d'enregistrement",
+    "sector_code": "Code secteur d'activité",
+    "sector": "Libellé secteur d'activité",
+    "pharmacist_section_code": "Code section tableau pharmaciens",
+    "pharmacist_section": "Libellé section tableau pharmaciens",
+}
+ADDRESS_PARTS = (
+    "Complément point géographique (coord. structure)",
+    "Numéro Voie (coord. structure)",
+    "Indice répétition voie (coord. structure)",
+    "Libellé type de voie (coord. structure)",
+    "Libellé Voie (coord. structure)",
+    "Mention distribution (coord. structure)",
+)
+# What identifies an activity from one extraction to the next (the rest is its content).
+ACTIVITY_KEY = (
+    "id_nat_ps",
+    "profession_code",
+    "category_code",
+    "skill_type_code",
+    "skill_code",
+    "mode_code",
+    "structure_id",
+    "siret",
+    "finess_site",
+    "sector_code",
+    "pharmacist_section_code",
+)
+MAX_FIELD = 512
+
+
+class ActivityReader(LineReader):
+    def __init__(self, header: list[str]) -> None:
+        names = [h.strip() for h in header]
+        if names and names[-1] == "":
+            names.pop()  # the trailing delimiter
+        missing = [c for c in ACTIVITY_COLUMNS if c not in names]
+        if missing:
+            raise FileError(f"header: column(s) missing: {', '.join(missing)}")
+        self.width = len(names)
+        at = {name: i for i, name in enumerate(names)}
+        self.professional = [(col, at[name]) for col, name in PROFESSIONAL_FIELDS.items()]
+        self.activity = [(col, at[name]) for col, name in ACTIVITY_FIELDS.items()]
+        self.address = [at[name] for name in ADDRESS_PARTS]
+
+    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        if len(fields) == self.width + 1 and fields[-1] == "":
+            fields.pop()
+        if len(fields) != self.width:
+            raise LineError(f"{len(fields)} fields, {self.width} expected")
+        values = [f.strip() for f in fields]
+        if any(len(v) > MAX_FIELD for v in values):
+            raise LineError(f"a field is longer than {MAX_FIELD} characters")
+        person = {col: values[i] for col, i in self.professional}
+        act = {col: values[i] for col, i in self.activity}
+        if not in_departments(act["department_code"], act["postal_code"], wanted):
+            return []
+        _check_professional(person)
+        if act["finess_site"] and (error := finess_error(act["finess_site"])):
+            raise LineError(f"Numéro FINESS site: {error}")
+        act["address_line"] = " ".join(values[i] for i in self.address if values[i])
+        person["n_family"], person["n_given"] = (
+            normalise(person["family"]),
+            normalise(person["given"]),
+        )
+        person["content_hash"] = digest([person[c] for c in PROFESSIONAL_FIELDS])
+        act["content_hash"] = digest(list(act.values()))
+        act["activity_key"] = digest([act[c] for c in ACTIVITY_KEY])
+        return [("directory_professional", person), ("directory_activity", act)]
+
+
+def _check_professional(person: Row) -> None:
+    kind, number, national = person["id_type"], person["number"], person["id_nat_ps"]
+    if not national or national != f"{kind}{number}":
+        raise LineError(f"Identification nationale PP {national!r} is not {kind!r} + {number!r}")
+    if kind == "8" and (error := rpps_error(number)):
+        raise LineError(error)
+    if kind not in ("0", "8"):
+        raise LineError(f"Type d'identifiant PP {kind!r}: 8 (RPPS) or 0 (ADELI) expected")
+
+
+ACTIVITIES = FileKind(
+    name="activities",
+    delimiter="|",
+    encoding="utf-8",
+    targets=("directory_professional", "directory_activity"),
+    recognises=lambda first: bool(first) and first[0].startswith("Type d'identifiant PP|"),
+    reader=lambda header: ActivityReader(header.split("|")),
+)
+
+KINDS = (ACTIVITIES,)
+
+
+def recognise(first_lines: list[str]) -> FileKind:
+    """The kind of a file from its first lines, else :class:`FileError`."""
+    for kind in KINDS:
+        if kind.recognises(first_lines):
+            return kind
+    seen = first_lines[0][:80] if first_lines else "(empty)"
+    raise FileError(f"not a national file this import knows (first line: {seen!r})")

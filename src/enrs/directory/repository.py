@@ -1,0 +1,150 @@
+"""All the directory's SQL.
+
+The import (:mod:`.imports`) stages an extraction in ``<table>_stage`` (:func:`stage`), then
+:func:`apply` compares it with the table by key and content hash, in the transaction the
+caller holds: new entries inserted, changed ones updated, national entries the extraction no
+longer has made inactive (never deleted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+
+from enrs.directory.models import (
+    ACTIVITY_STAGE,
+    POSITION_STAGE,
+    PROFESSIONAL_STAGE,
+    STRUCTURE_STAGE,
+    Activity,
+    Professional,
+    Structure,
+)
+from enrs.kit.db import insert_ignoring_duplicates
+
+PROFESSIONAL: Table = Professional.__table__  # type: ignore[assignment]
+ACTIVITY: Table = Activity.__table__  # type: ignore[assignment]
+STRUCTURE: Table = Structure.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A table the national files feed, with its stage table and its key."""
+
+    table: Table
+    stage: Table
+    key: str
+
+
+TARGETS = {
+    "directory_professional": Target(PROFESSIONAL, PROFESSIONAL_STAGE, "id_nat_ps"),
+    "directory_activity": Target(ACTIVITY, ACTIVITY_STAGE, "activity_key"),
+    "directory_structure": Target(STRUCTURE, STRUCTURE_STAGE, "finess"),
+    "directory_structure_position": Target(STRUCTURE, POSITION_STAGE, "finess"),
+}
+
+
+class MassRemoval(Exception):
+    """Applying the extraction would make too many national entries inactive."""
+
+
+def clear_stage(conn: Connection, names: Sequence[str]) -> None:
+    for name in names:
+        conn.execute(delete(TARGETS[name].stage))
+
+
+def stage(conn: Connection, name: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Add ``rows`` to the stage of target ``name``; a key already staged keeps its first row
+    (a professional appears on each of their activity lines)."""
+    if rows:
+        conn.execute(insert_ignoring_duplicates(conn, TARGETS[name].stage), list(rows))
+
+
+def staged(conn: Connection, name: str) -> int:
+    return int(conn.scalar(select(func.count()).select_from(TARGETS[name].stage)) or 0)
+
+
+def _national(t: Table) -> ColumnElement[bool]:
+    return and_(t.c.active.is_(True), t.c.origin == "national")
+
+
+def apply(
+    conn: Connection, name: str, now: datetime, *, removal_limit: float | None
+) -> dict[str, int]:
+    """Apply the stage of target ``name`` to its table; the counts of ``new``, ``changed``,
+    ``unchanged`` and ``gone`` entries. :class:`MassRemoval` (nothing changed) when more than
+    ``removal_limit`` (a fraction) of the active national entries would be gone."""
+    target = TARGETS[name]
+    if target.stage is POSITION_STAGE:
+        return {"changed": _apply_positions(conn, now)}
+    t, s, key = target.table, target.stage, target.key
+    missing = ~exists().where(s.c[key] == t.c[key])
+    gone = int(conn.scalar(select(func.count()).select_from(t).where(_national(t), missing)) or 0)
+    if removal_limit is not None and gone:
+        total = int(conn.scalar(select(func.count()).select_from(t).where(_national(t))) or 0)
+        if gone > removal_limit * total:
+            raise MassRemoval(
+                f"{t.name}: {gone} of {total} active entries would be made inactive "
+                f"(over {removal_limit:.0%}): a partial extraction? (--allow-removals)"
+            )
+    columns = [c.name for c in s.columns]
+    stamp = [
+        literal("national"),
+        literal(True),
+        literal(now, t.c.created_at.type),
+        literal(now, t.c.updated_at.type),
+    ]
+    fresh = ~exists().where(t.c[key] == s.c[key])
+    source = select(*[s.c[c] for c in columns], *stamp).where(fresh)
+    into = [*columns, "origin", "active", "created_at", "updated_at"]
+    if t is ACTIVITY:  # each activity belongs to its professional, applied just before
+        p = PROFESSIONAL
+        source = source.add_columns(p.c.id).join_from(s, p, p.c.id_nat_ps == s.c.id_nat_ps)
+        into.append("professional_id")
+    adding = insert(t).from_select(into, source).execution_options(preserve_rowcount=True)
+    new = conn.execute(adding).rowcount
+    differs = or_(
+        t.c.content_hash != s.c.content_hash, t.c.active.is_(False), t.c.origin != "national"
+    )
+    values: dict[str, Any] = {c: s.c[c] for c in columns if c != key}
+    values |= {"active": True, "origin": "national", "updated_at": now}
+    changed = conn.execute(update(t).where(t.c[key] == s.c[key], differs).values(values)).rowcount
+    if gone:
+        conn.execute(update(t).where(_national(t), missing).values(active=False, updated_at=now))
+    unchanged = staged(conn, name) - new - changed
+    return {"new": new, "changed": changed, "unchanged": unchanged, "gone": gone}
+
+
+def _apply_positions(conn: Connection, now: datetime) -> int:
+    t, s = STRUCTURE, POSITION_STAGE
+    moved = or_(
+        t.c.latitude.is_(None),
+        t.c.latitude != s.c.latitude,
+        t.c.longitude != s.c.longitude,
+        t.c.position_source.is_(None),
+        t.c.position_source != s.c.position_source,
+    )
+    values = {
+        "latitude": s.c.latitude,
+        "longitude": s.c.longitude,
+        "position_source": s.c.position_source,
+        "updated_at": now,
+    }
+    stmt = update(t).where(t.c.finess == s.c.finess, moved).values(values)
+    return int(conn.execute(stmt).rowcount)

@@ -1,0 +1,273 @@
+"""``enrs directory import``: the Annuaire Santé activity file loaded, its next extraction
+applied as a difference, and what a bad file does (nothing applied, or its bad lines
+reported and the rest loaded). The files are written here line by line in the published
+format (``../shared/reference/directory.md``); ``bench/directory_data.py`` makes large ones."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from tests.support.live_server import enrs_command
+
+from enrs.directory import imports
+from enrs.directory.identifiers import luhn_key
+from enrs.directory.models import Activity, Import, Professional
+from enrs.directory.national import ACTIVITY_COLUMNS
+from enrs.kit.db import Database
+
+
+def rpps(n: int) -> str:
+    body = f"1{n:09d}"
+    return f"{body}{luhn_key(body)}"
+
+
+def finess(n: int, department: str = "97") -> str:
+    body = f"{department}{n:06d}"
+    return f"{body}{luhn_key(body)}"
+
+
+def line(person: int, **values: str) -> str:
+    """One activity line of professional ``person`` (a doctor in Fort-de-France, by default);
+    ``values`` override columns by their header names (``postal``, ``dept``, ``street``,
+    ``site`` are short names for the site's postal code, department, street and FINESS)."""
+    number = values.pop("number", rpps(person))
+    row = dict.fromkeys(ACTIVITY_COLUMNS, "")
+    row |= {
+        "Type d'identifiant PP": "8",
+        "Identifiant PP": number,
+        "Identification nationale PP": f"8{number}",
+        "Code civilité d'exercice": "DR",
+        "Libellé civilité d'exercice": "Docteur",
+        "Nom d'exercice": f"NOM{person}",
+        "Prénom d'exercice": "Marie",
+        "Code profession": "10",
+        "Libellé profession": "Médecin",
+        "Code catégorie professionnelle": "C",
+        "Libellé catégorie professionnelle": "Civil",
+        "Code type savoir-faire": "S",
+        "Libellé type savoir-faire": "Spécialité ordinale",
+        "Code savoir-faire": "SM54",
+        "Libellé savoir-faire": "Médecine générale",
+        "Code mode exercice": "L",
+        "Libellé mode exercice": "Libéral, indépendant, artisan, commerçant",
+        "Identifiant technique de la structure": f"S{person:06d}",
+        "Raison sociale site": f"CABINET DU DR NOM{person}",
+        "Numéro Voie (coord. structure)": "12",
+        "Libellé type de voie (coord. structure)": "Rue",
+        "Libellé Voie (coord. structure)": values.pop("street", "Victor Hugo"),
+        "Code postal (coord. structure)": values.pop("postal", "97200"),
+        "Code commune (coord. structure)": "97209",
+        "Libellé commune (coord. structure)": "Fort-de-France",
+        "Code Département (structure)": values.pop("dept", "972"),
+        "Numéro FINESS site": values.pop("site", ""),
+    }
+    row |= values
+    return "|".join(row.values()) + "|\n"
+
+
+HEADER = "|".join(ACTIVITY_COLUMNS) + "|\n"
+
+
+def write(path: Path, *lines: str, encoding: str = "utf-8") -> Path:
+    path.write_text(HEADER + "".join(lines), encoding=encoding, newline="")
+    return path
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def run(db: Database, path: Path, **options: object) -> imports.Outcome:
+    [source] = imports.sources(path)
+    return imports.import_file(db, source, **options)  # type: ignore[arg-type]
+
+
+def people(db: Database) -> dict[str, tuple[str, bool]]:
+    with db.transaction(write=False) as session:
+        rows = session.execute(
+            select(Professional.id_nat_ps, Professional.family, Professional.active)
+        )
+        return {national: (family, active) for national, family, active in rows}
+
+
+def activities(db: Database) -> dict[tuple[str, str], bool]:
+    with db.transaction(write=False) as session:
+        rows = session.execute(select(Activity.id_nat_ps, Activity.address_line, Activity.active))
+        return {(national, address): active for national, address, active in rows}
+
+
+def test_an_extraction_then_the_next_one_applied_as_a_difference(
+    db: Database, tmp_path: Path
+) -> None:
+    first = write(
+        tmp_path / "PS_LibreAcces_Personne_activite_202612010000.txt",
+        line(1),
+        line(1, **{"Code mode exercice": "S", "Libellé mode exercice": "Salarié"}, site=finess(1)),
+        line(2),
+        line(3),
+        line(4),
+    )
+    done = run(db, first)
+    assert done.error is None and done.rejected == 0 and done.lines == 5
+    assert done.counts["directory_professional"] == {
+        "new": 4,
+        "changed": 0,
+        "unchanged": 0,
+        "gone": 0,
+    }
+    assert done.counts["directory_activity"]["new"] == 5
+    # The same file again: nothing changes.
+    again = run(db, first)
+    assert again.counts["directory_professional"] == {
+        "new": 0,
+        "changed": 0,
+        "unchanged": 4,
+        "gone": 0,
+    }
+    assert again.counts["directory_activity"] == {"new": 0, "changed": 0, "unchanged": 5, "gone": 0}
+    # The next day: 1 moved (changed activity), 2 renamed, 4 gone, 5 new.
+    second = write(
+        tmp_path / "PS_LibreAcces_Personne_activite_202612020000.txt",
+        line(1, street="Schoelcher"),
+        line(1, **{"Code mode exercice": "S", "Libellé mode exercice": "Salarié"}, site=finess(1)),
+        line(2, **{"Nom d'exercice": "NOUVEAU"}),
+        line(3),
+        line(5),
+    )
+    nextday = run(db, second, removal_limit=None)  # 1 of 4 gone: over the default limit
+    assert nextday.error is None
+    assert nextday.counts["directory_professional"] == {
+        "new": 1,
+        "changed": 1,
+        "unchanged": 2,
+        "gone": 1,
+    }
+    assert nextday.counts["directory_activity"] == {
+        "new": 1,
+        "changed": 1,
+        "unchanged": 3,
+        "gone": 1,
+    }
+    found = people(db)
+    assert found[f"8{rpps(4)}"] == ("NOM4", False)  # gone: inactive, not deleted
+    assert found[f"8{rpps(2)}"] == ("NOUVEAU", True)
+    assert activities(db)[(f"8{rpps(1)}", "12 Rue Schoelcher")] is True
+    # Back in a later extraction: active again.
+    assert run(db, first, removal_limit=None).counts["directory_professional"]["changed"] == 2
+    assert people(db)[f"8{rpps(4)}"] == ("NOM4", True)
+    with db.transaction(write=False) as session:
+        runs = session.scalars(select(Import).order_by(Import.id)).all()
+    assert [r.status for r in runs] == ["done"] * 4 and runs[0].kind == "activities"
+
+
+def test_an_extraction_that_would_remove_too_much_is_refused(db: Database, tmp_path: Path) -> None:
+    full = write(tmp_path / "full.txt", *(line(n) for n in range(1, 11)))
+    assert run(db, full).error is None
+    partial = write(tmp_path / "partial.txt", *(line(n) for n in range(1, 6)))
+    refused = run(db, partial)
+    assert refused.error is not None and "5 of 10" in refused.error
+    assert all(active for _, active in people(db).values())  # nothing applied
+    allowed = run(db, partial, removal_limit=None)
+    assert allowed.error is None and allowed.counts["directory_professional"]["gone"] == 5
+
+
+def test_bad_lines_are_reported_and_the_rest_loaded(db: Database, tmp_path: Path) -> None:
+    wrong_key = rpps(3)[:-1] + str((int(rpps(3)[-1]) + 1) % 10)
+    path = write(
+        tmp_path / "bad.txt",
+        line(1),
+        "8|12|short line\n",
+        line(3, number=wrong_key),
+        line(4, site="970000000"),
+        line(5, **{"Identification nationale PP": "899999999999"}),
+        line(6),
+    )
+    done = run(db, path)
+    assert done.error is None and done.lines == 6 and done.rejected == 4
+    assert done.rejections[0] == "line 3: 3 fields, 52 expected"
+    assert done.rejections[1].startswith("line 4: RPPS") and "key" in done.rejections[1]
+    assert done.rejections[2].startswith("line 5: Numéro FINESS site: FINESS 970000000")
+    assert done.rejections[3].startswith("line 6: Identification nationale PP")
+    assert set(people(db)) == {f"8{rpps(1)}", f"8{rpps(6)}"}
+
+
+def test_a_file_cut_short_or_with_a_wrong_header_applies_nothing(
+    db: Database, tmp_path: Path
+) -> None:
+    assert run(db, write(tmp_path / "ok.txt", line(1), line(2))).error is None
+    text = HEADER + line(1) + line(3) + line(4)
+    cut = tmp_path / "cut.txt"
+    cut.write_text(text[: len(text) - len(line(4)) // 2], encoding="utf-8")
+    truncated = run(db, cut)
+    assert truncated.error == "line 4: the file ends in the middle of a line"
+    assert set(people(db)) == {f"8{rpps(1)}", f"8{rpps(2)}"}  # as before
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(HEADER.replace("Code profession|", "Code prof|") + line(3), encoding="utf-8")
+    refused = run(db, wrong)
+    assert refused.error == "header: column(s) missing: Code profession"
+    unknown = tmp_path / "other.csv"
+    unknown.write_text("a;b;c\n1;2;3\n", encoding="utf-8")
+    assert "not a national file" in (run(db, unknown).error or "")
+    assert set(people(db)) == {f"8{rpps(1)}", f"8{rpps(2)}"}
+    with db.transaction(write=False) as session:
+        statuses = session.scalars(select(Import.status).order_by(Import.id)).all()
+    assert statuses == ["done", "failed", "failed", "failed"]
+
+
+def test_latin1_and_zipped_files_and_a_department_filter(db: Database, tmp_path: Path) -> None:
+    old = write(
+        tmp_path / "old.txt",
+        line(1, **{"Nom d'exercice": "HÉLÈNE"}),
+        line(2, postal="75011", dept="75"),
+        line(3, postal="97110", dept="971"),
+        line(4, postal="97310", dept=""),  # no department: its postal code says 973
+        encoding="latin-1",
+    )
+    done = run(db, old, departments=frozenset({"971", "972", "973", "974"}))
+    assert done.error is None and done.left_out == 1
+    assert done.notes == ["line 1: not UTF-8; the file is read as Latin-1"]
+    assert people(db)[f"8{rpps(1)}"] == ("HÉLÈNE", True)
+    assert f"8{rpps(2)}" not in people(db)
+    archive = tmp_path / "PS_LibreAcces.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("PS_LibreAcces_Personne_activite_202612020000.txt", HEADER + line(7))
+    [member] = imports.sources(archive)
+    assert member.name == "PS_LibreAcces.zip:PS_LibreAcces_Personne_activite_202612020000.txt"
+    zipped = imports.import_file(db, member, removal_limit=None)
+    assert zipped.error is None and zipped.counts["directory_professional"]["new"] == 1
+
+
+def test_the_command_prints_a_summary_and_fails_on_a_bad_file(
+    database_url: str, tmp_path: Path
+) -> None:
+    good = write(tmp_path / "good.txt", line(1), "bad\n", line(2))
+    cut = tmp_path / "cut.txt"
+    cut.write_text(HEADER + line(3)[:40], encoding="utf-8")
+    env = {"ENRS_DATABASE_URL": database_url, "ENRS_DATA_DIR": str(tmp_path / "var")}
+    done = subprocess.run(
+        enrs_command("directory", "import", "--quiet", str(good), str(cut)),
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "good.txt: activities, 3 lines" in done.stdout
+    assert "line 3: 1 fields, 52 expected" in done.stdout
+    assert "professional: 2 new, 0 changed, 0 unchanged, 0 gone" in done.stdout
+    assert "Error: line 2: the file ends in the middle of a line" in done.stderr
+    assert "Error: 1 file(s) not applied" in done.stderr
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
