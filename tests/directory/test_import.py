@@ -16,8 +16,8 @@ from tests.support.live_server import enrs_command
 
 from enrs.directory import imports
 from enrs.directory.identifiers import luhn_key
-from enrs.directory.models import Activity, Import, Professional
-from enrs.directory.national import ACTIVITY_COLUMNS
+from enrs.directory.models import Activity, Import, Professional, Structure
+from enrs.directory.national import ACTIVITY_COLUMNS, FINESS_COLUMNS
 from enrs.kit.db import Database
 
 
@@ -271,3 +271,74 @@ def _base_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+
+
+# ----------------------------------------------------------------------- FINESS
+
+
+def structure(number: str, **values: str) -> str:
+    """A ``structureet`` line (the CHU of Martinique, by default)."""
+    row = dict.fromkeys(FINESS_COLUMNS, "")
+    row |= {
+        "section": "structureet",
+        "nofinesset": number,
+        "rs": "CHU DE MARTINIQUE",
+        "rslongue": "CENTRE HOSPITALIER UNIVERSITAIRE DE MARTINIQUE",
+        "voie": "LA MEYNARD",
+        "typvoie": "RTE",
+        "commune": "209",
+        "departement": "9B",
+        "libdepartement": "MARTINIQUE",
+        "ligneacheminement": "97200 FORT DE FRANCE",
+        "categetab": "101",
+        "libcategetab": "Centre Hospitalier Régional (C.H.R.)",
+        "dateouv": "1983-01-01",
+    }
+    row |= values
+    return ";".join(row.values()) + "\n"
+
+
+def position(number: str, x: float, y: float, projection: str) -> str:
+    source = f"1,ATLASANTE,100,IGN,BD_ADRESSE,V2.2,{projection}"
+    return f"geolocalisation;{number};{x};{y};{source};2024-01-02\n"
+
+
+def test_finess_establishments_with_their_position(db: Database, tmp_path: Path) -> None:
+    chu, paris, reunion, bad = finess(1), finess(2, "75"), finess(3), finess(4)
+    bad = bad[:-1] + str((int(bad[-1]) + 1) % 10)
+    lines = [
+        "finess;etalab;95;2024-01-18\n",
+        structure(chu),
+        structure(paris, rs="HOPITAL PARIS", departement="75", commune="056",
+                  ligneacheminement="75004 PARIS"),
+        structure(reunion, rs="CHU SUD REUNION", departement="9D", commune="416",
+                  ligneacheminement="97410 ST PIERRE"),
+        structure(bad),
+        position(chu, 708963.33, 1617190.19, "UTM_N20"),
+        position(paris, 652296.97, 6861636.36, "LAMBERT_93"),
+        position(reunion, 338777.85, 7689248.56, "UTM_S40"),
+        f"geolocalisation;{chu};1;2;GPS;2024-01-02\n",
+    ]  # fmt: skip
+    path = tmp_path / "etalab-cs1100507-stock-20240118-0336.csv"
+    path.write_bytes("".join(lines).encode("cp1252"))
+    done = run(db, path, departments=frozenset({"971", "972", "973", "974"}))
+    assert done.error is None and done.kind == "finess", done
+    assert done.left_out == 1 and done.rejected == 2
+    assert done.rejections[0].startswith(f"line 5: nofinesset: FINESS {bad}")
+    assert done.rejections[1] == "line 9: sourcecoordet 'GPS' names no projection this import knows"
+    assert done.counts["directory_structure"]["new"] == 2
+    assert done.counts["directory_structure_position"] == {"changed": 2}
+    with db.transaction(write=False) as session:
+        found = {s.finess: s for s in session.scalars(select(Structure))}
+    assert set(found) == {chu, reunion}
+    assert (found[chu].department_code, found[chu].commune_code) == ("972", "97209")
+    assert (found[chu].postal_code, found[chu].city) == ("97200", "FORT DE FRANCE")
+    assert found[chu].category == "Centre Hospitalier Régional (C.H.R.)"
+    assert found[chu].address_line == "RTE LA MEYNARD"
+    assert abs(found[chu].latitude - 14.62) < 1e-5 and abs(found[chu].longitude + 61.06) < 1e-5
+    assert abs(found[reunion].latitude + 20.89) < 1e-5
+    assert abs(found[reunion].longitude - 55.45) < 1e-5
+    # The same file again: unchanged, positions too.
+    again = run(db, path, departments=frozenset({"971", "972", "973", "974"}))
+    assert again.counts["directory_structure"]["unchanged"] == 2
+    assert again.counts["directory_structure_position"] == {"changed": 0}

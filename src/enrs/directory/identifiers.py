@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from stdnum import luhn
+
 RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 _RPPS = re.compile(r"^\d{11}$")
@@ -19,14 +21,8 @@ _FINESS = re.compile(r"^\d[\dAB]\d{7}$")
 
 
 def luhn_key(digits: str) -> int:
-    """The Luhn check digit to append to ``digits``."""
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        d = int(char)
-        if i % 2 == 0:  # doubled: the rightmost digit, once the key is appended, is the key
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return (10 - total % 10) % 10
+    """The Luhn check digit to append to ``digits`` (``python-stdnum``)."""
+    return int(luhn.calc_check_digit(digits))
 
 
 def valid_rpps(number: str) -> bool:

@@ -54,7 +54,7 @@ class Professional(_Tracked, Base):
     civility: Mapped[str] = mapped_column(String(64))
     family: Mapped[str] = mapped_column(String(128))
     given: Mapped[str] = mapped_column(String(128))
-    # Upper case without accents, for search.
+    # Case- and accent-folded (kit.fhir.search_params.normalize_text), for search.
     n_family: Mapped[str] = mapped_column(String(128), index=True)
     n_given: Mapped[str] = mapped_column(String(128))
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from enrs.directory.identifiers import finess_error, rpps_error
+from enrs.kit.fhir.search_params import normalize_text
 
 Row = dict[str, Any]
 
@@ -41,13 +42,6 @@ class FileError(ValueError):
 def digest(values: Sequence[str]) -> str:
     """A 32-hex-digit digest of ``values`` (the content hash and the keys)."""
     return hashlib.blake2b("\x1f".join(values).encode(), digest_size=16).hexdigest()
-
-
-def normalise(text: str) -> str:
-    """Upper case without accents or extra spaces (search columns)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(bare.upper().split())
 
 
 # ----------------------------------------------------------------------- departments
@@ -90,7 +84,8 @@ def in_departments(department: str, postal_code: str, wanted: frozenset[str] | N
 class LineDecoder:
     """Decodes the lines of one file: ``encoding`` as declared; a UTF-8 file whose first
     non-ASCII line is not UTF-8 is read as Latin-1 from then on (older extractions), and says
-    so in :attr:`notes`; a later line that does not decode is refused."""
+    so in :attr:`notes`; a later line that does not decode is refused. In a Windows-1252
+    file, a line that is valid UTF-8 is read as UTF-8 (noted once)."""
 
     encoding: str
     notes: list[str] = field(default_factory=list)
@@ -99,6 +94,15 @@ class LineDecoder:
     def decode(self, raw: bytes, number: int) -> str:
         if raw.isascii():
             return raw.decode("ascii")
+        if self.encoding == "cp1252":  # valid UTF-8 there is UTF-8: cp1252 text never is
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                if not self.notes:
+                    self.notes.append(f"line {number}: UTF-8 in a Windows-1252 file, read as such")
+                return text
         try:
             text = raw.decode(self.encoding)
         except UnicodeDecodeError as exc:
@@ -294,10 +298,8 @@ class ActivityReader(LineReader):
         if act["finess_site"] and (error := finess_error(act["finess_site"])):
             raise LineError(f"Numéro FINESS site: {error}")
         act["address_line"] = " ".join(values[i] for i in self.address if values[i])
-        person["n_family"], person["n_given"] = (
-            normalise(person["family"]),
-            normalise(person["given"]),
-        )
+        person["n_family"] = normalize_text(person["family"])
+        person["n_given"] = normalize_text(person["given"])
         person["content_hash"] = digest([person[c] for c in PROFESSIONAL_FIELDS])
         act["content_hash"] = digest(list(act.values()))
         act["activity_key"] = digest([act[c] for c in ACTIVITY_KEY])
@@ -323,7 +325,164 @@ ACTIVITIES = FileKind(
     reader=lambda header: ActivityReader(header.split("|")),
 )
 
-KINDS = (ACTIVITIES,)
+FINESS_COLUMNS = (
+    "section",
+    "nofinesset",
+    "nofinessej",
+    "rs",
+    "rslongue",
+    "complrs",
+    "compldistrib",
+    "numvoie",
+    "typvoie",
+    "voie",
+    "compvoie",
+    "lieuditbp",
+    "commune",
+    "departement",
+    "libdepartement",
+    "ligneacheminement",
+    "telephone",
+    "telecopie",
+    "categetab",
+    "libcategetab",
+    "categagretab",
+    "libcategagretab",
+    "siret",
+    "codeape",
+    "codemft",
+    "libmft",
+    "codesph",
+    "libsph",
+    "dateouv",
+    "dateautor",
+    "maj",
+    "numuai",
+)
+# directory_structure column ← FINESS field
+STRUCTURE_FIELDS = {
+    "finess": "nofinesset",
+    "finess_ej": "nofinessej",
+    "name": "rs",
+    "long_name": "rslongue",
+    "name_complement": "complrs",
+    "addressee": "compldistrib",
+    "department": "libdepartement",
+    "phone": "telephone",
+    "fax": "telecopie",
+    "category_code": "categetab",
+    "category": "libcategetab",
+    "category_group_code": "categagretab",
+    "category_group": "libcategagretab",
+    "siret": "siret",
+    "ape_code": "codeape",
+    "pricing_code": "codemft",
+    "pricing": "libmft",
+    "sph_code": "codesph",
+    "sph": "libsph",
+    "opened_on": "dateouv",
+    "authorised_on": "dateautor",
+    "source_updated_on": "maj",
+    "uai": "numuai",
+}
+_STREET = ("numvoie", "typvoie", "voie", "compvoie", "lieuditbp")
+_ROUTING = re.compile(r"^(\d{5})\s*(.*)$")
+# The projections ``sourcecoordet`` names, as EPSG codes (WGS84 UTM zones overseas: within a
+# metre of the local RGAF09, RGFG95, RGR92 and RGM04 realisations).
+PROJECTIONS = {
+    "LAMBERT_93": 2154,
+    "LAMBERT93": 2154,
+    "UTM_N20": 32620,
+    "UTM_N22": 32622,
+    "UTM_S40": 32740,
+    "UTM_S38": 32738,
+}
+
+
+def projection_of(source: str) -> int | None:
+    """The EPSG code of the projection a FINESS ``sourcecoordet`` names."""
+    words = source.upper().replace(" ", "_")
+    return next((epsg for name, epsg in PROJECTIONS.items() if name in words), None)
+
+
+@cache
+def _to_wgs84(epsg: int) -> Any:
+    from pyproj import Transformer
+
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
+class FinessReader(LineReader):
+    """``structureet`` and ``geolocalisation`` lines of the FINESS establishment file."""
+
+    def __init__(self, first_line: str) -> None:
+        self.first_line = first_line
+
+    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        section = fields[0].strip()
+        if section == "structureet":
+            return self._structure(fields, wanted)
+        if section == "geolocalisation":
+            return self._position(fields)
+        raise LineError(f"section {section!r}: structureet or geolocalisation expected")
+
+    def _structure(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        if len(fields) != len(FINESS_COLUMNS):
+            raise LineError(f"{len(fields)} fields, {len(FINESS_COLUMNS)} expected (structureet)")
+        got = {name: value.strip() for name, value in zip(FINESS_COLUMNS, fields, strict=True)}
+        row: Row = {col: got[name] for col, name in STRUCTURE_FIELDS.items()}
+        for label, number in (("nofinesset", row["finess"]), ("nofinessej", row["finess_ej"])):
+            if (number or label == "nofinesset") and (error := finess_error(number)):
+                raise LineError(f"{label}: {error}")
+        department = got["departement"].upper()
+        department = FINESS_OVERSEAS.get(department, department)
+        routing = _ROUTING.match(got["ligneacheminement"])
+        row["postal_code"], row["city"] = routing.groups() if routing else ("", "")
+        if not in_departments(department, row["postal_code"], wanted):
+            return []
+        row["department_code"] = department
+        commune = got["commune"]
+        row["commune_code"] = f"{department[:2]}{commune}" if commune else ""
+        row["address_line"] = " ".join(got[k] for k in _STREET if got[k])
+        if any(len(str(v)) > MAX_FIELD for v in row.values()):
+            raise LineError(f"a field is longer than {MAX_FIELD} characters")
+        row["content_hash"] = digest([str(v) for v in row.values()])
+        return [("directory_structure", row)]
+
+    def _position(self, fields: list[str]) -> list[tuple[str, Row]]:
+        if len(fields) < 5:
+            raise LineError(f"{len(fields)} fields, at least 5 expected (geolocalisation)")
+        number, x, y, source = (f.strip() for f in fields[1:5])
+        if error := finess_error(number):
+            raise LineError(f"nofinesset: {error}")
+        if not x and not y:
+            return []
+        epsg = projection_of(source)
+        if epsg is None:
+            raise LineError(f"sourcecoordet {source!r} names no projection this import knows")
+        try:
+            lon, lat = _to_wgs84(epsg).transform(float(x), float(y))
+        except ValueError:
+            raise LineError(f"coordinates {x!r}, {y!r} are not numbers") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise LineError(f"coordinates {x!r}, {y!r} fall outside the projection")
+        position = {"finess": number, "latitude": lat, "longitude": lon, "position_source": source}
+        return [("directory_structure_position", position)]
+
+
+FINESS = FileKind(
+    name="finess",
+    delimiter=";",
+    encoding="cp1252",
+    targets=("directory_structure", "directory_structure_position"),
+    recognises=lambda first: (
+        (bool(first) and first[0].lower().startswith("finess;"))
+        or (len(first) > 1 and first[1].startswith(("structureet;", "geolocalisation;")))
+    ),
+    reader=FinessReader,
+)
+
+KINDS = (ACTIVITIES, FINESS)
 
 
 def recognise(first_lines: list[str]) -> FileKind:
