@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.directory import endpoints as directory_endpoints
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
 from enrs.identity import subscription_endpoints as identity_subscription_endpoints
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     identity_endpoints.register_capabilities(capabilities, identity_config)
     identity_tasks.register_capabilities(capabilities)
     identity_subscription_endpoints.register_capabilities(capabilities)
+    directory_endpoints.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -99,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(identity_endpoints.router)
     app.include_router(identity_tasks.router)
     app.include_router(identity_subscription_endpoints.router)
+    app.include_router(directory_endpoints.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

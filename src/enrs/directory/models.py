@@ -95,6 +95,7 @@ class Activity(_Tracked, Base):
     postal_code: Mapped[str] = mapped_column(String(16))
     commune_code: Mapped[str] = mapped_column(String(8))
     city: Mapped[str] = mapped_column(String(128))
+    n_city: Mapped[str] = mapped_column(String(128))
     country_code: Mapped[str] = mapped_column(String(8))
     country: Mapped[str] = mapped_column(String(64))
     phone: Mapped[str] = mapped_column(String(32))
@@ -111,7 +112,8 @@ class Activity(_Tracked, Base):
     pharmacist_section: Mapped[str] = mapped_column(String(128))
 
     __table_args__ = (
-        Index("ix_directory_activity_profession_commune", "profession_code", "commune_code"),
+        Index("ix_directory_activity_profession_city", "profession_code", "n_city"),
+        Index("ix_directory_activity_city", "n_city"),
         Index("ix_directory_activity_postal_code", "postal_code"),
     )
 
@@ -128,10 +130,12 @@ class Structure(_Tracked, Base):
     name: Mapped[str] = mapped_column(String(256))
     long_name: Mapped[str] = mapped_column(String(512))
     name_complement: Mapped[str] = mapped_column(String(256))
+    n_name: Mapped[str] = mapped_column(String(256), index=True)
     addressee: Mapped[str] = mapped_column(String(256))
     address_line: Mapped[str] = mapped_column(String(512))
     postal_code: Mapped[str] = mapped_column(String(16), index=True)
     city: Mapped[str] = mapped_column(String(128))
+    n_city: Mapped[str] = mapped_column(String(128), index=True)
     commune_code: Mapped[str] = mapped_column(String(8))
     department_code: Mapped[str] = mapped_column(String(8), index=True)
     department: Mapped[str] = mapped_column(String(64))

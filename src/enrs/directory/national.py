@@ -298,6 +298,7 @@ class ActivityReader(LineReader):
         if act["finess_site"] and (error := finess_error(act["finess_site"])):
             raise LineError(f"Numéro FINESS site: {error}")
         act["address_line"] = " ".join(values[i] for i in self.address if values[i])
+        act["n_city"] = normalize_text(act["city"])
         person["n_family"] = normalize_text(person["family"])
         person["n_given"] = normalize_text(person["given"])
         person["content_hash"] = digest([person[c] for c in PROFESSIONAL_FIELDS])
@@ -444,6 +445,8 @@ class FinessReader(LineReader):
         commune = got["commune"]
         row["commune_code"] = f"{department[:2]}{commune}" if commune else ""
         row["address_line"] = " ".join(got[k] for k in _STREET if got[k])
+        row["n_name"] = normalize_text(row["name"])
+        row["n_city"] = normalize_text(row["city"])
         if any(len(str(v)) > MAX_FIELD for v in row.values()):
             raise LineError(f"a field is longer than {MAX_FIELD} characters")
         row["content_hash"] = digest([str(v) for v in row.values()])

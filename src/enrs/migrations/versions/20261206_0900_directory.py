@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("postal_code", sa.String(length=16), nullable=True),
         sa.Column("commune_code", sa.String(length=8), nullable=True),
         sa.Column("city", sa.String(length=128), nullable=True),
+        sa.Column("n_city", sa.String(length=128), nullable=True),
         sa.Column("country_code", sa.String(length=8), nullable=True),
         sa.Column("country", sa.String(length=64), nullable=True),
         sa.Column("phone", sa.String(length=32), nullable=True),
@@ -130,10 +131,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=256), nullable=False),
         sa.Column("long_name", sa.String(length=512), nullable=False),
         sa.Column("name_complement", sa.String(length=256), nullable=False),
+        sa.Column("n_name", sa.String(length=256), nullable=False),
         sa.Column("addressee", sa.String(length=256), nullable=False),
         sa.Column("address_line", sa.String(length=512), nullable=False),
         sa.Column("postal_code", sa.String(length=16), nullable=False),
         sa.Column("city", sa.String(length=128), nullable=False),
+        sa.Column("n_city", sa.String(length=128), nullable=False),
         sa.Column("commune_code", sa.String(length=8), nullable=False),
         sa.Column("department_code", sa.String(length=8), nullable=False),
         sa.Column("department", sa.String(length=64), nullable=False),
@@ -171,6 +174,8 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_directory_structure_finess_ej"), ["finess_ej"], unique=False
         )
+        batch_op.create_index(batch_op.f("ix_directory_structure_n_city"), ["n_city"], unique=False)
+        batch_op.create_index(batch_op.f("ix_directory_structure_n_name"), ["n_name"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_directory_structure_postal_code"), ["postal_code"], unique=False
         )
@@ -190,10 +195,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=256), nullable=True),
         sa.Column("long_name", sa.String(length=512), nullable=True),
         sa.Column("name_complement", sa.String(length=256), nullable=True),
+        sa.Column("n_name", sa.String(length=256), nullable=True),
         sa.Column("addressee", sa.String(length=256), nullable=True),
         sa.Column("address_line", sa.String(length=512), nullable=True),
         sa.Column("postal_code", sa.String(length=16), nullable=True),
         sa.Column("city", sa.String(length=128), nullable=True),
+        sa.Column("n_city", sa.String(length=128), nullable=True),
         sa.Column("commune_code", sa.String(length=8), nullable=True),
         sa.Column("department_code", sa.String(length=8), nullable=True),
         sa.Column("department", sa.String(length=64), nullable=True),
@@ -245,6 +252,7 @@ def upgrade() -> None:
         sa.Column("postal_code", sa.String(length=16), nullable=False),
         sa.Column("commune_code", sa.String(length=8), nullable=False),
         sa.Column("city", sa.String(length=128), nullable=False),
+        sa.Column("n_city", sa.String(length=128), nullable=False),
         sa.Column("country_code", sa.String(length=8), nullable=False),
         sa.Column("country", sa.String(length=64), nullable=False),
         sa.Column("phone", sa.String(length=32), nullable=False),
@@ -273,6 +281,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("activity_key", name=op.f("uq_directory_activity_activity_key")),
     )
     with op.batch_alter_table("directory_activity", schema=None) as batch_op:
+        batch_op.create_index("ix_directory_activity_city", ["n_city"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_directory_activity_finess_site"), ["finess_site"], unique=False
         )
@@ -281,9 +290,7 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_directory_activity_postal_code", ["postal_code"], unique=False)
         batch_op.create_index(
-            "ix_directory_activity_profession_commune",
-            ["profession_code", "commune_code"],
-            unique=False,
+            "ix_directory_activity_profession_city", ["profession_code", "n_city"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_directory_activity_professional_id"), ["professional_id"], unique=False
@@ -300,16 +307,19 @@ def downgrade() -> None:
     with op.batch_alter_table("directory_activity", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_directory_activity_structure_id"))
         batch_op.drop_index(batch_op.f("ix_directory_activity_professional_id"))
-        batch_op.drop_index("ix_directory_activity_profession_commune")
+        batch_op.drop_index("ix_directory_activity_profession_city")
         batch_op.drop_index("ix_directory_activity_postal_code")
         batch_op.drop_index(batch_op.f("ix_directory_activity_id_nat_ps"))
         batch_op.drop_index(batch_op.f("ix_directory_activity_finess_site"))
+        batch_op.drop_index("ix_directory_activity_city")
 
     op.drop_table("directory_activity")
     op.drop_table("directory_structure_stage")
     op.drop_table("directory_structure_position_stage")
     with op.batch_alter_table("directory_structure", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_directory_structure_postal_code"))
+        batch_op.drop_index(batch_op.f("ix_directory_structure_n_name"))
+        batch_op.drop_index(batch_op.f("ix_directory_structure_n_city"))
         batch_op.drop_index(batch_op.f("ix_directory_structure_finess_ej"))
         batch_op.drop_index(batch_op.f("ix_directory_structure_department_code"))
 

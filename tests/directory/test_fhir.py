@@ -1,0 +1,168 @@
+"""The directory over FHIR (IHE mCSD ITI-90): a small Annuaire Santé extraction and FINESS
+file imported, then searched and read through HTTP as a directory consumer would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import Factory
+from tests.directory.test_import import finess, line, position, rpps, run, structure, write
+
+from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
+from enrs.kit.db import Database
+
+SCOPE = "system/Practitioner.rs system/PractitionerRole.rs system/Organization.rs"
+CHU = finess(1)
+NURSE = {
+    "Code profession": "60",
+    "Libellé profession": "Infirmier",
+    "Code savoir-faire": "",
+    "Libellé savoir-faire": "",
+    "Code type savoir-faire": "",
+}
+
+
+@pytest.fixture
+def token(factory: Factory, db: Database, tmp_path: Path) -> str:
+    people = write(
+        tmp_path / "PS_LibreAcces_Personne_activite_202612010000.txt",
+        line(1, **{"Nom d'exercice": "HÉLÈNE", "Prénom d'exercice": "Anne"}),
+        line(1, site=CHU, **{"Code mode exercice": "S", "Libellé mode exercice": "Salarié"}),
+        line(2, **{"Nom d'exercice": "DUPONT", **NURSE}),
+        line(3, **{"Nom d'exercice": "DURAND"}, postal="97110", dept="971",
+             **{"Libellé commune (coord. structure)": "Pointe-à-Pitre"}),
+    )  # fmt: skip
+    structures = tmp_path / "etalab-cs1100507-stock-20240118-0336.csv"
+    structures.write_bytes(
+        (
+            "finess;etalab;95;2024-01-18\n"
+            + structure(CHU)
+            + position(CHU, 708963.33, 1617190.19, "UTM_N20")
+        ).encode("cp1252")
+    )
+    assert run(db, people).error is None and run(db, structures).error is None
+    return factory.token(SCOPE)
+
+
+def get(client: TestClient, token: str, url: str, **params: str) -> dict[str, Any]:
+    response = client.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    return [
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if e["search"]["mode"] == mode
+    ]
+
+
+def test_practitioners_by_name_identifier_and_profession(client: TestClient, token: str) -> None:
+    helene, dupont, durand = (f"Practitioner/8{rpps(n)}" for n in (1, 2, 3))
+    assert ids(get(client, token, "/fhir/Practitioner", **{"name:contains": "lene"})) == [helene]
+    assert ids(get(client, token, "/fhir/Practitioner", family="helene")) == [helene]
+    assert ids(get(client, token, "/fhir/Practitioner", **{"family:exact": "helene"})) == []
+    assert ids(get(client, token, "/fhir/Practitioner", given="anne")) == [helene]
+    by_rpps = get(
+        client, token, "/fhir/Practitioner", identifier=f"https://rpps.esante.gouv.fr|{rpps(2)}"
+    )
+    assert ids(by_rpps) == [dupont]
+    by_national = get(client, token, "/fhir/Practitioner", identifier=f"{RPPS_SYSTEM}|8{rpps(3)}")
+    assert ids(by_national) == [durand]
+    doctors = get(client, token, "/fhir/Practitioner", **{"qualification-code": "10"})
+    assert ids(doctors) == [durand, helene]  # sorted by family name
+    assert doctors["total"] == 2
+    nurse = get(client, token, f"/fhir/{dupont}")
+    assert nurse["qualification"][0]["code"]["coding"][0]["code"] == "60"
+    assert nurse["name"] == [
+        {"use": "official", "family": "DUPONT", "given": ["Marie"], "prefix": ["Docteur"]}
+    ]
+    assert {i["system"] for i in nurse["identifier"]} == {
+        RPPS_SYSTEM,
+        "https://rpps.esante.gouv.fr",
+    }
+
+
+def test_roles_by_profession_and_commune_with_their_practitioner_and_site(
+    client: TestClient, token: str
+) -> None:
+    found = get(
+        client,
+        token,
+        "/fhir/PractitionerRole",
+        role="10",
+        **{"address-city": "fort-de-france"},
+        _include="PractitionerRole:organization",
+    )
+    assert found["total"] == 2
+    roles = [e["resource"] for e in found["entry"] if e["search"]["mode"] == "match"]
+    assert {r["practitioner"]["reference"] for r in roles} == {f"Practitioner/8{rpps(1)}"}
+    salaried = next(r for r in roles if "organization" in r and "reference" in r["organization"])
+    assert salaried["organization"]["reference"] == f"Organization/{CHU}"
+    assert ids(found, "include") == [f"Organization/{CHU}"]
+    with_people = get(
+        client, token, "/fhir/PractitionerRole", **{"address-postalcode": "97110"},
+        _include="PractitionerRole:practitioner",
+    )  # fmt: skip
+    assert ids(with_people, "include") == [f"Practitioner/8{rpps(3)}"]
+    assert with_people["entry"][0]["resource"]["practitioner"]["display"] == "Marie DURAND"
+    by_person = get(
+        client, token, "/fhir/PractitionerRole", practitioner=f"Practitioner/8{rpps(1)}"
+    )
+    assert by_person["total"] == 2
+
+
+def test_organizations_with_position_and_their_roles(client: TestClient, token: str) -> None:
+    found = get(
+        client, token, "/fhir/Organization", **{"name:contains": "martiniq"},
+        _revinclude="PractitionerRole:organization",
+    )  # fmt: skip
+    assert ids(found) == [f"Organization/{CHU}"]
+    assert len(ids(found, "include")) == 1
+    chu = get(client, token, f"/fhir/Organization/{CHU}")
+    assert chu["identifier"][0] == {
+        "use": "official",
+        "type": {
+            "coding": [
+                {
+                    "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203",
+                    "code": "FINEG",
+                }
+            ]
+        },
+        "system": FINESS_SYSTEM,
+        "value": CHU,
+    }
+    [address] = chu["address"]
+    assert (address["postalCode"], address["city"]) == ("97200", "FORT DE FRANCE")
+    point = {e["url"]: e["valueDecimal"] for e in address["extension"][0]["extension"]}
+    assert abs(point["latitude"] - 14.62) < 1e-5 and abs(point["longitude"] + 61.06) < 1e-5
+    assert ids(get(client, token, "/fhir/Organization", **{"address-city": "fort de france"})) == [
+        f"Organization/{CHU}"
+    ]
+    assert ids(get(client, token, "/fhir/Organization", type="101")) == [f"Organization/{CHU}"]
+
+
+def test_errors_and_permissions(client: TestClient, token: str, factory: Factory) -> None:
+    missing = client.get(
+        "/fhir/Practitioner/899999999999", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
+    bad = client.get(
+        "/fhir/Practitioner",
+        params={"_sort": "birthdate"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert bad.status_code == 400
+    assert client.get("/fhir/Organization").status_code == 401
+    other = factory.token("system/Patient.rs")
+    forbidden = client.get("/fhir/Organization", headers={"Authorization": f"Bearer {other}"})
+    assert forbidden.status_code == 403
+    capabilities = client.get("/fhir/metadata").json()
+    kinds = {r["type"] for r in capabilities["rest"][0]["resource"]}
+    assert {"Practitioner", "PractitionerRole", "Organization"} <= kinds
