@@ -3,6 +3,8 @@ file imported, then searched and read through HTTP as a directory consumer would
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,33 @@ def test_errors_and_permissions(client: TestClient, token: str, factory: Factory
     capabilities = client.get("/fhir/metadata").json()
     kinds = {r["type"] for r in capabilities["rest"][0]["resource"]}
     assert {"Practitioner", "PractitionerRole", "Organization"} <= kinds
+
+
+def test_history_gives_what_changed_since(
+    client: TestClient, token: str, db: Database, tmp_path: Path
+) -> None:
+    everything = get(client, token, "/fhir/Practitioner/_history")
+    assert everything["type"] == "history" and len(everything["entry"]) == 3
+    assert everything["entry"][0]["request"]["method"] == "PUT"
+    since = datetime.now(UTC).isoformat(timespec="milliseconds")
+    time.sleep(0.01)
+    renamed = write(
+        tmp_path / "next.txt",
+        line(1, **{"Nom d'exercice": "HÉLÈNE", "Prénom d'exercice": "Anne"}),
+        line(1, site=CHU, **{"Code mode exercice": "S", "Libellé mode exercice": "Salarié"}),
+        line(2, **{"Nom d'exercice": "DUPONT-MARTIN", **NURSE}),
+    )
+    assert run(db, renamed, removal_limit=None).error is None  # DURAND gone
+    changed = get(client, token, "/fhir/Practitioner/_history", _since=since)
+    people = {e["resource"]["id"]: e["resource"] for e in changed["entry"]}
+    assert set(people) == {f"8{rpps(2)}", f"8{rpps(3)}"}
+    assert people[f"8{rpps(2)}"]["name"][0]["family"] == "DUPONT-MARTIN"
+    assert people[f"8{rpps(3)}"]["active"] is False
+    paged = get(client, token, "/fhir/Practitioner/_history", _count="1")
+    assert len(paged["entry"]) == 1 and [k["relation"] for k in paged["link"]] == ["self", "next"]
+    bad = client.get(
+        "/fhir/Practitioner/_history",
+        params={"_since": "yesterday"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert bad.status_code == 400

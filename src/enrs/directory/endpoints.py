@@ -1,5 +1,6 @@
 """FHIR R4 endpoints of the directory: IHE mCSD ITI-90 (find matching care services: search
-and read of ``Practitioner``, ``PractitionerRole`` and ``Organization``).
+and read of ``Practitioner``, ``PractitionerRole`` and ``Organization``) and ITI-91 (request
+care services updates: ``GET /fhir/{type}/_history?_since=``).
 
 Resource ids are the national keys: ``Practitioner/{idNatPs}``, ``Organization/{FINESS}``,
 ``PractitionerRole/{activity key}``. Reading needs the ``r`` scope on the type, searching the
@@ -8,18 +9,21 @@ or unsupported parameter, 404 for an unknown id."""
 
 # No ``from __future__ import annotations``: the routes' signatures name the permission of
 # their resource type (a local), which FastAPI must see evaluated.
+from datetime import UTC
 from functools import partial
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from enrs.directory import search
-from enrs.kit.errors import NotFound
+from enrs.kit.errors import BadRequest, NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, prefers_strict
+from enrs.kit.fhir.search_values import parse_date
 from enrs.kit.http import DbSession, TransactionalRoute, in_unit, require
 from enrs.kit.security.principal import Principal
 
@@ -60,6 +64,21 @@ def _search_route(kind: str) -> None:
         f"/fhir/{kind}", search_type, methods=["GET"], summary=f"mCSD ITI-90: search {kind}"
     )
 
+    async def history(
+        request: Request,
+        session: DbSession,
+        _principal: Annotated[Principal, Depends(require(kind, "search-type"))],
+    ) -> FhirJSONResponse:
+        return await in_unit(request, partial(_history, request, session, kind))
+
+    history.__doc__ = (
+        f"ITI-91 (mCSD update): the {kind} resources changed since ``_since`` (an instant), "
+        "oldest first, each in its current version; ``_count`` (≤ 1000), ``_offset``."
+    )
+    router.add_api_route(
+        f"/fhir/{kind}/_history", history, methods=["GET"], summary=f"mCSD ITI-91: {kind} changes"
+    )
+
     async def read(
         request: Request,
         resource_id: str,
@@ -92,6 +111,47 @@ def _search(request: Request, session: Session, kind: str) -> FhirJSONResponse:
         included=page.included,
     )
     return FhirJSONResponse(bundle)
+
+
+def _history(request: Request, session: Session, kind: str) -> FhirJSONResponse:
+    base = request.app.state.settings.fhir_base.rstrip("/")
+    params = request.query_params
+    since = None
+    if raw := params.get("_since"):
+        try:
+            since = parse_date(raw, UTC).lower
+        except ValueError as exc:
+            raise BadRequest(f"_since {raw!r}: {exc}") from None
+    count = _bounded(params.get("_count"), "_count", search.HISTORY_COUNT, search.HISTORY_MAX)
+    offset = _bounded(params.get("_offset"), "_offset", 0, 10_000_000)
+    resources, more = search.history(session, kind, since, count, offset)
+
+    def link(relation: str, at: int) -> dict[str, str]:
+        items = [("_since", raw)] if since else []
+        query = urlencode([*items, ("_count", str(count)), ("_offset", str(at))])
+        return {"relation": relation, "url": f"{base}/{kind}/_history?{query}"}
+
+    links = [link("self", offset)] + ([link("next", offset + count)] if more else [])
+    entries = [
+        {
+            "fullUrl": f"{base}/{kind}/{r['id']}",
+            "resource": r,
+            "request": {"method": "PUT", "url": f"{kind}/{r['id']}"},
+            "response": {"status": "200 OK", "lastModified": r["meta"]["lastUpdated"]},
+        }
+        for r in resources
+    ]
+    return FhirJSONResponse(
+        {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
+    )
+
+
+def _bounded(raw: str | None, name: str, default: int, maximum: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise BadRequest(f"{name} {raw!r}: a non-negative integer is expected")
+    return min(int(raw), maximum)
 
 
 def _read(request: Request, session: Session, kind: str, resource_id: str) -> FhirJSONResponse:

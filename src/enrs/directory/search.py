@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -327,3 +328,26 @@ def read(session: Session, kind: str, resource_id: str) -> dict[str, Any] | None
         return roles(session, [activity])[0] if activity else None
     structure = session.scalar(sa.select(St).where(St.finess == resource_id))
     return fhir.organization(structure) if structure else None
+
+
+HISTORY_COUNT, HISTORY_MAX = 100, 1000
+_HISTORY: dict[str, Any] = {"Practitioner": P, "PractitionerRole": A, "Organization": St}
+
+
+def history(
+    session: Session, kind: str, since: datetime | None, count: int, offset: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """ITI-91: the ``kind`` resources changed at or after ``since`` (all, without), oldest
+    change first, each in its current version (the directory keeps no older ones); a page of
+    ``count`` from ``offset``, and whether another follows."""
+    model = _HISTORY[kind]
+    stmt = sa.select(model).order_by(model.updated_at, model.id).offset(offset).limit(count + 1)
+    if since is not None:
+        stmt = stmt.where(model.updated_at >= since)
+    rows = session.scalars(stmt).all()
+    page, more = list(rows[:count]), len(rows) > count
+    if kind == "Practitioner":
+        return practitioners(session, page), more
+    if kind == "PractitionerRole":
+        return roles(session, page), more
+    return [fhir.organization(s) for s in page], more
