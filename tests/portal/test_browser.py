@@ -38,6 +38,7 @@ def test_login_reaches_services_page(browser: Browser, server: LiveServer, tmp_p
     assert page.locator(".services li h2").all_inner_texts() == [
         "Traçabilité",
         "Notifications",
+        "Annuaire",
         "Mon compte",
     ]
     page.screenshot(path=str(tmp_path / "services.png"), full_page=True)

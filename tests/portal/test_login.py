@@ -43,8 +43,9 @@ def test_services_page_requires_login_then_shows_services(
     # A professional is shown only what they may open: their account, not the cell's
     # workbench nor the audit trail (each card a link to its page).
     assert '<a href="/account">Mon compte</a>' in text
+    assert '<a href="/annuaire">Annuaire</a>' in text
     assert "/identitovigilance" not in text and "/admin/audit" not in text
-    assert "à venir" not in text and "En préparation : l'annuaire" in text
+    assert "à venir" not in text and "En préparation : l'offre de soins" in text
     account = client.get("/account")
     assert "Alice" in account.text and "professional" in account.text
 

@@ -58,11 +58,17 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         "/admin/notifications",
         frozenset({"admin"}),
     ),
+    (
+        "Annuaire",
+        "Professionnels (RPPS, ADELI) et structures (FINESS) de la région",
+        "/annuaire",
+        None,
+    ),
     ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
 ]
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
-    "l'annuaire (RPPS, FINESS, ROR)",
+    "l'offre de soins et les lits disponibles (ROR)",
     "les documents partagés et le DMP",
     "la messagerie sécurisée MSSanté",
     "la coordination des parcours",

@@ -1,0 +1,123 @@
+"""The directory's public functions for the other services and the portal: find
+professionals, a professional's card, a structure's page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from enrs.directory.models import Activity, Professional, Structure
+from enrs.kit.fhir.search_params import normalize_text, prefix_clause
+
+P, A, St = Professional, Activity, Structure
+
+# The main professions of the national referential (TRE_G15-ProfessionSante), for the
+# portal's search form.
+PROFESSIONS = (
+    ("10", "Médecin"),
+    ("21", "Pharmacien"),
+    ("40", "Chirurgien-dentiste"),
+    ("50", "Sage-femme"),
+    ("60", "Infirmier"),
+    ("70", "Masseur-kinésithérapeute"),
+    ("80", "Pédicure-podologue"),
+    ("91", "Orthophoniste"),
+    ("92", "Orthoptiste"),
+    ("94", "Ergothérapeute"),
+    ("95", "Psychomotricien"),
+    ("96", "Manipulateur d'électroradiologie médicale"),
+    ("26", "Audioprothésiste"),
+    ("28", "Opticien-lunetier"),
+)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A professional found, with their active activities."""
+
+    professional: Professional
+    activities: list[Activity]
+
+
+def _activities(session: Session, ids: list[int]) -> dict[int, list[Activity]]:
+    found: dict[int, list[Activity]] = {i: [] for i in ids}
+    if ids:
+        stmt = sa.select(A).where(A.professional_id.in_(ids), A.active.is_(True)).order_by(A.id)
+        for a in session.scalars(stmt):
+            found[a.professional_id].append(a)
+    return found
+
+
+def find_professionals(
+    session: Session,
+    *,
+    name: str = "",
+    profession: str = "",
+    city: str = "",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Hit], bool]:
+    """Active professionals whose family name starts with ``name`` (case and accents
+    folded), practising ``profession`` (a TRE_G15 code) in a commune starting with ``city``;
+    a page of ``limit`` from ``offset`` by name, and whether more follow."""
+    stmt = sa.select(P).where(P.active.is_(True))
+    if folded := normalize_text(name.strip()):
+        stmt = stmt.where(prefix_clause(P.n_family, folded))
+    where: list[sa.ColumnElement[bool]] = [A.active.is_(True)]
+    if profession:
+        where.append(A.profession_code == profession)
+    if folded_city := normalize_text(city.strip()):
+        where.append(prefix_clause(A.n_city, folded_city))
+    if len(where) > 1:
+        stmt = stmt.where(P.id.in_(sa.select(A.professional_id).where(*where)))
+    stmt = stmt.order_by(P.n_family, P.n_given, P.id).offset(offset).limit(limit + 1)
+    people = list(session.scalars(stmt))
+    more = len(people) > limit
+    people = people[:limit]
+    acts = _activities(session, [p.id for p in people])
+    return [Hit(p, acts[p.id]) for p in people], more
+
+
+@dataclass(frozen=True)
+class Card:
+    """A professional's card: their activities and the directory's structures among their
+    sites (by FINESS)."""
+
+    professional: Professional
+    activities: list[Activity]
+    structures: dict[str, Structure]
+
+
+def professional_card(session: Session, id_nat_ps: str) -> Card | None:
+    person = session.scalar(sa.select(P).where(P.id_nat_ps == id_nat_ps))
+    if person is None:
+        return None
+    activities = _activities(session, [person.id])[person.id]
+    sites = sorted({a.finess_site for a in activities if a.finess_site})
+    structures = list(session.scalars(sa.select(St).where(St.finess.in_(sites)))) if sites else []
+    return Card(person, activities, {s.finess: s for s in structures})
+
+
+@dataclass(frozen=True)
+class StructurePage:
+    """A structure and the professionals practising there (active activities at its FINESS)."""
+
+    structure: Structure
+    staff: list[tuple[Activity, Professional]]
+
+
+def structure_page(session: Session, finess: str, limit: int = 500) -> StructurePage | None:
+    structure = session.scalar(sa.select(St).where(St.finess == finess))
+    if structure is None:
+        return None
+    stmt = (
+        sa.select(A, P)
+        .join(P, P.id == A.professional_id)
+        .where(A.finess_site == finess, A.active.is_(True))
+        .order_by(P.n_family, P.n_given, A.id)
+        .limit(limit)
+    )
+    staff = [(a, p) for a, p in session.execute(stmt).tuples()]
+    return StructurePage(structure, staff)
