@@ -299,12 +299,19 @@ def structure(number: str, **values: str) -> str:
 
 
 def position(number: str, x: float, y: float, projection: str) -> str:
-    source = f"1,ATLASANTE,100,IGN,BD_ADRESSE,V2.2,{projection}"
+    """A ``geolocalisation`` line; ``projection`` as older files name it (``UTM_N20``), or a
+    recent file's whole ``sourcecoordet`` (``2,ATLASANTE,…,EPSG:…``)."""
+    source = (
+        projection if "EPSG" in projection else f"1,ATLASANTE,100,IGN,BD_ADRESSE,V2.2,{projection}"
+    )
     return f"geolocalisation;{number};{x};{y};{source};2024-01-02\n"
 
 
+ANTILLES = "2,ATLASANTE,96,BAN,EPSG:5490 RGAF09/UTM Zone 20N (Antilles)"  # a recent file's
+
+
 def test_finess_establishments_with_their_position(db: Database, tmp_path: Path) -> None:
-    chu, paris, reunion, bad = finess(1), finess(2, "75"), finess(3), finess(4)
+    chu, paris, reunion, bad, clinic = finess(1), finess(2, "75"), finess(3), finess(4), finess(5)
     bad = bad[:-1] + str((int(bad[-1]) + 1) % 10)
     lines = [
         "finess;etalab;95;2024-01-18\n",
@@ -314,7 +321,8 @@ def test_finess_establishments_with_their_position(db: Database, tmp_path: Path)
         structure(reunion, rs="CHU SUD REUNION", departement="9D", commune="416",
                   ligneacheminement="97410 ST PIERRE"),
         structure(bad),
-        position(chu, 708963.33, 1617190.19, "UTM_N20"),
+        structure(clinic, rs='"CLINIQUE ""ST PAUL""; SITE A"'),
+        position(chu, 708963.33, 1617190.19, ANTILLES),
         position(paris, 652296.97, 6861636.36, "LAMBERT_93"),
         position(reunion, 338777.85, 7689248.56, "UTM_S40"),
         f"geolocalisation;{chu};1;2;GPS;2024-01-02\n",
@@ -325,20 +333,23 @@ def test_finess_establishments_with_their_position(db: Database, tmp_path: Path)
     assert done.error is None and done.kind == "finess", done
     assert done.left_out == 1 and done.rejected == 2
     assert done.rejections[0].startswith(f"line 5: nofinesset: FINESS {bad}")
-    assert done.rejections[1] == "line 9: sourcecoordet 'GPS' names no projection this import knows"
-    assert done.counts["directory_structure"]["new"] == 2
+    assert (
+        done.rejections[1] == "line 10: sourcecoordet 'GPS' names no projection this import knows"
+    )
+    assert done.counts["directory_structure"]["new"] == 3
     assert done.counts["directory_structure_position"] == {"changed": 2}
     with db.transaction(write=False) as session:
         found = {s.finess: s for s in session.scalars(select(Structure))}
-    assert set(found) == {chu, reunion}
+    assert set(found) == {chu, reunion, clinic}
+    assert found[clinic].name == 'CLINIQUE "ST PAUL"; SITE A'
     assert (found[chu].department_code, found[chu].commune_code) == ("972", "97209")
     assert (found[chu].postal_code, found[chu].city) == ("97200", "FORT DE FRANCE")
     assert found[chu].category == "Centre Hospitalier Régional (C.H.R.)"
     assert found[chu].address_line == "RTE LA MEYNARD"
-    assert abs(found[chu].latitude - 14.62) < 1e-5 and abs(found[chu].longitude + 61.06) < 1e-5
+    assert abs(found[chu].latitude - 14.62) < 2e-5 and abs(found[chu].longitude + 61.06) < 2e-5
     assert abs(found[reunion].latitude + 20.89) < 1e-5
     assert abs(found[reunion].longitude - 55.45) < 1e-5
     # The same file again: unchanged, positions too.
     again = run(db, path, departments=frozenset({"971", "972", "973", "974"}))
-    assert again.counts["directory_structure"]["unchanged"] == 2
+    assert again.counts["directory_structure"]["unchanged"] == 3
     assert again.counts["directory_structure_position"] == {"changed": 0}

@@ -11,12 +11,14 @@ saying why the line is refused. Formats: ``../shared/reference/directory.md``.
   rest a ``directory_activity`` row. The RPPS number's key is checked; so is the FINESS of
   the site, when there is one.
 - **FINESS establishments** (``etalab-cs1100507-stock-*.csv``): ``;``, Windows-1252, a first
-  metadata line, then ``structureet`` lines (32 fields) and ``geolocalisation`` lines, whose
-  coordinates (Lambert 93, or the overseas UTM zones) are converted to WGS84 by ``pyproj``.
+  metadata line, then ``structureet`` lines (32 fields; a name holding ``"`` is quoted
+  CSV-style) and ``geolocalisation`` lines, whose coordinates (Lambert 93, or the overseas UTM
+  zones, named by their EPSG code) are converted to WGS84 by ``pyproj``.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -388,8 +390,10 @@ STRUCTURE_FIELDS = {
 }
 _STREET = ("numvoie", "typvoie", "voie", "compvoie", "lieuditbp")
 _ROUTING = re.compile(r"^(\d{5})\s*(.*)$")
-# The projections ``sourcecoordet`` names, as EPSG codes (WGS84 UTM zones overseas: within a
-# metre of the local RGAF09, RGFG95, RGR92 and RGM04 realisations).
+# The projections ``sourcecoordet`` names: ``…,EPSG:5490 RGAF09/UTM Zone 20N (Antilles)`` in
+# recent files, ``…,V2.2,UTM_N20`` in older ones (WGS84 UTM zones: within a metre of the
+# local RGAF09, RGFG95, RGR92 and RGM04 realisations).
+EPSG_CODES = frozenset({2154, 5490, 2972, 2975, 4471, 32620, 32622, 32740, 32738})
 PROJECTIONS = {
     "LAMBERT_93": 2154,
     "LAMBERT93": 2154,
@@ -398,10 +402,13 @@ PROJECTIONS = {
     "UTM_S40": 32740,
     "UTM_S38": 32738,
 }
+_EPSG = re.compile(r"EPSG:(\d{4,5})")
 
 
 def projection_of(source: str) -> int | None:
     """The EPSG code of the projection a FINESS ``sourcecoordet`` names."""
+    if (named := _EPSG.search(source)) and int(named.group(1)) in EPSG_CODES:
+        return int(named.group(1))
     words = source.upper().replace(" ", "_")
     return next((epsg for name, epsg in PROJECTIONS.items() if name in words), None)
 
@@ -420,6 +427,8 @@ class FinessReader(LineReader):
         self.first_line = first_line
 
     def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        if any('"' in f for f in fields):  # a quoted name ("…"), maybe holding a ";"
+            fields = next(csv.reader([";".join(fields)], delimiter=";"))
         section = fields[0].strip()
         if section == "structureet":
             return self._structure(fields, wanted)

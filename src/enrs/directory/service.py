@@ -26,8 +26,9 @@ PROFESSIONS = (
     ("91", "Orthophoniste"),
     ("92", "Orthoptiste"),
     ("94", "Ergothérapeute"),
-    ("95", "Psychomotricien"),
-    ("96", "Manipulateur d'électroradiologie médicale"),
+    ("95", "Diététicien"),
+    ("96", "Psychomotricien"),
+    ("98", "Manipulateur d'électroradiologie médicale"),
     ("26", "Audioprothésiste"),
     ("28", "Opticien-lunetier"),
 )
