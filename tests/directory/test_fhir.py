@@ -11,7 +11,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import Factory
-from tests.directory.test_import import finess, line, position, rpps, run, structure, write
+from tests.directory.test_import import (
+    MAILBOX_COLUMNS,
+    SKILL_COLUMNS,
+    finess,
+    line,
+    person,
+    position,
+    ps_file,
+    rpps,
+    run,
+    structure,
+    write,
+)
 
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
 from enrs.kit.db import Database
@@ -198,3 +210,35 @@ def test_history_gives_what_changed_since(
         headers={"Authorization": f"Bearer {token}"},
     )
     assert bad.status_code == 400
+
+
+def test_mailboxes_and_savoir_faire(
+    client: TestClient, token: str, db: Database, tmp_path: Path
+) -> None:
+    skills = ps_file(
+        tmp_path / "PS_LibreAcces_SavoirFaire_202612010000.txt",
+        SKILL_COLUMNS,
+        person(1) | {"Code type savoir-faire": "S", "Code savoir-faire": "SM26",
+                     "Libellé savoir-faire": "Qualifié en Médecine Générale"},
+    )  # fmt: skip
+    boxes = ps_file(
+        tmp_path / "Extraction_Correspondance_MSSante_202612010000.txt",
+        MAILBOX_COLUMNS,
+        person(1) | {"Type de BAL": "PER", "Adresse BAL": "anne.helene@medecin.mssante.fr"},
+        {"Type de BAL": "ORG", "Adresse BAL": "secretariat@chu-martinique.mssante.fr",
+         "Identification Structure": CHU},
+    )  # fmt: skip
+    assert run(db, skills).error is None and run(db, boxes).error is None
+    helene = f"Practitioner/8{rpps(1)}"
+    by_box = get(client, token, "/fhir/Practitioner", **{"mailbox-mss": "Anne.Helene@"})
+    assert ids(by_box) == [helene]
+    read = get(client, token, f"/fhir/{helene}")
+    assert {"system": "email", "value": "anne.helene@medecin.mssante.fr", "use": "work"} in read[
+        "telecom"
+    ]
+    skill = read["qualification"][-1]["code"]["coding"][0]
+    assert skill["code"] == "SM26" and skill["system"].endswith("TRE-R38-SpecialiteOrdinale")
+    desk = {"mailbox-mss:exact": "secretariat@chu-martinique.mssante.fr"}
+    org = get(client, token, "/fhir/Organization", **desk)
+    assert ids(org) == [f"Organization/{CHU}"]
+    assert org["entry"][0]["resource"]["telecom"][-1]["value"].startswith("secretariat@")

@@ -16,7 +16,14 @@ from tests.support.live_server import enrs_command
 
 from enrs.directory import imports
 from enrs.directory.identifiers import luhn_key
-from enrs.directory.models import Activity, Import, Professional, Structure
+from enrs.directory.models import (
+    Activity,
+    Import,
+    Mailbox,
+    Professional,
+    Qualification,
+    Structure,
+)
 from enrs.directory.national import ACTIVITY_COLUMNS, FINESS_COLUMNS
 from enrs.kit.db import Database
 
@@ -353,3 +360,126 @@ def test_finess_establishments_with_their_position(db: Database, tmp_path: Path)
     again = run(db, path, departments=frozenset({"971", "972", "973", "974"}))
     assert again.counts["directory_structure"]["unchanged"] == 3
     assert again.counts["directory_structure_position"] == {"changed": 0}
+
+
+# ------------------------------------------------------------ savoir-faire, diplomas, MSSanté
+
+
+def ps_file(path: Path, columns: list[str], *rows: dict[str, str]) -> Path:
+    """An Annuaire Santé file of ``columns`` (header row, trailing ``|``)."""
+    lines = ["|".join(columns) + "|\n"]
+    lines += ["|".join(row.get(c, "") for c in columns) + "|\n" for row in rows]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def person(n: int) -> dict[str, str]:
+    return {
+        "Type d'identifiant PP": "8",
+        "Identifiant PP": rpps(n),
+        "Identification nationale PP": f"8{rpps(n)}",
+        "Nom d'exercice": f"NOM{n}",
+        "Prénom d'exercice": "Marie",
+    }
+
+
+SKILL_COLUMNS = [*person(0), "Code profession", "Libellé profession",
+                 "Code catégorie professionnelle", "Libellé catégorie professionnelle",
+                 "Code type savoir-faire", "Libellé type savoir-faire", "Code savoir-faire",
+                 "Libellé savoir-faire"]  # fmt: skip
+DIPLOMA_COLUMNS = [*person(0), "Code type diplôme obtenu", "Libellé type diplôme obtenu",
+                   "Code diplôme obtenu", "Libellé diplôme obtenu", "Code type autorisation",
+                   "Libellé type autorisation", "Code discipline autorisation",
+                   "Libellé discipline autorisation"]  # fmt: skip
+MAILBOX_COLUMNS = ["Type de BAL", "Adresse BAL", "Type Identifiant PP", "Identifiant PP",
+                   "Identification nationale PP", "Type identifiant structure",
+                   "Identification Structure", "Service de rattachement", "Civilité d'exercice",
+                   "Nom d'exercice", "Prénom d'exercice", "Catégorie profession",
+                   "Libellé de catégorie profession", "Code Profession", "Libellé Profession",
+                   "Code savoir-faire", "Libellé savoir-faire", "Dématérialisation",
+                   "Raison Sociale structure BAL", "Enseigne commerciale structure BAL",
+                   "L2COMPLEMENTLOCALISATION structure BAL",
+                   "L3COMPLEMENTDISTRIBUTION structure BAL", "L4NUMEROVOIE structure BAL",
+                   "L4COMPLEMENTNUMEROVOIE structure BAL", "NL4TYPEVOIE structure BAL",
+                   "L4LIBELLEVOIE structure BAL", "L5LIEUDITMENTION structure BAL",
+                   "L6LIGNEACHEMINEMENT structure BAL", "Code postal structure BAL",
+                   "Département structure BAL", "Pays structure BAL"]  # fmt: skip
+
+
+def test_savoir_faire_diplomas_and_mailboxes(db: Database, tmp_path: Path) -> None:
+    assert run(db, write(tmp_path / "act.txt", line(1), line(2))).error is None
+    skill = {
+        "Code profession": "10",
+        "Libellé profession": "Médecin",
+        "Code type savoir-faire": "S",
+        "Libellé type savoir-faire": "Spécialité ordinale",
+    }
+    general = {"Code savoir-faire": "SM54", "Libellé savoir-faire": "Médecine générale"}
+    qualified = {"Code savoir-faire": "SM26", "Libellé savoir-faire": "Qualifié en MG"}
+    skills = ps_file(
+        tmp_path / "PS_LibreAcces_SavoirFaire_202612010000.txt",
+        SKILL_COLUMNS,
+        person(1) | skill | general,
+        person(1) | skill | qualified,
+        person(9) | skill | general,  # not in the directory
+    )
+    done = run(db, skills)
+    assert done.kind == "savoir-faire" and done.error is None
+    assert done.counts["directory_qualification"] == {
+        "new": 2,
+        "changed": 0,
+        "unchanged": 0,
+        "gone": 0,
+        "outside": 1,
+    }
+    diploma = {
+        "Code type diplôme obtenu": "DE",
+        "Libellé type diplôme obtenu": "Diplôme d'Etat français",
+        "Code diplôme obtenu": "DE09",
+        "Libellé diplôme obtenu": "DE Docteur en médecine",
+    }
+    diplomas = ps_file(
+        tmp_path / "PS_LibreAcces_Dipl_AutExerc_202612010000.txt",
+        DIPLOMA_COLUMNS,
+        person(2) | diploma,
+    )
+    assert run(db, diplomas).counts["directory_diploma"]["new"] == 1
+    mine = person(1) | {
+        "Type de BAL": "PER",
+        "Adresse BAL": "Marie.Nom1@medecin.mssante.fr",
+        "Type Identifiant PP": "8",
+        "Code postal structure BAL": "97200",
+        "L4NUMEROVOIE structure BAL": "12",
+        "L4LIBELLEVOIE structure BAL": "Rue Victor Hugo",
+    }
+    desk = {
+        "Type de BAL": "ORG",
+        "Adresse BAL": "secretariat@chu-martinique.mssante.fr",
+        "Identification Structure": CHU_FINESS,
+        "Code postal structure BAL": "97200",
+    }
+    broken = {"Type de BAL": "PER", "Adresse BAL": "not an address"}
+    paris = {"Type de BAL": "ORG", "Adresse BAL": "accueil@hopital.paris.mssante.fr"}
+    paris["Code postal structure BAL"] = "75004"
+    mailboxes = ps_file(
+        tmp_path / "Extraction_Correspondance_MSSante_202612010000.txt",
+        MAILBOX_COLUMNS,
+        mine,
+        desk,
+        broken | {"Code postal structure BAL": "97200"},
+        paris,
+    )
+    boxes = run(db, mailboxes, departments=frozenset({"972"}))
+    assert boxes.kind == "mssante" and boxes.rejected == 1 and boxes.left_out == 1
+    assert boxes.rejections == ["line 4: Adresse BAL 'not an address' is not a mail address"]
+    assert boxes.counts["directory_mailbox"]["new"] == 2
+    with db.transaction(write=False) as session:
+        found = {m.address: m for m in session.scalars(select(Mailbox))}
+        codes = select(Qualification.skill_code).order_by(Qualification.skill_code)
+        skills_of = session.scalars(codes).all()
+    assert found["marie.nom1@medecin.mssante.fr"].address_line == "12 Rue Victor Hugo"
+    assert found["marie.nom1@medecin.mssante.fr"].id_nat_ps == f"8{rpps(1)}"
+    assert skills_of == ["SM26", "SM54"]
+
+
+CHU_FINESS = finess(1)

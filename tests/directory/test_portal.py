@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser
-from tests.directory.test_import import finess, line, position, structure, write
+from tests.directory.test_import import (
+    MAILBOX_COLUMNS,
+    finess,
+    line,
+    person,
+    position,
+    ps_file,
+    structure,
+    write,
+)
 from tests.support.live_server import LiveServer, enrs_command, live_server
 
 CHU = finess(1)
@@ -33,10 +42,13 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     structures.write_bytes(
         (text + position(CHU, 708963.33, 1617190.19, "UTM_N20")).encode("cp1252")
     )
-    for args in (
-        ("demo", "load"),
-        ("directory", "import", "--quiet", str(people), str(structures)),
-    ):
+    boxes = ps_file(
+        tmp_path / "Extraction_Correspondance_MSSante_202612010000.txt",
+        MAILBOX_COLUMNS,
+        person(1) | {"Type de BAL": "PER", "Adresse BAL": "anne.helene@medecin.mssante.fr"},
+    )
+    files = (str(people), str(structures), str(boxes))
+    for args in (("demo", "load"), ("directory", "import", "--quiet", *files)):
         subprocess.run(enrs_command(*args), env=env, check=True, capture_output=True, timeout=120)
     with live_server(data_dir=data_dir, database_url=database_url) as running:
         yield running
@@ -67,6 +79,7 @@ def test_a_professional_finds_a_colleague_and_her_hospital(
     page.wait_for_url("**/annuaire/ps/8*")
     assert page.locator("h1").inner_text() == "Docteur Anne HÉLÈNE"
     assert page.locator(".activities li").count() == 2
+    assert "anne.helene@medecin.mssante.fr" in page.locator("#mailboxes").inner_text()
     page.click(".activities >> text=CHU DE MARTINIQUE")
     page.wait_for_url(f"**/annuaire/structure/{CHU}")
     assert "97200 FORT DE FRANCE" in page.locator("#structure").inner_text()

@@ -4,7 +4,8 @@ Santé FHIR API's conventions):
 - ``Practitioner/{idNatPs}``: the professional; identifiers idNatPs
   (``urn:oid:1.2.250.1.71.4.2.1``) and, for an RPPS, the bare number
   (``https://rpps.esante.gouv.fr``); name with the civility of practice as prefix;
-  qualifications: the professions of its active activities;
+  qualifications: the professions of its active activities, its savoir-faire and diplomas;
+  telecom: its MSSanté mailboxes;
 - ``PractitionerRole/{activity key}``: one activity: profession and professional category
   (``code``), savoir-faire (``specialty``), the site (``organization`` when its FINESS is in
   the directory, else the site's name), mode of practice and sector as extensions-free
@@ -19,11 +20,19 @@ Codes use the ANS terminology (NOS) systems, ``https://mos.esante.gouv.fr/NOS/<t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
-from enrs.directory.models import Activity, Professional, Structure
+from enrs.directory.models import (
+    Activity,
+    Diploma,
+    Mailbox,
+    Professional,
+    Qualification,
+    Structure,
+)
 
 RPPS_NUMBER_SYSTEM = "https://rpps.esante.gouv.fr"
 SIRET_SYSTEM = "http://sirene.fr"
@@ -71,12 +80,32 @@ def _telecom(*points: tuple[str, str]) -> list[dict[str, str]]:
     return [{"system": system, "value": value, "use": "work"} for system, value in points if value]
 
 
+def _mailboxes(boxes: Iterable[Mailbox]) -> list[dict[str, str]]:
+    return [{"system": "email", "value": m.address, "use": "work"} for m in boxes if m.active]
+
+
 def _clean(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if v not in (None, "", [], {})}
 
 
-def practitioner(p: Professional, activities: Iterable[Activity] = ()) -> dict[str, Any]:
-    """A professional as a Practitioner, its qualifications from its ``activities``."""
+@dataclass
+class Extras:
+    """What a Practitioner shows besides its activities: savoir-faire, diplomas, mailboxes."""
+
+    qualifications: list[Qualification] = field(default_factory=list)
+    diplomas: list[Diploma] = field(default_factory=list)
+    mailboxes: list[Mailbox] = field(default_factory=list)
+
+
+DIPLOMA = {"DE": nos("TRE_R48-DiplomeEtatFrancais")}
+
+
+def practitioner(
+    p: Professional, activities: Iterable[Activity] = (), extras: Extras | None = None
+) -> dict[str, Any]:
+    """A professional as a Practitioner: its qualifications (the professions of its
+    ``activities``, its savoir-faire and diplomas) and its MSSanté mailboxes (``extras``)."""
+    extras = extras or Extras()
     identifiers = [
         {
             "use": "official",
@@ -107,6 +136,25 @@ def practitioner(p: Professional, activities: Iterable[Activity] = ()) -> dict[s
             seen[a.profession_code] = {
                 "code": _concept(PROFESSION, a.profession_code, a.profession)
             }
+    qualifications = list(seen.values())
+    for q in extras.qualifications:
+        if q.active and q.skill_code:
+            concept = _concept(SKILL.get(q.skill_type_code), q.skill_code, q.skill)
+            qualifications.append({"code": concept})
+    for d in extras.diplomas:
+        if d.active and (d.diploma_code or d.discipline_code):
+            code, label = (
+                (d.diploma_code, d.diploma)
+                if d.diploma_code
+                else (
+                    d.discipline_code,
+                    d.discipline,
+                )
+            )
+            qualifications.append({"code": _concept(DIPLOMA.get(d.diploma_type_code), code, label)})
+    telecom = [
+        {"system": "email", "value": m.address, "use": "work"} for m in extras.mailboxes if m.active
+    ]
     return _clean(
         {
             "resourceType": "Practitioner",
@@ -115,7 +163,8 @@ def practitioner(p: Professional, activities: Iterable[Activity] = ()) -> dict[s
             "identifier": identifiers,
             "active": p.active,
             "name": [name],
-            "qualification": list(seen.values()),
+            "telecom": telecom,
+            "qualification": qualifications,
         }
     )
 
@@ -158,8 +207,9 @@ def practitioner_role(a: Activity, professional: Professional | None, site: bool
     )
 
 
-def organization(s: Structure) -> dict[str, Any]:
-    """A FINESS establishment as an Organization."""
+def organization(s: Structure, mailboxes: Iterable[Mailbox] = ()) -> dict[str, Any]:
+    """A FINESS establishment as an Organization (with its organisational MSSanté
+    ``mailboxes``)."""
     identifiers = [
         {
             "use": "official",
@@ -215,7 +265,12 @@ def organization(s: Structure) -> dict[str, Any]:
             ],
             "name": s.name,
             "alias": [s.long_name] if s.long_name and s.long_name != s.name else [],
-            "telecom": _telecom(("phone", s.phone), ("fax", s.fax)),
+            "telecom": _telecom(("phone", s.phone), ("fax", s.fax))
+            + [
+                {"system": "email", "value": m.address, "use": "work"}
+                for m in mailboxes
+                if m.active
+            ],
             "address": [address] if address.keys() - {"use", "type", "country"} else [],
             "partOf": legal,
         }

@@ -160,6 +160,82 @@ class Structure(_Tracked, Base):
     position_source: Mapped[str | None] = mapped_column(String(256))
 
 
+class Qualification(_Tracked, Base):
+    """A savoir-faire of a professional (``PS_LibreAcces_SavoirFaire``: specialty,
+    competence, capacity…)."""
+
+    __tablename__ = "directory_qualification"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    qualification_key: Mapped[str] = mapped_column(String(32), unique=True)
+    id_nat_ps: Mapped[str] = mapped_column(String(16))
+    professional_id: Mapped[int] = mapped_column(
+        ForeignKey("directory_professional.id"), index=True
+    )
+    profession_code: Mapped[str] = mapped_column(String(8))
+    profession: Mapped[str] = mapped_column(String(128))
+    category_code: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(64))
+    skill_type_code: Mapped[str] = mapped_column(String(8))
+    skill_type: Mapped[str] = mapped_column(String(128))
+    skill_code: Mapped[str] = mapped_column(String(16))
+    skill: Mapped[str] = mapped_column(String(256))
+
+
+class Diploma(_Tracked, Base):
+    """A diploma or authorisation to practise of a professional
+    (``PS_LibreAcces_Dipl_AutExerc``)."""
+
+    __tablename__ = "directory_diploma"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    diploma_key: Mapped[str] = mapped_column(String(32), unique=True)
+    id_nat_ps: Mapped[str] = mapped_column(String(16))
+    professional_id: Mapped[int] = mapped_column(
+        ForeignKey("directory_professional.id"), index=True
+    )
+    diploma_type_code: Mapped[str] = mapped_column(String(16))
+    diploma_type: Mapped[str] = mapped_column(String(256))
+    diploma_code: Mapped[str] = mapped_column(String(32))
+    diploma: Mapped[str] = mapped_column(String(256))
+    authorisation_type_code: Mapped[str] = mapped_column(String(16))
+    authorisation_type: Mapped[str] = mapped_column(String(256))
+    discipline_code: Mapped[str] = mapped_column(String(32))
+    discipline: Mapped[str] = mapped_column(String(256))
+
+
+class Mailbox(_Tracked, Base):
+    """An MSSanté mailbox of the national extraction: personal (``PER``, a professional's),
+    organisational (``ORG``), applicative (``APP``), of a practice (``CAB``)."""
+
+    __tablename__ = "directory_mailbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(256), unique=True)  # lower case
+    kind: Mapped[str] = mapped_column(String(8))
+    id_nat_ps: Mapped[str] = mapped_column(String(16), index=True)
+    structure_id_type: Mapped[str] = mapped_column(String(8))
+    structure_id: Mapped[str] = mapped_column(String(32), index=True)
+    service: Mapped[str] = mapped_column(String(256))
+    civility: Mapped[str] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(128))
+    given: Mapped[str] = mapped_column(String(128))
+    category_code: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(64))
+    profession_code: Mapped[str] = mapped_column(String(8))
+    profession: Mapped[str] = mapped_column(String(128))
+    skill_code: Mapped[str] = mapped_column(String(16))
+    skill: Mapped[str] = mapped_column(String(256))
+    dematerialisation: Mapped[str] = mapped_column(String(16))
+    structure_name: Mapped[str] = mapped_column(String(256))
+    structure_sign: Mapped[str] = mapped_column(String(256))
+    address_line: Mapped[str] = mapped_column(String(512))
+    routing: Mapped[str] = mapped_column(String(256))
+    postal_code: Mapped[str] = mapped_column(String(16))
+    department: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str] = mapped_column(String(64))
+
+
 class Import(Base):
     """One run of ``enrs directory import`` on one file."""
 
@@ -196,6 +272,9 @@ def _stage(target: Table, key: str) -> Table:
 PROFESSIONAL_STAGE = _stage(Professional.__table__, "id_nat_ps")  # type: ignore[arg-type]
 ACTIVITY_STAGE = _stage(Activity.__table__, "activity_key")  # type: ignore[arg-type]
 STRUCTURE_STAGE = _stage(Structure.__table__, "finess")  # type: ignore[arg-type]
+QUALIFICATION_STAGE = _stage(Qualification.__table__, "qualification_key")  # type: ignore[arg-type]
+DIPLOMA_STAGE = _stage(Diploma.__table__, "diploma_key")  # type: ignore[arg-type]
+MAILBOX_STAGE = _stage(Mailbox.__table__, "address")  # type: ignore[arg-type]
 POSITION_STAGE = Table(
     "directory_structure_position_stage",
     Base.metadata,

@@ -10,6 +10,11 @@ saying why the line is refused. Formats: ``../shared/reference/directory.md``.
   line per activity: the professional's columns give a ``directory_professional`` row, the
   rest a ``directory_activity`` row. The RPPS number's key is checked; so is the FINESS of
   the site, when there is one.
+- **Savoir-faire** (``PS_LibreAcces_SavoirFaire_*.txt``) and **diplomas and authorisations**
+  (``PS_LibreAcces_Dipl_AutExerc_*.txt``): same conventions, one row per line, kept for the
+  professionals the directory holds (from the activity file, imported first).
+- **MSSanté mailboxes** (``Extraction_Correspondance_MSSante_*.txt``): same conventions, one
+  mailbox per line (its address, lower case, its key), filtered by its structure's postal code.
 - **FINESS establishments** (``etalab-cs1100507-stock-*.csv``): ``;``, Windows-1252, a first
   metadata line, then ``structureet`` lines (32 fields; a name holding ``"`` is quoted
   CSV-style) and ``geolocalisation`` lines, whose coordinates (Lambert 93, or the overseas UTM
@@ -319,13 +324,197 @@ def _check_professional(person: Row) -> None:
         raise LineError(f"Type d'identifiant PP {kind!r}: 8 (RPPS) or 0 (ADELI) expected")
 
 
+def _ps_file(first: list[str], marker: str) -> bool:
+    """An Annuaire Santé file whose header holds ``marker`` (ASCII: a Latin-1 header too)."""
+    return bool(first) and first[0].startswith("Type d'identifiant PP|") and marker in first[0]
+
+
 ACTIVITIES = FileKind(
     name="activities",
     delimiter="|",
     encoding="utf-8",
     targets=("directory_professional", "directory_activity"),
-    recognises=lambda first: bool(first) and first[0].startswith("Type d'identifiant PP|"),
+    recognises=lambda first: _ps_file(first, "|Code mode exercice|"),
     reader=lambda header: ActivityReader(header.split("|")),
+)
+
+
+class MappedReader(LineReader):
+    """A ``|`` file with a header row: one row of ``target`` per line, its columns found by
+    their header names (``fields``: table column ← file column), its key a digest of
+    ``key`` columns (or the ``key`` column itself when it is one), ``check`` run on it."""
+
+    def __init__(
+        self,
+        header: list[str],
+        target: str,
+        fields: dict[str, str],
+        key: tuple[str, ...],
+        key_column: str,
+        check: Callable[[Row, frozenset[str] | None], bool],
+    ) -> None:
+        names = [h.strip() for h in header]
+        if names and names[-1] == "":
+            names.pop()
+        missing = [name for name in fields.values() if name not in names]
+        if missing:
+            raise FileError(f"header: column(s) missing: {', '.join(missing)}")
+        self.width = len(names)
+        at = {name: i for i, name in enumerate(names)}
+        self.columns = [(col, at[name]) for col, name in fields.items()]
+        self.target, self.key, self.key_column, self.check = target, key, key_column, check
+
+    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        if len(fields) == self.width + 1 and fields[-1] == "":
+            fields.pop()
+        if len(fields) != self.width:
+            raise LineError(f"{len(fields)} fields, {self.width} expected")
+        row = {col: fields[i].strip() for col, i in self.columns}
+        if any(len(v) > MAX_FIELD for v in row.values()):
+            raise LineError(f"a field is longer than {MAX_FIELD} characters")
+        if not self.check(row, wanted):
+            return []
+        row["content_hash"] = digest(list(row.values()))
+        if self.key_column not in row:
+            row[self.key_column] = digest([row[c] for c in self.key])
+        return [(self.target, row)]
+
+
+PERSON_FIELDS = {
+    "id_type": "Type d'identifiant PP",
+    "number": "Identifiant PP",
+    "id_nat_ps": "Identification nationale PP",
+}
+
+
+def _person_row(row: Row, wanted: frozenset[str] | None) -> bool:
+    _check_professional(row)
+    del row["id_type"], row["number"]  # the professional's, from the activity file
+    return True
+
+
+QUALIFICATIONS = FileKind(
+    name="savoir-faire",
+    delimiter="|",
+    encoding="utf-8",
+    targets=("directory_qualification",),
+    recognises=lambda first: (
+        _ps_file(first, "|Code type savoir-faire|") and "|Code mode exercice|" not in first[0]
+    ),
+    reader=lambda header: MappedReader(
+        header.split("|"),
+        "directory_qualification",
+        PERSON_FIELDS
+        | {
+            "profession_code": "Code profession",
+            "profession": "Libellé profession",
+            "category_code": "Code catégorie professionnelle",
+            "category": "Libellé catégorie professionnelle",
+            "skill_type_code": "Code type savoir-faire",
+            "skill_type": "Libellé type savoir-faire",
+            "skill_code": "Code savoir-faire",
+            "skill": "Libellé savoir-faire",
+        },
+        ("id_nat_ps", "skill_type_code", "skill_code"),
+        "qualification_key",
+        _person_row,
+    ),
+)
+DIPLOMAS = FileKind(
+    name="diplomas",
+    delimiter="|",
+    encoding="utf-8",
+    targets=("directory_diploma",),
+    recognises=lambda first: _ps_file(first, "|Code type dipl"),
+    reader=lambda header: MappedReader(
+        header.split("|"),
+        "directory_diploma",
+        PERSON_FIELDS
+        | {
+            "diploma_type_code": "Code type diplôme obtenu",
+            "diploma_type": "Libellé type diplôme obtenu",
+            "diploma_code": "Code diplôme obtenu",
+            "diploma": "Libellé diplôme obtenu",
+            "authorisation_type_code": "Code type autorisation",
+            "authorisation_type": "Libellé type autorisation",
+            "discipline_code": "Code discipline autorisation",
+            "discipline": "Libellé discipline autorisation",
+        },
+        (
+            "id_nat_ps",
+            "diploma_type_code",
+            "diploma_code",
+            "authorisation_type_code",
+            "discipline_code",
+        ),
+        "diploma_key",
+        _person_row,
+    ),
+)
+MAILBOX_KINDS = frozenset({"PER", "ORG", "APP", "CAB"})
+MAILBOX_FIELDS = {
+    "kind": "Type de BAL",
+    "address": "Adresse BAL",
+    "id_nat_ps": "Identification nationale PP",
+    "structure_id_type": "Type identifiant structure",
+    "structure_id": "Identification Structure",
+    "service": "Service de rattachement",
+    "civility": "Civilité d'exercice",
+    "family": "Nom d'exercice",
+    "given": "Prénom d'exercice",
+    "category_code": "Catégorie profession",
+    "category": "Libellé de catégorie profession",
+    "profession_code": "Code Profession",
+    "profession": "Libellé Profession",
+    "skill_code": "Code savoir-faire",
+    "skill": "Libellé savoir-faire",
+    "dematerialisation": "Dématérialisation",
+    "structure_name": "Raison Sociale structure BAL",
+    "structure_sign": "Enseigne commerciale structure BAL",
+    "routing": "L6LIGNEACHEMINEMENT structure BAL",
+    "postal_code": "Code postal structure BAL",
+    "department": "Département structure BAL",
+    "country": "Pays structure BAL",
+}
+MAILBOX_STREET = (
+    "L2COMPLEMENTLOCALISATION structure BAL",
+    "L3COMPLEMENTDISTRIBUTION structure BAL",
+    "L4NUMEROVOIE structure BAL",
+    "L4COMPLEMENTNUMEROVOIE structure BAL",
+    "NL4TYPEVOIE structure BAL",
+    "L4LIBELLEVOIE structure BAL",
+    "L5LIEUDITMENTION structure BAL",
+)
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class MailboxReader(MappedReader):
+    """The MSSanté extraction: one mailbox per line, its address (lower case) its key; kept
+    in the departments asked for by its structure's postal code."""
+
+    def __init__(self, header: list[str]) -> None:
+        fields = MAILBOX_FIELDS | {f"street{i}": name for i, name in enumerate(MAILBOX_STREET)}
+        super().__init__(header, "directory_mailbox", fields, (), "address", self._mailbox)
+
+    @staticmethod
+    def _mailbox(row: Row, wanted: frozenset[str] | None) -> bool:
+        row["address"] = row["address"].lower()
+        if not _ADDRESS.match(row["address"]):
+            raise LineError(f"Adresse BAL {row['address']!r} is not a mail address")
+        if row["kind"] not in MAILBOX_KINDS:
+            raise LineError(f"Type de BAL {row['kind']!r}: PER, ORG, APP or CAB expected")
+        street = [row.pop(f"street{i}") for i in range(len(MAILBOX_STREET))]
+        row["address_line"] = " ".join(part for part in street if part)
+        return in_departments("", row["postal_code"], wanted)
+
+
+MAILBOXES = FileKind(
+    name="mssante",
+    delimiter="|",
+    encoding="utf-8",
+    targets=("directory_mailbox",),
+    recognises=lambda first: bool(first) and first[0].startswith("Type de BAL|"),
+    reader=lambda header: MailboxReader(header.split("|")),
 )
 
 FINESS_COLUMNS = (
@@ -494,7 +683,7 @@ FINESS = FileKind(
     reader=FinessReader,
 )
 
-KINDS = (ACTIVITIES, FINESS)
+KINDS = (ACTIVITIES, QUALIFICATIONS, DIPLOMAS, MAILBOXES, FINESS)
 
 
 def recognise(first_lines: list[str]) -> FileKind:

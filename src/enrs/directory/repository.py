@@ -29,11 +29,17 @@ from sqlalchemy import (
 
 from enrs.directory.models import (
     ACTIVITY_STAGE,
+    DIPLOMA_STAGE,
+    MAILBOX_STAGE,
     POSITION_STAGE,
     PROFESSIONAL_STAGE,
+    QUALIFICATION_STAGE,
     STRUCTURE_STAGE,
     Activity,
+    Diploma,
+    Mailbox,
     Professional,
+    Qualification,
     Structure,
 )
 from enrs.kit.db import insert_ignoring_duplicates
@@ -41,20 +47,31 @@ from enrs.kit.db import insert_ignoring_duplicates
 PROFESSIONAL: Table = Professional.__table__  # type: ignore[assignment]
 ACTIVITY: Table = Activity.__table__  # type: ignore[assignment]
 STRUCTURE: Table = Structure.__table__  # type: ignore[assignment]
+QUALIFICATION: Table = Qualification.__table__  # type: ignore[assignment]
+DIPLOMA: Table = Diploma.__table__  # type: ignore[assignment]
+MAILBOX: Table = Mailbox.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
 class Target:
-    """A table the national files feed, with its stage table and its key."""
+    """A table the national files feed, with its stage table and its key; ``per_professional``:
+    each row belongs to a professional of the directory (``professional_id``, found by
+    ``id_nat_ps``), a row of a professional the directory does not hold is left out."""
 
     table: Table
     stage: Table
     key: str
+    per_professional: bool = False
 
 
 TARGETS = {
     "directory_professional": Target(PROFESSIONAL, PROFESSIONAL_STAGE, "id_nat_ps"),
-    "directory_activity": Target(ACTIVITY, ACTIVITY_STAGE, "activity_key"),
+    "directory_activity": Target(ACTIVITY, ACTIVITY_STAGE, "activity_key", True),
+    "directory_qualification": Target(
+        QUALIFICATION, QUALIFICATION_STAGE, "qualification_key", True
+    ),
+    "directory_diploma": Target(DIPLOMA, DIPLOMA_STAGE, "diploma_key", True),
+    "directory_mailbox": Target(MAILBOX, MAILBOX_STAGE, "address"),
     "directory_structure": Target(STRUCTURE, STRUCTURE_STAGE, "finess"),
     "directory_structure_position": Target(STRUCTURE, POSITION_STAGE, "finess"),
 }
@@ -113,10 +130,13 @@ def apply(
     fresh = ~exists().where(t.c[key] == s.c[key])
     source = select(*[s.c[c] for c in columns], *stamp).where(fresh)
     into = [*columns, "origin", "active", "created_at", "updated_at"]
-    if t is ACTIVITY:  # each activity belongs to its professional, applied just before
+    outside = 0
+    if target.per_professional:  # the professional's row, applied before (or held already)
         p = PROFESSIONAL
         source = source.add_columns(p.c.id).join_from(s, p, p.c.id_nat_ps == s.c.id_nat_ps)
         into.append("professional_id")
+        unknown = ~exists().where(p.c.id_nat_ps == s.c.id_nat_ps)
+        outside = int(conn.scalar(select(func.count()).select_from(s).where(unknown)) or 0)
     adding = insert(t).from_select(into, source).execution_options(preserve_rowcount=True)
     new = conn.execute(adding).rowcount
     differs = or_(
@@ -127,8 +147,9 @@ def apply(
     changed = conn.execute(update(t).where(t.c[key] == s.c[key], differs).values(values)).rowcount
     if gone:
         conn.execute(update(t).where(_national(t), missing).values(active=False, updated_at=now))
-    unchanged = staged(conn, name) - new - changed
-    return {"new": new, "changed": changed, "unchanged": unchanged, "gone": gone}
+    unchanged = staged(conn, name) - new - changed - outside
+    counts = {"new": new, "changed": changed, "unchanged": unchanged, "gone": gone}
+    return counts | ({"outside": outside} if outside else {})
 
 
 def _apply_positions(conn: Connection, now: datetime) -> int:

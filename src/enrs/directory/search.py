@@ -20,7 +20,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.directory import fhir
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
-from enrs.directory.models import Activity, Professional, Structure
+from enrs.directory.models import (
+    Activity,
+    Diploma,
+    Mailbox,
+    Professional,
+    Qualification,
+    Structure,
+)
 from enrs.kit.fhir.search import (
     ParsedSearch,
     SearchParam,
@@ -30,9 +37,11 @@ from enrs.kit.fhir.search import (
     search_total,
     split_page,
 )
-from enrs.kit.fhir.search_values import ReferenceValue, TokenValue
+from enrs.kit.fhir.search_params import prefix_clause
+from enrs.kit.fhir.search_values import ReferenceValue, StringValue, TokenValue
 
 P, A, St = Professional, Activity, Structure
+Q, D, M = Qualification, Diploma, Mailbox
 SP = "http://hl7.org/fhir/SearchParameter/"
 
 
@@ -79,6 +88,15 @@ def _reference(column: Any, kind: str) -> Any:
     return match
 
 
+def _address(value: StringValue) -> ColumnElement[bool]:
+    text = value.text.strip().lower()
+    if value.modifier == "exact":
+        return M.address == text
+    if value.modifier == "contains":
+        return M.address.contains(text, autoescape=True)
+    return prefix_clause(M.address, text)
+
+
 def _organization_identifier(value: TokenValue) -> ColumnElement[bool]:
     if value.code is None:
         return sa.true() if value.system in (FINESS_SYSTEM, fhir.SIRET_SYSTEM) else sa.false()
@@ -120,6 +138,12 @@ def practitioner_spec() -> SearchSpec:
             "qualification-code": SearchParam.token(
                 match=_qualification,
                 doc="Profession (TRE_G15) or savoir-faire of an active activity",
+            ),
+            "mailbox-mss": SearchParam.string(
+                match=lambda v: sa.exists().where(
+                    M.id_nat_ps == P.id_nat_ps, M.active.is_(True), _address(v)
+                ),
+                doc="A personal MSSanté mailbox (the address, or its start)",
             ),
         },
         sorts={"family": P.n_family, "_lastUpdated": P.updated_at},
@@ -200,6 +224,12 @@ def organization_spec() -> SearchSpec:
                 definition=SP + "Organization-type",
             ),
             "active": SearchParam.token(St.active, definition=SP + "Organization-active"),
+            "mailbox-mss": SearchParam.string(
+                match=lambda v: sa.exists().where(
+                    M.structure_id == St.finess, M.active.is_(True), _address(v)
+                ),
+                doc="An organisational MSSanté mailbox (the address, or its start)",
+            ),
             "address-city": SearchParam.string(
                 St.city, normalized=(St.n_city,), definition=SP + "Organization-address-city"
             ),
@@ -268,8 +298,30 @@ def roles(session: Session, activities: Sequence[Activity]) -> list[dict[str, An
 
 
 def practitioners(session: Session, people: Sequence[Professional]) -> list[dict[str, Any]]:
-    acts = _activities_of(session, [p.id for p in people])
-    return [fhir.practitioner(p, acts.get(p.id, [])) for p in people]
+    """Practitioners of ``people``, with their activities, savoir-faire, diplomas, mailboxes."""
+    ids = [p.id for p in people]
+    acts = _activities_of(session, ids)
+    extras = {p.id: fhir.Extras() for p in people}
+    if ids:
+        for q in session.scalars(sa.select(Q).where(Q.professional_id.in_(ids)).order_by(Q.id)):
+            extras[q.professional_id].qualifications.append(q)
+        for d in session.scalars(sa.select(D).where(D.professional_id.in_(ids)).order_by(D.id)):
+            extras[d.professional_id].diplomas.append(d)
+        by_national = {p.id_nat_ps: p.id for p in people}
+        boxes = sa.select(M).where(M.id_nat_ps.in_(list(by_national)), M.kind == "PER")
+        for m in session.scalars(boxes.order_by(M.id)):
+            extras[by_national[m.id_nat_ps]].mailboxes.append(m)
+    return [fhir.practitioner(p, acts.get(p.id, []), extras[p.id]) for p in people]
+
+
+def organizations(session: Session, structures: Sequence[Structure]) -> list[dict[str, Any]]:
+    """Organizations of ``structures``, with their organisational MSSanté mailboxes."""
+    boxes: dict[str, list[Mailbox]] = {s.finess: [] for s in structures}
+    if boxes:
+        stmt = sa.select(M).where(M.structure_id.in_(list(boxes)), M.kind != "PER")
+        for m in session.scalars(stmt.order_by(M.id)):
+            boxes[m.structure_id].append(m)
+    return [fhir.organization(s, boxes[s.finess]) for s in structures]
 
 
 def search_practitioners(
@@ -300,7 +352,7 @@ def search_roles(
     if "PractitionerRole:organization" in parsed.includes and found:
         sites = sorted({a.finess_site for a in found if a.finess_site})
         structures = session.scalars(sa.select(St).where(St.finess.in_(sites)).order_by(St.id))
-        page.included += [fhir.organization(s) for s in structures]
+        page.included += organizations(session, structures.all())
     return page
 
 
@@ -311,7 +363,7 @@ def search_organizations(
     found, parsed, total, has_next = _run(
         session, organization_spec(), sa.select(St), items, base_url, strict
     )
-    page = Page([fhir.organization(s) for s in found], parsed, total, has_next)
+    page = Page(organizations(session, found), parsed, total, has_next)
     if parsed.revincludes and found:
         stmt = sa.select(A).where(A.finess_site.in_([s.finess for s in found])).order_by(A.id)
         page.included = roles(session, session.scalars(stmt).all())
@@ -327,7 +379,7 @@ def read(session: Session, kind: str, resource_id: str) -> dict[str, Any] | None
         activity = session.scalar(sa.select(A).where(A.activity_key == resource_id))
         return roles(session, [activity])[0] if activity else None
     structure = session.scalar(sa.select(St).where(St.finess == resource_id))
-    return fhir.organization(structure) if structure else None
+    return organizations(session, [structure])[0] if structure else None
 
 
 HISTORY_COUNT, HISTORY_MAX = 100, 1000
@@ -350,4 +402,4 @@ def history(
         return practitioners(session, page), more
     if kind == "PractitionerRole":
         return roles(session, page), more
-    return [fhir.organization(s) for s in page], more
+    return organizations(session, page), more

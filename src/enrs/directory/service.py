@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from enrs.directory.models import Activity, Professional, Structure
+from enrs.directory.models import (
+    Activity,
+    Diploma,
+    Mailbox,
+    Professional,
+    Qualification,
+    Structure,
+)
 from enrs.kit.fhir.search_params import normalize_text, prefix_clause
 
 P, A, St = Professional, Activity, Structure
@@ -89,6 +96,9 @@ class Card:
     professional: Professional
     activities: list[Activity]
     structures: dict[str, Structure]
+    qualifications: list[Qualification]
+    diplomas: list[Diploma]
+    mailboxes: list[Mailbox]
 
 
 def professional_card(session: Session, id_nat_ps: str) -> Card | None:
@@ -98,7 +108,18 @@ def professional_card(session: Session, id_nat_ps: str) -> Card | None:
     activities = _activities(session, [person.id])[person.id]
     sites = sorted({a.finess_site for a in activities if a.finess_site})
     structures = list(session.scalars(sa.select(St).where(St.finess.in_(sites)))) if sites else []
-    return Card(person, activities, {s.finess: s for s in structures})
+    mine = {"professional_id": person.id, "active": True}
+    qualifications = session.scalars(sa.select(Qualification).filter_by(**mine)).all()
+    diplomas = session.scalars(sa.select(Diploma).filter_by(**mine)).all()
+    boxes = sa.select(Mailbox).filter_by(id_nat_ps=person.id_nat_ps, active=True)
+    return Card(
+        person,
+        activities,
+        {s.finess: s for s in structures},
+        list(qualifications),
+        list(diplomas),
+        list(session.scalars(boxes.order_by(Mailbox.address))),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """directory: professionals (RPPS), their activities and structures (FINESS) from the
-national files, the stage tables an import fills before applying it, and the import runs
+national files with their savoir-faire, diplomas and MSSanté mailboxes, the stage tables an
+import fills before applying it, and the import runs
 
 Revision ID: 20261206_0900
 Revises: 20261205_0900
@@ -67,6 +68,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("activity_key", name=op.f("pk_directory_activity_stage")),
     )
     op.create_table(
+        "directory_diploma_stage",
+        sa.Column("diploma_key", sa.String(length=32), nullable=False),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=True),
+        sa.Column("diploma_type_code", sa.String(length=16), nullable=True),
+        sa.Column("diploma_type", sa.String(length=256), nullable=True),
+        sa.Column("diploma_code", sa.String(length=32), nullable=True),
+        sa.Column("diploma", sa.String(length=256), nullable=True),
+        sa.Column("authorisation_type_code", sa.String(length=16), nullable=True),
+        sa.Column("authorisation_type", sa.String(length=256), nullable=True),
+        sa.Column("discipline_code", sa.String(length=32), nullable=True),
+        sa.Column("discipline", sa.String(length=256), nullable=True),
+        sa.Column("content_hash", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("diploma_key", name=op.f("pk_directory_diploma_stage")),
+    )
+    op.create_table(
         "directory_import",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
@@ -79,6 +95,76 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_directory_import")),
+    )
+    op.create_table(
+        "directory_mailbox",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("address", sa.String(length=256), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=False),
+        sa.Column("structure_id_type", sa.String(length=8), nullable=False),
+        sa.Column("structure_id", sa.String(length=32), nullable=False),
+        sa.Column("service", sa.String(length=256), nullable=False),
+        sa.Column("civility", sa.String(length=64), nullable=False),
+        sa.Column("family", sa.String(length=128), nullable=False),
+        sa.Column("given", sa.String(length=128), nullable=False),
+        sa.Column("category_code", sa.String(length=8), nullable=False),
+        sa.Column("category", sa.String(length=64), nullable=False),
+        sa.Column("profession_code", sa.String(length=8), nullable=False),
+        sa.Column("profession", sa.String(length=128), nullable=False),
+        sa.Column("skill_code", sa.String(length=16), nullable=False),
+        sa.Column("skill", sa.String(length=256), nullable=False),
+        sa.Column("dematerialisation", sa.String(length=16), nullable=False),
+        sa.Column("structure_name", sa.String(length=256), nullable=False),
+        sa.Column("structure_sign", sa.String(length=256), nullable=False),
+        sa.Column("address_line", sa.String(length=512), nullable=False),
+        sa.Column("routing", sa.String(length=256), nullable=False),
+        sa.Column("postal_code", sa.String(length=16), nullable=False),
+        sa.Column("department", sa.String(length=64), nullable=False),
+        sa.Column("country", sa.String(length=64), nullable=False),
+        sa.Column("origin", sa.String(length=16), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("content_hash", sa.String(length=32), nullable=False),
+        sa.Column("created_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_directory_mailbox")),
+        sa.UniqueConstraint("address", name=op.f("uq_directory_mailbox_address")),
+    )
+    with op.batch_alter_table("directory_mailbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_directory_mailbox_id_nat_ps"), ["id_nat_ps"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_directory_mailbox_structure_id"), ["structure_id"], unique=False
+        )
+
+    op.create_table(
+        "directory_mailbox_stage",
+        sa.Column("address", sa.String(length=256), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=True),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=True),
+        sa.Column("structure_id_type", sa.String(length=8), nullable=True),
+        sa.Column("structure_id", sa.String(length=32), nullable=True),
+        sa.Column("service", sa.String(length=256), nullable=True),
+        sa.Column("civility", sa.String(length=64), nullable=True),
+        sa.Column("family", sa.String(length=128), nullable=True),
+        sa.Column("given", sa.String(length=128), nullable=True),
+        sa.Column("category_code", sa.String(length=8), nullable=True),
+        sa.Column("category", sa.String(length=64), nullable=True),
+        sa.Column("profession_code", sa.String(length=8), nullable=True),
+        sa.Column("profession", sa.String(length=128), nullable=True),
+        sa.Column("skill_code", sa.String(length=16), nullable=True),
+        sa.Column("skill", sa.String(length=256), nullable=True),
+        sa.Column("dematerialisation", sa.String(length=16), nullable=True),
+        sa.Column("structure_name", sa.String(length=256), nullable=True),
+        sa.Column("structure_sign", sa.String(length=256), nullable=True),
+        sa.Column("address_line", sa.String(length=512), nullable=True),
+        sa.Column("routing", sa.String(length=256), nullable=True),
+        sa.Column("postal_code", sa.String(length=16), nullable=True),
+        sa.Column("department", sa.String(length=64), nullable=True),
+        sa.Column("country", sa.String(length=64), nullable=True),
+        sa.Column("content_hash", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("address", name=op.f("pk_directory_mailbox_stage")),
     )
     op.create_table(
         "directory_professional",
@@ -122,6 +208,21 @@ def upgrade() -> None:
         sa.Column("n_given", sa.String(length=128), nullable=True),
         sa.Column("content_hash", sa.String(length=32), nullable=True),
         sa.PrimaryKeyConstraint("id_nat_ps", name=op.f("pk_directory_professional_stage")),
+    )
+    op.create_table(
+        "directory_qualification_stage",
+        sa.Column("qualification_key", sa.String(length=32), nullable=False),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=True),
+        sa.Column("profession_code", sa.String(length=8), nullable=True),
+        sa.Column("profession", sa.String(length=128), nullable=True),
+        sa.Column("category_code", sa.String(length=8), nullable=True),
+        sa.Column("category", sa.String(length=64), nullable=True),
+        sa.Column("skill_type_code", sa.String(length=8), nullable=True),
+        sa.Column("skill_type", sa.String(length=128), nullable=True),
+        sa.Column("skill_code", sa.String(length=16), nullable=True),
+        sa.Column("skill", sa.String(length=256), nullable=True),
+        sa.Column("content_hash", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("qualification_key", name=op.f("pk_directory_qualification_stage")),
     )
     op.create_table(
         "directory_structure",
@@ -299,11 +400,87 @@ def upgrade() -> None:
             batch_op.f("ix_directory_activity_structure_id"), ["structure_id"], unique=False
         )
 
+    op.create_table(
+        "directory_diploma",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("diploma_key", sa.String(length=32), nullable=False),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=False),
+        sa.Column("professional_id", sa.Integer(), nullable=False),
+        sa.Column("diploma_type_code", sa.String(length=16), nullable=False),
+        sa.Column("diploma_type", sa.String(length=256), nullable=False),
+        sa.Column("diploma_code", sa.String(length=32), nullable=False),
+        sa.Column("diploma", sa.String(length=256), nullable=False),
+        sa.Column("authorisation_type_code", sa.String(length=16), nullable=False),
+        sa.Column("authorisation_type", sa.String(length=256), nullable=False),
+        sa.Column("discipline_code", sa.String(length=32), nullable=False),
+        sa.Column("discipline", sa.String(length=256), nullable=False),
+        sa.Column("origin", sa.String(length=16), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("content_hash", sa.String(length=32), nullable=False),
+        sa.Column("created_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["professional_id"],
+            ["directory_professional.id"],
+            name=op.f("fk_directory_diploma_professional_id_directory_professional"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_directory_diploma")),
+        sa.UniqueConstraint("diploma_key", name=op.f("uq_directory_diploma_diploma_key")),
+    )
+    with op.batch_alter_table("directory_diploma", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_directory_diploma_professional_id"), ["professional_id"], unique=False
+        )
+
+    op.create_table(
+        "directory_qualification",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("qualification_key", sa.String(length=32), nullable=False),
+        sa.Column("id_nat_ps", sa.String(length=16), nullable=False),
+        sa.Column("professional_id", sa.Integer(), nullable=False),
+        sa.Column("profession_code", sa.String(length=8), nullable=False),
+        sa.Column("profession", sa.String(length=128), nullable=False),
+        sa.Column("category_code", sa.String(length=8), nullable=False),
+        sa.Column("category", sa.String(length=64), nullable=False),
+        sa.Column("skill_type_code", sa.String(length=8), nullable=False),
+        sa.Column("skill_type", sa.String(length=128), nullable=False),
+        sa.Column("skill_code", sa.String(length=16), nullable=False),
+        sa.Column("skill", sa.String(length=256), nullable=False),
+        sa.Column("origin", sa.String(length=16), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("content_hash", sa.String(length=32), nullable=False),
+        sa.Column("created_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", enrs.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["professional_id"],
+            ["directory_professional.id"],
+            name=op.f("fk_directory_qualification_professional_id_directory_professional"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_directory_qualification")),
+        sa.UniqueConstraint(
+            "qualification_key", name=op.f("uq_directory_qualification_qualification_key")
+        ),
+    )
+    with op.batch_alter_table("directory_qualification", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_directory_qualification_professional_id"),
+            ["professional_id"],
+            unique=False,
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("directory_qualification", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_directory_qualification_professional_id"))
+
+    op.drop_table("directory_qualification")
+    with op.batch_alter_table("directory_diploma", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_directory_diploma_professional_id"))
+
+    op.drop_table("directory_diploma")
     with op.batch_alter_table("directory_activity", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_directory_activity_structure_id"))
         batch_op.drop_index(batch_op.f("ix_directory_activity_professional_id"))
@@ -324,11 +501,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_directory_structure_department_code"))
 
     op.drop_table("directory_structure")
+    op.drop_table("directory_qualification_stage")
     op.drop_table("directory_professional_stage")
     with op.batch_alter_table("directory_professional", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_directory_professional_n_family"))
 
     op.drop_table("directory_professional")
+    op.drop_table("directory_mailbox_stage")
+    with op.batch_alter_table("directory_mailbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_directory_mailbox_structure_id"))
+        batch_op.drop_index(batch_op.f("ix_directory_mailbox_id_nat_ps"))
+
+    op.drop_table("directory_mailbox")
     op.drop_table("directory_import")
+    op.drop_table("directory_diploma_stage")
     op.drop_table("directory_activity_stage")
     # ### end Alembic commands ###
