@@ -15,6 +15,7 @@ from sqlalchemy import select
 from tests.support.live_server import enrs_command
 
 from enrs.directory import imports
+from enrs.directory import service as directory_service
 from enrs.directory.identifiers import luhn_key
 from enrs.directory.models import (
     Activity,
@@ -483,3 +484,15 @@ def test_savoir_faire_diplomas_and_mailboxes(db: Database, tmp_path: Path) -> No
 
 
 CHU_FINESS = finess(1)
+
+
+def test_who_the_directory_lists_for_a_first_external_login(db: Database, tmp_path: Path) -> None:
+    assert run(db, write(tmp_path / "a.txt", line(1), line(2))).error is None
+    with db.transaction(write=False) as session:
+        listed = directory_service.listed_rpps(session, rpps(1))
+        assert listed is not None and listed.display_name == "Dr Marie NOM1"
+        assert listed.professions == ("Médecin",)
+        assert directory_service.listed_rpps(session, rpps(3)) is None
+    assert run(db, write(tmp_path / "b.txt", line(2)), removal_limit=None).error is None
+    with db.transaction(write=False) as session:  # gone from the national file: no longer
+        assert directory_service.listed_rpps(session, rpps(1)) is None

@@ -1,6 +1,6 @@
 """Login through an external OpenID Connect provider (a real ``oidc-provider`` server, standing
 in for Pro Santé Connect), in a real browser against ``enrs serve``: the person is mapped to a
-local account by the RPPS claim."""
+local account by the RPPS claim, or gets one when the national directory lists them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 from sqlalchemy import select
+from tests.directory.test_import import line, rpps, write
 from tests.support.live_server import LiveServer, enrs_command, free_port, live_server
 from tests.support.oidc_provider import ProviderAccount, run_oidc_provider
 
+from enrs.accounts.models import User
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
 
@@ -26,6 +28,8 @@ KNOWN = ProviderAccount(
     family_name="Martin",
 )
 UNKNOWN = ProviderAccount(id="intrus", password="psc-pass-2", rpps="19999999999")
+# No account here, but the national directory lists her (imported before the server starts).
+NEWCOMER = ProviderAccount(id="nouvelle", password="psc-pass-3", rpps=rpps(5))
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
         client_id="enrs-test",
         client_secret="provider-secret-123",
         redirect_uris=[callback],
-        accounts=[KNOWN, UNKNOWN],
+        accounts=[KNOWN, UNKNOWN, NEWCOMER],
     ) as provider:
         data_dir = tmp_path / "var"
         env = {
@@ -45,6 +49,9 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
             "PATH": "/usr/bin",
         }
         subprocess.run(enrs_command("demo", "load"), env=env, check=True, capture_output=True)
+        listed = write(tmp_path / "PS_LibreAcces_Personne_activite_202612010000.txt", line(5))
+        directory = enrs_command("directory", "import", "--quiet", str(listed))
+        subprocess.run(directory, env=env, check=True, capture_output=True)
         oidc = {
             "ENRS_OIDC_ISSUER": provider.issuer,
             "ENRS_OIDC_CLIENT_ID": "enrs-test",
@@ -96,6 +103,26 @@ def test_unknown_rpps_is_refused(browser: Browser, server: LiveServer, database_
         login = session.scalars(select(AuditRecord).where(AuditRecord.category == "login")).one()
     db.dispose()
     assert login.outcome == "4" and "19999999999" in (login.outcome_desc or "")
+
+
+@pytest.mark.browser
+def test_a_professional_the_directory_lists_gets_an_account(
+    browser: Browser, server: LiveServer, database_url: str
+) -> None:
+    page = browser.new_page()
+    _login_at_provider(page, server, NEWCOMER)
+    page.wait_for_url(server.base_url + "/")
+    assert "Dr Marie NOM5" in page.content()
+    assert "Annuaire" in page.locator(".services").inner_text()
+    db = Database(database_url)
+    with db.sessionmaker() as session:
+        made = session.scalars(select(User).where(User.rpps == NEWCOMER.rpps)).one()
+    db.dispose()
+    assert (made.username, made.roles, made.password_hash) == (
+        f"rpps-{NEWCOMER.rpps}",
+        "professional",
+        None,
+    )
 
 
 @pytest.mark.browser

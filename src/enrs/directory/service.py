@@ -143,3 +143,28 @@ def structure_page(session: Session, finess: str, limit: int = 500) -> Structure
     )
     staff = [(a, p) for a, p in session.execute(stmt).tuples()]
     return StructurePage(structure, staff)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An active professional of the directory, as an account is made for them."""
+
+    id_nat_ps: str
+    display_name: str
+    professions: tuple[str, ...]
+
+
+def listed_rpps(session: Session, rpps: str) -> Listed | None:
+    """The active professional of RPPS number ``rpps`` with an active activity (a person
+    whom Pro Santé Connect vouches for and the national directory lists), else ``None``."""
+    person = session.scalar(
+        sa.select(P).where(P.id_nat_ps == f"8{rpps}", P.id_type == "8", P.active.is_(True))
+    )
+    if person is None:
+        return None
+    activities = _activities(session, [person.id])[person.id]
+    if not activities:
+        return None
+    civility = {"DR": "Dr", "PR": "Pr"}.get(person.practice_civility_code, "")
+    name = " ".join(part for part in (civility, person.given, person.family) if part)
+    return Listed(person.id_nat_ps, name, tuple(sorted({a.profession for a in activities})))

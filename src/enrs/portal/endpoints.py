@@ -10,11 +10,13 @@ import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 
 from enrs.accounts import oidc as oidc_rp
 from enrs.accounts import repository as accounts_repository
 from enrs.accounts import service as accounts_service
-from enrs.accounts.models import OidcLoginState
+from enrs.accounts.models import OidcLoginState, User
+from enrs.directory import service as directory_service
 from enrs.identity import domains as identity_domains
 from enrs.kit.audit.search import AUDIT_FILTERS, search_audit
 from enrs.kit.db import utcnow
@@ -66,6 +68,9 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
     ),
     ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
 ]
+# The roles of an account made at a professional's first external login, when the directory
+# lists them (``_account_from_directory``).
+DIRECTORY_ROLES = ("professional",)
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
     "l'offre de soins et les lits disponibles (ROR)",
@@ -266,6 +271,8 @@ def oidc_callback(request: Request, session: DbSession) -> Response:
         return _login_page(request, 401, error=f"Connexion externe refusée : {exc.message}")
     entry.agent_id = identity.subject
     user = accounts_repository.user_by_rpps(session, identity.rpps) if identity.rpps else None
+    if user is None and identity.rpps:
+        user = _account_from_directory(session, identity.rpps)
     if user is None or not user.active:
         entry.outcome_desc = f"no active account for RPPS {identity.rpps}"
         return _login_page(
@@ -275,6 +282,22 @@ def oidc_callback(request: Request, session: DbSession) -> Response:
         )
     set_agent(entry, accounts_service.user_principal(user))
     return _open_session(request, session, user, "oidc", saved.return_to)
+
+
+def _account_from_directory(session: Session, rpps: str) -> User | None:
+    """A first external login of a professional the directory lists (active, with an active
+    activity): an account is made for them, role ``professional``, without a password."""
+    listed = directory_service.listed_rpps(session, rpps)
+    if listed is None:
+        return None
+    return accounts_service.create_user(
+        session,
+        username=f"rpps-{rpps}",
+        display_name=listed.display_name,
+        password=None,
+        roles=list(DIRECTORY_ROLES),
+        rpps=rpps,
+    )
 
 
 @router.get("/")
