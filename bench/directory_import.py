@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--keep-database", help="SQLite: keep the database in this folder")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--first-only", action="store_true", help="FINESS and first import only")
     args = parser.parse_args(argv)
     day1, day2 = files(args.activities)
     activity = "activities"
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             ("activities, same file again", day1.paths[activity], ()),
             ("activities, next day (2 % changed)", day2.paths[activity], ()),
         ]
-        for label, path, extra in plan:
+        for label, path, extra in plan[:2] if args.first_only else plan:
             say(f"{label}: {path.name} …")
             result = step(url, path, data_dir, *extra)
             result["step"] = label
