@@ -79,6 +79,9 @@ def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
 def test_practitioners_by_name_identifier_and_profession(client: TestClient, token: str) -> None:
     helene, dupont, durand = (f"Practitioner/8{rpps(n)}" for n in (1, 2, 3))
     assert ids(get(client, token, "/fhir/Practitioner", **{"name:contains": "lene"})) == [helene]
+    # Two letters: no trigram to look up, the names are scanned.
+    assert ids(get(client, token, "/fhir/Practitioner", **{"name:contains": "LÈ"})) == [helene]
+    assert ids(get(client, token, "/fhir/Practitioner", **{"name:contains": "upon"})) == [dupont]
     assert ids(get(client, token, "/fhir/Practitioner", family="helene")) == [helene]
     assert ids(get(client, token, "/fhir/Practitioner", **{"family:exact": "helene"})) == []
     assert ids(get(client, token, "/fhir/Practitioner", given="anne")) == [helene]

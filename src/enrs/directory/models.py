@@ -253,6 +253,10 @@ class Import(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+# The professionals' names in an FTS5 trigram table on SQLite (made by the migration, kept by
+# triggers; PostgreSQL has gin_trgm_ops indexes on the columns instead): kit.db.Substring.
+PROFESSIONAL_FTS = "directory_professional_fts"
+
 _NOT_STAGED = frozenset(
     {"id", "origin", "active", "created_at", "updated_at", "professional_id"}
     | {"latitude", "longitude", "position_source"}  # from the position stage

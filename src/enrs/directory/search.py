@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from enrs.directory import fhir
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
 from enrs.directory.models import (
+    PROFESSIONAL_FTS,
     Activity,
     Diploma,
     Mailbox,
@@ -28,6 +29,7 @@ from enrs.directory.models import (
     Qualification,
     Structure,
 )
+from enrs.kit.db import Substring
 from enrs.kit.fhir.search import (
     ParsedSearch,
     SearchParam,
@@ -37,7 +39,7 @@ from enrs.kit.fhir.search import (
     search_total,
     split_page,
 )
-from enrs.kit.fhir.search_params import prefix_clause
+from enrs.kit.fhir.search_params import as_column, normalize_text, prefix_clause, string_clause
 from enrs.kit.fhir.search_values import ReferenceValue, StringValue, TokenValue
 
 P, A, St = Professional, Activity, Structure
@@ -50,6 +52,18 @@ def _code(value: TokenValue, column: Any, system: str) -> ColumnElement[bool]:
     if value.system not in (None, system) or value.code is None:
         return sa.false()
     return column == value.code  # type: ignore[no-any-return]
+
+
+def _name(value: StringValue) -> ColumnElement[bool]:
+    """``name``: starts-with, ``:exact``, or ``:contains`` served by a trigram index
+    (:class:`~enrs.kit.db.Substring`; ``PROFESSIONAL_FTS`` on SQLite)."""
+    if value.modifier != "contains":
+        return string_clause(value, (P.family, P.given), (P.n_family, P.n_given))
+    folded = normalize_text(value.text)
+    if not folded:
+        return sa.false()
+    columns = [as_column(P.n_family), as_column(P.n_given)]
+    return Substring(columns, folded, PROFESSIONAL_FTS, P.id)
 
 
 def _practitioner_identifier(value: TokenValue) -> ColumnElement[bool]:
@@ -124,8 +138,8 @@ def practitioner_spec() -> SearchSpec:
             "name": SearchParam.string(
                 P.family,
                 P.given,
-                normalized=(P.n_family, P.n_given),
-                doc="Family or given name; :contains, :exact",
+                match=_name,
+                doc="Family or given name; :contains (a trigram index), :exact",
                 definition=SP + "Practitioner-name",
             ),
             "family": SearchParam.string(

@@ -12,15 +12,29 @@ import fcntl
 import logging
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Insert, MetaData, Table, create_engine, event, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    or_,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -316,3 +330,46 @@ def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite_dialect.insert(table).on_conflict_do_nothing()
+
+
+# --- substring search: SQLite FTS5 trigram tables, PostgreSQL pg_trgm indexes -----------------
+
+
+def is_dialect_only(name: str) -> bool:
+    """A table or index that a migration makes for one database only, outside the models
+    (SQLite FTS5 tables ``*_fts*`` and their shadow tables, PostgreSQL trigram indexes
+    ``*_trgm``): autogenerate leaves them out."""
+    return name.endswith("_trgm") or "_fts" in name
+
+
+class Substring(ColumnElement[bool]):
+    """Whether one of ``columns`` contains ``text`` (already folded like the columns), served
+    by an index on both databases: on SQLite, the FTS5 trigram table ``fts_table``
+    (external content, rowid = ``key``) for three characters or more; elsewhere (PostgreSQL,
+    with ``gin_trgm_ops`` indexes on the columns), ``LIKE '%text%'``."""
+
+    inherit_cache = False
+    type = Boolean()
+
+    def __init__(
+        self, columns: Sequence[ColumnElement[str]], text: str, fts_table: str, key: Any
+    ) -> None:
+        self.columns, self.text, self.fts_table, self.key = list(columns), text, fts_table, key
+
+
+@compiles(Substring)
+def _substring_like(element: Substring, compiler: Any, **kw: Any) -> str:
+    clause = or_(*(c.contains(element.text, autoescape=True) for c in element.columns))
+    return str(compiler.process(clause, **kw))
+
+
+@compiles(Substring, "sqlite")
+def _substring_fts(element: Substring, compiler: Any, **kw: Any) -> str:
+    if len(element.text) < 3:  # a trigram index needs three characters
+        return _substring_like(element, compiler, **kw)
+    phrase: Any = bindparam(None, '"' + element.text.replace('"', '""') + '"', unique=True)
+    table = compiler.preparer.quote(element.fts_table)
+    key = compiler.process(element.key, **kw)
+    match = compiler.process(phrase, **kw)
+    # A compiler extension writes SQL: the table is the code's, quoted; the text is bound.
+    return f"{key} IN (SELECT rowid FROM {table} WHERE {table} MATCH {match})"  # noqa: S608

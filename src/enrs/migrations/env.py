@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Connection
 
-from enrs.kit.db import make_engine
+from enrs.kit.db import is_dialect_only, make_engine
 from enrs.models import Base
 
 config = context.config
@@ -21,12 +23,19 @@ def _url() -> str:
     return Settings().database_url
 
 
+def _in_models(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+    """What autogenerate compares: not the tables and indexes a migration makes for one
+    database only (``kit.db.is_dialect_only``)."""
+    return not (reflected and name is not None and is_dialect_only(name))
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=_in_models,
     )
     with context.begin_transaction():
         context.run_migrations()
