@@ -34,7 +34,7 @@ from enrs.directory.models import Import
 from enrs.directory.national import FileError, FileKind, LineDecoder, LineError, recognise
 from enrs.kit.db import Database, utcnow
 
-BATCH = 5_000
+BATCH = 20_000
 REPORTED = 100  # rejected lines listed in the summary (all are counted)
 REMOVAL_LIMIT = 0.2
 
@@ -175,7 +175,6 @@ def _read(
     batches = _Batches(db)
     progress.start(source.name, source.size)
     read = len(first)
-    last_person = ""
     for number, line in enumerate(_lines(second, raw), start=2):
         read += len(line)
         if number % 4096 == 0:
@@ -197,10 +196,6 @@ def _read(
         if not rows:
             outcome.left_out += 1
         for target, row in rows:
-            if target == "directory_professional":  # one row per person, not per line
-                if row["id_nat_ps"] == last_person:
-                    continue
-                last_person = row["id_nat_ps"]
             batches.add(target, row)
     batches.flush()
     progress.advance(read)

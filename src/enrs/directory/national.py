@@ -288,6 +288,7 @@ class ActivityReader(LineReader):
         self.professional = [(col, at[name]) for col, name in PROFESSIONAL_FIELDS.items()]
         self.activity = [(col, at[name]) for col, name in ACTIVITY_FIELDS.items()]
         self.address = [at[name] for name in ADDRESS_PARTS]
+        self.last_person = ""  # the professional of the previous line, checked already
 
     def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
         if len(fields) == self.width + 1 and fields[-1] == "":
@@ -297,21 +298,26 @@ class ActivityReader(LineReader):
         values = [f.strip() for f in fields]
         if any(len(v) > MAX_FIELD for v in values):
             raise LineError(f"a field is longer than {MAX_FIELD} characters")
-        person = {col: values[i] for col, i in self.professional}
         act = {col: values[i] for col, i in self.activity}
         if not in_departments(act["department_code"], act["postal_code"], wanted):
             return []
-        _check_professional(person)
+        rows: list[tuple[str, Row]] = []
+        if act["id_nat_ps"] != self.last_person:  # a professional's lines follow each other
+            person = {col: values[i] for col, i in self.professional}
+            _check_professional(person)
+            person["n_family"] = normalize_text(person["family"])
+            person["n_given"] = normalize_text(person["given"])
+            person["content_hash"] = digest([person[c] for c in PROFESSIONAL_FIELDS])
+            rows.append(("directory_professional", person))
         if act["finess_site"] and (error := finess_error(act["finess_site"])):
             raise LineError(f"Numéro FINESS site: {error}")
+        self.last_person = act["id_nat_ps"]
         act["address_line"] = " ".join(values[i] for i in self.address if values[i])
         act["n_city"] = normalize_text(act["city"])
-        person["n_family"] = normalize_text(person["family"])
-        person["n_given"] = normalize_text(person["given"])
-        person["content_hash"] = digest([person[c] for c in PROFESSIONAL_FIELDS])
         act["content_hash"] = digest(list(act.values()))
         act["activity_key"] = digest([act[c] for c in ACTIVITY_KEY])
-        return [("directory_professional", person), ("directory_activity", act)]
+        rows.append(("directory_activity", act))
+        return rows
 
 
 def _check_professional(person: Row) -> None:

@@ -42,7 +42,7 @@ from enrs.directory.models import (
     Qualification,
     Structure,
 )
-from enrs.kit.db import insert_ignoring_duplicates
+from enrs.kit.db import insert_rows_ignoring_duplicates
 
 PROFESSIONAL: Table = Professional.__table__  # type: ignore[assignment]
 ACTIVITY: Table = Activity.__table__  # type: ignore[assignment]
@@ -89,8 +89,7 @@ def clear_stage(conn: Connection, names: Sequence[str]) -> None:
 def stage(conn: Connection, name: str, rows: Sequence[dict[str, Any]]) -> None:
     """Add ``rows`` to the stage of target ``name``; a key already staged keeps its first row
     (a professional appears on each of their activity lines)."""
-    if rows:
-        conn.execute(insert_ignoring_duplicates(conn, TARGETS[name].stage), list(rows))
+    insert_rows_ignoring_duplicates(conn, TARGETS[name].stage, rows)
 
 
 def staged(conn: Connection, name: str) -> int:

@@ -324,6 +324,26 @@ def _drop_hooks(session: Session) -> None:
     session.info.pop("after_commit", None)
 
 
+def insert_rows_ignoring_duplicates(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` (all with the same keys, ``table``'s columns; plain strings, numbers or
+    ``None``) into ``table``, skipping those whose unique key is there already, through the
+    driver's own ``executemany`` of the statement compiled once: none of SQLAlchemy's
+    per-row work, for bulk loads."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    compiled = insert_ignoring_duplicates(conn, table).compile(
+        dialect=conn.dialect, column_keys=columns
+    )
+    if compiled.positional:
+        order = compiled.positiontup or []
+        conn.exec_driver_sql(str(compiled), [tuple(row[c] for c in order) for row in rows])
+    else:
+        conn.exec_driver_sql(str(compiled), list(rows))
+
+
 def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
     """``INSERT … ON CONFLICT DO NOTHING`` into ``table`` in ``conn``'s dialect (SQLite or
     PostgreSQL): rows whose unique key is already there are skipped."""
