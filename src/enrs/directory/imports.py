@@ -32,7 +32,7 @@ from sqlalchemy import update
 from enrs.directory import repository
 from enrs.directory.models import Import
 from enrs.directory.national import FileError, FileKind, LineDecoder, LineError, recognise
-from enrs.kit.db import Database, utcnow
+from enrs.kit.db import Database, prepare_bulk, utcnow
 
 BATCH = 20_000
 REPORTED = 100  # rejected lines listed in the summary (all are counted)
@@ -121,6 +121,7 @@ class _Batches:
             batch = self.rows.get(name)
             if batch:
                 with self.conn_db.connect(write=True) as conn, conn.begin():
+                    prepare_bulk(conn)
                     repository.stage(conn, name, batch)
                 self.rows[name] = []
 
@@ -141,6 +142,7 @@ def import_file(
             with source.open() as raw:
                 kind = _read(db, raw, source, outcome, departments, progress or Progress())
             with db.connect(write=True) as conn, conn.begin():
+                prepare_bulk(conn)
                 now = utcnow()
                 for target in kind.targets:
                     outcome.counts[target] = repository.apply(

@@ -143,10 +143,14 @@ def apply(
     )
     values: dict[str, Any] = {c: s.c[c] for c in columns if c != key}
     values |= {"active": True, "origin": "national", "updated_at": now}
-    changed = conn.execute(update(t).where(t.c[key] == s.c[key], differs).values(values)).rowcount
+    total = staged(conn, name)
+    changed = 0
+    if new + outside < total:  # some staged rows were there already: compare them
+        changing = update(t).where(t.c[key] == s.c[key], differs).values(values)
+        changed = conn.execute(changing).rowcount
     if gone:
         conn.execute(update(t).where(_national(t), missing).values(active=False, updated_at=now))
-    unchanged = staged(conn, name) - new - changed - outside
+    unchanged = total - new - changed - outside
     counts = {"new": new, "changed": changed, "unchanged": unchanged, "gone": gone}
     return counts | ({"outside": outside} if outside else {})
 
