@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
 from tests.support.live_server import enrs_command
 
 from bench import directory_data
@@ -87,6 +87,16 @@ def baseline(path: Path) -> tuple[float, int]:
 
 @contextmanager
 def database(postgres: bool, keep: str | None) -> Iterator[str]:
+    if postgres and keep:  # a database of that name, made again, kept afterwards
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{keep}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{keep}"'))
+        admin.dispose()
+        url = make_url(PG_ADMIN_URL).set(database=keep).render_as_string(hide_password=False)
+        upgrade_head(url)
+        yield url
+        return
     if postgres:
         with temporary_postgres(PG_ADMIN_URL, prefix="enrs_dir") as url:
             upgrade_head(url)
@@ -139,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--activities", type=int, default=2_500_000)
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--keep-database", help="SQLite: keep the database in this folder")
+    parser.add_argument(
+        "--keep-database",
+        help="keep the database: SQLite, in this folder; PostgreSQL, under this name",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--first-only", action="store_true", help="FINESS and first import only")
     args = parser.parse_args(argv)

@@ -2,6 +2,9 @@
 Annuaire Santé FHIR API: what each parameter matches, and the queries with their
 ``_include`` / ``_revinclude`` (:class:`Page`).
 
+``Bundle.total`` is given when asked (``_total=accurate``): counting every match of a common
+name among two million professionals costs more than finding the first page.
+
 Names and cities are searched through their folded columns (``n_family``, ``n_given``,
 ``n_name``, ``n_city``: :func:`~enrs.kit.fhir.search_params.normalize_text`), so
 ``name:contains=lene`` finds ``HÉLÈNE``; ``:exact`` compares them as published."""
@@ -161,8 +164,8 @@ def practitioner_spec() -> SearchSpec:
             ),
         },
         sorts={"family": P.n_family, "_lastUpdated": P.updated_at},
-        default_sort="family",
-        tiebreaker=P.id,
+        tiebreaker=P.id,  # by default; _sort=family sorts by name (costly for a common :contains)
+        default_total="none",
         revincludes=frozenset({"PractitionerRole:practitioner"}),
     )
 
@@ -209,6 +212,7 @@ def role_spec() -> SearchSpec:
         },
         sorts={"_lastUpdated": A.updated_at},
         tiebreaker=A.id,
+        default_total="none",
         includes=frozenset({"PractitionerRole:practitioner", "PractitionerRole:organization"}),
     )
 
@@ -254,6 +258,7 @@ def organization_spec() -> SearchSpec:
         sorts={"name": St.n_name, "_lastUpdated": St.updated_at},
         default_sort="name",
         tiebreaker=St.id,
+        default_total="none",
         revincludes=frozenset({"PractitionerRole:organization"}),
     )
 
