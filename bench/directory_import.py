@@ -15,6 +15,8 @@
    next day's file. Each step timed, its process tree's peak RSS sampled every 0.1 s, its
    summary read back from ``directory_import``; the next day's counts are checked against
    what the generator says it changed.
+   With ``--departments 971,972,973,974``, every step keeps only those departments (a
+   region's import: the whole national file is read, a few per cent of it applied).
 4. Baseline in the same run: reading the activity file and splitting its lines in Python,
    no database (the floor any importer written in Python pays): each step's ratio to it.
 """
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--first-only", action="store_true", help="FINESS and first import only")
+    parser.add_argument("--departments", help="import only these departments (a region)")
     args = parser.parse_args(argv)
     day1, day2 = files(args.activities)
     activity = "activities"
@@ -163,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with database(args.postgres, args.keep_database) as url, tempfile.TemporaryDirectory() as d:
         data_dir = Path(d)
+        region = ("--departments", args.departments) if args.departments else ()
         plan = [
-            ("FINESS", day1.paths["finess"], ()),
-            ("activities, first import", day1.paths[activity], ()),
-            ("activities, same file again", day1.paths[activity], ()),
-            ("activities, next day (2 % changed)", day2.paths[activity], ()),
+            ("FINESS", day1.paths["finess"], region),
+            ("activities, first import", day1.paths[activity], region),
+            ("activities, same file again", day1.paths[activity], region),
+            ("activities, next day (2 % changed)", day2.paths[activity], region),
         ]
         for label, path, extra in plan[:2] if args.first_only else plan:
             say(f"{label}: {path.name} …")
