@@ -13,7 +13,18 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     cap = response.json()
     assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
-    assert set(resources) == {"AuditEvent", "Patient", "Subscription", "Task"}
+    assert set(resources) == {
+        "AuditEvent",
+        "Patient",
+        "Subscription",
+        "Task",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+    }
+    directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
+    assert directory == {"read", "search-type"}
+    assert "mailbox-mss" in {p["name"] for p in resources["Practitioner"]["searchParam"]}
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
     assert "French rules" in resources["Patient"]["documentation"]
