@@ -36,9 +36,8 @@ import sqlalchemy as sa
 from tests.support.live_server import live_server
 
 from bench._load import ProcTreeSampler, percentiles
-from bench.identity_pdq import MB, Query, _http_query, _tree_cpu, closed_loop
+from bench.identity_pdq import MB, Query, _http_query, _token, _tree_cpu, closed_loop
 from bench.identity_realtime import say
-from enrs.accounts import service as accounts_service
 from enrs.directory.models import Activity, Professional
 from enrs.kit.db import Database
 
@@ -68,21 +67,6 @@ def _samples(url: str, n: int, seed: int) -> tuple[list[str], list[str], list[tu
     finally:
         db.dispose()
     return [f for f, _ in people], [i for _, i in people], [(p, c) for p, c in pairs]
-
-
-def _token(url: str, base_url: str) -> str:
-    db = Database(url)
-    with db.transaction() as session:
-        client, secret = accounts_service.create_client(session, name="bench mCSD", scope=SCOPE)
-    db.dispose()
-    answer = httpx.post(
-        f"{base_url}/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(client.client_id, secret or ""),
-    )
-    answer.raise_for_status()
-    token: str = answer.json()["access_token"]
-    return token
 
 
 def _inside(name: str, rng: random.Random) -> str:
@@ -125,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         live_server(data_dir=Path(tmp) / "var", database_url=args.database) as server,
         ProcTreeSampler(server.process.pid) as sampler,
     ):
-        headers = {"Authorization": f"Bearer {_token(args.database, server.base_url)}"}
+        headers = {"Authorization": f"Bearer {_token(args.database, server.base_url, SCOPE)}"}
 
         def http() -> httpx.Client:
             return httpx.Client(base_url=server.base_url, headers=headers, timeout=120)

@@ -123,12 +123,11 @@ def _tree_cpu(sampler: ProcTreeSampler) -> float:
     return sum(cpu for _, cpu in sampler.snapshot().values())
 
 
-def _token(url: str, base_url: str) -> str:
+def _token(url: str, base_url: str, scope: str = "system/Patient.rs") -> str:
+    """An access token of a new system client of ``scope`` on the server at ``base_url``."""
     db = Database(url)
     with db.transaction() as session:
-        client, secret = accounts_service.create_client(
-            session, name="bench PDQm", scope="system/Patient.rs"
-        )
+        client, secret = accounts_service.create_client(session, name=f"bench {scope}", scope=scope)
     db.dispose()
     answer = httpx.post(
         f"{base_url}/oauth/token",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -275,22 +275,22 @@ ACTIVITY_KEY = (
 MAX_FIELD = 512
 
 
-class ActivityReader(LineReader):
-    def __init__(self, header: list[str]) -> None:
+class HeaderReader(LineReader):
+    """A file whose header row names its columns, each line ending with a trailing
+    delimiter: columns found by name (others tolerated), every line as wide as the header."""
+
+    def __init__(self, header: list[str], needed: Iterable[str]) -> None:
         names = [h.strip() for h in header]
         if names and names[-1] == "":
             names.pop()  # the trailing delimiter
-        missing = [c for c in ACTIVITY_COLUMNS if c not in names]
+        missing = [name for name in needed if name not in names]
         if missing:
             raise FileError(f"header: column(s) missing: {', '.join(missing)}")
         self.width = len(names)
-        at = {name: i for i, name in enumerate(names)}
-        self.professional = [(col, at[name]) for col, name in PROFESSIONAL_FIELDS.items()]
-        self.activity = [(col, at[name]) for col, name in ACTIVITY_FIELDS.items()]
-        self.address = [at[name] for name in ADDRESS_PARTS]
-        self.last_person = ""  # the professional of the previous line, checked already
+        self.at = {name: i for i, name in enumerate(names)}
 
-    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+    def values(self, fields: list[str]) -> list[str]:
+        """The line's fields, stripped; :class:`LineError` for a line of another width."""
         if len(fields) == self.width + 1 and fields[-1] == "":
             fields.pop()
         if len(fields) != self.width:
@@ -298,6 +298,20 @@ class ActivityReader(LineReader):
         values = [f.strip() for f in fields]
         if any(len(v) > MAX_FIELD for v in values):
             raise LineError(f"a field is longer than {MAX_FIELD} characters")
+        return values
+
+
+class ActivityReader(HeaderReader):
+    def __init__(self, header: list[str]) -> None:
+        super().__init__(header, ACTIVITY_COLUMNS)
+        at = self.at
+        self.professional = [(col, at[name]) for col, name in PROFESSIONAL_FIELDS.items()]
+        self.activity = [(col, at[name]) for col, name in ACTIVITY_FIELDS.items()]
+        self.address = [at[name] for name in ADDRESS_PARTS]
+        self.last_person = ""  # the professional of the previous line, checked already
+
+    def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
+        values = self.values(fields)
         act = {col: values[i] for col, i in self.activity}
         if not in_departments(act["department_code"], act["postal_code"], wanted):
             return []
@@ -345,7 +359,7 @@ ACTIVITIES = FileKind(
 )
 
 
-class MappedReader(LineReader):
+class MappedReader(HeaderReader):
     """A ``|`` file with a header row: one row of ``target`` per line, its columns found by
     their header names (``fields``: table column ← file column), its key a digest of
     ``key`` columns (or the ``key`` column itself when it is one), ``check`` run on it."""
@@ -359,25 +373,13 @@ class MappedReader(LineReader):
         key_column: str,
         check: Callable[[Row, frozenset[str] | None], bool],
     ) -> None:
-        names = [h.strip() for h in header]
-        if names and names[-1] == "":
-            names.pop()
-        missing = [name for name in fields.values() if name not in names]
-        if missing:
-            raise FileError(f"header: column(s) missing: {', '.join(missing)}")
-        self.width = len(names)
-        at = {name: i for i, name in enumerate(names)}
-        self.columns = [(col, at[name]) for col, name in fields.items()]
+        super().__init__(header, fields.values())
+        self.columns = [(col, self.at[name]) for col, name in fields.items()]
         self.target, self.key, self.key_column, self.check = target, key, key_column, check
 
     def rows(self, fields: list[str], wanted: frozenset[str] | None) -> list[tuple[str, Row]]:
-        if len(fields) == self.width + 1 and fields[-1] == "":
-            fields.pop()
-        if len(fields) != self.width:
-            raise LineError(f"{len(fields)} fields, {self.width} expected")
-        row = {col: fields[i].strip() for col, i in self.columns}
-        if any(len(v) > MAX_FIELD for v in row.values()):
-            raise LineError(f"a field is longer than {MAX_FIELD} characters")
+        values = self.values(fields)
+        row = {col: values[i] for col, i in self.columns}
         if not self.check(row, wanted):
             return []
         row["content_hash"] = digest(list(row.values()))

@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.orm import Session
 
 from enrs.directory.models import (
     ACTIVITY_STAGE,
@@ -172,3 +173,17 @@ def _apply_positions(conn: Connection, now: datetime) -> int:
     }
     stmt = update(t).where(t.c.finess == s.c.finess, moved).values(values)
     return int(conn.execute(stmt).rowcount)
+
+
+def activities_of(
+    session: Session, professional_ids: Sequence[int], *, active_only: bool
+) -> dict[int, list[Activity]]:
+    """The activities of each of ``professional_ids`` (every id a key), in their order."""
+    found: dict[int, list[Activity]] = {i: [] for i in professional_ids}
+    if professional_ids:
+        stmt = select(Activity).where(Activity.professional_id.in_(professional_ids))
+        if active_only:
+            stmt = stmt.where(Activity.active.is_(True))
+        for a in session.scalars(stmt.order_by(Activity.id)):
+            found[a.professional_id].append(a)
+    return found

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from enrs.directory import fhir
+from enrs.directory import fhir, repository
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
 from enrs.directory.models import (
     PROFESSIONAL_FTS,
@@ -290,15 +290,6 @@ def _run(
     return page, parsed, total, has_next
 
 
-def _activities_of(session: Session, professional_ids: Sequence[int]) -> dict[int, list[Activity]]:
-    found: dict[int, list[Activity]] = {}
-    if professional_ids:
-        stmt = sa.select(A).where(A.professional_id.in_(professional_ids)).order_by(A.id)
-        for a in session.scalars(stmt):
-            found.setdefault(a.professional_id, []).append(a)
-    return found
-
-
 def _known_sites(session: Session, finess: set[str]) -> set[str]:
     if not finess:
         return set()
@@ -319,7 +310,7 @@ def roles(session: Session, activities: Sequence[Activity]) -> list[dict[str, An
 def practitioners(session: Session, people: Sequence[Professional]) -> list[dict[str, Any]]:
     """Practitioners of ``people``, with their activities, savoir-faire, diplomas, mailboxes."""
     ids = [p.id for p in people]
-    acts = _activities_of(session, ids)
+    acts = repository.activities_of(session, ids, active_only=False)
     extras = {p.id: fhir.Extras() for p in people}
     if ids:
         for q in session.scalars(sa.select(Q).where(Q.professional_id.in_(ids)).order_by(Q.id)):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from enrs.directory import repository
 from enrs.directory.models import (
     Activity,
     Diploma,
@@ -49,15 +50,6 @@ class Hit:
     activities: list[Activity]
 
 
-def _activities(session: Session, ids: list[int]) -> dict[int, list[Activity]]:
-    found: dict[int, list[Activity]] = {i: [] for i in ids}
-    if ids:
-        stmt = sa.select(A).where(A.professional_id.in_(ids), A.active.is_(True)).order_by(A.id)
-        for a in session.scalars(stmt):
-            found[a.professional_id].append(a)
-    return found
-
-
 def find_professionals(
     session: Session,
     *,
@@ -84,7 +76,7 @@ def find_professionals(
     people = list(session.scalars(stmt))
     more = len(people) > limit
     people = people[:limit]
-    acts = _activities(session, [p.id for p in people])
+    acts = repository.activities_of(session, [p.id for p in people], active_only=True)
     return [Hit(p, acts[p.id]) for p in people], more
 
 
@@ -105,7 +97,7 @@ def professional_card(session: Session, id_nat_ps: str) -> Card | None:
     person = session.scalar(sa.select(P).where(P.id_nat_ps == id_nat_ps))
     if person is None:
         return None
-    activities = _activities(session, [person.id])[person.id]
+    activities = repository.activities_of(session, [person.id], active_only=True)[person.id]
     sites = sorted({a.finess_site for a in activities if a.finess_site})
     structures = list(session.scalars(sa.select(St).where(St.finess.in_(sites)))) if sites else []
     mine = {"professional_id": person.id, "active": True}
@@ -162,7 +154,7 @@ def listed_rpps(session: Session, rpps: str) -> Listed | None:
     )
     if person is None:
         return None
-    activities = _activities(session, [person.id])[person.id]
+    activities = repository.activities_of(session, [person.id], active_only=True)[person.id]
     if not activities:
         return None
     civility = {"DR": "Dr", "PR": "Pr"}.get(person.practice_civility_code, "")
