@@ -21,6 +21,8 @@ from enrs.kit.errors import EnrsError
 from enrs.settings import PLACEHOLDER_OID_ROOT, Settings, redacted_url
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from enrs.accounts.service import Registration
 
 
@@ -309,9 +311,7 @@ def clients() -> None:
 )
 @click.option(
     "--finess",
-    "finesses",
-    multiple=True,
-    help="FINESS of a facility whose identities it may write (its PAM-FR OID; repeatable)",
+    help="The member facility (FINESS) it belongs to: it writes the domains that facility owns",
 )
 def clients_create(
     name: str,
@@ -320,27 +320,24 @@ def clients_create(
     public: bool,
     sender_oid: str | None,
     authorities: tuple[str, ...],
-    finesses: tuple[str, ...],
+    finess: str | None,
 ) -> None:
     """Register a client or an MLLP sender; prints it as JSON (with a client's secret).
 
-    Without --redirect-uri: a system client (client_credentials, system/ scopes), writing
-    only the identities of its --authority / --finess. With it: an application acting for a
-    person (user/ scopes, openid). With --mllp-sender: a facility's HL7 v2 sender (no secret;
-    default scope system/Patient.crus), writing only its --authority / --finess."""
+    Without --redirect-uri: a system client (client_credentials, system/ scopes) of the
+    facility --finess, writing only the identities of the domains that facility owns (enrs
+    identity domains add --finess / --owner) and of its --authority. With it: an application
+    acting for a person (user/ scopes, openid). With --mllp-sender: a facility's HL7 v2
+    sender (no secret; default scope system/Patient.crus), writing likewise."""
     from enrs.accounts import service
-    from enrs.identity.auth import finess_authority
-    from enrs.identity.config import IdentityConfig
+    from enrs.identity import domains
     from enrs.kit.db import Database
 
     settings = _settings()
-    config = IdentityConfig.from_settings(settings)
-    from enrs.identity import domains
-
-    bound = [*authorities, *(finess_authority(f, config) for f in finesses)]
+    bound = [a.strip() for a in authorities]
     db = Database(settings.database_url)
     with db.transaction() as session:
-        domains.require(session, {a.strip() for a in bound})
+        domains.require(session, set(bound))
         if sender_oid is not None:
             if redirect_uris or public:
                 raise click.UsageError("an MLLP sender takes no --redirect-uri or --public")
@@ -350,8 +347,9 @@ def clients_create(
                 sender_oid=sender_oid,
                 authorities=bound,
                 scope=scope or service.DEFAULT_SENDER_SCOPE,
+                finess=finess,
             )
-            out = _registration_json(service.registration(session, sender.sender_oid))
+            out = _registration_json(session, service.registration(session, sender.sender_oid))
         else:
             if scope is None:
                 raise click.UsageError("a client needs --scope")
@@ -362,44 +360,76 @@ def clients_create(
                 redirect_uris=list(redirect_uris),
                 public=public,
                 authorities=bound,
+                finess=finess,
             )
             out = {"client_id": client.client_id, "scope": client.scope}
             if secret is not None:
                 out["client_secret"] = secret
             if redirect_uris:
                 out["redirect_uris"] = " ".join(redirect_uris)
-            if bound:
-                out["authorities"] = " ".join(sorted(set(bound)))
+            if bound or finess:
+                reg = _registration_json(session, service.registration(session, client.client_id))
+                out["authorities"] = reg["authorities"]
+            if finess:
+                out["finess"] = finess
     db.dispose()
     click.echo(json.dumps(out))
 
 
-def _registration_json(reg: Registration) -> dict[str, str]:
+def _registration_json(session: Session, reg: Registration) -> dict[str, str]:
     key = "mllp_sender" if reg.kind == "mllp" else "client_id"
     return {
         key: reg.key,
         "kind": reg.kind,
         "name": reg.name,
         "scope": reg.scope,
-        "authorities": " ".join(reg.authorities),
+        "authorities": " ".join(_writes(session, reg)),
+        "finess": reg.finess or "",
         "active": "yes" if reg.active else "no",
     }
+
+
+def _writes(session: Session, reg: Registration) -> list[str]:
+    """The domains ``reg`` writes: bound by name, and its facility's."""
+    from enrs.identity import domains
+
+    owned = {d.oid for d in domains.owned_by(session, reg.finess)} if reg.finess else set()
+    return sorted(set(reg.authorities) | owned)
 
 
 @clients.command("list")
 def clients_list() -> None:
     """List clients and MLLP senders: kind, id (client_id or MSH-4 OID), name, scope,
-    authorities, active."""
+    the domains it writes, its facility (FINESS), active."""
     from enrs.accounts import service
     from enrs.kit.db import Database
 
     db = Database(_settings().database_url)
     with db.transaction() as session:
         for reg in service.list_registrations(session):
-            authorities = " ".join(reg.authorities) or "-"
+            authorities = " ".join(_writes(session, reg)) or "-"
             state = "active" if reg.active else "revoked"
-            click.echo(f"{reg.kind}\t{reg.key}\t{reg.name}\t{reg.scope}\t{authorities}\t{state}")
+            click.echo(
+                f"{reg.kind}\t{reg.key}\t{reg.name}\t{reg.scope}\t{authorities}\t"
+                f"{reg.finess or '-'}\t{state}"
+            )
     db.dispose()
+
+
+@clients.command("attach")
+@click.argument("key")
+@click.option("--finess", required=True, help="The member facility (FINESS) it belongs to")
+def clients_attach(key: str, finess: str) -> None:
+    """Make a system client (client_id) or MLLP sender (MSH-4 OID) a feeder of the facility
+    --finess: it then writes the domains that facility owns."""
+    from enrs.accounts import service
+    from enrs.kit.db import Database
+
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        out = _registration_json(session, service.attach_facility(session, key, finess))
+    db.dispose()
+    click.echo(json.dumps(out))
 
 
 @clients.command("revoke")
@@ -412,7 +442,7 @@ def clients_revoke(key: str) -> None:
 
     db = Database(_settings().database_url)
     with db.transaction() as session:
-        out = _registration_json(service.revoke(session, key))
+        out = _registration_json(session, service.revoke(session, key))
     db.dispose()
     click.echo(json.dumps(out))
 
@@ -519,11 +549,17 @@ def identity_domains() -> None:
 @click.option("--finess", help="The domain of a FINESS-numbered facility (its PAM-FR OID)")
 @click.option("--namespace", help="Its HL7 v2 namespace (CX-4.1, MSH-4.1), e.g. CHFDF")
 @click.option("--name", "label", help="The facility as the cell reads it")
+@click.option("--owner", help="The member facility (FINESS) owning it (default: --finess)")
 def identity_domains_add(
-    oid: str | None, finess: str | None, namespace: str | None, label: str | None
+    oid: str | None,
+    finess: str | None,
+    namespace: str | None,
+    label: str | None,
+    owner: str | None,
 ) -> None:
-    """Register a domain (OID, or --finess N), or set a registered one's namespace and name.
-    Only then may a client or MLLP sender be bound to it (enrs clients create --authority)."""
+    """Register a domain (OID, or --finess N), or set a registered one's namespace, name or
+    owner. The feeders of its owner write it (enrs clients create --finess); a feeder may
+    also be bound to it by name (enrs clients create --authority)."""
     from enrs.identity import domains
     from enrs.identity.auth import finess_authority
     from enrs.identity.config import IdentityConfig
@@ -537,8 +573,15 @@ def identity_domains_add(
     db = Database(settings.database_url)
     try:
         with db.transaction() as session:
-            domain = domains.add(session, config, value, namespace=namespace, name=label)
-            out = {"oid": domain.oid, "namespace": domain.namespace, "name": domain.name}
+            domain = domains.add(
+                session, config, value, namespace=namespace, name=label, owner=owner or finess
+            )
+            out = {
+                "oid": domain.oid,
+                "namespace": domain.namespace,
+                "name": domain.name,
+                "finess": domain.finess,
+            }
     finally:
         db.dispose()
     click.echo(json.dumps(out, ensure_ascii=False))
@@ -546,7 +589,7 @@ def identity_domains_add(
 
 @identity_domains.command("list")
 def identity_domains_list() -> None:
-    """The registered domains: OID, namespace, name."""
+    """The registered domains: OID, namespace, name, owner (FINESS)."""
     from enrs.identity import repository
     from enrs.kit.db import Database
 
@@ -554,7 +597,7 @@ def identity_domains_list() -> None:
     try:
         with db.transaction(write=False) as session:
             for d in repository.domains(session):
-                click.echo(f"{d.oid}\t{d.namespace or '-'}\t{d.name or '-'}")
+                click.echo(f"{d.oid}\t{d.namespace or '-'}\t{d.name or '-'}\t{d.finess or '-'}")
     finally:
         db.dispose()
 

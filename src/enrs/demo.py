@@ -24,7 +24,7 @@ DEMO_USERS = [
     ("dr.martin", "Dr Claire Martin", "Medecin-demo-2026!", ["professional"], "10001234567"),
 ]
 # The demo facility: a made-up FINESS (not a real establishment), its namespace in MSH-4/CX-4.
-DEMO_FINESS, DEMO_NAMESPACE = "970000001", "CHFDF"
+DEMO_FINESS, DEMO_NAMESPACE = "970000006", "CHFDF"
 DEMO_FACILITY = "CH de Fort-de-France (démo)"
 DEMO_CLIENT = ("DPI démo CH Fort-de-France", "system/Patient.crus system/AuditEvent.rs")
 DEMO_SENDER = "GAM démo CH Fort-de-France"
@@ -44,6 +44,7 @@ def load_demo(settings: Settings) -> list[str]:
             authority,
             namespace=DEMO_NAMESPACE,
             name=DEMO_FACILITY,
+            owner=DEMO_FINESS,
         )
         for username, name, password, roles, rpps in DEMO_USERS:
             if repository.user_by_username(session, username) is None:
@@ -56,7 +57,7 @@ def load_demo(settings: Settings) -> list[str]:
                     rpps=rpps,
                 )
             lines.append(f"Demo account: {username} / {password}  ({', '.join(roles)})")
-        creds = _demo_client(session, settings, authority)
+        creds = _demo_client(session, settings)
         _demo_sender(session, authority)
     db.dispose()
     lines.append(
@@ -76,8 +77,8 @@ def load_demo(settings: Settings) -> list[str]:
     return lines
 
 
-def _demo_client(session: Session, settings: Settings, authority: str) -> dict[str, str]:
-    """The demo system client (its secret kept in ``demo-client.json``), bound to the demo
+def _demo_client(session: Session, settings: Settings) -> dict[str, str]:
+    """The demo system client (its secret kept in ``demo-client.json``), a feeder of the demo
     facility; a client of an older demo, with other scopes, is replaced."""
     client_file = settings.data_dir / "demo-client.json"
     creds: dict[str, str] = json.loads(client_file.read_text()) if client_file.exists() else {}
@@ -90,14 +91,15 @@ def _demo_client(session: Session, settings: Settings, authority: str) -> dict[s
         creds = {"client_id": client.client_id, "client_secret": secret}
         client_file.write_text(json.dumps(creds))
         client_file.chmod(0o600)
-    service.grant_authorities(session, client.client_id, [authority])
+    service.attach_facility(session, client.client_id, DEMO_FINESS)
     return creds
 
 
 def _demo_sender(session: Session, authority: str) -> None:
-    """The demo facility's MLLP sender: MSH-4 is its FINESS, it writes its own identities."""
+    """The demo facility's MLLP sender: MSH-4 is its FINESS; it belongs to the facility, so
+    it writes the facility's own identities."""
     if repository.mllp_sender_by_oid(session, authority) is None:
         service.create_mllp_sender(
-            session, name=DEMO_SENDER, sender_oid=authority, authorities=[authority]
+            session, name=DEMO_SENDER, sender_oid=authority, finess=DEMO_FINESS
         )
-    service.grant_authorities(session, authority, [authority])
+    service.attach_facility(session, authority, DEMO_FINESS)

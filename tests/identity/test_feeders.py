@@ -31,12 +31,13 @@ from tests.support.portal import log_in
 
 from enrs.accounts import service as accounts_service
 from enrs.demo import DEMO_FINESS, DEMO_NAMESPACE, load_demo
+from enrs.identity import domains
 from enrs.identity.auth import finess_authority
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
-from enrs.settings import Settings
+from enrs.settings import PLACEHOLDER_OID_ROOT, Settings
 
 # --------------------------------------------------------------------------- helpers
 
@@ -140,6 +141,74 @@ def test_a_client_needs_its_authorities_registered_as_oids(db: Database) -> None
         accounts_service.create_client(
             session, name="x", scope="system/Patient.cu", authorities=["CHU-X"]
         )
+
+
+# --------------------------------------------------------------------------- facility registry
+
+CHU_FINESS, CLINIC_FINESS = "970100004", "970200002"  # made up, right keys
+
+
+def own(db: Database, oid: str, finess: str) -> None:
+    """The member facility ``finess`` owns the domain ``oid`` (``--owner``)."""
+    with db.transaction() as session:
+        domains.add(
+            session, IdentityConfig(PLACEHOLDER_OID_ROOT), oid, namespace=None, owner=finess
+        )
+
+
+def facility_token(client: TestClient, db: Database, finess: str) -> str:
+    """A token of a new system client of the facility ``finess`` (no domain bound by name)."""
+    with db.transaction() as session:
+        made, secret = accounts_service.create_client(
+            session, name=f"DPI {finess}", scope="system/Patient.cruds", finess=finess
+        )
+    answer = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(made.client_id, secret)
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def test_a_facility_s_client_writes_the_domains_its_facility_owns(
+    client: TestClient, db: Database
+) -> None:
+    own(db, CHU, CHU_FINESS)
+    own(db, CLINIC, CLINIC_FINESS)
+    chu = facility_token(client, db, CHU_FINESS)
+    assert feed(client, chu, fr_patient("1")).status_code == 201  # the CHU's domain
+    refused = feed(client, chu, fr_patient("9", CLINIC))
+    assert refused.status_code == 403 and f"authority {CLINIC}" in refused.text
+    assert count_sources(db) == 1
+    # The clinic's domain handed over to the CHU (a merger): the next request may write it.
+    own(db, CLINIC, CHU_FINESS)
+    assert feed(client, chu, fr_patient("9", CLINIC)).status_code == 201
+    clinic = facility_token(client, db, CLINIC_FINESS)
+    assert feed(client, clinic, fr_patient("8", CLINIC)).status_code == 403
+
+
+def test_a_facility_needs_a_finess_with_its_key(db: Database) -> None:
+    with db.transaction() as session, pytest.raises(Exception, match="does not check"):
+        accounts_service.create_client(
+            session, name="x", scope="system/Patient.cu", finess="970100005"
+        )
+    with db.transaction() as session, pytest.raises(Exception, match="does not check"):
+        domains.add(
+            session, IdentityConfig(PLACEHOLDER_OID_ROOT), CHU, namespace=None, owner="970100005"
+        )
+
+
+def test_an_mllp_sender_writes_the_domains_its_facility_owns(database_url: str) -> None:
+    with feed_server(database_url, {}) as running:
+        own(running.db, CHU, CHU_FINESS)
+        own(running.db, CLINIC, CLINIC_FINESS)
+        with running.db.transaction() as session:
+            accounts_service.create_mllp_sender(
+                session, name="GAM CHU", sender_oid=CHU, finess=CHU_FINESS
+            )
+        assert code(running.send(msh("A28", "1") + pid("1"))) == "AA"
+        answer = running.send(msh("A28", "2") + pid("9", authority=CLINIC))
+        assert code(answer) == "AE" and error(answer)[:2] == ("PID^1^3", "103")
+        assert running.count(SourceIdentity) == 1
 
 
 # --------------------------------------------------------------------------- HL7 v2
@@ -309,10 +378,9 @@ def test_the_demo_registers_a_sender_and_a_client_that_work(
     authority = finess_authority(DEMO_FINESS, IdentityConfig.from_settings(settings))
     register_domains(db, [CHU])  # another facility of the region
     with db.transaction() as session:
-        kinds = sorted(
-            (r.kind, r.authorities) for r in accounts_service.list_registrations(session)
-        )
-    assert kinds == [("mllp", (authority,)), ("system", (authority,))]
+        kinds = sorted((r.kind, r.finess) for r in accounts_service.list_registrations(session))
+        owned = [d.oid for d in domains.owned_by(session, DEMO_FINESS)]
+    assert kinds == [("mllp", DEMO_FINESS), ("system", DEMO_FINESS)] and owned == [authority]
     with feed_server(settings.database_url, {}) as running:
         facility = f"{DEMO_NAMESPACE}^{DEMO_FINESS}^M"
         person = pid("1001").replace(f"^^^&{CHU}&ISO^PI", f"^^^{DEMO_NAMESPACE}&{DEMO_FINESS}&M^PI")

@@ -52,10 +52,10 @@ SENDERS = {CHU: (CHU, CLINIC), CLINIC: (CLINIC,)}
 ANS_EXAMPLE = (
     "MSH|^~\\&|GAM|CHU-X|DPI|CHU-X|20240306111154||ADT^A01^ADT_A01|3975|D|2.5^FRA^2.11|||||FRA"
     "|UNICODE UTF-8|FR||2.11^IHE_FRANCE-2.11-PAM\r"
-    "PID|1||000003^^^CHU-X&000897406&N^PI~279035121518989^^^ASIP-SANTE-INS-NIR"
+    "PID|1||000003^^^CHU-X&000897405&N^PI~279035121518989^^^ASIP-SANTE-INS-NIR"
     "&1.2.250.1.213.1.4.10&ISO^INS^^20101207||PAT-TROIS^DOMINIQUE^DOMINIQUE^^^^L||19790328|F|||"
     "28 Av de Breteuil^^PARIS^^75007^FRA^H^^^^^^^~^^^^^^BDL^^63220|||||S||24000006^^^CHU-X"
-    "&000897406&M^AN|||||||1|||||N||VALI|20240306111153\r"
+    "&000897405&M^AN|||||||1|||||N||VALI|20240306111153\r"
     "ZFD|||Y|N|INSI|20211201||\r"
 )
 
@@ -206,17 +206,17 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
     # The CHU's GAM, registered by the admin: known by its FINESS in MSH-4, writing its own
     # identities (the FINESS's OID under the region's arc). The ANS example names the sending
     # facility CHU-X alone; a sender is known by an OID or a FINESS, so MSH-4 gets its FINESS.
-    facility = "CHU-X^000897406^M"
-    sender = f"{region}.2.1000897406"
+    facility = "CHU-X^000897405^M"
+    sender = f"{region}.2.1000897405"
     run_env = {**env, "ENRS_DATA_DIR": str(tmp_path / "var"), "ENRS_DATABASE_URL": database_url,
                "PATH": "/usr/bin:/bin"}  # fmt: skip
     subprocess.run(
-        enrs_command("identity", "domains", "add", "--finess", "000897406", "--namespace", "CHU-X"),
+        enrs_command("identity", "domains", "add", "--finess", "000897405", "--namespace", "CHU-X"),
         env=run_env, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     registered = subprocess.run(
         enrs_command(
-            "clients", "create", "GAM CHU-X", "--mllp-sender", sender, "--finess", "000897406"
+            "clients", "create", "GAM CHU-X", "--mllp-sender", sender, "--finess", "000897405"
         ),
         env={**env, "ENRS_DATA_DIR": str(tmp_path / "var"), "ENRS_DATABASE_URL": database_url,
              "PATH": "/usr/bin:/bin"},
@@ -233,7 +233,7 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
             assert answer["MSH.F18"] == "UNICODE UTF-8" and answer["MSH.F9.R1.C1"] == "ACK"
             query = (
                 msh("Q23", "Q1", facility=facility)
-                + "QPD|IHE PIX Query|T1|000003^^^CHU-X&000897406&N^PI\r"
+                + "QPD|IHE PIX Query|T1|000003^^^CHU-X&000897405&N^PI\r"
             )
             pix = parsed(client.send_message(query))
     assert "Traceback" not in server.log()  # stopped cleanly by SIGTERM
@@ -244,7 +244,7 @@ def test_ans_example_through_enrs_serve(tmp_path: Path, database_url: str) -> No
     db = Database(database_url)
     with db.transaction() as session:
         src = session.scalar(select(SourceIdentity))
-        assert src is not None and src.authority == f"{region}.2.1000897406"  # finess_oid there
+        assert src is not None and src.authority == f"{region}.2.1000897405"  # finess_oid there
         assert (src.ipp, src.birth_name, src.given_names) == ("000003", "PAT-TROIS", "DOMINIQUE")
         assert (str(src.birth_date), src.sex, src.birth_place) == ("1979-03-28", "F", "63220")
         assert (src.ins, src.ins_system, src.status) == (

@@ -134,7 +134,13 @@ def test_clients_and_mllp_senders_bound_to_authorities(tmp_path: Path, database_
     assert f"the assigning authority {chu} is not a registered domain" in _error_of(unregistered)
     for oid, namespace in ((chu, "CHU"), (clinic, "CLINIQUE")):
         _run(env, "identity", "domains", "add", oid, "--namespace", namespace)
-    _run(env, "identity", "domains", "add", "--finess", "000897406", "--name", "CHU X")
+    # The facility registry: the CHU (FINESS 000897405) owns its PAM-FR domain and ``chu``.
+    added = _run(env, "identity", "domains", "add", "--finess", "000897405", "--name", "CHU X")
+    finess_oid = "1.2.250.1.71.9.2.1000897405"  # the FINESS's OID under the region's arc
+    assert json.loads(added.stdout)["finess"] == "000897405"
+    _run(env, "identity", "domains", "add", chu, "--owner", "000897405")
+    bad_owner = _run(env, "identity", "domains", "add", clinic, "--owner", "000897406", check=False)
+    assert bad_owner.returncode != 0 and "key (last digit) does not check" in bad_owner.stderr
     made = _run(
         env, "clients", "create", "DPI CHU", "--scope", "system/Patient.cu",
         "--authority", chu, "--authority", clinic,
@@ -143,30 +149,38 @@ def test_clients_and_mllp_senders_bound_to_authorities(tmp_path: Path, database_
     assert client["authorities"] == f"{chu} {clinic}" and "client_secret" in client
     sender = json.loads(
         _run(
-            env, "clients", "create", "GAM CHU", "--mllp-sender", chu,
-            "--authority", chu, "--finess", "000897406",
+            env, "clients", "create", "GAM CHU", "--mllp-sender", chu, "--finess", "000897405"
         ).stdout
     )  # fmt: skip
-    finess_oid = "1.2.250.1.71.9.2.1000897406"  # the FINESS's OID under the region's arc
     assert sender == {
         "mllp_sender": chu,
         "kind": "mllp",
         "name": "GAM CHU",
         "scope": "system/Patient.crus",
-        "authorities": f"{chu} {finess_oid}",
+        "authorities": f"{chu} {finess_oid}",  # the domains its facility owns
+        "finess": "000897405",
         "active": "yes",
     }
     assert "client_secret" not in sender
     listed = _run(env, "clients", "list").stdout.splitlines()
-    assert f"system\t{client['client_id']}\tDPI CHU\tsystem/Patient.cu\t{chu} {clinic}\tactive" in (
+    line = f"system\t{client['client_id']}\tDPI CHU\tsystem/Patient.cu\t{chu} {clinic}\t-\tactive"
+    assert line in listed
+    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {finess_oid}\t000897405\tactive" in (
         listed
     )
-    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {finess_oid}\tactive" in listed
+    domains = _run(env, "identity", "domains", "list").stdout.splitlines()
+    assert f"{chu}\tCHU\t-\t000897405" in domains and f"{clinic}\tCLINIQUE\t-\t-" in domains
+    # The clinic's domain given to the CHU: its sender writes it at once.
+    _run(env, "identity", "domains", "add", clinic, "--owner", "000897405")
+    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {clinic} {finess_oid}\t000897405\t" \
+        "active" in _run(env, "clients", "list").stdout.splitlines()  # fmt: skip
+    attached = json.loads(_run(env, "clients", "attach", client["client_id"], "--finess",
+                               "000897405").stdout)  # fmt: skip
+    assert attached["authorities"] == f"{chu} {clinic} {finess_oid}"
     revoked = json.loads(_run(env, "clients", "revoke", chu).stdout)
     assert revoked["active"] == "no"
-    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {finess_oid}\trevoked" in (
-        _run(env, "clients", "list").stdout.splitlines()
-    )
+    assert f"mllp\t{chu}\tGAM CHU\tsystem/Patient.crus\t{chu} {clinic} {finess_oid}\t000897405\t" \
+        "revoked" in _run(env, "clients", "list").stdout.splitlines()  # fmt: skip
     twice = _run(env, "clients", "create", "X", "--mllp-sender", chu, check=False)
     assert twice.returncode != 0 and "already registered" in twice.stderr
     bad = _run(env, "clients", "create", "Y", "--mllp-sender", "CHU-X", check=False)
@@ -183,7 +197,7 @@ def test_clients_and_mllp_senders_bound_to_authorities(tmp_path: Path, database_
 def test_demo_load_registers_its_feeders(tmp_path: Path, database_url: str) -> None:
     env = _env(tmp_path, database_url)
     first = _run(env, "demo", "load").stdout
-    assert "Demo MLLP sender: MSH-4 CHFDF^970000001^M" in first
+    assert "Demo MLLP sender: MSH-4 CHFDF^970000006^M" in first
     assert first == _run(env, "demo", "load").stdout  # idempotent
     listed = sorted(line.split("\t")[0] for line in _run(env, "clients", "list").stdout.split("\n"))
     assert [kind for kind in listed if kind] == ["mllp", "system"]

@@ -72,7 +72,6 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
     from tests.identity.test_service import CONFIG
     from tests.support.identities import person
 
-    from enrs.accounts import service as accounts_service
     from enrs.identity import repository, service
 
     fed, client_oid, sender_oid = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2", "1.2.3.4.5"
@@ -82,12 +81,30 @@ def test_the_authorities_in_use_are_registered_on_upgrade(database_url: str) -> 
     try:
         with db.transaction() as session:
             _insert_as_stored_then(session, service.prepare(person(fed, "1"), CONFIG).values)
-            accounts_service.create_client(
-                session, name="DPI", scope="system/Patient.cu", authorities=[client_oid]
+            # As the accounts tables were then (no facility column yet).
+            now = {"at": datetime.now(UTC)}
+            session.execute(
+                text(
+                    "INSERT INTO account_client (id, client_id, name, secret_hash, scope, "
+                    "redirect_uris, public, active, created_at) VALUES ('c1', 'dpi', 'DPI', "
+                    "'x', 'system/Patient.cu', '', false, true, :at)"
+                ),
+                now,
             )
-            accounts_service.create_mllp_sender(
-                session, name="GAM", sender_oid=sender_oid, authorities=[sender_oid, fed]
+            session.execute(
+                text(
+                    "INSERT INTO account_mllp_sender (id, sender_oid, name, scope, active, "
+                    "created_at) VALUES ('s1', :oid, 'GAM', 'system/Patient.cu', true, :at)"
+                ),
+                {**now, "oid": sender_oid},
             )
+            session.execute(
+                text("INSERT INTO account_client_authority VALUES ('c1', :a)"), {"a": client_oid}
+            )
+            for oid in (sender_oid, fed):
+                session.execute(
+                    text("INSERT INTO account_mllp_sender_authority VALUES ('s1', :a)"), {"a": oid}
+                )
         command.upgrade(cfg, "head")
         with db.transaction(write=False) as session:
             registered = {(d.oid, d.namespace) for d in repository.domains(session)}

@@ -45,6 +45,8 @@ class Client(Base):
     scope: Mapped[str] = mapped_column(Text)
     redirect_uris: Mapped[str] = mapped_column(Text, default="")  # apps using the code flow
     public: Mapped[bool] = mapped_column(Boolean, default=False)  # no secret, PKCE only
+    # The member facility (FINESS) the client belongs to: it writes that facility's domains.
+    finess: Mapped[str | None] = mapped_column(String(16), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -74,6 +76,8 @@ class MllpSender(Base):
     sender_oid: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(256))
     scope: Mapped[str] = mapped_column(Text)
+    # The member facility (FINESS) the sender belongs to: it writes that facility's domains.
+    finess: Mapped[str | None] = mapped_column(String(16), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

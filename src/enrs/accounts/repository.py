@@ -38,8 +38,11 @@ def client_by_client_id(session: Session, client_id: str) -> Client | None:
     return session.scalar(select(Client).where(Client.client_id == client_id))
 
 
-def list_clients(session: Session) -> list[Client]:
-    return list(session.scalars(select(Client).order_by(Client.name)))
+def list_clients(session: Session, finess: str | None = None) -> list[Client]:
+    stmt = select(Client).order_by(Client.name, Client.client_id)
+    if finess is not None:
+        stmt = stmt.where(Client.finess == finess)
+    return list(session.scalars(stmt))
 
 
 def client_authorities(session: Session, client_pk: str) -> list[str]:
@@ -66,8 +69,11 @@ def add_sender_authorities(session: Session, sender_pk: str, authorities: set[st
         session.add(MllpSenderAuthority(sender_id=sender_pk, authority=authority))
 
 
-def list_mllp_senders(session: Session) -> list[MllpSender]:
-    return list(session.scalars(select(MllpSender).order_by(MllpSender.name)))
+def list_mllp_senders(session: Session, finess: str | None = None) -> list[MllpSender]:
+    stmt = select(MllpSender).order_by(MllpSender.name, MllpSender.sender_oid)
+    if finess is not None:
+        stmt = stmt.where(MllpSender.finess == finess)
+    return list(session.scalars(stmt))
 
 
 def live_session(

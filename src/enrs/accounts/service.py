@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import repository
 from enrs.accounts.models import Client, MllpSender, User, WebSession
+from enrs.directory.identifiers import finess_error
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, NotFound
 from enrs.kit.security import passwords, totp
@@ -258,16 +259,19 @@ def create_client(
     redirect_uris: list[str] | None = None,
     public: bool = False,
     authorities: Iterable[str] = (),
+    finess: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it with its secret (shown once, stored hashed).
 
     Without redirect URIs it is a system client (``client_credentials``, ``system/`` scopes),
     bound to the assigning ``authorities`` (OIDs) whose identities it may write; with them, an
     application acting for a person (authorization code + PKCE, ``user/`` scopes: what it
-    writes, the person's roles decide); ``public`` apps (mobile, browser) have no secret."""
+    writes, the person's roles decide); ``public`` apps (mobile, browser) have no secret.
+    ``finess``: the member facility a system client belongs to (it then writes the domains
+    that facility owns, :func:`enrs.identity.domains.feeder_grant`)."""
     uris = redirect_uris or []
     bound = _authorities(authorities)
-    if bound and uris:
+    if (bound or finess) and uris:
         raise BadRequest("only system clients are bound to assigning authorities")
     for uri in uris:
         parts = urlsplit(uri)
@@ -295,6 +299,7 @@ def create_client(
         scope=str(scopes),
         redirect_uris=" ".join(uris),
         public=public,
+        finess=_facility(finess),
         active=True,
         created_at=utcnow(),
     )
@@ -303,6 +308,16 @@ def create_client(
     repository.add_client_authorities(session, client.id, bound)
     session.flush()
     return client, None if public else secret
+
+
+def _facility(finess: str | None) -> str | None:
+    """``finess`` checked (form and Luhn key), or 400."""
+    if finess is None:
+        return None
+    value = finess.strip()
+    if (error := finess_error(value)) is not None:
+        raise BadRequest(f"not a FINESS: {error}")
+    return value
 
 
 def _parse_scopes(scope: str) -> ScopeSet:
@@ -398,6 +413,7 @@ class FeederGrant:
     name: str
     scopes: ScopeSet
     authorities: frozenset[str]
+    finess: str | None = None  # the member facility it belongs to
 
     def can(self, resource: str, interaction: str) -> bool:
         return self.scopes.allows(resource, interaction, ("system",))
@@ -418,8 +434,9 @@ class Registration:
     key: str
     name: str
     scope: str
-    authorities: tuple[str, ...]
+    authorities: tuple[str, ...]  # bound to it by name (--authority)
     active: bool
+    finess: str | None = None  # the member facility it belongs to (writes its domains)
 
 
 def client_grant(session: Session, client_id: str) -> FeederGrant | None:
@@ -429,7 +446,7 @@ def client_grant(session: Session, client_id: str) -> FeederGrant | None:
     if client is None or not client.active or client.redirect_uri_list:
         return None
     authorities = frozenset(repository.client_authorities(session, client.id))
-    return FeederGrant(client.name, ScopeSet.parse(client.scope), authorities)
+    return FeederGrant(client.name, ScopeSet.parse(client.scope), authorities, client.finess)
 
 
 def create_mllp_sender(
@@ -439,6 +456,7 @@ def create_mllp_sender(
     sender_oid: str,
     authorities: Iterable[str] = (),
     scope: str = DEFAULT_SENDER_SCOPE,
+    finess: str | None = None,
 ) -> MllpSender:
     """Register a facility's HL7 v2 sender, known by its MSH-4 as an OID (its universal id,
     or the OID its FINESS maps to). ADT writes need ``system/Patient.cu``, the PIX query
@@ -456,6 +474,7 @@ def create_mllp_sender(
         sender_oid=oid,
         name=name,
         scope=str(scopes),
+        finess=_facility(finess),
         active=True,
         created_at=utcnow(),
     )
@@ -472,7 +491,7 @@ def mllp_sender_grant(session: Session, sender_oid: str) -> FeederGrant | None:
     if sender is None or not sender.active:
         return None
     authorities = frozenset(repository.sender_authorities(session, sender.id))
-    return FeederGrant(sender.name, ScopeSet.parse(sender.scope), authorities)
+    return FeederGrant(sender.name, ScopeSet.parse(sender.scope), authorities, sender.finess)
 
 
 def _client_registration(session: Session, client: Client) -> Registration:
@@ -483,13 +502,20 @@ def _client_registration(session: Session, client: Client) -> Registration:
         client.scope,
         tuple(repository.client_authorities(session, client.id)),
         client.active,
+        client.finess,
     )
 
 
 def _sender_registration(session: Session, sender: MllpSender) -> Registration:
     authorities = tuple(repository.sender_authorities(session, sender.id))
     return Registration(
-        "mllp", sender.sender_oid, sender.name, sender.scope, authorities, sender.active
+        "mllp",
+        sender.sender_oid,
+        sender.name,
+        sender.scope,
+        authorities,
+        sender.active,
+        sender.finess,
     )
 
 
@@ -511,6 +537,13 @@ def list_registrations(session: Session) -> list[Registration]:
     return out
 
 
+def registrations_of(session: Session, finess: str) -> list[Registration]:
+    """The clients and MLLP senders of the member facility ``finess``."""
+    out = [_client_registration(session, c) for c in repository.list_clients(session, finess)]
+    senders = repository.list_mllp_senders(session, finess)
+    return out + [_sender_registration(session, s) for s in senders]
+
+
 def grant_authorities(session: Session, key: str, authorities: Iterable[str]) -> Registration:
     """Add assigning authorities to a system client or an MLLP sender (those it already has
     are kept)."""
@@ -522,6 +555,22 @@ def grant_authorities(session: Session, key: str, authorities: Iterable[str]) ->
         repository.add_client_authorities(session, client.id, bound)
     elif (sender := repository.mllp_sender_by_oid(session, key)) is not None:
         repository.add_sender_authorities(session, sender.id, bound)
+    session.flush()
+    return registration(session, key)
+
+
+def attach_facility(session: Session, key: str, finess: str) -> Registration:
+    """Make the client ``key`` (a system client's ``client_id``) or MLLP sender (its MSH-4
+    OID) a feeder of the member facility ``finess``: it writes the domains that facility
+    owns. 400 for a malformed FINESS or an application acting for people; 404 if unknown."""
+    value = _facility(finess)
+    client = repository.client_by_client_id(session, key)
+    if client is not None:
+        if client.redirect_uri_list:
+            raise BadRequest("only system clients belong to a facility")
+        client.finess = value
+    elif (sender := repository.mllp_sender_by_oid(session, key)) is not None:
+        sender.finess = value
     session.flush()
     return registration(session, key)
 

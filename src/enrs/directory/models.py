@@ -287,3 +287,70 @@ POSITION_STAGE = Table(
     Column("longitude", Float),
     Column("position_source", String(256)),
 )
+
+
+# --- the ROR: each structure's offer of care and its capacity --------------------------------
+
+
+class CareUnit(Base):
+    """A place where a structure delivers care (ROR *lieu de réalisation de l'offre*, FHIR
+    ``Location``): a ward, a unit, with its beds or places (:class:`Capacity`). Described and
+    kept up to date by the structure itself (API or portal), never by the national files."""
+
+    __tablename__ = "directory_unit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    structure_id: Mapped[int] = mapped_column(ForeignKey("directory_structure.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    # FHIR Location.status: active | suspended (closed for a while) | inactive.
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # When the beds were last counted, and by whom (a user, a client): shown with them.
+    capacity_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    capacity_updated_by: Mapped[str | None] = mapped_column(String(256))
+
+
+class Capacity(Base):
+    """One count of a unit's beds or places (the ROR ``ror-location-supported-capacity``
+    extension): of a nature (TRE_R329: 01 lit, 02 place), a status (TRE_R330: 01 installé,
+    02 disponible, 06 supplémentaire…) and a gender (TRE_R332: 01 femme, 02 homme, 03
+    indifférencié), for the current time (TRE_R331 01 courant: the only temporality kept)."""
+
+    __tablename__ = "directory_capacity"
+
+    unit_id: Mapped[int] = mapped_column(
+        ForeignKey("directory_unit.id", ondelete="CASCADE"), primary_key=True
+    )
+    nature: Mapped[str] = mapped_column(String(4), primary_key=True)
+    status: Mapped[str] = mapped_column(String(4), primary_key=True)
+    gender: Mapped[str] = mapped_column(String(4), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_directory_capacity_status", "status", "nature", "count"),)
+
+
+class CareService(Base):
+    """An offer of care of a structure (ROR *offre opérationnelle*, FHIR
+    ``HealthcareService``): its field (TRE_R227 champ d'activité), operational activity
+    (TRE_R211), care mode (TRE_R213, mandatory), the ages it takes, and the unit where it
+    is delivered."""
+
+    __tablename__ = "directory_service"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    structure_id: Mapped[int] = mapped_column(ForeignKey("directory_structure.id"), index=True)
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("directory_unit.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    field_code: Mapped[str] = mapped_column(String(8))
+    field: Mapped[str] = mapped_column(String(256))
+    activity_code: Mapped[str] = mapped_column(String(16), index=True)
+    activity: Mapped[str] = mapped_column(String(256))
+    care_mode_code: Mapped[str] = mapped_column(String(8))
+    care_mode: Mapped[str] = mapped_column(String(256))
+    age_low: Mapped[int | None] = mapped_column(Integer)
+    age_high: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

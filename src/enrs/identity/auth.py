@@ -6,8 +6,9 @@ needs the ``identitovigilance`` role; reading needs ``r``; searching, the PIXm `
 PDQm ``$match`` queries need ``s``. Every call is audited by :func:`enrs.kit.http.require`
 (401 without valid credentials, 403 without the permission).
 
-What a feeder writes: a system client only the identities of the assigning authorities the
-admin registered for it (``enrs clients create … --authority OID``, :func:`check_writer`);
+What a feeder writes: a system client only the identities of the assigning authorities its
+facility owns or the admin bound to it (:func:`enrs.identity.domains.feeder_grant`,
+:func:`check_writer`);
 the regional cell's people (role ``identitovigilance``) write for every authority. The HL7 v2
 senders follow the same rule (:mod:`enrs.identity.hl7`).
 """
@@ -20,6 +21,7 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
+from enrs.identity import domains
 from enrs.identity.config import IdentityConfig
 from enrs.identity.pamfr import authority_of
 from enrs.kit.errors import BadRequest, Forbidden
@@ -56,7 +58,7 @@ def check_writer(session: Session, principal: Principal, authority: str) -> None
     if principal.kind == "user":
         return
     client_id = principal.client_id or principal.subject
-    grant = accounts_service.client_grant(session, client_id)
+    grant = domains.feeder_grant(session, accounts_service.client_grant(session, client_id))
     if grant is None:
         raise Forbidden(f"client {client_id} is not an active system client")
     if not grant.may_write(authority):

@@ -2,8 +2,13 @@
 add OID --namespace NAME [--name LABEL]``. Identities are written (FHIR ITI-104, HL7 v2 ADT) and
 queried (PIX, PDQ) only in a registered domain, besides the server's own (the RRI's authority,
 the INS OIDs): an identifier of a mistyped or unknown authority is refused instead of silently
-creating a new domain. A facility's client or MLLP sender can be bound (``--authority``,
-``--finess``) only to a registered domain, which it is then the only source of.
+creating a new domain.
+
+Who writes which domain is read from the facility registry: a domain is owned by a member
+facility (its FINESS, ``--finess`` / ``--owner``), a client or MLLP sender belongs to one
+(``enrs clients create --finess``), and a feeder writes the domains its facility owns
+(:func:`feeder_grant`), besides those bound to it by name (``--authority``: a shared
+record writing for several facilities). A feeder can be bound only to a registered domain.
 
 The namespace is the domain's HL7 v2 name (CX-4.1 / HD-1, e.g. ``CHFDF``), written in the
 answers as ``namespace&OID&ISO``; the name is the facility as the cell reads it."""
@@ -11,9 +16,12 @@ answers as ``namespace&OID&ISO``; the name is the facility as the cell reads it.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
+from enrs.accounts.service import FeederGrant
+from enrs.directory.identifiers import finess_error
 from enrs.identity import repository
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import IdentityDomain
@@ -38,11 +46,16 @@ def add(
     *,
     namespace: str | None,
     name: str | None = None,
+    owner: str | None = None,
 ) -> IdentityDomain:
     """Register the domain ``oid``, or give a registered one (say one registered by the
-    migration, without a namespace) its namespace and name. 400 for a malformed OID or
-    namespace, or one of the server's own domains; 409 for a namespace another domain has."""
+    migration, without a namespace) its namespace, name and owner (the FINESS of the member
+    facility whose feeders write it). 400 for a malformed OID, namespace or FINESS, or one of
+    the server's own domains; 409 for a namespace another domain has."""
     value = check_oid(oid)
+    finess = owner.strip() if owner is not None else None
+    if finess is not None and (error := finess_error(finess)) is not None:
+        raise BadRequest(f"the owner is not a FINESS: {error}")
     if value == config.rri_authority or value in config.accepted_ins:
         raise BadRequest(f"{value} is one of this server's own domains (the RRI or the INS)")
     ns = namespace.strip() if namespace else None
@@ -56,11 +69,12 @@ def add(
             raise Conflict(f"namespace {ns!r} is already the domain {other.oid}'s")
     domain = repository.domain(session, value)
     if domain is None:
-        domain = IdentityDomain(oid=value, namespace=ns, name=name)
+        domain = IdentityDomain(oid=value, namespace=ns, name=name, finess=finess)
         session.add(domain)
     else:
         domain.namespace = ns if ns is not None else domain.namespace
         domain.name = name if name is not None else domain.name
+        domain.finess = finess if finess is not None else domain.finess
     session.flush()
     return domain
 
@@ -89,3 +103,18 @@ def labels(session: Session) -> dict[str, str]:
         for d in repository.domains(session)
         if d.name or d.namespace
     }
+
+
+def owned_by(session: Session, finess: str) -> list[IdentityDomain]:
+    """The domains the member facility ``finess`` owns, by OID."""
+    return repository.domains_of(session, finess)
+
+
+def feeder_grant(session: Session, grant: FeederGrant | None) -> FeederGrant | None:
+    """What a feeder (system client, MLLP sender) may write, read from the facility
+    registry: the domains bound to it by name, and those its facility owns. The one place
+    both feeds (FHIR ITI-104, HL7 v2 ADT) and the subscriptions take it from."""
+    if grant is None or grant.finess is None:
+        return grant
+    owned = {d.oid for d in repository.domains_of(session, grant.finess)}
+    return replace(grant, authorities=grant.authorities | owned)

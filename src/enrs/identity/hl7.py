@@ -158,7 +158,9 @@ class Senders:
         if hit is not None and hit[0] > now:
             return hit[1]
         with self.db.transaction(write=False) as session:
-            grant = accounts_service.mllp_sender_grant(session, sender_oid)
+            grant = domains.feeder_grant(
+                session, accounts_service.mllp_sender_grant(session, sender_oid)
+            )
         with self._lock:
             if len(self._known) >= self.size:  # unknown MSH-4s must not grow it without end
                 self._known.clear()

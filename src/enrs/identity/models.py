@@ -180,6 +180,8 @@ class IdentityDomain(Base):
     oid: Mapped[str] = mapped_column(String(64), primary_key=True)
     namespace: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str | None] = mapped_column(String(256))
+    # The member facility (FINESS) that owns the domain: its clients and senders write it.
+    finess: Mapped[str | None] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

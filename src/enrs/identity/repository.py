@@ -156,6 +156,12 @@ def domain(session: Session, oid: str) -> IdentityDomain | None:
     return session.get(IdentityDomain, oid)
 
 
+def domains_of(session: Session, finess: str) -> list[IdentityDomain]:
+    """The domains the member facility ``finess`` owns, by OID."""
+    stmt = select(IdentityDomain).where(IdentityDomain.finess == finess)
+    return list(session.scalars(stmt.order_by(IdentityDomain.oid)))
+
+
 def domain_by_namespace(session: Session, namespace: str) -> IdentityDomain | None:
     return session.scalar(select(IdentityDomain).where(IdentityDomain.namespace == namespace))
 

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
-from enrs.identity import subscriptions
+from enrs.identity import domains, subscriptions
 from enrs.identity.config import IdentityConfig
 from enrs.kit.errors import Forbidden, NotFound, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -63,7 +63,7 @@ def _client(principal: Principal) -> str:
 
 
 def _authority(session: Session, client_id: str, criteria: str) -> str | None:
-    grant = accounts_service.client_grant(session, client_id)
+    grant = domains.feeder_grant(session, accounts_service.client_grant(session, client_id))
     if grant is None:
         raise Forbidden(f"client {client_id} is not an active system client")
     if criteria == "Patient":
