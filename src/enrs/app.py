@@ -18,6 +18,7 @@ from enrs import __version__
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.directory import endpoints as directory_endpoints
+from enrs.directory import offer_endpoints
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
 from enrs.identity import subscription_endpoints as identity_subscription_endpoints
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(identity_tasks.router)
     app.include_router(identity_subscription_endpoints.router)
     app.include_router(directory_endpoints.router)
+    app.include_router(offer_endpoints.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

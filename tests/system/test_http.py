@@ -21,6 +21,8 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Practitioner",
         "PractitionerRole",
         "Organization",
+        "HealthcareService",
+        "Location",
     }
     directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
     assert directory == {"read", "search-type"}

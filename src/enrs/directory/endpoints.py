@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
-from enrs.directory import search
+from enrs.directory import offer_fhir, search
 from enrs.kit.errors import BadRequest, NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -35,10 +35,17 @@ SEARCHES = {
     "PractitionerRole": (search.role_spec, search.search_roles),
     "Organization": (search.organization_spec, search.search_organizations),
 }
+# The ROR: offers of care and the units delivering them, written by their structures.
+OFFER_SEARCHES = {
+    "HealthcareService": (offer_fhir.service_spec, offer_fhir.search_services),
+    "Location": (offer_fhir.location_spec, offer_fhir.search_locations),
+}
+ROR_PROFILES = {"HealthcareService": "ror-healthcareservice", "Location": "ror-location"}
 
 
 def register_capabilities(registry: CapabilityRegistry) -> None:
-    """Practitioner, PractitionerRole, Organization: read, search-type (ITI-90)."""
+    """Practitioner, PractitionerRole, Organization: read, search-type (ITI-90);
+    HealthcareService and Location (the ROR): also create and update by their structure."""
     for kind, (spec, _) in SEARCHES.items():
         registry.add_resource(
             kind,
@@ -47,10 +54,22 @@ def register_capabilities(registry: CapabilityRegistry) -> None:
             profile=f"{MCSD}IHE.mCSD.{kind}",
             documentation="IHE mCSD ITI-90; the national Annuaire Santé search parameters.",
         )
+    for kind, (spec, _) in OFFER_SEARCHES.items():
+        registry.add_resource(
+            kind,
+            interactions=["read", "search-type", "create", "update"],
+            search_params=spec(),
+            profile=offer_fhir.ROR + ROR_PROFILES[kind],
+            documentation=(
+                "The ROR FHIR guide's resources and searches (capacity parameters apply to "
+                "one capacity record; near sorts by distance). Written only by the structure "
+                "(its clients, its professionals) or a regional admin."
+            ),
+        )
 
 
 def _search_route(kind: str) -> None:
-    spec, _ = SEARCHES[kind]
+    spec, _ = {**SEARCHES, **OFFER_SEARCHES}[kind]
 
     async def search_type(
         request: Request,
@@ -95,12 +114,12 @@ def _search_route(kind: str) -> None:
 
 def _search(request: Request, session: Session, kind: str) -> FhirJSONResponse:
     base = request.app.state.settings.fhir_base
-    page = SEARCHES[kind][1](
-        session,
-        list(request.query_params.multi_items()),
-        base_url=base,
-        strict=prefers_strict(request),
-    )
+    items, strict = list(request.query_params.multi_items()), prefers_strict(request)
+    page: search.Page | offer_fhir.Page
+    if kind in OFFER_SEARCHES:
+        page = OFFER_SEARCHES[kind][1](session, items, base_url=base, strict=strict)
+    else:
+        page = SEARCHES[kind][1](session, items, base_url=base, strict=strict)
     bundle = searchset_bundle(
         base_url=base,
         resource_type=kind,
@@ -124,7 +143,8 @@ def _history(request: Request, session: Session, kind: str) -> FhirJSONResponse:
             raise BadRequest(f"_since {raw!r}: {exc}") from None
     count = _bounded(params.get("_count"), "_count", search.HISTORY_COUNT, search.HISTORY_MAX)
     offset = _bounded(params.get("_offset"), "_offset", 0, 10_000_000)
-    resources, more = search.history(session, kind, since, count, offset)
+    history = offer_fhir.history if kind in OFFER_SEARCHES else search.history
+    resources, more = history(session, kind, since, count, offset)
 
     def link(relation: str, at: int) -> dict[str, str]:
         items = [("_since", raw)] if since else []
@@ -155,12 +175,13 @@ def _bounded(raw: str | None, name: str, default: int, maximum: int) -> int:
 
 
 def _read(request: Request, session: Session, kind: str, resource_id: str) -> FhirJSONResponse:
-    resource = search.read(session, kind, resource_id) if len(resource_id) <= 64 else None
+    read = offer_fhir.read if kind in OFFER_SEARCHES else search.read
+    resource = read(session, kind, resource_id) if len(resource_id) <= 64 else None
     if resource is None:
         raise NotFound(f"{kind}/{resource_id} not found")
     request.state.audit[-1].entity_ref = f"{kind}/{resource_id}"
     return FhirJSONResponse(resource)
 
 
-for _kind in SEARCHES:
+for _kind in [*SEARCHES, *OFFER_SEARCHES]:
     _search_route(_kind)

@@ -102,14 +102,22 @@ class ScopeSet:
 # Roles of people and the scopes each one brings. Kept as data; services add care-relationship
 # checks on top (a professional only reaches patients of their care teams).
 # Everyone who logs in may look up the directory (professionals, their roles, structures).
-DIRECTORY_READ = "user/Practitioner.rs user/PractitionerRole.rs user/Organization.rs"
+DIRECTORY_READ = (
+    "user/Practitioner.rs user/PractitionerRole.rs user/Organization.rs "
+    "user/HealthcareService.rs user/Location.rs"
+)
 ROLES: dict[str, str] = {
     "admin": (
         "user/AuditEvent.rs user/Practitioner.cruds user/PractitionerRole.cruds "
-        "user/Organization.cruds user/Subscription.rus"
+        "user/Organization.cruds user/Subscription.rus "
+        "user/HealthcareService.crus user/Location.crus"
     ),
     "identitovigilance": f"user/Patient.cruds user/Task.rus user/AuditEvent.rs {DIRECTORY_READ}",
-    "professional": f"user/Patient.rs user/DocumentReference.crus user/Binary.r {DIRECTORY_READ}",
+    # A professional counts the beds of the structures they practise in (directory.offer).
+    "professional": (
+        f"user/Patient.rs user/DocumentReference.crus user/Binary.r {DIRECTORY_READ} "
+        "user/Location.u"
+    ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
 }
 
