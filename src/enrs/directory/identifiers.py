@@ -6,11 +6,20 @@
 - FINESS number: 9 characters ``[0-9][0-9AB][0-9]{7}``, the last a Luhn key over the first
   eight. A Corsican number (``2A``/``2B``) has a letter the Luhn algorithm cannot read: its
   key is not checked.
+
+And the *local* identifiers the region gives the professionals and structures registered in
+its directory (:mod:`.registration`), under the arc ``{oid_root}.3`` of the region's OID
+(``{root}.1`` is the regional patient identifier, ``{root}.2.*`` the FINESS-derived
+authorities): ``L`` + 8 digits for a professional (system ``urn:oid:{root}.3.1``), ``S`` + 8
+digits for a structure (``urn:oid:{root}.3.2``). A letter first: never an idNatPs nor a FINESS
+number. ``urn:oid:{root}.3.3`` codes the regional professions (outside TRE_G15), and the
+regional entries carry the tag ``regional`` of system ``urn:oid:{root}.3``.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from stdnum import luhn
 
@@ -60,3 +69,48 @@ def finess_error(number: str) -> str | None:
 def id_nat_ps(kind: str, number: str) -> str:
     """The national professional identifier of an RPPS (``kind`` 8) or ADELI (0) number."""
     return f"{kind}{number}"
+
+
+LOCAL_ARC = "3"
+LOCAL_PREFIX = {"professional": "L", "structure": "S"}
+_LOCAL = re.compile(r"^[LS]\d{8}$")
+
+
+@dataclass(frozen=True)
+class RegionalSystems:
+    """The systems of the region's directory, under ``urn:oid:{oid_root}.3``."""
+
+    arc: str
+
+    @classmethod
+    def of(cls, oid_root: str) -> RegionalSystems:
+        return cls(f"urn:oid:{oid_root}.{LOCAL_ARC}")
+
+    @property
+    def professional(self) -> str:
+        """The local identifiers of professionals."""
+        return f"{self.arc}.1"
+
+    @property
+    def structure(self) -> str:
+        """The local identifiers of structures."""
+        return f"{self.arc}.2"
+
+    @property
+    def profession(self) -> str:
+        """The regional professions (:data:`.registration.REGIONAL_PROFESSIONS`)."""
+        return f"{self.arc}.3"
+
+
+def local_id(kind: str, number: int) -> str:
+    """The local identifier number ``number`` of a ``professional`` or ``structure``."""
+    return f"{LOCAL_PREFIX[kind]}{number:08d}"
+
+
+def is_local_id(value: str) -> bool:
+    return bool(_LOCAL.match(value))
+
+
+def origin_tag_system(local_system: str) -> str:
+    """The system of the ``regional`` tag: the arc of a local identifier's system."""
+    return local_system.rsplit(".", 1)[0]

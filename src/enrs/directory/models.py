@@ -57,6 +57,10 @@ class Professional(_Tracked, Base):
     # Case- and accent-folded (kit.fhir.search_params.normalize_text), for search.
     n_family: Mapped[str] = mapped_column(String(128), index=True)
     n_given: Mapped[str] = mapped_column(String(128))
+    # A regionally registered professional (:mod:`.registration`): the local identifier given
+    # at registration and its system, kept when an RPPS number is attached later.
+    local_id: Mapped[str | None] = mapped_column(String(16), unique=True, index=True)
+    local_system: Mapped[str | None] = mapped_column(String(128))
 
 
 class Activity(_Tracked, Base):
@@ -74,6 +78,8 @@ class Activity(_Tracked, Base):
     )
     profession_code: Mapped[str] = mapped_column(String(8))
     profession: Mapped[str] = mapped_column(String(128))
+    # The code system of a regional profession (not in TRE_G15); none: TRE_G15.
+    profession_system: Mapped[str | None] = mapped_column(String(128))
     category_code: Mapped[str] = mapped_column(String(8))
     category: Mapped[str] = mapped_column(String(64))
     skill_type_code: Mapped[str] = mapped_column(String(8))
@@ -158,6 +164,10 @@ class Structure(_Tracked, Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     position_source: Mapped[str | None] = mapped_column(String(256))
+    # A regionally registered structure: its local identifier (also its ``finess`` key) and
+    # the identifier's system.
+    local_id: Mapped[str | None] = mapped_column(String(16), unique=True, index=True)
+    local_system: Mapped[str | None] = mapped_column(String(128))
 
 
 class Qualification(_Tracked, Base):
@@ -236,6 +246,16 @@ class Mailbox(_Tracked, Base):
     country: Mapped[str] = mapped_column(String(64))
 
 
+class LocalCounter(Base):
+    """The last local identifier given to a regionally registered professional or structure
+    (one row per kind, incremented under the row's lock: :mod:`.registration`)."""
+
+    __tablename__ = "directory_local_counter"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Import(Base):
     """One run of ``enrs directory import`` on one file."""
 
@@ -260,6 +280,7 @@ PROFESSIONAL_FTS = "directory_professional_fts"
 _NOT_STAGED = frozenset(
     {"id", "origin", "active", "created_at", "updated_at", "professional_id"}
     | {"latitude", "longitude", "position_source"}  # from the position stage
+    | {"local_id", "local_system", "profession_system"}  # regional registration only
 )
 
 

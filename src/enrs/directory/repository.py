@@ -3,7 +3,14 @@
 The import (:mod:`.imports`) stages an extraction in ``<table>_stage`` (:func:`stage`), then
 :func:`apply` compares it with the table by key and content hash, in the transaction the
 caller holds: new entries inserted, changed ones updated, national entries the extraction no
-longer has made inactive (never deleted)."""
+longer has made inactive (never deleted).
+
+An entry registered in the region (``origin`` ``regional``) is never *gone*: only national
+entries are made inactive. Its key cannot be in a national file (a local identifier begins
+with a letter, a regional activity key with ``R``) until an RPPS number is attached to a
+regional professional: when the national file then lists that RPPS, the national entry takes
+over the row (its data, ``origin`` national), which keeps its local identifier and its
+regional activities."""
 
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from enrs.directory.models import (
     STRUCTURE_STAGE,
     Activity,
     Diploma,
+    LocalCounter,
     Mailbox,
     Professional,
     Qualification,
@@ -187,3 +195,45 @@ def activities_of(
         for a in session.scalars(stmt.order_by(Activity.id)):
             found[a.professional_id].append(a)
     return found
+
+
+# --- regional registration (:mod:`.registration`) -----------------------------------------
+
+
+def next_local_number(session: Session, kind: str) -> int:
+    """The next number of the ``kind`` counter (``professional``, ``structure``), taken under
+    the lock of its row, held to the end of the transaction: concurrent registrations wait,
+    none shares a number, and a rolled-back one gives its number back."""
+    counter: Table = LocalCounter.__table__  # type: ignore[assignment]
+    stmt = (
+        update(counter)
+        .where(counter.c.kind == kind)
+        .values(value=counter.c.value + 1)
+        .returning(counter.c.value)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def professional(session: Session, id_nat_ps: str) -> Professional | None:
+    return session.scalar(select(Professional).where(Professional.id_nat_ps == id_nat_ps))
+
+
+def structure(session: Session, key: str) -> Structure | None:
+    """The structure of FINESS (or local identifier) ``key``."""
+    return session.scalar(select(Structure).where(Structure.finess == key))
+
+
+def activity(session: Session, key: str) -> Activity | None:
+    return session.scalar(select(Activity).where(Activity.activity_key == key))
+
+
+def follow_professional(session: Session, professional_id: int, id_nat_ps: str) -> None:
+    """The activities of a professional take its new idNatPs (an RPPS number attached)."""
+    stmt = update(Activity).where(Activity.professional_id == professional_id)
+    session.execute(stmt.values(id_nat_ps=id_nat_ps))
+
+
+def regional_structures(session: Session, limit: int = 1000) -> list[Structure]:
+    """The active structures registered in the region, by name."""
+    stmt = select(Structure).where(Structure.origin == "regional", Structure.active.is_(True))
+    return list(session.scalars(stmt.order_by(Structure.n_name, Structure.id).limit(limit)))
