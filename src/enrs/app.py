@@ -19,6 +19,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
+from enrs.directory import registration_endpoints as directory_registration
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
 from enrs.identity import subscription_endpoints as identity_subscription_endpoints
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     identity_tasks.register_capabilities(capabilities)
     identity_subscription_endpoints.register_capabilities(capabilities)
     directory_endpoints.register_capabilities(capabilities)
+    directory_registration.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -105,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(identity_subscription_endpoints.router)
     app.include_router(directory_endpoints.router)
     app.include_router(offer_endpoints.router)
+    app.include_router(directory_registration.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

@@ -25,7 +25,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Location",
     }
     directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
-    assert directory == {"read", "search-type"}
+    assert directory == {"create", "update", "read", "search-type"}
     assert "mailbox-mss" in {p["name"] for p in resources["Practitioner"]["searchParam"]}
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}

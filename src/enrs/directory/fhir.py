@@ -14,6 +14,12 @@ Santé FHIR API's conventions):
   position, extension ``geolocation``), telecoms, and its legal entity (``partOf`` by
   identifier).
 
+An entry registered in the regional directory (:mod:`.registration`) carries the tag
+``regional`` (``meta.tag``, system ``urn:oid:{root}.3``) and its local identifier (system
+``urn:oid:{root}.3.1`` or ``.3.2``): its only identifier until an RPPS number is attached,
+then a ``secondary`` one beside idNatPs and RPPS. A regional profession is coded in
+``urn:oid:{root}.3.3`` (:mod:`.identifiers`).
+
 Codes use the ANS terminology (NOS) systems, ``https://mos.esante.gouv.fr/NOS/<table>/FHIR/…``.
 """
 
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
+from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM, origin_tag_system
 from enrs.directory.models import (
     Activity,
     Diploma,
@@ -72,8 +78,28 @@ def _concept(system: str | None, code: str, display: str) -> dict[str, Any] | No
     return {"coding": [_coding(system, code, display)]} if code else None
 
 
-def _meta(updated_at: datetime) -> dict[str, Any]:
-    return {"lastUpdated": updated_at.isoformat(timespec="milliseconds")}
+REGIONAL_TAG = "regional"
+
+
+def _meta(updated_at: datetime, local_system: str | None = None) -> dict[str, Any]:
+    """``lastUpdated``, and the ``regional`` tag of an entry registered in the region (whose
+    local identifiers are of ``local_system``)."""
+    meta: dict[str, Any] = {"lastUpdated": updated_at.isoformat(timespec="milliseconds")}
+    if local_system:
+        tag = {"system": origin_tag_system(local_system), "code": REGIONAL_TAG}
+        meta["tag"] = [tag | {"display": "Enregistré dans l'annuaire régional"}]
+    return meta
+
+
+def _local_identifier(system: str | None, value: str | None, use: str) -> list[dict[str, Any]]:
+    """The local identifier of a regional entry (none for a national one)."""
+    if not system or not value:
+        return []
+    return [{"use": use, "system": system, "value": value}]
+
+
+def _regional_system(origin: str, local_system: str | None) -> str | None:
+    return local_system if origin == "regional" else None
 
 
 def _telecom(*points: tuple[str, str]) -> list[dict[str, str]]:
@@ -106,14 +132,18 @@ def practitioner(
     """A professional as a Practitioner: its qualifications (the professions of its
     ``activities``, its savoir-faire and diplomas) and its MSSanté mailboxes (``extras``)."""
     extras = extras or Extras()
-    identifiers = [
-        {
-            "use": "official",
-            "type": {"coding": [{"system": FR_V2_0203, "code": "IDNPS"}]},
-            "system": RPPS_SYSTEM,
-            "value": p.id_nat_ps,
-        }
-    ]
+    if p.local_id is not None and p.id_nat_ps == p.local_id:  # regional, no RPPS yet
+        identifiers = _local_identifier(p.local_system, p.local_id, "official")
+    else:
+        identifiers = [
+            {
+                "use": "official",
+                "type": {"coding": [{"system": FR_V2_0203, "code": "IDNPS"}]},
+                "system": RPPS_SYSTEM,
+                "value": p.id_nat_ps,
+            }
+        ]
+        identifiers += _local_identifier(p.local_system, p.local_id, "secondary")
     if p.id_type == "8":
         identifiers.append(
             {
@@ -134,7 +164,7 @@ def practitioner(
     for a in activities:
         if a.active and a.profession_code and a.profession_code not in seen:
             seen[a.profession_code] = {
-                "code": _concept(PROFESSION, a.profession_code, a.profession)
+                "code": _concept(a.profession_system or PROFESSION, a.profession_code, a.profession)
             }
     qualifications = list(seen.values())
     for q in extras.qualifications:
@@ -159,7 +189,7 @@ def practitioner(
         {
             "resourceType": "Practitioner",
             "id": p.id_nat_ps,
-            "meta": _meta(p.updated_at),
+            "meta": _meta(p.updated_at, _regional_system(p.origin, p.local_system)),
             "identifier": identifiers,
             "active": p.active,
             "name": [name],
@@ -183,7 +213,7 @@ def practitioner_role(a: Activity, professional: Professional | None, site: bool
     else:
         organization = None
     codes = [
-        _concept(PROFESSION, a.profession_code, a.profession),
+        _concept(a.profession_system or PROFESSION, a.profession_code, a.profession),
         _concept(CATEGORY, a.category_code, a.category),
         _concept(MODE, a.mode_code, a.mode),
         _concept(SECTOR, a.sector_code, a.sector),
@@ -192,7 +222,10 @@ def practitioner_role(a: Activity, professional: Professional | None, site: bool
         {
             "resourceType": "PractitionerRole",
             "id": a.activity_key,
-            "meta": _meta(a.updated_at),
+            "meta": _meta(
+                a.updated_at,
+                _regional_system(a.origin, professional.local_system if professional else None),
+            ),
             "active": a.active,
             "practitioner": who,
             "organization": organization,
@@ -210,14 +243,17 @@ def practitioner_role(a: Activity, professional: Professional | None, site: bool
 def organization(s: Structure, mailboxes: Iterable[Mailbox] = ()) -> dict[str, Any]:
     """A FINESS establishment as an Organization (with its organisational MSSanté
     ``mailboxes``)."""
-    identifiers = [
-        {
-            "use": "official",
-            "type": {"coding": [{"system": FR_V2_0203, "code": "FINEG"}]},
-            "system": FINESS_SYSTEM,
-            "value": s.finess,
-        }
-    ]
+    if s.local_id is not None and s.finess == s.local_id:  # regional, no FINESS
+        identifiers = _local_identifier(s.local_system, s.local_id, "official")
+    else:
+        identifiers = [
+            {
+                "use": "official",
+                "type": {"coding": [{"system": FR_V2_0203, "code": "FINEG"}]},
+                "system": FINESS_SYSTEM,
+                "value": s.finess,
+            }
+        ]
     if s.siret:
         identifiers.append(
             {
@@ -257,7 +293,7 @@ def organization(s: Structure, mailboxes: Iterable[Mailbox] = ()) -> dict[str, A
         {
             "resourceType": "Organization",
             "id": s.finess,
-            "meta": _meta(s.updated_at),
+            "meta": _meta(s.updated_at, _regional_system(s.origin, s.local_system)),
             "identifier": identifiers,
             "active": s.active,
             "type": [

@@ -114,6 +114,18 @@ class CapabilityRegistry:
         for name, definition in operations:
             self.add_operation(resource_type, name, definition)
 
+    def add_interactions(self, resource_type: str, interactions: Sequence[str]) -> None:
+        """Declare more interactions on an already registered resource type (another router
+        serving its writes)."""
+        if resource_type not in self._resources:
+            raise ValueError(f"{resource_type} is not registered")
+        unknown = set(interactions) - set(TYPE_INTERACTIONS)
+        if unknown:
+            raise ValueError(f"unknown interactions for {resource_type}: {sorted(unknown)}")
+        entry = self._resources[resource_type]
+        wanted = set(entry.interactions) | set(interactions)
+        entry.interactions = [i for i in TYPE_INTERACTIONS if i in wanted]
+
     def add_operation(self, resource_type: str, name: str, definition: str) -> None:
         """Declare an operation (``$name``) on an already registered resource type."""
         if resource_type not in self._resources:
