@@ -37,6 +37,7 @@ from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.portal import directory as portal_directory
+from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
     app.include_router(portal_directory.router)
+    app.include_router(portal_directory_registration.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
