@@ -3,7 +3,7 @@ of care (HealthcareService); the member facility (FINESS) owning each identity d
 system client and MLLP sender
 
 Revision ID: 20261207_1000
-Revises: 20261206_0900
+Revises: 20261207_0900
 Create Date: 2026-12-07 10:00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import enrs.kit.db
 
 revision: str = "20261207_1000"
-down_revision: str | None = "20261206_0900"
+down_revision: str | None = "20261207_0900"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
