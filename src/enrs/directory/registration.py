@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -188,7 +189,7 @@ def update_professional(session: Session, id_nat_ps: str, data: ProfessionalIn) 
     return person
 
 
-def _set_person(person: Professional, data: ProfessionalIn, now: Any) -> None:
+def _set_person(person: Professional, data: ProfessionalIn, now: datetime) -> None:
     person.family, person.given = data.family, data.given
     person.n_family, person.n_given = normalize_text(data.family), normalize_text(data.given)
     person.practice_civility = data.civility
@@ -284,7 +285,7 @@ def update_structure(session: Session, key: str, data: StructureIn) -> Structure
     return place
 
 
-def _set_structure(place: Structure, data: StructureIn, now: Any) -> None:
+def _set_structure(place: Structure, data: StructureIn, now: datetime) -> None:
     place.name, place.n_name = data.name, normalize_text(data.name)
     place.address_line, place.postal_code = data.address_line, data.postal_code
     place.city, place.n_city = data.city, normalize_text(data.city)
