@@ -41,6 +41,7 @@ from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
+from enrs.portal import offer as portal_offer
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
 from enrs.system import api_docs, audit_endpoints, fhir_endpoints, notification_endpoints
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
     app.include_router(portal_directory.router)
+    app.include_router(portal_offer.router)
     app.include_router(portal_directory_registration.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")

@@ -21,7 +21,7 @@ from enrs.settings import Settings
 DEMO_USERS = [
     ("admin", "Administrateur ENRS", "Admin-demo-2026!", ["admin"], None),
     ("cellule", "Cellule d'identitovigilance", "Cellule-demo-2026!", ["identitovigilance"], None),
-    ("dr.martin", "Dr Claire Martin", "Medecin-demo-2026!", ["professional"], "10001234567"),
+    ("dr.martin", "Dr Claire Martin", "Medecin-demo-2026!", ["professional"], "10001234565"),
 ]
 # The demo facility: a made-up FINESS (not a real establishment), its namespace in MSH-4/CX-4.
 DEMO_FINESS, DEMO_NAMESPACE = "970000006", "CHFDF"

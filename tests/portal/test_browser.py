@@ -39,6 +39,7 @@ def test_login_reaches_services_page(browser: Browser, server: LiveServer, tmp_p
         "Traçabilité",
         "Notifications",
         "Annuaire",
+        "Lits disponibles",
         "Mon compte",
     ]
     page.screenshot(path=str(tmp_path / "services.png"), full_page=True)

@@ -23,7 +23,7 @@ from enrs.kit.db import Database
 KNOWN = ProviderAccount(
     id="claire",
     password="psc-pass-1",
-    rpps="10001234567",
+    rpps="10001234565",  # the demo doctor's
     given_name="Claire",
     family_name="Martin",
 )

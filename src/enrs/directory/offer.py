@@ -175,8 +175,12 @@ def check_counts(counts: Iterable[Count]) -> tuple[Count, ...]:
     return tuple(out)
 
 
+def structure_of(session: Session, finess: str) -> Structure | None:
+    return session.scalar(sa.select(Structure).where(Structure.finess == finess))
+
+
 def structure_by_finess(session: Session, finess: str) -> Structure:
-    found = session.scalar(sa.select(Structure).where(Structure.finess == finess))
+    found = structure_of(session, finess)
     if found is None:
         raise Unprocessable(f"no structure {finess!r} in the directory")
     return found
@@ -215,16 +219,15 @@ def update_unit(session: Session, principal: Principal, row: CareUnit, data: Uni
 def update_capacity(
     session: Session, principal: Principal, row: CareUnit, counts: Iterable[Count]
 ) -> None:
-    """Set some of a unit's capacities (the portal's form: installed and available beds),
-    keeping the others."""
+    """Set a unit's capacities of some natures and statuses (the portal's form: installed and
+    available beds, every gender), keeping those of the others."""
     structure = session.get(Structure, row.structure_id)
     assert structure is not None
     check_manager(session, principal, structure)
     given = {(c.nature, c.status, c.gender): c for c in check_counts(counts)}
+    replaced = {(nature, status) for nature, status, _ in given}
     kept = [
-        c
-        for c in capacities(session, [row.id])[row.id]
-        if (c.nature, c.status, c.gender) not in given
+        c for c in capacities(session, [row.id])[row.id] if (c.nature, c.status) not in replaced
     ]
     now = utcnow()
     row.updated_at = now
@@ -480,7 +483,7 @@ def activities_in_use(session: Session) -> dict[str, str]:
             CareService.activity_code
         )
     ).tuples()
-    return dict(sorted({**ACTIVITIES, **dict(used)}.items()))
+    return dict(sorted({**ACTIVITIES, **dict(used.all())}.items()))
 
 
 def require_unit(session: Session, unit_id: int) -> CareUnit:

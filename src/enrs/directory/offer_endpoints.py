@@ -35,9 +35,7 @@ ServiceCreate = Annotated[Principal, Depends(require("HealthcareService", "creat
 ServiceUpdate = Annotated[Principal, Depends(require("HealthcareService", "update"))]
 
 
-def _answer(
-    request: Request, kind: str, resource: dict[str, Any], status: int
-) -> FhirJSONResponse:
+def _answer(request: Request, kind: str, resource: dict[str, Any], status: int) -> FhirJSONResponse:
     request.state.audit[-1].entity_ref = f"{kind}/{resource['id']}"
     base = request.app.state.settings.fhir_base.rstrip("/")
     headers = {"Location": f"{base}/{kind}/{resource['id']}"} if status == 201 else None

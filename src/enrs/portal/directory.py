@@ -10,7 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from enrs.accounts import service as accounts_service
+from enrs.directory import offer
 from enrs.directory import service as directory_service
+from enrs.identity import domains as identity_domains
 from enrs.kit.errors import NotFound
 from enrs.kit.http import DbSession, TransactionalRoute, new_entry, set_agent
 from enrs.kit.security.principal import Principal
@@ -100,9 +102,25 @@ def structure_page(
     found = directory_service.structure_page(session, finess[:16])
     if found is None:
         raise NotFound(f"aucune structure de FINESS {finess} dans l'annuaire")
+    offers, units = offer.offers_of(session, found.structure)
+    admin = user.kind == "user" and "admin" in user.roles
     return _render(
         request,
         "directory_structure.html",
         found=found,
+        offers=offers,
+        units=units,
+        counts=offer.capacities(session, [u.id for u in units]),
+        beds=offer.beds,
+        manage=offer.may_manage(session, user, found.structure),
+        fields=offer.FIELDS,
+        care_modes=offer.CARE_MODES,
+        activities=offer.activities_in_use(session),
+        # The member facility's connections, for the regional team.
+        domains=identity_domains.owned_by(session, found.structure.finess) if admin else None,
+        feeders=accounts_service.registrations_of(session, found.structure.finess)
+        if admin
+        else None,
+        message=request.query_params.get("message", ""),
         csrf=accounts_service.session_csrf(session, user),
     )

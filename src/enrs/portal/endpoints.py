@@ -66,6 +66,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         "/annuaire",
         None,
     ),
+    (
+        "Lits disponibles",
+        "L'offre de soins des structures (ROR) et leurs lits disponibles près d'une commune",
+        "/annuaire/lits",
+        None,
+    ),
     ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
 ]
 # The roles of an account made at a professional's first external login, when the directory
@@ -73,7 +79,6 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
 DIRECTORY_ROLES = ("professional",)
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
-    "l'offre de soins et les lits disponibles (ROR)",
     "les documents partagés et le DMP",
     "la messagerie sécurisée MSSanté",
     "la coordination des parcours",
