@@ -487,11 +487,22 @@ CHU_FINESS = finess(1)
 
 
 def test_who_the_directory_lists_for_a_first_external_login(db: Database, tmp_path: Path) -> None:
-    assert run(db, write(tmp_path / "a.txt", line(1), line(2))).error is None
+    social = {"Code profession": "41", "Libellé profession": "Assistant de service social",
+              "Code savoir-faire": "", "Libellé savoir-faire": ""}  # fmt: skip
+    nurse = {"Code profession": "60", "Libellé profession": "Infirmier"}
+    first = write(tmp_path / "a.txt", line(1), line(2), line(4, **social),
+                  line(5, **social), line(5, **nurse, site=finess(1)))  # fmt: skip
+    assert run(db, first).error is None
+    with db.transaction(write=False) as session:
+        # Their professions decide their first rights: a social worker only, "social".
+        worker = directory_service.listed_rpps(session, rpps(4))
+        assert worker is not None and worker.default_roles == ("social",)
+        both = directory_service.listed_rpps(session, rpps(5))
+        assert both is not None and both.default_roles == ("professional",)
     with db.transaction(write=False) as session:
         listed = directory_service.listed_rpps(session, rpps(1))
         assert listed is not None and listed.display_name == "Dr Marie NOM1"
-        assert listed.professions == ("Médecin",)
+        assert listed.professions == ("Médecin",) and listed.default_roles == ("professional",)
         assert directory_service.listed_rpps(session, rpps(3)) is None
     assert run(db, write(tmp_path / "b.txt", line(2)), removal_limit=None).error is None
     with db.transaction(write=False) as session:  # gone from the national file: no longer

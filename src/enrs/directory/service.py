@@ -144,6 +144,22 @@ class Listed:
     id_nat_ps: str
     display_name: str
     professions: tuple[str, ...]
+    profession_codes: frozenset[str] = frozenset()
+
+    @property
+    def default_roles(self) -> tuple[str, ...]:
+        """The rights an account made for them starts with, by profession: a health
+        profession of TRE_G15 gives ``professional`` (patients of their care, documents);
+        a social or medico-social one only (the social worker, 41; the professions
+        registered regionally) gives ``social`` (the directory, for now). What they may
+        do in a structure (count its beds…) follows their activities there, at each request
+        (:func:`enrs.directory.offer.may_manage`)."""
+        health = {c for c in self.profession_codes if c.isdigit() and c not in SOCIAL_PROFESSIONS}
+        return ("professional",) if health else ("social",)
+
+
+# TRE_G15 professions of the social field (RPPS+), not health professions.
+SOCIAL_PROFESSIONS = frozenset({"41"})
 
 
 def listed_rpps(session: Session, rpps: str) -> Listed | None:
@@ -159,4 +175,9 @@ def listed_rpps(session: Session, rpps: str) -> Listed | None:
         return None
     civility = {"DR": "Dr", "PR": "Pr"}.get(person.practice_civility_code, "")
     name = " ".join(part for part in (civility, person.given, person.family) if part)
-    return Listed(person.id_nat_ps, name, tuple(sorted({a.profession for a in activities})))
+    return Listed(
+        person.id_nat_ps,
+        name,
+        tuple(sorted({a.profession for a in activities})),
+        frozenset(a.profession_code for a in activities),
+    )

@@ -74,9 +74,6 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
     ),
     ("Mon compte", "Vos informations, vos rôles, la double authentification", "/account", None),
 ]
-# The roles of an account made at a professional's first external login, when the directory
-# lists them (``_account_from_directory``).
-DIRECTORY_ROLES = ("professional",)
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
     "les documents partagés et le DMP",
@@ -291,7 +288,8 @@ def oidc_callback(request: Request, session: DbSession) -> Response:
 
 def _account_from_directory(session: Session, rpps: str) -> User | None:
     """A first external login of a professional the directory lists (active, with an active
-    activity): an account is made for them, role ``professional``, without a password."""
+    activity): an account is made for them, without a password, with the roles their
+    professions give (:attr:`~enrs.directory.service.Listed.default_roles`)."""
     listed = directory_service.listed_rpps(session, rpps)
     if listed is None:
         return None
@@ -300,7 +298,7 @@ def _account_from_directory(session: Session, rpps: str) -> User | None:
         username=f"rpps-{rpps}",
         display_name=listed.display_name,
         password=None,
-        roles=list(DIRECTORY_ROLES),
+        roles=list(listed.default_roles),
         rpps=rpps,
     )
 

@@ -119,6 +119,8 @@ ROLES: dict[str, str] = {
         "user/Location.u"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
+    # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
+    "social": DIRECTORY_READ,
 }
 
 
