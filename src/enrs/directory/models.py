@@ -347,9 +347,9 @@ class Capacity(Base):
     status: Mapped[str] = mapped_column(String(4), primary_key=True)
     gender: Mapped[str] = mapped_column(String(4), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+    # No index on the status: a search reaches a unit's counts by its key (unit first); an
+    # index led by the status made SQLite scan every unit's counts for each unit.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (Index("ix_directory_capacity_status", "status", "nature", "count"),)
 
 
 class CareService(Base):

@@ -496,25 +496,30 @@ def _run(
     session: Session, stmt: sa.Select[Any], parsed: ParsedSearch, near: Near | None
 ) -> tuple[list[Any], int | None, bool, dict[int, float]]:
     """The page of rows (with ``structure_id``), the total, whether more follow, and each
-    row's distance when ``near``: then every row in the box is read, kept within the
-    distance, and sorted nearest first before the page is cut."""
+    row's distance when ``near``: then the position of every row in the box is read, those
+    within the distance sorted nearest first, and only the page's rows loaded."""
     if near is None:
         rows = session.scalars(apply_search(stmt, parsed)).all()
         page, has_next = split_page(rows, parsed)
         return page, search_total(session, stmt, parsed, page, has_next), has_next, {}
-    found = session.scalars(stmt.where(*parsed.clauses).limit(MAX_NEAR_ROWS)).all()
-    places = _structures(session, {r.structure_id for r in found})
+    model = stmt.column_descriptions[0]["entity"]
+    located = (
+        sa.select(model.id, St.latitude, St.longitude)
+        .join(St, St.id == model.structure_id)
+        .where(*parsed.clauses, St.latitude.is_not(None), St.longitude.is_not(None))
+        .limit(MAX_NEAR_ROWS)
+    )
     km: dict[int, float] = {}
-    for r in found:
-        s = places[r.structure_id]
-        if s.latitude is not None and s.longitude is not None:
-            d = offer.distance_km(near.latitude, near.longitude, s.latitude, s.longitude)
-            if d <= near.km:
-                km[r.id] = d
-    kept = sorted((r for r in found if r.id in km), key=lambda r: (km[r.id], r.id))
-    page = kept[parsed.offset : parsed.offset + parsed.count]
-    has_next = len(kept) > parsed.offset + parsed.count
-    return page, len(kept) if parsed.want_total else None, has_next, km
+    for row_id, lat, lon in session.execute(located).tuples():
+        d = offer.distance_km(near.latitude, near.longitude, lat, lon)
+        if d <= near.km:
+            km[row_id] = d
+    ranked = sorted(km, key=lambda i: (km[i], i))
+    wanted = ranked[parsed.offset : parsed.offset + parsed.count]
+    loaded = {r.id: r for r in session.scalars(stmt.where(model.id.in_(wanted)))} if wanted else {}
+    page = [loaded[i] for i in wanted]
+    has_next = len(ranked) > parsed.offset + parsed.count
+    return page, len(ranked) if parsed.want_total else None, has_next, km
 
 
 def locations(session: Session, units: Sequence[CareUnit]) -> list[dict[str, Any]]:

@@ -65,10 +65,6 @@ def upgrade() -> None:
             "unit_id", "nature", "status", "gender", name=op.f("pk_directory_capacity")
         ),
     )
-    with op.batch_alter_table("directory_capacity", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_directory_capacity_status", ["status", "nature", "count"], unique=False
-        )
     op.create_table(
         "directory_service",
         sa.Column("id", sa.Integer(), nullable=False),
