@@ -228,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         sa.select(CareUnit.id, Structure.finess).join(
                             Structure, Structure.id == CareUnit.structure_id
                         )
-                    )
-                    .tuples()
-                    .all()
+                    ).all()
                 )
             db.dispose()
             recounts = [

@@ -223,7 +223,7 @@ def test_history_gives_what_changed_since(
 
 
 def test_mailboxes_and_savoir_faire(
-    client: TestClient, token: str, db: Database, tmp_path: Path
+    client: TestClient, token: str, db: Database, tmp_path: Path, factory: Factory
 ) -> None:
     skills = ps_file(
         tmp_path / "PS_LibreAcces_SavoirFaire_202612010000.txt",
@@ -252,3 +252,24 @@ def test_mailboxes_and_savoir_faire(
     org = get(client, token, "/fhir/Organization", **desk)
     assert ids(org) == [f"Organization/{CHU}"]
     assert org["entry"][0]["resource"]["telecom"][-1]["value"].startswith("secretariat@")
+    # The mailboxes as mCSD Endpoints: by address, by owner, by organization, with it.
+    reader = factory.token(f"{SCOPE} system/Endpoint.rs")
+    mine = get(client, reader, "/fhir/Endpoint",
+               identifier="mailto:Anne.Helene@medecin.mssante.fr")  # fmt: skip
+    box = mine["entry"][0]["resource"]
+    assert box["address"] == "mailto:anne.helene@medecin.mssante.fr"
+    assert box["connectionType"]["code"] == "direct-project" and box["status"] == "active"
+    assert {"system": RPPS_SYSTEM, "value": f"8{rpps(1)}"} in box["identifier"]
+    assert "managingOrganization" not in box  # her practice is not a FINESS structure
+    by_owner = get(client, reader, "/fhir/Endpoint", identifier=f"{RPPS_SYSTEM}|8{rpps(1)}")
+    assert ids(by_owner) == [f"Endpoint/{box['id']}"]
+    desks = get(client, reader, "/fhir/Endpoint", organization=CHU,
+                _include="Endpoint:organization", **{"mailbox-type": "ORG"})  # fmt: skip
+    assert ids(desks, "include") == [f"Organization/{CHU}"] and len(ids(desks)) == 1
+    assert desks["entry"][0]["resource"]["managingOrganization"]["reference"] == (
+        f"Organization/{CHU}"
+    )
+    assert get(client, reader, f"/fhir/Endpoint/{box['id']}")["id"] == box["id"]
+    assert len(get(client, reader, "/fhir/Endpoint/_history", _since="2020-01-01")["entry"]) == 2
+    refused = client.get("/fhir/Endpoint", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403  # the Endpoint scope is needed

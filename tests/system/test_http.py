@@ -23,6 +23,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Organization",
         "HealthcareService",
         "Location",
+        "Endpoint",
     }
     directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
     assert directory == {"create", "update", "read", "search-type"}

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
-from enrs.directory import offer_fhir, search
+from enrs.directory import endpoint_fhir, offer_fhir, search
 from enrs.kit.errors import BadRequest, NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -34,6 +34,7 @@ SEARCHES = {
     "Practitioner": (search.practitioner_spec, search.search_practitioners),
     "PractitionerRole": (search.role_spec, search.search_roles),
     "Organization": (search.organization_spec, search.search_organizations),
+    "Endpoint": (endpoint_fhir.endpoint_spec, endpoint_fhir.search_endpoints),
 }
 # The ROR: offers of care and the units delivering them, written by their structures.
 OFFER_SEARCHES = {
@@ -143,8 +144,11 @@ def _history(request: Request, session: Session, kind: str) -> FhirJSONResponse:
             raise BadRequest(f"_since {raw!r}: {exc}") from None
     count = _bounded(params.get("_count"), "_count", search.HISTORY_COUNT, search.HISTORY_MAX)
     offset = _bounded(params.get("_offset"), "_offset", 0, 10_000_000)
-    history = offer_fhir.history if kind in OFFER_SEARCHES else search.history
-    resources, more = history(session, kind, since, count, offset)
+    if kind == "Endpoint":
+        resources, more = endpoint_fhir.history(session, since, count, offset)
+    else:
+        history = offer_fhir.history if kind in OFFER_SEARCHES else search.history
+        resources, more = history(session, kind, since, count, offset)
 
     def link(relation: str, at: int) -> dict[str, str]:
         items = [("_since", raw)] if since else []
@@ -175,8 +179,13 @@ def _bounded(raw: str | None, name: str, default: int, maximum: int) -> int:
 
 
 def _read(request: Request, session: Session, kind: str, resource_id: str) -> FhirJSONResponse:
-    read = offer_fhir.read if kind in OFFER_SEARCHES else search.read
-    resource = read(session, kind, resource_id) if len(resource_id) <= 64 else None
+    if len(resource_id) > 64:
+        resource = None
+    elif kind == "Endpoint":
+        resource = endpoint_fhir.read(session, resource_id)
+    else:
+        read = offer_fhir.read if kind in OFFER_SEARCHES else search.read
+        resource = read(session, kind, resource_id)
     if resource is None:
         raise NotFound(f"{kind}/{resource_id} not found")
     request.state.audit[-1].entity_ref = f"{kind}/{resource_id}"

@@ -464,7 +464,7 @@ def beds_near(
         stmt = stmt.where(CareService.activity_code == activity)
     if care_mode:
         stmt = stmt.where(CareService.care_mode_code == care_mode)
-    rows = session.execute(stmt).tuples().all()
+    rows = session.execute(stmt).all()
     counts = capacities(session, sorted({u.id for _, u, _ in rows}))
     found = []
     for service, where, structure in rows:
@@ -482,8 +482,8 @@ def activities_in_use(session: Session) -> dict[str, str]:
         sa.select(CareService.activity_code, sa.func.min(CareService.activity)).group_by(
             CareService.activity_code
         )
-    ).tuples()
-    return dict(sorted({**ACTIVITIES, **dict(used.all())}.items()))
+    ).all()
+    return dict(sorted({**ACTIVITIES, **dict(used)}.items()))  # a list of rows
 
 
 def require_unit(session: Session, unit_id: int) -> CareUnit:

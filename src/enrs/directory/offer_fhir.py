@@ -510,7 +510,7 @@ def _run(
         .limit(MAX_NEAR_ROWS)
     )
     km: dict[int, float] = {}
-    for row_id, lat, lon in session.execute(located).tuples():
+    for row_id, lat, lon in session.execute(located):
         d = offer.distance_km(near.latitude, near.longitude, lat, lon)
         if d <= near.km:
             km[row_id] = d

@@ -104,7 +104,7 @@ class ScopeSet:
 # Everyone who logs in may look up the directory (professionals, their roles, structures).
 DIRECTORY_READ = (
     "user/Practitioner.rs user/PractitionerRole.rs user/Organization.rs "
-    "user/HealthcareService.rs user/Location.rs"
+    "user/HealthcareService.rs user/Location.rs user/Endpoint.rs"
 )
 ROLES: dict[str, str] = {
     "admin": (
