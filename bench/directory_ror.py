@@ -6,7 +6,7 @@ their offers: 15,000 HealthcareService and Location, 45,000 capacity records).
         [--concurrency 4] [--duration 20] [--json F]
 
 Without ``--database`` a SQLite database is made in a temporary folder; with a PostgreSQL URL,
-that database is migrated and filled (it must be empty), then analyzed. Structures are spread at random over
+that database is migrated, filled (it must be empty) and analyzed. Structures are spread at random over
 a 300 km × 300 km square (a region and its neighbours); each unit's available beds are drawn
 0–10. ``enrs serve`` runs on it; closed-loop HTTP clients (httpx), each waiting its answer:
 
@@ -114,10 +114,12 @@ def fill(url: str, structures: int, seed: int) -> None:
             session.execute(sa.insert(Capacity), capacity)
             session.execute(sa.insert(CareService), services)
         # Statistics, as PostgreSQL's autovacuum would gather them after such a load (a plan
-        # made on an empty table's guesses starts from the wrong index).
-        with db.engine.connect() as conn:
-            conn.execute(sa.text("ANALYZE"))
-            conn.commit()
+        # made on an empty table's guesses starts from the wrong index). Not on SQLite, which
+        # has no autovacuum: there its statistics made these searches 20 % slower.
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.connect() as conn:
+                conn.execute(sa.text("ANALYZE"))
+                conn.commit()
     finally:
         db.dispose()
 
