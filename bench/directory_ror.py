@@ -6,9 +6,10 @@ their offers: 15,000 HealthcareService and Location, 45,000 capacity records).
         [--concurrency 4] [--duration 20] [--json F]
 
 Without ``--database`` a SQLite database is made in a temporary folder; with a PostgreSQL URL,
-that database is migrated, filled (it must be empty) and analyzed. Structures are spread at random over
-a 300 km × 300 km square (a region and its neighbours); each unit's available beds are drawn
-0–10. ``enrs serve`` runs on it; closed-loop HTTP clients (httpx), each waiting its answer:
+that database is migrated, filled (it must be empty) and analyzed. Structures are spread at
+random over a 300 km × 300 km square (a region and its neighbours); each unit's available
+beds are drawn 0–10. ``enrs serve`` runs on it; closed-loop HTTP clients (httpx), each
+waiting its answer:
 
 - baseline in the same run: ``Location/{id}``, a read by key;
 - ``HealthcareService?specialty=&location.capacity-status=02&location.nb-capacity=gt0&
