@@ -55,8 +55,11 @@ class Professional(_Tracked, Base):
     family: Mapped[str] = mapped_column(String(128))
     given: Mapped[str] = mapped_column(String(128))
     # Case- and accent-folded (kit.fhir.search_params.normalize_text), for search.
-    n_family: Mapped[str] = mapped_column(String(128), index=True)
+    n_family: Mapped[str] = mapped_column(String(128))
     n_given: Mapped[str] = mapped_column(String(128))
+
+    # With the key: a name's start read in (name, key) order, a page without sorting.
+    __table_args__ = (Index("ix_directory_professional_family", "n_family", "id"),)
     # A regionally registered professional (:mod:`.registration`): the local identifier given
     # at registration and its system, kept when an RPPS number is attached later.
     local_id: Mapped[str | None] = mapped_column(String(16), unique=True, index=True)
@@ -118,8 +121,8 @@ class Activity(_Tracked, Base):
     pharmacist_section: Mapped[str] = mapped_column(String(128))
 
     __table_args__ = (
-        Index("ix_directory_activity_profession_city", "profession_code", "n_city"),
-        Index("ix_directory_activity_city", "n_city"),
+        Index("ix_directory_activity_profession_city", "profession_code", "n_city", "id"),
+        Index("ix_directory_activity_city", "n_city", "id"),
         Index("ix_directory_activity_postal_code", "postal_code"),
     )
 

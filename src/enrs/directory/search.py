@@ -164,7 +164,10 @@ def practitioner_spec() -> SearchSpec:
             ),
         },
         sorts={"family": P.n_family, "_lastUpdated": P.updated_at},
-        tiebreaker=P.id,  # by default; _sort=family sorts by name (costly for a common :contains)
+        # A family name's start is searched in its index: the page comes sorted by it.
+        # Otherwise by registration (a common :contains sorted by name reads every match).
+        index_sorts={"family": "family"},
+        tiebreaker=P.id,
         default_total="none",
         revincludes=frozenset({"PractitionerRole:practitioner"}),
     )
@@ -210,7 +213,9 @@ def role_spec() -> SearchSpec:
             ),
             "address-postalcode": SearchParam.string(A.postal_code, doc="The site's postal code"),
         },
-        sorts={"_lastUpdated": A.updated_at},
+        sorts={"_lastUpdated": A.updated_at, "address-city": A.n_city},
+        # The (profession, commune) index serves a commune's start in its order.
+        index_sorts={"address-city": "address-city"},
         tiebreaker=A.id,
         default_total="none",
         includes=frozenset({"PractitionerRole:practitioner", "PractitionerRole:organization"}),

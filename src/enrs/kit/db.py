@@ -25,6 +25,7 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Table,
+    and_,
     bindparam,
     create_engine,
     event,
@@ -128,7 +129,26 @@ def make_engine(
     )
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", _postgresql_on_connect)
+        event.listen(engine, "first_connect", _collation_reader(engine.dialect))
     return engine
+
+
+# Set on a PostgreSQL dialect when its database orders text by code point (``C``, ``POSIX``,
+# ``C.UTF-8``): a prefix range on a column is then exactly "starts with" (:class:`Prefix`).
+CODE_POINT_ORDER = "enrs_code_point_order"
+
+
+def _collation_reader(dialect: Any) -> Any:
+    def listener(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+            row = cur.fetchone()
+        dbapi_conn.commit()
+        collation = str(row[0]) if row else ""
+        exact = collation in ("C", "POSIX") or collation.startswith(("C.", "POSIX."))
+        setattr(dialect, CODE_POINT_ORDER, exact)
+
+    return listener
 
 
 def durability_problems(engine: Engine) -> list[str]:
@@ -371,6 +391,41 @@ def is_dialect_only(name: str) -> bool:
     (SQLite FTS5 tables ``*_fts*`` and their shadow tables, PostgreSQL trigram indexes
     ``*_trgm``): autogenerate leaves them out."""
     return name.endswith("_trgm") or "_fts" in name
+
+
+class Prefix(ColumnElement[bool]):
+    """``column`` starts with ``prefix``, as a range an index on the column serves in its
+    order (``>= prefix AND < prefix⁺``; ``LIKE`` alone uses no index on SQLite). Where text is
+    ordered by code point (SQLite's BINARY collation, a PostgreSQL database in ``C``) the
+    range is the whole test; under a linguistic collation, which may place other strings in
+    the range, ``LIKE 'prefix%'`` checks it too — only there: on PostgreSQL that second
+    condition, served by a trigram index, made the planner expect a handful of rows and sort
+    every match of a common prefix instead of reading the first page in index order."""
+
+    inherit_cache = False
+    type = Boolean()
+
+    def __init__(self, column: ColumnElement[str], prefix: str) -> None:
+        self.column, self.prefix = column, prefix
+
+    def clauses(self, exact: bool) -> ColumnElement[bool]:
+        starts = self.column.startswith(self.prefix, autoescape=True)
+        if not self.prefix or ord(self.prefix[-1]) >= 0x10FFFF:
+            return starts
+        after = self.prefix[:-1] + chr(ord(self.prefix[-1]) + 1)
+        ranged = and_(self.column >= self.prefix, self.column < after)
+        return ranged if exact else and_(ranged, starts)
+
+
+@compiles(Prefix)
+def _prefix(element: Prefix, compiler: Any, **kw: Any) -> str:
+    exact = bool(getattr(compiler.dialect, CODE_POINT_ORDER, False))
+    return str(compiler.process(element.clauses(exact), **kw))
+
+
+@compiles(Prefix, "sqlite")
+def _prefix_sqlite(element: Prefix, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses(True), **kw))
 
 
 class Substring(ColumnElement[bool]):

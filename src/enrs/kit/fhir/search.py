@@ -70,6 +70,10 @@ class SearchSpec:
 
     ``sorts`` maps ``_sort`` keys to columns; ``default_sort`` (e.g. ``"-_lastUpdated"``)
     applies without ``_sort``; ``tiebreaker`` (the primary key) makes paging stable.
+    ``index_sorts`` maps a parameter to the sort key of the index serving it: without
+    ``_sort``, a search using that parameter (no modifier, or ``:exact``) is sorted by that
+    key, so a common prefix reads its first page from the index in order instead of
+    fetching every match to sort them by the tiebreaker.
     ``includes`` / ``revincludes`` allow-list ``_include`` / ``_revinclude`` values (the
     service resolves them). ``timezone`` interprets date values written without an offset
     (search.html#date: "the server's local time zone").
@@ -79,6 +83,7 @@ class SearchSpec:
     params: Mapping[str, SearchParam]
     sorts: Mapping[str, ColumnLike] = field(default_factory=dict)
     default_sort: str | Sequence[str] = ()
+    index_sorts: Mapping[str, str] = field(default_factory=dict)
     tiebreaker: ColumnLike | None = None
     includes: frozenset[str] = frozenset()
     revincludes: frozenset[str] = frozenset()
@@ -96,7 +101,7 @@ class SearchSpec:
             raise ValueError(f"default_total must be one of {TOTAL_MODES}")
         if not 0 < self.default_count <= self.max_count:
             raise ValueError("default_count must be between 1 and max_count")
-        for key in _sort_keys(self.default_sort):
+        for key in [*_sort_keys(self.default_sort), *self.index_sorts.values()]:
             if key.removeprefix("-") not in self.sorts:
                 raise ValueError(f"default sort key {key!r} is not in sorts")
 
@@ -308,7 +313,15 @@ def parse_search(
         used.append((name, raw))
 
     if order is None:
-        order = _parse_sort(spec, spec.default_sort) if spec.default_sort else []
+        natural = [
+            spec.index_sorts[p.name]
+            for p in params
+            if p.name in spec.index_sorts and p.modifier in (None, "exact")
+        ]
+        if natural:
+            order = _parse_sort(spec, natural[0])
+        else:
+            order = _parse_sort(spec, spec.default_sort) if spec.default_sort else []
     if spec.tiebreaker is not None:
         order.append(as_column(spec.tiebreaker).asc())
     return ParsedSearch(

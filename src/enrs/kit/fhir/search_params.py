@@ -21,6 +21,7 @@ from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from enrs.kit.db import Prefix
 from enrs.kit.fhir.search_values import (
     DateValue,
     NumberValue,
@@ -62,15 +63,9 @@ def _base_type(column: ColumnElement[Any]) -> TypeEngine[Any]:
 
 
 def prefix_clause(column: ColumnLike, prefix: str) -> ColumnElement[bool]:
-    """``column`` starts with ``prefix``, written as a range that an index on the column serves
-    on SQLite and PostgreSQL alike (``LIKE`` alone uses none on SQLite), with the prefix test
-    kept for collations that order some strings apart."""
-    column = as_column(column)
-    starts = column.startswith(prefix, autoescape=True)
-    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
-        return starts
-    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return sa.and_(column >= prefix, column < after, starts)
+    """``column`` starts with ``prefix``, as a range an index on the column serves in order
+    (:class:`enrs.kit.db.Prefix`)."""
+    return Prefix(as_column(column), prefix)
 
 
 def string_clause(
