@@ -133,8 +133,8 @@ def test_a_test_ins_is_accepted_in_development(settings: Settings) -> None:
 
 def test_a_test_ins_over_hl7_is_refused_outside_development(database_url: str) -> None:
     # The ANS example's GAM, registered by its FINESS (MSH-4 CHU-X alone names no OID).
-    sender = finess_authority("000897406", CONFIG)
-    message = ANS_EXAMPLE.replace("|GAM|CHU-X|", "|GAM|CHU-X^000897406^M|", 1)
+    sender = finess_authority("000897405", CONFIG)
+    message = ANS_EXAMPLE.replace("|GAM|CHU-X|", "|GAM|CHU-X^000897405^M|", 1)
     with feed_server(database_url, {sender: (sender,)}) as production:
         answer = production.send(message)  # its INS has the test OID
         assert code(answer) == "AE"
