@@ -150,6 +150,14 @@ def test_a_social_worker_registered_then_read_and_found(
     assert [e["resource"]["id"] for e in found["entry"]] == [who]
     by_id = get(client, writer, "/fhir/Practitioner", identifier=who)
     assert [e["resource"]["id"] for e in by_id["entry"]] == [who]
+    local = get(client, writer, "/fhir/Practitioner", identifier=f"{systems.professional}|{who}")
+    assert [e["resource"]["id"] for e in local["entry"]] == [who]
+    elsewhere = get(client, writer, "/fhir/Practitioner", identifier=f"urn:oid:1.2.3|{who}")
+    assert "entry" not in elsewhere
+    place_by_id = get(
+        client, writer, "/fhir/Organization", identifier=f"{systems.structure}|{where}"
+    )
+    assert [e["resource"]["id"] for e in place_by_id["entry"]] == [where]
     staff = get(client, writer, "/fhir/PractitionerRole", organization=f"Organization/{where}")
     [entry] = staff["entry"]
     assert entry["resource"]["id"] == activity
@@ -211,6 +219,9 @@ def test_an_rpps_attached_later_gives_the_national_id_and_keeps_the_local_one(
     assert get(client, writer, f"/fhir/Practitioner/{who}") == 404
     found = get(client, writer, "/fhir/Practitioner", identifier=f"{RPPS_NUMBER_SYSTEM}|{number}")
     assert [e["resource"]["id"] for e in found["entry"]] == [f"8{number}"]
+    # Still found by the local identifier a consumer may have stored.
+    kept = get(client, writer, "/fhir/Practitioner", identifier=f"{systems.professional}|{who}")
+    assert [e["resource"]["id"] for e in kept["entry"]] == [f"8{number}"]
     mine = get(client, writer, f"/fhir/PractitionerRole/{activity}")
     assert mine["practitioner"]["reference"] == f"Practitioner/8{number}"
     # The same number again changes nothing; the update goes on under the new id.

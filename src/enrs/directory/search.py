@@ -77,8 +77,13 @@ def _practitioner_identifier(value: TokenValue) -> ColumnElement[bool]:
     if value.system == fhir.RPPS_NUMBER_SYSTEM:
         return sa.and_(P.id_type == "8", P.number == value.code)
     if value.system is None:
-        return sa.or_(P.id_nat_ps == value.code, sa.and_(P.id_type == "8", P.number == value.code))
-    return sa.false()
+        return sa.or_(
+            P.id_nat_ps == value.code,
+            sa.and_(P.id_type == "8", P.number == value.code),
+            P.local_id == value.code,
+        )
+    # The region's own system (registration.py): a local identifier, kept after an RPPS.
+    return sa.and_(P.local_system == value.system, P.local_id == value.code)
 
 
 def _qualification(value: TokenValue) -> ColumnElement[bool]:
@@ -122,8 +127,8 @@ def _organization_identifier(value: TokenValue) -> ColumnElement[bool]:
     if value.system == fhir.SIRET_SYSTEM:
         return St.siret == value.code
     if value.system is None:
-        return sa.or_(St.finess == value.code, St.siret == value.code)
-    return sa.false()
+        return sa.or_(St.finess == value.code, St.siret == value.code, St.local_id == value.code)
+    return sa.and_(St.local_system == value.system, St.local_id == value.code)
 
 
 @cache
