@@ -159,6 +159,14 @@ def test_a_social_worker_registered_then_read_and_found(
     )
     assert [e["resource"]["id"] for e in place_by_id["entry"]] == [where]
     staff = get(client, writer, "/fhir/PractitionerRole", organization=f"Organization/{where}")
+    for role, expected in (
+        (f"{systems.profession}|ES", [activity]),
+        ("ES", [activity]),
+        (f"{PROFESSION}|ES", []),
+        (f"{systems.profession}|10", []),
+    ):
+        by_role = get(client, writer, "/fhir/PractitionerRole", role=role)
+        assert [e["resource"]["id"] for e in by_role.get("entry", [])] == expected, role
     [entry] = staff["entry"]
     assert entry["resource"]["id"] == activity
     assert entry["resource"]["practitioner"]["reference"] == f"Practitioner/{who}"

@@ -196,8 +196,8 @@ def role_spec() -> SearchSpec:
                 definition=SP + "PractitionerRole-organization",
             ),
             "role": SearchParam.token(
-                match=lambda v: _code(v, A.profession_code, fhir.PROFESSION),
-                doc="Profession (TRE_G15-ProfessionSante)",
+                match=_role,
+                doc="Profession (TRE_G15-ProfessionSante, or the region's list)",
                 definition=SP + "PractitionerRole-role",
             ),
             "specialty": SearchParam.token(
@@ -225,6 +225,19 @@ def role_spec() -> SearchSpec:
         default_total="none",
         includes=frozenset({"PractitionerRole:practitioner", "PractitionerRole:organization"}),
     )
+
+
+def _role(value: TokenValue) -> ColumnElement[bool]:
+    """A profession: of TRE_G15 (national entries, and regional ones coded in it), or of the
+    region's own list, by its system (``registration.REGIONAL_PROFESSIONS``)."""
+    if value.code is None:
+        return sa.false()
+    if value.system is None:
+        return A.profession_code == value.code
+    if value.system == fhir.PROFESSION:
+        national = sa.or_(A.profession_system.is_(None), A.profession_system == fhir.PROFESSION)
+        return sa.and_(A.profession_code == value.code, national)
+    return sa.and_(A.profession_system == value.system, A.profession_code == value.code)
 
 
 def _skill_types(value: TokenValue) -> list[str]:

@@ -133,7 +133,7 @@ def structure_page(session: Session, finess: str, limit: int = 500) -> Structure
         .order_by(P.n_family, P.n_given, A.id)
         .limit(limit)
     )
-    staff = [(a, p) for a, p in session.execute(stmt).tuples()]
+    staff = [(a, p) for a, p in session.execute(stmt).all()]
     return StructurePage(structure, staff)
 
 
