@@ -30,15 +30,15 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import sqlalchemy as sa
 from tests.support.live_server import live_server
 
-from bench._load import ProcTreeSampler, percentiles
-from bench.identity_pdq import MB, Query, _http_query, _tree_cpu, closed_loop
+from bench._load import ProcTreeSampler
+from bench.directory_search import print_table, run_scenarios
+from bench.identity_pdq import MB, Query, _http_query
 from bench.identity_realtime import say
 from enrs.accounts import service as accounts_service
 from enrs.directory import offer
@@ -220,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
                                                   "nb-capacity": "gt0"})
             for _ in range(args.queries)
         ]  # fmt: skip
-        rows: list[dict[str, Any]] = []
         with (
             live_server(data_dir=Path(tmp) / "var", database_url=url) as server,
             ProcTreeSampler(server.process.pid) as sampler,
@@ -258,30 +257,13 @@ def main(argv: list[str] | None = None) -> int:
             def http() -> httpx.Client:
                 return httpx.Client(base_url=server.base_url, headers=headers, timeout=120)
 
-            for name, queries in scenarios:
-                say(f"{name}: {len(queries)} queries, {args.concurrency} connections...")
-                cpu0 = _tree_cpu(sampler)
-                lat, errors, hits, elapsed = closed_loop(
-                    http, queries, args.concurrency, args.duration
-                )
-                cpu = _tree_cpu(sampler) - cpu0
-                p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
-                rows.append({
-                    "scenario": name, "queries": len(lat), "errors": errors,
-                    "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
-                    "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
-                    "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
-                })  # fmt: skip
+            rows = run_scenarios(scenarios, http, sampler, args.concurrency, args.duration)
             peak = sampler.overall_peak_rss / MB
-    base = float(rows[0]["p95_ms"]) or 1.0
-    print(f"{args.structures} structures, {units} units and offers, "
-          f"{args.concurrency} connections, server peak RSS {peak:.0f} MB")  # fmt: skip
-    print(f"{'scenario':38}{'queries':>8}{'errors':>7}{'q/s':>7}{'p50 ms':>8}{'p95 ms':>8}"
-          f"{'p99 ms':>8}{'hits':>6}{'srv ms/q':>9}{'p95/base':>9}")  # fmt: skip
-    for r in rows:
-        print(f"{r['scenario']:38}{r['queries']:>8}{r['errors']:>7}{r['per_s']:>7.0f}"
-              f"{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['hits_mean']:>6.1f}"
-              f"{r['server_cpu_ms_per_query']:>9.2f}{r['p95_ms'] / base:>9.2f}")  # fmt: skip
+    print_table(
+        f"{args.structures} structures, {units} units and offers, "
+        f"{args.concurrency} connections, server peak RSS {peak:.0f} MB",
+        rows,
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "server_peak_rss_mb": peak}, indent=2))
     return 0

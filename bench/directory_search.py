@@ -77,6 +77,43 @@ def _inside(name: str, rng: random.Random) -> str:
     return letters[start : start + size]
 
 
+def run_scenarios(
+    scenarios: list[tuple[str, list[Query]]],
+    connect: Callable[[], Any],
+    sampler: ProcTreeSampler,
+    concurrency: int,
+    duration: float,
+) -> list[dict[str, Any]]:
+    """Each scenario's queries over ``concurrency`` closed-loop connections: a row of
+    figures per scenario (the first is the baseline of the table)."""
+    rows: list[dict[str, Any]] = []
+    for name, queries in scenarios:
+        say(f"{name}: {len(queries)} queries, {concurrency} connections...")
+        cpu0 = _tree_cpu(sampler)
+        lat, errors, hits, elapsed = closed_loop(connect, queries, concurrency, duration)
+        cpu = _tree_cpu(sampler) - cpu0
+        p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
+        rows.append({
+            "scenario": name, "queries": len(lat), "errors": errors,
+            "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
+            "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
+            "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
+        })  # fmt: skip
+    return rows
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """The figures of :func:`run_scenarios`, each p95 over the first row's."""
+    base = float(rows[0]["p95_ms"]) or 1.0
+    print(title)
+    print(f"{'scenario':38}{'queries':>8}{'errors':>7}{'q/s':>7}{'p50 ms':>8}{'p95 ms':>8}"
+          f"{'p99 ms':>8}{'hits':>6}{'srv ms/q':>9}{'p95/base':>9}")  # fmt: skip
+    for r in rows:
+        print(f"{r['scenario']:38}{r['queries']:>8}{r['errors']:>7}{r['per_s']:>7.0f}"
+              f"{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['hits_mean']:>6.1f}"
+              f"{r['server_cpu_ms_per_query']:>9.2f}{r['p95_ms'] / base:>9.2f}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", required=True, help="a directory loaded at national size")
@@ -103,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         ("PractitionerRole?role=&address-city=", roles),
         ("Practitioner?family= (start)", [q("/fhir/Practitioner", family=f[:4]) for f in families]),
     ]
-    rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="enrs-dirsearch-") as tmp,
         live_server(data_dir=Path(tmp) / "var", database_url=args.database) as server,
@@ -114,32 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         def http() -> httpx.Client:
             return httpx.Client(base_url=server.base_url, headers=headers, timeout=120)
 
-        connect: Callable[[], Any] = http
-        for name, queries in scenarios:
-            say(f"{name}: {len(queries)} queries, {args.concurrency} connections...")
-            cpu0 = _tree_cpu(sampler)
-            lat, errors, hits, elapsed = closed_loop(
-                connect, queries, args.concurrency, args.duration
-            )
-            cpu = _tree_cpu(sampler) - cpu0
-            p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
-            rows.append({
-                "scenario": name, "queries": len(lat), "errors": errors,
-                "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
-                "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
-                "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
-            })  # fmt: skip
+        rows = run_scenarios(scenarios, http, sampler, args.concurrency, args.duration)
         peak = sampler.overall_peak_rss / MB
-    base = float(rows[0]["p95_ms"]) or 1.0
-    print(
-        f"database {args.database}, {args.concurrency} connections, server peak RSS {peak:.0f} MB"
+    print_table(
+        f"database {args.database}, {args.concurrency} connections, server peak RSS {peak:.0f} MB",
+        rows,
     )
-    print(f"{'scenario':38}{'queries':>8}{'errors':>7}{'q/s':>7}{'p50 ms':>8}{'p95 ms':>8}"
-          f"{'p99 ms':>8}{'hits':>6}{'srv ms/q':>9}{'p95/base':>9}")  # fmt: skip
-    for r in rows:
-        print(f"{r['scenario']:38}{r['queries']:>8}{r['errors']:>7}{r['per_s']:>7.0f}"
-              f"{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['hits_mean']:>6.1f}"
-              f"{r['server_cpu_ms_per_query']:>9.2f}{r['p95_ms'] / base:>9.2f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "server_peak_rss_mb": peak}, indent=2))
     return 0
