@@ -51,7 +51,7 @@ from enrs.directory.models import (
     Qualification,
     Structure,
 )
-from enrs.kit.db import insert_rows_ignoring_duplicates
+from enrs.kit.db import indexes_rebuilt, insert_rows_ignoring_duplicates
 
 PROFESSIONAL: Table = Professional.__table__  # type: ignore[assignment]
 ACTIVITY: Table = Activity.__table__  # type: ignore[assignment]
@@ -146,7 +146,11 @@ def apply(
         unknown = ~exists().where(p.c.id_nat_ps == s.c.id_nat_ps)
         outside = int(conn.scalar(select(func.count()).select_from(s).where(unknown)) or 0)
     adding = insert(t).from_select(into, source).execution_options(preserve_rowcount=True)
-    new = conn.execute(adding).rowcount
+    if conn.scalar(select(t.c[key]).limit(1)) is None:  # a first load: indexes built after
+        with indexes_rebuilt(conn, t):
+            new = conn.execute(adding).rowcount
+    else:
+        new = conn.execute(adding).rowcount
     differs = or_(
         t.c.content_hash != s.c.content_hash, t.c.active.is_(False), t.c.origin != "national"
     )

@@ -365,6 +365,9 @@ def insert_rows_ignoring_duplicates(
     if not rows:
         return
     columns = list(rows[0])
+    if conn.dialect.name == "postgresql":
+        _copy_ignoring_duplicates(conn, table, columns, rows)
+        return
     compiled = insert_ignoring_duplicates(conn, table).compile(
         dialect=conn.dialect, column_keys=columns
     )
@@ -373,6 +376,81 @@ def insert_rows_ignoring_duplicates(
         conn.exec_driver_sql(str(compiled), [tuple(row[c] for c in order) for row in rows])
     else:
         conn.exec_driver_sql(str(compiled), list(rows))
+
+
+@contextmanager
+def indexes_rebuilt(conn: Connection, table: Table) -> Iterator[None]:
+    """For a bulk load into ``table`` within the transaction ``conn`` holds: its secondary
+    indexes (not those of its primary key and unique constraints) dropped, and on
+    PostgreSQL its foreign keys, then made again from their own definitions once the block
+    is done. Building an index once from sorted rows costs a fraction of keeping it up to
+    date row by row. Both databases change their schema within a transaction: an error in
+    the block leaves everything to the caller's rollback. On PostgreSQL the table is locked
+    (readers wait) until the commit."""
+    name = table.name
+    if conn.dialect.name == "postgresql":
+        indexes = conn.execute(
+            text(
+                "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid "
+                "WHERE x.indrelid = CAST(:t AS regclass) AND NOT EXISTS "
+                "(SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)"
+            ),
+            {"t": name},
+        ).all()
+        keys = conn.execute(
+            text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = CAST(:t AS regclass) AND contype = 'f'"
+            ),
+            {"t": name},
+        ).all()
+    else:
+        indexes = conn.execute(
+            text(
+                "SELECT name, sql FROM sqlite_master "
+                "WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"
+            ),
+            {"t": name},
+        ).all()
+        keys = []
+    quote = conn.dialect.identifier_preparer.quote
+    for key, _ in keys:
+        conn.exec_driver_sql(f"ALTER TABLE {quote(name)} DROP CONSTRAINT {quote(key)}")
+    for index, _ in indexes:
+        conn.exec_driver_sql(f"DROP INDEX {quote(index)}")
+    yield
+    for _, definition in indexes:
+        conn.exec_driver_sql(definition)
+    for key, definition in keys:
+        conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD CONSTRAINT {quote(key)} {definition}")
+
+
+def _copy_ignoring_duplicates(
+    conn: Connection, table: Table, columns: list[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """PostgreSQL: ``rows`` sent by ``COPY`` (the bulk path: no statement per row) into a
+    temporary table numbering them, then inserted in that order, skipping keys there already
+    (``COPY`` itself cannot skip them)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.enrs_bulk")
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE enrs_bulk ON COMMIT DROP AS "  # noqa: S608 (the code's names)
+        f"SELECT {names}, 0 AS enrs_row FROM {quote(table.name)} WITH NO DATA"
+    )
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY enrs_bulk ({names}, enrs_row) FROM STDIN") as copy,
+    ):
+        for number, row in enumerate(rows):
+            copy.write_row([*(row[c] for c in columns), number])
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM enrs_bulk "  # noqa: S608
+        "ORDER BY enrs_row ON CONFLICT DO NOTHING"
+    )
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
