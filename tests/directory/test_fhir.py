@@ -273,3 +273,33 @@ def test_mailboxes_and_savoir_faire(
     assert len(get(client, reader, "/fhir/Endpoint/_history", _since="2020-01-01")["entry"]) == 2
     refused = client.get("/fhir/Endpoint", headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 403  # the Endpoint scope is needed
+
+
+def test_a_common_substring_paged_with_other_conditions(
+    client: TestClient, db: Database, factory: Factory, tmp_path: Path
+) -> None:
+    """Names sharing ``ART`` (one in two) over several pages, with a profession: each page in
+    registration order, the matches of the name *and* the profession only, none twice, none
+    missed (on SQLite the FTS table is read first, in its own order)."""
+    names = {n: f"{'MARTIN' if n % 2 else 'DUBOIS'}{n}" for n in range(10, 40)}
+    lines = [
+        line(n, **{"Nom d'exercice": name}, **(NURSE if n % 3 == 0 else {}))
+        for n, name in names.items()
+    ]
+    assert run(db, write(tmp_path / "PS_LibreAcces_Personne_activite_1.txt", *lines)).error is None
+    wanted = [f"Practitioner/8{rpps(n)}" for n in range(10, 40) if n % 2 and n % 3]
+    token = factory.token(SCOPE)
+    for inside in ("art", "rt"):  # two letters: no trigram, the names are scanned
+        seen: list[str] = []
+        url: str | None = (
+            f"/fhir/Practitioner?name:contains={inside}&qualification-code=10&_count=3"
+        )
+        for _ in range(len(wanted)):  # a page holds one at least
+            if url is None:
+                break
+            answer = client.get(url, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+            seen += ids(answer.json())
+            links = answer.json()["link"]
+            url = next((link["url"] for link in links if link["relation"] == "next"), None)
+        assert seen == wanted, inside

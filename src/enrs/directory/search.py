@@ -307,7 +307,7 @@ def _run(
     strict: bool,
 ) -> tuple[list[Any], ParsedSearch, int | None, bool]:
     parsed = parse_search(spec, items, strict=strict, base_url=base_url)
-    rows = session.scalars(apply_search(stmt, parsed)).all()
+    rows = session.scalars(apply_search(stmt, parsed, session.get_bind().dialect.name)).all()
     page, has_next = split_page(rows, parsed)
     total = search_total(session, stmt, parsed, page, has_next)
     return page, parsed, total, has_next

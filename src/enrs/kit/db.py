@@ -24,12 +24,15 @@ from sqlalchemy import (
     Engine,
     Insert,
     MetaData,
+    Select,
     Table,
     and_,
     bindparam,
+    column,
     create_engine,
     event,
     or_,
+    table,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -498,12 +501,12 @@ class Prefix(ColumnElement[bool]):
 @compiles(Prefix)
 def _prefix(element: Prefix, compiler: Any, **kw: Any) -> str:
     exact = bool(getattr(compiler.dialect, CODE_POINT_ORDER, False))
-    return str(compiler.process(element.clauses(exact), **kw))
+    return f"({compiler.process(element.clauses(exact), **kw)})"
 
 
 @compiles(Prefix, "sqlite")
 def _prefix_sqlite(element: Prefix, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses(True), **kw))
+    return f"({compiler.process(element.clauses(True), **kw)})"
 
 
 class Substring(ColumnElement[bool]):
@@ -518,13 +521,13 @@ class Substring(ColumnElement[bool]):
     def __init__(
         self, columns: Sequence[ColumnElement[str]], text: str, fts_table: str, key: Any
     ) -> None:
-        self.columns, self.text, self.fts_table, self.key = list(columns), text, fts_table, key
+        self.columns, self.text, self.fts_table, self.row_key = list(columns), text, fts_table, key
 
 
 @compiles(Substring)
 def _substring_like(element: Substring, compiler: Any, **kw: Any) -> str:
     clause = or_(*(c.contains(element.text, autoescape=True) for c in element.columns))
-    return str(compiler.process(clause, **kw))
+    return f"({compiler.process(clause, **kw)})"  # an OR: grouped within the search's AND
 
 
 @compiles(Substring, "sqlite")
@@ -533,7 +536,31 @@ def _substring_fts(element: Substring, compiler: Any, **kw: Any) -> str:
         return _substring_like(element, compiler, **kw)
     phrase: Any = bindparam(None, '"' + element.text.replace('"', '""') + '"', unique=True)
     table = compiler.preparer.quote(element.fts_table)
-    key = compiler.process(element.key, **kw)
+    key = compiler.process(element.row_key, **kw)
     match = compiler.process(phrase, **kw)
     # A compiler extension writes SQL: the table is the code's, quoted; the text is bound.
     return f"{key} IN (SELECT rowid FROM {table} WHERE {table} MATCH {match})"  # noqa: S608
+
+
+def substring_first(
+    stmt: Select[Any], clauses: Sequence[ColumnElement[bool]], order: Sequence[Any]
+) -> tuple[Select[Any], list[ColumnElement[bool]], list[Any]]:
+    """On SQLite, a search whose conditions include a :class:`Substring` served by its FTS5
+    table and whose rows are ordered by that table's key alone reads the FTS table first, in
+    its rowid order, each match joined to its row: the first page comes from the first
+    matches, where ``key IN (SELECT rowid … MATCH)`` collects every match before the page
+    (100 000 names share a common trigram). ``stmt``, ``clauses`` and ``order``, rewritten
+    so, or as they are."""
+    for at, clause in enumerate(clauses):
+        if not isinstance(clause, Substring) or len(clause.text) < 3 or len(order) != 1:
+            continue
+        key: ColumnElement[Any] = getattr(clause.row_key, "expression", clause.row_key)
+        if not order[0].compare(key.asc()):
+            continue
+        fts = table(clause.fts_table, column("rowid"), column(clause.fts_table))
+        phrase = '"' + clause.text.replace('"', '""') + '"'
+        stmt = stmt.select_from(fts.join(key.table, key == fts.c.rowid))
+        match = fts.c[clause.fts_table].op("MATCH", return_type=Boolean())(phrase)
+        rest = [c for i, c in enumerate(clauses) if i != at]
+        return stmt, [match, *rest], [fts.c.rowid.asc()]
+    return stmt, list(clauses), list(order)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
+from enrs.kit.db import substring_first
 from enrs.kit.errors import BadRequest
 from enrs.kit.fhir.search_params import (
     ColumnLike,
@@ -339,16 +340,21 @@ def parse_search(
     )
 
 
-def apply_search(stmt: Select[Any], parsed: ParsedSearch) -> Select[Any]:
+def apply_search(stmt: Select[Any], parsed: ParsedSearch, dialect: str = "") -> Select[Any]:
     """Add the search's WHERE, ORDER BY, OFFSET and ``LIMIT count + 1`` to ``stmt``.
 
     The extra row tells whether a next page exists; see :func:`split_page`. Parameters on
     joined tables should use ``match`` callables with ``EXISTS`` so rows are not duplicated.
+    Given the database's ``dialect``, a substring search on SQLite reads its FTS table first
+    (:func:`~enrs.kit.db.substring_first`).
     """
+    clauses, order = list(parsed.clauses), list(parsed.order_by)
+    if dialect == "sqlite":
+        stmt, clauses, order = substring_first(stmt, clauses, order)
     return (
-        stmt.where(*parsed.clauses)
+        stmt.where(*clauses)
         .order_by(None)
-        .order_by(*parsed.order_by)
+        .order_by(*order)
         .offset(parsed.offset)
         .limit(parsed.count + 1 if parsed.count else 0)
     )
