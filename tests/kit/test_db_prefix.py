@@ -52,3 +52,39 @@ def test_a_prefix_finds_exactly_the_strings_that_start_with_it(database_url: str
         with db.engine.begin() as conn:
             names.drop(conn, checkfirst=True)
         db.dispose()
+
+
+def test_beside_other_conditions_the_range_is_read_from_its_index() -> None:
+    """Each condition renders as itself in parentheses: with another condition the range
+    stays an index range on SQLite (a ``(…) = 1`` there made it a scan of the whole index),
+    and a substring's ``OR`` of columns stays within the ``AND`` (unparenthesised, the
+    other conditions applied to its last column only)."""
+    from enrs.kit.db import Substring
+
+    conn = sa.create_engine("sqlite://").connect()
+    names = sa.Table(
+        "names",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("n", sa.String),
+        sa.Column("g", sa.String),
+        sa.Column("kind", sa.String),
+        sa.Index("ix_names_n", "n", "id"),
+    )
+    names.create(conn)
+    conn.execute(
+        sa.insert(names),
+        [
+            {"n": "martin", "g": "zoe", "kind": "b"},
+            {"n": "leroy", "g": "mart", "kind": "b"},
+            {"n": "mart", "g": "x", "kind": "a"},
+        ],
+    )
+    stmt = sa.select(names.c.id).where(names.c.kind == "a", Prefix(names.c.n, "mar"))
+    sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+    plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_names_n (n>? AND n<?)" in plan, plan
+    assert list(conn.scalars(stmt)) == [3]
+    inside = Substring([names.c.n, names.c.g], "ar", "unused", names.c.id)  # LIKE: < 3 letters
+    assert list(conn.scalars(sa.select(names.c.id).where(inside, names.c.kind == "a"))) == [3]
+    assert list(conn.scalars(sa.select(names.c.id).where(names.c.kind == "a", inside))) == [3]

@@ -489,6 +489,9 @@ class Prefix(ColumnElement[bool]):
     def __init__(self, column: ColumnElement[str], prefix: str) -> None:
         self.column, self.prefix = column, prefix
 
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        return self  # compiled in parentheses, a condition as it is (never "(…) = 1")
+
     def clauses(self, exact: bool) -> ColumnElement[bool]:
         starts = self.column.startswith(self.prefix, autoescape=True)
         if not self.prefix or ord(self.prefix[-1]) >= 0x10FFFF:
@@ -522,6 +525,9 @@ class Substring(ColumnElement[bool]):
         self, columns: Sequence[ColumnElement[str]], text: str, fts_table: str, key: Any
     ) -> None:
         self.columns, self.text, self.fts_table, self.row_key = list(columns), text, fts_table, key
+
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        return self  # compiled in parentheses, a condition as it is (never "(…) = 1")
 
 
 @compiles(Substring)
