@@ -32,7 +32,7 @@ from enrs.directory.models import (
     Qualification,
     Structure,
 )
-from enrs.kit.db import Substring
+from enrs.kit.db import Substring, plan_each_execution
 from enrs.kit.fhir.search import (
     ParsedSearch,
     SearchParam,
@@ -307,6 +307,7 @@ def _run(
     strict: bool,
 ) -> tuple[list[Any], ParsedSearch, int | None, bool]:
     parsed = parse_search(spec, items, strict=strict, base_url=base_url)
+    plan_each_execution(session, parsed.clauses)
     rows = session.scalars(apply_search(stmt, parsed, session.get_bind().dialect.name)).all()
     page, has_next = split_page(rows, parsed)
     total = search_total(session, stmt, parsed, page, has_next)

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import visitors
 from sqlalchemy.types import TypeDecorator
 
 from enrs.kit import sqlite
@@ -96,12 +97,6 @@ def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> Non
         row = cur.fetchone()
         if row is not None and row[0] == "off":
             cur.execute("SET synchronous_commit TO on")
-        # psycopg prepares a statement run five times; the server then may plan it once for
-        # any value. For a search whose best plan depends on the value (a substring: read
-        # the first rows in key order when it is common, its trigram index when it is rare)
-        # that one plan read the whole directory for a rare substring (0.5 s instead of
-        # 0.3 ms). Each execution is planned for its values.
-        cur.execute("SET plan_cache_mode TO force_custom_plan")
     dbapi_conn.commit()
 
 
@@ -576,3 +571,16 @@ def substring_first(
         rest = [c for i, c in enumerate(clauses) if i != at]
         return stmt, [match, *rest], [fts.c.rowid.asc()]
     return stmt, list(clauses), list(order)
+
+
+def plan_each_execution(session: Session, clauses: Sequence[ColumnElement[bool]]) -> None:
+    """On PostgreSQL, when ``clauses`` hold a :class:`Substring`: the rest of the transaction
+    planned for each execution's values. psycopg prepares a statement run five times and the
+    server may then keep one generic plan for any value; for a substring that plan read the
+    table in key order — right for a common one, the whole directory for one that matches
+    nobody (0.5 s instead of 0.3 ms). Only there: planning every statement of the platform
+    cost the identity feed a quarter of its throughput (docs/benchmarks.md)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if any(isinstance(e, Substring) for c in clauses for e in visitors.iterate(c)):
+        session.execute(text("SET LOCAL plan_cache_mode TO force_custom_plan"))
