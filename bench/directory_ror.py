@@ -37,8 +37,8 @@ import sqlalchemy as sa
 from tests.support.live_server import live_server
 
 from bench._load import ProcTreeSampler
-from bench.directory_search import print_table, run_scenarios
-from bench.identity_pdq import MB, Query, _http_query
+from bench.directory_search import print_table
+from bench.identity_pdq import MB, Query, _http_query, run_scenarios
 from bench.identity_realtime import say
 from enrs.accounts import service as accounts_service
 from enrs.directory import offer
@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             def http() -> httpx.Client:
                 return httpx.Client(base_url=server.base_url, headers=headers, timeout=120)
 
-            rows = run_scenarios(scenarios, http, sampler, args.concurrency, args.duration)
+            runs = [(name, http, queries) for name, queries in scenarios]
+            rows = run_scenarios(runs, sampler, args.concurrency, args.duration)
             peak = sampler.overall_peak_rss / MB
     print_table(
         f"{args.structures} structures, {units} units and offers, "

@@ -26,7 +26,6 @@ import json
 import random
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -35,9 +34,8 @@ import httpx
 import sqlalchemy as sa
 from tests.support.live_server import live_server
 
-from bench._load import ProcTreeSampler, percentiles
-from bench.identity_pdq import MB, Query, _http_query, _token, _tree_cpu, closed_loop
-from bench.identity_realtime import say
+from bench._load import ProcTreeSampler
+from bench.identity_pdq import MB, Query, _http_query, _token, run_scenarios
 from enrs.directory.models import Activity, Professional
 from enrs.kit.db import Database
 
@@ -77,33 +75,9 @@ def _inside(name: str, rng: random.Random) -> str:
     return letters[start : start + size]
 
 
-def run_scenarios(
-    scenarios: list[tuple[str, list[Query]]],
-    connect: Callable[[], Any],
-    sampler: ProcTreeSampler,
-    concurrency: int,
-    duration: float,
-) -> list[dict[str, Any]]:
-    """Each scenario's queries over ``concurrency`` closed-loop connections: a row of
-    figures per scenario (the first is the baseline of the table)."""
-    rows: list[dict[str, Any]] = []
-    for name, queries in scenarios:
-        say(f"{name}: {len(queries)} queries, {concurrency} connections...")
-        cpu0 = _tree_cpu(sampler)
-        lat, errors, hits, elapsed = closed_loop(connect, queries, concurrency, duration)
-        cpu = _tree_cpu(sampler) - cpu0
-        p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
-        rows.append({
-            "scenario": name, "queries": len(lat), "errors": errors,
-            "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
-            "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
-            "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
-        })  # fmt: skip
-    return rows
-
-
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    """The figures of :func:`run_scenarios`, each p95 over the first row's."""
+    """The figures of :func:`~bench.identity_pdq.run_scenarios`, each p95 over the first
+    row's."""
     base = float(rows[0]["p95_ms"]) or 1.0
     print(title)
     print(f"{'scenario':38}{'queries':>8}{'errors':>7}{'q/s':>7}{'p50 ms':>8}{'p95 ms':>8}"
@@ -150,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         def http() -> httpx.Client:
             return httpx.Client(base_url=server.base_url, headers=headers, timeout=120)
 
-        rows = run_scenarios(scenarios, http, sampler, args.concurrency, args.duration)
+        runs = [(name, http, queries) for name, queries in scenarios]
+        rows = run_scenarios(runs, sampler, args.concurrency, args.duration)
         peak = sampler.overall_peak_rss / MB
     print_table(
         f"database {args.database}, {args.concurrency} connections, server peak RSS {peak:.0f} MB",

@@ -123,6 +123,30 @@ def _tree_cpu(sampler: ProcTreeSampler) -> float:
     return sum(cpu for _, cpu in sampler.snapshot().values())
 
 
+def run_scenarios(
+    scenarios: list[tuple[str, Callable[[], Any], list[Query]]],
+    sampler: ProcTreeSampler,
+    concurrency: int,
+    duration: float,
+) -> list[dict[str, Any]]:
+    """Each scenario's queries over ``concurrency`` closed-loop connections made by its own
+    ``connect``: a row of figures per scenario (the first is the baseline of the table)."""
+    rows: list[dict[str, Any]] = []
+    for name, connect, queries in scenarios:
+        say(f"{name}: {len(queries)} queries, {concurrency} connections...")
+        cpu0 = _tree_cpu(sampler)
+        lat, errors, hits, elapsed = closed_loop(connect, queries, concurrency, duration)
+        cpu = _tree_cpu(sampler) - cpu0
+        p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
+        rows.append({
+            "scenario": name, "queries": len(lat), "errors": errors,
+            "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
+            "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
+            "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
+        })  # fmt: skip
+    return rows
+
+
 def _token(url: str, base_url: str, scope: str = "system/Patient.rs") -> str:
     """An access token of a new system client of ``scope`` on the server at ``base_url``."""
     db = Database(url)
@@ -208,21 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"&birthdate={r.birth_date}&_count=20")
               for r in sample]),
         ]  # fmt: skip
-        rows: list[dict[str, Any]] = []
-        for name, connect, queries in scenarios:
-            say(f"{name}: {len(queries)} queries, {args.concurrency} connections...")
-            cpu0 = _tree_cpu(sampler)
-            lat, errors, hits, elapsed = closed_loop(
-                connect, queries, args.concurrency, args.duration
-            )
-            cpu = _tree_cpu(sampler) - cpu0
-            p50, p95, p99 = percentiles([round(x * 1000) for x in lat], (50, 95, 99))
-            rows.append({
-                "scenario": name, "queries": len(lat), "errors": errors,
-                "per_s": len(lat) / elapsed, "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
-                "p99_ms": p99 / 1000, "hits_mean": sum(hits) / max(1, len(hits)),
-                "server_cpu_ms_per_query": cpu * 1000 / max(1, len(lat)),
-            })  # fmt: skip
+        rows = run_scenarios(scenarios, sampler, args.concurrency, args.duration)
         peak = sampler.overall_peak_rss / MB
     base = float(rows[0]["p95_ms"])
     backend = "PostgreSQL" if args.postgres else "SQLite"
