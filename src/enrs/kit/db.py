@@ -475,7 +475,19 @@ def is_dialect_only(name: str) -> bool:
     return name.endswith("_trgm") or "_fts" in name
 
 
-class Prefix(ColumnElement[bool]):
+class _Condition(ColumnElement[bool]):
+    """A dialect-specific condition compiled by ``@compiles`` in parentheses: used as it is
+    within AND and OR (never compared with 1, as SQLAlchemy writes a boolean value on SQLite,
+    which made a range a scan of the whole index)."""
+
+    inherit_cache = False
+    type = Boolean()
+
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        return self
+
+
+class Prefix(_Condition):
     """``column`` starts with ``prefix``, as a range an index on the column serves in its
     order (``>= prefix AND < prefix⁺``; ``LIKE`` alone uses no index on SQLite). Where text is
     ordered by code point (SQLite's BINARY collation, a PostgreSQL database in ``C``) the
@@ -484,14 +496,8 @@ class Prefix(ColumnElement[bool]):
     condition, served by a trigram index, made the planner expect a handful of rows and sort
     every match of a common prefix instead of reading the first page in index order."""
 
-    inherit_cache = False
-    type = Boolean()
-
     def __init__(self, column: ColumnElement[str], prefix: str) -> None:
         self.column, self.prefix = column, prefix
-
-    def self_group(self, against: Any = None) -> ColumnElement[Any]:
-        return self  # compiled in parentheses, a condition as it is (never "(…) = 1")
 
     def clauses(self, exact: bool) -> ColumnElement[bool]:
         starts = self.column.startswith(self.prefix, autoescape=True)
@@ -513,22 +519,16 @@ def _prefix_sqlite(element: Prefix, compiler: Any, **kw: Any) -> str:
     return f"({compiler.process(element.clauses(True), **kw)})"
 
 
-class Substring(ColumnElement[bool]):
+class Substring(_Condition):
     """Whether one of ``columns`` contains ``text`` (already folded like the columns), served
     by an index on both databases: on SQLite, the FTS5 trigram table ``fts_table``
     (external content, rowid = ``key``) for three characters or more; elsewhere (PostgreSQL,
     with ``gin_trgm_ops`` indexes on the columns), ``LIKE '%text%'``."""
 
-    inherit_cache = False
-    type = Boolean()
-
     def __init__(
         self, columns: Sequence[ColumnElement[str]], text: str, fts_table: str, key: Any
     ) -> None:
         self.columns, self.text, self.fts_table, self.row_key = list(columns), text, fts_table, key
-
-    def self_group(self, against: Any = None) -> ColumnElement[Any]:
-        return self  # compiled in parentheses, a condition as it is (never "(…) = 1")
 
 
 @compiles(Substring)
@@ -546,7 +546,7 @@ def _substring_fts(element: Substring, compiler: Any, **kw: Any) -> str:
     key = compiler.process(element.row_key, **kw)
     match = compiler.process(phrase, **kw)
     # A compiler extension writes SQL: the table is the code's, quoted; the text is bound.
-    return f"{key} IN (SELECT rowid FROM {table} WHERE {table} MATCH {match})"  # noqa: S608
+    return f"({key} IN (SELECT rowid FROM {table} WHERE {table} MATCH {match}))"  # noqa: S608
 
 
 def substring_first(
