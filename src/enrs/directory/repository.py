@@ -15,6 +15,7 @@ regional activities."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,10 +147,8 @@ def apply(
         unknown = ~exists().where(p.c.id_nat_ps == s.c.id_nat_ps)
         outside = int(conn.scalar(select(func.count()).select_from(s).where(unknown)) or 0)
     adding = insert(t).from_select(into, source).execution_options(preserve_rowcount=True)
-    if conn.scalar(select(t.c[key]).limit(1)) is None:  # a first load: indexes built after
-        with indexes_rebuilt(conn, t):
-            new = conn.execute(adding).rowcount
-    else:
+    first_load = conn.scalar(select(t.c[key]).limit(1)) is None  # indexes built after it
+    with indexes_rebuilt(conn, t) if first_load else nullcontext():
         new = conn.execute(adding).rowcount
     differs = or_(
         t.c.content_hash != s.c.content_hash, t.c.active.is_(False), t.c.origin != "national"
