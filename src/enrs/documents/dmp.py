@@ -1,0 +1,183 @@
+"""Sending a document of the regional repository to the national DMP (Mon espace santé).
+
+The DMP takes documents by IHE ITI-41 *Provide and Register Document Set-b* (XDS.b, SOAP 1.2
+with MTOM/XOP; the request is built by :mod:`enrs.documents.xds`). :class:`DmpAdapter` is the
+seam the export task uses; :class:`XdsDmpAdapter` is its HTTP implementation (client
+certificate and CA bundle for the DMP's mutual TLS). Tests use a fake DMP served on localhost
+(``tests/support/fake_dmp.py``).
+
+Every answer, and every failure to get one, is turned into a :class:`DmpOutcome` by one
+function, :func:`classify`:
+
+- ``accepted``: ``Success``, or ``PartialSuccess`` (the document is registered; the warnings
+  are kept);
+- ``already-present``: ``Failure`` whose errors all say a uniqueId is already held
+  (:data:`ALREADY_PRESENT_CODES`), one of them naming the document's uniqueId in its
+  ``codeContext`` (ITI TF-3 asks the registry to name the id there): a re-send of a document
+  the DMP has is a success, which makes re-sends idempotent. A duplicate that is not this
+  document's (a submission set uniqueId used again for another document) is ``refused``;
+- ``retry-later``: no answer (connection refused or broken, timeout), HTTP 5xx / 408 / 429
+  without a readable RegistryResponse, a SOAP ``Receiver`` fault, or a ``Failure`` whose
+  errors are all transient (:data:`TRANSIENT_CODES`: registry or repository busy, out of
+  resources, unavailable, or an internal error without a more precise code);
+- ``refused``: everything else, permanent: the DMP's error codes and messages are kept
+  (``XDSRegistryMetadataError``, ``XDSUnknownPatientId``, ``XDSNonIdenticalHash``, a SOAP
+  ``Sender`` fault, an HTTP 4xx, an answer that cannot be read).
+
+A document that cannot make valid metadata is not sent: :func:`enrs.documents.xds.check`
+raises :class:`enrs.documents.xds.InvalidXdsDocument` from :meth:`XdsDmpAdapter.send`.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Protocol
+
+import httpx
+
+from enrs.documents import xds
+from enrs.documents.xds import RegistryError, XdsDocument
+
+ALREADY_PRESENT_CODES = frozenset({"XDSDuplicateUniqueIdInRegistry"})
+"""The errors that mean "this uniqueId is already held": IHE's code, which the DMP answers for
+a document it already has. A uniqueId held with *another* hash is ``XDSNonIdenticalHash``:
+another document under the same id, refused."""
+
+TRANSIENT_CODES = frozenset(
+    {
+        "XDSRegistryBusy",
+        "XDSRepositoryBusy",
+        "XDSRegistryOutOfResources",
+        "XDSRepositoryOutOfResources",
+        "XDSRegistryNotAvailable",
+        # ITI TF-3: returned "if and only if a more detailed code is not available"; an internal
+        # error of the DMP, worth a retry (the caller's retry budget bounds it).
+        "XDSRegistryError",
+        "XDSRepositoryError",
+    }
+)
+TRANSIENT_HTTP = frozenset({408, 429})
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    ALREADY_PRESENT = "already-present"
+    REFUSED = "refused"
+    RETRY_LATER = "retry-later"
+
+
+@dataclass(frozen=True)
+class DmpOutcome:
+    """What became of one send: the verdict, the DMP's errors (or warnings) and a readable
+    detail (the HTTP status, the fault, the transport error)."""
+
+    verdict: Verdict
+    errors: tuple[RegistryError, ...] = ()
+    detail: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        """The DMP holds the document (accepted now or before)."""
+        return self.verdict in (Verdict.ACCEPTED, Verdict.ALREADY_PRESENT)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(error.code for error in self.errors)
+
+
+class DmpAdapter(Protocol):
+    """The DMP as the export task sees it."""
+
+    def send(self, doc: XdsDocument) -> DmpOutcome: ...
+
+
+def _names(context: str, unique_id: str) -> bool:
+    """``context`` names ``unique_id`` as a whole word (not ``1.2.3`` in ``1.2.34``)."""
+    return unique_id in re.split(r"[\s,;:'\"()<>\[\]=]+", context)
+
+
+def _classify_result(result: xds.RegistryResult, unique_id: str) -> DmpOutcome:
+    if result.status in ("Success", "PartialSuccess"):
+        return DmpOutcome(Verdict.ACCEPTED, result.errors, result.status)
+    errors = [e for e in result.errors if e.severity == "Error"]
+    codes = {e.code for e in errors}
+    detail = "; ".join(f"{e.code}: {e.context}" for e in errors) or "Failure without an error"
+    if not codes or codes - ALREADY_PRESENT_CODES - TRANSIENT_CODES:
+        return DmpOutcome(Verdict.REFUSED, result.errors, detail)
+    if codes & TRANSIENT_CODES:
+        return DmpOutcome(Verdict.RETRY_LATER, result.errors, detail)
+    if any(e.code in ALREADY_PRESENT_CODES and _names(e.context, unique_id) for e in errors):
+        return DmpOutcome(Verdict.ALREADY_PRESENT, result.errors, detail)
+    return DmpOutcome(Verdict.REFUSED, result.errors, f"not this document's uniqueId: {detail}")
+
+
+def classify(answer: httpx.Response | httpx.HTTPError, unique_id: str) -> DmpOutcome:
+    """The outcome of one ITI-41 exchange for the document ``unique_id``: the DMP's HTTP
+    answer, or the error raised while sending or waiting for it (see the module's
+    documentation for the rules)."""
+    if isinstance(answer, httpx.HTTPError):
+        return DmpOutcome(Verdict.RETRY_LATER, detail=f"{type(answer).__name__}: {answer}")
+    status = answer.status_code
+    try:
+        result = xds.parse_registry_response(answer.content, answer.headers.get("content-type", ""))
+    except xds.SoapFault as fault:
+        verdict = Verdict.RETRY_LATER if fault.code == "Receiver" else Verdict.REFUSED
+        return DmpOutcome(verdict, detail=f"HTTP {status}, {fault}")
+    except xds.UnreadableResponse as exc:
+        transient = status >= 500 or status in TRANSIENT_HTTP
+        verdict = Verdict.RETRY_LATER if transient else Verdict.REFUSED
+        return DmpOutcome(verdict, detail=f"HTTP {status}: {exc}")
+    return _classify_result(result, unique_id)
+
+
+class XdsDmpAdapter:
+    """The DMP's ITI-41 endpoint over HTTPS: ``endpoint`` (also the ``wsa:To``), the client
+    certificate ``(cert file, key file)`` of the structure, the CA bundle the DMP's server
+    certificate is checked against (the system's by default), and a ``timeout`` in seconds
+    for each of connecting, writing and reading."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        client_cert: tuple[str, str] | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        context = ssl.create_default_context(cafile=ca_bundle)
+        if client_cert is not None:
+            context.load_cert_chain(certfile=client_cert[0], keyfile=client_cert[1])
+        self._client = httpx.Client(verify=context, timeout=httpx.Timeout(timeout))
+
+    def send(self, doc: XdsDocument) -> DmpOutcome:
+        """ITI-41 for ``doc``; never raises for what the DMP or the network does (that is the
+        outcome), only :class:`~enrs.documents.xds.InvalidXdsDocument` for ``doc`` itself."""
+        body, content_type = xds.provide_and_register(doc, to=self.endpoint)
+        headers = {  # SOAP 1.2: the action travels in the Content-Type, no SOAPAction header
+            "Content-Type": content_type,
+            "Accept": "multipart/related, application/soap+xml",
+        }
+        try:
+            answer = self._client.post(self.endpoint, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return classify(exc, doc.unique_id)
+        return classify(answer, doc.unique_id)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> XdsDmpAdapter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
