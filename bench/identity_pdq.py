@@ -147,11 +147,16 @@ def run_scenarios(
     return rows
 
 
-def _token(url: str, base_url: str, scope: str = "system/Patient.rs") -> str:
-    """An access token of a new system client of ``scope`` on the server at ``base_url``."""
+def _token(
+    url: str, base_url: str, scope: str = "system/Patient.rs", finess: str | None = None
+) -> str:
+    """An access token of a new system client of ``scope`` on the server at ``base_url``
+    (of the member facility ``finess``, if given)."""
     db = Database(url)
     with db.transaction() as session:
-        client, secret = accounts_service.create_client(session, name=f"bench {scope}", scope=scope)
+        client, secret = accounts_service.create_client(
+            session, name=f"bench {scope}", scope=scope, finess=finess
+        )
     db.dispose()
     answer = httpx.post(
         f"{base_url}/oauth/token",

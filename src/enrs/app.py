@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -14,12 +15,15 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from enrs import __version__
+from enrs import __version__, mllp_routes
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
 from enrs.directory import registration_endpoints as directory_registration
+from enrs.documents import access_endpoints as document_access
+from enrs.documents import dmp_feed as document_dmp_feed
+from enrs.documents import endpoints as document_endpoints
 from enrs.identity import endpoints as identity_endpoints
 from enrs.identity import hl7 as identity_hl7
 from enrs.identity import subscription_endpoints as identity_subscription_endpoints
@@ -38,6 +42,7 @@ from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
+from enrs.portal import documents as portal_documents
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import oauth as portal_oauth
@@ -95,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     identity_subscription_endpoints.register_capabilities(capabilities)
     directory_endpoints.register_capabilities(capabilities)
     directory_registration.register_capabilities(capabilities)
+    document_endpoints.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -110,12 +116,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(directory_endpoints.router)
     app.include_router(offer_endpoints.router)
     app.include_router(directory_registration.router)
+    app.include_router(document_endpoints.router)
+    app.include_router(document_endpoints.content_router)
+    app.include_router(document_access.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
     app.include_router(portal_directory.router)
     app.include_router(portal_offer.router)
     app.include_router(portal_directory_registration.router)
+    app.include_router(portal_documents.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
@@ -151,7 +161,10 @@ def listeners(settings: Settings) -> list[Listener]:
     (later DICOM, SMTP)."""
     found = [Listener("http", _describe_http, _run_http)]
     if settings.mllp_port:
-        found.append(identity_hl7.LISTENER)
+        run = partial(identity_hl7.run, routes=mllp_routes.platform_routes)
+        found.append(Listener("mllp", identity_hl7.describe, run))
+    if settings.dmp_url:
+        found.append(document_dmp_feed.LISTENER)
     if settings.notifications:
         found.append(identity_subscriptions.LISTENER)
     return found

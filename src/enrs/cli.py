@@ -766,8 +766,10 @@ def demo_load() -> None:
 
 def _register_services() -> None:
     from enrs.directory.cli import directory
+    from enrs.documents.cli import documents
 
     main.add_command(directory)
+    main.add_command(documents)
 
 
 _register_services()

@@ -2,6 +2,7 @@
 
 from enrs.accounts import models as accounts_models
 from enrs.directory import models as directory_models
+from enrs.documents import models as document_models
 from enrs.identity import models as identity_models
 from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
@@ -13,6 +14,7 @@ __all__ = [
     "accounts_models",
     "audit_models",
     "directory_models",
+    "document_models",
     "identity_models",
     "kit_events",
     "outbound_models",

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1, description="Failed logins before lock-out")
     login_lockout_seconds: int = Field(900, ge=1, description="Lock-out duration (seconds)")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body")
+    max_document_bytes: int = Field(
+        7 * 1024 * 1024, ge=1024, description="Largest document the repository files"
+    )
     storage_backend: Literal["fs", "s3"] = Field("fs", description="Blob storage backend")
     storage_dir: Path | None = Field(None, description="Folder of the fs backend")
     master_key_file: Path | None = Field(None, description="File holding the blob master key(s)")
@@ -60,6 +63,19 @@ class Settings(BaseSettings):
     mllp_workers: int = Field(
         0, ge=0, description="MLLP listener processes sharing the port; 0: one per CPU, at most 4"
     )
+    timezone: str = Field(
+        "Europe/Paris", description="Time zone of HL7 v2 and CDA times written without offset"
+    )
+    document_retention_years: int = Field(
+        20, ge=1, description="Years a document is kept (enrs documents retention)"
+    )
+    dmp_url: str = Field(
+        "", description="The national DMP's ITI-41 endpoint; empty: documents stay queued"
+    )
+    dmp_cert_file: Path | None = Field(None, description="Client certificate for the DMP (PEM)")
+    dmp_key_file: Path | None = Field(None, description="Its private key (PEM)")
+    dmp_ca_file: Path | None = Field(None, description="CA bundle the DMP's server is checked by")
+    dmp_interval: float = Field(30.0, gt=0, description="Seconds between two DMP feed rounds")
     notifications: bool = Field(
         True, description="Send the identity notifications (enrs notifications add) from serve"
     )

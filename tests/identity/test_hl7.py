@@ -3,11 +3,9 @@ connections, with the ``hl7`` package's client: through ``enrs serve``, and in p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.identity.feeders import CHU, CLINIC, GP, register_sender, register_senders
 from tests.support.audit_failure import refuse_audit_inserts
 from tests.support.live_server import enrs_command, free_port, live_server
+from tests.support.mllp import serving
 
 from enrs.identity import domains, pam, repository
 from enrs.identity.config import IdentityConfig
@@ -40,7 +39,7 @@ from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.events import read_events
 from enrs.kit.hl7v2 import parse_message as parse_v2
-from enrs.kit.mllp import EB, SB, Limits, MLLPServer, frame
+from enrs.kit.mllp import EB, SB, frame
 from enrs.settings import PLACEHOLDER_OID_ROOT
 
 CONFIG = IdentityConfig(PLACEHOLDER_OID_ROOT)  # as the test settings: not in development
@@ -156,24 +155,10 @@ def feed_server(
     audit = AuditWriter(db)
     matcher = EmbeddedMatcher(MatchModel.load())
     handler = IdentityFeed(db, matcher, audit, config=config, sender_ttl=sender_ttl)
-    server = MLLPServer(handler, host="127.0.0.1", port=0, limits=Limits(idle_timeout=10))
-    loop, started, stop = asyncio.new_event_loop(), threading.Event(), asyncio.Event()
-
-    async def main() -> None:
-        await server.start()
-        started.set()
-        await stop.wait()
-        await server.close()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
     try:
-        yield Feed(db, server.port)
+        with serving(handler) as port:
+            yield Feed(db, port)
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
         audit.close()
         db.dispose()
 

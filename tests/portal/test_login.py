@@ -45,7 +45,8 @@ def test_services_page_requires_login_then_shows_services(
     assert '<a href="/account">Mon compte</a>' in text
     assert '<a href="/annuaire">Annuaire</a>' in text
     assert "/identitovigilance" not in text and "/admin/audit" not in text
-    assert "à venir" not in text and "En préparation : les documents partagés" in text
+    assert "à venir" not in text and "En préparation : le suivi des envois au DMP" in text
+    assert '<a href="/dossiers">Dossier patient</a>' in text
     assert '<a href="/annuaire/lits">Lits disponibles</a>' in text
     account = client.get("/account")
     assert "Alice" in account.text and "professional" in account.text

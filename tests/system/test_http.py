@@ -24,6 +24,14 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "HealthcareService",
         "Location",
         "Endpoint",
+        "DocumentReference",
+        "List",
+        "Binary",
+    }
+    documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
+    assert documents == {"read", "search-type", "update"}
+    assert "patient.identifier" in {
+        p["name"] for p in resources["DocumentReference"]["searchParam"]
     }
     directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
     assert directory == {"create", "update", "read", "search-type"}

@@ -181,3 +181,14 @@ def listed_rpps(session: Session, rpps: str) -> Listed | None:
         tuple(sorted({a.profession for a in activities})),
         frozenset(a.profession_code for a in activities),
     )
+
+
+def practice_sites(session: Session, rpps: str) -> frozenset[str]:
+    """The FINESS of the sites where the professional of RPPS number ``rpps`` has an active
+    activity (their structures, for the rules that follow them: documents of a structure)."""
+    stmt = (
+        sa.select(A.finess_site)
+        .join(P, P.id == A.professional_id)
+        .where(P.id_nat_ps == f"8{rpps}", P.active.is_(True), A.active.is_(True))
+    )
+    return frozenset(f for f in session.scalars(stmt) if f)

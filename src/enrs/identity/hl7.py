@@ -40,7 +40,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Mapping, MutableSequence
 from dataclasses import replace
 from functools import partial
 
@@ -52,7 +52,7 @@ from enrs.accounts.service import FeederGrant
 from enrs.identity import domains, pam, pdq, xref
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher, matcher_for
-from enrs.identity.pam import Handled, Prepare, Sender, Touched, Work
+from enrs.identity.pam import Handled, Route, Sender, Touched, Work
 from enrs.identity.pamfr import cx_out, identifiers
 from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.audit.writer import AuditWriter
@@ -128,15 +128,15 @@ def _pdq(config: IdentityConfig, _matcher: Matcher, msg: Message, _sender: Sende
     return Work(partial(pdq.pdq_query, config, msg=msg))
 
 
-# (message type, event) -> its handler (see pam.Prepare), and whether it writes.
-ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
-    **{("ADT", event): (pam.feed, True) for event in pam.FEED_EVENTS},
-    ("ADT", "A40"): (pam.merge, True),
-    ("ADT", "A47"): (pam.change, True),
-    ("ADT", "A24"): (pam.link, True),
-    ("ADT", "A37"): (pam.unlink, True),
-    ("QBP", "Q23"): (_pix, False),
-    ("QBP", "Q22"): (_pdq, False),
+# (message type, event) -> its route (handler, whether it writes, the scope's resource).
+ROUTES: dict[tuple[str, str], Route] = {
+    **{("ADT", event): Route(pam.feed, True) for event in pam.FEED_EVENTS},
+    ("ADT", "A40"): Route(pam.merge, True),
+    ("ADT", "A47"): Route(pam.change, True),
+    ("ADT", "A24"): Route(pam.link, True),
+    ("ADT", "A37"): Route(pam.unlink, True),
+    ("QBP", "Q23"): Route(_pix, False),
+    ("QBP", "Q22"): Route(_pdq, False),
 }
 
 
@@ -185,9 +185,11 @@ class IdentityFeed:
         *,
         config: IdentityConfig,
         sender_ttl: float = SENDER_TTL,
+        routes: Mapping[tuple[str, str], Route] = ROUTES,
     ) -> None:
         self.db, self.matcher, self.audit, self.config = db, matcher, audit, config
         self.senders = Senders(db, ttl=sender_ttl)
+        self.routes = routes
 
     def __call__(self, payload: bytes, peer: str) -> bytes:
         try:
@@ -235,9 +237,10 @@ class IdentityFeed:
         checking the segments; on SQLite, the reads ahead), or the refusal."""
         try:
             self._check_header(msg, sender)
-            prepare, writes = self._route(msg)
-            self._check_sender(msg, sender, writes)
-            work = prepare(self.config, self.matcher, msg, sender)
+            route = self._route(msg)
+            self._check_sender(msg, sender, route)
+            work = route.prepare(self.config, self.matcher, msg, sender)
+            writes = route.writes
         except Exception as exc:
             return self._refusal(msg, exc)
         if work.ahead is not None and self.db.is_sqlite:
@@ -323,19 +326,19 @@ class IdentityFeed:
         with self.db.transaction(write=False) as session:
             return xref.known_domain(session, self.config, authority)
 
-    def _check_sender(self, msg: Message, sender: Sender, writes: bool) -> None:
+    def _check_sender(self, msg: Message, sender: Sender, route: Route) -> None:
         """The sender may send this type of message (AR 200) and, for a write, every facility
         identifier of every PID-3 and MRG-1 is of an authority registered for it (AE 103)."""
         grant = self._grant(msg, sender)
-        needed = "cu" if writes else "s"
-        if not all(grant.can("Patient", letter) for letter in needed):
+        needed = "cu" if route.writes else "s"
+        if not all(grant.can(route.resource, letter) for letter in needed):
             raise V2Error(
                 200,
                 f"sender {sender.facility_oid} is not registered for {msg.message_type}^"
-                f"{msg.event} (scope system/Patient.{needed} required)",
+                f"{msg.event} (scope system/{route.resource}.{needed} required)",
                 location="MSH^1^9",
             )
-        if not writes:
+        if not route.writes:
             return
         for where, rep, authority in _written_authorities(msg, self.config):
             if not grant.may_write(authority):
@@ -356,13 +359,12 @@ class IdentityFeed:
                     location=where,
                 )
 
-    @staticmethod
-    def _route(msg: Message) -> tuple[Prepare, bool]:
+    def _route(self, msg: Message) -> Route:
         kind, event = msg.message_type.upper(), msg.event.upper()
-        route = ROUTES.get((kind, event))
+        route = self.routes.get((kind, event))
         if route is not None:
             return route
-        if kind in ("ADT", "QBP"):
+        if kind in {k for k, _ in self.routes}:
             raise V2Error(201, f"{kind}^{event} is not supported", location="MSH^1^9^1^2")
         raise V2Error(200, f"message type {kind!r} is not supported", location="MSH^1^9^1^1")
 
@@ -381,7 +383,7 @@ class IdentityFeed:
             agent_id=(sender.facility_oid or sender.facility)[:128] or None,
             agent_name=sender.app[:256] or None,
             source_ip=peer.rsplit(":", 1)[0][:64],
-            resource_type="Patient",
+            resource_type=handled.resource_type,
             query=handled.query,
             request_id=msg.control_id[:64] or None,
             detail=json.dumps({"repairs": list(dict.fromkeys(msg.repairs))}, ensure_ascii=False)
@@ -435,7 +437,17 @@ def describe(settings: Settings) -> str:
     return f"mllp://{settings.mllp_host}:{settings.mllp_port} ({processes} process(es))"
 
 
-async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | None) -> None:
+Routes = Callable[[Settings], Mapping[tuple[str, str], Route]]
+
+
+def identity_routes(_settings: Settings) -> Mapping[tuple[str, str], Route]:
+    """The identity server's own routes (the listener of other services adds theirs)."""
+    return ROUTES
+
+
+async def _serve(
+    settings: Settings, sock: socket.socket, balancer: Balancer | None, routes: Routes
+) -> None:
     # No ping at each checkout (a round trip per transaction): a connection found dead fails
     # its message (AR 207, which the sender resends) and SQLAlchemy then renews the pool.
     db = Database(settings.database_url, pre_ping=False)
@@ -446,7 +458,7 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
     # for the GIL slows a message.
     audit = AuditWriter(db)
     config = IdentityConfig.from_settings(settings)
-    feed = IdentityFeed(db, matcher, audit, config=config)
+    feed = IdentityFeed(db, matcher, audit, config=config, routes=routes(settings))
     server = MLLPServer(
         feed, host=settings.mllp_host, sock=sock, balancer=balancer, limits=Limits(workers=0)
     )
@@ -462,23 +474,29 @@ async def _serve(settings: Settings, sock: socket.socket, balancer: Balancer | N
 
 
 def _listen(
-    settings: Settings, sock: socket.socket, counts: MutableSequence[int] | None, slot: int
+    settings: Settings,
+    sock: socket.socket,
+    counts: MutableSequence[int] | None,
+    routes: Routes,
+    slot: int,
 ) -> None:
     """One listener process of the group (slot 0: the one ``enrs serve`` started)."""
     logging.basicConfig(level=settings.log_level.upper())
     balancer = Balancer(counts, slot) if counts is not None else None
-    asyncio.run(_serve(settings, sock, balancer))
+    asyncio.run(_serve(settings, sock, balancer, routes))
 
 
-def run(settings: Settings) -> None:
-    """Serve the identity feed on ``mllp_host:mllp_port`` until SIGTERM (``enrs serve``), from
-    ``settings.mllp_processes`` processes sharing the port."""
+def run(settings: Settings, routes: Routes = identity_routes) -> None:
+    """Serve the HL7 v2 listener on ``mllp_host:mllp_port`` until SIGTERM (``enrs serve``),
+    from ``settings.mllp_processes`` processes sharing the port, with ``routes`` (a
+    module-level function, given to each process: the identity feed's, and those of the
+    services ``enrs.mllp_routes`` adds)."""
     logging.basicConfig(level=settings.log_level.upper())
     processes = settings.mllp_processes
     sock = bind(settings.mllp_host, settings.mllp_port)
     counts = Balancer.shared(processes) if processes > 1 else None
     log.info("MLLP on %s:%s, %d process(es)", settings.mllp_host, settings.mllp_port, processes)
-    code = run_group(partial(_listen, settings, sock, counts), processes, name="enrs-mllp")
+    code = run_group(partial(_listen, settings, sock, counts, routes), processes, name="enrs-mllp")
     sock.close()
     if code:
         sys.exit(code)

@@ -29,7 +29,9 @@ class RegionalPatient(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rri: Mapped[str] = mapped_column(String(32), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("identity_patient.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identity_patient.id"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -66,6 +66,7 @@ class Handled:
     body: list[str] = field(default_factory=list)
     touched: list[Touched] = field(default_factory=list)
     query: str | None = None
+    resource_type: str = "Patient"  # what the audit records name (a DocumentReference…)
 
 
 def sender_of(msg: Message, config: IdentityConfig) -> Sender:
@@ -96,6 +97,17 @@ class Work:
 # A handler: what it does before the message's transaction (read and check the segments,
 # raising V2Error to refuse), returning the work of that transaction.
 Prepare = Callable[[IdentityConfig, Matcher, Message, Sender], Work]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the listener handles one (message type, event): its handler, whether it writes,
+    and the resource of the SMART scope its sender needs (``c`` and ``u`` on it to write,
+    ``s`` to query). Other services give the listener their routes (``enrs.mllp_routes``)."""
+
+    prepare: Prepare
+    writes: bool
+    resource: str = "Patient"
 
 
 def _refusal(exc: Unprocessable) -> Exception:

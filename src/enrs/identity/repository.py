@@ -521,3 +521,35 @@ def kept_apart(session: Session, source_id: int, other_patient_id: int) -> bool:
         IdentityTask.decision == "KEEP_APART",
     )
     return session.scalar(stmt.limit(1)) is not None
+
+
+_MERGED_HOPS = 16
+
+
+def merged_into(session: Session, patient_id: int) -> list[int]:
+    """``patient_id`` and the patients merged into it, directly or not (at most
+    ``_MERGED_HOPS`` merges deep), in that order."""
+    found, frontier = [patient_id], [patient_id]
+    for _ in range(_MERGED_HOPS):
+        stmt = select(RegionalPatient.id).where(RegionalPatient.merged_into_id.in_(frontier))
+        frontier = [i for i in session.scalars(stmt) if i not in found]
+        if not frontier:
+            break
+        found += frontier
+    return found
+
+
+def facilities_of_patients(session: Session, patient_ids: list[int]) -> set[str]:
+    """The FINESS of the facilities owning a domain with an active identity of one of
+    ``patient_ids``."""
+    stmt = (
+        select(IdentityDomain.finess)
+        .join(SourceIdentity, SourceIdentity.authority == IdentityDomain.oid)
+        .where(
+            SourceIdentity.patient_id.in_(patient_ids),
+            SourceIdentity.active.is_(True),
+            IdentityDomain.finess.is_not(None),
+        )
+        .distinct()
+    )
+    return {f for f in session.scalars(stmt) if f}

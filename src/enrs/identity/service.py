@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from enrs.identity import others, record, repository, snapshots
+from enrs.identity import access, others, pamfr, record, repository, snapshots, xref
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.compare import Traits
 from enrs.identity.matching.engine import Matcher, PairScore
@@ -45,7 +45,9 @@ from enrs.identity.traits import (
     phonetic,
 )
 from enrs.kit.db import utcnow
+from enrs.kit.errors import Conflict
 from enrs.kit.events import emit, enrich_at_commit, set_origin
+from enrs.kit.hl7v2 import Segment
 
 NEVER_AUTO = frozenset({"DOUT", "FICT"})
 
@@ -671,3 +673,77 @@ def _update(
     return _result(
         session, source.id, source.patient_id, created=False, method=method, score=score, task=task
     )
+
+
+# --- for the other services: which regional patient, who has them in care ------------------
+
+
+@dataclass(frozen=True)
+class PatientRef:
+    """A regional patient as other services key on it: its row id and its RRI."""
+
+    id: int
+    rri: str
+
+
+def resolve_patient(session: Session, config: IdentityConfig, oid: str, value: str) -> PatientRef:
+    """The active regional patient that the identifier ``value`` of the domain ``oid`` (an
+    IPP of a registered domain, an INS of a qualified identity, the RRI) designates, merges
+    followed. Raises :class:`enrs.identity.xref.UnknownDomain` (400),
+    :class:`enrs.identity.xref.UnknownPatient` (404), or
+    :class:`enrs.kit.errors.Conflict` when an INS designates two patients (the cell has to
+    merge them first)."""
+    found = xref.resolve(session, config, oid, value)
+    if len(found) > 1:
+        raise Conflict(f"the identifier {value} of {oid} designates {len(found)} patients")
+    return PatientRef(found[0].id, found[0].rri)
+
+
+def current_patient(session: Session, patient_id: int) -> PatientRef | None:
+    """The active regional patient ``patient_id`` now is (itself, or the one it was merged
+    into), ``None`` if there is none."""
+    patient = repository.patient(session, patient_id)
+    current = xref.follow_merges(session, patient) if patient is not None else None
+    return PatientRef(current.id, current.rri) if current is not None else None
+
+
+def patient_by_rri(session: Session, rri: str) -> PatientRef | None:
+    """The active regional patient of the RRI ``rri`` (merges followed), else ``None``."""
+    patient = repository.patient_by_rri(session, rri)
+    current = xref.follow_merges(session, patient) if patient is not None else None
+    return PatientRef(current.id, current.rri) if current is not None else None
+
+
+def merged_patient_ids(session: Session, patient_id: int) -> list[int]:
+    """``patient_id`` and every regional patient merged into it, directly or through
+    others: what was filed for any of them is the patient's now."""
+    return repository.merged_into(session, patient_id)
+
+
+def facilities_in_care(session: Session, patient_ids: list[int]) -> frozenset[str]:
+    """The member facilities (FINESS) that have the patient in care: those owning a domain
+    in which an active identity of one of ``patient_ids`` was fed (their ADT feed)."""
+    return frozenset(repository.facilities_of_patients(session, patient_ids))
+
+
+def pid_patient_keys(config: IdentityConfig, pid: Segment) -> list[tuple[str, str]]:
+    """``(domain OID, value)`` of each identifier of an HL7 v2 PID-3 that can name a regional
+    patient (for :func:`resolve_patient`): the facility identifiers (PAM-FR CX-4) first, then
+    the INS."""
+    cxs = pamfr.identifiers(pid, 3)
+    keys = [
+        (authority, cx.value)
+        for cx in cxs
+        if not cx.is_ins and cx.type_code != "INS-C" and (authority := cx.authority(config))
+    ]
+    return keys + [(cx.ins_system, cx.value) for cx in cxs if cx.is_ins]
+
+
+def qualified_ins(session: Session, patient_ids: list[int]) -> tuple[str, str] | None:
+    """``(INS, its OID)`` of the patient's qualified identity (the first, by id), the only
+    INS shared with the national services; ``None`` when no identity is qualified."""
+    for patient_id in patient_ids:
+        for source in access.patient_sources(session, patient_id):
+            if access.ins_trusted(source) and source.ins:
+                return source.ins, source.ins_system or INS_NIR_OID
+    return None

@@ -332,9 +332,16 @@ def after_commit(session: Session, hook: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(hook)
 
 
+def after_rollback(session: Session, hook: Callable[[], None]) -> None:
+    """Queue ``hook`` to run if the session's transaction rolls back instead of committing
+    (to undo what it did outside the database: a blob written for rows never committed)."""
+    session.info.setdefault("after_rollback", []).append(hook)
+
+
 def commit(session: Session) -> None:
     """Commit and run queued after-commit hooks; hooks never undo the commit."""
     session.commit()
+    session.info.pop("after_rollback", None)
     hooks: list[Callable[[], None]] = session.info.pop("after_commit", [])
     for hook in hooks:
         try:
@@ -346,6 +353,12 @@ def commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_hooks(session: Session) -> None:
     session.info.pop("after_commit", None)
+    hooks: list[Callable[[], None]] = session.info.pop("after_rollback", [])
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("after-rollback hook failed")
 
 
 BULK_CACHE_MIB = 256

@@ -61,6 +61,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         frozenset({"admin"}),
     ),
     (
+        "Dossier patient",
+        "Les documents partagés d'un patient : comptes rendus, lettres, résultats ; dépôt",
+        "/dossiers",
+        frozenset({"professional", "admin"}),
+    ),
+    (
         "Annuaire",
         "Professionnels (RPPS, ADELI) et structures (FINESS) de la région",
         "/annuaire",
@@ -76,7 +82,7 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
 ]
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
-    "les documents partagés et le DMP",
+    "le suivi des envois au DMP",
     "la messagerie sécurisée MSSanté",
     "la coordination des parcours",
     "l'imagerie régionale",

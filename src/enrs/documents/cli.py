@@ -1,0 +1,59 @@
+"""``enrs documents …``: the document repository's jobs from the command line."""
+
+from __future__ import annotations
+
+import click
+
+from enrs.settings import Settings
+
+
+@click.group()
+def documents() -> None:
+    """The regional document repository (MHD, the DMP feed, retention)."""
+
+
+@documents.command("dmp-send")
+def dmp_send() -> None:
+    """Send the documents waiting for the DMP now (one round; ``enrs serve`` does it every
+    ENRS_DMP_INTERVAL seconds when ENRS_DMP_URL is set)."""
+    from enrs.documents import dmp_feed
+    from enrs.kit.db import Database
+    from enrs.kit.storage import open_storage
+
+    settings = Settings()
+    if not settings.dmp_url:
+        raise click.ClickException("ENRS_DMP_URL is not set: no DMP to send to")
+    db = Database(settings.database_url)
+    try:
+        with dmp_feed.adapter_for(settings) as adapter:
+            tally = dmp_feed.send_due(
+                db, open_storage(settings), adapter, source_id=dmp_feed.repository_oid(settings)
+            )
+    finally:
+        db.dispose()
+    click.echo(
+        f"sent {tally.sent}, to retry {tally.retried}, refused {tally.refused}, "
+        f"held (no qualified INS) {tally.held}, skipped (opposition, withdrawn) {tally.skipped}"
+    )
+
+
+@documents.command("retention")
+@click.option("--years", type=int, help="Retention period (default ENRS_DOCUMENT_RETENTION_YEARS)")
+@click.option("--dry-run", is_flag=True, help="Count the documents past the period only")
+def retention(years: int | None, dry_run: bool) -> None:
+    """Delete the documents older than the retention period, each deletion audited."""
+    from enrs.documents import retention as job
+    from enrs.kit.db import Database
+    from enrs.kit.storage import open_storage
+
+    settings = Settings()
+    period = years if years is not None else settings.document_retention_years
+    db = Database(settings.database_url)
+    try:
+        done = job.purge(db, open_storage(settings), years=period, dry_run=dry_run)
+    finally:
+        db.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {done.documents} document(s) dated before {job.cutoff(period):%Y-%m-%d}")
+    if done.contents_left:
+        click.echo(f"{done.contents_left} content(s) could not be deleted (see the log)", err=True)
