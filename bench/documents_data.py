@@ -23,7 +23,7 @@ from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.db import Database, prepare_bulk
 from enrs.settings import PLACEHOLDER_OID_ROOT
 
-CHU_FINESS = "970000018"  # a Luhn-valid FINESS of Martinique for the bench's CHU
+CHU_FINESS = "970000014"  # a Luhn-valid FINESS of Martinique for the bench's CHU
 CHU_OID = "1.2.250.1.999.1.1"
 TYPES = [
     ("11490-0", "10"), ("11488-4", "10"), ("18748-4", "31"), ("11502-2", "10"),

@@ -41,13 +41,19 @@ from tests.support.live_server import live_server
 
 from bench import documents_data
 from bench._load import ProcTreeSampler, percentiles
-from bench.documents_search import PG_ADMIN_URL, facility_token
+from bench.documents_search import PG_ADMIN_URL
 from bench.http_baseline import say
 from bench.identity_bulk import pg_database
-from bench.identity_pdq import MB
+from bench.identity_pdq import MB, _token
 from enrs.kit.migrate import upgrade_head
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def ingest_token(url: str, base_url: str) -> str:
+    """A token of the CHU's system client, allowed to file and read documents."""
+    scope = "system/DocumentReference.crs system/Binary.r"
+    return _token(url, base_url, scope, finess=documents_data.CHU_FINESS)
 
 
 def fake_pdf(size: int, rng: random.Random) -> bytes:
@@ -121,14 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     rows: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
-        tmp = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-docingest-", dir="."))
-        )
-        url = (
-            stack.enter_context(pg_database(args.pg_admin_url))
-            if args.postgres
-            else f"sqlite:///{tmp / 'enrs.db'}"
-        )
+        # The data folder (blobs), the raw files and the SQLite database on one disk.
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-docingest-")))
+        if args.postgres:
+            url = stack.enter_context(pg_database(args.pg_admin_url))
+        else:
+            url = f"sqlite:///{tmp / 'enrs.db'}"
         upgrade_head(url)
         seeded = documents_data.seed(url, patients=args.patients, documents=0, seed=args.seed)
         pdfs = [fake_pdf(args.size, rng) for _ in range(args.documents)]
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         server = stack.enter_context(live_server(data_dir=tmp / "var", database_url=url))
         sampler = stack.enter_context(ProcTreeSampler(server.process.pid))
-        headers = {"Authorization": f"Bearer {facility_token(url, server.base_url)}"}
+        headers = {"Authorization": f"Bearer {ingest_token(url, server.base_url)}"}
         local = threading.local()
 
         def http() -> httpx.Client:

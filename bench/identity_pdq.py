@@ -163,7 +163,8 @@ def _token(
         data={"grant_type": "client_credentials"},
         auth=(client.client_id, secret or ""),
     )
-    answer.raise_for_status()
+    if answer.status_code != 200:
+        raise RuntimeError(f"token refused: {answer.status_code} {answer.text}")
     token: str = answer.json()["access_token"]
     return token
 
