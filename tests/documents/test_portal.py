@@ -209,3 +209,10 @@ def test_the_patient_file_in_a_browser(
     journal = team.locator("#journal").inner_text()
     assert "dr.autre" in journal and "accès en urgence" in journal
     team.screenshot(path=str(tmp_path / "journal.png"), full_page=True)
+    team.goto(f"{base}/")
+    team.click(".services >> text=Accès en urgence")
+    team.wait_for_url("**/admin/bris-de-glace")
+    assert "Patient admis inconscient" in team.locator("#urgences").inner_text()
+    team.click("#urgences button[type=submit]")
+    team.wait_for_url("**/admin/bris-de-glace")
+    assert team.locator("#aucun").count() == 1

@@ -38,6 +38,7 @@ def test_login_reaches_services_page(browser: Browser, server: LiveServer, tmp_p
     assert page.locator(".services li h2").all_inner_texts() == [
         "Traçabilité",
         "Notifications",
+        "Accès en urgence",
         "Dossier patient",
         "Annuaire",
         "Lits disponibles",

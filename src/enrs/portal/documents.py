@@ -319,3 +319,40 @@ def access_log(request: Request, rri: str, user: PortalUser, session: DbSession)
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
     )
+
+
+@router.get("/admin/bris-de-glace")
+def emergency_page(
+    request: Request, user: PortalUser, session: DbSession, tout: str = ""
+) -> HTMLResponse:
+    """The emergency accesses (*bris de glace*) for the regional team to review."""
+    if "admin" not in user.roles:
+        raise Forbidden("réservé à l'équipe régionale")
+    _audit(request, user, "search-type", "Consent", None)
+    rows = service.emergency_accesses(session, unreviewed_only=not tout)
+    lines = [(row, service.rri_of_patient(session, row.patient_id)) for row in rows]
+    return _render(
+        request,
+        "documents_emergencies.html",
+        lines=lines,
+        everything=bool(tout),
+        tz=_zone(request),
+        csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.post("/admin/bris-de-glace/{access_id}")
+def emergency_reviewed(
+    request: Request,
+    access_id: int,
+    user: PortalUser,
+    session: DbSession,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Mark an emergency access reviewed."""
+    if "admin" not in user.roles:
+        raise Forbidden("réservé à l'équipe régionale")
+    _audit(request, user, "update", "Consent", None)
+    _checked(session, user, csrf)
+    service.review_emergency(session, access_id, actor=f"{user.kind}:{user.subject}")
+    return RedirectResponse("/admin/bris-de-glace", status_code=303)

@@ -61,6 +61,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         frozenset({"admin"}),
     ),
     (
+        "Accès en urgence",
+        "Les bris de glace des professionnels sur les documents des patients, à examiner",
+        "/admin/bris-de-glace",
+        frozenset({"admin"}),
+    ),
+    (
         "Dossier patient",
         "Les documents partagés d'un patient : comptes rendus, lettres, résultats ; dépôt",
         "/dossiers",
