@@ -157,7 +157,10 @@ def test_the_patient_file_in_a_browser(
     page.fill("#identifiant", rri)
     page.click("#recherche-patient button[type=submit]")
     page.wait_for_url(f"**/dossiers/{rri}")
-    assert "in care at" in page.locator("#relation").inner_text()
+    assert (
+        f"pris en charge par votre structure (FINESS {CHU})"
+        in page.locator("#relation").inner_text()
+    )
     assert page.locator("#documents tbody tr").count() == 1
     page.click("#documents >> text=Lettre de liaison à la sortie")
     page.wait_for_url(f"**/dossiers/{rri}/documents/*")
@@ -201,7 +204,7 @@ def test_the_patient_file_in_a_browser(
     other.check("#urgence")
     other.click("#declarer button[type=submit]")
     other.wait_for_url(f"**/dossiers/{rri}?message=acces")
-    assert "urgence" in other.locator("#relation").inner_text()
+    assert "accès en urgence (bris de glace)" in other.locator("#relation").inner_text()
     assert other.locator("#documents tbody tr").count() == 2  # both are shared documents
     team = browser.new_page()
     _log_in(team, base, "regional")

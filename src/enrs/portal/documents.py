@@ -91,6 +91,21 @@ def find_patient(
     return RedirectResponse(f"/dossiers/{quote(patient.rri)}", status_code=303)
 
 
+def relation_fr(relationship: str | None) -> str | None:
+    """How the page says why the person reads the patient's documents (the access rule's
+    reasons, written for the audit trail, put in French)."""
+    if relationship is None:
+        return None
+    kind, _, detail = relationship.partition(": ")
+    if relationship.startswith("in care at "):
+        return f"le patient est pris en charge par votre structure (FINESS {relationship[11:]})"
+    if kind == "declared":
+        return f"accès déclaré — {detail}"
+    if kind == "emergency":
+        return f"accès en urgence (bris de glace) — {detail}"
+    return relationship
+
+
 def _bound(text: str, *, end: bool) -> datetime | None:
     if not text:
         return None
@@ -142,7 +157,7 @@ def patient_file(
         types=types,
         chosen={"type": type, "du": du, "au": au},
         filter_types=sorted({r.type_code for r in rows} | ({type} if type else set())),
-        relationship=granted.relationship,
+        relationship=relation_fr(granted.relationship),
         emergency=granted.emergency,
         opposed=granted.opposed_all,
         can_upload="professional" in user.roles and bool(reader.rpps),
