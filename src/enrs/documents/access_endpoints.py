@@ -8,7 +8,6 @@ Each is audited (``require``); an emergency declaration's record carries ``purpo
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -94,10 +93,7 @@ def declare_access(
     )
     entry = request.state.audit[-1]
     entry.interaction, entry.action, entry.resource_type = "create", "C", "Consent"
-    detail: dict[str, Any] = {"access": row.kind, "reason": row.reason}
-    if row.kind == "emergency":
-        detail["purposeOfUse"] = "BTG"
-    entry.detail = json.dumps(detail)
+    entry.detail = service.declaration_detail(row)
     return JSONResponse(_access_json(row, patient.rri), status_code=201)
 
 

@@ -101,10 +101,8 @@ def _audit(request: Request, patient: PatientRef | None, entity: str | None = No
 
 def _audit_access(request: Request, granted: PatientAccess) -> None:
     """An emergency access (*bris de glace*) is flagged on every audit record it allows."""
-    if granted.emergency:
-        request.state.audit[-1].detail = json.dumps(
-            {"purposeOfUse": "BTG", "relationship": granted.relationship}
-        )
+    if (detail := service.read_detail(granted)) is not None:
+        request.state.audit[-1].detail = detail
 
 
 # --- ITI-65 ----------------------------------------------------------------------------------

@@ -68,6 +68,25 @@ def patient_ids(session: Session, patient: PatientRef) -> list[int]:
     return identity_service.merged_patient_ids(session, patient.id)
 
 
+BREAK_GLASS = "BTG"  # BALP purposeOfUse of a record allowed by an emergency access
+
+
+def read_detail(granted: PatientAccess) -> str | None:
+    """The audit detail of a read: an emergency access (*bris de glace*) flags every record
+    it allows (the access report and the regional team read the flag)."""
+    if not granted.emergency:
+        return None
+    return json.dumps({"purposeOfUse": BREAK_GLASS, "relationship": granted.relationship})
+
+
+def declaration_detail(row: DeclaredAccess) -> str:
+    """The audit detail of an access declaration (flagged too when it is an emergency)."""
+    detail: dict[str, Any] = {"access": row.kind, "reason": row.reason}
+    if row.kind == "emergency":
+        detail["purposeOfUse"] = BREAK_GLASS
+    return json.dumps(detail, ensure_ascii=False)
+
+
 def access_to(session: Session, reader: Reader, patient: PatientRef) -> PatientAccess:
     return access.patient_access(session, reader, patient_ids(session, patient))
 
@@ -503,7 +522,7 @@ def access_report(session: Session, patient: PatientRef) -> list[AccessLine]:
                 kind=kinds.get(record.agent_kind, record.agent_kind),
                 what=what,
                 document=record.entity_ref,
-                emergency=detail.get("purposeOfUse") == "BTG",
+                emergency=detail.get("purposeOfUse") == BREAK_GLASS,
                 allowed=record.outcome == "0",
             )
         )

@@ -7,9 +7,8 @@ consulté mes documents"). The repository's rule decides what each person sees
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -133,8 +132,7 @@ def patient_file(
     _audit(request, user, "search-type", "DocumentReference", patient)
     reader = reader_of(session, user)
     granted = service.access_to(session, reader, patient)
-    if granted.emergency:
-        request.state.audit[-1].detail = json.dumps({"purposeOfUse": "BTG"})
+    request.state.audit[-1].detail = service.read_detail(granted)
     stmt = repository.readable_entries(reader, granted)
     if type:
         stmt = stmt.where(DocumentEntry.type_code == type)
@@ -181,8 +179,7 @@ def _visible(
     entry, found, granted = service.visible_entry(session, reader, doc_id)
     if found.id != patient.id:
         raise Forbidden("ce document n'est pas dans ce dossier")
-    if granted.emergency:
-        request.state.audit[-1].detail = json.dumps({"purposeOfUse": "BTG"})
+    request.state.audit[-1].detail = service.read_detail(granted)
     return entry, patient, reader
 
 
@@ -259,10 +256,7 @@ def declare_access(
     row = service.declare_access(
         session, reader_of(session, user), patient, kind=kind, reason=motif
     )
-    detail: dict[str, Any] = {"access": row.kind, "reason": row.reason}
-    if row.kind == "emergency":
-        detail["purposeOfUse"] = "BTG"
-    request.state.audit[-1].detail = json.dumps(detail)
+    request.state.audit[-1].detail = service.declaration_detail(row)
     return RedirectResponse(f"/dossiers/{quote(rri)}?message=acces", status_code=303)
 
 
