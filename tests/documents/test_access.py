@@ -310,3 +310,39 @@ def test_a_correction_of_the_metadata(region: Region) -> None:
         ).status_code
         == 403
     )
+
+
+def test_the_patients_invisibility_is_only_ever_lifted(region: Region) -> None:
+    """The DMP's visibility rules: never both masked to professionals and invisible to the
+    patient; a document made visible to the patient stays visible."""
+    both = bundle((pdf(), "application/pdf", {"visibility": ("MASQUE_PS", "INVISIBLE_PATIENT")}))
+    refused = region.provide(both)
+    assert refused.status_code == 422
+    assert "MASQUE_PS and INVISIBLE_PATIENT" in refused.text
+    assert _seen(region, region.chu) == []
+
+    doc = _file(region, visibility=("INVISIBLE_PATIENT",))
+    assert _seen(region, region.chu, "&security-label=INVISIBLE_PATIENT") == [doc]
+    resource = region.client.get(f"/fhir/DocumentReference/{doc}", headers=region.chu).json()
+    labels = resource["securityLabel"]
+    disclosed = {**resource, "securityLabel": [x for x in labels if "INVISIBLE" not in str(x)]}
+    headers = {**region.chu, "Content-Type": "application/fhir+json"}
+    done = region.client.put(f"/fhir/DocumentReference/{doc}", json=disclosed, headers=headers)
+    assert done.status_code == 200, done.text
+    assert _seen(region, region.chu, "&security-label=INVISIBLE_PATIENT") == []
+
+    hidden_again = region.client.put(
+        f"/fhir/DocumentReference/{doc}", json=resource, headers=headers
+    )
+    assert hidden_again.status_code == 422
+    assert "INVISIBLE_PATIENT cannot be added" in hidden_again.text
+    now = region.client.get(f"/fhir/DocumentReference/{doc}", headers=region.chu).json()
+    assert now["meta"]["versionId"] == "2" and "INVISIBLE" not in str(now["securityLabel"])
+    masked = {**disclosed, "securityLabel": [*disclosed["securityLabel"], {"code": "MASQUE_PS"}]}
+    assert (
+        region.client.put(
+            f"/fhir/DocumentReference/{doc}", json=masked, headers=headers
+        ).status_code
+        == 200
+    )  # masking to professionals goes both ways
+    assert _seen(region, region.chu, "&security-label=MASQUE_PS") == [doc]

@@ -203,6 +203,15 @@ def test_oru_r01_files_a_cda_with_its_header(region: Region, port: int) -> None:
             "AE",
             "may not write",
         ),
+        (
+            lambda: mdm(
+                "B8",
+                pdf(),
+                extra="OBX|4|CE|MASQUE_PS^Masqué||Y||||||F\rOBX|5|CE|INVISIBLE_PATIENT^Invisible||Y||||||F",
+            ),
+            "AE",
+            "MASQUE_PS and INVISIBLE_PATIENT together",
+        ),
     ],
 )
 def test_bad_messages_are_refused_and_nothing_is_stored(

@@ -219,3 +219,40 @@ def test_the_patient_file_in_a_browser(
     team.click("#urgences button[type=submit]")
     team.wait_for_url("**/admin/bris-de-glace")
     assert team.locator("#aucun").count() == 1
+
+    # A result not yet announced to the patient: others are warned, its author's structure
+    # makes it visible, for good, once the announcement is made.
+    announced = bundle(
+        (
+            pdf("Résultat"),
+            "application/pdf",
+            {
+                "visibility": ("INVISIBLE_PATIENT",),
+                "author_finess": CHU,
+                "description": "Résultat d'anatomopathologie",
+            },
+        ),
+        patient={"reference": f"Patient/{rri}"},
+    )
+    filed = httpx.post(
+        f"{base}/fhir",
+        json=announced,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
+    assert filed.status_code == 200, filed.text
+    other.goto(f"{base}/dossiers/{rri}")
+    other.click("#documents >> text=Résultat d'anatomopathologie")
+    warning = other.locator("#alerte-visibilite").inner_text()
+    assert "ce document n'est pas visible du patient" in warning
+    assert other.locator("#rendre-visible").count() == 0  # not the author's structure
+    page.goto(f"{base}/dossiers/{rri}")
+    row = page.locator("#documents tbody tr", has_text="Résultat d'anatomopathologie")
+    assert "non visible par le patient" in row.inner_text()
+    row.locator("a").click()
+    page.wait_for_url(f"**/dossiers/{rri}/documents/*")
+    assert page.locator("#alerte-visibilite").count() == 1
+    page.check("#confirme")
+    page.click("#rendre-visible button[type=submit]")
+    page.wait_for_url("**?message=visible")
+    assert page.locator("#alerte-visibilite").count() == 0
+    assert page.locator("#rendre-visible").count() == 0

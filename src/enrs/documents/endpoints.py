@@ -33,7 +33,7 @@ from enrs.documents.auth import (
     DocumentUpdate,
     SubmissionSetSearch,
 )
-from enrs.documents.mhd import BundleReader, read_correction
+from enrs.documents.mhd import BundleReader, check_visibility_change, read_correction
 from enrs.documents.terminology import Terminology
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
@@ -327,6 +327,11 @@ def update_document_reference(
     elif body.get("status") == "current":
         changes = read_correction(Terminology.load(), body)
         entry, before = service.correct(session, reader, resource_id, changes, body)
+        check_visibility_change(
+            service.visibility_of(json.loads(before)),
+            entry.visibility_codes,
+            "DocumentReference.securityLabel",
+        )
         entry_audit.detail = json.dumps({"previous": json.loads(before)}, ensure_ascii=False)
     else:
         raise Unprocessable(

@@ -283,6 +283,10 @@ def _document(msg: Message, max_bytes: int) -> tuple[ProvidedDocument, str | Non
     index, obx = _ed(msg)
     data, media = _content(index, obx, max_bytes)
     flags = _flags(msg)
+    try:
+        mhd.check_visibility(flags, "OBX")
+    except InvalidSubmission as exc:
+        raise _error(103, exc.message, "OBX") from None
     header = None
     if media in mhd.CDA_TYPES:
         header = cda.parse_cda(data, max_bytes=max_bytes)

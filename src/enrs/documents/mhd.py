@@ -28,6 +28,31 @@ SUBMISSION_SET_CODE = "submissionset"
 # The DMP's visibility codes (JDV_J08, code system 1.2.250.1.213.1.1.4.13), given in
 # securityLabel beside the confidentiality level.
 VISIBILITY_CODES = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
+# Given at filing, the patient's (and legal representatives') invisibility is only ever lifted
+# afterwards, never set again (the DMP's rule: what the patient may have read stays readable).
+ONLY_LIFTED = frozenset({"INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
+
+
+def check_visibility(codes: frozenset[str], where: str) -> None:
+    """The DMP refuses a document both masked to professionals and invisible to the patient
+    (no one but its author would read it): refused here, naming both codes."""
+    if {"MASQUE_PS", "INVISIBLE_PATIENT"} <= codes:
+        raise InvalidSubmission(
+            f"{where}: MASQUE_PS and INVISIBLE_PATIENT together: a document is not both masked"
+            " to professionals and invisible to the patient"
+        )
+
+
+def check_visibility_change(before: frozenset[str], after: frozenset[str], where: str) -> None:
+    """A correction may lift the patient's or the legal representatives' invisibility, never
+    set it on a document already visible to them."""
+    if added := sorted((after - before) & ONLY_LIFTED):
+        raise InvalidSubmission(
+            f"{where}: {', '.join(added)} cannot be added: a document visible to the patient"
+            " (or their legal representatives) stays visible"
+        )
+
+
 ACCEPTED_TYPES = frozenset(
     {
         "application/pdf",
@@ -339,6 +364,7 @@ class BundleReader:
             _check(self.terms, Binding.CONFIDENTIALITY, c, at("securityLabel")) for c in labels
         ]
         visibility = frozenset(c.code for c in concepts if c.code in VISIBILITY_CODES)
+        check_visibility(visibility, at("securityLabel"))
         levels = [c for c in concepts if c.code not in VISIBILITY_CODES]
         if len(levels) != 1:
             raise InvalidSubmission(f"{at('securityLabel')}: one confidentiality code is required")
@@ -503,6 +529,8 @@ def read_correction(terms: Terminology, res: dict[str, Any]) -> dict[str, Any]:
     levels = [c for c in concepts if c.code not in VISIBILITY_CODES]
     if len(levels) != 1:
         raise InvalidSubmission(f"{at('securityLabel')}: one confidentiality code is required")
+    visibility = frozenset(c.code for c in concepts if c.code in VISIBILITY_CODES)
+    check_visibility(visibility, at("securityLabel"))
     kind = _check(terms, Binding.TYPE, res.get("type"), at("type"))
     category = _check(terms, Binding.CLASS, (res.get("category") or [None])[0], at("category"))
     context = res.get("context") or {}
@@ -515,7 +543,7 @@ def read_correction(terms: Terminology, res: dict[str, Any]) -> dict[str, Any]:
         "class_system": category.system,
         "class_code": category.code,
         "confidentiality": levels[0].code,
-        "visibility": " ".join(sorted(c.code for c in concepts if c.code in VISIBILITY_CODES)),
+        "visibility": " ".join(sorted(visibility)),
         "facility_type": _check(
             terms, Binding.FACILITY_TYPE, context.get("facilityType"), at("context.facilityType")
         ).code,

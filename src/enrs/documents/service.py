@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from enrs.documents import access, cda, repository
+from enrs.documents import access, cda, mhd, repository
 from enrs.documents.access import PatientAccess, Reader
 from enrs.documents.mhd import ProvidedDocument, Submission
 from enrs.documents.models import (
@@ -527,3 +527,49 @@ def access_report(session: Session, patient: PatientRef) -> list[AccessLine]:
             )
         )
     return lines
+
+
+# --- disclosure to the patient ----------------------------------------------------------------
+
+
+def _codes_of(label: Any) -> set[str]:
+    """The codes of one ``securityLabel`` as stored (a CodeableConcept, or a bare Coding)."""
+    if not isinstance(label, dict):
+        return set()
+    coding = label.get("coding")
+    codings: list[Any] = coding if isinstance(coding, list) else [label]
+    return {str(c.get("code")) for c in codings if isinstance(c, dict) and c.get("code")}
+
+
+def visibility_of(resource: dict[str, Any]) -> frozenset[str]:
+    """The DMP visibility codes a stored DocumentReference carries."""
+    return frozenset(
+        code
+        for label in resource.get("securityLabel") or []
+        for code in _codes_of(label)
+        if code in mhd.VISIBILITY_CODES
+    )
+
+
+def disclose(
+    session: Session, reader: Reader, resource_id: str, code: str
+) -> tuple[DocumentEntry, str]:
+    """Make a document visible to the patient (``INVISIBLE_PATIENT``) or to their legal
+    representatives (``INVISIBLE_REPRESENTANTS_LEGAUX``), for good: once the announcement is
+    made, by the author's structure. A metadata correction (:func:`correct`) that drops the
+    code; returns the entry and its metadata as it was."""
+    if code not in mhd.ONLY_LIFTED:
+        raise Unprocessable(f"{code}: only {', '.join(sorted(mhd.ONLY_LIFTED))} are lifted")
+    entry = repository.entry_by_resource_id(session, resource_id, for_update=True)
+    if entry is None:
+        raise NotFound(f"DocumentReference/{resource_id} is unknown")
+    kept = json.loads(entry.resource)
+    labels = [x for x in kept.get("securityLabel") or [] if code not in _codes_of(x)]
+    remaining = entry.visibility_codes - {code}
+    return correct(
+        session,
+        reader,
+        resource_id,
+        {"visibility": " ".join(sorted(remaining))},
+        {"securityLabel": labels},
+    )

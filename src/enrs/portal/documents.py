@@ -7,6 +7,7 @@ consulté mes documents"). The repository's rule decides what each person sees
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time
 from typing import Annotated
 from urllib.parse import quote, urlencode
@@ -195,10 +196,10 @@ def _shown(entry: DocumentEntry, data: bytes) -> tuple[bytes, str] | None:
 
 @router.get("/dossiers/{rri}/documents/{doc_id}")
 def document_page(
-    request: Request, rri: str, doc_id: str, user: PortalUser, session: DbSession
+    request: Request, rri: str, doc_id: str, user: PortalUser, session: DbSession, message: str = ""
 ) -> HTMLResponse:
     """One document: a PDF in the browser's viewer, a structured CDA as HTML."""
-    entry, patient, _reader = _visible(request, session, user, rri, doc_id, "DocumentReference")
+    entry, patient, reader = _visible(request, session, user, rri, doc_id, "DocumentReference")
     data = service.content_of(request.app.state.storage, entry)
     shown = _shown(entry, data)
     rendered = cda_html.render_html(data) if shown is None else None
@@ -211,8 +212,46 @@ def document_page(
         type_label=types.get(entry.type_code, entry.type_code),
         rendered=rendered,
         viewer=shown is not None,
+        hidden=entry.visibility_codes & mhd.ONLY_LIFTED,
+        may_disclose="professional" in user.roles
+        and entry.status == "current"
+        and repository.is_own(session, reader, entry.id),
+        message=message,
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.post("/dossiers/{rri}/documents/{doc_id}/visibilite")
+def disclose(
+    request: Request,
+    rri: str,
+    doc_id: str,
+    user: PortalUser,
+    session: DbSession,
+    code: Annotated[str, Form()] = "",
+    confirme: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The author's structure makes a document visible to the patient (or to their legal
+    representatives) once the announcement is made: for good, so it is confirmed."""
+    if "professional" not in user.roles:
+        raise Forbidden("seul un professionnel de santé rend un document visible")
+    patient = _patient(request, session, rri)
+    _audit(request, user, "update", "DocumentReference", patient)
+    request.state.audit[-1].entity_ref = f"DocumentReference/{doc_id}"
+    _checked(session, user, csrf)
+    if not confirme:
+        raise BadRequest("confirmez : un document rendu visible le reste")
+    reader = reader_of(session, user)
+    _shown_entry, found, _granted = service.visible_entry(session, reader, doc_id)
+    if found.id != patient.id:
+        raise Forbidden("ce document n'est pas dans ce dossier")
+    _entry, before = service.disclose(session, reader, doc_id, code)
+    previous = {"previous": json.loads(before)}
+    request.state.audit[-1].detail = json.dumps(previous, ensure_ascii=False)
+    return RedirectResponse(
+        f"/dossiers/{quote(rri)}/documents/{quote(doc_id)}?message=visible", status_code=303
     )
 
 
