@@ -57,3 +57,29 @@ def test_documents_past_the_period_are_deleted_and_audited(
     gone = region.client.get(f"/fhir/Binary/{old}", headers=region.chu)
     assert gone.status_code == 404
     assert region.client.get(f"/fhir/Binary/{recent}", headers=region.chu).status_code == 200
+
+
+def test_contents_without_a_document_are_swept_after_a_grace_period(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    """What a process dying between a filing's contents and its commit leaves behind."""
+    region = make_region(app, client, db, tmp_path)
+    answer = region.provide(bundle((pdf("gardé"), "application/pdf", {})))
+    assert answer.status_code == 200, answer.text
+    kept = answer.json()["entry"][1]["response"]["location"].split("/")[1]
+    storage = app.state.storage
+    orphan = "documents/2026/12/left-by-a-crash"
+    storage.put(orphan, pdf("orphelin"), "application/pdf")
+
+    assert retention.sweep(db, storage).orphans == 0  # younger than the grace period
+    assert retention.sweep(db, storage, grace=timedelta(0), dry_run=True).orphans == 1
+    assert storage.exists(orphan)
+    done = retention.sweep(db, storage, grace=timedelta(0))
+    assert done.orphans == 1 and done.failed == 0
+    assert not storage.exists(orphan)
+    assert region.client.get(f"/fhir/Binary/{kept}", headers=region.chu).status_code == 200
+    with db.transaction(write=False) as session:
+        swept = session.scalars(
+            select(AuditRecord.entity_ref).where(AuditRecord.category == "retention")
+        ).all()
+    assert swept == [orphan]

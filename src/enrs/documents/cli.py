@@ -57,3 +57,26 @@ def retention(years: int | None, dry_run: bool) -> None:
     click.echo(f"{verb} {done.documents} document(s) dated before {job.cutoff(period):%Y-%m-%d}")
     if done.contents_left:
         click.echo(f"{done.contents_left} content(s) could not be deleted (see the log)", err=True)
+
+
+@documents.command("sweep")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="Grace period")
+@click.option("--dry-run", is_flag=True, help="Count the orphan contents only")
+def sweep(hours: float, dry_run: bool) -> None:
+    """Remove stored contents that no document names (left by a crash mid-filing), older than
+    the grace period; each removal audited."""
+    from datetime import timedelta
+
+    from enrs.documents import retention as job
+    from enrs.kit.db import Database
+    from enrs.kit.storage import open_storage
+
+    settings = Settings()
+    db = Database(settings.database_url)
+    try:
+        done = job.sweep(db, open_storage(settings), grace=timedelta(hours=hours), dry_run=dry_run)
+    finally:
+        db.dispose()
+    click.echo(f"{'would remove' if dry_run else 'removed'} {done.orphans} orphan content(s)")
+    if done.failed:
+        click.echo(f"{done.failed} content(s) could not be deleted (see the log)", err=True)

@@ -3,7 +3,14 @@ whose date is older than the retention period (``ENRS_DOCUMENT_RETENTION_YEARS``
 default: the longest period French law sets for a medical record kept by a health
 establishment) is deleted, row and content, each deletion written to the audit trail in the
 same transaction as the rows' (category ``retention``); the content is removed once that
-transaction has committed."""
+transaction has committed.
+
+The sweep (:func:`sweep`) removes contents that no document row names: left by a process that
+died between writing a submission's contents and committing its rows (an error rolls back and
+deletes them at once: ``kit.db.after_rollback``), or by a content deletion that failed. Only
+contents older than a grace period (an hour by default: far longer than a filing transaction)
+are touched, so a filing in progress never loses its content; each removal is audited.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +80,71 @@ def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = Fal
             keys = [r.blob_key for r in rows]
             after_commit(session, lambda keys=keys: _remove(storage, keys, result))  # type: ignore[misc]
             result.documents += len(rows)
+
+
+@dataclass
+class Swept:
+    orphans: int = 0
+    failed: int = 0
+
+
+PREFIX = "documents/"
+GRACE = timedelta(hours=1)
+
+
+def sweep(
+    db: Database, storage: BlobStorage, *, grace: timedelta = GRACE, dry_run: bool = False
+) -> Swept:
+    """Remove the contents under ``documents/`` that no document row names and that are older
+    than ``grace`` (``dry_run``: count them)."""
+    result = Swept()
+    keys: list[str] = []
+    for key in storage.iter_keys(PREFIX):
+        keys.append(key)
+        if len(keys) == BATCH:
+            _sweep_batch(db, storage, keys, grace, dry_run, result)
+            keys = []
+    if keys:
+        _sweep_batch(db, storage, keys, grace, dry_run, result)
+    return result
+
+
+def _sweep_batch(
+    db: Database,
+    storage: BlobStorage,
+    keys: list[str],
+    grace: timedelta,
+    dry_run: bool,
+    result: Swept,
+) -> None:
+    with db.transaction(write=False) as session:
+        named = set(
+            session.scalars(select(DocumentEntry.blob_key).where(DocumentEntry.blob_key.in_(keys)))
+        )
+    limit = utcnow() - grace
+    orphans = [k for k in keys if k not in named and storage.head(k).created_at < limit]
+    result.orphans += len(orphans)
+    if dry_run or not orphans:
+        return
+    with db.transaction() as session:
+        append_entries(session.connection(), [_orphan_audit(k) for k in orphans])
+    left = Purged()
+    _remove(storage, orphans, left)
+    result.failed += left.contents_left
+
+
+def _orphan_audit(key: str) -> AuditEntry:
+    return AuditEntry(
+        category="retention",
+        interaction="delete",
+        action="D",
+        agent_kind="system",
+        agent_id="retention",
+        agent_name="ENRS retention job",
+        resource_type="Binary",
+        entity_ref=key,
+        detail='{"reason": "content without a document row"}',
+    )
 
 
 def _count(db: Database, limit: datetime) -> int:
