@@ -40,6 +40,7 @@ from enrs.kit.security.keys import KeyRing
 from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
+from enrs.messaging import servers as mail_servers
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import documents as portal_documents
@@ -167,4 +168,14 @@ def listeners(settings: Settings) -> list[Listener]:
         found.append(document_dmp_feed.LISTENER)
     if settings.notifications:
         found.append(identity_subscriptions.LISTENER)
+    mail, why_not = mail_servers.enabled(settings)
+    if mail:
+        found.append(mail_servers.LISTENER)
+    elif settings.mail_servers != "off":
+        log.warning(
+            "mail servers not started (%s): the portal's webmail delivers locally only; "
+            "install Postfix and Dovecot (apt-get install postfix dovecot-imapd "
+            "dovecot-lmtpd) and start as root, or set ENRS_MAIL_SERVERS=off",
+            why_not,
+        )
     return found

@@ -110,6 +110,13 @@ def _check_ports(settings: Settings) -> None:
     wanted = [("ENRS_HTTP_PORT", settings.http_host, settings.http_port)]
     if settings.mllp_port:
         wanted.append(("ENRS_MLLP_PORT", settings.mllp_host, settings.mllp_port))
+    from enrs.messaging import servers as mail_servers
+
+    if mail_servers.enabled(settings)[0]:
+        wanted.append(("ENRS_SMTP_PORT", settings.mail_host, settings.smtp_port))
+        wanted.append(("ENRS_IMAP_PORT", settings.mail_host, settings.imap_port))
+        if settings.mx_port:
+            wanted.append(("ENRS_MX_PORT", settings.mail_host, settings.mx_port))
     for name, host, port in wanted:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -767,9 +774,11 @@ def demo_load() -> None:
 def _register_services() -> None:
     from enrs.directory.cli import directory
     from enrs.documents.cli import documents
+    from enrs.messaging.cli import messaging
 
     main.add_command(directory)
     main.add_command(documents)
+    main.add_command(messaging)
 
 
 _register_services()

@@ -8,6 +8,7 @@ from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
 from enrs.kit.db import Base
 from enrs.kit.outbound import models as outbound_models
+from enrs.messaging import models as messaging_models
 
 __all__ = [
     "Base",
@@ -17,5 +18,6 @@ __all__ = [
     "document_models",
     "identity_models",
     "kit_events",
+    "messaging_models",
     "outbound_models",
 ]

@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     dmp_key_file: Path | None = Field(None, description="Its private key (PEM)")
     dmp_ca_file: Path | None = Field(None, description="CA bundle the DMP's server is checked by")
     dmp_interval: float = Field(30.0, gt=0, description="Seconds between two DMP feed rounds")
+    mail_domain: str = Field(
+        "enrs.localhost", description="The operator's MSSanté mail domain (its mailboxes)"
+    )
+    mail_host: str = Field("127.0.0.1", description="Address Postfix and Dovecot listen on")
+    smtp_port: int = Field(587, ge=1, description="SMTP submission port (STARTTLS, login)")
+    mx_port: int = Field(25, ge=0, description="Inter-operator SMTP port (0: not listened on)")
+    imap_port: int = Field(143, ge=1, description="IMAP port (STARTTLS)")
+    mail_tls_cert: Path | None = Field(
+        None, description="TLS certificate (PEM) of the mail servers; self-signed when unset"
+    )
+    mail_tls_key: Path | None = Field(None, description="Its private key (PEM)")
+    mail_dir: Path | None = Field(
+        None, description="Mail servers' configuration, queue and mail store; default data/mail"
+    )
+    mail_user: str = Field("vmail", description="System user owning the mail store")
+    mail_servers: Literal["auto", "on", "off"] = Field(
+        "auto", description="Start Postfix and Dovecot with the platform (auto: when installed)"
+    )
     notifications: bool = Field(
         True, description="Send the identity notifications (enrs notifications add) from serve"
     )
@@ -104,6 +122,8 @@ class Settings(BaseSettings):
             self.storage_dir = self.data_dir / "blobs"
         if self.master_key_file is None:
             self.master_key_file = self.keys_dir / "master-keys.json"
+        if self.mail_dir is None:
+            self.mail_dir = self.data_dir / "mail"
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -126,6 +146,11 @@ class Settings(BaseSettings):
     def master_key_path(self) -> Path:
         assert self.master_key_file is not None
         return self.master_key_file
+
+    @property
+    def mail_path(self) -> Path:
+        assert self.mail_dir is not None
+        return self.mail_dir
 
     @property
     def mllp_processes(self) -> int:

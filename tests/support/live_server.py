@@ -65,6 +65,7 @@ def live_server(
         ENRS_HTTP_WORKERS=str(workers),
         ENRS_LOG_LEVEL="warning",
         ENRS_MLLP_PORT="0",
+        ENRS_MAIL_SERVERS="off",  # the mail tests start them on their own ports
     )
     env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)

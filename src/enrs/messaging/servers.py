@@ -1,0 +1,108 @@
+"""The ``mail`` listener of ``enrs serve`` (and ``enrs messaging serve``): writes the
+configuration and the maps, serves the policy service, and runs Postfix (``postfix start-fg``)
+and Dovecot (``dovecot -F``) as its children; when one of them stops, the listener stops (and
+with it the platform, like every listener); on SIGTERM it stops both servers cleanly (the
+queue stays on disk: what was accepted is delivered at the next start)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import signal
+import subprocess
+
+from enrs.kit.db import Database
+from enrs.kit.listeners import Listener
+from enrs.messaging import config, policy
+from enrs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def enabled(settings: Settings) -> tuple[bool, str]:
+    """Whether ``enrs serve`` starts the mail servers, and why not."""
+    if settings.mail_servers == "off":
+        return False, "ENRS_MAIL_SERVERS=off"
+    missing = config.missing_programs()
+    if missing:
+        return False, f"not installed: {', '.join(missing)}"
+    if os.geteuid() != 0:
+        return False, "Postfix and Dovecot need root to start"
+    return True, ""
+
+
+def describe(settings: Settings) -> str:
+    return (
+        f"Postfix and Dovecot for @{settings.mail_domain}: submission {settings.mail_host}:"
+        f"{settings.smtp_port}, IMAP {settings.imap_port}"
+        + (f", inter-operator SMTP {settings.mx_port}" if settings.mx_port else "")
+    )
+
+
+def _postfix_stop(layout: config.Layout) -> None:
+    subprocess.run(["postfix", "-c", str(layout.postfix), "stop"], capture_output=True, check=False)
+
+
+async def _supervise(settings: Settings, db: Database, layout: config.Layout) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    postfix_user = pwd.getpwnam("postfix")
+    server = policy.PolicyServer(
+        layout.policy_socket, policy.database_decider(db, settings.mail_domain)
+    )
+    serving = asyncio.create_task(server.run(stop, (postfix_user.pw_uid, postfix_user.pw_gid)))
+    while not layout.policy_socket.exists():
+        if serving.done():
+            serving.result()  # raises what stopped it
+        await asyncio.sleep(0.05)
+    children = {
+        "dovecot": subprocess.Popen(["dovecot", "-F", "-c", str(layout.dovecot_conf)]),
+        "postfix": subprocess.Popen(["postfix", "-c", str(layout.postfix), "start-fg"]),
+    }
+    code = 0
+    try:
+        while not stop.is_set():
+            dead = [name for name, child in children.items() if child.poll() is not None]
+            if dead:
+                log.error("mail: %s stopped (see %s)", ", ".join(dead), layout.log)
+                code = 1
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        _postfix_stop(layout)
+        children["dovecot"].terminate()
+        for child in children.values():
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stop.set()
+        await serving
+    return code
+
+
+def serve(settings: Settings) -> int:
+    """Configure, then run the mail servers until SIGTERM; the exit code."""
+    layout = config.write_config(settings)
+    db = Database(settings.database_url)
+    try:
+        with db.transaction(write=False) as session:
+            config.write_maps(settings, session)
+        _postfix_stop(layout)  # a master left by a killed run holds the queue's lock
+        return asyncio.run(_supervise(settings, db, layout))
+    finally:
+        db.dispose()
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper())
+    raise SystemExit(serve(settings))
+
+
+LISTENER = Listener("mail", describe, run)

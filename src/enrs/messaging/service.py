@@ -1,0 +1,172 @@
+"""The operator's rules on mailboxes: creation (type, binding to the directory), passwords,
+suspension, delegation, and the questions the mail servers ask through the policy service
+(may this login send as that address? does this recipient exist?)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from enrs.directory import service as directory_service
+from enrs.kit.db import utcnow
+from enrs.kit.errors import Conflict, NotFound, Unprocessable
+from enrs.kit.security.passwords import check_password_policy, hash_password
+from enrs.messaging.models import MAILBOX_TYPES, Delegation, Mailbox
+
+# RFC 5321 local part as MSSanté operators issue it (dot-atom, no quoted strings) and a DNS name.
+_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class InvalidMailbox(Unprocessable):
+    """A mailbox that breaks a rule of the operator (address, type, binding)."""
+
+
+def normalise_address(address: str) -> str:
+    """``address`` in lower case, checked: a dot-atom local part and a DNS domain."""
+    value = address.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if not at or not _LOCAL.match(local) or len(local) > 64 or len(value) > 254:
+        raise InvalidMailbox(f"{address!r} is not a mail address")
+    if not is_domain(domain):
+        raise InvalidMailbox(f"{address!r}: {domain!r} is not a domain name")
+    return value
+
+
+def is_domain(name: str) -> bool:
+    labels = name.rstrip(".").lower().split(".")
+    return len(labels) >= 2 and all(_LABEL.match(label) for label in labels)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class NewMailbox:
+    address: str
+    kind: str
+    rpps: str | None = None
+    finess: str | None = None
+    description: str = ""
+    liste_rouge: bool = False
+    password: str | None = None
+
+
+def add_mailbox(session: Session, new: NewMailbox, *, domain: str) -> Mailbox:
+    """Create a mailbox of the operator's ``domain``: a personal (PER) or cabinet (CAB) one is
+    bound to a professional of the directory (RPPS), an organisational (ORG) or applicative
+    (APP) one to a structure (FINESS)."""
+    address = normalise_address(new.address)
+    if domain_of(address) != domain.lower():
+        raise InvalidMailbox(f"{address}: this operator's mailboxes are under @{domain}")
+    kind = new.kind.upper()
+    if kind not in MAILBOX_TYPES:
+        raise InvalidMailbox(f"type {new.kind!r}: one of {', '.join(MAILBOX_TYPES)}")
+    rpps, finess = (new.rpps or None), (new.finess or None)
+    if kind in ("PER", "CAB"):
+        if rpps is None:
+            raise InvalidMailbox(f"a {kind} mailbox is bound to a professional: give --rpps")
+        if directory_service.professional_card(session, f"8{rpps}") is None:
+            raise InvalidMailbox(f"RPPS {rpps} is not in the directory")
+    if kind in ("ORG", "APP") and finess is None:
+        raise InvalidMailbox(f"an {kind} mailbox is bound to a structure: give --finess")
+    if finess is not None and directory_service.structure_page(session, finess, limit=0) is None:
+        raise InvalidMailbox(f"FINESS {finess} is not in the directory")
+    if session.scalar(sa.select(Mailbox.id).where(Mailbox.address == address)) is not None:
+        raise Conflict(f"the mailbox {address} exists")
+    mailbox = Mailbox(
+        address=address,
+        kind=kind,
+        rpps=rpps,
+        finess=finess,
+        description=new.description[:256],
+        liste_rouge=new.liste_rouge,
+        password_hash=_hashed(new.password),
+        status="active",
+    )
+    session.add(mailbox)
+    session.flush()
+    return mailbox
+
+
+def _hashed(password: str | None) -> str | None:
+    if password is None:
+        return None
+    try:
+        check_password_policy(password)
+    except ValueError as exc:
+        raise InvalidMailbox(str(exc)) from None
+    return hash_password(password)
+
+
+def mailbox(session: Session, address: str) -> Mailbox | None:
+    return session.scalar(sa.select(Mailbox).where(Mailbox.address == address.strip().lower()))
+
+
+def existing(session: Session, address: str) -> Mailbox:
+    found = mailbox(session, address)
+    if found is None:
+        raise NotFound(f"no mailbox {address}")
+    return found
+
+
+def mailboxes(session: Session) -> Sequence[Mailbox]:
+    return session.scalars(sa.select(Mailbox).order_by(Mailbox.address)).all()
+
+
+def set_password(session: Session, address: str, password: str) -> Mailbox:
+    box = existing(session, address)
+    box.password_hash, box.updated_at = _hashed(password), utcnow()
+    return box
+
+
+def set_status(session: Session, address: str, status: str) -> Mailbox:
+    """``suspended``: no new mail, no login; the mail is kept. ``active`` again."""
+    if status not in ("active", "suspended"):
+        raise InvalidMailbox(f"status {status!r}: active or suspended")
+    box = existing(session, address)
+    box.status, box.updated_at = status, utcnow()
+    return box
+
+
+def delegate(session: Session, address: str, to: str, *, may_send: bool) -> Delegation:
+    """``to`` (a mailbox of the operator) may read ``address``, and send as it if ``may_send``."""
+    box = existing(session, address)
+    reader = existing(session, to)
+    row = session.scalar(
+        sa.select(Delegation).where(
+            Delegation.mailbox_id == box.id, Delegation.delegate == reader.address
+        )
+    )
+    if row is None:
+        row = Delegation(mailbox_id=box.id, delegate=reader.address)
+        session.add(row)
+    row.may_send = may_send
+    session.flush()
+    return row
+
+
+def may_send_as(session: Session, login: str, sender: str) -> bool:
+    """An authenticated ``login`` sends as ``sender``: its own active mailbox, or one that
+    delegates sending to it."""
+    login, sender = login.strip().lower(), sender.strip().lower()
+    box = mailbox(session, sender)
+    if box is None or box.status != "active":
+        return False
+    if login == sender:
+        return True
+    return (
+        session.scalar(
+            sa.select(Delegation.id).where(
+                Delegation.mailbox_id == box.id,
+                Delegation.delegate == login,
+                Delegation.may_send.is_(True),
+            )
+        )
+        is not None
+    )

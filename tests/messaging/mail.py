@@ -1,0 +1,116 @@
+"""The operator's mail servers for the tests: Postfix and Dovecot (Debian's, installed by
+`make test`) run by ``enrs messaging serve`` on free ports, with their configuration, queue
+and store in a folder of their own; a small region (a doctor of the CHU, the CHU) in the
+directory, for the mailboxes to be bound to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from enrs.kit.db import Database
+from enrs.messaging import config
+from tests.directory.test_import import finess, line, rpps, run, structure, write
+from tests.support.live_server import enrs_command, free_port
+
+DOMAIN = "mss.enrs.test"
+CHU = finess(1)
+DOCTOR, OTHER_DOCTOR = rpps(1), rpps(2)
+PASSWORD = "Correct-horse-42!"
+
+
+@dataclass(frozen=True)
+class MailServers:
+    env: dict[str, str]
+    mail_dir: Path
+    smtp_port: int
+    imap_port: int
+    mx_port: int
+    log: Path
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """A client context that trusts the servers' (self-signed) certificate."""
+        return ssl.create_default_context(cafile=str(self.mail_dir / "tls" / "cert.pem"))
+
+    def enrs(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            enrs_command(*args), env=self.env, input=stdin, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+
+
+def prepare_directory(database_url: str, tmp_path: Path) -> None:
+    """Two doctors (one at the CHU) and the CHU in the directory."""
+    db = Database(database_url)
+    people = write(
+        tmp_path / "PS_LibreAcces_Personne_activite_202612010000.txt",
+        line(1, site=CHU),
+        line(2, site=CHU),
+    )
+    structures = tmp_path / "etalab-cs1100507-stock-20240118-0336.csv"
+    text = "finess;etalab;95;2024-01-18\n" + structure(CHU)
+    structures.write_bytes(text.encode("cp1252"))
+    assert run(db, people).error is None and run(db, structures).error is None
+    db.dispose()
+
+
+def _wait_for(port: int, deadline: float, log: Path) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"port {port} never opened:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
+    missing = config.missing_programs()
+    assert not missing, f"install {', '.join(missing)} (make test-deps does)"
+    assert os.geteuid() == 0, "Postfix and Dovecot start as root"
+    # Their unprivileged users must reach the folder: not under pytest's 0700 tmp root.
+    mail_dir = Path(tempfile.mkdtemp(prefix="enrs-mail-", dir="/tmp"))
+    os.chmod(mail_dir, 0o755)  # noqa: S103 - the servers' own users work under it
+    smtp_port, imap_port, mx_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+    env.update(
+        ENRS_DATA_DIR=str(tmp_path / "var"),
+        ENRS_DATABASE_URL=database_url,
+        ENRS_MAIL_DIR=str(mail_dir),
+        ENRS_MAIL_DOMAIN=DOMAIN,
+        ENRS_SMTP_PORT=str(smtp_port),
+        ENRS_IMAP_PORT=str(imap_port),
+        ENRS_MX_PORT=str(mx_port),
+        ENRS_LOG_LEVEL="info",
+    )
+    log = tmp_path / "mail.log"
+    servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(enrs_command("messaging", "serve"), env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        for port in (smtp_port, imap_port, mx_port):
+            _wait_for(port, deadline, log)
+        yield servers
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(
+            ["postfix", "-c", str(mail_dir / "postfix"), "stop"], capture_output=True, check=False
+        )
+        shutil.rmtree(mail_dir, ignore_errors=True)
