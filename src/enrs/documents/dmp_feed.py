@@ -244,7 +244,8 @@ def _request(
     if row.operation == "register":
         return dataclasses.replace(doc, replaces=_replaced_uuid(session, entry))
     held = row.dmp_version or 1
-    if row.operation == "deprecate":
+    if row.operation == "deprecate":  # IHE's Deprecated; the CI-SIS also names a DMP-specific
+        # urn:asip:ci-sis:2010:StatusType:Deleted, to be settled with the DMP's guide
         latest = dataclasses.replace(doc, entry_uuid=version_uuid(entry, held))
         return XdsUpdate(latest, version_uuid(entry, 1), held, new_status=STATUS_DEPRECATED)
     new = dataclasses.replace(doc, entry_uuid=version_uuid(entry, held + 1))
