@@ -1,5 +1,6 @@
-"""The DMP adapter (ITI-41 Provide and Register Document Set-b) against the fake DMP over real
-HTTP on localhost; the classification of the DMP's answers; the XDM package."""
+"""The DMP adapter (ITI-41 Provide and Register Document Set-b, ITI-57 Update Document Set) against
+the fake DMP over real HTTP on localhost; the classification of the DMP's answers; the XDM
+package."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -17,7 +19,14 @@ import pytest
 from lxml import etree
 
 from enrs.documents import xds
-from enrs.documents.dmp import DmpOutcome, Verdict, XdsDmpAdapter, classify
+from enrs.documents.dmp import (
+    STATUS_APPLIED_CODES,
+    VERSION_APPLIED_CODES,
+    DmpOutcome,
+    Verdict,
+    XdsDmpAdapter,
+    classify,
+)
 from enrs.documents.xds import XdsAuthor, XdsCode, XdsDocument, XdsPatientInfo
 from tests.support.fake_dmp import (
     FAILURE,
@@ -428,3 +437,140 @@ def test_the_xdm_package_names_the_document_with_its_hash_and_size() -> None:
     assert f"IHE_XDM/SUBSET01/{uri}" in links and "README.TXT" in links
     assert doc.submission_unique_id in archive.read("README.TXT").decode()
     assert xds.xdm_package(doc) == package  # the same document gives the same bytes
+
+
+# --- ITI-57: metadata update, availability status; RPLC -----------------------------------------
+
+VERSION, STATUS, DEP = VERSION_APPLIED_CODES, STATUS_APPLIED_CODES, xds.STATUS_DEPRECATED
+INVISIBLE = XdsCode("INVISIBLE_PATIENT", "1.2.250.1.213.1.1.4.13", "Non visible par le patient")
+
+
+def corrected(version: int, previous: int, **changes: object) -> xds.XdsUpdate:
+    """The version ``version`` of document 1's metadata, updating the DMP's ``previous`` (each
+    request in a SubmissionSet of its own, as the feed builds them)."""
+    new_uuid = f"urn:uuid:5b1e7a52-9c3d-4d1f-8a6b-{version:06d}000001"
+    doc = make_document(entry_uuid=new_uuid, submission_unique_id=new_set(), **changes)
+    return xds.XdsUpdate(doc, make_document().entry_uuid, previous)
+
+
+def new_set() -> str:
+    return f"1.2.250.1.999.1.1.6.{uuid.uuid4().int % 10**12}"
+
+
+def deprecation(entry_uuid: str) -> xds.XdsUpdate:
+    doc = make_document(entry_uuid=entry_uuid, submission_unique_id=new_set())
+    return xds.XdsUpdate(doc, make_document().entry_uuid, 1, new_status=xds.STATUS_DEPRECATED)
+
+
+def test_a_metadata_update_makes_a_new_version(dmp: FakeDmp, adapter: XdsDmpAdapter) -> None:
+    original = make_document()
+    assert adapter.send(original).verdict is Verdict.ACCEPTED
+    codes = (XdsCode("N", "2.16.840.1.113883.5.25", "Normal"), INVISIBLE)
+    update = corrected(2, 1, confidentiality=codes)
+    outcome = adapter.update(update)
+    assert outcome.verdict is Verdict.ACCEPTED, outcome
+    first, second = dmp.versions(original.unique_id)
+    assert (first.status, second.status) == (xds.STATUS_DEPRECATED, xds.STATUS_APPROVED)
+    assert second.lid == first.entry_uuid == original.entry_uuid
+    assert second.entry_uuid == update.doc.entry_uuid and second.version == 2
+    assert ("INVISIBLE_PATIENT", "1.2.250.1.213.1.1.4.13") in second.codes["confidentialityCode"]
+    assert second.content == PDF  # the document itself does not change
+    assert dmp.requests[-1]["Content-Type"].startswith("application/soap+xml")
+    assert 'action="urn:ihe:iti:2010:UpdateDocumentSet"' in dmp.requests[-1]["Content-Type"]
+
+    again = adapter.update(corrected(2, 1, confidentiality=codes))  # applied, the answer lost
+    assert again.verdict is Verdict.ALREADY_PRESENT, again
+    assert again.codes == ("XDSMetadataVersionError",)
+    assert len(dmp.versions(original.unique_id)) == 2
+
+    stale = adapter.update(corrected(3, 1))  # another update came first: a conflict, kept
+    assert stale.verdict is Verdict.REFUSED, stale
+    assert stale.codes == ("XDSMetadataVersionError",)
+    assert adapter.update(corrected(3, 2)).verdict is Verdict.ACCEPTED
+    assert [d.version for d in dmp.versions(original.unique_id)] == [1, 2, 3]
+
+
+def test_a_deprecation_is_applied_once(dmp: FakeDmp, adapter: XdsDmpAdapter) -> None:
+    original = make_document()
+    assert adapter.send(original).verdict is Verdict.ACCEPTED
+    outcome = adapter.update(deprecation(original.entry_uuid))
+    assert outcome.verdict is Verdict.ACCEPTED, outcome
+    held = dmp.held(original.unique_id)
+    assert held is not None and held.status == xds.STATUS_DEPRECATED
+    again = adapter.update(deprecation(original.entry_uuid))
+    assert again.verdict is Verdict.ALREADY_PRESENT, again
+    assert again.codes == ("XDSMetadataUpdateError",)
+    # a deprecated version takes no new version of its metadata
+    refused = adapter.update(corrected(2, 1))
+    assert refused.verdict is Verdict.REFUSED and refused.codes == ("XDSMetadataUpdateError",)
+
+
+def test_an_update_of_a_document_the_dmp_does_not_hold_is_refused(
+    dmp: FakeDmp, adapter: XdsDmpAdapter
+) -> None:
+    for update in (corrected(2, 1), deprecation(make_document().entry_uuid)):
+        outcome = adapter.update(update)
+        assert outcome.verdict is Verdict.REFUSED, outcome
+        assert outcome.codes == ("XDSMetadataUpdateError",)
+    assert dmp.documents() == []
+
+
+def test_an_update_is_retried_when_the_dmp_fails(dmp: FakeDmp, adapter: XdsDmpAdapter) -> None:
+    assert adapter.send(make_document()).verdict is Verdict.ACCEPTED
+    dmp.fail_next(1, status=503)
+    assert adapter.update(corrected(2, 1)).verdict is Verdict.RETRY_LATER
+    assert adapter.update(corrected(2, 1)).verdict is Verdict.ACCEPTED
+
+
+def test_a_replacement_deprecates_the_version_it_replaces(
+    dmp: FakeDmp, adapter: XdsDmpAdapter
+) -> None:
+    first = make_document(number=1)
+    assert adapter.send(first).verdict is Verdict.ACCEPTED
+    second = make_document(number=2, replaces=first.entry_uuid)
+    outcome = adapter.send(second)
+    assert outcome.verdict is Verdict.ACCEPTED, outcome
+    old, new = dmp.held(first.unique_id), dmp.held(second.unique_id)
+    assert old is not None and old.status == xds.STATUS_DEPRECATED
+    assert new is not None and new.replaces == first.entry_uuid
+    third = make_document(number=3, replaces=first.entry_uuid)
+    again = adapter.send(third)  # a deprecated version is not replaced twice
+    assert again.verdict is Verdict.REFUSED and again.codes == (
+        "XDSRegistryDeprecatedDocumentError",
+    )
+    unknown = make_document(number=4, replaces="urn:uuid:00000000-0000-4000-8000-000000000000")
+    assert adapter.send(unknown).codes == ("UnresolvedReferenceException",)
+
+
+NEW = "urn:uuid:5b1e7a52-0002"
+LATER = "PreviousVersion '1' is not the latest version 2"
+
+
+@pytest.mark.parametrize(
+    ("error", "evidence", "done", "verdict"),
+    [
+        (
+            ("XDSMetadataVersionError", f"{LATER} ({NEW}) of x"),
+            NEW,
+            VERSION,
+            Verdict.ALREADY_PRESENT,
+        ),
+        (("XDSMetadataVersionError", f"{LATER} ({NEW}1) of x"), NEW, VERSION, Verdict.REFUSED),
+        (("XDSMetadataVersionError", LATER), NEW, VERSION, Verdict.REFUSED),
+        (("XDSMetadataUpdateError", f"{NEW} is latest"), NEW, VERSION, Verdict.REFUSED),
+        (
+            ("XDSMetadataUpdateError", f"x is {xds.STATUS_DEPRECATED}"),
+            DEP,
+            STATUS,
+            Verdict.ALREADY_PRESENT,
+        ),
+        (("XDSMetadataUpdateError", "no such DocumentEntry"), DEP, STATUS, Verdict.REFUSED),
+        (("XDSRegistryBusy", ""), DEP, STATUS, Verdict.RETRY_LATER),
+    ],
+)
+def test_classify_an_update_answer(
+    error: tuple[str, str], evidence: str, done: frozenset[str], verdict: Verdict
+) -> None:
+    answer = soap_answer(200, registry_response([error]))
+    outcome = classify(answer, evidence, done=done)
+    assert outcome.verdict is verdict, outcome

@@ -1,6 +1,7 @@
 """The feed to the DMP (issue 13): each eligible document (qualified INS, no opposition) sent
 through the XDS.b adapter to the fake DMP over HTTP, retried with back-off, idempotent, its
-status visible; the others held or skipped, never sent."""
+status visible; the others held or skipped, never sent. A correction or a withdrawal of a
+document the DMP holds follows by ITI-57; a replacement carries the RPLC association."""
 
 from __future__ import annotations
 
@@ -14,15 +15,26 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from enrs.documents import dmp_feed
-from enrs.documents.dmp import XdsDmpAdapter
+from enrs.documents import dmp_feed, xds
+from enrs.documents.dmp import DmpOutcome, XdsDmpAdapter
 from enrs.documents.models import DmpExport, DocumentEntry
+from enrs.documents.terminology import Binding
 from enrs.identity import service as identity_service
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database, utcnow
-from tests.documents.world import CHU, CHU_OID, DOCTOR_AT_CHU, Region, bundle, make_region, pdf
-from tests.support.fake_dmp import FakeDmp
+from tests.documents.world import (
+    CHU,
+    CHU_OID,
+    DOCTOR_AT_CHU,
+    Region,
+    bundle,
+    coding,
+    make_region,
+    pdf,
+)
+from tests.support.fake_dmp import FakeDmp, StoredDocument
 from tests.support.identities import person
+from tests.support.waiting import wait_until
 
 INS = "2610497209123"
 INS = f"{INS}{97 - int(INS) % 97:02d}"
@@ -162,3 +174,191 @@ def test_a_refusal_is_final_and_says_why(region: Region) -> None:
         refusing.stop()
     row = _status(region, doc)
     assert row.status == "refused" and "XDSUnknownPatientId" in (row.last_error or "")
+
+
+# --- corrections, withdrawals and replacements after the document reached the DMP ----------------
+
+LOINC = "2.16.840.1.113883.6.1"
+JDV_J08 = "1.2.250.1.213.1.1.4.13"
+
+
+def _put(region: Region, doc: str, **changes: Any) -> None:
+    resource = region.client.get(f"/fhir/DocumentReference/{doc}", headers=region.chu).json()
+    headers = {**region.chu, "Content-Type": "application/fhir+json"}
+    url = f"/fhir/DocumentReference/{doc}"
+    done = region.client.put(url, json={**resource, **changes}, headers=headers)
+    assert done.status_code == 200, done.text
+
+
+def _correct(region: Region, doc: str) -> None:
+    """The author's structure corrects the type and hides the document from professionals."""
+    labels = [{"coding": [coding(Binding.CONFIDENTIALITY, c)]} for c in ("N", "MASQUE_PS")]
+    _put(region, doc, type={"coding": [coding(Binding.TYPE, "11488-4")]}, securityLabel=labels)
+
+
+def _withdraw(region: Region, doc: str) -> None:
+    _put(region, doc, status="entered-in-error")
+
+
+def _sent(region: Region, dmp: FakeDmp) -> tuple[str, StoredDocument]:
+    """A document filed for the qualified patient and sent: its id and what the DMP holds."""
+    _qualify(region)
+    doc = _file(region)
+    assert _send(region, dmp).sent == 1
+    [held] = dmp.documents()
+    return doc, held
+
+
+def _dmp_audit(region: Region) -> list[tuple[str, str, str | None]]:
+    with region.db.transaction(write=False) as session:
+        rows = session.execute(
+            select(AuditRecord.action, AuditRecord.outcome, AuditRecord.detail)
+            .where(AuditRecord.category == "dmp")
+            .order_by(AuditRecord.seq)
+        ).all()
+    return [(action, outcome, detail) for action, outcome, detail in rows]
+
+
+def test_a_correction_of_a_sent_document_reaches_the_dmp(region: Region, dmp: FakeDmp) -> None:
+    doc, first = _sent(region, dmp)
+    _correct(region, doc)
+    row = _status(region, doc)
+    assert (row.status, row.operation, row.dmp_version) == ("pending", "update", 1)
+    assert _send(region, dmp).sent == 1
+    old, new = dmp.versions(first.unique_id)
+    assert old.status == xds.STATUS_DEPRECATED and new.status == xds.STATUS_APPROVED
+    assert new.lid == old.entry_uuid == f"urn:uuid:{doc}" and new.version == 2
+    assert new.codes["typeCode"] == [("11488-4", LOINC)]
+    assert ("MASQUE_PS", JDV_J08) in new.codes["confidentialityCode"]
+    row = _status(region, doc)
+    assert (row.status, row.operation, row.dmp_version) == ("sent", "update", 2)
+    assert _send(region, dmp).sent == 0  # nothing due any more
+    assert _dmp_audit(region) == [("E", "0", None), ("U", "0", '{"dmp": "update"}')]
+
+
+def test_a_withdrawal_deprecates_the_document_in_the_dmp(region: Region, dmp: FakeDmp) -> None:
+    doc, first = _sent(region, dmp)
+    _withdraw(region, doc)
+    assert _status(region, doc).operation == "deprecate"
+    assert _send(region, dmp).sent == 1
+    [held] = dmp.versions(first.unique_id)
+    assert held.status == xds.STATUS_DEPRECATED
+    row = _status(region, doc)
+    assert (row.status, row.operation, row.dmp_version) == ("sent", "deprecate", 1)
+    assert _dmp_audit(region)[-1] == ("U", "0", '{"dmp": "deprecate"}')
+
+
+def test_a_failing_update_is_retried_with_back_off(region: Region, dmp: FakeDmp) -> None:
+    doc, first = _sent(region, dmp)
+    _correct(region, doc)
+    dmp.fail_next(1, status=503)
+    assert _send(region, dmp).retried == 1
+    row = _status(region, doc)
+    assert (row.status, row.attempts) == ("pending", 1) and "503" in (row.last_error or "")
+    assert _send(region, dmp).retried == 0  # it waits its back-off
+    _due_now(region)
+    assert _send(region, dmp).sent == 1
+    assert len(dmp.versions(first.unique_id)) == 2
+    assert [a[1] for a in _dmp_audit(region)] == ["0", "4", "0"]
+
+
+def test_a_refused_update_is_kept_with_the_dmp_codes(region: Region, dmp: FakeDmp) -> None:
+    doc, _ = _sent(region, dmp)
+    _withdraw(region, doc)
+    with FakeDmp() as other:  # a DMP that does not hold the document
+        assert _send(region, other).refused == 1
+    row = _status(region, doc)
+    assert row.status == "refused" and "XDSMetadataUpdateError" in (row.last_error or "")
+    assert _dmp_audit(region)[-1][:2] == ("U", "4")
+
+
+@pytest.mark.parametrize("change", [_correct, _withdraw])
+def test_an_update_the_dmp_applied_unanswered_counts_as_done(
+    region: Region, dmp: FakeDmp, change: Any
+) -> None:
+    doc, first = _sent(region, dmp)
+    change(region, doc)
+    dmp.hang_next(1, seconds=1.0, then_process=True)  # applied after the courier gave up
+    assert _send(region, dmp, timeout=0.3).retried == 1
+    assert wait_until(lambda: dmp.held(first.unique_id) != first, timeout=10)
+    _due_now(region)
+    assert _send(region, dmp).sent == 1  # the repeat is already applied: done
+    versions = dmp.versions(first.unique_id)
+    assert len(versions) == (2 if change is _correct else 1)
+    assert versions[-1].status == (
+        xds.STATUS_APPROVED if change is _correct else xds.STATUS_DEPRECATED
+    )
+    row = _status(region, doc)
+    assert row.status == "sent" and row.dmp_version == len(versions)
+
+
+def test_a_document_never_sent_is_not_updated(region: Region, dmp: FakeDmp) -> None:
+    withdrawn, corrected = _file(region), _file(region)
+    assert _send(region, dmp).held == 2  # no qualified INS yet
+    _withdraw(region, withdrawn)
+    _correct(region, corrected)
+    for doc in (withdrawn, corrected):
+        row = _status(region, doc)
+        assert (row.status, row.operation, row.dmp_version) == ("held", "register", None)
+    _qualify(region)
+    _due_now(region)
+    tally = _send(region, dmp)
+    assert (tally.skipped, tally.sent) == (1, 1)
+    assert _status(region, withdrawn).status == "skipped"
+    [held] = dmp.documents()  # the corrected one, with its current metadata, by ITI-41
+    assert held.entry_uuid == f"urn:uuid:{corrected}" and held.version == 1
+    assert held.codes["typeCode"] == [("11488-4", LOINC)]
+    assert dmp.calls == 1
+
+
+def test_a_replacement_supersedes_the_version_the_dmp_holds(region: Region, dmp: FakeDmp) -> None:
+    first, held = _sent(region, dmp)
+    second = _file(region, replaces=first)
+    assert _send(region, dmp).sent == 1
+    replaced, replacement = dmp.documents()
+    assert replaced.status == xds.STATUS_DEPRECATED
+    assert replacement.entry_uuid == f"urn:uuid:{second}"
+    assert replacement.replaces == held.entry_uuid
+    assert replacement.status == xds.STATUS_APPROVED
+
+
+def test_a_version_replaced_before_it_was_sent_is_not_sent(region: Region, dmp: FakeDmp) -> None:
+    _qualify(region)
+    first = _file(region)
+    second = _file(region, replaces=first)
+    tally = _send(region, dmp)
+    assert (tally.sent, tally.skipped) == (1, 1)
+    assert _status(region, first).status == "skipped"
+    [held] = dmp.documents()
+    assert held.entry_uuid == f"urn:uuid:{second}" and held.replaces is None
+
+
+class _WithdrawnWhileSending:
+    """The DMP, reached while the author's structure withdraws the document."""
+
+    def __init__(self, adapter: XdsDmpAdapter, region: Region, doc: str) -> None:
+        self.adapter, self.region, self.doc = adapter, region, doc
+
+    def send(self, doc: xds.XdsDocument) -> DmpOutcome:
+        _withdraw(self.region, self.doc)
+        return self.adapter.send(doc)
+
+    def update(self, update: xds.XdsUpdate) -> DmpOutcome:
+        return self.adapter.update(update)
+
+
+def test_a_withdrawal_during_the_first_send_follows_it(region: Region, dmp: FakeDmp) -> None:
+    _qualify(region)
+    doc = _file(region)
+    with XdsDmpAdapter(dmp.url, timeout=5) as adapter:
+        racing = _WithdrawnWhileSending(adapter, region, doc)
+        source = "1.2.250.1.999.4"
+        assert (
+            dmp_feed.send_due(region.db, region.app.state.storage, racing, source_id=source).sent
+            == 1
+        )
+    row = _status(region, doc)
+    assert (row.status, row.operation, row.dmp_version) == ("pending", "deprecate", 1)
+    assert _send(region, dmp).sent == 1
+    [held] = dmp.documents()
+    assert held.status == xds.STATUS_DEPRECATED

@@ -1,5 +1,7 @@
-"""A fake DMP (Mon espace santé): an ITI-41 *Provide and Register Document Set-b* endpoint served
-over real HTTP on localhost by the standard library's threading server.
+"""A fake DMP (Mon espace santé): an ITI-41 *Provide and Register Document Set-b* and ITI-57
+*Update Document Set* endpoint (one URL: a plain SOAP 1.2 request whose action is ITI-57's is
+an update, anything else is read as ITI-41) served over real HTTP on localhost by the
+standard library's threading server.
 
 It reads the request as a DMP would, not as our generator writes it: the MTOM/XOP
 ``multipart/related`` package with the standard library's ``email`` parser, the SOAP 1.2
@@ -17,7 +19,21 @@ envelope and the ebRIM ``SubmitObjectsRequest`` with lxml, the attached document
 - ``XDSMissingDocument``: a DocumentEntry without its attached document;
 - ``XDSRepositoryMetadataError``: hash or size that do not describe the attached document;
 - ``XDSDuplicateUniqueIdInRegistry``: a uniqueId (document or submission set) already stored
-  with the same content; ``XDSNonIdenticalHash``: a document uniqueId stored with another hash.
+  with the same content; ``XDSNonIdenticalHash``: a document uniqueId stored with another hash;
+- an ``RPLC`` association deprecates the version it targets, which must be held
+  (``UnresolvedReferenceException``) and Approved (``XDSRegistryDeprecatedDocumentError``).
+
+It keeps every version of a document (``lid``, version number, availability status) and takes
+ITI-57 as ITI TF-2b 3.57.4.1.3.3 describes it: a new version of a DocumentEntry (same ``lid``,
+uniqueId, patient, hash and size; ``PreviousVersion`` on the SubmissionSet's ``HasMember``)
+becomes the Approved latest version and deprecates the previous one; an
+``UpdateAvailabilityStatus`` association changes the status of a version it holds. An update
+of a document it does not hold, or of a version that is not Approved, is refused with
+``XDSMetadataUpdateError``; a ``PreviousVersion`` that is not the latest version with
+``XDSMetadataVersionError`` naming the latest version's entryUUID; an ``OriginalStatus`` that
+is not the status with ``XDSMetadataUpdateError`` naming the current status. So a repeat of an
+update already applied names what the update asked for (``enrs.documents.dmp.classify`` counts
+it as done); another patient is ``XDSPatientIDReconciliationError``.
 
 A request that is not an ITI-41 SOAP 1.2 MTOM message gets a SOAP ``Sender`` fault (HTTP 400).
 ``fail_next`` answers the next calls with an HTTP error (503 by default), ``hang_next`` holds
@@ -30,6 +46,7 @@ CI-SIS, so a wrong constant in the adapter makes the tests fail.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import threading
@@ -59,6 +76,10 @@ RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 NS = {"soap": SOAP, "wsa": WSA, "xop": XOP, "xdsb": XDSB, "lcm": LCM, "rim": RIM, "rs": RS}
 ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 RESPONSE_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+UPDATE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"
+UPDATE_RESPONSE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSetResponse"
+APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
 SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
@@ -66,6 +87,8 @@ SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 STABLE_ENTRY = "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
 SUBMISSION_SET = "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd"
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
+RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+UPDATE_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 ENTRY_CODES = {  # IHE ITI TF-3 Table 4.2.5-1, the DocumentEntry's coded attributes
     "classCode": "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a",
     "typeCode": "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983",
@@ -124,6 +147,10 @@ class StoredDocument:
     codes: dict[str, list[tuple[str, str]]]  # attribute → [(code, codingScheme)]
     author: dict[str, list[str]]
     content: bytes
+    lid: str = ""  # the logicalId: the first version's entryUUID
+    version: int = 1
+    status: str = APPROVED
+    replaces: str | None = None  # the entryUUID an RPLC association targets
 
 
 class _Failure(Exception):
@@ -138,13 +165,17 @@ class _Fault(Exception):
     """A request the fake cannot read as ITI-41: a SOAP Sender fault."""
 
 
-def registry_response(errors: Iterable[tuple[str, str]] = (), status: str | None = None) -> bytes:
+def registry_response(
+    errors: Iterable[tuple[str, str]] = (),
+    status: str | None = None,
+    action: str = RESPONSE_ACTION,
+) -> bytes:
     """A SOAP 1.2 envelope with a RegistryResponse: ``Success``, or ``Failure`` with
     ``errors`` as ``(errorCode, codeContext)`` (``status``: another status URN)."""
     errors = list(errors)
     envelope = etree.Element(f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA, "rs": RS})
     header = etree.SubElement(envelope, f"{{{SOAP}}}Header")
-    etree.SubElement(header, f"{{{WSA}}}Action").text = RESPONSE_ACTION
+    etree.SubElement(header, f"{{{WSA}}}Action").text = action
     response = etree.SubElement(
         etree.SubElement(envelope, f"{{{SOAP}}}Body"),
         f"{{{RS}}}RegistryResponse",
@@ -379,7 +410,10 @@ def _read_entry(
     entry: Any,
     submission: dict[str, str],
     attached: dict[str, bytes],
+    previous: StoredDocument | None = None,
 ) -> StoredDocument:
+    """One DocumentEntry of an ITI-41 request, or (``previous``: the version it updates) the new
+    version of an ITI-57 one, which has no document attached: it describes the one held."""
     entry_id = entry.get("id") or ""
     where = f"DocumentEntry {entry_id}"
     if entry.get("objectType") != STABLE_ENTRY:
@@ -414,7 +448,7 @@ def _read_entry(
     unique_id = reader.required(
         _external_id(entry, ENTRY_UNIQUE_ID), _UNIQUE_ID, f"{where}.uniqueId"
     )
-    content = attached.get(entry_id)
+    content = previous.content if previous is not None else attached.get(entry_id)
     if content is None:
         reader.error("XDSMissingDocument", f"{where}: no attached document")
         content = b""
@@ -425,11 +459,22 @@ def _read_entry(
             reader.error(
                 "XDSRepositoryMetadataError", f"{where}: size {size} is not {len(content)}"
             )
-    held = reader.dmp.held(unique_id)
-    if held is not None:
-        same = hashlib.sha1(held.content, usedforsecurity=False).hexdigest() == hash_
-        code = "XDSDuplicateUniqueIdInRegistry" if same else "XDSNonIdenticalHash"
-        reader.error(code, f"DocumentEntry uniqueId {unique_id}")
+    if previous is not None:
+        _check_new_version(reader, where, previous, unique_id, patient)
+    else:
+        held = reader.dmp.held(unique_id)
+        if held is not None:
+            same = hashlib.sha1(held.content, usedforsecurity=False).hexdigest() == hash_
+            code = "XDSDuplicateUniqueIdInRegistry" if same else "XDSNonIdenticalHash"
+            reader.error(code, f"DocumentEntry uniqueId {unique_id}")
+    replaced = objects.xpath(
+        "rim:Association[@associationType=$t and @sourceObject=$e]/@targetObject",
+        namespaces=NS,
+        t=RPLC,
+        e=entry_id,
+    )
+    for target in replaced:
+        _check_replaced(reader, where, target, patient)
     return StoredDocument(
         unique_id=unique_id,
         entry_uuid=entry_id,
@@ -442,7 +487,125 @@ def _read_entry(
         codes=codes,
         author=author,
         content=content,
+        lid=previous.lid if previous is not None else entry_id,
+        version=previous.version + 1 if previous is not None else 1,
+        replaces=replaced[0] if replaced else None,
     )
+
+
+def _check_replaced(reader: _Reader, where: str, target: str, patient: str) -> None:
+    old = reader.dmp.version_by_uuid(target)
+    if old is None:
+        reader.error("UnresolvedReferenceException", f"{where}: RPLC of unknown {target}")
+    elif old.status != APPROVED:
+        reader.error("XDSRegistryDeprecatedDocumentError", f"{where}: RPLC of deprecated {target}")
+    elif old.patient_id != patient:
+        reader.error("XDSPatientIdDoesNotMatch", f"{where}: RPLC of another patient's {target}")
+
+
+def _check_new_version(
+    reader: _Reader, where: str, previous: StoredDocument, unique_id: str, patient: str
+) -> None:
+    if unique_id != previous.unique_id:
+        reader.error("XDSMetadataUpdateError", f"{where}: uniqueId is not {previous.unique_id}")
+    if patient != previous.patient_id:
+        reader.error("XDSPatientIDReconciliationError", f"{where}: {patient} is another patient")
+
+
+# --- reading an ITI-57 request ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Update:
+    """What an ITI-57 request changes: a new version, or a version's availability status."""
+
+    new_version: StoredDocument | None = None
+    target: str = ""  # the entryUUID whose status changes
+    new_status: str = ""
+
+
+def _slot_value(node: Any, name: str) -> str:
+    return str(
+        node.xpath("string(rim:Slot[@name=$n]/rim:ValueList/rim:Value)", namespaces=NS, n=name)
+    )
+
+
+def read_update(dmp: FakeDmp, content_type: str, body: bytes) -> _Update:
+    """The change an ITI-57 request asks for, checked; raises ``_Failure`` or ``_Fault``."""
+    if not content_type.lower().startswith("application/soap+xml"):
+        raise _Fault(f"ITI-57 is a plain SOAP 1.2 message, not {content_type!r}")
+    try:
+        envelope = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise _Fault(f"not XML: {exc}") from None
+    if (envelope.findtext("soap:Header/wsa:Action", None, NS) or "").strip() != UPDATE_ACTION:
+        raise _Fault("wsa:Action is not UpdateDocumentSet")
+    objects = envelope.find("soap:Body/lcm:SubmitObjectsRequest/rim:RegistryObjectList", NS)
+    if objects is None:
+        raise _Fault("no SubmitObjectsRequest/RegistryObjectList")
+    reader = _Reader(dmp)
+    submission = _read_submission_set(reader, objects)
+    entries = list(objects.iterfind("rim:ExtrinsicObject", NS))
+    statuses = objects.xpath("rim:Association[@associationType=$t]", namespaces=NS, t=UPDATE_STATUS)
+    if len(entries) + len(statuses) != 1:
+        reader.error("XDSMetadataUpdateError", "one new version or one status change expected")
+        raise _Failure(reader.errors)
+    update = (
+        _read_new_version(reader, objects, entries[0], submission)
+        if entries
+        else _read_status_change(reader, statuses[0], submission)
+    )
+    if reader.errors:
+        raise _Failure(reader.errors)
+    return update
+
+
+def _read_new_version(
+    reader: _Reader, objects: Any, entry: Any, submission: dict[str, str]
+) -> _Update:
+    entry_id, lid = entry.get("id") or "", entry.get("lid") or ""
+    where = f"DocumentEntry {entry_id}"
+    latest = reader.dmp.latest(lid)
+    if not lid or lid == entry_id or latest is None:
+        raise _Failure([("XDSMetadataUpdateError", f"{where}: no document of logicalId {lid!r}")])
+    if latest.status != APPROVED:
+        reader.error("XDSMetadataUpdateError", f"{where}: the latest version is {latest.status}")
+    member = objects.xpath(
+        "rim:Association[@associationType=$t and @sourceObject=$s and @targetObject=$e]",
+        namespaces=NS,
+        t=HAS_MEMBER,
+        s=submission["id"],
+        e=entry_id,
+    )
+    previous = _slot_value(member[0], "PreviousVersion") if member else ""
+    if previous != str(latest.version):
+        reader.error(  # names the latest version, not the one submitted
+            "XDSMetadataVersionError",
+            f"PreviousVersion {previous!r} is not the latest version {latest.version} "
+            f"({latest.entry_uuid}) of {lid}",
+        )
+    return _Update(new_version=_read_entry(reader, objects, entry, submission, {}, latest))
+
+
+def _read_status_change(reader: _Reader, association: Any, submission: dict[str, str]) -> _Update:
+    target = association.get("targetObject") or ""
+    where = f"UpdateAvailabilityStatus of {target}"
+    if association.get("sourceObject") != submission["id"]:
+        reader.error("XDSMetadataUpdateError", f"{where}: sourceObject is not the SubmissionSet")
+    original = _slot_value(association, "OriginalStatus")
+    new = _slot_value(association, "NewStatus")
+    held = reader.dmp.version_by_uuid(target)
+    if held is None:
+        raise _Failure([("XDSMetadataUpdateError", f"{where}: no such DocumentEntry")])
+    if new not in (APPROVED, DEPRECATED):
+        reader.error("XDSMetadataUpdateError", f"{where}: NewStatus {new!r}")
+    if held.status != original:
+        reader.error(
+            "XDSMetadataUpdateError", f"{where}: {target} is {held.status}, not {original}"
+        )
+    if submission["patient"] and held.patient_id != submission["patient"]:
+        reader.error("XDSPatientIDReconciliationError", f"{where}: another patient's document")
+    return _Update(target=target, new_status=new)
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -497,12 +660,31 @@ class FakeDmp:
             self._hangs.extend([(seconds, then_process)] * count)
 
     def documents(self) -> list[StoredDocument]:
+        """Every version of every document it holds, in the order they came."""
         with self._lock:
             return list(self._stored)
 
-    def held(self, unique_id: str) -> StoredDocument | None:
+    def versions(self, unique_id: str) -> list[StoredDocument]:
         with self._lock:
-            return next((d for d in self._stored if d.unique_id == unique_id), None)
+            return [d for d in self._stored if d.unique_id == unique_id]
+
+    def held(self, unique_id: str) -> StoredDocument | None:
+        """The latest version of the document ``unique_id``."""
+        return next(reversed(self.versions(unique_id)), None)
+
+    def latest(self, lid: str) -> StoredDocument | None:
+        with self._lock:
+            return next((d for d in reversed(self._stored) if d.lid == lid), None)
+
+    def version_by_uuid(self, entry_uuid: str) -> StoredDocument | None:
+        with self._lock:
+            return next((d for d in self._stored if d.entry_uuid == entry_uuid), None)
+
+    def _set_status(self, entry_uuid: str, status: str) -> None:
+        self._stored = [
+            dataclasses.replace(d, status=status) if d.entry_uuid == entry_uuid else d
+            for d in self._stored
+        ]
 
     def submission_sets(self) -> set[str]:
         with self._lock:
@@ -511,25 +693,56 @@ class FakeDmp:
     # one call
 
     def handle(self, content_type: str, body: bytes) -> tuple[int, bytes, str]:
-        """``(HTTP status, body, Content-Type)`` of the answer to one ITI-41 request."""
+        """``(HTTP status, body, Content-Type)`` of the answer to one ITI-41 or ITI-57 request
+        (ITI-57: a plain SOAP 1.2 message whose ``action`` is UpdateDocumentSet)."""
+        if (
+            content_type.lower().startswith("application/soap+xml")
+            and UPDATE_ACTION in content_type
+        ):
+            return self._update(content_type, body)
         with self._registering:  # one registration at a time, as the duplicate checks need
             try:
                 documents = read_request(self, content_type, body)
             except _Fault as fault:
-                fault_body = soap_fault("Sender", str(fault))
-                return 400, fault_body, "application/soap+xml; charset=UTF-8"
+                return self._fault(fault)
             except _Failure as failure:
                 return self._answer(registry_response(failure.errors))
             with self._lock:
+                for replaced in (d.replaces for d in documents if d.replaces):
+                    self._set_status(replaced, DEPRECATED)
                 self._stored.extend(documents)
                 self._sets.update(d.submission_set_unique_id for d in documents)
         return self._answer(registry_response())
 
-    def _answer(self, envelope: bytes) -> tuple[int, bytes, str]:
+    def _update(self, content_type: str, body: bytes) -> tuple[int, bytes, str]:
+        with self._registering:
+            try:
+                update = read_update(self, content_type, body)
+            except _Fault as fault:
+                return self._fault(fault)
+            except _Failure as failure:
+                answer = registry_response(failure.errors, action=UPDATE_RESPONSE_ACTION)
+                return self._answer(answer, UPDATE_RESPONSE_ACTION)
+            new = update.new_version
+            latest = self.latest(new.lid) if new is not None else None
+            with self._lock:
+                if new is not None and latest is not None:
+                    self._set_status(latest.entry_uuid, DEPRECATED)
+                    self._stored.append(new)
+                    self._sets.add(new.submission_set_unique_id)
+                else:
+                    self._set_status(update.target, update.new_status)
+        answer = registry_response(action=UPDATE_RESPONSE_ACTION)
+        return self._answer(answer, UPDATE_RESPONSE_ACTION)
+
+    def _fault(self, fault: _Fault) -> tuple[int, bytes, str]:
+        return 400, soap_fault("Sender", str(fault)), "application/soap+xml; charset=UTF-8"
+
+    def _answer(self, envelope: bytes, action: str = RESPONSE_ACTION) -> tuple[int, bytes, str]:
         if self.mtom_answers:
             body, content_type = as_mtom(envelope)
             return 200, body, content_type
-        return 200, envelope, f'application/soap+xml; charset=UTF-8; action="{RESPONSE_ACTION}"'
+        return 200, envelope, f'application/soap+xml; charset=UTF-8; action="{action}"'
 
     def _next_trouble(self) -> tuple[int | None, tuple[float, bool] | None]:
         with self._lock:

@@ -33,7 +33,8 @@ def dmp_send() -> None:
         db.dispose()
     click.echo(
         f"sent {tally.sent}, to retry {tally.retried}, refused {tally.refused}, "
-        f"held (no qualified INS) {tally.held}, skipped (opposition, withdrawn) {tally.skipped}"
+        f"held (no qualified INS) {tally.held}, "
+        f"skipped (opposition, withdrawn, replaced) {tally.skipped}"
     )
 
 

@@ -1,9 +1,11 @@
 """Sending a document of the regional repository to the national DMP (Mon espace santé).
 
 The DMP takes documents by IHE ITI-41 *Provide and Register Document Set-b* (XDS.b, SOAP 1.2
-with MTOM/XOP; the request is built by :mod:`enrs.documents.xds`). :class:`DmpAdapter` is the
-seam the export task uses; :class:`XdsDmpAdapter` is its HTTP implementation (client
-certificate and CA bundle for the DMP's mutual TLS). Tests use a fake DMP served on localhost
+with MTOM/XOP) and their later corrections and withdrawals by IHE ITI-57 *Update Document Set*
+(XDS Metadata Update, plain SOAP 1.2); the requests are built by :mod:`enrs.documents.xds`.
+:class:`DmpAdapter` is the seam the export task uses; :class:`XdsDmpAdapter` is its HTTP
+implementation (client certificate and CA bundle for the DMP's mutual TLS; ITI-57 goes to the
+same endpoint unless another is given). Tests use a fake DMP served on localhost
 (``tests/support/fake_dmp.py``).
 
 Every answer, and every failure to get one, is turned into a :class:`DmpOutcome` by one
@@ -20,6 +22,17 @@ function, :func:`classify`:
   without a readable RegistryResponse, a SOAP ``Receiver`` fault, or a ``Failure`` whose
   errors are all transient (:data:`TRANSIENT_CODES`: registry or repository busy, out of
   resources, unavailable, or an internal error without a more precise code);
+- ``already-present`` for an ITI-57 update: ``Failure`` whose errors all say the update no
+  longer applies to the DMP's state, one of them naming in its ``codeContext`` the state the
+  update asks for (:attr:`XdsUpdate.evidence`): for a new version,
+  ``XDSMetadataVersionError`` (``PreviousVersion`` is not the latest version) naming the new
+  version's entryUUID as the latest (that entryUUID is derived from the document and the
+  version, so a repeat sends the same one); for a status change, ``XDSMetadataUpdateError``
+  (``OriginalStatus`` is not the status) naming the new status. That is what the fake DMP
+  answers to a repeat, and the rule assumed of the DMP, to be confirmed on its test platform:
+  it holds only if the DMP names its latest version, not the submitted one, in a version
+  error. A version error naming another version (an update made elsewhere) is ``refused``,
+  never counted as done;
 - ``refused``: everything else, permanent: the DMP's error codes and messages are kept
   (``XDSRegistryMetadataError``, ``XDSUnknownPatientId``, ``XDSNonIdenticalHash``, a SOAP
   ``Sender`` fault, an HTTP 4xx, an answer that cannot be read).
@@ -40,12 +53,19 @@ from typing import Protocol
 import httpx
 
 from enrs.documents import xds
-from enrs.documents.xds import RegistryError, XdsDocument
+from enrs.documents.xds import RegistryError, XdsDocument, XdsUpdate
 
 ALREADY_PRESENT_CODES = frozenset({"XDSDuplicateUniqueIdInRegistry"})
 """The errors that mean "this uniqueId is already held": IHE's code, which the DMP answers for
 a document it already has. A uniqueId held with *another* hash is ``XDSNonIdenticalHash``:
 another document under the same id, refused."""
+
+VERSION_APPLIED_CODES = frozenset({"XDSMetadataVersionError"})
+"""The ITI-57 error of a new version whose ``PreviousVersion`` is no longer the latest version
+(ITI TF-2b 3.57.4.1.3.3.1): already applied when it names the new version's entryUUID."""
+STATUS_APPLIED_CODES = frozenset({"XDSMetadataUpdateError"})
+"""The ITI-57 error of a status change whose ``OriginalStatus`` is no longer the status (ITI
+TF-2b 3.57.4.1.3.3.2): already applied when it names the new status."""
 
 TRANSIENT_CODES = frozenset(
     {
@@ -61,6 +81,7 @@ TRANSIENT_CODES = frozenset(
     }
 )
 TRANSIENT_HTTP = frozenset({408, 429})
+ACCEPT = "multipart/related, application/soap+xml"  # a bare SOAP answer, or one in MTOM
 
 
 class Verdict(StrEnum):
@@ -94,31 +115,42 @@ class DmpAdapter(Protocol):
 
     def send(self, doc: XdsDocument) -> DmpOutcome: ...
 
-
-def _names(context: str, unique_id: str) -> bool:
-    """``context`` names ``unique_id`` as a whole word (not ``1.2.3`` in ``1.2.34``)."""
-    return unique_id in re.split(r"[\s,;:'\"()<>\[\]=]+", context)
+    def update(self, update: XdsUpdate) -> DmpOutcome: ...
 
 
-def _classify_result(result: xds.RegistryResult, unique_id: str) -> DmpOutcome:
+def _names(context: str, value: str) -> bool:
+    """``context`` names ``value`` (an OID, a URN) as a whole word: not ``1.2.3`` in
+    ``1.2.34`` or ``1.2.3.4``."""
+    return re.search(rf"(?<![\w.^-]){re.escape(value)}(?![\w.^-])", context) is not None
+
+
+def _classify_result(result: xds.RegistryResult, evidence: str, done: frozenset[str]) -> DmpOutcome:
     if result.status in ("Success", "PartialSuccess"):
         return DmpOutcome(Verdict.ACCEPTED, result.errors, result.status)
     errors = [e for e in result.errors if e.severity == "Error"]
     codes = {e.code for e in errors}
     detail = "; ".join(f"{e.code}: {e.context}" for e in errors) or "Failure without an error"
-    if not codes or codes - ALREADY_PRESENT_CODES - TRANSIENT_CODES:
+    if not codes or codes - done - TRANSIENT_CODES:
         return DmpOutcome(Verdict.REFUSED, result.errors, detail)
     if codes & TRANSIENT_CODES:
         return DmpOutcome(Verdict.RETRY_LATER, result.errors, detail)
-    if any(e.code in ALREADY_PRESENT_CODES and _names(e.context, unique_id) for e in errors):
+    if any(e.code in done and _names(e.context, evidence) for e in errors):
         return DmpOutcome(Verdict.ALREADY_PRESENT, result.errors, detail)
-    return DmpOutcome(Verdict.REFUSED, result.errors, f"not this document's uniqueId: {detail}")
+    return DmpOutcome(Verdict.REFUSED, result.errors, f"not this document's {evidence}: {detail}")
 
 
-def classify(answer: httpx.Response | httpx.HTTPError, unique_id: str) -> DmpOutcome:
-    """The outcome of one ITI-41 exchange for the document ``unique_id``: the DMP's HTTP
-    answer, or the error raised while sending or waiting for it (see the module's
-    documentation for the rules)."""
+def classify(
+    answer: httpx.Response | httpx.HTTPError,
+    evidence: str,
+    *,
+    done: frozenset[str] = ALREADY_PRESENT_CODES,
+) -> DmpOutcome:
+    """The outcome of one exchange: the DMP's HTTP answer, or the error raised while sending
+    or waiting for it. ``evidence`` is what an answer names when the DMP already holds the
+    request, with one of the ``done`` errors: the document's uniqueId for ITI-41, and
+    :attr:`XdsUpdate.evidence` with :data:`VERSION_APPLIED_CODES` or
+    :data:`STATUS_APPLIED_CODES` for ITI-57 (see the
+    module's documentation for the rules)."""
     if isinstance(answer, httpx.HTTPError):
         return DmpOutcome(Verdict.RETRY_LATER, detail=f"{type(answer).__name__}: {answer}")
     status = answer.status_code
@@ -131,24 +163,27 @@ def classify(answer: httpx.Response | httpx.HTTPError, unique_id: str) -> DmpOut
         transient = status >= 500 or status in TRANSIENT_HTTP
         verdict = Verdict.RETRY_LATER if transient else Verdict.REFUSED
         return DmpOutcome(verdict, detail=f"HTTP {status}: {exc}")
-    return _classify_result(result, unique_id)
+    return _classify_result(result, evidence, done)
 
 
 class XdsDmpAdapter:
-    """The DMP's ITI-41 endpoint over HTTPS: ``endpoint`` (also the ``wsa:To``), the client
-    certificate ``(cert file, key file)`` of the structure, the CA bundle the DMP's server
-    certificate is checked against (the system's by default), and a ``timeout`` in seconds
-    for each of connecting, writing and reading."""
+    """The DMP's ITI-41 endpoint over HTTPS: ``endpoint`` (also the ``wsa:To``), its ITI-57
+    ``update_endpoint`` (the same by default), the client certificate ``(cert file, key
+    file)`` of the structure, the CA bundle the DMP's server certificate is checked against
+    (the system's by default), and a ``timeout`` in seconds for each of connecting, writing
+    and reading."""
 
     def __init__(
         self,
         endpoint: str,
         *,
+        update_endpoint: str | None = None,
         client_cert: tuple[str, str] | None = None,
         ca_bundle: str | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.endpoint = endpoint
+        self.update_endpoint = update_endpoint or endpoint
         context = ssl.create_default_context(cafile=ca_bundle)
         if client_cert is not None:
             context.load_cert_chain(certfile=client_cert[0], keyfile=client_cert[1])
@@ -160,13 +195,25 @@ class XdsDmpAdapter:
         body, content_type = xds.provide_and_register(doc, to=self.endpoint)
         headers = {  # SOAP 1.2: the action travels in the Content-Type, no SOAPAction header
             "Content-Type": content_type,
-            "Accept": "multipart/related, application/soap+xml",
+            "Accept": ACCEPT,
         }
         try:
             answer = self._client.post(self.endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return classify(exc, doc.unique_id)
         return classify(answer, doc.unique_id)
+
+    def update(self, update: XdsUpdate) -> DmpOutcome:
+        """ITI-57 for ``update``; like :meth:`send`, never raises for what the DMP or the
+        network does, only :class:`~enrs.documents.xds.InvalidXdsDocument`."""
+        body, content_type = xds.update_document_set(update, to=self.update_endpoint)
+        headers = {"Content-Type": content_type, "Accept": ACCEPT}
+        try:
+            answer = self._client.post(self.update_endpoint, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return classify(exc, update.evidence)
+        done = STATUS_APPLIED_CODES if update.new_status else VERSION_APPLIED_CODES
+        return classify(answer, update.evidence, done=done)
 
     def close(self) -> None:
         self._client.close()

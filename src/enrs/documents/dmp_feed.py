@@ -13,17 +13,32 @@ Rules:
 - **retries with back-off**: a transient failure (network, timeout, 5xx, a busy registry)
   waits ``RETRY_BASE`` × 2^(attempts-1), at most ``RETRY_MAX``, then tries again; a refusal
   is final (``refused``, with the DMP's error codes), until an administrator asks again;
+- **later changes follow**: when a document the DMP holds is corrected or withdrawn,
+  :func:`queue_update` (called by ``service.correct`` and ``service.withdraw`` in the
+  change's transaction) queues its row again, ``update`` or ``deprecate``; the courier sends
+  an ITI-57 *Update Document Set*: a new version of the metadata (same logicalId, a new
+  entryUUID derived from the document and the version: :func:`version_uuid`,
+  ``PreviousVersion`` the version the DMP holds), or Approved → Deprecated for a withdrawal.
+  Same back-off, same refusals, each audited (``dmp``, action ``U``, the operation in the
+  detail). A document the DMP does not hold is not updated: its next ITI-41 carries the
+  current metadata, or it is skipped when withdrawn (or replaced) before it was sent. A
+  change made while a send was under way is queued again when the send is recorded;
+- a replacement of a document the DMP holds carries the ``RPLC`` association to the DMP's
+  latest version of it, so the DMP deprecates it;
 - the status of each document is visible (:func:`status_of`, the portal and the admin API).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import signal
 import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +48,7 @@ from enrs.documents import access, service
 from enrs.documents.dmp import DmpAdapter, DmpOutcome, Verdict, XdsDmpAdapter
 from enrs.documents.models import DmpExport, DocumentEntry
 from enrs.documents.terminology import Binding, Terminology
-from enrs.documents.xds import XdsAuthor, XdsCode, XdsDocument
+from enrs.documents.xds import STATUS_DEPRECATED, XdsAuthor, XdsCode, XdsDocument, XdsUpdate
 from enrs.identity import service as identity_service
 from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
 from enrs.kit.db import Database, utcnow
@@ -50,8 +65,36 @@ HOLD = timedelta(days=1)
 BATCH = 50
 
 
-def status_of(session: Session, entry: DocumentEntry) -> DmpExport | None:
-    return session.scalar(select(DmpExport).where(DmpExport.document_id == entry.id))
+def status_of(
+    session: Session, entry: DocumentEntry, *, for_update: bool = False
+) -> DmpExport | None:
+    stmt = select(DmpExport).where(DmpExport.document_id == entry.id)
+    return session.scalar(stmt.with_for_update() if for_update else stmt)
+
+
+def queue_update(
+    session: Session, entry: DocumentEntry, operation: Literal["update", "deprecate"]
+) -> DmpExport | None:
+    """Queue an ITI-57 for a document the DMP holds, in the transaction of its correction
+    (``update``) or withdrawal (``deprecate``, which an earlier queued update gives way to);
+    nothing for a document the DMP does not hold (its next ITI-41 has the current metadata, or
+    it is skipped)."""
+    row = status_of(session, entry, for_update=True)
+    if row is None or row.dmp_version is None:
+        return None
+    row.operation = operation
+    row.status, row.attempts, row.last_error = "pending", 0, None
+    row.next_attempt_at = row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def version_uuid(entry: DocumentEntry, version: int) -> str:
+    """The entryUUID of version ``version`` of the document in the DMP: the document's own for
+    the first, then one derived from it (the same on every repeat of an update)."""
+    if version == 1:
+        return f"urn:uuid:{entry.resource_id}"
+    return uuid.uuid5(uuid.UUID(entry.resource_id), f"dmp-version-{version}").urn
 
 
 def ask_again(session: Session, entry: DocumentEntry) -> DmpExport:
@@ -144,31 +187,39 @@ def _retry_at(attempts: int, now: datetime) -> datetime:
     return now + min(wait, RETRY_MAX)
 
 
-def _record(row: DmpExport, outcome: DmpOutcome, now: datetime, tally: Tally) -> None:
+def _record(row: DmpExport, operation: str, outcome: DmpOutcome, now: datetime) -> str:
+    """The row after one send of ``operation``; returns what the tally counts."""
     row.attempts += 1
     row.updated_at = now
     if outcome.delivered:
         row.status, row.sent_at, row.last_error = "sent", now, None
-        tally.sent += 1
-    elif outcome.verdict == Verdict.REFUSED:
+        if operation == "register":
+            row.dmp_version = 1
+        elif operation == "update":
+            row.dmp_version = (row.dmp_version or 1) + 1
+        return "sent"
+    if outcome.verdict == Verdict.REFUSED:
         row.status, row.last_error = "refused", f"{', '.join(outcome.codes)}: {outcome.detail}"
-        tally.refused += 1
-    else:
-        row.status = "pending"
-        row.last_error = outcome.detail or ", ".join(outcome.codes)
-        row.next_attempt_at = _retry_at(row.attempts, now)
-        tally.retried += 1
+        return "refused"
+    row.status = "pending"
+    row.last_error = outcome.detail or ", ".join(outcome.codes)
+    row.next_attempt_at = _retry_at(row.attempts, now)
+    return "retried"
 
 
 def _decide(
-    session: Session, entry: DocumentEntry
+    session: Session, entry: DocumentEntry, operation: str
 ) -> tuple[str, str] | tuple[str, tuple[str, str]]:
-    """``("skip", why)``, ``("hold", why)`` or ``("send", (INS, OID))`` for one document."""
+    """``("skip", why)``, ``("hold", why)`` or ``("send", (INS, OID))`` for one document; an
+    update of a document the DMP holds is sent whatever its status."""
     patient_ids = identity_service.merged_patient_ids(session, entry.patient_id)
-    if entry.status == "entered-in-error":
-        return "skip", "withdrawn"
-    if entry.opposed or access.opposed_to_all(session, patient_ids):
-        return "skip", "the patient opposes sharing"
+    if operation == "register":
+        if entry.status == "entered-in-error":
+            return "skip", "withdrawn"
+        if entry.status == "superseded":
+            return "skip", "replaced before it reached the DMP"
+        if entry.opposed or access.opposed_to_all(session, patient_ids):
+            return "skip", "the patient opposes sharing"
     current = identity_service.current_patient(session, entry.patient_id)
     ins = identity_service.qualified_ins(session, [current.id] if current else patient_ids)
     if ins is None:
@@ -176,11 +227,38 @@ def _decide(
     return "send", ins
 
 
-def _audit(entry: DocumentEntry, rri: str | None, outcome: DmpOutcome) -> AuditEntry:
+def _replaced_uuid(session: Session, entry: DocumentEntry) -> str | None:
+    """The entryUUID of the DMP's latest version of the document ``entry`` replaces, if the
+    DMP holds it (the RPLC association's target)."""
+    old = session.get(DocumentEntry, entry.replaces_id) if entry.replaces_id else None
+    row = status_of(session, old) if old is not None else None
+    if old is None or row is None or row.dmp_version is None:
+        return None
+    return version_uuid(old, row.dmp_version)
+
+
+def _request(
+    session: Session, doc: XdsDocument, entry: DocumentEntry, row: DmpExport
+) -> XdsDocument | XdsUpdate:
+    """The ITI-41 document, or the ITI-57 update, that ``row.operation`` asks for."""
+    if row.operation == "register":
+        return dataclasses.replace(doc, replaces=_replaced_uuid(session, entry))
+    held = row.dmp_version or 1
+    if row.operation == "deprecate":  # IHE's Deprecated; the CI-SIS also names a DMP-specific
+        # urn:asip:ci-sis:2010:StatusType:Deleted, to be settled with the DMP's guide
+        latest = dataclasses.replace(doc, entry_uuid=version_uuid(entry, held))
+        return XdsUpdate(latest, version_uuid(entry, 1), held, new_status=STATUS_DEPRECATED)
+    new = dataclasses.replace(doc, entry_uuid=version_uuid(entry, held + 1))
+    return XdsUpdate(new, version_uuid(entry, 1), held)
+
+
+def _audit(
+    entry: DocumentEntry, rri: str | None, operation: str, outcome: DmpOutcome
+) -> AuditEntry:
     return AuditEntry(
         category="dmp",
         interaction="export",
-        action="E",
+        action="E" if operation == "register" else "U",
         outcome=Outcome.SUCCESS if outcome.delivered else Outcome.MINOR_FAILURE,
         outcome_desc=None if outcome.delivered else f"{outcome.verdict}: {outcome.detail}"[:500],
         agent_kind="system",
@@ -189,6 +267,7 @@ def _audit(entry: DocumentEntry, rri: str | None, outcome: DmpOutcome) -> AuditE
         patient_ref=f"Patient/{rri}" if rri else None,
         resource_type="DocumentReference",
         entity_ref=f"DocumentReference/{entry.resource_id}",
+        detail=None if operation == "register" else json.dumps({"dmp": operation}),
     )
 
 
@@ -202,23 +281,29 @@ def _one(
 ) -> None:
     """One document: decided and built in a read-only transaction, sent outside any (the
     database is not held while the DMP answers), the outcome and its audit record committed
-    together."""
+    together. A change of the document meanwhile is queued again (:func:`queue_update`)."""
     with db.transaction(write=False) as session:
         row = session.get(DmpExport, export_id)
         entry = session.get(DocumentEntry, row.document_id) if row is not None else None
         if row is None or entry is None or row.status not in ("pending", "held"):
             return
-        decision, detail = _decide(session, entry)
+        operation, built_version = row.operation, entry.version
+        decision, detail = _decide(session, entry, operation)
         rri = service.rri_of_patient(session, entry.patient_id)
-        document = None
+        request = None
         if decision == "send":
             assert isinstance(detail, tuple)
-            now = utcnow()
-            document = build(session, storage, entry, detail, source_id=source_id, now=now)
-    outcome = adapter.send(document) if document is not None else None
+            doc = build(session, storage, entry, detail, source_id=source_id, now=utcnow())
+            request = _request(session, doc, entry, row)
+    outcome: DmpOutcome | None = None
+    if isinstance(request, XdsUpdate):
+        outcome = adapter.update(request)
+    elif request is not None:
+        outcome = adapter.send(request)
     with db.transaction() as session:
-        row = session.get(DmpExport, export_id)
-        assert row is not None
+        row = session.get(DmpExport, export_id, with_for_update=True)
+        now_entry = session.get(DocumentEntry, entry.id)
+        assert row is not None and now_entry is not None
         now = utcnow()
         if outcome is None:
             row.last_error, row.updated_at = str(detail), now
@@ -229,9 +314,13 @@ def _one(
                 row.status, row.next_attempt_at = "held", now + HOLD
                 tally.held += 1
             return
-        _record(row, outcome, now, tally)
-        append_entries(session.connection(), [_audit(entry, rri, outcome)])
-    log.info("DMP export of %s: %s %s", entry.unique_id, outcome.verdict, outcome.detail)
+        counted = _record(row, operation, outcome, now)
+        setattr(tally, counted, getattr(tally, counted) + 1)
+        append_entries(session.connection(), [_audit(entry, rri, operation, outcome)])
+        if outcome.delivered and now_entry.version != built_version:
+            withdrawn = now_entry.status == "entered-in-error"
+            queue_update(session, now_entry, "deprecate" if withdrawn else "update")
+    log.info("DMP %s of %s: %s %s", operation, entry.unique_id, outcome.verdict, outcome.detail)
 
 
 def send_due(

@@ -136,13 +136,21 @@ class DmpExport(Base):
     """A document's way to the national DMP (the outbound queue, one row per document):
     ``pending`` until sent; ``sent`` once the DMP holds it; ``held`` while the patient has no
     qualified INS (checked again later); ``skipped`` when the patient opposes sharing;
-    ``refused`` when the DMP refused it for good (its errors in ``last_error``)."""
+    ``refused`` when the DMP refused it for good (its errors in ``last_error``).
+
+    ``operation`` is what is (or was last) sent: ``register`` (ITI-41), ``update`` (a new
+    version of the metadata, ITI-57) or ``deprecate`` (the withdrawal, ITI-57);
+    ``dmp_version`` the version of the document the DMP holds (none until it holds it)."""
 
     __tablename__ = "document_dmp_export"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("document_entry.id"), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    operation: Mapped[str] = mapped_column(
+        String(16), default="register", server_default="register"
+    )
+    dmp_version: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)

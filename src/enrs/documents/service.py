@@ -353,6 +353,9 @@ def withdraw(session: Session, reader: Reader, resource_id: str) -> DocumentEntr
     if entry.status == "entered-in-error":
         return entry
     entry.status, entry.updated_at, entry.version = "entered-in-error", utcnow(), entry.version + 1
+    from enrs.documents import dmp_feed  # here: dmp_feed imports this module
+
+    dmp_feed.queue_update(session, entry, "deprecate")  # deprecated in the DMP if it holds it
     return entry
 
 
@@ -390,6 +393,9 @@ def correct(
         kept["content"] = kept_content
     entry.resource = json.dumps(kept, separators=(",", ":"))
     entry.updated_at, entry.version = utcnow(), entry.version + 1
+    from enrs.documents import dmp_feed  # here: dmp_feed imports this module
+
+    dmp_feed.queue_update(session, entry, "update")  # a new version in the DMP if it holds it
     return entry, before
 
 

@@ -1,6 +1,7 @@
 """IHE XDS.b metadata for the DMP (Mon espace santé): the ITI-41 *Provide and Register Document
-Set-b* request, the same metadata as an XDM package (ITI-32 media, a ZIP), and the reading of
-the ``RegistryResponse`` the DMP answers.
+Set-b* request, the ITI-57 *Update Document Set* request (XDS Metadata Update), the same
+metadata as an XDM package (ITI-32 media, a ZIP), and the reading of the ``RegistryResponse``
+the DMP answers.
 
 The metadata are those of IHE ITI TF-3 §4.2 in ebRIM 3.0: one ``SubmitObjectsRequest`` holding
 the SubmissionSet (a ``RegistryPackage`` classified ``XDSSubmissionSet``), one stable
@@ -18,6 +19,13 @@ French forms of the CI-SIS *Volet Partage de Documents de Santé* that the DMP c
 - ``authorRole`` and ``authorSpecialty`` are ``code^display^OID``; coded attributes are
   classifications whose ``codingScheme`` slot is the code system's OID;
 - times are ``YYYYMMDDhhmmss`` in UTC.
+
+A replacement carries an ``RPLC`` association to the entryUUID of the version it replaces
+(:attr:`XdsDocument.replaces`): the DMP deprecates that version. ITI-57 (plain SOAP 1.2, no
+attachment) sends either a new version of a DocumentEntry (same ``lid`` and uniqueId, a new
+entryUUID, ``PreviousVersion`` on the ``HasMember`` association) or an
+``UpdateAvailabilityStatus`` association (Approved → Deprecated for a withdrawn document):
+:class:`XdsUpdate`, :func:`update_document_set`.
 
 What is emitted is checked first (strict out): an inconsistent :class:`XdsDocument` (hash or size
 that do not describe the content, a naive time, an identifier of the wrong form) raises
@@ -55,6 +63,8 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 ITI_41_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ITI_41_RESPONSE_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+ITI_57_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"
+ITI_57_RESPONSE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSetResponse"
 WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 
 # IHE ITI TF-3 §4.2.5: the UUIDs of the metadata objects, classification schemes (Table 4.2.5-1)
@@ -76,6 +86,10 @@ SS_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
 SS_SOURCE_ID = "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832"
 SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
+RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
+STATUS_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+STATUS_DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 ASSOCIATION_OBJECT_TYPE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association"
 CLASSIFICATION_OBJECT_TYPE = (
     "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
@@ -96,6 +110,7 @@ ID_NAT_ST_OID = "1.2.250.1.71.4.2.2"  # idNatSt: "1" + FINESS
 # Symbolic ids (ITI TF-3 §4.2.3.1.6 allows them in a submission; the registry gives UUIDs).
 SUBMISSION_SET_ID = "SubmissionSet01"
 ASSOCIATION_ID = "Association01"
+REPLACEMENT_ID = "Association02"
 
 XDM_SUBSET = "IHE_XDM/SUBSET01"
 XDM_EXTENSIONS = {
@@ -190,6 +205,27 @@ class XdsDocument:
     submission_time: datetime
     content_type_code: XdsCode
     source_patient_info: XdsPatientInfo | None = None
+    replaces: str | None = None  # the entryUUID of the version it replaces (RPLC association)
+
+
+@dataclass(frozen=True)
+class XdsUpdate:
+    """One ITI-57 *Update Document Set* of a document the DMP holds: a new version of its
+    metadata (``new_status`` is None; ``doc.entry_uuid`` is the new version's entryUUID,
+    ``logical_id`` the document's logicalId, ``previous_version`` the DMP's latest version), or
+    a change of the availability status of its latest version (``doc.entry_uuid``) from
+    Approved to ``new_status``. ``doc`` also gives the SubmissionSet's metadata."""
+
+    doc: XdsDocument
+    logical_id: str
+    previous_version: int
+    new_status: str | None = None
+
+    @property
+    def evidence(self) -> str:
+        """What an answer names when the DMP already holds the update (see ``dmp.classify``):
+        the new status, or the new version's entryUUID."""
+        return self.new_status or self.doc.entry_uuid
 
 
 @dataclass(frozen=True)
@@ -278,8 +314,10 @@ def check(doc: XdsDocument) -> None:
 
 
 def _problems(doc: XdsDocument) -> Iterable[str]:
-    if not _ENTRY_UUID_RE.match(doc.entry_uuid):
-        yield f"entry_uuid {doc.entry_uuid!r} is not a lower-case urn:uuid"
+    for name in ("entry_uuid", "replaces"):
+        value = getattr(doc, name)
+        if value is not None and not _ENTRY_UUID_RE.match(value):
+            yield f"{name} {value!r} is not a lower-case urn:uuid"
     if not _UNIQUE_ID_RE.match(doc.unique_id) or len(doc.unique_id) > 128:
         yield f"unique_id {doc.unique_id!r} is not an OID (or OID^extension)"
     for name in ("submission_unique_id", "source_id"):
@@ -409,7 +447,9 @@ def _external_id(
     _name(node, name)
 
 
-def _document_entry(objects: etree._Element, ids: _Ids, doc: XdsDocument, uri: str | None) -> None:
+def _document_entry(
+    objects: etree._Element, ids: _Ids, doc: XdsDocument, uri: str | None
+) -> etree._Element:
     entry = _rim(
         objects,
         "ExtrinsicObject",
@@ -453,6 +493,7 @@ def _document_entry(objects: etree._Element, ids: _Ids, doc: XdsDocument, uri: s
     patient = patient_cx(doc.patient_ins, doc.patient_ins_oid)
     _external_id(entry, ids, DE_PATIENT_ID, owner, patient, "XDSDocumentEntry.patientId")
     _external_id(entry, ids, DE_UNIQUE_ID, owner, doc.unique_id, "XDSDocumentEntry.uniqueId")
+    return entry
 
 
 def _submission_set(objects: etree._Element, ids: _Ids, doc: XdsDocument) -> None:
@@ -496,23 +537,38 @@ def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree
         objectType=ASSOCIATION_OBJECT_TYPE,
     )
     _slot(association, "SubmissionSetStatus", "Original")
+    if doc.replaces is not None:
+        _rim(
+            objects,
+            "Association",
+            associationType=RPLC,
+            sourceObject=doc.entry_uuid,
+            targetObject=doc.replaces,
+            id=REPLACEMENT_ID,
+            objectType=ASSOCIATION_OBJECT_TYPE,
+        )
     return request
 
 
 # --- ITI-41: SOAP 1.2 envelope in an MTOM/XOP package --------------------------------------
 
 
-def _envelope(doc: XdsDocument, to: str, document_cid: str) -> bytes:
-    envelope = etree.Element(
-        f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA, "xdsb": XDSB, "xop": XOP}
-    )
+def _addressing(envelope: etree._Element, action: str, to: str) -> None:
+    """The WS-Addressing header of a request (Action and To must be understood)."""
     header = etree.SubElement(envelope, f"{{{SOAP}}}Header")
     must = {f"{{{SOAP}}}mustUnderstand": "true"}
-    etree.SubElement(header, f"{{{WSA}}}Action", must).text = ITI_41_ACTION
+    etree.SubElement(header, f"{{{WSA}}}Action", must).text = action
     etree.SubElement(header, f"{{{WSA}}}MessageID").text = uuid.uuid4().urn
     reply_to = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
     etree.SubElement(reply_to, f"{{{WSA}}}Address").text = WSA_ANONYMOUS
     etree.SubElement(header, f"{{{WSA}}}To", must).text = to
+
+
+def _envelope(doc: XdsDocument, to: str, document_cid: str) -> bytes:
+    envelope = etree.Element(
+        f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA, "xdsb": XDSB, "xop": XOP}
+    )
+    _addressing(envelope, ITI_41_ACTION, to)
     body = etree.SubElement(envelope, f"{{{SOAP}}}Body")
     provide = etree.SubElement(body, f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest")
     provide.append(submit_objects_request(doc))
@@ -567,6 +623,65 @@ def provide_and_register(doc: XdsDocument, *, to: str) -> tuple[bytes, str]:
         f'start="<{root_cid}>"; start-info="application/soap+xml"; action="{ITI_41_ACTION}"'
     )
     return body, content_type
+
+
+# --- ITI-57: XDS Metadata Update, plain SOAP 1.2 ------------------------------------------
+
+
+def update_objects_request(update: XdsUpdate) -> etree._Element:
+    """The ``lcm:SubmitObjectsRequest`` of an ITI-57 update (ITI TF-2b 3.57.4.1.3): the
+    SubmissionSet and either the new version of the DocumentEntry (same ``lid`` and
+    uniqueId, a new entryUUID) with the ``HasMember`` association carrying
+    ``SubmissionSetStatus`` and ``PreviousVersion``, or an ``UpdateAvailabilityStatus``
+    association from the SubmissionSet to the latest version, with ``OriginalStatus`` Approved
+    and ``NewStatus``."""
+    doc = update.doc
+    check(doc)
+    if not _ENTRY_UUID_RE.match(update.logical_id) or update.previous_version < 1:
+        raise InvalidXdsDocument("an update needs the logicalId and the previous version")
+    ids = _Ids()
+    request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
+    objects = _rim(request, "RegistryObjectList")
+    _submission_set(objects, ids, doc)
+    if update.new_status is not None:
+        association = _rim(
+            objects,
+            "Association",
+            associationType=UPDATE_AVAILABILITY_STATUS,
+            sourceObject=SUBMISSION_SET_ID,
+            targetObject=doc.entry_uuid,
+            id=ASSOCIATION_ID,
+            objectType=ASSOCIATION_OBJECT_TYPE,
+        )
+        _slot(association, "OriginalStatus", STATUS_APPROVED)
+        _slot(association, "NewStatus", update.new_status)
+        return request
+    _document_entry(objects, ids, doc, None).set("lid", update.logical_id)
+    association = _rim(
+        objects,
+        "Association",
+        associationType=HAS_MEMBER,
+        sourceObject=SUBMISSION_SET_ID,
+        targetObject=doc.entry_uuid,
+        id=ASSOCIATION_ID,
+        objectType=ASSOCIATION_OBJECT_TYPE,
+    )
+    _slot(association, "SubmissionSetStatus", "Original")
+    _slot(association, "PreviousVersion", str(update.previous_version))
+    return request
+
+
+def update_document_set(update: XdsUpdate, *, to: str) -> tuple[bytes, str]:
+    """IHE ITI-57 *Update Document Set* for ``update``, addressed to ``to`` (``wsa:To``): the
+    HTTP body (a SOAP 1.2 envelope, no attachment) and its ``Content-Type``. The answer is a
+    RegistryResponse, read by :func:`parse_registry_response`.
+
+    Raises :class:`InvalidXdsDocument` when the update cannot make valid metadata."""
+    envelope = etree.Element(f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA})
+    _addressing(envelope, ITI_57_ACTION, to)
+    etree.SubElement(envelope, f"{{{SOAP}}}Body").append(update_objects_request(update))
+    body = bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
+    return body, f'application/soap+xml; charset=UTF-8; action="{ITI_57_ACTION}"'
 
 
 # --- XDM (ITI-32 media): a ZIP ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """messaging: the operator's mailboxes, their delegations, the MSSanté trust space
 
 Revision ID: 20261211_0900
-Revises: 20261209_0900
+Revises: 20261210_0900
 Create Date: 2026-12-11 09:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import enrs.kit.db
 
 revision: str = "20261211_0900"
-down_revision: str | None = "20261209_0900"
+down_revision: str | None = "20261210_0900"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
