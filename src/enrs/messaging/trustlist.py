@@ -162,16 +162,24 @@ def _load_certificates(trusted: Sequence[x509.Certificate | bytes]) -> list[x509
     return certs
 
 
+_DOCTYPE_MARKERS = tuple("<!DOCTYPE".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+_DOCTYPE_REFUSED = "the trust list has a DOCTYPE (DTD or entities): refused, nothing expanded"
+
+
 def _parse_xml(data: bytes) -> Any:
     if not data.strip():
         raise TrustListError("the trust list is not XML: the document is empty")
+    if any(marker in data for marker in _DOCTYPE_MARKERS):
+        # Before parsing: libxml2 would still weigh the entities of a "billion laughs" (and
+        # stop it as a syntax error); the list has no use for a DOCTYPE, say so plainly.
+        raise TrustListError(_DOCTYPE_REFUSED)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise TrustListError(f"the trust list is not XML: line {exc.lineno}: {exc.msg}") from None
     info = root.getroottree().docinfo
     if info.doctype or info.internalDTD is not None or any(True for _ in root.iter(etree.Entity)):
-        raise TrustListError("the trust list has a DOCTYPE (DTD or entities): refused")
+        raise TrustListError(_DOCTYPE_REFUSED)
     return root
 
 
