@@ -40,6 +40,16 @@ test-deps: $(STAMP) $(OIDC_NODE)
 	  echo "installing Debian's chromium for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@command -v postfix >/dev/null 2>&1 && command -v dovecot >/dev/null 2>&1 \
+	  && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/lmtp ] || { \
+	  echo "installing Debian's Postfix and Dovecot for the messaging tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    postfix dovecot-core dovecot-imapd dovecot-lmtpd >/dev/null; }
+	@getent passwd vmail >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmail; }
 
 $(OIDC_NODE): tests/oidc_provider/package-lock.json
 	npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error

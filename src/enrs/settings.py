@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         None, description="Mail servers' configuration, queue and mail store; default data/mail"
     )
     mail_user: str = Field("vmail", description="System user owning the mail store")
+    mail_trust_ca: Path | None = Field(
+        None, description="Certificates (PEM) the MSSanté trust list's signature is checked by"
+    )
     mail_servers: Literal["auto", "on", "off"] = Field(
         "auto", description="Start Postfix and Dovecot with the platform (auto: when installed)"
     )

@@ -111,6 +111,8 @@ def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
             proc.kill()
             proc.wait()
         subprocess.run(
-            ["postfix", "-c", str(mail_dir / "postfix"), "stop"], capture_output=True, check=False
+            [config.program("postfix"), "-c", str(mail_dir / "postfix"), "stop"],
+            capture_output=True,
+            check=False,
         )
         shutil.rmtree(mail_dir, ignore_errors=True)

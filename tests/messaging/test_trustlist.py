@@ -18,14 +18,6 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml.algorithms import SignatureMethod
 from signxml.signer import XMLSigner
-from tests.support.trust_list import (
-    Domain,
-    Pki,
-    make_pki,
-    sign,
-    signed_trust_list,
-    trust_list_xml,
-)
 
 from enrs.messaging.trustlist import (
     NAMESPACE,
@@ -33,6 +25,14 @@ from enrs.messaging.trustlist import (
     TrustListError,
     dn_equal,
     parse_trust_list,
+)
+from tests.support.trust_list import (
+    Domain,
+    Pki,
+    make_pki,
+    sign,
+    signed_trust_list,
+    trust_list_xml,
 )
 
 _DS = "http://www.w3.org/2000/09/xmldsig#"

@@ -181,3 +181,38 @@ def serve() -> None:
         sys.exit(servers.serve(settings))
     except config.MailSetupError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@messaging.command("trust-list")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def trust_list(path: str) -> None:
+    """Import the national MSSanté trust list (the signed XML as published): its signature
+    checked against ENRS_MAIL_TRUST_CA, then the trust space replaced by its domains. A list
+    that does not verify changes nothing."""
+    from pathlib import Path
+
+    from enrs.kit.db import Database
+    from enrs.messaging import service
+    from enrs.messaging.trustlist import TrustListError, parse_trust_list
+
+    settings = Settings()
+    if settings.mail_trust_ca is None:
+        raise click.ClickException(
+            "ENRS_MAIL_TRUST_CA is not set: the certificates the list's signature is checked by"
+        )
+    try:
+        listed = parse_trust_list(Path(path).read_bytes(), [settings.mail_trust_ca.read_bytes()])
+    except TrustListError as exc:
+        raise click.ClickException(f"the trust list is refused: {exc.message}") from None
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            change = service.replace_trust_space(session, listed)
+    finally:
+        db.dispose()
+    for warning in listed.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(
+        f"trust space of {listed.generated:%Y-%m-%d %H:%M}: {len(listed.domains)} domain(s),"
+        f" {change.added} added, {change.removed} removed, {change.kept} kept"
+    )

@@ -106,11 +106,17 @@ def _ids(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def program(name: str) -> str:
+    """The path of a server program (Debian puts them in /usr/sbin, not always on PATH)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=search) or name
+
+
 def missing_programs() -> list[str]:
     """The server programs this machine lacks (Debian packages postfix, dovecot-imapd,
     dovecot-lmtpd)."""
     wanted = {"postfix": "postfix", "postmap": "postfix", "dovecot": "dovecot-core"}
-    missing = [package for program, package in wanted.items() if not shutil.which(program)]
+    missing = [package for name, package in wanted.items() if not shutil.which(program(name))]
     for module, package in (("imap", "dovecot-imapd"), ("lmtp", "dovecot-lmtpd")):
         if not Path(f"/usr/lib/dovecot/{module}").exists():
             missing.append(package)
@@ -323,7 +329,7 @@ def write_maps(settings: Settings, session: Session) -> None:
         "".join(f"{box.address} OK\n" for box in active),
     )
     postmap = subprocess.run(
-        ["postmap", "-c", str(layout.postfix), f"hash:{layout.postfix}/mailboxes"],
+        [program("postmap"), "-c", str(layout.postfix), f"hash:{layout.postfix}/mailboxes"],
         capture_output=True,
         text=True,
         check=False,

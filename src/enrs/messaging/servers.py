@@ -43,7 +43,11 @@ def describe(settings: Settings) -> str:
 
 
 def _postfix_stop(layout: config.Layout) -> None:
-    subprocess.run(["postfix", "-c", str(layout.postfix), "stop"], capture_output=True, check=False)
+    subprocess.run(
+        [config.program("postfix"), "-c", str(layout.postfix), "stop"],
+        capture_output=True,
+        check=False,
+    )
 
 
 async def _supervise(settings: Settings, db: Database, layout: config.Layout) -> int:
@@ -61,8 +65,12 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
             serving.result()  # raises what stopped it
         await asyncio.sleep(0.05)
     children = {
-        "dovecot": subprocess.Popen(["dovecot", "-F", "-c", str(layout.dovecot_conf)]),
-        "postfix": subprocess.Popen(["postfix", "-c", str(layout.postfix), "start-fg"]),
+        "dovecot": subprocess.Popen(
+            [config.program("dovecot"), "-F", "-c", str(layout.dovecot_conf)]
+        ),
+        "postfix": subprocess.Popen(
+            [config.program("postfix"), "-c", str(layout.postfix), "start-fg"]
+        ),
     }
     code = 0
     try:

@@ -15,7 +15,8 @@ from enrs.directory import service as directory_service
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
 from enrs.kit.security.passwords import check_password_policy, hash_password
-from enrs.messaging.models import MAILBOX_TYPES, Delegation, Mailbox
+from enrs.messaging.models import MAILBOX_TYPES, Delegation, Mailbox, TrustedDomain
+from enrs.messaging.trustlist import TrustList
 
 # RFC 5321 local part as MSSanté operators issue it (dot-atom, no quoted strings) and a DNS name.
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
@@ -170,3 +171,31 @@ def may_send_as(session: Session, login: str, sender: str) -> bool:
         )
         is not None
     )
+
+
+@dataclass(frozen=True)
+class TrustSpaceChange:
+    added: int
+    removed: int
+    kept: int
+
+
+def replace_trust_space(session: Session, listed: TrustList) -> TrustSpaceChange:
+    """The trust space becomes the verified national list: its domains added or updated,
+    the domains no longer listed removed (mail to or from them refused from now on)."""
+    now = utcnow()
+    current = {row.name: row for row in session.scalars(sa.select(TrustedDomain))}
+    names = set()
+    for domain in listed.domains:
+        names.add(domain.name)
+        row = current.get(domain.name) or TrustedDomain(name=domain.name)
+        row.description = (domain.description or "")[:512]
+        row.operator_dn = (domain.operator_dn or "")[:1024]
+        row.updated = domain.updated.isoformat() if domain.updated else ""
+        row.imported_at = now
+        session.add(row)
+    gone = set(current) - names
+    if gone:
+        session.execute(sa.delete(TrustedDomain).where(TrustedDomain.name.in_(gone)))
+    session.flush()
+    return TrustSpaceChange(len(names - set(current)), len(gone), len(names & set(current)))
