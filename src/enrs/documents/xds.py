@@ -519,14 +519,8 @@ def _submission_set(objects: etree._Element, ids: _Ids, doc: XdsDocument) -> Non
     )
 
 
-def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree._Element:
-    """The ``lcm:SubmitObjectsRequest`` of ``doc`` (``uri``: the XDM ``URI`` slot)."""
-    check(doc)
-    ids = _Ids()
-    request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
-    objects = _rim(request, "RegistryObjectList")
-    _submission_set(objects, ids, doc)
-    _document_entry(objects, ids, doc, uri)
+def _has_member(objects: etree._Element, doc: XdsDocument) -> etree._Element:
+    """The submission set's ``HasMember`` association to the document (status Original)."""
     association = _rim(
         objects,
         "Association",
@@ -537,6 +531,18 @@ def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree
         objectType=ASSOCIATION_OBJECT_TYPE,
     )
     _slot(association, "SubmissionSetStatus", "Original")
+    return association
+
+
+def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree._Element:
+    """The ``lcm:SubmitObjectsRequest`` of ``doc`` (``uri``: the XDM ``URI`` slot)."""
+    check(doc)
+    ids = _Ids()
+    request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
+    objects = _rim(request, "RegistryObjectList")
+    _submission_set(objects, ids, doc)
+    _document_entry(objects, ids, doc, uri)
+    _has_member(objects, doc)
     if doc.replaces is not None:
         _rim(
             objects,
@@ -657,16 +663,7 @@ def update_objects_request(update: XdsUpdate) -> etree._Element:
         _slot(association, "NewStatus", update.new_status)
         return request
     _document_entry(objects, ids, doc, None).set("lid", update.logical_id)
-    association = _rim(
-        objects,
-        "Association",
-        associationType=HAS_MEMBER,
-        sourceObject=SUBMISSION_SET_ID,
-        targetObject=doc.entry_uuid,
-        id=ASSOCIATION_ID,
-        objectType=ASSOCIATION_OBJECT_TYPE,
-    )
-    _slot(association, "SubmissionSetStatus", "Original")
+    association = _has_member(objects, doc)
     _slot(association, "PreviousVersion", str(update.previous_version))
     return request
 

@@ -27,13 +27,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from enrs.kit.db import Database
 from enrs.messaging import service
 from enrs.messaging.models import TrustedDomain
 from enrs.messaging.service import domain_of
+from enrs.messaging.trustlist import normalise_domain
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ DEFER = "DEFER_IF_PERMIT 4.3.5 the operator's policy service cannot decide now"
 
 def trusted(session: Session, domain: str, own: str) -> bool:
     """``domain`` is the operator's own or a domain of the MSSanté trust space."""
-    domain = domain.lower().rstrip(".")
+    domain = normalise_domain(domain)
     if domain == own:
         return True
     return session.get(TrustedDomain, domain) is not None
@@ -147,7 +147,3 @@ def database_decider(db: Database, own_domain: str) -> Callable[[dict[str, str]]
             return decide(session, own_domain, request)
 
     return decider
-
-
-def trust_space_size(session: Session) -> int:
-    return int(session.scalar(sa.select(sa.func.count()).select_from(TrustedDomain)) or 0)

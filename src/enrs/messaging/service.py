@@ -16,11 +16,10 @@ from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
 from enrs.kit.security.passwords import check_password_policy, hash_password
 from enrs.messaging.models import MAILBOX_TYPES, Delegation, Mailbox, TrustedDomain
-from enrs.messaging.trustlist import TrustList
+from enrs.messaging.trustlist import TrustList, dns_name, normalise_domain
 
 # RFC 5321 local part as MSSanté operators issue it (dot-atom, no quoted strings) and a DNS name.
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 class InvalidMailbox(Unprocessable):
@@ -39,12 +38,11 @@ def normalise_address(address: str) -> str:
 
 
 def is_domain(name: str) -> bool:
-    labels = name.rstrip(".").lower().split(".")
-    return len(labels) >= 2 and all(_LABEL.match(label) for label in labels)
+    return dns_name(name) is not None
 
 
 def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
+    return normalise_domain(address.rpartition("@")[2])
 
 
 @dataclass(frozen=True)

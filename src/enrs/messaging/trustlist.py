@@ -95,7 +95,7 @@ class TrustList:
     def lookup(self, domain: str) -> TrustedDomain | None:
         """The listed domain ``domain`` (case-insensitive, a trailing dot ignored), or ``None``:
         a domain not listed is not part of the trust space."""
-        return self._index.get(_normalise_domain(domain))
+        return self._index.get(normalise_domain(domain))
 
     def operator_dn_matches(self, domain: str, dn: str | x509.Name) -> bool:
         """Whether ``dn`` (a certificate subject, as an :class:`x509.Name` or a string) is the
@@ -284,7 +284,7 @@ def _read_domain(element: Any, position: int, warnings: list[str]) -> TrustedDom
     raw_name = _text(element, "Nom")
     if raw_name is None:
         raise TrustListError(f"the trust list's Domaine #{position} has no Nom")
-    name = _dns_name(raw_name)
+    name = dns_name(raw_name)
     if name is None:
         raise TrustListError(
             f"the trust list's Domaine #{position} has a Nom that is not a DNS name: {raw_name!r}"
@@ -331,13 +331,13 @@ def _text(parent: Any, name: str) -> str | None:
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
-def _normalise_domain(domain: str) -> str:
+def normalise_domain(domain: str) -> str:
     return domain.strip().lower().removesuffix(".")
 
 
-def _dns_name(raw: str) -> str | None:
+def dns_name(raw: str) -> str | None:
     """``raw`` lower-cased without its trailing dot if it is a DNS host name, else ``None``."""
-    name = _normalise_domain(raw)
+    name = normalise_domain(raw)
     labels = name.split(".")
     if len(name) > 253 or len(labels) < 2 or labels[-1].isdigit():
         return None
