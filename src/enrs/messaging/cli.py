@@ -216,3 +216,30 @@ def trust_list(path: str) -> None:
         f"trust space of {listed.generated:%Y-%m-%d %H:%M}: {len(listed.domains)} domain(s),"
         f" {change.added} added, {change.removed} removed, {change.kept} kept"
     )
+
+
+def _month(value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise click.BadParameter(f"{value!r}: a month as YYYY-MM")
+    return value
+
+
+@messaging.command("indicators")
+@click.option("--since", help="First month (YYYY-MM)")
+@click.option("--until", help="Last month (YYYY-MM)")
+def indicators_csv(since: str | None, until: str | None) -> None:
+    """The operator's indicators as CSV on stdout: per month and mailbox type, the messages
+    sent and received and the mailboxes that sent or received one."""
+    from enrs.kit.db import Database
+    from enrs.messaging import indicators
+
+    since, until = _month(since), _month(until)
+    db = Database(Settings().database_url)
+    try:
+        with db.transaction(write=False) as session:
+            rows = indicators.report(session, since, until)
+    finally:
+        db.dispose()
+    click.echo(indicators.to_csv(rows), nl=False)

@@ -213,6 +213,8 @@ smtpd_recipient_restrictions =
     reject_non_fqdn_recipient,
     reject_non_fqdn_sender,
     check_policy_service unix:{layout.policy_socket}
+# … and every message counted once accepted (the operator's indicators)
+smtpd_end_of_data_restrictions = check_policy_service unix:{layout.policy_socket}
 smtpd_policy_service_default_action = 451 4.3.5 the operator's policy service is unavailable
 """
 

@@ -8,7 +8,8 @@ practice, by RPPS). Address and type never change after creation. A mailbox is `
 ``mail_delegation`` says who may read or send as a mailbox that is not theirs (an ORG mailbox
 read by a service's secretaries). ``mail_trusted_domain`` is the MSSanté trust space: the
 domains of the national list (``enrs messaging trust-list FILE``) with their operator's
-certificate DN; mail to or from any other domain is refused.
+certificate DN; mail to or from any other domain is refused. ``mail_traffic`` counts the
+messages each mailbox sent and received per month (the operator's indicators).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Mailbox(Base):
     finess: Mapped[str | None] = mapped_column(String(9), index=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     liste_rouge: Mapped[bool] = mapped_column(Boolean, default=False)  # not published
+    # active | suspended (by the admin) | inactive (its professional or structure is no
+    # longer active in the directory; active again when it is)
     status: Mapped[str] = mapped_column(String(16), default="active")
     # Argon2id (the portal's hasher); Dovecot verifies it as {ARGON2ID}. None: no password
     # login (Pro Santé Connect, or a certificate for an applicative mailbox).
@@ -64,3 +67,15 @@ class TrustedDomain(Base):
     operator_dn: Mapped[str] = mapped_column(String(1024), default="")
     updated: Mapped[str] = mapped_column(String(32), default="")  # DateMAJ as published
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Traffic(Base):
+    """Messages a mailbox of the operator sent and received in a month (``YYYY-MM``, UTC), as
+    Postfix accepted them (counted by the policy service at the end of each message)."""
+
+    __tablename__ = "mail_traffic"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mail_mailbox.id"), primary_key=True)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    received: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,6 +14,10 @@ Postfix asks at each ``RCPT TO`` (``check_policy_service`` in ``smtpd_recipient_
 - a recipient of the operator's domain is an active mailbox (``550 5.1.1`` unknown,
   ``550 5.2.1`` suspended).
 
+At the end of each message (``smtpd_end_of_data_restrictions``) the service counts it for the
+operator's indicators and answers ``DUNNO``; a failure to count defers the message (Postfix
+retries it) rather than losing a figure silently.
+
 Anything else is left to Postfix (``DUNNO``: relaying by a client that is not logged in is
 refused by ``smtpd_relay_restrictions`` before this). A failure to decide is a temporary
 refusal (``451 4.3.5``): the sender's server retries, nothing is lost.
@@ -29,8 +33,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from enrs.kit.db import Database
-from enrs.messaging import service
+from enrs.kit.db import Database, utcnow
+from enrs.messaging import indicators, service
 from enrs.messaging.models import TrustedDomain
 from enrs.messaging.service import domain_of
 from enrs.messaging.trustlist import normalise_domain
@@ -74,7 +78,7 @@ def decide(session: Session, own_domain: str, request: dict[str, str]) -> str:
         if box is None:
             return f"550 5.1.1 <{recipient}>: no such mailbox here"
         if box.status != "active":
-            return f"550 5.2.1 <{recipient}>: this mailbox is suspended"
+            return f"550 5.2.1 <{recipient}>: this mailbox is {box.status}"
         return "DUNNO"
     if login and not trusted(session, domain_of(recipient), own):
         return f"550 5.7.1 {domain_of(recipient)} is not in the MSSante trust space"
@@ -142,8 +146,24 @@ class PolicyServer:
 
 
 def database_decider(db: Database, own_domain: str) -> Callable[[dict[str, str]], str]:
+    """Decide each recipient from the database, and count each message Postfix accepted
+    (the operator's indicators, :mod:`enrs.messaging.indicators`)."""
+    tally = indicators.Tally()
+
     def decider(request: dict[str, str]) -> str:
+        state = request.get("protocol_state", "").upper()
+        if state == "END-OF-MESSAGE":
+            ended = tally.ended(request.get("instance", ""))
+            if ended is not None:
+                with db.transaction() as session:
+                    indicators.record(session, *ended, when=utcnow())
+            return "DUNNO"
         with db.transaction(write=False) as session:
-            return decide(session, own_domain, request)
+            action = decide(session, own_domain, request)
+        if state == "RCPT" and action == "DUNNO":
+            tally.accepted(
+                request.get("instance", ""), request.get("sender", ""), request.get("recipient", "")
+            )
+        return action
 
     return decider

@@ -2,7 +2,12 @@
 configuration and the maps, serves the policy service, and runs Postfix (``postfix start-fg``)
 and Dovecot (``dovecot -F``) as its children; when one of them stops, the listener stops (and
 with it the platform, like every listener); on SIGTERM it stops both servers cleanly (the
-queue stays on disk: what was accepted is delivered at the next start)."""
+queue stays on disk: what was accepted is delivered at the next start).
+
+While they run, the listener keeps them in step with the database: every
+:data:`FOLLOW_EVERY` seconds mailboxes follow the directory (:mod:`.follow`), and every
+:data:`MAPS_EVERY` seconds, when a mailbox changed (created, suspended, a new password…), the
+maps are written again (Postfix and Dovecot notice a changed map file by themselves)."""
 
 from __future__ import annotations
 
@@ -14,12 +19,58 @@ import pwd
 import signal
 import subprocess
 
+import sqlalchemy as sa
+
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
-from enrs.messaging import config, policy
+from enrs.messaging import config, follow, policy
+from enrs.messaging.models import Mailbox
 from enrs.settings import Settings
 
 log = logging.getLogger(__name__)
+
+FOLLOW_EVERY = 60.0
+MAPS_EVERY = 2.0
+
+
+def _mailboxes_stamp(db: Database) -> tuple[int, str]:
+    with db.transaction(write=False) as session:
+        count, last = session.execute(
+            sa.select(sa.func.count(Mailbox.id), sa.func.max(Mailbox.updated_at))
+        ).one()
+    return int(count), str(last)
+
+
+def _follow(db: Database) -> None:
+    with db.transaction() as session:
+        changed = follow.follow_directory(session)
+    for address in changed.made_inactive:
+        log.info("mail: %s inactive (no longer active in the directory)", address)
+    for address in changed.made_active:
+        log.info("mail: %s active again (active in the directory)", address)
+
+
+class _Keeper:
+    """The maps kept in step with the mailboxes (see the module)."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings, self.db = settings, db
+        self.stamp = _mailboxes_stamp(db)
+        self.next_follow = 0.0
+        self.next_maps = 0.0
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_follow:
+            self.next_follow = now + FOLLOW_EVERY
+            _follow(self.db)
+        if now >= self.next_maps:
+            self.next_maps = now + MAPS_EVERY
+            stamp = _mailboxes_stamp(self.db)
+            if stamp != self.stamp:
+                with self.db.transaction(write=False) as session:
+                    config.write_maps(self.settings, session)
+                self.stamp = stamp
+                log.info("mail: maps written again (%d mailboxes)", stamp[0])
 
 
 def enabled(settings: Settings) -> tuple[bool, str]:
@@ -73,6 +124,7 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
         ),
     }
     code = 0
+    keeper = _Keeper(settings, db)
     try:
         while not stop.is_set():
             dead = [name for name, child in children.items() if child.poll() is not None]
@@ -80,6 +132,10 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
                 log.error("mail: %s stopped (see %s)", ", ".join(dead), layout.log)
                 code = 1
                 break
+            try:
+                await asyncio.to_thread(keeper.tick, loop.time())
+            except Exception:  # the database away for a while: the servers keep serving
+                log.exception("mail: cannot bring the maps up to date; retried")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
     finally:

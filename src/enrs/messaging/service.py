@@ -15,6 +15,7 @@ from enrs.directory import service as directory_service
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, NotFound, Unprocessable
 from enrs.kit.security.passwords import check_password_policy, hash_password
+from enrs.messaging.follow import bound_active
 from enrs.messaging.models import MAILBOX_TYPES, Delegation, Mailbox, TrustedDomain
 from enrs.messaging.trustlist import TrustList, dns_name, normalise_domain
 
@@ -125,10 +126,14 @@ def set_password(session: Session, address: str, password: str) -> Mailbox:
 
 
 def set_status(session: Session, address: str, status: str) -> Mailbox:
-    """``suspended``: no new mail, no login; the mail is kept. ``active`` again."""
+    """``suspended``: no new mail, no login; the mail is kept. ``active`` again, unless its
+    professional or structure is no longer active in the directory (see :mod:`.follow`)."""
     if status not in ("active", "suspended"):
         raise InvalidMailbox(f"status {status!r}: active or suspended")
     box = existing(session, address)
+    if status == "active" and not bound_active(session, box):
+        whom = f"RPPS {box.rpps}" if box.kind in ("PER", "CAB") else f"FINESS {box.finess}"
+        raise InvalidMailbox(f"{box.address}: {whom} is not active in the directory")
     box.status, box.updated_at = status, utcnow()
     return box
 
