@@ -1,5 +1,8 @@
 """A small demo data set for ``make run``: one account per role, one system client and one
-HL7 v2 (MLLP) sender, both writing for the demo facility (a FINESS-numbered hospital).
+HL7 v2 (MLLP) sender, both writing for the demo facility (a FINESS-numbered hospital); the
+demo doctor and facility in the directory (regional entries), with a personal MSSanté mailbox
+for the doctor and an organisational one for the facility's secretariat, which the doctor may
+read and send as.
 
 Demo passwords are public by design (printed at start-up); never load the demo in production.
 """
@@ -8,14 +11,21 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from enrs.accounts import repository, service
+from enrs.directory import registration
+from enrs.directory import repository as directory_repository
+from enrs.directory.identifiers import RegionalSystems
+from enrs.directory.models import Structure
 from enrs.identity import domains
 from enrs.identity.auth import finess_authority
 from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
+from enrs.kit.fhir.search_params import normalize_text
 from enrs.kit.security.scopes import ScopeSet
+from enrs.messaging import service as messaging
 from enrs.settings import Settings
 
 DEMO_USERS = [
@@ -59,6 +69,7 @@ def load_demo(settings: Settings) -> list[str]:
             lines.append(f"Demo account: {username} / {password}  ({', '.join(roles)})")
         creds = _demo_client(session, settings)
         _demo_sender(session, authority)
+        lines += _demo_mailboxes(session, settings)
     db.dispose()
     lines.append(
         f"Demo system client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
@@ -103,3 +114,50 @@ def _demo_sender(session: Session, authority: str) -> None:
             session, name=DEMO_SENDER, sender_oid=authority, finess=DEMO_FINESS
         )
     service.attach_facility(session, authority, DEMO_FINESS)
+
+
+def _demo_mailboxes(session: Session, settings: Settings) -> list[str]:
+    """The demo doctor (RPPS of ``dr.martin``) and facility as regional entries of the
+    directory, the doctor's PER mailbox (password: the doctor's demo password) and the
+    facility secretariat's ORG mailbox, which the doctor may read and send as."""
+    username, name, password, _, rpps = DEMO_USERS[2]
+    assert rpps is not None
+    domain = settings.mail_domain.lower()
+    personal, secretariat = f"{username}@{domain}", f"secretariat.chfdf@{domain}"
+    systems = RegionalSystems.of(settings.oid_root)
+    if directory_repository.professional(session, f"8{rpps}") is None:
+        data = {"family": "Martin", "given": "Claire", "civility": "Dr", "rpps": rpps}
+        registration.register_professional(
+            session, systems, registration.checked(registration.ProfessionalIn, data)
+        )
+    place = session.scalar(
+        sa.select(Structure).where(
+            Structure.n_name == normalize_text(DEMO_FACILITY),
+            Structure.origin == registration.REGIONAL,
+        )
+    )
+    if place is None:
+        data = {"name": DEMO_FACILITY, "city": "Fort-de-France", "postal_code": "97200"}
+        place = registration.register_structure(
+            session, systems, registration.checked(registration.StructureIn, data)
+        )
+    if messaging.mailbox(session, personal) is None:
+        messaging.add_mailbox(
+            session,
+            messaging.NewMailbox(personal, "PER", rpps=rpps, password=password),
+            domain=domain,
+        )
+    if messaging.mailbox(session, secretariat) is None:
+        messaging.add_mailbox(
+            session,
+            messaging.NewMailbox(
+                secretariat, "ORG", finess=place.finess, description="Secrétariat (démo)"
+            ),
+            domain=domain,
+        )
+    messaging.delegate(session, secretariat, personal, may_send=True)
+    return [
+        f"Demo mailboxes: {personal} / {password} (PER, {name}); {secretariat} (ORG,"
+        f" read and sent as by {personal}); IMAP {settings.mail_host}:{settings.imap_port},"
+        f" submission {settings.mail_host}:{settings.smtp_port} (STARTTLS)"
+    ]

@@ -19,9 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from enrs.demo import DEMO_USERS, load_demo
 from enrs.kit.db import Database
+from enrs.kit.security.passwords import verify_password
 from enrs.messaging import follow, indicators, policy, service
 from enrs.messaging.service import InvalidMailbox, NewMailbox
+from enrs.settings import Settings
 from tests.conftest import Factory
 from tests.directory.test_import import line, run, write
 from tests.messaging.mail import (
@@ -192,3 +195,22 @@ def test_the_servers_count_messages_and_keep_up_with_mailbox_changes(
         time.sleep(0.3)
     assert not _can_log_in(mail, SERVICE)
     assert _can_log_in(mail, ME)
+
+
+def test_the_demo_has_mailboxes_bound_to_its_directory_entries(settings: Settings) -> None:
+    first, again = load_demo(settings), load_demo(settings)  # idempotent
+    assert [x for x in first if x.startswith("Demo mailboxes")] == [
+        x for x in again if x.startswith("Demo mailboxes")
+    ]
+    domain = settings.mail_domain
+    personal, secretariat = f"dr.martin@{domain}", f"secretariat.chfdf@{domain}"
+    db = Database(settings.database_url)
+    with db.transaction() as session:
+        boxes = {box.address: box for box in service.mailboxes(session)}
+        assert sorted(boxes) == [personal, secretariat]
+        assert (boxes[personal].kind, boxes[personal].rpps) == ("PER", DEMO_USERS[2][4])
+        assert boxes[secretariat].kind == "ORG" and boxes[secretariat].finess
+        assert service.may_send_as(session, personal, secretariat)
+        assert follow.follow_directory(session) == follow.Followed([], [])  # both bound, active
+        assert verify_password(boxes[personal].password_hash, DEMO_USERS[2][2])
+    db.dispose()
