@@ -36,6 +36,7 @@ class MailServers:
     imap_port: int
     mx_port: int
     log: Path
+    pid: int = 0  # of ``enrs messaging serve`` (the servers are in its process tree)
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -95,9 +96,9 @@ def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
         ENRS_LOG_LEVEL="info",
     )
     log = tmp_path / "mail.log"
-    servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log)
     with log.open("wb") as out:
         proc = subprocess.Popen(enrs_command("messaging", "serve"), env=env, stdout=out, stderr=out)
+    servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log, proc.pid)
     try:
         deadline = time.monotonic() + 60
         for port in (smtp_port, imap_port, mx_port):
