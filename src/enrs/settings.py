@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     mail_trust_ca: Path | None = Field(
         None, description="Certificates (PEM) the MSSanté trust list's signature is checked by"
     )
+    mail_peer_ca: Path | None = Field(
+        None,
+        description="CA certificates (PEM, IGC-Santé) of the other operators' mail servers",
+    )
     mail_servers: Literal["auto", "on", "off"] = Field(
         "auto", description="Start Postfix and Dovecot with the platform (auto: when installed)"
     )

@@ -76,7 +76,9 @@ def _wait_for(port: int, deadline: float, log: Path) -> None:
 
 
 @contextmanager
-def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
+def mail_servers(
+    database_url: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[MailServers]:
     missing = config.missing_programs()
     assert not missing, f"install {', '.join(missing)} (make test-deps does)"
     assert os.geteuid() == 0, "Postfix and Dovecot start as root"
@@ -95,6 +97,7 @@ def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
         ENRS_MX_PORT=str(mx_port),
         ENRS_LOG_LEVEL="info",
     )
+    env.update(extra_env or {})
     log = tmp_path / "mail.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(enrs_command("messaging", "serve"), env=env, stdout=out, stderr=out)

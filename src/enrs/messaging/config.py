@@ -153,10 +153,32 @@ def write_config(settings: Settings) -> Layout:
     os.chown(layout.store, mail_uid, mail_gid)
     os.chmod(layout.store, 0o700)
     cert, key = tls_pair(settings, layout)
+    _write_peer_ca(settings, layout)
     _write(layout.postfix / "main.cf", main_cf(settings, layout, cert, key))
     _write(layout.postfix / "master.cf", master_cf(settings, layout))
     _write(layout.dovecot_conf, dovecot_conf(settings, layout, cert, key))
     return layout
+
+
+def peer_ca(layout: Layout) -> Path:
+    """The other operators' CAs, as Postfix reads them (a copy of ``ENRS_MAIL_PEER_CA``)."""
+    return layout.root / "tls" / "peer-ca.pem"
+
+
+def _write_peer_ca(settings: Settings, layout: Layout) -> None:
+    if settings.mail_peer_ca is None:
+        peer_ca(layout).unlink(missing_ok=True)
+        return
+    try:
+        text = settings.mail_peer_ca.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MailSetupError(
+            f"ENRS_MAIL_PEER_CA: cannot read {settings.mail_peer_ca}: {exc}"
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise MailSetupError(f"ENRS_MAIL_PEER_CA: {settings.mail_peer_ca} holds no PEM certificate")
+    peer_ca(layout).parent.mkdir(exist_ok=True)
+    _write(peer_ca(layout), text)
 
 
 def _write(path: Path, text: str, mode: int = 0o644, group: str | None = None) -> None:
@@ -262,6 +284,8 @@ def master_cf(settings: Settings, layout: Layout) -> str:
             "  -o syslog_name=postfix/mx",
             "  -o smtpd_tls_ask_ccert=yes",
         ]
+        if settings.mail_peer_ca is not None:  # their certificates verified by these CAs
+            lines.append(f"  -o smtpd_tls_CAfile={peer_ca(layout)}")
     return "\n".join(lines) + "\n" + _INTERNAL
 
 

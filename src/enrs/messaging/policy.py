@@ -10,7 +10,8 @@ Postfix asks at each ``RCPT TO`` (``check_policy_service`` in ``smtpd_recipient_
   the MSSanté trust space (``550 5.7.1`` "not in the trust space");
 - a client that is not logged in (another operator, port ``ENRS_MX_PORT``) sends from a
   domain of the trust space (``550 5.7.1``), never from the operator's own domain (a forged
-  sender: ``553 5.7.1``);
+  sender: ``553 5.7.1``), with the certificate of the operator the trust list names for that
+  domain (``550 5.7.1``, :func:`operator_refusal`);
 - a recipient of the operator's domain is an active mailbox (``550 5.1.1`` unknown,
   ``550 5.2.1`` suspended).
 
@@ -37,7 +38,7 @@ from enrs.kit.db import Database, utcnow
 from enrs.messaging import indicators, service
 from enrs.messaging.models import TrustedDomain
 from enrs.messaging.service import domain_of
-from enrs.messaging.trustlist import normalise_domain
+from enrs.messaging.trustlist import common_names, normalise_domain, same_value
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,27 @@ def trusted(session: Session, domain: str, own: str) -> bool:
     if domain == own:
         return True
     return session.get(TrustedDomain, domain) is not None
+
+
+def operator_refusal(session: Session, domain: str, request: dict[str, str]) -> str | None:
+    """Why the sending server may not deliver for ``domain`` (None: it may). The trust list
+    names the certificate of each domain's operator (its DN); Postfix verifies the client's
+    certificate against the IGC-Santé CAs (``ENRS_MAIL_PEER_CA``) and passes the verified
+    certificate's CN (``ccert_subject``), which must be the CN of that DN. A domain listed
+    without a DN (added by hand) is not checked."""
+    listed = session.get(TrustedDomain, normalise_domain(domain))
+    if listed is None or not listed.operator_dn:
+        return None
+    names = common_names(listed.operator_dn)
+    presented = request.get("ccert_subject", "").strip()
+    if not presented:
+        return f"550 5.7.1 mail from {domain} comes from its operator's verified certificate"
+    if not any(same_value(presented, name) for name in names):
+        return (
+            f"550 5.7.1 the certificate {presented[:64]!r} is not the one of {domain}'s"
+            " operator in the MSSante trust space"
+        )
+    return None
 
 
 def decide(session: Session, own_domain: str, request: dict[str, str]) -> str:
@@ -73,6 +95,8 @@ def decide(session: Session, own_domain: str, request: dict[str, str]) -> str:
             return f"553 5.7.1 mail from @{own} is sent by a logged-in client"
         if not trusted(session, sender_domain, own):
             return f"550 5.7.1 {sender_domain} is not in the MSSante trust space"
+        if refusal := operator_refusal(session, sender_domain, request):
+            return refusal
     if domain_of(recipient) == own:
         box = service.mailbox(session, recipient)
         if box is None:

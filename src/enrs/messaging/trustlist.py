@@ -415,6 +415,18 @@ def dn_equal(left: str | x509.Name, right: str | x509.Name) -> bool:
     return left_key is not None and left_key == right_key
 
 
+def common_names(dn: str) -> list[str]:
+    """The CN values of ``dn`` (any form :func:`dn_equal` reads), normalised as it compares
+    them (case-folded, NFKC, spaces collapsed); none when it cannot be read."""
+    key = _dn_key(dn)
+    return [] if key is None else [value for kind, value in key if kind == "CN"]
+
+
+def same_value(left: str, right: str) -> bool:
+    """Two attribute values equal as :func:`dn_equal` compares them."""
+    return _normalise_value(left) == _normalise_value(right)
+
+
 def _dn_key(dn: str | x509.Name) -> tuple[tuple[str, str], ...] | None:
     text = dn.rfc4514_string() if isinstance(dn, x509.Name) else dn.strip()
     if not text:
