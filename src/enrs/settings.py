@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         None,
         description="CA certificates (PEM, IGC-Santé) of the other operators' mail servers",
     )
+    mss_directory_url: str = Field(
+        "",
+        description="FHIR base of the national directory the mailboxes are published to"
+        " (empty: not published)",
+    )
+    mss_directory_api_key: SecretStr | None = Field(
+        None, description="Its API key (header ESANTE-API-KEY)"
+    )
     mail_servers: Literal["auto", "on", "off"] = Field(
         "auto", description="Start Postfix and Dovecot with the platform (auto: when installed)"
     )

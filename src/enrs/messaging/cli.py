@@ -243,3 +243,29 @@ def indicators_csv(since: str | None, until: str | None) -> None:
     finally:
         db.dispose()
     click.echo(indicators.to_csv(rows), nl=False)
+
+
+@messaging.command("publish")
+def publish_now() -> None:
+    """Publish to the national directory (ENRS_MSS_DIRECTORY_URL) the mailboxes that changed
+    since they were last published; the mail service does it every 30 seconds."""
+    from enrs.kit.db import Database
+    from enrs.messaging import publication
+
+    settings = Settings()
+    if not settings.mss_directory_url:
+        raise click.ClickException("ENRS_MSS_DIRECTORY_URL is not set: nowhere to publish")
+    db = Database(settings.database_url)
+    try:
+        done = publication.publish(settings, db)
+    finally:
+        db.dispose()
+    assert done is not None
+    for address in done.sent:
+        click.echo(f"published: {address}")
+    for line in done.skipped:
+        click.echo(f"not publishable: {line}")
+    for line in done.failed:
+        click.echo(f"failed (retried next time): {line}", err=True)
+    if done.failed:
+        sys.exit(1)

@@ -40,6 +40,8 @@ class Mailbox(Base):
     # Argon2id (the portal's hasher); Dovecot verifies it as {ARGON2ID}. None: no password
     # login (Pro Santé Connect, or a certificate for an applicative mailbox).
     password_hash: Mapped[str | None] = mapped_column(Text)
+    # The digest of what the national directory was last sent for it (None: never).
+    published: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

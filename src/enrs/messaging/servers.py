@@ -7,7 +7,9 @@ queue stays on disk: what was accepted is delivered at the next start).
 While they run, the listener keeps them in step with the database: every
 :data:`FOLLOW_EVERY` seconds mailboxes follow the directory (:mod:`.follow`), and every
 :data:`MAPS_EVERY` seconds, when a mailbox changed (created, suspended, a new password…), the
-maps are written again (Postfix and Dovecot notice a changed map file by themselves)."""
+maps are written again (Postfix and Dovecot notice a changed map file by themselves); every
+:data:`PUBLISH_EVERY` seconds what changed is published to the national directory, when
+``ENRS_MSS_DIRECTORY_URL`` is set (:mod:`.publication`)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import sqlalchemy as sa
 
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
-from enrs.messaging import config, follow, policy
+from enrs.messaging import config, follow, policy, publication
 from enrs.messaging.models import Mailbox
 from enrs.settings import Settings
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_EVERY = 60.0
 MAPS_EVERY = 2.0
+PUBLISH_EVERY = 30.0
 
 
 def _mailboxes_stamp(db: Database) -> tuple[int, str]:
@@ -58,6 +61,7 @@ class _Keeper:
         self.stamp = _mailboxes_stamp(db)
         self.next_follow = 0.0
         self.next_maps = 0.0
+        self.next_publication = 0.0
 
     def tick(self, now: float) -> None:
         if now >= self.next_follow:
@@ -71,6 +75,9 @@ class _Keeper:
                     config.write_maps(self.settings, session)
                 self.stamp = stamp
                 log.info("mail: maps written again (%d mailboxes)", stamp[0])
+        if self.settings.mss_directory_url and now >= self.next_publication:
+            self.next_publication = now + PUBLISH_EVERY
+            publication.publish(self.settings, self.db)
 
 
 def enabled(settings: Settings) -> tuple[bool, str]:

@@ -1,4 +1,4 @@
-"""messaging: messages sent and received per mailbox and month (the operator's indicators)
+"""messaging: traffic per mailbox and month (indicators), national directory publication
 
 Revision ID: 20261212_1000
 Revises: 20261211_0900
@@ -30,7 +30,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("month", "mailbox_id", name=op.f("pk_mail_traffic")),
     )
+    with op.batch_alter_table("mail_mailbox", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("published", sa.String(length=32), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("mail_mailbox", schema=None) as batch_op:
+        batch_op.drop_column("published")
     op.drop_table("mail_traffic")
