@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     mail_trust_ca: Path | None = Field(
         None, description="Certificates (PEM) the MSSanté trust list's signature is checked by"
     )
+    mail_quota: str = Field(
+        "1G",
+        pattern=r"^(0|[1-9][0-9]*[KMGT]?)$",
+        description="Storage quota of each mailbox (Dovecot units: 500M, 2G; 0: none)",
+    )
     mail_peer_ca: Path | None = Field(
         None,
         description="CA certificates (PEM, IGC-Santé) of the other operators' mail servers",

@@ -316,6 +316,7 @@ userdb {{
   args = username_format=%Lu {layout.dovecot}/users
   default_fields = uid={user} gid={user} home={layout.store}/%Ld/%Ln
 }}
+{quota_conf(settings)}
 service imap-login {{
   inet_listener imap {{
     port = {settings.imap_port}
@@ -342,6 +343,24 @@ protocol lmtp {{
   postmaster_address = postmaster@{settings.mail_domain.lower()}
 }}
 """
+
+
+def quota_conf(settings: Settings) -> str:
+    """Dovecot's quota of each mailbox (``ENRS_MAIL_QUOTA``): LMTP refuses a message that
+    would exceed it at ``RCPT`` (``552 5.2.2``), so Postfix returns it to its sender with that
+    reason; IMAP clients see the quota (``GETQUOTAROOT``)."""
+    if settings.mail_quota == "0":
+        return "# no quota (ENRS_MAIL_QUOTA=0)"
+    return f"""mail_plugins = $mail_plugins quota
+lmtp_rcpt_check_quota = yes
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage={settings.mail_quota}
+  quota_exceeded_message = this mailbox is over its quota ({settings.mail_quota})
+}}"""
 
 
 def write_maps(settings: Settings, session: Session) -> None:
