@@ -155,15 +155,26 @@ def delegate(session: Session, address: str, to: str, *, may_send: bool) -> Dele
     return row
 
 
+def delegations_by_mailbox(session: Session) -> dict[int, list[Delegation]]:
+    """Every delegation, by the id of the mailbox it opens."""
+    found: dict[int, list[Delegation]] = {}
+    for row in session.scalars(sa.select(Delegation).order_by(Delegation.delegate)):
+        found.setdefault(row.mailbox_id, []).append(row)
+    return found
+
+
 def may_send_as(session: Session, login: str, sender: str) -> bool:
     """An authenticated ``login`` sends as ``sender``: its own active mailbox, or one that
-    delegates sending to it."""
+    delegates sending to it while both are active."""
     login, sender = login.strip().lower(), sender.strip().lower()
     box = mailbox(session, sender)
     if box is None or box.status != "active":
         return False
     if login == sender:
         return True
+    own = mailbox(session, login)
+    if own is None or own.status != "active":  # a suspended delegate sends for no one
+        return False
     return (
         session.scalar(
             sa.select(Delegation.id).where(
