@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
@@ -64,3 +65,12 @@ def test_the_national_list_replaces_the_trust_space(tmp_path: Path, database_url
     assert "1 added, 1 removed, 1 kept" in second.stdout
     assert listed() == ["chu.example", "labo.example"]
     db.dispose()
+
+
+def test_only_dovecot_2_3_configuration_is_written() -> None:
+    from enrs.messaging import config
+
+    assert config.dovecot_version()[:2] == (2, 3)  # Debian 12's, which make test-deps installs
+    config.check_dovecot_version((2, 3))
+    with pytest.raises(config.MailSetupError, match=r"2\.4 changed the format"):
+        config.check_dovecot_version((2, 4))

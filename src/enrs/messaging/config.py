@@ -22,6 +22,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -123,6 +124,29 @@ def missing_programs() -> list[str]:
     return sorted(set(missing))
 
 
+def dovecot_version() -> tuple[int, int]:
+    """Dovecot's major and minor version (``dovecot --version``: ``2.3.19.1 (…)``)."""
+    done = subprocess.run(
+        [program("dovecot"), "--version"], capture_output=True, text=True, check=False
+    )
+    match = re.match(r"(\d+)\.(\d+)", done.stdout.strip())
+    if done.returncode != 0 or match is None:
+        raise MailSetupError(f"cannot tell Dovecot's version: {done.stderr.strip() or done.stdout}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_dovecot_version(version: tuple[int, int]) -> None:
+    """The configuration written here is Dovecot 2.3's; 2.4 changed the format (settings
+    renamed, ``dovecot_config_version`` required): refused with a clear message rather than
+    started with a configuration it would misread."""
+    if version[0] != 2 or version[1] != 3:
+        raise MailSetupError(
+            f"Dovecot {version[0]}.{version[1]} is installed; ENRS writes Dovecot 2.3's"
+            " configuration (Debian 12's dovecot-core) — 2.4 changed the format and is not"
+            " supported yet"
+        )
+
+
 def _reachable(path: Path) -> None:
     """Postfix and Dovecot work as unprivileged users: every parent must be searchable."""
     for parent in path.parents:
@@ -140,6 +164,7 @@ def write_config(settings: Settings) -> Layout:
         raise MailSetupError(f"not installed: {', '.join(problems)} (apt-get install them)")
     if os.geteuid() != 0:
         raise MailSetupError("Postfix and Dovecot are started as root (they drop privileges)")
+    check_dovecot_version(dovecot_version())
     layout = Layout.of(settings)
     for folder in (layout.postfix, layout.dovecot, layout.spool, layout.run, layout.log):
         folder.mkdir(parents=True, exist_ok=True)
