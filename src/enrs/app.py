@@ -175,7 +175,7 @@ def listeners(settings: Settings) -> list[Listener]:
         found.append(mail_servers.LISTENER)
     elif settings.mail_servers != "off":
         log.warning(
-            "mail servers not started (%s): the portal's webmail delivers locally only; "
+            "mail servers not started (%s): no MSSanté mail nor webmail until they run; "
             "install Postfix and Dovecot (apt-get install postfix dovecot-imapd "
             "dovecot-lmtpd) and start as root, or set ENRS_MAIL_SERVERS=off",
             why_not,

@@ -89,6 +89,10 @@ def enabled(settings: Settings) -> tuple[bool, str]:
         return False, f"not installed: {', '.join(missing)}"
     if os.geteuid() != 0:
         return False, "Postfix and Dovecot need root to start"
+    try:
+        config.check_dovecot_version(config.dovecot_version())
+    except config.MailSetupError as exc:
+        return False, str(exc)
     return True, ""
 
 
