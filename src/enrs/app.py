@@ -43,6 +43,7 @@ from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
+from enrs.portal import dmp_admin as portal_dmp_admin
 from enrs.portal import documents as portal_documents
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_directory_registration.router)
     app.include_router(portal_documents.router)
     app.include_router(portal_mail_admin.router)
+    app.include_router(portal_dmp_admin.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

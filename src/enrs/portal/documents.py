@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
-from enrs.documents import cda, cda_html, mhd, repository, service
+from enrs.documents import cda, cda_html, dmp_feed, mhd, repository, service
 from enrs.documents.access import Reader, reader_of
 from enrs.documents.models import DocumentEntry
 from enrs.documents.terminology import Binding, Terminology
@@ -218,6 +218,7 @@ def document_page(
         and repository.is_own(session, reader, entry.id),
         message=message,
         tz=_zone(request),
+        dmp=dmp_feed.status_of(session, entry),
         csrf=accounts_service.session_csrf(session, user),
     )
 
