@@ -25,7 +25,8 @@ Rules:
   change made while a send was under way is queued again when the send is recorded;
 - a replacement of a document the DMP holds carries the ``RPLC`` association to the DMP's
   latest version of it, so the DMP deprecates it;
-- the status of each document is kept on its export row (:func:`status_of`; no portal page yet).
+- the status of each document is kept on its export row (:func:`status_of`), shown on the
+  document's portal page and, for admins, on `/admin/dmp` (with "Relancer": :func:`ask_again`).
 """
 
 from __future__ import annotations
