@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         None,
         description="CA certificates (PEM, IGC-Santé) of the other operators' mail servers",
     )
+    mail_introspection_url: str = Field(
+        "",
+        description="URL Dovecot introspects mail clients' tokens at (default: this platform's"
+        " /oauth/introspect on the loopback)",
+    )
     mss_directory_url: str = Field(
         "",
         description="FHIR base of the national directory the mailboxes are published to"

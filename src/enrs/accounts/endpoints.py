@@ -114,6 +114,41 @@ def token(
     return JSONResponse(body, headers=NO_STORE)
 
 
+@router.post("/oauth/introspect", summary="OAuth 2 token introspection (RFC 7662)")
+def introspect(
+    request: Request,
+    session: DbSession,
+    token: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+) -> JSONResponse:
+    """For the platform's own resource servers (the mail servers): whether ``token`` is a
+    valid access token and whose; the caller is a client holding the ``introspect`` scope.
+    Anything not valid is ``{"active": false}``, with no reason (RFC 7662 §2.2)."""
+    from enrs.messaging import oauth as mail_oauth
+
+    entry = new_entry(request, "token", "introspect", action="E")
+    basic = _basic_credentials(request)
+    if basic is not None:
+        client_id, client_secret = basic
+    entry.agent_kind, entry.agent_id, entry.client_id = "client", client_id, client_id
+    if not client_id or not client_secret:
+        return _error(401, "invalid_client", "client authentication required")
+    if not mail_oauth.may_introspect(session, client_id, client_secret):
+        return _error(401, "invalid_client", "unknown client, bad secret or no introspect scope")
+    if not token:
+        return JSONResponse({"active": False}, headers=NO_STORE)
+    try:
+        claims = request.app.state.tokens.verify(token)
+    except Unauthorized as exc:
+        entry.outcome_desc = f"inactive token: {exc}"[:256]
+        return JSONResponse({"active": False}, headers=NO_STORE)
+    answer = mail_oauth.introspection(session, claims)
+    if answer.get("username"):
+        entry.detail = f"mailbox {answer['username']}"
+    return JSONResponse(answer, headers=NO_STORE)
+
+
 @router.get("/oauth/userinfo", summary="OpenID Connect UserInfo")
 def userinfo(request: Request, session: DbSession) -> JSONResponse:
     """OIDC Core §5.3: the person behind a user access token that holds ``openid``."""

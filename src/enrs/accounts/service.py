@@ -29,7 +29,7 @@ from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, NotFound
 from enrs.kit.security import passwords, totp
 from enrs.kit.security.principal import Principal
-from enrs.kit.security.scopes import ScopeError, ScopeSet, scopes_for_roles
+from enrs.kit.security.scopes import SERVICE_SCOPES, ScopeError, ScopeSet, scopes_for_roles
 from enrs.kit.security.tokens import TokenIssuer
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,127}$")
@@ -328,8 +328,11 @@ def _parse_scopes(scope: str) -> ScopeSet:
 
 
 def _check_scopes(scopes: ScopeSet, context: str, kind: str) -> None:
-    if not scopes.scopes:
-        raise BadRequest("a client needs at least one SMART scope, e.g. system/Patient.rs")
+    if not scopes.scopes and not scopes.other & SERVICE_SCOPES:
+        raise BadRequest(
+            "a client needs at least one SMART scope (e.g. system/Patient.rs) or a service"
+            f" scope ({', '.join(sorted(SERVICE_SCOPES))})"
+        )
     bad = [str(s) for s in scopes.scopes if s.context != context]
     if bad:
         raise BadRequest(f"{kind} take {context}/ scopes only, not {' '.join(bad)}")
@@ -357,15 +360,9 @@ class TokenGrant:
     user: User | None = None
 
 
-def client_credentials_grant(
-    session: Session,
-    issuer: TokenIssuer,
-    *,
-    client_id: str,
-    client_secret: str,
-    scope: str | None,
-) -> TokenGrant:
-    """RFC 6749 §4.4: authenticate the client, narrow the scope, sign an access token."""
+def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client | None:
+    """The active, confidential system client ``client_id`` when ``client_secret`` is its
+    secret (compared in constant time, an unknown client costing the same); else None."""
     client = repository.client_by_client_id(session, client_id)
     expected = client.secret_hash if client else secret_digest(secrets.token_hex(16))
     if (
@@ -375,6 +372,21 @@ def client_credentials_grant(
         or client.public
         or client.redirect_uri_list
     ):
+        return None
+    return client
+
+
+def client_credentials_grant(
+    session: Session,
+    issuer: TokenIssuer,
+    *,
+    client_id: str,
+    client_secret: str,
+    scope: str | None,
+) -> TokenGrant:
+    """RFC 6749 §4.4: authenticate the client, narrow the scope, sign an access token."""
+    client = authenticate_client(session, client_id, client_secret)
+    if client is None:
         return TokenGrant(error="invalid_client", error_description="unknown client or bad secret")
     granted = ScopeSet.parse(client.scope)
     if scope:

@@ -158,13 +158,17 @@ def _change(action: Callable[[Session, ModuleType], object]) -> None:
 def write_config() -> None:
     """Write the Postfix and Dovecot configuration of this installation (ENRS_MAIL_DIR) and
     their maps."""
+    from enrs.kit.db import Database
     from enrs.messaging import config
 
     settings = Settings()
+    db = Database(settings.database_url)
     try:
-        layout = config.write_config(settings)
+        layout = config.configure(settings, db)
     except config.MailSetupError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        db.dispose()
     _refresh_maps(settings)
     click.echo(f"Postfix: {layout.postfix}/main.cf, master.cf")
     click.echo(f"Dovecot: {layout.dovecot_conf}")

@@ -27,11 +27,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy.orm import Session
 
+from enrs.kit.db import Database
 from enrs.kit.tls import self_signed
 from enrs.messaging import service
+from enrs.messaging.oauth import Credentials, ensure_client, introspection_url
 from enrs.settings import Settings
 
 
@@ -76,6 +79,14 @@ class Layout:
     @property
     def policy_socket(self) -> Path:
         return self.run / "policy"
+
+    @property
+    def oauth2_conf(self) -> Path:
+        return self.dovecot / "oauth2.conf.ext"
+
+    @property
+    def introspection_client(self) -> Path:
+        return self.dovecot / "introspection-client.json"
 
     @property
     def dovecot_conf(self) -> Path:
@@ -157,9 +168,10 @@ def _reachable(path: Path) -> None:
             )
 
 
-def write_config(settings: Settings) -> Layout:
+def write_config(settings: Settings, introspection: Credentials | None = None) -> Layout:
     """Write both servers' configuration and make their folders (as root: the servers' own
-    users own their parts)."""
+    users own their parts). With ``introspection`` (the credentials of the client Dovecot
+    introspects tokens with, :mod:`.oauth`), mailboxes also accept OAuth 2 logins."""
     if problems := missing_programs():
         raise MailSetupError(f"not installed: {', '.join(problems)} (apt-get install them)")
     if os.geteuid() != 0:
@@ -181,8 +193,22 @@ def write_config(settings: Settings) -> Layout:
     _write_peer_ca(settings, layout)
     _write(layout.postfix / "main.cf", main_cf(settings, layout, cert, key))
     _write(layout.postfix / "master.cf", master_cf(settings, layout))
-    _write(layout.dovecot_conf, dovecot_conf(settings, layout, cert, key))
+    if introspection is not None:
+        _write(layout.oauth2_conf, oauth2_conf(settings, introspection), 0o640, "dovecot")
+    else:
+        layout.oauth2_conf.unlink(missing_ok=True)
+    _write(
+        layout.dovecot_conf, dovecot_conf(settings, layout, cert, key, introspection is not None)
+    )
     return layout
+
+
+def configure(settings: Settings, db: Database) -> Layout:
+    """:func:`write_config` with OAuth 2 logins: the introspection client made (or kept)."""
+    layout = Layout.of(settings)
+    with db.transaction() as session:
+        client = ensure_client(session, layout.introspection_client)
+    return write_config(settings, client)
 
 
 def peer_ca(layout: Layout) -> Path:
@@ -314,7 +340,27 @@ def master_cf(settings: Settings, layout: Layout) -> str:
     return "\n".join(lines) + "\n" + _INTERNAL
 
 
-def dovecot_conf(settings: Settings, layout: Layout, cert: Path, key: Path) -> str:
+def oauth2_conf(settings: Settings, client: Credentials) -> str:
+    """Dovecot's oauth2 passdb: tokens introspected by ENRS (RFC 7662, POST), the login
+    name compared with the ``username`` ENRS answers (:mod:`.oauth`)."""
+    url = urlsplit(introspection_url(settings))
+    auth = f"{quote(client.client_id, safe='')}:{quote(client.client_secret, safe='')}@"
+    with_auth = url._replace(netloc=auth + url.netloc).geturl()
+    return f"""# Written by `enrs messaging config`: changes here are overwritten.
+introspection_mode = post
+introspection_url = {with_auth}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+tls_ca_cert_file = /etc/ssl/certs/ca-certificates.crt
+"""
+
+
+def dovecot_conf(
+    settings: Settings, layout: Layout, cert: Path, key: Path, oauth2: bool = False
+) -> str:
     user = settings.mail_user
     return f"""# Written by `enrs messaging config`: changes here are overwritten.
 base_dir = {layout.run}/dovecot
@@ -327,15 +373,16 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if oauth2 else ""}
 mail_location = maildir:{layout.store}/%d/%n
 mail_uid = {user}
 mail_gid = {user}
 first_valid_uid = 1
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=ARGON2ID username_format=%Lu {layout.dovecot}/passwd
-}}
+}}{_oauth2_passdb(layout) if oauth2 else ""}
 userdb {{
   driver = passwd-file
   args = username_format=%Lu {layout.dovecot}/users
@@ -385,6 +432,15 @@ plugin {{
   quota = maildir:User quota
   quota_rule = *:storage={settings.mail_quota}
   quota_exceeded_message = this mailbox is over its quota ({settings.mail_quota})
+}}"""
+
+
+def _oauth2_passdb(layout: Layout) -> str:
+    return f"""
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {layout.oauth2_conf}
 }}"""
 
 

@@ -164,9 +164,9 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
 
 def serve(settings: Settings) -> int:
     """Configure, then run the mail servers until SIGTERM; the exit code."""
-    layout = config.write_config(settings)
     db = Database(settings.database_url)
     try:
+        layout = config.configure(settings, db)
         with db.transaction(write=False) as session:
             config.write_maps(settings, session)
         _postfix_stop(layout)  # a master left by a killed run holds the queue's lock

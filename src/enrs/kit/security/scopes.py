@@ -20,6 +20,9 @@ _SCOPE = re.compile(
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 INTERACTIONS = frozenset("cruds")
 OIDC_SCOPES = frozenset({"openid", "profile", "fhirUser", "offline_access", "online_access"})
+# The platform's own services that are not FHIR: "mail" (a mail client logs into the
+# person's MSSanté mailbox), "introspect" (a resource server asks whether a token is valid).
+SERVICE_SCOPES = frozenset({"mail", "introspect"})
 
 
 class ScopeError(ValueError):
@@ -78,7 +81,7 @@ class ScopeSet:
         smart: set[Scope] = set()
         other: set[str] = set()
         for item in items:
-            if item in OIDC_SCOPES:
+            if item in OIDC_SCOPES or item in SERVICE_SCOPES:
                 other.add(item)
             else:
                 smart.add(Scope.parse(item))
