@@ -37,6 +37,9 @@ class Mailbox(Base):
     # Argon2id (the portal's hasher); Dovecot verifies it as {ARGON2ID}. None: no password
     # login (Pro Santé Connect, or a certificate for an applicative mailbox).
     password_hash: Mapped[str | None] = mapped_column(Text)
+    # APP only: the facility software's HL7 v2 MLLP listener (HOST:PORT) that gets one MDM
+    # per document filed from the mail this mailbox receives (see ``applicative``).
+    mllp_endpoint: Mapped[str | None] = mapped_column(String(262))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
