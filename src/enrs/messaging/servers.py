@@ -13,10 +13,11 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
-from enrs.messaging import config, policy
+from enrs.messaging import applicative, config, lmtp, policy
 from enrs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
         if serving.done():
             serving.result()  # raises what stopped it
         await asyncio.sleep(0.05)
+    integrating, couriers = _applicative(
+        db, layout, stop, (postfix_user.pw_uid, postfix_user.pw_gid)
+    )
     children = {
         "dovecot": subprocess.Popen(
             [config.program("dovecot"), "-F", "-c", str(layout.dovecot_conf)]
@@ -92,7 +96,30 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
                 child.kill()
         stop.set()
         await serving
+        await integrating
+        couriers.join(timeout=30)
     return code
+
+
+def _applicative(
+    db: Database, layout: config.Layout, stop: asyncio.Event, owner: tuple[int, int]
+) -> tuple[asyncio.Task[None], threading.Thread]:
+    """The applicative mailboxes: the LMTP server Postfix hands their mail to, and the
+    thread that delivers their software's MDMs (both stop with ``stop``)."""
+    intake = lmtp.Intake(db, str(layout.postfix))
+    integrating = asyncio.create_task(lmtp.serve(layout.lmtp_socket, intake, stop, owner))
+    halt = threading.Event()
+    asyncio.get_running_loop().create_task(_relay(stop, halt))
+    couriers = threading.Thread(
+        target=applicative.deliver_software_queues, args=(db, halt), name="mss-app-mdm"
+    )
+    couriers.start()
+    return integrating, couriers
+
+
+async def _relay(stop: asyncio.Event, halt: threading.Event) -> None:
+    await stop.wait()
+    halt.set()
 
 
 def serve(settings: Settings) -> int:
