@@ -27,6 +27,7 @@ import email.policy
 import logging
 import subprocess
 import threading
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -187,17 +188,22 @@ def wants_mdn(original: Message, return_path: str) -> bool:
 
 
 def error_subject(original: Message, code: int) -> str:
-    return f"{KO}[{code}] {original.get('Subject', '')}".strip()
+    return f"{KO}[{code}] {str(original.get('Subject', ''))}".strip()
 
 
 def _headers(msg: Message, sender: str, to: str, subject: str, original: Message) -> None:
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
-    if original.get("Message-ID"):
-        msg["In-Reply-To"] = original["Message-ID"]
-        msg["References"] = original["Message-ID"]
+    original_id = str(original.get("Message-ID", "")).strip()
+    if original_id:  # a str: the parsed header object would keep its own name
+        msg["In-Reply-To"] = msg["References"] = original_id
     msg["Auto-Submitted"] = "auto-replied"
+
+
+def _ascii(text: str) -> str:
+    """``text`` without its accents: the notification's fields are ASCII (RFC 8098 §3.1)."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
 def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> Message:
@@ -206,13 +212,13 @@ def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> M
     disposition = "automatic-action/MDN-sent-automatically; processed"
     human = "Le message a été intégré dans le logiciel du destinataire."
     if error is not None:
-        disposition += f"/Error: {error.code}^{error.label}"
+        disposition += f"/Error: {error.code}^{_ascii(error.label)}"
         human = f"Le message n'a pas pu être intégré : erreur {error.code}, {error.label}."
     report = MIMEMultipart("report", report_type="disposition-notification")
     subject = (
         error_subject(original, error.code)
         if error is not None
-        else f"Notification de traitement : {original.get('Subject', '')}"
+        else f"Notification de traitement : {str(original.get('Subject', ''))}"
     )
     _headers(report, mailbox, to, subject, original)
     report.attach(MIMEText(human + "\n", "plain", "utf-8"))
@@ -222,13 +228,12 @@ def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> M
         f"Final-Recipient: rfc822;{mailbox}",
     ]
     if original.get("Message-ID"):
-        fields.append(f"Original-Message-ID: {original['Message-ID']}")
+        fields.append(f"Original-Message-ID: {str(original['Message-ID']).strip()}")
     fields.append(f"Disposition: {disposition}")
     notification = Message()
     notification["Content-Type"] = "message/disposition-notification"
-    notification.set_payload("\r\n".join(fields) + "\r\n", "utf-8")
-    del notification["Content-Transfer-Encoding"]
-    notification["Content-Transfer-Encoding"] = "8bit"
+    notification["Content-Transfer-Encoding"] = "7bit"
+    notification.set_payload("\r\n".join(fields) + "\r\n")
     report.attach(notification)
     report.attach(MIMEMessage(original))
     return report

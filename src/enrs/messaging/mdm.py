@@ -98,10 +98,10 @@ def build(doc: MdmDocument, *, sending_facility: str, now: datetime | None = Non
         f"TXA|1|{e(doc.type_code)}^{e(doc.type_display)}^LN|{SUBTYPES.get(doc.mime_type, 'XML')}|"
         f"{_ts(doc.created) if doc.created else ''}||||||||{e(doc.unique_id)}|"
         f"{e(doc.replaces or '')}||||{'AU' if status != 'D' else 'DE'}",
-        f"PRT|1|AD||SB^Sender^participation||||||||||||{e(doc.sender)}",
+        f"PRT|1|AD||SB^Sender^participation|||||||||||{e(doc.sender)}",
     ]
     segments += [
-        f"PRT|{n}|AD||RCT^Recipient^participation||||||||||||{e(to)}"
+        f"PRT|{n}|AD||RCT^Recipient^participation|||||||||||{e(to)}"
         for n, to in enumerate(doc.recipients, start=2)
     ]
     data = base64.b64encode(doc.content).decode("ascii")
