@@ -218,7 +218,10 @@ class _Software:
                         text = block.lstrip(b"\x0b").decode()
                         self.received.append(text)
                         control = hl7.parse(text).segment("MSH")[10]
-                        ack = f"MSH|^~\\&|DPI|CHU|ENRS|ENRS|20261201||ACK|A{control}|P|2.6\rMSA|AA|{control}\r"
+                        ack = (
+                            f"MSH|^~\\&|DPI|CHU|ENRS|ENRS|20261201||ACK|A{control}|P|2.6\r"
+                            f"MSA|AA|{control}\r"
+                        )
                         conn.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
 
     def stop(self) -> None:

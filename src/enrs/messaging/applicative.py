@@ -188,7 +188,7 @@ def wants_mdn(original: Message, return_path: str) -> bool:
 
 
 def error_subject(original: Message, code: int) -> str:
-    return f"{KO}[{code}] {str(original.get('Subject', ''))}".strip()
+    return f"{KO}[{code}] {original.get('Subject', '')!s}".strip()
 
 
 def _headers(msg: Message, sender: str, to: str, subject: str, original: Message) -> None:
@@ -218,7 +218,7 @@ def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> M
     subject = (
         error_subject(original, error.code)
         if error is not None
-        else f"Notification de traitement : {str(original.get('Subject', ''))}"
+        else f"Notification de traitement : {original.get('Subject', '')!s}"
     )
     _headers(report, mailbox, to, subject, original)
     report.attach(MIMEText(human + "\n", "plain", "utf-8"))
