@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from enrs.kit.db import Database
@@ -36,6 +36,7 @@ class MailServers:
     imap_port: int
     mx_port: int
     log: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)  # the running one last
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -47,6 +48,27 @@ class MailServers:
             enrs_command(*args), env=self.env, input=stdin, capture_output=True, text=True,
             timeout=60, check=False,
         )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop ``enrs messaging serve`` (Postfix's queue stays on disk)."""
+        proc = self.procs[-1]
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start(self) -> None:
+        """Start ``enrs messaging serve`` (again), and wait for its ports."""
+        with self.log.open("ab") as out:
+            self.procs.append(
+                subprocess.Popen(enrs_command("messaging", "serve"), env=self.env, stdout=out,
+                                 stderr=out)
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        for port in (self.smtp_port, self.imap_port, self.mx_port):
+            _wait_for(port, deadline, self.log)
 
 
 def prepare_directory(database_url: str, tmp_path: Path) -> None:
@@ -96,20 +118,12 @@ def mail_servers(database_url: str, tmp_path: Path) -> Iterator[MailServers]:
     )
     log = tmp_path / "mail.log"
     servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(enrs_command("messaging", "serve"), env=env, stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 60
-        for port in (smtp_port, imap_port, mx_port):
-            _wait_for(port, deadline, log)
+        servers.start()
         yield servers
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if servers.procs:
+            servers.stop()
         subprocess.run(
             [config.program("postfix"), "-c", str(mail_dir / "postfix"), "stop"],
             capture_output=True,

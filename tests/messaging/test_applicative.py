@@ -4,13 +4,16 @@ durable queue to a real MLLP listener, kept while it is down."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
 import imaplib
+import shutil
 import smtplib
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ from sqlalchemy import select
 
 from enrs.kit.db import Database
 from enrs.kit.outbound.models import OutboundMessage
-from enrs.messaging import applicative, config, mdm, service
+from enrs.messaging import applicative, config, lmtp, mdm, service
 from enrs.messaging.applicative import IntegrationError
 from enrs.messaging.service import InvalidMailbox, NewMailbox
 from tests.messaging.mail import CHU, DOCTOR, DOMAIN, PASSWORD, MailServers, prepare_directory
@@ -124,6 +127,13 @@ def test_a_mail_that_cannot_be_integrated_is_answered_with_the_code(mail: MailSe
     assert not (mail.mail_dir / "store" / DOMAIN / "dpi.chu").exists()
 
 
+def _postqueue(mail: MailServers, flag: str) -> str:
+    return subprocess.run(
+        [config.program("postqueue"), "-c", str(mail.mail_dir / "postfix"), flag],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+
+
 def test_postfix_keeps_the_mail_while_the_enrs_lmtp_server_is_away(mail: MailServers) -> None:
     _mailboxes(mail)
     (mail.mail_dir / "run" / "enrs-lmtp").unlink()  # ENRS's LMTP server unreachable
@@ -131,15 +141,19 @@ def test_postfix_keeps_the_mail_while_the_enrs_lmtp_server_is_away(mail: MailSer
     deadline = time.monotonic() + 30
     queue = ""
     while time.monotonic() < deadline:
-        queue = subprocess.run(
-            [config.program("postqueue"), "-c", str(mail.mail_dir / "postfix"), "-p"],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
+        queue = _postqueue(mail, "-p")
         if APP in queue and "enrs-lmtp" in queue:
             break
         time.sleep(0.3)
     assert APP in queue and "enrs-lmtp" in queue, queue  # deferred, with the reason
     assert _inbox(mail, expected=1, wait=2) == []  # no answer: nothing was decided
+
+    mail.stop()  # the platform restarts: the queue is on disk
+    mail.start()
+    _postqueue(mail, "-f")  # Postfix's next queue run, at once
+    [answer] = _inbox(mail, expected=1)
+    assert answer["Subject"] == f"[KO Intégration système !][906] {SUBJECT}"
+    assert APP not in _postqueue(mail, "-p")
 
 
 def test_an_mllp_endpoint_is_for_an_app_mailbox_only(database_url: str, tmp_path: Path) -> None:
@@ -298,3 +312,46 @@ def test_mdm_fields_are_escaped() -> None:
             mdm.MdmDocument(**{**doc.__dict__, "flags": frozenset({"NOPE"})}),
             sending_facility="ENRS",
         )
+
+
+@contextmanager
+def _lmtp_server(path: Path, db: Database) -> Iterator[None]:
+    """ENRS's LMTP server in a thread of the test, on ``path``."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    intake = lmtp.Intake(db, "/nonexistent")
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(lmtp.serve(path, intake, stop),), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_the_lmtp_server_defers_when_the_database_is_unreachable(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = Path(tempfile.mkdtemp(prefix="enrs-lmtp-", dir="/tmp")) / "lmtp"
+    unreachable = Database(f"postgresql+psycopg://enrs@127.0.0.1:{free_port()}/enrs")
+    reachable = Database(database_url)
+    msg = _mail(mdn=False).as_bytes()
+    try:
+        with _lmtp_server(path, unreachable), smtplib.LMTP(str(path), timeout=30) as client:
+            with pytest.raises(smtplib.SMTPDataError) as deferred:
+                client.sendmail(ME, [APP], msg)
+            assert deferred.value.smtp_code == 451  # Postfix keeps it and tries again
+        with _lmtp_server(path, reachable), smtplib.LMTP(str(path), timeout=30) as client:
+            with pytest.raises(smtplib.SMTPDataError) as unknown:
+                client.sendmail(ME, [APP], msg)  # no such APP mailbox in this database
+            assert unknown.value.smtp_code == 550
+    finally:
+        unreachable.dispose()
+        reachable.dispose()
+        shutil.rmtree(path.parent, ignore_errors=True)
