@@ -355,3 +355,28 @@ def test_the_lmtp_server_defers_when_the_database_is_unreachable(
         unreachable.dispose()
         reachable.dispose()
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_an_mdn_only_when_asked_by_the_return_path() -> None:
+    asked = applicative.open_message(_mail(mdn=True).as_bytes())
+    done = applicative.answer(asked, mailbox=APP, return_path=f"<{ME}>", error=None)
+    assert done is not None
+    report, envelope = done
+    assert envelope == ""  # an MDN has a null reverse path
+    assert report.get_content_type() == "multipart/report" and report["To"] == ME
+    text = report.as_string()
+    assert "Disposition: automatic-action/MDN-sent-automatically; processed\r\n" in text
+    assert "/Error" not in text
+    # Asked, but for another address than the Return-Path: no MDN; on error a plain mail.
+    other = f"secretariat@{DOMAIN}"
+    assert applicative.answer(asked, mailbox=APP, return_path=other, error=None) is None
+    error = IntegrationError(902, "INS 160012A123456")
+    done = applicative.answer(asked, mailbox=APP, return_path=other, error=error)
+    assert done is not None
+    plain, envelope = done
+    assert envelope == APP and plain["To"] == other
+    assert plain["Subject"] == f"[KO Intégration système !][902] {SUBJECT}"
+    assert plain.get_content_type() == "multipart/mixed"
+    # An accented label is written without its accents in the notification's fields.
+    report = applicative.mdn(asked, mailbox=APP, error=IntegrationError(901))
+    assert "processed/Error: 901^Auteur non autorise a remplacer" in report.as_string()

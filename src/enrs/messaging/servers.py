@@ -80,6 +80,8 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
     try:
         while not stop.is_set():
             dead = [name for name, child in children.items() if child.poll() is not None]
+            if integrating.done():
+                dead.append("the LMTP server of the applicative mailboxes")
             if dead:
                 log.error("mail: %s stopped (see %s)", ", ".join(dead), layout.log)
                 code = 1
