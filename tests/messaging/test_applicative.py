@@ -26,11 +26,14 @@ import hl7
 import pytest
 from sqlalchemy import select
 
+from enrs.documents import xds
+from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.outbound.models import OutboundMessage
 from enrs.messaging import applicative, config, lmtp, mdm, service
 from enrs.messaging.applicative import IntegrationError
 from enrs.messaging.service import InvalidMailbox, NewMailbox
+from tests.documents.test_dmp_adapter import NIR, make_document
 from tests.messaging.mail import CHU, DOCTOR, DOMAIN, PASSWORD, MailServers, prepare_directory
 from tests.support.live_server import free_port
 
@@ -123,6 +126,17 @@ def test_a_mail_that_cannot_be_integrated_is_answered_with_the_code(mail: MailSe
         "Disposition: automatic-action/MDN-sent-automatically; processed/Error: 906^Autre erreur"
         in fields
     )
+
+    # A readable archive for a patient the identity server does not know: 902.
+    _submit(mail, _mail(mdn=False, archive=xds.xdm_package(make_document())))
+    unknown = _inbox(mail, expected=3)[2]
+    assert unknown["Subject"] == f"[KO Intégration système !][902] {SUBJECT}"
+    assert NIR in unknown.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # A broken archive: 906, with the reader's reason.
+    _submit(mail, _mail(mdn=False, archive=b"PK\x03\x04 not a zip"))
+    broken = _inbox(mail, expected=4)[3]
+    assert broken["Subject"] == f"[KO Intégration système !][906] {SUBJECT}"
+    assert "zip" in broken.get_body(("plain",)).get_content().lower()  # type: ignore[union-attr]
     # The APP mailbox's mail went to ENRS, never to a Dovecot mailbox.
     assert not (mail.mail_dir / "store" / DOMAIN / "dpi.chu").exists()
 
@@ -319,7 +333,8 @@ def _lmtp_server(path: Path, db: Database) -> Iterator[None]:
     """ENRS's LMTP server in a thread of the test, on ``path``."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
-    intake = lmtp.Intake(db, "/nonexistent")
+    filer = applicative.XdmFiler(IdentityConfig("1.2.250.1.999.1"))
+    intake = lmtp.Intake(db, "/nonexistent", filer)
     thread = threading.Thread(
         target=loop.run_until_complete, args=(lmtp.serve(path, intake, stop),), daemon=True
     )

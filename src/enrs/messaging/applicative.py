@@ -39,13 +39,20 @@ from email.utils import formatdate, make_msgid, parseaddr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from enrs.identity import service as identity_service
+from enrs.identity.config import IdentityConfig
+from enrs.identity.service import PatientRef
+from enrs.identity.traits import INS_OIDS
+from enrs.identity.xref import UnknownDomain, UnknownPatient
 from enrs.kit.db import Database, utcnow
+from enrs.kit.errors import Conflict
 from enrs.kit.outbound.models import PENDING, OutboundDestination, OutboundMessage
 from enrs.kit.outbound.queue import Backoff, Destination, check_endpoint, deliver
 from enrs.kit.outbound.transports import MllpTransport, Transport
 from enrs.messaging import mdm, service
 from enrs.messaging.models import Mailbox
 from enrs.messaging.service import InvalidMailbox
+from enrs.messaging.xdm import XdmArchive, XdmError, parse_cx, read_xdm
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +319,51 @@ def xdm_archive(msg: EmailMessage) -> bytes:
     if not isinstance(content, bytes) or not content:
         raise IntegrationError(906, "the IHE_XDM.zip attachment is empty")
     return content
+
+
+# --- the archive ---------------------------------------------------------------------------
+
+
+def read_archive(data: bytes) -> XdmArchive:
+    """The IHE_XDM archive, or the integration error its reader names (906)."""
+    try:
+        return read_xdm(data)
+    except XdmError as exc:
+        code = int(exc.code) if exc.code.isdigit() and int(exc.code) in ERRORS else 906
+        raise IntegrationError(code, exc.message) from None
+
+
+def archive_patient(session: Session, config: IdentityConfig, archive: XdmArchive) -> PatientRef:
+    """The one patient of the mail, by the INS its metadata names, through the identity
+    server: ``903`` when no identifier is an INS, ``906`` when several patients are named,
+    ``902`` when the identity server does not know the INS."""
+    named = {entry.metadata.patient for entry in archive.documents}
+    named |= {parse_cx(sset.patient_id) for sset in archive.submission_sets}
+    ins = {ident for ident in named if ident is not None and ident[1] in INS_OIDS}
+    if not ins:
+        raise IntegrationError(903, "the metadata name the patient by no INS")
+    if len(ins) > 1:
+        raise IntegrationError(906, "one patient per mail: the metadata name several INS")
+    [(value, oid)] = ins
+    try:
+        return identity_service.resolve_patient(session, config, oid, value)
+    except (UnknownPatient, UnknownDomain, Conflict) as exc:
+        raise IntegrationError(902, f"INS {value} ({oid}): {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class XdmFiler:
+    """Reads the mail's archive and finds its patient (the integration errors 902, 903, 906
+    come from here). Filing the documents into the repository is not written yet: a mail that
+    passes these checks is answered 906 (nothing filed, the sender told)."""
+
+    config: IdentityConfig
+
+    def __call__(
+        self, session: Session, box: Mailbox, received: Received, original: Message, data: bytes
+    ) -> None:
+        archive = read_archive(data)
+        patient = archive_patient(session, self.config, archive)
+        raise IntegrationError(
+            906, f"patient {patient.rri} found; filing into the repository is not available yet"
+        )

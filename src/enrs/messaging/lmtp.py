@@ -41,19 +41,11 @@ log = logging.getLogger(__name__)
 Filer = Callable[[Session, Mailbox, Received, EmailMessage, bytes], None]
 
 
-def archive_reader_missing(
-    session: Session, box: Mailbox, received: Received, original: EmailMessage, archive: bytes
-) -> None:
-    """The filer of this version: the IHE_XDM reader (``enrs.messaging.xdm``) is not merged
-    yet, so no archive is integrated; the sender is told (906) rather than left waiting."""
-    raise IntegrationError(906, "this platform does not integrate IHE_XDM archives yet")
-
-
 @dataclass(frozen=True)
 class Intake:
     db: Database
     postfix_dir: str
-    filer: Filer = archive_reader_missing
+    filer: Filer
 
     def __call__(self, received: Received) -> str:
         """Integrate one mail for one recipient; the LMTP reply (see the module)."""

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 
+from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
 from enrs.messaging import applicative, config, lmtp, policy
@@ -66,7 +67,7 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
             serving.result()  # raises what stopped it
         await asyncio.sleep(0.05)
     integrating, couriers = _applicative(
-        db, layout, stop, (postfix_user.pw_uid, postfix_user.pw_gid)
+        settings, db, layout, stop, (postfix_user.pw_uid, postfix_user.pw_gid)
     )
     children = {
         "dovecot": subprocess.Popen(
@@ -104,11 +105,16 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
 
 
 def _applicative(
-    db: Database, layout: config.Layout, stop: asyncio.Event, owner: tuple[int, int]
+    settings: Settings,
+    db: Database,
+    layout: config.Layout,
+    stop: asyncio.Event,
+    owner: tuple[int, int],
 ) -> tuple[asyncio.Task[None], threading.Thread]:
     """The applicative mailboxes: the LMTP server Postfix hands their mail to, and the
     thread that delivers their software's MDMs (both stop with ``stop``)."""
-    intake = lmtp.Intake(db, str(layout.postfix))
+    filer = applicative.XdmFiler(IdentityConfig.from_settings(settings))
+    intake = lmtp.Intake(db, str(layout.postfix), filer)
     integrating = asyncio.create_task(lmtp.serve(layout.lmtp_socket, intake, stop, owner))
     halt = threading.Event()
     asyncio.get_running_loop().create_task(_relay(stop, halt))
