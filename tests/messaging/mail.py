@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from enrs.kit.db import Database
@@ -36,7 +36,7 @@ class MailServers:
     imap_port: int
     mx_port: int
     log: Path
-    pid: int = 0  # of ``enrs messaging serve`` (the servers are in its process tree)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)  # the running one last
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -48,6 +48,32 @@ class MailServers:
             enrs_command(*args), env=self.env, input=stdin, capture_output=True, text=True,
             timeout=60, check=False,
         )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        """Of the running ``enrs messaging serve`` (the servers are in its process tree)."""
+        return self.procs[-1].pid
+
+    def stop(self) -> None:
+        """Stop ``enrs messaging serve`` (Postfix's queue stays on disk)."""
+        proc = self.procs[-1]
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start(self) -> None:
+        """Start ``enrs messaging serve`` (again), and wait for its ports."""
+        with self.log.open("ab") as out:
+            self.procs.append(
+                subprocess.Popen(enrs_command("messaging", "serve"), env=self.env, stdout=out,
+                                 stderr=out)
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        for port in (self.smtp_port, self.imap_port, self.mx_port):
+            _wait_for(port, deadline, self.log)
 
 
 def prepare_directory(database_url: str, tmp_path: Path) -> None:
@@ -99,21 +125,13 @@ def mail_servers(
     )
     env.update(extra_env or {})
     log = tmp_path / "mail.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(enrs_command("messaging", "serve"), env=env, stdout=out, stderr=out)
-    servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log, proc.pid)
+    servers = MailServers(env, mail_dir, smtp_port, imap_port, mx_port, log)
     try:
-        deadline = time.monotonic() + 60
-        for port in (smtp_port, imap_port, mx_port):
-            _wait_for(port, deadline, log)
+        servers.start()
         yield servers
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if servers.procs:
+            servers.stop()
         subprocess.run(
             [config.program("postfix"), "-c", str(mail_dir / "postfix"), "stop"],
             capture_output=True,

@@ -57,6 +57,7 @@ def _password(from_stdin: bool) -> str | None:
 @click.option("--description", default="", help="Description (service, purpose)")
 @click.option("--liste-rouge", is_flag=True, help="Not published in the national directory")
 @click.option("--password-stdin", is_flag=True, help="Read a login password from stdin")
+@click.option("--mllp", help="APP: the facility software's MLLP listener (HOST:PORT) for MDMs")
 def mailbox_add(
     address: str,
     kind: str,
@@ -65,11 +66,12 @@ def mailbox_add(
     description: str,
     liste_rouge: bool,
     password_stdin: bool,
+    mllp: str | None,
 ) -> None:
     """Create a mailbox of the operator's domain (ENRS_MAIL_DOMAIN)."""
     from enrs.kit.db import Database
     from enrs.kit.errors import EnrsError
-    from enrs.messaging import service
+    from enrs.messaging import applicative, service
 
     settings = Settings()
     new = service.NewMailbox(
@@ -79,6 +81,8 @@ def mailbox_add(
     try:
         with db.transaction() as session:
             created = service.add_mailbox(session, new, domain=settings.mail_domain)
+            if mllp is not None:
+                applicative.set_software(session, created.address, mllp)
             line = f"{created.address} {created.kind} created"
     except EnrsError as exc:
         raise click.ClickException(exc.message) from None

@@ -25,6 +25,7 @@ import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session
 from enrs.kit.db import Database
 from enrs.kit.tls import self_signed
 from enrs.messaging import service
+from enrs.messaging.models import Mailbox
 from enrs.messaging.oauth import Credentials, ensure_client, introspection_url
 from enrs.settings import Settings
 
@@ -87,6 +89,11 @@ class Layout:
     @property
     def introspection_client(self) -> Path:
         return self.dovecot / "introspection-client.json"
+
+    @property
+    def lmtp_socket(self) -> Path:
+        """ENRS's LMTP server, for the applicative mailboxes (:mod:`enrs.messaging.lmtp`)."""
+        return self.run / "enrs-lmtp"
 
     @property
     def dovecot_conf(self) -> Path:
@@ -267,6 +274,8 @@ smtputf8_enable = no
 virtual_mailbox_domains = {domain}
 virtual_mailbox_maps = hash:{layout.postfix}/mailboxes
 virtual_transport = lmtp:unix:{layout.run}/lmtp
+# ... except the applicative (APP) mailboxes: ENRS's LMTP server (write_transport_map)
+transport_maps = hash:{layout.postfix}/transport
 # TLS: the server's certificate; other operators are reached over TLS only
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -462,6 +471,7 @@ def write_maps(settings: Settings, session: Session) -> None:
     )
     if postmap.returncode != 0:
         raise MailSetupError(f"postmap failed: {postmap.stderr.strip()}")
+    write_transport_map(layout, active)
     _write(
         layout.dovecot / "users",
         "".join(f"{box.address}:::::::\n" for box in active),
@@ -478,6 +488,25 @@ def write_maps(settings: Settings, session: Session) -> None:
         0o640,
         "dovecot",
     )
+
+
+def write_transport_map(layout: Layout, active: Sequence[Mailbox]) -> None:
+    """Postfix's ``transport`` map: each active applicative (APP) mailbox's mail goes to
+    ENRS's LMTP server, which integrates it (:mod:`enrs.messaging.lmtp`)."""
+    _write(
+        layout.postfix / "transport",
+        "".join(
+            f"{box.address} lmtp:unix:{layout.lmtp_socket}\n" for box in active if box.kind == "APP"
+        ),
+    )
+    postmap = subprocess.run(
+        [program("postmap"), "-c", str(layout.postfix), f"hash:{layout.postfix}/transport"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if postmap.returncode != 0:
+        raise MailSetupError(f"postmap failed: {postmap.stderr.strip()}")
 
 
 def configured(settings: Settings) -> bool:

@@ -42,6 +42,9 @@ class Mailbox(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     # The digest of what the national directory was last sent for it (None: never).
     published: Mapped[str | None] = mapped_column(String(32))
+    # APP only: the facility software's HL7 v2 MLLP listener (HOST:PORT) that gets one MDM
+    # per document filed from the mail this mailbox receives (see ``applicative``).
+    mllp_endpoint: Mapped[str | None] = mapped_column(String(262))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -20,12 +20,14 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 
 import sqlalchemy as sa
 
+from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
-from enrs.messaging import config, follow, policy, publication
+from enrs.messaging import applicative, config, follow, lmtp, policy, publication
 from enrs.messaging.models import Mailbox
 from enrs.settings import Settings
 
@@ -126,6 +128,9 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
         if serving.done():
             serving.result()  # raises what stopped it
         await asyncio.sleep(0.05)
+    integrating, couriers = _applicative(
+        settings, db, layout, stop, (postfix_user.pw_uid, postfix_user.pw_gid)
+    )
     children = {
         "dovecot": subprocess.Popen(
             [config.program("dovecot"), "-F", "-c", str(layout.dovecot_conf)]
@@ -139,6 +144,8 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
     try:
         while not stop.is_set():
             dead = [name for name, child in children.items() if child.poll() is not None]
+            if integrating.done():
+                dead.append("the LMTP server of the applicative mailboxes")
             if dead:
                 log.error("mail: %s stopped (see %s)", ", ".join(dead), layout.log)
                 code = 1
@@ -159,7 +166,35 @@ async def _supervise(settings: Settings, db: Database, layout: config.Layout) ->
                 child.kill()
         stop.set()
         await serving
+        await integrating
+        couriers.join(timeout=30)
     return code
+
+
+def _applicative(
+    settings: Settings,
+    db: Database,
+    layout: config.Layout,
+    stop: asyncio.Event,
+    owner: tuple[int, int],
+) -> tuple[asyncio.Task[None], threading.Thread]:
+    """The applicative mailboxes: the LMTP server Postfix hands their mail to, and the
+    thread that delivers their software's MDMs (both stop with ``stop``)."""
+    filer = applicative.XdmFiler(IdentityConfig.from_settings(settings))
+    intake = lmtp.Intake(db, str(layout.postfix), filer)
+    integrating = asyncio.create_task(lmtp.serve(layout.lmtp_socket, intake, stop, owner))
+    halt = threading.Event()
+    asyncio.get_running_loop().create_task(_relay(stop, halt))
+    couriers = threading.Thread(
+        target=applicative.deliver_software_queues, args=(db, halt), name="mss-app-mdm"
+    )
+    couriers.start()
+    return integrating, couriers
+
+
+async def _relay(stop: asyncio.Event, halt: threading.Event) -> None:
+    await stop.wait()
+    halt.set()
 
 
 def serve(settings: Settings) -> int:

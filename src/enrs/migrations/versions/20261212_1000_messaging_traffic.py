@@ -1,7 +1,7 @@
 """messaging: traffic per mailbox and month (indicators), national directory publication
 
 Revision ID: 20261212_1000
-Revises: 20261211_0900
+Revises: 20261212_0900
 Create Date: 2026-12-12 10:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "20261212_1000"
-down_revision: str | None = "20261211_0900"
+down_revision: str | None = "20261212_0900"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

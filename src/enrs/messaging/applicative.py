@@ -1,0 +1,369 @@
+"""Applicative mailboxes (type APP, the *plateforme d'intégration*): mail that arrives at an
+APP mailbox is handed by Postfix to ENRS's LMTP server (:mod:`.lmtp`), opened, its IHE_XDM
+documents filed, and the facility's software gets one HL7 v2.6 MDM per document (:mod:`.mdm`)
+through the outbound queue (:mod:`enrs.kit.outbound`: durable, in order, retried with
+back-off while the software is down, every outcome audited).
+
+The sender is answered (ANS "Acknowledgements"):
+
+- an MDN (RFC 8098, ``multipart/report; report-type=disposition-notification``) when the
+  mail asked for one (``Disposition-Notification-To``) and that address is the
+  ``Return-Path``: ``Disposition: automatic-action/MDN-sent-automatically; processed``, or
+  ``…; processed/Error: <code>^<label>`` when it could not be integrated;
+- else, on error only, a plain mail whose subject is ``[KO Intégration système !][<code>]``
+  and the original subject, the original attached as ``message/rfc822``.
+
+The integration error codes are the ANS guide's (ERR-5): :data:`ERRORS`.
+
+Each APP mailbox's software is an outbound destination named ``mss-app:<address>``, kept
+*inactive* for the identity server's notification dispatcher (it must not receive ADT
+feeds): its queue is delivered by :func:`deliver_software_queues`, run by the mail listener.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import subprocess
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from email.mime.message import MIMEMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formatdate, make_msgid, parseaddr
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enrs.identity import service as identity_service
+from enrs.identity.config import IdentityConfig
+from enrs.identity.service import PatientRef
+from enrs.identity.traits import INS_OIDS
+from enrs.identity.xref import UnknownDomain, UnknownPatient
+from enrs.kit.db import Database, utcnow
+from enrs.kit.errors import Conflict
+from enrs.kit.outbound.models import PENDING, OutboundDestination, OutboundMessage
+from enrs.kit.outbound.queue import Backoff, Destination, check_endpoint, deliver
+from enrs.kit.outbound.transports import MllpTransport, Transport
+from enrs.messaging import mdm, service
+from enrs.messaging.models import Mailbox
+from enrs.messaging.service import InvalidMailbox
+from enrs.messaging.xdm import XdmArchive, XdmError, parse_cx, read_xdm
+
+log = logging.getLogger(__name__)
+
+ERRORS = {
+    900: "Version de document incorrecte pour le remplacement ou la suppression",
+    901: "Auteur non autorisé à remplacer ou supprimer le document",
+    902: "Patient inconnu",
+    903: "INS absent du document",
+    904: "INS ne correspondant pas à l'identité connue",
+    905: "INS incomplet",
+    906: "Autre erreur",
+}
+KO = "[KO Intégration système !]"
+DESTINATION_PREFIX = "mss-app:"
+BACKOFF = Backoff(first=1.0, most=300.0)
+
+
+class IntegrationError(Exception):
+    """A mail that cannot be integrated, for good (resending it changes nothing)."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        if code not in ERRORS:
+            raise ValueError(f"integration error code {code}: one of {sorted(ERRORS)}")
+        super().__init__(f"{code} {ERRORS[code]}" + (f": {detail}" if detail else ""))
+        self.code, self.label, self.detail = code, ERRORS[code], detail
+
+
+# --- the facility software (outbound queue) ------------------------------------------------
+
+
+def destination_name(address: str) -> str:
+    return f"{DESTINATION_PREFIX}{address}"[:64]
+
+
+def set_software(session: Session, address: str, endpoint: str) -> Mailbox:
+    """The MLLP listener (``HOST:PORT``) of an APP mailbox's software; the mailbox's outbound
+    destination is created or pointed there (its queue kept)."""
+    box = service.existing(session, address)
+    if box.kind != "APP":
+        raise InvalidMailbox(f"{box.address} is a {box.kind} mailbox: only APP ones feed software")
+    try:
+        value = check_endpoint("mllp", endpoint)
+    except Exception as exc:
+        raise InvalidMailbox(str(exc)) from None
+    box.mllp_endpoint, box.updated_at = value, utcnow()
+    name = destination_name(box.address)
+    row = session.scalar(select(OutboundDestination).where(OutboundDestination.name == name))
+    if row is None:
+        row = OutboundDestination(
+            name=name,
+            transport="mllp",
+            selector=f'{{"mss_app": "{box.address}"}}',
+            start_event_id=0,
+            created_at=utcnow(),
+        )
+        session.add(row)
+    row.endpoint, row.active = value, False  # inactive: no identity feed (see the module)
+    session.flush()
+    return box
+
+
+def queue_mdm(session: Session, box: Mailbox, document: mdm.MdmDocument, *, facility: str) -> None:
+    """Queue ``document``'s MDM for the mailbox's software, in the caller's transaction."""
+    if box.mllp_endpoint is None:
+        raise IntegrationError(906, f"{box.address} has no software endpoint (--mllp)")
+    name = destination_name(box.address)
+    dest = session.scalar(select(OutboundDestination).where(OutboundDestination.name == name))
+    if dest is None:
+        raise IntegrationError(906, f"{box.address} has no outbound destination")
+    now = utcnow()
+    session.add(
+        OutboundMessage(
+            destination_id=dest.id,
+            event_id=0,
+            control_id=document.control_id,
+            summary=f"MDM^{document.event} {document.unique_id}"[:256],
+            patient_ref=f"Patient/{document.patient_rri}",
+            content_type="application/hl7-v2",
+            body=mdm.build(document, sending_facility=facility),
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    session.flush()
+
+
+def _software_destinations(db: Database) -> list[Destination]:
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(OutboundDestination).where(
+                OutboundDestination.name.startswith(DESTINATION_PREFIX, autoescape=True)
+            )
+        )
+        return [Destination.of(row) for row in rows]
+
+
+def deliver_software_queues(
+    db: Database,
+    stop: threading.Event,
+    *,
+    poll: float = 0.5,
+    transport_for: Callable[[str], Transport] = MllpTransport,
+) -> None:
+    """Until ``stop``: deliver every APP mailbox's MDM queue in order (a software that is
+    down holds back only its own queue: its head waits, with back-off)."""
+    transports: dict[int, tuple[str, Transport]] = {}
+    try:
+        while not stop.is_set():
+            try:
+                for dest in _software_destinations(db):
+                    held = transports.get(dest.id)
+                    if held is None or held[0] != dest.endpoint:
+                        if held is not None:
+                            held[1].close()
+                        held = transports[dest.id] = (dest.endpoint, transport_for(dest.endpoint))
+                    done = deliver(db, dest, held[1], backoff=BACKOFF)
+                    if done.failed:
+                        log.warning("MDM to %s: %s", dest.name, done.failed)
+            except Exception:
+                log.exception("MDM delivery round failed")
+            stop.wait(poll)
+    finally:
+        for _, transport in transports.values():
+            transport.close()
+
+
+# --- answers to the sender -----------------------------------------------------------------
+
+
+def _address(value: str | None) -> str:
+    return parseaddr(value or "")[1].strip().lower()
+
+
+def wants_mdn(original: Message, return_path: str) -> bool:
+    """An MDN is sent only when asked for, to the ``Return-Path`` (RFC 8098 §2.1)."""
+    asked = _address(original.get("Disposition-Notification-To"))
+    return bool(asked) and asked == _address(return_path)
+
+
+def error_subject(original: Message, code: int) -> str:
+    return f"{KO}[{code}] {original.get('Subject', '')!s}".strip()
+
+
+def _headers(msg: Message, sender: str, to: str, subject: str, original: Message) -> None:
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    original_id = str(original.get("Message-ID", "")).strip()
+    if original_id:  # a str: the parsed header object would keep its own name
+        msg["In-Reply-To"] = msg["References"] = original_id
+    msg["Auto-Submitted"] = "auto-replied"
+
+
+def _ascii(text: str) -> str:
+    """``text`` without its accents: the notification's fields are ASCII (RFC 8098 §3.1)."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> Message:
+    """The RFC 8098 disposition notification for ``original`` received at ``mailbox``."""
+    to = _address(original.get("Disposition-Notification-To"))
+    disposition = "automatic-action/MDN-sent-automatically; processed"
+    human = "Le message a été intégré dans le logiciel du destinataire."
+    if error is not None:
+        disposition += f"/Error: {error.code}^{_ascii(error.label)}"
+        human = f"Le message n'a pas pu être intégré : erreur {error.code}, {error.label}."
+    report = MIMEMultipart("report", report_type="disposition-notification")
+    subject = (
+        error_subject(original, error.code)
+        if error is not None
+        else f"Notification de traitement : {original.get('Subject', '')!s}"
+    )
+    _headers(report, mailbox, to, subject, original)
+    report.attach(MIMEText(human + "\n", "plain", "utf-8"))
+    fields = [
+        f"Reporting-UA: {mailbox.rpartition('@')[2]}; ENRS",
+        f"Original-Recipient: rfc822;{mailbox}",
+        f"Final-Recipient: rfc822;{mailbox}",
+    ]
+    if original.get("Message-ID"):
+        fields.append(f"Original-Message-ID: {str(original['Message-ID']).strip()}")
+    fields.append(f"Disposition: {disposition}")
+    notification = Message()
+    notification["Content-Type"] = "message/disposition-notification"
+    notification["Content-Transfer-Encoding"] = "7bit"
+    notification.set_payload("\r\n".join(fields) + "\r\n")
+    report.attach(notification)
+    report.attach(MIMEMessage(original))
+    return report
+
+
+def error_mail(original: Message, *, mailbox: str, to: str, error: IntegrationError) -> Message:
+    """The plain mail that tells a sender who asked no MDN that integration failed."""
+    mail = MIMEMultipart("mixed")
+    _headers(mail, mailbox, to, error_subject(original, error.code), original)
+    text = f"Le message n'a pas pu être intégré : erreur {error.code}, {error.label}.\n" + (
+        f"{error.detail}\n" if error.detail else ""
+    )
+    mail.attach(MIMEText(text, "plain", "utf-8"))
+    mail.attach(MIMEMessage(original))
+    return mail
+
+
+def answer(
+    original: Message, *, mailbox: str, return_path: str, error: IntegrationError | None
+) -> tuple[Message, str] | None:
+    """What to send back and the envelope sender (empty for an MDN), if anything."""
+    if wants_mdn(original, return_path):
+        return mdn(original, mailbox=mailbox, error=error), ""
+    if error is not None and _address(return_path):
+        return error_mail(original, mailbox=mailbox, to=_address(return_path), error=error), mailbox
+    return None
+
+
+def send_local(postfix_dir: str, message: Message, envelope_from: str) -> None:
+    """Hand ``message`` to the local Postfix (its ``sendmail``, this installation's
+    configuration): queued at once, delivered or relayed by Postfix."""
+    from enrs.messaging.config import program
+
+    recipients = [_address(message["To"])]
+    done = subprocess.run(
+        [program("sendmail"), "-C", postfix_dir, "-i", "-f", envelope_from, "--", *recipients],
+        input=message.as_bytes(policy=email.policy.SMTP),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise OSError(f"sendmail failed: {done.stderr.decode(errors='replace').strip()}")
+
+
+# --- the intake ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One mail for one APP mailbox, as the LMTP server got it."""
+
+    mail_from: str
+    recipient: str
+    raw: bytes
+
+
+def open_message(raw: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def xdm_archive(msg: EmailMessage) -> bytes:
+    """The mail's ``IHE_XDM.ZIP`` attachment (one patient per mail, so one archive)."""
+    found = [
+        part
+        for part in msg.walk()
+        if (part.get_filename() or "").upper().rpartition("/")[2] == "IHE_XDM.ZIP"
+    ]
+    if not found:
+        raise IntegrationError(906, "the mail carries no IHE_XDM.zip attachment")
+    if len(found) > 1:
+        raise IntegrationError(906, "the mail carries more than one IHE_XDM.zip")
+    content = found[0].get_payload(decode=True)
+    if not isinstance(content, bytes) or not content:
+        raise IntegrationError(906, "the IHE_XDM.zip attachment is empty")
+    return content
+
+
+# --- the archive ---------------------------------------------------------------------------
+
+
+def read_archive(data: bytes) -> XdmArchive:
+    """The IHE_XDM archive, or the integration error its reader names (906)."""
+    try:
+        return read_xdm(data)
+    except XdmError as exc:
+        code = int(exc.code) if exc.code.isdigit() and int(exc.code) in ERRORS else 906
+        raise IntegrationError(code, exc.message) from None
+
+
+def archive_patient(session: Session, config: IdentityConfig, archive: XdmArchive) -> PatientRef:
+    """The one patient of the mail, by the INS its metadata names, through the identity
+    server: ``903`` when no identifier is an INS, ``906`` when several patients are named,
+    ``902`` when the identity server does not know the INS."""
+    named = {entry.metadata.patient for entry in archive.documents}
+    named |= {parse_cx(sset.patient_id) for sset in archive.submission_sets}
+    ins = {ident for ident in named if ident is not None and ident[1] in INS_OIDS}
+    if not ins:
+        raise IntegrationError(903, "the metadata name the patient by no INS")
+    if len(ins) > 1:
+        raise IntegrationError(906, "one patient per mail: the metadata name several INS")
+    [(value, oid)] = ins
+    try:
+        return identity_service.resolve_patient(session, config, oid, value)
+    except (UnknownPatient, UnknownDomain, Conflict) as exc:
+        raise IntegrationError(902, f"INS {value} ({oid}): {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class XdmFiler:
+    """Reads the mail's archive and finds its patient (the integration errors 902, 903, 906
+    come from here). Filing the documents into the repository is not written yet: a mail that
+    passes these checks is answered 906 (nothing filed, the sender told)."""
+
+    config: IdentityConfig
+
+    def __call__(
+        self, session: Session, box: Mailbox, received: Received, original: Message, data: bytes
+    ) -> None:
+        archive = read_archive(data)
+        patient = archive_patient(session, self.config, archive)
+        raise IntegrationError(
+            906, f"patient {patient.rri} found; filing into the repository is not available yet"
+        )
