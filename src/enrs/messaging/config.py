@@ -22,6 +22,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from enrs.kit.security.passwords import hash_password
 from enrs.kit.tls import self_signed
 from enrs.messaging import service
 from enrs.settings import Settings
@@ -156,6 +158,7 @@ def write_config(settings: Settings) -> Layout:
     _write(layout.postfix / "main.cf", main_cf(settings, layout, cert, key))
     _write(layout.postfix / "master.cf", master_cf(settings, layout))
     _write(layout.dovecot_conf, dovecot_conf(settings, layout, cert, key))
+    write_master_user(layout)
     return layout
 
 
@@ -281,6 +284,7 @@ mail_location = maildir:{layout.store}/%d/%n
 mail_uid = {user}
 mail_gid = {user}
 first_valid_uid = 1
+{master_passdb(layout)}
 passdb {{
   driver = passwd-file
   args = scheme=ARGON2ID username_format=%Lu {layout.dovecot}/passwd
@@ -316,6 +320,38 @@ protocol lmtp {{
   postmaster_address = postmaster@{settings.mail_domain.lower()}
 }}
 """
+
+
+MASTER_LOGIN = "webmail"  # the portal's webmail logs in as ``<mailbox>*webmail``
+
+
+def master_passdb(layout: Layout) -> str:
+    """Dovecot's *master user* passdb (``master = yes``): the portal's webmail acts for a
+    logged-in professional as ``<mailbox>*webmail`` with a secret of its own, never theirs.
+    The mailbox must still be in the ``users`` userdb (an active mailbox)."""
+    return f"""auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=ARGON2ID {layout.dovecot}/master-users
+}}"""
+
+
+def write_master_user(layout: Layout) -> None:
+    """The webmail's master secret (``dovecot/master-secret``, made once, random) and its
+    hash for Dovecot (``dovecot/master-users``), both 0640 root:dovecot."""
+    secret_file = master_secret_path(layout)
+    if not secret_file.exists():
+        _write(secret_file, secrets.token_urlsafe(32) + "\n", 0o640, "dovecot")
+    secret = secret_file.read_text(encoding="utf-8").strip()
+    hashed = hash_password(secret)
+    _write(
+        layout.dovecot / "master-users", f"{MASTER_LOGIN}:{{ARGON2ID}}{hashed}\n", 0o640, "dovecot"
+    )
+
+
+def master_secret_path(layout: Layout) -> Path:
+    return layout.dovecot / "master-secret"
 
 
 def write_maps(settings: Settings, session: Session) -> None:
