@@ -276,7 +276,7 @@ def test_read_reply_compose_search_in_the_browser(
         page.set_input_files(
             "#pieces",
             files=[{"name": "gros.bin", "mimeType": "application/octet-stream",
-                    "buffer": b"x" * (10 * 1024 * 1024 + 1)}],
+                    "buffer": b"x" * (8 * 1024 * 1024 + 1)}],
         )  # fmt: skip
         page.click("#envoyer")
         assert "trop volumineuses" in page.locator("#erreur").inner_text()

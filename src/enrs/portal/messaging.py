@@ -28,7 +28,9 @@ from enrs.portal.endpoints import _render
 from enrs.settings import Settings
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
-MAX_ATTACHMENTS = 10 * 1024 * 1024  # all attachments of one message, in bytes
+# All attachments of one message, in bytes: under ENRS_MAX_BODY_BYTES (10 MB by default),
+# so that the page, not the body limit, answers.
+MAX_ATTACHMENTS = 8 * 1024 * 1024
 FOLDER_LABELS = {"reception": "Boîte de réception", "envoyes": "Envoyés"}
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -74,6 +76,7 @@ def _common(request: Request, session: Session, user: Principal) -> dict[str, An
         "csrf": accounts_service.session_csrf(session, user),
         "tz": _zone(request),
         "folders": FOLDER_LABELS,
+        "max_mo": MAX_ATTACHMENTS // (1024 * 1024),
     }
 
 
