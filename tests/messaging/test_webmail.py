@@ -211,7 +211,7 @@ def test_read_reply_compose_search_in_the_browser(
     with _web(mail, tmp_path, database_url) as web:
         page = browser.new_page()
         _log_in(page, web, "drun")
-        page.click("nav >> text=Messagerie")
+        page.click(".services >> text=Messagerie")
         page.wait_for_url(f"**/messagerie/{ME.replace('@', '%40')}/reception")
         row = page.locator("ul.mails li")
         assert row.count() == 1 and "non-lu" in (row.get_attribute("class") or "")
@@ -270,6 +270,17 @@ def test_read_reply_compose_search_in_the_browser(
         assert Path(download.value.path()).read_bytes() == b"resultat: 4.2 mmol/L"
         assert download.value.suggested_filename == "bilan sanguin.txt"
 
+        # A recipient Postfix refuses: said on the form, in French, the draft kept.
+        page.click("#ecrire")
+        page.fill("#a", f"personne@{DOMAIN}")
+        page.fill("#objet", "Brouillon gardé")
+        page.click("#envoyer")
+        assert "destinataire refusé" in page.locator("#erreur").inner_text()
+        assert page.input_value("#objet") == "Brouillon gardé"
+        page.fill("#a", f"{OTHER}, personne@{DOMAIN}")  # one accepted, one refused
+        page.click("#envoyer")
+        assert f"personne@{DOMAIN}" in page.locator("#refuses").inner_text()
+
         # Too large an attachment: refused, in French, nothing sent.
         page.click("#ecrire")
         page.fill("#a", OTHER)
@@ -280,7 +291,7 @@ def test_read_reply_compose_search_in_the_browser(
         )  # fmt: skip
         page.click("#envoyer")
         assert "trop volumineuses" in page.locator("#erreur").inner_text()
-        assert len(_inbox(mail, OTHER, expected=3, wait=2)) == 2
+        assert len(_inbox(mail, OTHER, expected=4, wait=2)) == 3
 
 
 def _with_attachment(sender: str, to: str) -> EmailMessage:

@@ -195,10 +195,11 @@ def read_message(settings: Settings, address: str, folder: str, uid: str) -> Ema
     return None
 
 
-def send(settings: Settings, login: str, msg: EmailMessage) -> None:
+def send(settings: Settings, login: str, msg: EmailMessage) -> list[str]:
     """Submit ``msg`` as the master user logged in on ``login`` (the professional's own
     mailbox: Postfix's policy checks it may send as ``From``), then keep a copy in the
-    ``From`` mailbox's Sent folder (IMAP APPEND)."""
+    ``From`` mailbox's Sent folder (IMAP APPEND). Returns the recipients refused while
+    others were accepted (all refused: ``smtplib.SMTPRecipientsRefused``)."""
     msg["X-MSS-NIL"] = NIL
     try:
         smtp = smtplib.SMTP(settings.mail_host, settings.smtp_port, timeout=30)
@@ -207,7 +208,7 @@ def send(settings: Settings, login: str, msg: EmailMessage) -> None:
     with smtp:
         smtp.starttls(context=_tls(settings))
         smtp.login(master_login(login), _secret(settings))
-        smtp.send_message(msg)
+        refused = smtp.send_message(msg)
     sender = msg["From"].addresses[0].addr_spec
     with imap(settings, sender) as client:
         client.create(_quoted(SENT))  # NO when it exists
@@ -216,3 +217,4 @@ def send(settings: Settings, login: str, msg: EmailMessage) -> None:
         )
         if status != "OK":
             raise MailUnavailable(f"copie dans « Envoyés » refusée : {answer!r}")
+    return sorted(refused)

@@ -232,7 +232,7 @@ def send_message(
         )
     request.state.audit[-1].detail = f"to={','.join(to + copies)} message-id={msg['Message-ID']}"
     try:
-        webmail.send(settings, box.through or box.address, msg)
+        partly = webmail.send(settings, box.through or box.address, msg)
     except smtplib.SMTPRecipientsRefused as exc:
         refused = "; ".join(
             f"{k} ({v[1].decode(errors='replace')})" for k, v in exc.recipients.items()
@@ -243,9 +243,8 @@ def send_message(
         )  # fmt: skip
     except webmail.MailUnavailable as exc:
         return _unavailable(request, str(exc))
-    return RedirectResponse(
-        f"/messagerie/{quote(box.address)}/envoyes?message=envoye", status_code=303
-    )
+    done = f"message=envoye&refuses={quote(','.join(partly))}" if partly else "message=envoye"
+    return RedirectResponse(f"/messagerie/{quote(box.address)}/envoyes?{done}", status_code=303)
 
 
 @router.get("/messagerie/{address}/{dossier}")
@@ -257,6 +256,7 @@ def folder_page(
     session: DbSession,
     q: str = "",
     message: str = "",
+    refuses: str = "",
 ) -> Response:
     """A folder's messages, newest first (unread in bold), or a search in it."""
     settings = _settings(request)
@@ -270,7 +270,7 @@ def folder_page(
         return _unavailable(request, str(exc))
     return _render(
         request, "messagerie.html", box=box, dossier=dossier, messages=found, q=q,
-        message=message, **_common(request, session, user),
+        message=message, refused=refuses, **_common(request, session, user),
     )  # fmt: skip
 
 
