@@ -1,0 +1,144 @@
+"""The MSSanté rules for what a message carries (the 2023 client reference; facts in
+``reference/messaging.md``): the ``XDM/1.0/DDM+…`` subject, the ``X-MSS-*`` headers computed
+from the attached CDA documents, one patient per message, and the message itself.
+
+- ``X-MSS-NIL``: the sending software's reference, on every message (:data:`SOFTWARE_NIL`).
+- ``X-MSS-CODECDA``: the header ``code`` of each CDA in the IHE_XDM archive, comma-separated;
+  ``X-MSS-INS``: ``O`` when every CDA gives a qualified INS (the matricule under an INS OID,
+  the birth name, the first given name, the birth date and the sex), else ``N``. Both absent
+  without CDA.
+- Subject: ``XDM/1.0/DDM+<label> <NAME> <first name> <DD/MM/YYYY>``: the label is the CDA's
+  title (at most 40 characters) or "N documents"; the name upper case without accents.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from enrs.documents.cda import CdaDocument, CdaError, parse_cda
+from enrs.messaging.xdm import XdmError, read_xdm
+
+# The sending software's reference as the MSSanté client reference asks for it ("numéro
+# d'identification du logiciel"); ENRS has none from the ANS yet, so it names itself.
+SOFTWARE_NIL = "ENRS"
+XDM_NAME = "IHE_XDM.ZIP"
+LABEL_MAX = 40
+
+
+class MessageError(ValueError):
+    """A message that breaks an MSSanté rule (two patients, a CDA that does not parse)."""
+
+
+def _ascii_upper(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in folded if not unicodedata.combining(c)).upper()
+
+
+def subject(label_or_count: str | int, family: str, given: str, birth_date: date) -> str:
+    """The MSSanté subject of a message about one patient."""
+    if isinstance(label_or_count, int):
+        label = f"{label_or_count} documents" if label_or_count > 1 else "1 document"
+    else:
+        label = label_or_count.strip()[:LABEL_MAX]
+    first = given.split()[0] if given.split() else ""
+    return f"XDM/1.0/DDM+{label} {_ascii_upper(family)} {first} {birth_date:%d/%m/%Y}"
+
+
+def _qualified(doc: CdaDocument) -> bool:
+    return bool(
+        doc.ins is not None
+        and doc.patient_family
+        and doc.patient_given
+        and doc.patient_birth_date is not None
+        and doc.patient_gender in ("M", "F")
+    )
+
+
+def codes_and_ins(cdas: Sequence[CdaDocument]) -> tuple[str, str] | None:
+    """``(X-MSS-CODECDA, X-MSS-INS)`` for the CDA documents of a message; None without any.
+    Two patients in one message are refused (:class:`MessageError`)."""
+    if not cdas:
+        return None
+    patients = {doc.ins.extension if doc.ins else None for doc in cdas}
+    if len(patients) > 1:
+        raise MessageError("one patient per message: the documents name several patients")
+    codes = ",".join(doc.type_code.code for doc in cdas)
+    return codes, "O" if all(_qualified(doc) for doc in cdas) else "N"
+
+
+def cdas_of(xdm: bytes) -> list[CdaDocument]:
+    """The CDA documents of an IHE_XDM archive (the XML ones), read."""
+    try:
+        archive = read_xdm(xdm)
+    except XdmError as exc:
+        raise MessageError(exc.message) from None
+    found = []
+    for document in archive.documents:
+        if document.mime_type in ("text/xml", "application/xml", "application/hl7-v3+xml"):
+            try:
+                found.append(parse_cda(document.content))
+            except CdaError as exc:
+                raise MessageError(f"{document.name}: the CDA does not parse: {exc}") from None
+    return found
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str  # "application/pdf"
+    data: bytes
+
+
+def compose(
+    *,
+    sender: str,
+    to: Sequence[str],
+    subject_line: str,
+    body: str,
+    cc: Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
+    xdm: bytes | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    read_receipt: bool = False,
+) -> EmailMessage:
+    """A message as an MSSanté client sends it: ``X-MSS-NIL``; with an IHE_XDM archive, the
+    ``X-MSS-CODECDA``/``X-MSS-INS`` of its CDA documents; a ``Message-ID`` of the sender's
+    domain; threading headers for a reply; ``Disposition-Notification-To`` when a read
+    receipt (MDN) is asked."""
+    if not to:
+        raise MessageError("a message has at least one recipient")
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject_line
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg["X-MSS-NIL"] = SOFTWARE_NIL
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = " ".join([*references, in_reply_to] if in_reply_to not in references
+                                     else references)  # fmt: skip
+    if read_receipt:
+        msg["Disposition-Notification-To"] = sender
+    if xdm is not None:
+        headers = codes_and_ins(cdas_of(xdm))
+        if headers is not None:
+            msg["X-MSS-CODECDA"], msg["X-MSS-INS"] = headers
+    msg.set_content(body)
+    for item in attachments:
+        main, _, sub = item.content_type.partition("/")
+        msg.add_attachment(
+            item.data, maintype=main or "application", subtype=sub or "octet-stream",
+            filename=item.filename,
+        )  # fmt: skip
+    if xdm is not None:
+        msg.add_attachment(xdm, maintype="application", subtype="zip", filename=XDM_NAME)
+    return msg
