@@ -29,7 +29,6 @@ from pathlib import Path
 from enrs.messaging import config
 from enrs.settings import Settings
 
-NIL = "ENRS-WEBMAIL"  # X-MSS-NIL: the sending software's reference (none issued yet)
 FOLDERS = {"reception": "INBOX", "envoyes": "Sent"}
 SENT = "Sent"
 LIST_LIMIT = 200
@@ -196,11 +195,11 @@ def read_message(settings: Settings, address: str, folder: str, uid: str) -> Ema
 
 
 def send(settings: Settings, login: str, msg: EmailMessage) -> list[str]:
-    """Submit ``msg`` as the master user logged in on ``login`` (the professional's own
+    """Submit ``msg`` (made by :func:`enrs.messaging.mss.compose`, with its ``X-MSS-NIL``)
+    as the master user logged in on ``login`` (the professional's own
     mailbox: Postfix's policy checks it may send as ``From``), then keep a copy in the
     ``From`` mailbox's Sent folder (IMAP APPEND). Returns the recipients refused while
     others were accepted (all refused: ``smtplib.SMTPRecipientsRefused``)."""
-    msg["X-MSS-NIL"] = NIL
     try:
         smtp = smtplib.SMTP(settings.mail_host, settings.smtp_port, timeout=30)
     except OSError as exc:

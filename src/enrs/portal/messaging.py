@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import smtplib
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses, make_msgid
+from email.utils import getaddresses
 from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ from enrs.accounts import service as accounts_service
 from enrs.kit.errors import Forbidden, NotFound
 from enrs.kit.http import DbSession, TransactionalRoute, new_entry, set_agent
 from enrs.kit.security.principal import Principal
-from enrs.messaging import service, webmail
+from enrs.messaging import mss, service, webmail
 from enrs.messaging.service import Visible
 from enrs.portal.auth import PortalUser, csrf_matches
 from enrs.portal.endpoints import _render
@@ -212,24 +212,17 @@ def send_message(
             request, "messagerie_ecrire.html", status=422, box=box, draft=draft, error=str(exc),
             **_common(request, session, user),
         )  # fmt: skip
-    msg = EmailMessage()
-    msg["From"], msg["To"] = box.address, ", ".join(to)
-    if copies:
-        msg["Cc"] = ", ".join(copies)
-    msg["Subject"] = _one_line(objet)
-    msg["Date"] = formatdate()
-    msg["Message-ID"] = make_msgid(domain=settings.mail_domain)
-    if in_reply_to.strip():
-        msg["In-Reply-To"] = _one_line(in_reply_to)
-        msg["References"] = _one_line(references) or _one_line(in_reply_to)
-    if accuse:
-        msg["Disposition-Notification-To"] = box.address
-    msg.set_content(corps)
-    for name, kind, data in files:
-        maintype, _, subtype = kind.partition("/")
-        msg.add_attachment(
-            data, maintype=maintype, subtype=subtype or "octet-stream", filename=name
-        )
+    msg = mss.compose(
+        sender=box.address,
+        to=to,
+        cc=copies,
+        subject_line=_one_line(objet),
+        body=corps,
+        attachments=[mss.Attachment(name, kind, data) for name, kind, data in files],
+        in_reply_to=_one_line(in_reply_to) or None,
+        references=_one_line(references).split(),
+        read_receipt=bool(accuse),
+    )
     request.state.audit[-1].detail = f"to={','.join(to + copies)} message-id={msg['Message-ID']}"
     try:
         partly = webmail.send(settings, box.through or box.address, msg)
