@@ -331,6 +331,10 @@ def test_another_mailbox_is_closed_audited_and_the_inbox_fits_a_phone(
         page.goto(f"{web.base_url}/messagerie/{SERVICE}/reception")
         assert page.locator("#ecrire").count() == 0
         assert "lecture seule" in page.locator("#boite").inner_text()
+        page.select_option("#boite", ME)  # the mailbox chooser
+        page.click("#ouvrir")
+        page.wait_for_url(f"**/messagerie/{ME.replace('@', '%40')}/reception")
+        page.goto(f"{web.base_url}/messagerie/{SERVICE}/reception")
         csrf = page.locator("input[name=csrf]").first.input_value()
         answer = page.request.post(
             f"{web.base_url}/messagerie/{SERVICE}/ecrire",

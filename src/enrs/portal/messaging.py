@@ -81,14 +81,17 @@ def _common(request: Request, session: Session, user: Principal) -> dict[str, An
 
 
 @router.get("/messagerie")
-def webmail_home(request: Request, user: PortalUser, session: DbSession) -> Response:
-    """The first mailbox of the professional, or why there is none."""
+def webmail_home(
+    request: Request, user: PortalUser, session: DbSession, boite: str = ""
+) -> Response:
+    """The mailbox chosen (``boite``) or the professional's first one, or why there is none."""
     if (reason := webmail.unavailable_reason(_settings(request))) is not None:
         return _unavailable(request, reason)
     boxes = service.visible_mailboxes(session, user.rpps)
     if not boxes:
         return _render(request, "messagerie_aucune.html", **_common(request, session, user))
-    return RedirectResponse(f"/messagerie/{quote(boxes[0].address)}/reception", status_code=303)
+    chosen = boite.strip().lower() or boxes[0].address
+    return RedirectResponse(f"/messagerie/{quote(chosen)}/reception", status_code=303)
 
 
 @router.get("/messagerie/{address}/ecrire")
