@@ -7,7 +7,8 @@ config`` and at every start of the ``mail`` listener, under ``ENRS_MAIL_DIR``:
   recipient is decided by the ENRS policy service (Postfix SMTP access policy delegation, on a
   unix socket); mail for the operator's domain is handed to Dovecot by LMTP;
 - ``dovecot/``: ``dovecot.conf``, and the ``passwd`` (logins with a password) and ``users``
-  (every active mailbox) files, which Dovecot reads again when they change;
+  (every active mailbox) files, which Dovecot reads again when they change; the portal
+  webmail's master user (``master-secret``, random, and its hash in ``master-users``);
 - ``spool/`` (Postfix's queue), ``postfix-data/``, ``run/`` (sockets), ``store/`` (the
   mailboxes, Maildir, owned by ``ENRS_MAIL_USER``), ``log/``, ``tls/`` (a self-signed pair when
   ``ENRS_MAIL_TLS_CERT`` is unset).

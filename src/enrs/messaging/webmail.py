@@ -12,6 +12,7 @@ send as whom. Which mailbox a professional may open is decided before, by
 from __future__ import annotations
 
 import imaplib
+import os
 import re
 import smtplib
 import socket
@@ -65,6 +66,12 @@ def unavailable_reason(settings: Settings) -> str | None:
             f" plateforme ({reason}). Pour les activer : installez les paquets postfix,"
             " dovecot-imapd et dovecot-lmtpd, mettez ENRS_MAIL_SERVERS=on (ou auto) et lancez"
             " « enrs serve » en root."
+        )
+    secret = config.master_secret_path(config.Layout.of(settings))
+    if not os.access(secret, os.R_OK):
+        return (
+            f"Le secret de la messagerie web ({secret}) n'est pas lisible par ce processus :"
+            " lancez ENRS avec un utilisateur du groupe dovecot (ou en root)."
         )
     return None
 
