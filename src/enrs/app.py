@@ -48,6 +48,7 @@ from enrs.portal import documents as portal_documents
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import mail_admin as portal_mail_admin
+from enrs.portal import messaging as portal_messaging
 from enrs.portal import oauth as portal_oauth
 from enrs.portal import offer as portal_offer
 from enrs.portal.auth import LoginRequired, on_login_required
@@ -131,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_documents.router)
     app.include_router(portal_mail_admin.router)
     app.include_router(portal_dmp_admin.router)
+    app.include_router(portal_messaging.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

@@ -7,7 +7,8 @@ config`` and at every start of the ``mail`` listener, under ``ENRS_MAIL_DIR``:
   recipient is decided by the ENRS policy service (Postfix SMTP access policy delegation, on a
   unix socket); mail for the operator's domain is handed to Dovecot by LMTP;
 - ``dovecot/``: ``dovecot.conf``, and the ``passwd`` (logins with a password) and ``users``
-  (every active mailbox) files, which Dovecot reads again when they change;
+  (every active mailbox) files, which Dovecot reads again when they change; the portal
+  webmail's master user (``master-secret``, random, and its hash in ``master-users``);
 - ``spool/`` (Postfix's queue), ``postfix-data/``, ``run/`` (sockets), ``store/`` (the
   mailboxes, Maildir, owned by ``ENRS_MAIL_USER``), ``log/``, ``tls/`` (a self-signed pair when
   ``ENRS_MAIL_TLS_CERT`` is unset).
@@ -23,6 +24,7 @@ import grp
 import os
 import pwd
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from urllib.parse import quote, urlsplit
 from sqlalchemy.orm import Session
 
 from enrs.kit.db import Database
+from enrs.kit.security.passwords import hash_password
 from enrs.kit.tls import self_signed
 from enrs.messaging import service
 from enrs.messaging.models import Mailbox
@@ -207,6 +210,7 @@ def write_config(settings: Settings, introspection: Credentials | None = None) -
     _write(
         layout.dovecot_conf, dovecot_conf(settings, layout, cert, key, introspection is not None)
     )
+    write_master_user(layout)
     return layout
 
 
@@ -387,6 +391,7 @@ mail_location = maildir:{layout.store}/%d/%n
 mail_uid = {user}
 mail_gid = {user}
 first_valid_uid = 1
+{master_passdb(layout)}
 passdb {{
   driver = passwd-file
   mechanisms = plain login
@@ -451,6 +456,38 @@ passdb {{
   mechanisms = xoauth2 oauthbearer
   args = {layout.oauth2_conf}
 }}"""
+
+
+MASTER_LOGIN = "webmail"  # the portal's webmail logs in as ``<mailbox>*webmail``
+
+
+def master_passdb(layout: Layout) -> str:
+    """Dovecot's *master user* passdb (``master = yes``): the portal's webmail acts for a
+    logged-in professional as ``<mailbox>*webmail`` with a secret of its own, never theirs.
+    The mailbox must still be in the ``users`` userdb (an active mailbox)."""
+    return f"""auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=ARGON2ID {layout.dovecot}/master-users
+}}"""
+
+
+def write_master_user(layout: Layout) -> None:
+    """The webmail's master secret (``dovecot/master-secret``, made once, random) and its
+    hash for Dovecot (``dovecot/master-users``), both 0640 root:dovecot."""
+    secret_file = master_secret_path(layout)
+    if not secret_file.exists():
+        _write(secret_file, secrets.token_urlsafe(32) + "\n", 0o640, "dovecot")
+    secret = secret_file.read_text(encoding="utf-8").strip()
+    hashed = hash_password(secret)
+    _write(
+        layout.dovecot / "master-users", f"{MASTER_LOGIN}:{{ARGON2ID}}{hashed}\n", 0o640, "dovecot"
+    )
+
+
+def master_secret_path(layout: Layout) -> Path:
+    return layout.dovecot / "master-secret"
 
 
 def write_maps(settings: Settings, session: Session) -> None:

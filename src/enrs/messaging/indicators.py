@@ -6,14 +6,18 @@ Counting happens at the SMTP door. The policy service sees each recipient Postfi
 into the queue); :class:`Tally` keeps the accepted recipients of each message in progress
 (Postfix's ``instance`` attribute names it) and, at its end, counts one message *sent* for the
 sending mailbox when it is the operator's and one *received* for each recipient mailbox of the
-operator. A message refused at ``DATA`` is counted nowhere.
+operator. A message refused at ``DATA`` is counted nowhere. The counts are written by a
+:class:`Recorder` thread: Postfix's answer never waits for them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +26,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from enrs.kit.db import utcnow
+from enrs.kit.db import Database, utcnow
 from enrs.messaging.models import MAILBOX_TYPES, Mailbox, Traffic
 
 MAX_PENDING = 10_000  # messages in progress remembered; older ones (aborted) are forgotten
+log = logging.getLogger(__name__)
 
 
 def month_of(moment: datetime) -> str:
@@ -86,6 +91,40 @@ def record(session: Session, sender: str, recipients: Iterable[str], when: datet
             row.sent += sent
             row.received += received
     session.flush()
+
+
+class Recorder:
+    """Writes the counts from a thread of its own, so that Postfix's answer at the end of a
+    message never waits for the database (a portal request holding SQLite's write lock while
+    it submits a message would otherwise wait for itself). A count that cannot be written is
+    tried again for a while, then logged and dropped: the mail itself is never held."""
+
+    ATTEMPTS = 30
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: queue.Queue[tuple[str, set[str], datetime] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="mail-indicators", daemon=True)
+        self._thread.start()
+
+    def add(self, sender: str, recipients: set[str], when: datetime) -> None:
+        self._queue.put((sender, recipients, when))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            for attempt in range(self.ATTEMPTS):
+                try:
+                    with self.db.transaction() as session:
+                        record(session, *item)
+                    break
+                except Exception:
+                    if attempt == self.ATTEMPTS - 1:
+                        log.exception("indicators: a message from %s was not counted", item[0])
+                    time.sleep(1.0)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ Postfix asks at each ``RCPT TO`` (``check_policy_service`` in ``smtpd_recipient_
   ``550 5.2.1`` suspended).
 
 At the end of each message (``smtpd_end_of_data_restrictions``) the service counts it for the
-operator's indicators and answers ``DUNNO``; a failure to count defers the message (Postfix
-retries it) rather than losing a figure silently.
+operator's indicators (written by a thread of their own, never holding the message) and
+answers ``DUNNO``.
 
 Anything else is left to Postfix (``DUNNO``: relaying by a client that is not logged in is
 refused by ``smtpd_relay_restrictions`` before this). A failure to decide is a temporary
@@ -173,14 +173,14 @@ def database_decider(db: Database, own_domain: str) -> Callable[[dict[str, str]]
     """Decide each recipient from the database, and count each message Postfix accepted
     (the operator's indicators, :mod:`enrs.messaging.indicators`)."""
     tally = indicators.Tally()
+    recorder = indicators.Recorder(db)
 
     def decider(request: dict[str, str]) -> str:
         state = request.get("protocol_state", "").upper()
         if state == "END-OF-MESSAGE":
             ended = tally.ended(request.get("instance", ""))
             if ended is not None:
-                with db.transaction() as session:
-                    indicators.record(session, *ended, when=utcnow())
+                recorder.add(*ended, when=utcnow())
             return "DUNNO"
         with db.transaction(write=False) as session:
             action = decide(session, own_domain, request)

@@ -213,3 +213,55 @@ def replace_trust_space(session: Session, listed: TrustList) -> TrustSpaceChange
         session.execute(sa.delete(TrustedDomain).where(TrustedDomain.name.in_(gone)))
     session.flush()
     return TrustSpaceChange(len(names - set(current)), len(gone), len(names & set(current)))
+
+
+@dataclass(frozen=True)
+class Visible:
+    """A mailbox a professional opens in the webmail, and whether they may send as it."""
+
+    address: str
+    kind: str
+    description: str
+    may_send: bool
+    through: str | None  # the professional's own mailbox a delegation is given to
+
+
+def visible_mailboxes(session: Session, rpps: str | None) -> list[Visible]:
+    """The mailboxes the professional with ``rpps`` sees in the webmail: their active PER and
+    CAB mailboxes (bound to their RPPS), and the active ORG and APP mailboxes delegated to one
+    of those (sending only when the delegation says ``may_send``). No RPPS: none."""
+    if not rpps:
+        return []
+    own = session.scalars(
+        sa.select(Mailbox)
+        .where(
+            Mailbox.rpps == rpps,
+            Mailbox.kind.in_(("PER", "CAB")),
+            Mailbox.status == "active",
+        )
+        .order_by(Mailbox.kind.desc(), Mailbox.address)
+    ).all()
+    seen = [Visible(b.address, b.kind, b.description, True, None) for b in own]
+    if not own:
+        return seen
+    delegated = session.execute(
+        sa.select(Mailbox, Delegation)
+        .join(Delegation, Delegation.mailbox_id == Mailbox.id)
+        .where(
+            Delegation.delegate.in_([b.address for b in own]),
+            Mailbox.kind.in_(("ORG", "APP")),
+            Mailbox.status == "active",
+        )
+        .order_by(Mailbox.address, Delegation.may_send.desc())
+    ).all()
+    for box, row in delegated:
+        if any(v.address == box.address for v in seen):
+            continue
+        seen.append(Visible(box.address, box.kind, box.description, row.may_send, row.delegate))
+    return seen
+
+
+def visible_mailbox(session: Session, rpps: str | None, address: str) -> Visible | None:
+    """One of :func:`visible_mailboxes`, or None when the professional may not open it."""
+    wanted = address.strip().lower()
+    return next((v for v in visible_mailboxes(session, rpps) if v.address == wanted), None)

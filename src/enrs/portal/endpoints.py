@@ -73,6 +73,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         frozenset({"professional", "admin"}),
     ),
     (
+        "Messagerie",
+        "La messagerie sécurisée MSSanté : vos boîtes et celles qui vous sont déléguées",
+        "/messagerie",
+        frozenset({"professional"}),
+    ),
+    (
         "Annuaire",
         "Professionnels (RPPS, ADELI) et structures (FINESS) de la région",
         "/annuaire",
@@ -89,7 +95,6 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
     "le suivi des envois au DMP",
-    "la messagerie sécurisée MSSanté",
     "la coordination des parcours",
     "l'imagerie régionale",
     "la télémédecine",
