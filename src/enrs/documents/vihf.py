@@ -20,7 +20,9 @@ author's institution; ``Secteur_Activite`` is the document's healthcare facility
 is of the activity sector code system (1.2.250.1.71.4.2.4), else a setting; the resource-id CX
 is ``INS^^^&OID&ISO`` without a type; string attribute values carry no ``xsi:type``; the
 signature is enveloped, placed after the Issuer, exclusive c14n, SHA-256 digest, RSA-SHA256 or
-ECDSA-SHA256 by the key's type, with the certificate in ``KeyInfo``.
+ECDSA-SHA256 by the key's type, with the certificate in ``KeyInfo``. The role attribute
+carries the author's ``role`` and ``specialty`` codes as :class:`XdsAuthor` holds them (not
+translated to 1.2.250.1.71.1.2.7 / 1.2.250.1.71.4.2.5) and is left out when it has neither.
 """
 
 from __future__ import annotations

@@ -598,8 +598,9 @@ def provide_and_register(
     doc: XdsDocument, *, to: str, header: Iterable[etree._Element] = ()
 ) -> tuple[bytes, str]:
     """IHE ITI-41 *Provide and Register Document Set-b* for ``doc``, addressed to the endpoint
-    ``to`` (``wsa:To``): the HTTP body (a ``multipart/related`` MTOM/XOP package, the SOAP 1.2
-    envelope first, the document as a binary part it references) and its ``Content-Type``.
+    ``to`` (``wsa:To``), with the extra SOAP ``header`` elements (the VIHF): the HTTP body (a
+    ``multipart/related`` MTOM/XOP package, the SOAP 1.2 envelope first, the document as a
+    binary part it references) and its ``Content-Type``.
 
     Raises :class:`InvalidXdsDocument` when ``doc`` cannot make valid metadata."""
     token = uuid.uuid4().hex
@@ -679,9 +680,10 @@ def update_objects_request(update: XdsUpdate) -> etree._Element:
 def update_document_set(
     update: XdsUpdate, *, to: str, header: Iterable[etree._Element] = ()
 ) -> tuple[bytes, str]:
-    """IHE ITI-57 *Update Document Set* for ``update``, addressed to ``to`` (``wsa:To``): the
-    HTTP body (a SOAP 1.2 envelope, no attachment) and its ``Content-Type``. The answer is a
-    RegistryResponse, read by :func:`parse_registry_response`.
+    """IHE ITI-57 *Update Document Set* for ``update``, addressed to ``to`` (``wsa:To``), with
+    the extra SOAP ``header`` elements (the VIHF): the HTTP body (a SOAP 1.2 envelope, no
+    attachment) and its ``Content-Type``. The answer is a RegistryResponse, read by
+    :func:`parse_registry_response`.
 
     Raises :class:`InvalidXdsDocument` when the update cannot make valid metadata."""
     envelope = etree.Element(f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA})
