@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     dmp_key_file: Path | None = Field(None, description="Its private key (PEM)")
     dmp_ca_file: Path | None = Field(None, description="CA bundle the DMP's server is checked by")
     dmp_interval: float = Field(30.0, gt=0, description="Seconds between two DMP feed rounds")
+    dmp_homologation: str = Field(
+        "", description="The DMP homologation number (VIHF LPS_ID_HOMOLOGATION_DMP)"
+    )
+    dmp_activity_sector: str = Field(
+        "SA01^1.2.250.1.71.4.2.4",
+        description="VIHF Secteur_Activite (code^OID) when a document's facility type is not one",
+    )
+    dmp_vihf_minutes: int = Field(60, ge=1, le=1440, description="Validity of a VIHF, in minutes")
     mail_domain: str = Field(
         "enrs.localhost", description="The operator's MSSanté mail domain (its mailboxes)"
     )

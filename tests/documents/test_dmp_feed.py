@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -32,6 +33,7 @@ from tests.documents.world import (
     make_region,
     pdf,
 )
+from tests.support.dmp_pki import make_pki
 from tests.support.fake_dmp import FakeDmp, StoredDocument
 from tests.support.identities import person
 from tests.support.waiting import wait_until
@@ -362,3 +364,44 @@ def test_a_withdrawal_during_the_first_send_follows_it(region: Region, dmp: Fake
     assert _send(region, dmp).sent == 1
     [held] = dmp.documents()
     assert held.status == xds.STATUS_DEPRECATED
+
+
+# --- with the structure's certificate: HTTPS and a VIHF in every request ------------------------
+
+
+def test_with_a_certificate_the_feed_signs_a_vihf_for_each_request(
+    region: Region, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    _qualify(region)
+    doc = _file(region)
+    options = {"author_rpps": None, "author_finess": CHU}
+    answer = region.provide(bundle((pdf("Sans RPPS"), "application/pdf", options)))
+    assert answer.status_code == 200, answer.text
+    no_rpps = str(answer.json()["entry"][1]["response"]["location"].split("/")[1])
+    with FakeDmp(vihf_cert=pki.signer.cert, tls=pki.server) as national:
+        settings = region.app.state.settings.model_copy(
+            update={
+                "dmp_url": national.url,
+                "dmp_cert_file": pki.cert_file,
+                "dmp_key_file": pki.key_file,
+                "dmp_ca_file": pki.ca_file,
+                "dmp_homologation": "HOMOL-TEST-01",
+            }
+        )
+
+        def feed() -> dmp_feed.Tally:
+            with dmp_feed.adapter_for(settings) as adapter:
+                return dmp_feed.send_due(
+                    region.db, region.app.state.storage, adapter, source_id="1.2.250.1.999.4"
+                )
+
+        tally = feed()
+        assert (tally.sent, tally.refused) == (1, 1)
+        assert _status(region, doc).status == "sent"
+        refused = _status(region, no_rpps)
+        assert refused.status == "refused" and "RPPS" in (refused.last_error or "")
+        _withdraw(region, doc)  # ITI-57 carries its VIHF too
+        assert feed().sent == 1
+        [held] = national.documents()
+        assert held.status == xds.STATUS_DEPRECATED

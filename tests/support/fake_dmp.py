@@ -36,6 +36,13 @@ update already applied names what the update asked for (``enrs.documents.dmp.cla
 it as done); another patient is ``XDSPatientIDReconciliationError``.
 
 A request that is not an ITI-41 SOAP 1.2 MTOM message gets a SOAP ``Sender`` fault (HTTP 400).
+Given the structure's certificate it trusts (``vihf_cert``), it also requires in every
+request's ``wsse:Security`` header a VIHF (SAML 2.0 Assertion) signed by that certificate
+(signxml, which checks the signature and its reference), whose Issuer is that certificate's
+subject, within its ``Conditions`` now, with ``VIHF_Version`` 3.0, a NameID,
+``Authentification_mode`` ``INDIRECTE`` and a resource-id naming the submission's patient;
+otherwise a SOAP ``Sender`` fault saying what is wrong. With ``tls`` (a server
+``ssl.SSLContext``) it is served over HTTPS.
 ``fail_next`` answers the next calls with an HTTP error (503 by default), ``hang_next`` holds
 them without an answer; ``documents()`` lists what was stored.
 
@@ -46,13 +53,16 @@ CI-SIS, so a wrong constant in the adapter makes the tests fail.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -61,7 +71,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
+from cryptography import x509
 from lxml import etree
+from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.verifier import XMLVerifier
 from stdnum.fr import nir
 
 from tests.support.live_server import free_port
@@ -84,6 +97,9 @@ SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
 SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+VIHF_NS = {"soap": SOAP, "wsse": WSSE, "saml": SAML}
 STABLE_ENTRY = "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
 SUBMISSION_SET = "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd"
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
@@ -335,6 +351,57 @@ class _Reader:
         return found
 
 
+def _vihf_attribute(assertion: Any, name: str) -> str:
+    values = assertion.xpath(
+        "saml:AttributeStatement/saml:Attribute[@Name=$n]/saml:AttributeValue",
+        namespaces=VIHF_NS,
+        n=name,
+    )
+    return (values[0].text or "").strip() if values else ""
+
+
+def _instant(value: str | None) -> datetime:
+    try:
+        return datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise _Fault(f"VIHF: {value!r} is not a UTC instant") from None
+
+
+def check_vihf(dmp: FakeDmp, envelope: Any, patient_cx: str) -> None:
+    """The VIHF of a request about ``patient_cx`` (the submission's ``patientId``), when the
+    fake trusts a structure's certificate; raises ``_Fault`` saying what is wrong."""
+    if dmp.vihf_cert is None:
+        return
+    found = envelope.xpath("soap:Header/wsse:Security/saml:Assertion", namespaces=VIHF_NS)
+    if len(found) != 1:
+        raise _Fault("VIHF: no SAML Assertion in the wsse:Security header")
+    assertion = copy.deepcopy(found[0])
+    try:
+        verified = XMLVerifier().verify(assertion, x509_cert=dmp.vihf_cert, id_attribute="ID")
+    except (InvalidSignature, InvalidInput) as exc:
+        raise _Fault(f"VIHF: the signature does not verify: {exc}") from None
+    signed = verified.signed_xml  # from here on, only what the signature covers
+    if signed is None or signed.tag != f"{{{SAML}}}Assertion":
+        raise _Fault("VIHF: the signature does not cover the Assertion")
+    issuer = (signed.findtext("saml:Issuer", "", VIHF_NS) or "").strip()
+    if issuer != dmp.vihf_cert.subject.rfc4514_string():
+        raise _Fault(f"VIHF: Issuer {issuer!r} is not the signing certificate's subject")
+    conditions = signed.find("saml:Conditions", VIHF_NS)
+    now = datetime.now(UTC)
+    if conditions is None or not (
+        _instant(conditions.get("NotBefore")) <= now < _instant(conditions.get("NotOnOrAfter"))
+    ):
+        raise _Fault("VIHF: expired or not yet valid (Conditions)")
+    if not (signed.findtext("saml:Subject/saml:NameID", "", VIHF_NS) or "").strip():
+        raise _Fault("VIHF: no NameID (the professional's idNatPs)")
+    for name, expected in (("VIHF_Version", "3.0"), ("Authentification_mode", "INDIRECTE")):
+        if _vihf_attribute(signed, name) != expected:
+            raise _Fault(f"VIHF: {name} is not {expected}")
+    resource = _vihf_attribute(signed, "urn:oasis:names:tc:xacml:2.0:resource:resource-id")
+    if resource != patient_cx.removesuffix("^NH"):
+        raise _Fault(f"VIHF: resource-id {resource!r} is not the patient {patient_cx!r}")
+
+
 def read_request(dmp: FakeDmp, content_type: str, body: bytes) -> list[StoredDocument]:
     """The documents of an ITI-41 request, checked; raises ``_Failure`` or ``_Fault``."""
     root_xml, parts = _mime_parts(content_type, body)
@@ -361,6 +428,7 @@ def read_request(dmp: FakeDmp, content_type: str, body: bytes) -> list[StoredDoc
     if objects is None:
         raise _Fault("no RegistryObjectList")
     submission = _read_submission_set(reader, objects)
+    check_vihf(dmp, envelope, submission["patient"])
     stored = [
         _read_entry(reader, objects, entry, submission, attached)
         for entry in objects.iterfind("rim:ExtrinsicObject", NS)
@@ -545,6 +613,7 @@ def read_update(dmp: FakeDmp, content_type: str, body: bytes) -> _Update:
         raise _Fault("no SubmitObjectsRequest/RegistryObjectList")
     reader = _Reader(dmp)
     submission = _read_submission_set(reader, objects)
+    check_vihf(dmp, envelope, submission["patient"])
     entries = list(objects.iterfind("rim:ExtrinsicObject", NS))
     statuses = objects.xpath("rim:Association[@associationType=$t]", namespaces=NS, t=UPDATE_STATUS)
     if len(entries) + len(statuses) != 1:
@@ -615,7 +684,9 @@ class FakeDmp:
     """The fake DMP on ``127.0.0.1:{port}``; its ITI-41 endpoint is :attr:`url`.
 
     ``ins_oids``: the INS OIDs it takes; ``known_patients``: the INS that have a DMP (all by
-    default); ``mtom_answers``: answer in an MTOM package (default) or as a bare SOAP envelope.
+    default); ``mtom_answers``: answer in an MTOM package (default) or as a bare SOAP envelope;
+    ``vihf_cert``: the structure's certificate its VIHF must be signed with (no VIHF checked
+    without it); ``tls``: serve over HTTPS with this server context.
     """
 
     def __init__(
@@ -624,8 +695,12 @@ class FakeDmp:
         ins_oids: Iterable[str] = INS_OIDS,
         known_patients: Iterable[str] | None = None,
         mtom_answers: bool = True,
+        vihf_cert: x509.Certificate | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = free_port()
+        self.vihf_cert = vihf_cert
+        self.tls = tls
         self.ins_oids = frozenset(ins_oids)
         self.known_patients = None if known_patients is None else frozenset(known_patients)
         self.mtom_answers = mtom_answers
@@ -643,7 +718,8 @@ class FakeDmp:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/dmp/iti41"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/dmp/iti41"
 
     # what the tests tell it and read from it
 
@@ -799,6 +875,8 @@ class FakeDmp:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

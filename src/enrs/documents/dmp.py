@@ -37,6 +37,11 @@ function, :func:`classify`:
   (``XDSRegistryMetadataError``, ``XDSUnknownPatientId``, ``XDSNonIdenticalHash``, a SOAP
   ``Sender`` fault, an HTTP 4xx, an answer that cannot be read).
 
+With a :class:`~enrs.documents.vihf.VihfSigner` (the feed gives one whenever it has the
+structure's certificate) every request carries a signed VIHF in its ``wsse:Security`` header
+(:mod:`enrs.documents.vihf`); a document whose author has no RPPS number cannot have one and is
+``refused`` without being sent.
+
 A document that cannot make valid metadata is not sent: :func:`enrs.documents.xds.check`
 raises :class:`enrs.documents.xds.InvalidXdsDocument` from :meth:`XdsDmpAdapter.send`.
 """
@@ -45,14 +50,17 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Protocol
 
 import httpx
+from lxml import etree
 
-from enrs.documents import xds
+from enrs.documents import vihf, xds
 from enrs.documents.xds import RegistryError, XdsDocument, XdsUpdate
 
 ALREADY_PRESENT_CODES = frozenset({"XDSDuplicateUniqueIdInRegistry"})
@@ -170,8 +178,15 @@ class XdsDmpAdapter:
     """The DMP's ITI-41 endpoint over HTTPS: ``endpoint`` (also the ``wsa:To``), its ITI-57
     ``update_endpoint`` (the same by default), the client certificate ``(cert file, key
     file)`` of the structure, the CA bundle the DMP's server certificate is checked against
-    (the system's by default), and a ``timeout`` in seconds for each of connecting, writing
-    and reading."""
+    (the system's by default), a ``timeout`` in seconds for each of connecting, writing
+    and reading, and the ``vihf_signer`` that signs the VIHF put in every request's header."""
+
+    def _header(self, doc: XdsDocument) -> list[etree._Element]:
+        """The VIHF header for ``doc`` (none without a signer); raises
+        :class:`~enrs.documents.vihf.NoProfessionalId`."""
+        if self.vihf_signer is None:
+            return []
+        return [vihf.security_header(doc, self.vihf_signer, self._clock())]
 
     def __init__(
         self,
@@ -181,8 +196,12 @@ class XdsDmpAdapter:
         client_cert: tuple[str, str] | None = None,
         ca_bundle: str | None = None,
         timeout: float = 30.0,
+        vihf_signer: vihf.VihfSigner | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.endpoint = endpoint
+        self.vihf_signer = vihf_signer
+        self._clock = clock
         self.update_endpoint = update_endpoint or endpoint
         context = ssl.create_default_context(cafile=ca_bundle)
         if client_cert is not None:
@@ -192,7 +211,11 @@ class XdsDmpAdapter:
     def send(self, doc: XdsDocument) -> DmpOutcome:
         """ITI-41 for ``doc``; never raises for what the DMP or the network does (that is the
         outcome), only :class:`~enrs.documents.xds.InvalidXdsDocument` for ``doc`` itself."""
-        body, content_type = xds.provide_and_register(doc, to=self.endpoint)
+        try:
+            header = self._header(doc)
+        except vihf.NoProfessionalId as exc:
+            return DmpOutcome(Verdict.REFUSED, detail=str(exc))
+        body, content_type = xds.provide_and_register(doc, to=self.endpoint, header=header)
         headers = {  # SOAP 1.2: the action travels in the Content-Type, no SOAPAction header
             "Content-Type": content_type,
             "Accept": ACCEPT,
@@ -206,7 +229,11 @@ class XdsDmpAdapter:
     def update(self, update: XdsUpdate) -> DmpOutcome:
         """ITI-57 for ``update``; like :meth:`send`, never raises for what the DMP or the
         network does, only :class:`~enrs.documents.xds.InvalidXdsDocument`."""
-        body, content_type = xds.update_document_set(update, to=self.update_endpoint)
+        try:
+            header = self._header(update.doc)
+        except vihf.NoProfessionalId as exc:
+            return DmpOutcome(Verdict.REFUSED, detail=str(exc))
+        body, content_type = xds.update_document_set(update, to=self.update_endpoint, header=header)
         headers = {"Content-Type": content_type, "Accept": ACCEPT}
         try:
             answer = self._client.post(self.update_endpoint, content=body, headers=headers)

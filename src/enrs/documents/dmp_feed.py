@@ -49,6 +49,7 @@ from enrs.documents import access, service
 from enrs.documents.dmp import DmpAdapter, DmpOutcome, Verdict, XdsDmpAdapter
 from enrs.documents.models import DmpExport, DocumentEntry
 from enrs.documents.terminology import Binding, Terminology
+from enrs.documents.vihf import VihfSigner
 from enrs.documents.xds import STATUS_DEPRECATED, XdsAuthor, XdsCode, XdsDocument, XdsUpdate
 from enrs.identity import service as identity_service
 from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
@@ -355,10 +356,22 @@ def repository_oid(settings: Settings) -> str:
 def adapter_for(settings: Settings) -> XdsDmpAdapter:
     cert = settings.dmp_cert_file
     key = settings.dmp_key_file
+    signer = (
+        VihfSigner.from_files(
+            cert,
+            key,
+            homologation=settings.dmp_homologation,
+            sector=settings.dmp_activity_sector,
+            validity=timedelta(minutes=settings.dmp_vihf_minutes),
+        )
+        if cert and key
+        else None
+    )  # with the structure's certificate, never a request without a VIHF
     return XdsDmpAdapter(
         settings.dmp_url,
         client_cert=(str(cert), str(key)) if cert and key else None,
         ca_bundle=str(settings.dmp_ca_file) if settings.dmp_ca_file else None,
+        vihf_signer=signer,
     )
 
 

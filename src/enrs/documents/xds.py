@@ -559,9 +559,13 @@ def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree
 # --- ITI-41: SOAP 1.2 envelope in an MTOM/XOP package --------------------------------------
 
 
-def _addressing(envelope: etree._Element, action: str, to: str) -> None:
-    """The WS-Addressing header of a request (Action and To must be understood)."""
+def _addressing(
+    envelope: etree._Element, action: str, to: str, extra: Iterable[etree._Element] = ()
+) -> None:
+    """The WS-Addressing header of a request (Action and To must be understood), preceded by
+    the ``extra`` header elements (a ``wsse:Security`` carrying the VIHF)."""
     header = etree.SubElement(envelope, f"{{{SOAP}}}Header")
+    header.extend(extra)
     must = {f"{{{SOAP}}}mustUnderstand": "true"}
     etree.SubElement(header, f"{{{WSA}}}Action", must).text = action
     etree.SubElement(header, f"{{{WSA}}}MessageID").text = uuid.uuid4().urn
@@ -570,11 +574,13 @@ def _addressing(envelope: etree._Element, action: str, to: str) -> None:
     etree.SubElement(header, f"{{{WSA}}}To", must).text = to
 
 
-def _envelope(doc: XdsDocument, to: str, document_cid: str) -> bytes:
+def _envelope(
+    doc: XdsDocument, to: str, document_cid: str, header: Iterable[etree._Element]
+) -> bytes:
     envelope = etree.Element(
         f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA, "xdsb": XDSB, "xop": XOP}
     )
-    _addressing(envelope, ITI_41_ACTION, to)
+    _addressing(envelope, ITI_41_ACTION, to, header)
     body = etree.SubElement(envelope, f"{{{SOAP}}}Body")
     provide = etree.SubElement(body, f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest")
     provide.append(submit_objects_request(doc))
@@ -588,15 +594,18 @@ def _part(boundary: str, headers: list[tuple[str, str]], payload: bytes) -> byte
     return "\r\n".join(lines).encode("ascii") + payload + b"\r\n"
 
 
-def provide_and_register(doc: XdsDocument, *, to: str) -> tuple[bytes, str]:
+def provide_and_register(
+    doc: XdsDocument, *, to: str, header: Iterable[etree._Element] = ()
+) -> tuple[bytes, str]:
     """IHE ITI-41 *Provide and Register Document Set-b* for ``doc``, addressed to the endpoint
-    ``to`` (``wsa:To``): the HTTP body (a ``multipart/related`` MTOM/XOP package, the SOAP 1.2
-    envelope first, the document as a binary part it references) and its ``Content-Type``.
+    ``to`` (``wsa:To``), with the extra SOAP ``header`` elements (the VIHF): the HTTP body (a
+    ``multipart/related`` MTOM/XOP package, the SOAP 1.2 envelope first, the document as a
+    binary part it references) and its ``Content-Type``.
 
     Raises :class:`InvalidXdsDocument` when ``doc`` cannot make valid metadata."""
     token = uuid.uuid4().hex
     root_cid, document_cid = f"root.{token}@enrs", f"doc1.{token}@enrs"
-    envelope = _envelope(doc, to, document_cid)
+    envelope = _envelope(doc, to, document_cid, header)
     boundary = f"MIMEBoundary_{token}"
     while boundary.encode("ascii") in doc.content or boundary.encode("ascii") in envelope:
         boundary = f"MIMEBoundary_{uuid.uuid4().hex}"  # pragma: no cover - 2**-122 odds
@@ -668,14 +677,17 @@ def update_objects_request(update: XdsUpdate) -> etree._Element:
     return request
 
 
-def update_document_set(update: XdsUpdate, *, to: str) -> tuple[bytes, str]:
-    """IHE ITI-57 *Update Document Set* for ``update``, addressed to ``to`` (``wsa:To``): the
-    HTTP body (a SOAP 1.2 envelope, no attachment) and its ``Content-Type``. The answer is a
-    RegistryResponse, read by :func:`parse_registry_response`.
+def update_document_set(
+    update: XdsUpdate, *, to: str, header: Iterable[etree._Element] = ()
+) -> tuple[bytes, str]:
+    """IHE ITI-57 *Update Document Set* for ``update``, addressed to ``to`` (``wsa:To``), with
+    the extra SOAP ``header`` elements (the VIHF): the HTTP body (a SOAP 1.2 envelope, no
+    attachment) and its ``Content-Type``. The answer is a RegistryResponse, read by
+    :func:`parse_registry_response`.
 
     Raises :class:`InvalidXdsDocument` when the update cannot make valid metadata."""
     envelope = etree.Element(f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA})
-    _addressing(envelope, ITI_57_ACTION, to)
+    _addressing(envelope, ITI_57_ACTION, to, header)
     etree.SubElement(envelope, f"{{{SOAP}}}Body").append(update_objects_request(update))
     body = bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
     return body, f'application/soap+xml; charset=UTF-8; action="{ITI_57_ACTION}"'
