@@ -13,15 +13,17 @@ from the attached CDA documents, one patient per message, and the message itself
 
 from __future__ import annotations
 
+import email
+import email.policy
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.message import EmailMessage, Message
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
 from enrs.documents.cda import CdaDocument, CdaError, parse_cda
-from enrs.messaging.xdm import XdmError, read_xdm
+from enrs.messaging.xdm import XdmArchive, XdmError, read_xdm
 
 # The sending software's reference as the MSSanté client reference asks for it ("numéro
 # d'identification du logiciel"); ENRS has none from the ANS yet, so it names itself.
@@ -142,3 +144,85 @@ def compose(
     if xdm is not None:
         msg.add_attachment(xdm, maintype="application", subtype="zip", filename=XDM_NAME)
     return msg
+
+
+MAX_MESSAGE_BYTES = 60 * 1024 * 1024
+MAX_PARTS = 500
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    """What a reader needs of a received message."""
+
+    sender: str  # the From address, without display name
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    message_id: str
+    text: str  # the first text/plain part that is not an attachment ("" when none)
+    attachments: tuple[Attachment, ...]  # every attachment, IHE_XDM.ZIP included
+    xdm: XdmArchive | None  # the IHE_XDM.ZIP attachment, read
+
+
+def _addresses(msg: Message, name: str) -> tuple[str, ...]:
+    values = [str(value) for value in msg.get_all(name, [])]
+    found = [address for _, address in getaddresses(values) if address]
+    for address in found:
+        if address.count("@") != 1 or not all(address.split("@")):
+            raise MessageError(f"{name}: {address!r} is not an e-mail address")
+    return tuple(found)
+
+
+def read_message(raw: bytes) -> ReadMessage:
+    """Read a received message: sender, recipients, subject, text, attachments and its
+    IHE_XDM archive (:func:`enrs.messaging.xdm.read_xdm`). A message the MIME parser finds
+    defects in, without a sender, or whose archive does not read, raises
+    :class:`MessageError` (an unreadable archive keeps its MSSanté code in the message)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"the message is over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        parts = list(msg.walk())
+        if len(parts) > MAX_PARTS:
+            raise MessageError(f"the message has over {MAX_PARTS} MIME parts")
+        for part in parts:
+            if part.defects:
+                names = ", ".join(type(d).__name__ for d in part.defects)
+                raise MessageError(f"malformed MIME message: {names}")
+        sender = parseaddr(str(msg.get("From", "")))[1]
+        if not sender or sender.count("@") != 1:
+            raise MessageError("the message has no valid From address")
+        to, cc = _addresses(msg, "To"), _addresses(msg, "Cc")
+        text = ""
+        body = msg.get_body(preferencelist=("plain",)) if isinstance(msg, EmailMessage) else None
+        if body is not None:
+            text = str(body.get_content())
+        attachments: list[Attachment] = []
+        xdm: XdmArchive | None = None
+        for part in msg.iter_attachments() if isinstance(msg, EmailMessage) else ():
+            data = part.get_payload(decode=True)
+            if not isinstance(data, bytes):
+                continue  # an attached message/rfc822: not a file
+            filename = part.get_filename() or ""
+            attachments.append(Attachment(filename, part.get_content_type(), data))
+            if filename.upper() == XDM_NAME:
+                if xdm is not None:
+                    raise MessageError("the message carries two IHE_XDM archives")
+                try:
+                    xdm = read_xdm(data)
+                except XdmError as exc:
+                    raise MessageError(f"{filename}: {exc.message} (code {exc.code})") from None
+    except MessageError:
+        raise
+    except (LookupError, ValueError, TypeError, AttributeError) as exc:
+        raise MessageError(f"malformed MIME message: {exc}") from None
+    return ReadMessage(
+        sender=sender,
+        to=to,
+        cc=cc,
+        subject=str(msg.get("Subject", "")),
+        message_id=str(msg.get("Message-ID", "")),
+        text=text,
+        attachments=tuple(attachments),
+        xdm=xdm,
+    )
