@@ -45,6 +45,12 @@ def test_headers_from_the_cda_documents() -> None:
     assert mss.codes_and_ins([]) is None
     with pytest.raises(MessageError, match="one patient per message"):
         mss.codes_and_ins([letter, parse_cda(BIOLOGY)])
+    # Without INS, the patients are told apart by birth name and birth date.
+    anonymous = dataclasses.replace(letter, patient_ids=())
+    assert mss.codes_and_ins([anonymous, anonymous]) == ("34133-9,34133-9", "N")
+    someone_else = dataclasses.replace(anonymous, patient_family="Autre")
+    with pytest.raises(MessageError, match="one patient per message"):
+        mss.codes_and_ins([anonymous, someone_else])
 
 
 def test_a_message_with_an_xdm_archive() -> None:

@@ -61,12 +61,20 @@ def _qualified(doc: CdaDocument) -> bool:
     )
 
 
+def _patient_key(doc: CdaDocument) -> tuple[str, ...]:
+    """The patient a CDA names: its INS, or without one its birth name and birth date."""
+    if doc.ins is not None:
+        return ("INS", doc.ins.extension or "")
+    born = doc.patient_birth_date.isoformat() if doc.patient_birth_date else ""
+    return ("name", _ascii_upper(doc.patient_family or ""), born)
+
+
 def codes_and_ins(cdas: Sequence[CdaDocument]) -> tuple[str, str] | None:
     """``(X-MSS-CODECDA, X-MSS-INS)`` for the CDA documents of a message; None without any.
     Two patients in one message are refused (:class:`MessageError`)."""
     if not cdas:
         return None
-    patients = {doc.ins.extension if doc.ins else None for doc in cdas}
+    patients = {_patient_key(doc) for doc in cdas}
     if len(patients) > 1:
         raise MessageError("one patient per message: the documents name several patients")
     codes = ",".join(doc.type_code.code for doc in cdas)
