@@ -129,3 +129,13 @@ def test_read_refuses_malformed_messages() -> None:
         mss.read_message(bad_zip.as_bytes())
     with pytest.raises(MessageError, match="not an e-mail address"):
         mss.read_message(b"From: a@b.example\r\nTo: nobody\r\n\r\nhello\r\n")
+
+
+def test_compose_refuses_header_injection_and_bad_addresses() -> None:
+    with pytest.raises(MessageError, match="line break"):
+        mss.compose(sender="a@b.example", to=["c@d.example"], subject_line="x\r\nBcc: e@f.example",
+                    body="y")  # fmt: skip
+    with pytest.raises(MessageError, match="not an e-mail address"):
+        mss.compose(sender="a@b.example", to=["nobody"], subject_line="x", body="y")
+    with pytest.raises(MessageError, match="not an e-mail address"):
+        mss.compose(sender="", to=["c@d.example"], subject_line="x", body="y")

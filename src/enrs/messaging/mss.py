@@ -123,6 +123,15 @@ def compose(
     receipt (MDN) is asked."""
     if not to:
         raise MessageError("a message has at least one recipient")
+    for name, value in (("sender", sender), ("subject", subject_line), *(
+        ("recipient", address) for address in (*to, *cc)
+    )):  # fmt: skip
+        if "\r" in value or "\n" in value:
+            raise MessageError(f"the {name} holds a line break: {value!r}")
+    for address in (sender, *to, *cc):
+        bare = parseaddr(address)[1]
+        if bare.count("@") != 1 or not all(bare.split("@")):
+            raise MessageError(f"{address!r} is not an e-mail address")
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(to)
