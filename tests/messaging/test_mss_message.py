@@ -45,6 +45,12 @@ def test_headers_from_the_cda_documents() -> None:
     assert mss.codes_and_ins([]) is None
     with pytest.raises(MessageError, match="one patient per message"):
         mss.codes_and_ins([letter, parse_cda(BIOLOGY)])
+    # Without INS, the patients are told apart by birth name and birth date.
+    anonymous = dataclasses.replace(letter, patient_ids=())
+    assert mss.codes_and_ins([anonymous, anonymous]) == ("34133-9,34133-9", "N")
+    someone_else = dataclasses.replace(anonymous, patient_family="Autre")
+    with pytest.raises(MessageError, match="one patient per message"):
+        mss.codes_and_ins([anonymous, someone_else])
 
 
 def test_a_message_with_an_xdm_archive() -> None:
@@ -84,3 +90,52 @@ def test_without_cda_no_cda_headers_and_bad_cda_refused() -> None:
                     xdm=b"not a zip")  # fmt: skip
     with pytest.raises(MessageError, match="at least one recipient"):
         mss.compose(sender="a@b.example", to=[], subject_line="x", body="y")
+
+
+def test_read_a_composed_message_back() -> None:
+    msg = mss.compose(
+        sender="Dr Un <dr.un@mss.enrs.test>",
+        to=["b@chu.example", "c@chu.example"],
+        cc=["d@chu.example"],
+        subject_line="XDM/1.0/DDM+Lettre DUPONT Jean 02/11/1975",
+        body="Bonjour,\nci-joint la lettre.",
+        attachments=[Attachment("ordonnance.pdf", "application/pdf", PDF)],
+        xdm=_xdm(LETTER),
+    )
+    read = mss.read_message(msg.as_bytes())
+    assert read.sender == "dr.un@mss.enrs.test"
+    assert (read.to, read.cc) == (("b@chu.example", "c@chu.example"), ("d@chu.example",))
+    assert read.subject == "XDM/1.0/DDM+Lettre DUPONT Jean 02/11/1975"
+    assert read.text.startswith("Bonjour,\nci-joint")
+    assert [a.filename for a in read.attachments] == ["ordonnance.pdf", mss.XDM_NAME]
+    assert read.attachments[0].data == PDF
+    assert read.xdm is not None and read.xdm.documents[0].content == LETTER
+
+
+def test_read_refuses_malformed_messages() -> None:
+    with pytest.raises(MessageError, match="From"):
+        mss.read_message(b"To: a@b.example\r\nSubject: x\r\n\r\nhello\r\n")
+    # a multipart without its boundary parameter: a parser defect
+    broken = (
+        b"From: a@b.example\r\nTo: c@d.example\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\nhello\r\n--x--\r\n"
+    )
+    with pytest.raises(MessageError, match="malformed MIME"):
+        mss.read_message(broken)
+    bad_zip = mss.compose(sender="a@b.example", to=["c@d.example"], subject_line="x", body="y")
+    bad_zip.add_attachment(b"not a zip", maintype="application", subtype="zip",
+                           filename=mss.XDM_NAME)  # fmt: skip
+    with pytest.raises(MessageError, match=r"not a ZIP.*code 906"):
+        mss.read_message(bad_zip.as_bytes())
+    with pytest.raises(MessageError, match="not an e-mail address"):
+        mss.read_message(b"From: a@b.example\r\nTo: nobody\r\n\r\nhello\r\n")
+
+
+def test_compose_refuses_header_injection_and_bad_addresses() -> None:
+    with pytest.raises(MessageError, match="line break"):
+        mss.compose(sender="a@b.example", to=["c@d.example"], subject_line="x\r\nBcc: e@f.example",
+                    body="y")  # fmt: skip
+    with pytest.raises(MessageError, match="not an e-mail address"):
+        mss.compose(sender="a@b.example", to=["nobody"], subject_line="x", body="y")
+    with pytest.raises(MessageError, match="not an e-mail address"):
+        mss.compose(sender="", to=["c@d.example"], subject_line="x", body="y")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -129,3 +131,50 @@ def test_sizes_hash_unchecked_when_absent() -> None:
     [document] = read_xdm(data).documents
     assert document.metadata.size is None and document.metadata.sha1 is None
     assert document.content == PDF
+
+
+def _submission() -> xdm.XdmSubmission:
+    return xdm.XdmSubmission(
+        "1.2.250.1.999.1.1.9.77", "Envoi MSSanté", datetime(2026, 2, 3, tzinfo=UTC)
+    )
+
+
+def test_build_xdm_of_several_documents_reads_back() -> None:
+    cda = (Path(__file__).parents[1] / "documents" / "data" / "n3_structured.xml").read_bytes()
+    letter = make_document(content=cda, number=1, mime_type="text/xml", title="Lettre")
+    pdf = make_document(number=2)
+    data = xdm.build_xdm([letter, pdf], _submission(), sender="dr.un@mss.enrs.test",
+                         organisation="CH de Brive", software="ENRS 1.0")  # fmt: skip
+    archive = read_xdm(data)
+    assert [d.name for d in archive.documents] == [
+        "IHE_XDM/SUBSET01/DOC0001.XML",
+        "IHE_XDM/SUBSET01/DOC0002.PDF",
+    ]
+    assert [d.content for d in archive.documents] == [cda, PDF]
+    assert [d.metadata.entry_uuid for d in archive.documents] == [letter.entry_uuid, pdf.entry_uuid]
+    assert archive.documents[0].metadata.sha1 == letter.sha1_hex
+    assert archive.documents[1].metadata.uri == "DOC0002.PDF"
+    assert archive.submission_set.unique_id == "1.2.250.1.999.1.1.9.77"
+    assert archive.submission_set.title == "Envoi MSSanté"
+    for words in ("dr.un@mss.enrs.test", "CH de Brive", "ENRS 1.0", "DOC0002.PDF", "INDEX.HTM"):
+        assert words in archive.readme
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        index = z.read("INDEX.HTM")
+        metadata = etree.fromstring(z.read("IHE_XDM/SUBSET01/METADATA.XML"))
+    assert b'href="IHE_XDM/SUBSET01/DOC0002.PDF"' in index and b'href="README.TXT"' in index
+    members = metadata.findall(f".//{{{xds.RIM}}}Association")
+    assert sorted(a.get("targetObject") for a in members) == sorted(
+        [letter.entry_uuid, pdf.entry_uuid]
+    )
+
+
+def test_build_xdm_refuses_two_patients_and_bad_metadata() -> None:
+    other = make_document(number=2, patient_ins="2850763123456")
+    with pytest.raises(xds.InvalidXdsDocument, match="several patients"):
+        xdm.build_xdm([make_document(), other], _submission(), sender="a@b.example",
+                      organisation="o", software="s")  # fmt: skip
+    with pytest.raises(xds.InvalidXdsDocument):
+        xdm.build_xdm([make_document(number=2, entry_uuid="not-a-uuid")], _submission(),
+                      sender="a@b.example", organisation="o", software="s")  # fmt: skip
+    with pytest.raises(ValueError, match="at least one document"):
+        xdm.build_xdm([], _submission(), sender="a@b.example", organisation="o", software="s")

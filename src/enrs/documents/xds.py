@@ -39,7 +39,7 @@ import io
 import re
 import uuid
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import policy
@@ -519,7 +519,9 @@ def _submission_set(objects: etree._Element, ids: _Ids, doc: XdsDocument) -> Non
     )
 
 
-def _has_member(objects: etree._Element, doc: XdsDocument) -> etree._Element:
+def _has_member(
+    objects: etree._Element, doc: XdsDocument, association_id: str = ASSOCIATION_ID
+) -> etree._Element:
     """The submission set's ``HasMember`` association to the document (status Original)."""
     association = _rim(
         objects,
@@ -527,7 +529,7 @@ def _has_member(objects: etree._Element, doc: XdsDocument) -> etree._Element:
         associationType=HAS_MEMBER,
         sourceObject=SUBMISSION_SET_ID,
         targetObject=doc.entry_uuid,
-        id=ASSOCIATION_ID,
+        id=association_id,
         objectType=ASSOCIATION_OBJECT_TYPE,
     )
     _slot(association, "SubmissionSetStatus", "Original")
@@ -553,6 +555,30 @@ def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree
             id=REPLACEMENT_ID,
             objectType=ASSOCIATION_OBJECT_TYPE,
         )
+    return request
+
+
+def submit_objects_request_of_set(
+    submission: XdsDocument, docs: Sequence[XdsDocument], uris: Sequence[str]
+) -> etree._Element:
+    """The ``lcm:SubmitObjectsRequest`` of several documents of one patient (an XDM subset):
+    the SubmissionSet from ``submission``'s submission fields, a DocumentEntry per document
+    with its ``URI`` slot, and one ``HasMember`` each."""
+    if not docs or len(docs) != len(uris):
+        raise ValueError("a submission set has at least one document, each with its URI")
+    patients = {(doc.patient_ins, doc.patient_ins_oid) for doc in (submission, *docs)}
+    if len(patients) > 1:
+        raise InvalidXdsDocument("the documents of one submission set name several patients")
+    for doc in docs:
+        check(doc)
+    ids = _Ids()
+    request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
+    objects = _rim(request, "RegistryObjectList")
+    _submission_set(objects, ids, submission)
+    for doc, uri in zip(docs, uris, strict=True):
+        _document_entry(objects, ids, doc, uri)
+    for number, doc in enumerate(docs, start=1):
+        _has_member(objects, doc, f"Association{number:02d}")
     return request
 
 

@@ -13,15 +13,17 @@ from the attached CDA documents, one patient per message, and the message itself
 
 from __future__ import annotations
 
+import email
+import email.policy
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.message import EmailMessage, Message
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
 from enrs.documents.cda import CdaDocument, CdaError, parse_cda
-from enrs.messaging.xdm import XdmError, read_xdm
+from enrs.messaging.xdm import XdmArchive, XdmError, read_xdm
 
 # The sending software's reference as the MSSanté client reference asks for it ("numéro
 # d'identification du logiciel"); ENRS has none from the ANS yet, so it names itself.
@@ -59,12 +61,20 @@ def _qualified(doc: CdaDocument) -> bool:
     )
 
 
+def _patient_key(doc: CdaDocument) -> tuple[str, ...]:
+    """The patient a CDA names: its INS, or without one its birth name and birth date."""
+    if doc.ins is not None:
+        return ("INS", doc.ins.extension or "")
+    born = doc.patient_birth_date.isoformat() if doc.patient_birth_date else ""
+    return ("name", _ascii_upper(doc.patient_family or ""), born)
+
+
 def codes_and_ins(cdas: Sequence[CdaDocument]) -> tuple[str, str] | None:
     """``(X-MSS-CODECDA, X-MSS-INS)`` for the CDA documents of a message; None without any.
     Two patients in one message are refused (:class:`MessageError`)."""
     if not cdas:
         return None
-    patients = {doc.ins.extension if doc.ins else None for doc in cdas}
+    patients = {_patient_key(doc) for doc in cdas}
     if len(patients) > 1:
         raise MessageError("one patient per message: the documents name several patients")
     codes = ",".join(doc.type_code.code for doc in cdas)
@@ -113,6 +123,15 @@ def compose(
     receipt (MDN) is asked."""
     if not to:
         raise MessageError("a message has at least one recipient")
+    for name, value in (("sender", sender), ("subject", subject_line), *(
+        ("recipient", address) for address in (*to, *cc)
+    )):  # fmt: skip
+        if "\r" in value or "\n" in value:
+            raise MessageError(f"the {name} holds a line break: {value!r}")
+    for address in (sender, *to, *cc):
+        bare = parseaddr(address)[1]
+        if bare.count("@") != 1 or not all(bare.split("@")):
+            raise MessageError(f"{address!r} is not an e-mail address")
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(to)
@@ -142,3 +161,85 @@ def compose(
     if xdm is not None:
         msg.add_attachment(xdm, maintype="application", subtype="zip", filename=XDM_NAME)
     return msg
+
+
+MAX_MESSAGE_BYTES = 60 * 1024 * 1024
+MAX_PARTS = 500
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    """What a reader needs of a received message."""
+
+    sender: str  # the From address, without display name
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    message_id: str
+    text: str  # the first text/plain part that is not an attachment ("" when none)
+    attachments: tuple[Attachment, ...]  # every attachment, IHE_XDM.ZIP included
+    xdm: XdmArchive | None  # the IHE_XDM.ZIP attachment, read
+
+
+def _addresses(msg: Message, name: str) -> tuple[str, ...]:
+    values = [str(value) for value in msg.get_all(name, [])]
+    found = [address for _, address in getaddresses(values) if address]
+    for address in found:
+        if address.count("@") != 1 or not all(address.split("@")):
+            raise MessageError(f"{name}: {address!r} is not an e-mail address")
+    return tuple(found)
+
+
+def read_message(raw: bytes) -> ReadMessage:
+    """Read a received message: sender, recipients, subject, text, attachments and its
+    IHE_XDM archive (:func:`enrs.messaging.xdm.read_xdm`). A message the MIME parser finds
+    defects in, without a sender, or whose archive does not read, raises
+    :class:`MessageError` (an unreadable archive keeps its MSSanté code in the message)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"the message is over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        parts = list(msg.walk())
+        if len(parts) > MAX_PARTS:
+            raise MessageError(f"the message has over {MAX_PARTS} MIME parts")
+        for part in parts:
+            if part.defects:
+                names = ", ".join(type(d).__name__ for d in part.defects)
+                raise MessageError(f"malformed MIME message: {names}")
+        sender = parseaddr(str(msg.get("From", "")))[1]
+        if not sender or sender.count("@") != 1:
+            raise MessageError("the message has no valid From address")
+        to, cc = _addresses(msg, "To"), _addresses(msg, "Cc")
+        text = ""
+        body = msg.get_body(preferencelist=("plain",)) if isinstance(msg, EmailMessage) else None
+        if body is not None:
+            text = str(body.get_content())
+        attachments: list[Attachment] = []
+        xdm: XdmArchive | None = None
+        for part in msg.iter_attachments() if isinstance(msg, EmailMessage) else ():
+            data = part.get_payload(decode=True)
+            if not isinstance(data, bytes):
+                continue  # an attached message/rfc822: not a file
+            filename = part.get_filename() or ""
+            attachments.append(Attachment(filename, part.get_content_type(), data))
+            if filename.upper() == XDM_NAME:
+                if xdm is not None:
+                    raise MessageError("the message carries two IHE_XDM archives")
+                try:
+                    xdm = read_xdm(data)
+                except XdmError as exc:
+                    raise MessageError(f"{filename}: {exc.message} (code {exc.code})") from None
+    except MessageError:
+        raise
+    except (LookupError, ValueError, TypeError, AttributeError) as exc:
+        raise MessageError(f"malformed MIME message: {exc}") from None
+    return ReadMessage(
+        sender=sender,
+        to=to,
+        cc=cc,
+        subject=str(msg.get("Subject", "")),
+        message_id=str(msg.get("Message-ID", "")),
+        text=text,
+        attachments=tuple(attachments),
+        xdm=xdm,
+    )

@@ -6,7 +6,9 @@ folder ``IHE_XDM/<SUBSET>/`` (``SUBSET01``, ``SS000001``… — any name) with `
 (an ebRIM 3.0 ``SubmitObjectsRequest``; some senders wrap it in the SOAP envelope of a
 ``ProvideAndRegisterDocumentSetRequest``) and the documents its DocumentEntries name by their
 ``URI`` slot, relative to the folder. Names are compared case-insensitively (ISO 9660 media
-write them upper case). The archive is built by :func:`enrs.documents.xds.xdm_package`.
+write them upper case). :func:`build_xdm` builds one from the same metadata objects as the
+DMP's ITI-41 (:class:`enrs.documents.xds.XdsDocument`); :func:`enrs.documents.xds.xdm_package`
+is its one-document form.
 
 The archive comes from outside, so nothing in it is trusted: :func:`read_xdm` refuses with an
 :class:`XdmError` (MSSanté integration code ``906``) an archive that is not a ZIP, a member
@@ -23,7 +25,9 @@ import hashlib
 import io
 import re
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from lxml import etree
@@ -388,3 +392,118 @@ def _document(
     if entry.sha1 is not None and hashlib.sha1(content).hexdigest() != entry.sha1:  # noqa: S324
         raise XdmError(f"{info.filename!r} does not match the SHA-1 of the metadata")
     return XdmDocument(info.filename, entry.mime_type, content, entry)
+
+
+# --- building -------------------------------------------------------------------------------
+
+SUBSET = "IHE_XDM/SUBSET01"
+
+
+@dataclass(frozen=True)
+class XdmSubmission:
+    """The SubmissionSet's own metadata; its sourceId, author, contentTypeCode and patient are
+    those of the first document."""
+
+    unique_id: str  # OID
+    title: str
+    submission_time: datetime
+
+
+def _file_name(doc: xds.XdsDocument, number: int) -> str:
+    return f"DOC{number:04d}.{xds.XDM_EXTENSIONS.get(doc.mime_type, 'BIN')}"
+
+
+def _build_readme(
+    names: Sequence[tuple[str, str]], submission: XdmSubmission, sender: str,
+    organisation: str, software: str,
+) -> bytes:  # fmt: skip
+    lines = [
+        "IHE XDM - Cross-Enterprise Document Media Interchange (ITI-32, ZIP over e-mail)",
+        "",
+        f"Sender: {sender}",
+        f"Organisation: {organisation}",
+        f"Software: {software}",
+        f"Submission set: {submission.unique_id}, {xds.xds_time(submission.submission_time)} UTC",
+        "",
+        "Instructions: open INDEX.HTM in a web browser to list the documents; the XDS",
+        "metadata of each document is in METADATA.XML, beside the documents.",
+        "",
+        "Contents:",
+        "  README.TXT",
+        "  INDEX.HTM",
+        "  IHE_XDM/",
+        "    SUBSET01/",
+        "      METADATA.XML",
+        *(f"      {name}  {title}" for name, title in names),
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _build_index(names: Sequence[tuple[str, str]], organisation: str) -> bytes:
+    xhtml = "http://www.w3.org/1999/xhtml"
+    html = etree.Element(f"{{{xhtml}}}html", nsmap={None: xhtml})
+    head = etree.SubElement(html, f"{{{xhtml}}}head")
+    etree.SubElement(head, f"{{{xhtml}}}title").text = "IHE XDM"
+    body = etree.SubElement(html, f"{{{xhtml}}}body")
+    etree.SubElement(body, f"{{{xhtml}}}h1").text = organisation
+    items = etree.SubElement(body, f"{{{xhtml}}}ul")
+    links = [("README.TXT", "README.TXT")]
+    links += [(f"{SUBSET}/{name}", title) for name, title in names]
+    for href, text in links:
+        link = etree.SubElement(etree.SubElement(items, f"{{{xhtml}}}li"), f"{{{xhtml}}}a")
+        link.set("href", href)
+        link.text = text
+    return bytes(etree.tostring(html, xml_declaration=True, encoding="UTF-8"))
+
+
+def build_xdm(
+    documents: Sequence[xds.XdsDocument],
+    submission_set: XdmSubmission,
+    *,
+    sender: str,
+    organisation: str,
+    software: str,
+) -> bytes:
+    """An IHE XDM archive of ``documents`` (one patient): ``README.TXT`` (sender,
+    organisation, software, instructions, tree), ``INDEX.HTM``, ``IHE_XDM/SUBSET01/METADATA.XML``
+    (the ITI-41 ebRIM builders: a DocumentEntry per document with its ``URI``, ``size`` and
+    ``hash`` slots, one HasMember each) and ``DOC0001.XML``, ``DOC0002.PDF``…
+
+    Raises :class:`enrs.documents.xds.InvalidXdsDocument` (nothing built) for metadata that
+    cannot be emitted or documents of several patients; the archive is read back by
+    :func:`read_xdm` with the same limits a receiver applies, so what is sent can be read."""
+    if not documents:
+        raise ValueError("an XDM archive holds at least one document")
+    names = [_file_name(doc, n) for n, doc in enumerate(documents, start=1)]
+    submission = replace(
+        documents[0],
+        submission_unique_id=submission_set.unique_id,
+        title=submission_set.title,
+        submission_time=submission_set.submission_time,
+    )
+    metadata = etree.tostring(
+        xds.submit_objects_request_of_set(submission, documents, names),
+        xml_declaration=True,
+        encoding="UTF-8",
+    )
+    listed = [(name, doc.title) for name, doc in zip(names, documents, strict=True)]
+    stamp = submission_set.submission_time.astimezone(UTC).timetuple()[:6]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        members = [
+            ("README.TXT", _build_readme(listed, submission_set, sender, organisation, software)),
+            ("INDEX.HTM", _build_index(listed, organisation)),
+            (f"{SUBSET}/METADATA.XML", bytes(metadata)),
+            *(
+                (f"{SUBSET}/{name}", doc.content)
+                for name, doc in zip(names, documents, strict=True)
+            ),
+        ]
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    built = buffer.getvalue()
+    read_xdm(built)  # what a receiver would refuse is not sent
+    return built
