@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email
 import email.policy
 import imaplib
@@ -24,9 +25,13 @@ from pathlib import Path
 
 import hl7
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from enrs.documents import xds
+from enrs.documents.models import DocumentEntry
+from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.outbound.models import OutboundMessage
@@ -34,7 +39,9 @@ from enrs.messaging import applicative, config, lmtp, mdm, service
 from enrs.messaging.applicative import IntegrationError
 from enrs.messaging.service import InvalidMailbox, NewMailbox
 from tests.documents.test_dmp_adapter import NIR, make_document
+from tests.documents.world import CHU_OID, IPP, make_region
 from tests.messaging.mail import CHU, DOCTOR, DOMAIN, PASSWORD, MailServers, prepare_directory
+from tests.support.identities import person
 from tests.support.live_server import free_port
 
 ME = f"dr.un@{DOMAIN}"
@@ -395,3 +402,71 @@ def test_an_mdn_only_when_asked_by_the_return_path() -> None:
     # An accented label is written without its accents in the notification's fields.
     report = applicative.mdn(asked, mailbox=APP, error=IntegrationError(901))
     assert "processed/Error: 901^Auteur non autorise a remplacer" in report.as_string()
+
+
+# --- filing into the repository ---------------------------------------------------------------
+
+INS_NIR = "1.2.250.1.213.1.4.8"
+CDA_INS = "2610497209123"
+CDA_INS = f"{CDA_INS}{97 - int(CDA_INS) % 97:02d}"
+SAMPLE = Path(__file__).parents[1] / "documents" / "data" / "n1_pdf.xml"
+
+
+def _cda(**changes: str) -> bytes:
+    text = SAMPLE.read_text(encoding="utf-8")
+    text = text.replace("248067500000123", CDA_INS).replace("1.2.250.1.213.1.4.10", INS_NIR)
+    for old, new in changes.items():
+        text = text.replace(old, new)
+    return text.encode("utf-8")
+
+
+def _archive(cda: bytes, ins: str = CDA_INS) -> bytes:
+    doc = make_document(content=cda)
+    doc = dataclasses.replace(doc, mime_type="text/xml", patient_ins=ins, patient_ins_oid=INS_NIR)
+    return xds.xdm_package(doc)
+
+
+def test_an_app_mailbox_files_the_documents_and_queues_their_mdm(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    region = make_region(app, client, db, tmp_path)
+    config: IdentityConfig = app.state.identity_config
+    with db.transaction() as session:
+        identity_service.feed(
+            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
+            actor="test", config=config,
+        )  # fmt: skip
+        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
+        applicative.set_software(session, APP, "127.0.0.1:1")
+    filer = applicative.XdmFiler(config, app.state.storage)
+
+    def integrate(archive: bytes) -> None:
+        with db.transaction() as session:
+            box = service.mailbox(session, APP)
+            assert box is not None
+            received = applicative.Received(ME, APP, b"")
+            filer(session, box, received, _mail(mdn=False, archive=archive), archive)
+
+    def refused(archive: bytes) -> int:
+        with pytest.raises(IntegrationError) as error:
+            integrate(archive)
+        return error.value.code
+
+    # The failures first: nothing filed, nothing queued.
+    assert refused(_archive(_cda(), ins="1" + CDA_INS[1:-2] + "00")) in (902, 903)
+    assert refused(_archive(_cda(**{CDA_INS: "2610497209124" + "00"}))) == 904
+    no_birth = _cda(**{'<birthTime value="19800614"/>': ""})
+    assert refused(_archive(no_birth)) == 905
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(DocumentEntry)).all() == []
+        assert session.scalars(select(OutboundMessage)).all() == []
+
+    integrate(_archive(_cda()))
+    with db.transaction(write=False) as session:
+        [entry] = session.scalars(select(DocumentEntry)).all()
+        [queued] = session.scalars(select(OutboundMessage)).all()
+    assert entry.type_code == "11502-2" and entry.author_rpps
+    message = hl7.parse(queued.body.replace("\n", "\r"))
+    assert str(message.segment("MSH")[9]) == "MDM^T02^MDM_T02"
+    assert CDA_INS in str(message.segment("PID")[3])
+    assert region.rri

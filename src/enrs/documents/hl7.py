@@ -171,9 +171,12 @@ def _rpps(xcn_id: str) -> str | None:
     return value if value.isdigit() and len(value) == 11 else None
 
 
-def _from_cda(
+def meta_from_cda(
     terms: Terminology, header: cda.CdaDocument, media: str, flags: frozenset[str]
 ) -> dict[str, Any]:
+    """A CDA document's repository metadata from its header (type, class, format, facility
+    type, practice setting… checked against the terminology; V2Error 101 when missing). Also
+    used for the CDA documents of MSSanté applicative mailboxes."""
     where = "OBX^1^5"
     kind = _check(
         terms, Binding.TYPE, f"urn:oid:{header.type_code.system_oid}", header.type_code.code, where
@@ -290,7 +293,7 @@ def _document(msg: Message, max_bytes: int) -> tuple[ProvidedDocument, str | Non
     header = None
     if media in mhd.CDA_TYPES:
         header = cda.parse_cda(data, max_bytes=max_bytes)
-        meta = _from_cda(terms, header, media, flags)
+        meta = meta_from_cda(terms, header, media, flags)
     else:
         meta = _from_segments(terms, msg, index, obx, flags)
         target = correspondence.format_of_media(media)
@@ -299,7 +302,7 @@ def _document(msg: Message, max_bytes: int) -> tuple[ProvidedDocument, str | Non
     now = datetime.now(UTC)
     document = ProvidedDocument(
         full_url=f"urn:hl7v2:{msg.control_id}:1",
-        resource=_resource(meta, unique, media),
+        resource=document_resource(meta, unique, media),
         unique_id=unique,
         patient=("", ""),  # set by the transaction, from PID-3
         type=meta["type"],
@@ -327,7 +330,7 @@ def _document(msg: Message, max_bytes: int) -> tuple[ProvidedDocument, str | Non
     return document, parent
 
 
-def _resource(meta: dict[str, Any], unique: str, media: str) -> dict[str, Any]:
+def document_resource(meta: dict[str, Any], unique: str, media: str) -> dict[str, Any]:
     """The DocumentReference the repository gives for a document filed by HL7 v2."""
 
     def coding(concept: Concept | None) -> dict[str, Any] | None:

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import logging
 import subprocess
 import threading
 import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
@@ -39,20 +42,27 @@ from email.utils import formatdate, make_msgid, parseaddr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from enrs.documents import cda, hl7, mhd
+from enrs.documents import service as documents_service
+from enrs.documents.access import Reader
+from enrs.documents.mhd import ProvidedDocument, Submission
+from enrs.documents.terminology import Terminology
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
 from enrs.identity.traits import INS_OIDS
 from enrs.identity.xref import UnknownDomain, UnknownPatient
 from enrs.kit.db import Database, utcnow
-from enrs.kit.errors import Conflict
+from enrs.kit.errors import Conflict, EnrsError
+from enrs.kit.hl7v2 import V2Error
 from enrs.kit.outbound.models import PENDING, OutboundDestination, OutboundMessage
 from enrs.kit.outbound.queue import Backoff, Destination, check_endpoint, deliver
 from enrs.kit.outbound.transports import MllpTransport, Transport
+from enrs.kit.storage.base import BlobStorage
 from enrs.messaging import mdm, service
 from enrs.messaging.models import Mailbox
 from enrs.messaging.service import InvalidMailbox
-from enrs.messaging.xdm import XdmArchive, XdmError, parse_cx, read_xdm
+from enrs.messaging.xdm import XdmArchive, XdmDocument, XdmError, parse_cx, read_xdm
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +344,12 @@ def read_archive(data: bytes) -> XdmArchive:
 
 
 def archive_patient(session: Session, config: IdentityConfig, archive: XdmArchive) -> PatientRef:
+    return archive_patient_ins(session, config, archive)[0]
+
+
+def archive_patient_ins(
+    session: Session, config: IdentityConfig, archive: XdmArchive
+) -> tuple[PatientRef, tuple[str, str]]:
     """The one patient of the mail, by the INS its metadata names, through the identity
     server: ``903`` when no identifier is an INS, ``906`` when several patients are named,
     ``902`` when the identity server does not know the INS."""
@@ -346,24 +362,150 @@ def archive_patient(session: Session, config: IdentityConfig, archive: XdmArchiv
         raise IntegrationError(906, "one patient per mail: the metadata name several INS")
     [(value, oid)] = ins
     try:
-        return identity_service.resolve_patient(session, config, oid, value)
+        return identity_service.resolve_patient(session, config, oid, value), (value, oid)
     except (UnknownPatient, UnknownDomain, Conflict) as exc:
         raise IntegrationError(902, f"INS {value} ({oid}): {exc.message}") from None
 
 
 @dataclass(frozen=True)
 class XdmFiler:
-    """Reads the mail's archive and finds its patient (the integration errors 902, 903, 906
-    come from here). Filing the documents into the repository is not written yet: a mail that
-    passes these checks is answered 906 (nothing filed, the sender told)."""
+    """Files the mail's IHE_XDM documents into the patient's record (one transaction: all of
+    them or none) and queues one MDM^T02 per document for the mailbox's software.
+
+    The patient is the one the metadata names by INS (902, 903, 906 from
+    :func:`archive_patient`); each document must be a CDA whose header names that INS (903
+    absent, 904 another one) with the patient's traits (905 when the birth name, first given
+    name, birth date or sex is missing); its metadata (type, class, format, facility type,
+    practice setting, confidentiality) is read from the CDA header as for an HL7 v2 filing, and
+    checked the same way (906 with the reason). The filer is the APP mailbox's structure (a
+    client of that facility: it files for the patients it has in care, 906 otherwise); the
+    author is the CDA's."""
 
     config: IdentityConfig
+    storage: BlobStorage | None = None
+    max_bytes: int = 20 * 1024 * 1024
 
     def __call__(
         self, session: Session, box: Mailbox, received: Received, original: Message, data: bytes
     ) -> None:
         archive = read_archive(data)
-        patient = archive_patient(session, self.config, archive)
-        raise IntegrationError(
-            906, f"patient {patient.rri} found; filing into the repository is not available yet"
+        patient, ins = archive_patient_ins(session, self.config, archive)
+        if self.storage is None:
+            raise IntegrationError(906, "this installation files no documents (no storage)")
+        documents = [
+            self._document(item, patient, ins, index)
+            for index, item in enumerate(archive.documents)
+        ]
+        structures = frozenset({box.finess}) if box.finess else frozenset()
+        reader = Reader(f"mss:{box.address}", f"BAL applicative {box.address}", "client", None,
+                        structures)  # fmt: skip
+        sset = archive.submission_set
+        submission = Submission(
+            list_full_url=f"urn:mss:{original.get('Message-ID', '')}",
+            list_resource={
+                "resourceType": "List",
+                "code": {"coding": [{"code": "submissionset"}]},
+                "title": sset.title or None,
+            },
+            unique_id=sset.unique_id or f"2.25.{uuid.uuid4().int}",
+            source_id=sset.source_id or None,
+            patient=("rri", patient.rri),
+            documents=documents,
+        )
+        try:
+            with session.begin_nested():
+                filed = documents_service.file_submission(
+                    session, self.storage, self.config, reader, submission
+                )
+        except EnrsError as exc:
+            raise IntegrationError(906, f"not filed: {exc.message}") from None
+        sender = parseaddr(str(original.get("From", "")))[1]
+        recipients = [parseaddr(a)[1] for a in original.get_all("To", [])]
+        header = documents[0].cda
+        family = (header.patient_family or "") if header is not None else ""
+        given = " ".join(header.patient_given) if header is not None else ""
+        for index, document in enumerate(documents):
+            entry = filed.documents[document.full_url]
+            queue_mdm(
+                session,
+                box,
+                mdm.MdmDocument(
+                    event="T02",
+                    control_id=f"{entry.resource_id[:18]}{index:02d}",
+                    patient_ins=ins[0],
+                    patient_rri=patient.rri,
+                    family=family,
+                    given=given,
+                    unique_id=document.unique_id,
+                    type_code=document.type.code,
+                    type_display=document.type.display or "",
+                    mime_type=document.content_type,
+                    content=document.content,
+                    sender=sender,
+                    recipients=recipients or [box.address],
+                    receiving_application=box.address,
+                    receiving_facility=box.finess or "",
+                    created=document.created,
+                    title=document.title or "",
+                    flags=document.visibility,
+                ),
+                facility=box.finess or "ENRS",
+            )
+
+    def _document(
+        self,
+        item: XdmDocument,
+        patient: PatientRef,
+        ins: tuple[str, str],
+        index: int,
+    ) -> ProvidedDocument:
+        if item.mime_type not in mhd.CDA_TYPES:
+            raise IntegrationError(
+                906, f"{item.name}: only CDA documents are integrated, not {item.mime_type}"
+            )
+        try:
+            header = cda.parse_cda(item.content, max_bytes=self.max_bytes)
+        except EnrsError as exc:
+            raise IntegrationError(
+                906, f"{item.name}: the CDA does not parse: {exc.message}"
+            ) from None
+        carried = header.ins
+        if carried is None or not carried.extension:
+            raise IntegrationError(903, f"{item.name}: the CDA names the patient by no INS")
+        if (carried.extension, carried.root) != ins:
+            raise IntegrationError(904, f"{item.name}: the CDA's INS is not the patient's")
+        if not (header.patient_family and header.patient_given and header.patient_birth_date
+                and header.patient_gender in ("M", "F")):  # fmt: skip
+            raise IntegrationError(905, f"{item.name}: the CDA lacks the INS traits")
+        try:
+            meta = hl7.meta_from_cda(Terminology.load(), header, item.mime_type, frozenset())
+        except V2Error as exc:
+            raise IntegrationError(906, f"{item.name}: {exc}") from None
+        unique = str(meta["unique_id"])
+        return ProvidedDocument(
+            full_url=f"urn:mss:{index}",
+            resource=hl7.document_resource(meta, unique, item.mime_type),
+            unique_id=unique,
+            patient=("rri", patient.rri),
+            type=meta["type"],
+            category=meta["category"],
+            confidentiality=meta["confidentiality"],
+            visibility=meta["visibility"],
+            format=meta["format"],
+            facility_type=meta["facility_type"],
+            practice_setting=meta["practice_setting"],
+            content=item.content,
+            content_type=item.mime_type,
+            sha1=hashlib.sha1(item.content, usedforsecurity=False).hexdigest(),
+            title=meta["title"],
+            date=datetime.now(UTC),
+            created=meta["created"],
+            period_start=meta["period_start"],
+            period_end=meta["period_end"],
+            author_rpps=meta["author_rpps"],
+            author_finess=None,
+            author_reference=None,
+            language=meta["language"],
+            replaces=None,
+            cda=header,
         )

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
+from enrs.kit.storage import open_storage
 from enrs.messaging import applicative, config, follow, lmtp, policy, publication
 from enrs.messaging.models import Mailbox
 from enrs.settings import Settings
@@ -180,7 +181,7 @@ def _applicative(
 ) -> tuple[asyncio.Task[None], threading.Thread]:
     """The applicative mailboxes: the LMTP server Postfix hands their mail to, and the
     thread that delivers their software's MDMs (both stop with ``stop``)."""
-    filer = applicative.XdmFiler(IdentityConfig.from_settings(settings))
+    filer = applicative.XdmFiler(IdentityConfig.from_settings(settings), open_storage(settings))
     intake = lmtp.Intake(db, str(layout.postfix), filer)
     integrating = asyncio.create_task(lmtp.serve(layout.lmtp_socket, intake, stop, owner))
     halt = threading.Event()
