@@ -126,16 +126,31 @@ def _code(terms: Terminology, binding: Binding, code: str, system: str | None = 
     raise ValueError(f"{binding}: {code} is not in the shipped value set")
 
 
+PROFESSION_OID = "1.2.250.1.71.1.2.7"  # TRE_G15-ProfessionSante (XDS authorRole, VIHF role)
+SPECIALTY_OID = "1.2.250.1.71.4.2.5"  # TRE_R38-SpecialiteOrdinale (authorSpecialty, VIHF)
+
+
 def _author(session: Session, entry: DocumentEntry) -> XdsAuthor:
+    """The author as the directory knows them: name, and the profession and specialty of
+    their activity at the document's structure (else their first activity), for the XDS
+    metadata and the VIHF's role."""
     family = given = ""
+    role = specialty = None
+    finess = entry.structure_finess or ""
     if entry.author_rpps:
         card = directory_service.professional_card(session, f"8{entry.author_rpps}")
         if card is not None:
             family, given = card.professional.family or "", card.professional.given or ""
-    finess = entry.structure_finess or ""
+            here = [a for a in card.activities if a.finess_site == finess] or card.activities
+            if here:
+                activity = here[0]
+                if activity.profession_code and activity.profession_system is None:
+                    role = XdsCode(activity.profession_code, PROFESSION_OID, activity.profession)
+                if activity.skill_type_code == "S" and activity.skill_code:
+                    specialty = XdsCode(activity.skill_code, SPECIALTY_OID, activity.skill)
     page = directory_service.structure_page(session, finess, limit=0) if finess else None
     name = page.structure.name if page is not None else finess
-    return XdsAuthor(entry.author_rpps, family, given, name, finess)
+    return XdsAuthor(entry.author_rpps, family, given, name, finess, role, specialty)
 
 
 def build(
