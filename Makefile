@@ -47,6 +47,10 @@ test-deps: $(STAMP) $(OIDC_NODE)
 	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    postfix dovecot-core dovecot-imapd dovecot-lmtpd >/dev/null; }
+	@command -v xmlsec1 >/dev/null 2>&1 || { \
+	  echo "installing Debian's xmlsec1 to verify the DMP signatures in the tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq xmlsec1 >/dev/null; }
 	@getent passwd vmail >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmail; }

@@ -41,8 +41,14 @@ request's ``wsse:Security`` header a VIHF (SAML 2.0 Assertion) signed by that ce
 (signxml, which checks the signature and its reference), whose Issuer is that certificate's
 subject, within its ``Conditions`` now, with ``VIHF_Version`` 3.0, a NameID,
 ``Authentification_mode`` ``INDIRECTE`` and a resource-id naming the submission's patient;
-otherwise a SOAP ``Sender`` fault saying what is wrong. With ``tls`` (a server
-``ssl.SSLContext``) it is served over HTTPS.
+otherwise a SOAP ``Sender`` fault saying what is wrong. It then also requires the submission
+set's signature document (IHE DSG as the DMP takes it): one DocumentEntry classified
+``urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1``, a member of the set that ``signs`` it, an XML
+signature made with that certificate (signxml checks it; the unsigned ``purposeOfSignature``
+must say "Source") whose signed XAdES ``SigningCertificate`` is that certificate and whose
+signed ``IHEManifest`` names the set and each document with the digest of its content; else a
+``Failure`` with ``XDSRegistryMetadataError``. A signature document is never stored. With
+``tls`` (a server ``ssl.SSLContext``) it is served over HTTPS.
 ``fail_next`` answers the next calls with an HTTP error (503 by default), ``hang_next`` holds
 them without an answer; ``documents()`` lists what was stored.
 
@@ -53,6 +59,7 @@ CI-SIS, so a wrong constant in the adapter makes the tests fail.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import hashlib
@@ -72,6 +79,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 from signxml.exceptions import InvalidInput, InvalidSignature
 from signxml.verifier import XMLVerifier
@@ -114,6 +122,17 @@ ENTRY_CODES = {  # IHE ITI TF-3 Table 4.2.5-1, the DocumentEntry's coded attribu
     "practiceSettingCode": "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead",
 }
 ENTRY_AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
+SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+SIGNATURE_CLASS = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"  # IHE DSG "Digital Signature"
+SOURCE_PURPOSE = "1.2.840.10065.1.12.1.14"
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
+XADES = "http://uri.etsi.org/01903/v1.3.2#"
+DSIG_NS = {"ds": DSIG, "xades": XADES}
+C14N_WITH_COMMENTS = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments"
+DIGESTS = {
+    "http://www.w3.org/2000/09/xmldsig#sha1": "sha1",
+    "http://www.w3.org/2001/04/xmlenc#sha256": "sha256",
+}
 ENTRY_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
 ENTRY_UNIQUE_ID = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 SET_AUTHOR = "urn:uuid:a7058bb9-b4e4-4307-ba5b-e3f0ab85e12d"
@@ -429,15 +448,135 @@ def read_request(dmp: FakeDmp, content_type: str, body: bytes) -> list[StoredDoc
         raise _Fault("no RegistryObjectList")
     submission = _read_submission_set(reader, objects)
     check_vihf(dmp, envelope, submission["patient"])
+    entries = list(objects.iterfind("rim:ExtrinsicObject", NS))
+    signatures = [entry for entry in entries if _is_signature(entry)]
     stored = [
         _read_entry(reader, objects, entry, submission, attached)
-        for entry in objects.iterfind("rim:ExtrinsicObject", NS)
+        for entry in entries
+        if not _is_signature(entry)
     ]
     if not stored:
         reader.error("XDSRegistryMetadataError", "no DocumentEntry")
+    if dmp.vihf_cert is not None:  # a structure that signs its VIHF signs its submission sets
+        check_submission_signature(reader, objects, signatures, submission, attached, stored)
     if reader.errors:
         raise _Failure(reader.errors)
     return stored
+
+
+# --- the submission set's signature (IHE DSG, XAdES) ----------------------------------------
+
+
+def _is_signature(entry: Any) -> bool:
+    return any(
+        item.get("nodeRepresentation") == SIGNATURE_CLASS
+        for item in _classifications(entry, ENTRY_CODES["classCode"])
+    )
+
+
+def _manifest_digest(content: bytes, reference: Any) -> bytes:
+    """What a Manifest reference's digest must be for ``content``: of its C14N form with
+    comments when the reference says so (an XML document), of its bytes otherwise."""
+    transforms = reference.xpath("ds:Transforms/ds:Transform/@Algorithm", namespaces=DSIG_NS)
+    method = reference.xpath("string(ds:DigestMethod/@Algorithm)", namespaces=DSIG_NS)
+    if method not in DIGESTS:
+        raise ValueError(f"digest method {method!r}")
+    if transforms == [C14N_WITH_COMMENTS]:
+        tree = etree.fromstring(content, _PARSER).getroottree()
+        content = etree.tostring(tree, method="c14n", exclusive=False, with_comments=True)
+    elif transforms:
+        raise ValueError(f"transforms {transforms!r}")
+    return hashlib.new(DIGESTS[method], content).digest()
+
+
+def check_submission_signature(
+    reader: _Reader,
+    objects: Any,
+    signatures: list[Any],
+    submission: dict[str, str],
+    attached: dict[str, bytes],
+    stored: list[StoredDocument],
+) -> None:
+    """The submission set's signature document: one, a member of the set that ``signs`` it,
+    an XML signature made with the structure's certificate (signxml checks it) whose signed
+    Manifest names the set and every document with the digest of its content."""
+    where = "signature of the submission set"
+    if len(signatures) != 1:
+        reader.error("XDSRegistryMetadataError", f"{where}: {len(signatures)} signature documents")
+        return
+    entry_id = signatures[0].get("id") or ""
+    for kind, source, target in (
+        (HAS_MEMBER, submission["id"], entry_id),
+        (SIGNS, entry_id, submission["id"]),
+    ):
+        if not objects.xpath(
+            "rim:Association[@associationType=$t and @sourceObject=$s and @targetObject=$e]",
+            namespaces=NS,
+            t=kind,
+            s=source,
+            e=target,
+        ):
+            reader.error("XDSRegistryMetadataError", f"{where}: no {kind} association")
+    content = attached.get(entry_id)
+    if content is None:
+        reader.error("XDSMissingDocument", f"{where}: not attached")
+        return
+    try:
+        signature = etree.fromstring(content, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        reader.error("XDSRegistryMetadataError", f"{where}: not XML: {exc}")
+        return
+    purpose = signature.xpath(
+        "string(ds:Object/ds:SignatureProperties/ds:SignatureProperty[@Id='purposeOfSignature'])",
+        namespaces=DSIG_NS,
+    )
+    if purpose.strip() != SOURCE_PURPOSE:
+        reader.error("XDSRegistryMetadataError", f"{where}: purposeOfSignature is {purpose!r}")
+    checked = copy.deepcopy(signature)  # the purpose is unsigned text, which the schema refuses
+    for holder in checked.xpath("ds:Object[ds:SignatureProperties]", namespaces=DSIG_NS):
+        checked.remove(holder)
+    try:
+        verified = XMLVerifier().verify(
+            checked, x509_cert=reader.dmp.vihf_cert, expect_references=2
+        )
+    except (InvalidSignature, InvalidInput) as exc:
+        reader.error("XDSRegistryMetadataError", f"{where}: does not verify: {exc}")
+        return
+    signed = {result.signed_xml.tag: result.signed_xml for result in verified}
+    manifest = signed.get(f"{{{DSIG}}}Manifest")
+    properties = signed.get(f"{{{XADES}}}SignedProperties")
+    if manifest is None or manifest.get("Id") != "IHEManifest" or properties is None:
+        reader.error(
+            "XDSRegistryMetadataError", f"{where}: the Manifest or SignedProperties unsigned"
+        )
+        return
+    assert reader.dmp.vihf_cert is not None
+    cert_digest = properties.xpath(
+        "string(xades:SignedSignatureProperties/xades:SigningCertificate/xades:Cert"
+        "/xades:CertDigest/ds:DigestValue)",
+        namespaces=DSIG_NS,
+    )
+    der = reader.dmp.vihf_cert.public_bytes(Encoding.DER)
+    if base64.b64decode(cert_digest or "=") != hashlib.sha256(der).digest():
+        reader.error("XDSRegistryMetadataError", f"{where}: SigningCertificate is not the signer")
+    references = {ref.get("URI"): ref for ref in manifest.iterfind("ds:Reference", DSIG_NS)}
+    if f"urn:oid:{submission['unique_id']}" not in references:
+        reader.error("XDSRegistryMetadataError", f"{where}: the submission set is not in it")
+    for doc in stored:
+        reference = references.get(f"urn:oid:{doc.unique_id}")
+        if reference is None:
+            reader.error("XDSRegistryMetadataError", f"{where}: {doc.unique_id} is not in it")
+            continue
+        given = reference.findtext("ds:DigestValue", "", DSIG_NS).strip()
+        try:
+            expected = _manifest_digest(doc.content, reference)
+        except (ValueError, etree.XMLSyntaxError) as exc:
+            reader.error("XDSRegistryMetadataError", f"{where}: {doc.unique_id}: {exc}")
+            continue
+        if base64.b64decode(given or "=") != expected:
+            reader.error(
+                "XDSRegistryMetadataError", f"{where}: the digest of {doc.unique_id} is wrong"
+            )
 
 
 def _read_submission_set(reader: _Reader, objects: Any) -> dict[str, str]:

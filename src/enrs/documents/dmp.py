@@ -39,8 +39,9 @@ function, :func:`classify`:
 
 With a :class:`~enrs.documents.vihf.VihfSigner` (the feed gives one whenever it has the
 structure's certificate) every request carries a signed VIHF in its ``wsse:Security`` header
-(:mod:`enrs.documents.vihf`); a document whose author has no RPPS number cannot have one and is
-``refused`` without being sent.
+(:mod:`enrs.documents.vihf`), and every ITI-41 submission set its XAdES signature document
+(:mod:`enrs.documents.xades`); a document whose author has no RPPS number cannot have a VIHF
+and is ``refused`` without being sent.
 
 A document that cannot make valid metadata is not sent: :func:`enrs.documents.xds.check`
 raises :class:`enrs.documents.xds.InvalidXdsDocument` from :meth:`XdsDmpAdapter.send`.
@@ -60,7 +61,7 @@ from typing import Protocol
 import httpx
 from lxml import etree
 
-from enrs.documents import vihf, xds
+from enrs.documents import vihf, xades, xds
 from enrs.documents.xds import RegistryError, XdsDocument, XdsUpdate
 
 ALREADY_PRESENT_CODES = frozenset({"XDSDuplicateUniqueIdInRegistry"})
@@ -215,7 +216,14 @@ class XdsDmpAdapter:
             header = self._header(doc)
         except vihf.NoProfessionalId as exc:
             return DmpOutcome(Verdict.REFUSED, detail=str(exc))
-        body, content_type = xds.provide_and_register(doc, to=self.endpoint, header=header)
+        signature = (
+            None
+            if self.vihf_signer is None
+            else xades.sign_submission(doc, self.vihf_signer, self._clock())
+        )
+        body, content_type = xds.provide_and_register(
+            doc, to=self.endpoint, header=header, signature=signature
+        )
         headers = {  # SOAP 1.2: the action travels in the Content-Type, no SOAPAction header
             "Content-Type": content_type,
             "Accept": ACCEPT,

@@ -85,7 +85,9 @@ SS_CONTENT_TYPE_CODE = "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500"
 SS_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
 SS_SOURCE_ID = "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832"
 SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
+DE_EVENT_CODE = "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4"
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
+SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
 UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 STATUS_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
@@ -111,6 +113,8 @@ ID_NAT_ST_OID = "1.2.250.1.71.4.2.2"  # idNatSt: "1" + FINESS
 SUBMISSION_SET_ID = "SubmissionSet01"
 ASSOCIATION_ID = "Association01"
 REPLACEMENT_ID = "Association02"
+SIGNATURE_MEMBER_ID = "Association03"
+SIGNS_ID = "Association04"
 
 XDM_SUBSET = "IHE_XDM/SUBSET01"
 XDM_EXTENSIONS = {
@@ -226,6 +230,29 @@ class XdsUpdate:
         """What an answer names when the DMP already holds the update (see ``dmp.classify``):
         the new status, or the new version's entryUUID."""
         return self.new_status or self.doc.entry_uuid
+
+
+@dataclass(frozen=True)
+class XdsSignature:
+    """The signature document of a submission set (:mod:`enrs.documents.xades`): its
+    uniqueId, entryUUID, signing time and bytes (a ``ds:Signature``, ``text/xml``)."""
+
+    unique_id: str
+    entry_uuid: str
+    signed_at: datetime
+    content: bytes
+
+
+# The signature document of a submission set (IHE DSG, as the DMP's kit classifies it)
+SIGNATURE_CLASS = XdsCode("urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", "URN", "Digital Signature")
+SIGNATURE_TYPE = XdsCode("E1762", "ASTM", "Full Document")
+SIGNATURE_FORMAT = XdsCode("http://www.w3.org/2000/09/xmldsig#", "URN", "Default Signature Style")
+SIGNATURE_EVENT = XdsCode("1.2.840.10065.1.12.1.14", "1.2.840.10065.1.12", "Source")
+SIGNATURE_CONFIDENTIALITY = (
+    XdsCode("N", "2.16.840.1.113883.5.25", "Normal"),
+    XdsCode("INVISIBLE_PATIENT", "1.2.250.1.213.1.1.4.13", "Non visible par le patient"),
+    XdsCode("MASQUE_PS", "1.2.250.1.213.1.1.4.13", "Masqué aux professionnels de santé"),
+)
 
 
 @dataclass(frozen=True)
@@ -536,8 +563,65 @@ def _has_member(
     return association
 
 
-def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree._Element:
-    """The ``lcm:SubmitObjectsRequest`` of ``doc`` (``uri``: the XDM ``URI`` slot)."""
+def _signature_entry(
+    objects: etree._Element, ids: _Ids, doc: XdsDocument, signature: XdsSignature
+) -> None:
+    """The DocumentEntry of the submission set's signature, its ``HasMember`` and the
+    ``signs`` association from it to the submission set (IHE DSG, the DMP's kit)."""
+    owner = signature.entry_uuid
+    entry = _rim(
+        objects, "ExtrinsicObject", id=owner, mimeType="text/xml", objectType=DOCUMENT_ENTRY_STABLE
+    )
+    signed_at = xds_time(signature.signed_at)
+    patient = patient_cx(doc.patient_ins, doc.patient_ins_oid)
+    _slot(entry, "creationTime", signed_at)
+    _slot(entry, "hash", hashlib.sha1(signature.content, usedforsecurity=False).hexdigest())
+    _slot(entry, "languageCode", "art")  # an artificial language: XML
+    _slot(entry, "legalAuthenticator", author_person_xcn(doc.author))
+    _slot(entry, "serviceStartTime", signed_at)
+    _slot(entry, "serviceStopTime", signed_at)
+    _slot(entry, "size", str(len(signature.content)))
+    _slot(entry, "sourcePatientId", patient)
+    _name(entry, "Source")
+    _author(entry, ids, DE_AUTHOR, owner, doc.author)
+    _classification(entry, ids, DE_CLASS_CODE, owner, SIGNATURE_CLASS)
+    for code in SIGNATURE_CONFIDENTIALITY:
+        _classification(entry, ids, DE_CONFIDENTIALITY_CODE, owner, code)
+    _classification(entry, ids, DE_EVENT_CODE, owner, SIGNATURE_EVENT)
+    _classification(entry, ids, DE_FORMAT_CODE, owner, SIGNATURE_FORMAT)
+    _classification(
+        entry, ids, DE_HEALTHCARE_FACILITY_TYPE_CODE, owner, doc.healthcare_facility_type
+    )
+    _classification(entry, ids, DE_PRACTICE_SETTING_CODE, owner, doc.practice_setting)
+    _classification(entry, ids, DE_TYPE_CODE, owner, SIGNATURE_TYPE)
+    _external_id(entry, ids, DE_PATIENT_ID, owner, patient, "XDSDocumentEntry.patientId")
+    _external_id(entry, ids, DE_UNIQUE_ID, owner, signature.unique_id, "XDSDocumentEntry.uniqueId")
+    member = _rim(
+        objects,
+        "Association",
+        associationType=HAS_MEMBER,
+        sourceObject=SUBMISSION_SET_ID,
+        targetObject=owner,
+        id=SIGNATURE_MEMBER_ID,
+        objectType=ASSOCIATION_OBJECT_TYPE,
+    )
+    _slot(member, "SubmissionSetStatus", "Original")
+    _rim(
+        objects,
+        "Association",
+        associationType=SIGNS,
+        sourceObject=owner,
+        targetObject=SUBMISSION_SET_ID,
+        id=SIGNS_ID,
+        objectType=ASSOCIATION_OBJECT_TYPE,
+    )
+
+
+def submit_objects_request(
+    doc: XdsDocument, *, uri: str | None = None, signature: XdsSignature | None = None
+) -> etree._Element:
+    """The ``lcm:SubmitObjectsRequest`` of ``doc`` (``uri``: the XDM ``URI`` slot), with the
+    submission set's ``signature`` document when one is given."""
     check(doc)
     ids = _Ids()
     request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
@@ -545,6 +629,8 @@ def submit_objects_request(doc: XdsDocument, *, uri: str | None = None) -> etree
     _submission_set(objects, ids, doc)
     _document_entry(objects, ids, doc, uri)
     _has_member(objects, doc)
+    if signature is not None:
+        _signature_entry(objects, ids, doc, signature)
     if doc.replaces is not None:
         _rim(
             objects,
@@ -601,17 +687,23 @@ def _addressing(
 
 
 def _envelope(
-    doc: XdsDocument, to: str, document_cid: str, header: Iterable[etree._Element]
+    doc: XdsDocument,
+    to: str,
+    attachments: Sequence[tuple[str, str]],
+    header: Iterable[etree._Element],
+    signature: XdsSignature | None,
 ) -> bytes:
+    """The SOAP envelope; ``attachments``: (entryUUID, Content-ID) of each attached part."""
     envelope = etree.Element(
         f"{{{SOAP}}}Envelope", nsmap={"soap": SOAP, "wsa": WSA, "xdsb": XDSB, "xop": XOP}
     )
     _addressing(envelope, ITI_41_ACTION, to, header)
     body = etree.SubElement(envelope, f"{{{SOAP}}}Body")
     provide = etree.SubElement(body, f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest")
-    provide.append(submit_objects_request(doc))
-    document = etree.SubElement(provide, f"{{{XDSB}}}Document", id=doc.entry_uuid)
-    etree.SubElement(document, f"{{{XOP}}}Include", href=f"cid:{document_cid}")
+    provide.append(submit_objects_request(doc, signature=signature))
+    for entry_uuid, cid in attachments:
+        document = etree.SubElement(provide, f"{{{XDSB}}}Document", id=entry_uuid)
+        etree.SubElement(document, f"{{{XOP}}}Include", href=f"cid:{cid}")
     return bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
 
 
@@ -621,44 +713,52 @@ def _part(boundary: str, headers: list[tuple[str, str]], payload: bytes) -> byte
 
 
 def provide_and_register(
-    doc: XdsDocument, *, to: str, header: Iterable[etree._Element] = ()
+    doc: XdsDocument,
+    *,
+    to: str,
+    header: Iterable[etree._Element] = (),
+    signature: XdsSignature | None = None,
 ) -> tuple[bytes, str]:
     """IHE ITI-41 *Provide and Register Document Set-b* for ``doc``, addressed to the endpoint
-    ``to`` (``wsa:To``), with the extra SOAP ``header`` elements (the VIHF): the HTTP body (a
-    ``multipart/related`` MTOM/XOP package, the SOAP 1.2 envelope first, the document as a
-    binary part it references) and its ``Content-Type``.
+    ``to`` (``wsa:To``), with the extra SOAP ``header`` elements (the VIHF) and the submission
+    set's ``signature`` document: the HTTP body (a ``multipart/related`` MTOM/XOP package, the
+    SOAP 1.2 envelope first, then each document as a binary part it references) and its
+    ``Content-Type``.
 
     Raises :class:`InvalidXdsDocument` when ``doc`` cannot make valid metadata."""
     token = uuid.uuid4().hex
-    root_cid, document_cid = f"root.{token}@enrs", f"doc1.{token}@enrs"
-    envelope = _envelope(doc, to, document_cid, header)
+    root_cid = f"root.{token}@enrs"
+    parts = [(doc.entry_uuid, f"doc1.{token}@enrs", doc.mime_type, doc.content)]
+    if signature is not None:
+        parts.append((signature.entry_uuid, f"doc2.{token}@enrs", "text/xml", signature.content))
+    attachments = [(entry_uuid, cid) for entry_uuid, cid, _, _ in parts]
+    envelope = _envelope(doc, to, attachments, header, signature)
     boundary = f"MIMEBoundary_{token}"
-    while boundary.encode("ascii") in doc.content or boundary.encode("ascii") in envelope:
+    while any(boundary.encode("ascii") in chunk for chunk in (envelope, *(p[3] for p in parts))):
         boundary = f"MIMEBoundary_{uuid.uuid4().hex}"  # pragma: no cover - 2**-122 odds
     soap_type = (
         f'application/xop+xml; charset=UTF-8; type="application/soap+xml"; action="{ITI_41_ACTION}"'
     )
-    body = (
-        _part(
-            boundary,
-            [
-                ("Content-Type", soap_type),
-                ("Content-Transfer-Encoding", "binary"),
-                ("Content-ID", f"<{root_cid}>"),
-            ],
-            envelope,
-        )
-        + _part(
-            boundary,
-            [
-                ("Content-Type", doc.mime_type),
-                ("Content-Transfer-Encoding", "binary"),
-                ("Content-ID", f"<{document_cid}>"),
-            ],
-            doc.content,
-        )
-        + f"--{boundary}--\r\n".encode("ascii")
+    body = _part(
+        boundary,
+        [
+            ("Content-Type", soap_type),
+            ("Content-Transfer-Encoding", "binary"),
+            ("Content-ID", f"<{root_cid}>"),
+        ],
+        envelope,
     )
+    for _, cid, mime_type, content in parts:
+        body += _part(
+            boundary,
+            [
+                ("Content-Type", mime_type),
+                ("Content-Transfer-Encoding", "binary"),
+                ("Content-ID", f"<{cid}>"),
+            ],
+            content,
+        )
+    body += f"--{boundary}--\r\n".encode("ascii")
     content_type = (
         f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; '
         f'start="<{root_cid}>"; start-info="application/soap+xml"; action="{ITI_41_ACTION}"'
