@@ -10,6 +10,7 @@ import dataclasses
 import email
 import email.policy
 import imaplib
+import itertools
 import shutil
 import smtplib
 import socket
@@ -39,7 +40,7 @@ from enrs.messaging import applicative, config, lmtp, mdm, service
 from enrs.messaging.applicative import IntegrationError
 from enrs.messaging.service import InvalidMailbox, NewMailbox
 from tests.documents.test_dmp_adapter import NIR, make_document
-from tests.documents.world import CHU_OID, IPP, make_region
+from tests.documents.world import CHU_OID, CLINIC, IPP, make_region
 from tests.messaging.mail import CHU, DOCTOR, DOMAIN, PASSWORD, MailServers, prepare_directory
 from tests.support.identities import person
 from tests.support.live_server import free_port
@@ -420,8 +421,8 @@ def _cda(**changes: str) -> bytes:
     return text.encode("utf-8")
 
 
-def _archive(cda: bytes, ins: str = CDA_INS) -> bytes:
-    doc = make_document(content=cda)
+def _archive(cda: bytes, ins: str = CDA_INS, number: int = 1) -> bytes:
+    doc = make_document(content=cda, number=number)
     doc = dataclasses.replace(doc, mime_type="text/xml", patient_ins=ins, patient_ins_oid=INS_NIR)
     return xds.xdm_package(doc)
 
@@ -470,3 +471,74 @@ def test_an_app_mailbox_files_the_documents_and_queues_their_mdm(
     assert str(message.segment("MSH")[9]) == "MDM^T02^MDM_T02"
     assert CDA_INS in str(message.segment("PID")[3])
     assert region.rri
+
+
+def _replacement(new_id: str, parent: str) -> bytes:
+    """The sample CDA as a new version (id ``CR-…new_id``) replacing the one whose id
+    extension is ``parent`` (``relatedDocument`` RPLC)."""
+    related = (
+        '<relatedDocument typeCode="RPLC"><parentDocument>'
+        f'<id root="1.2.250.1.999.7.1.2024.31" extension="{parent}"/>'
+        "</parentDocument></relatedDocument>\n  <componentOf>"
+    )
+    return _cda(**{'extension="CR-000417"': f'extension="{new_id}"', "<componentOf>": related})
+
+
+def test_a_replacement_supersedes_the_current_version_and_queues_a_t10(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    make_region(app, client, db, tmp_path)
+    config: IdentityConfig = app.state.identity_config
+    other_app = f"dpi.other@{DOMAIN}"
+    with db.transaction() as session:
+        identity_service.feed(
+            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
+            actor="test", config=config,
+        )  # fmt: skip
+        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
+        applicative.set_software(session, APP, "127.0.0.1:1")
+    filer = applicative.XdmFiler(config, app.state.storage)
+    numbers = itertools.count(1)
+
+    def integrate(cda: bytes, address: str = APP) -> None:
+        with db.transaction() as session:
+            box = service.mailbox(session, address)
+            assert box is not None
+            archive = _archive(cda, number=next(numbers))
+            mail = _mail(mdn=False, archive=archive)
+            filer(session, box, applicative.Received(ME, address, b""), mail, archive)
+
+    def refused(cda: bytes, address: str = APP) -> int:
+        with pytest.raises(IntegrationError) as error:
+            integrate(cda, address)
+        return error.value.code
+
+    def entries() -> dict[str, str]:
+        with db.transaction(write=False) as session:
+            return {e.unique_id: e.status for e in session.scalars(select(DocumentEntry))}
+
+    first = "1.2.250.1.999.7.1.2024.31^CR-000417"
+    second = "1.2.250.1.999.7.1.2024.31^CR-000418"
+    # A replacement of a document the patient does not have: 900, nothing filed.
+    assert refused(_replacement("CR-000418", "CR-000417")) == 900
+    assert entries() == {}
+
+    integrate(_cda())
+    integrate(_replacement("CR-000418", "CR-000417"))
+    assert entries() == {first: "superseded", second: "current"}
+    with db.transaction(write=False) as session:
+        bodies = [m.body for m in session.scalars(select(OutboundMessage).order_by("id"))]
+    assert len(bodies) == 2
+    message = hl7.parse(bodies[1].replace("\n", "\r"))
+    assert str(message.segment("MSH")[9]) == "MDM^T10^MDM_T02"
+    assert message.unescape(str(message.segment("TXA")[13])) == first
+    assert str(message.segment("OBX")[11]) == "C"
+
+    # The first version again: it is no longer the current one (900).
+    assert refused(_replacement("CR-000419", "CR-000417")) == 900
+    # Another structure's mailbox may not replace the CHU's document (901).
+    with db.transaction() as session:
+        service.add_mailbox(session, NewMailbox(other_app, "APP", finess=CLINIC),
+                            domain=DOMAIN)  # fmt: skip
+    assert refused(_replacement("CR-000419", "CR-000418"), other_app) == 901
+    assert entries() == {first: "superseded", second: "current"}

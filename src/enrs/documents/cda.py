@@ -66,6 +66,11 @@ class InstanceId:
     root: str
     extension: str | None = None
 
+    @property
+    def unique_id(self) -> str:
+        """The XDS uniqueId this id makes: ``root``, or ``root^extension``."""
+        return self.root + (f"^{self.extension}" if self.extension else "")
+
 
 @dataclass(frozen=True)
 class CdaAuthor:
@@ -115,6 +120,8 @@ class CdaDocument:
     body_media_type: str | None
     body: bytes | None  # a nonXMLBody's content, decoded
     template_ids: tuple[str, ...] = field(default=())  # ClinicalDocument/templateId@root
+    # relatedDocument[@typeCode=RPLC]/parentDocument/id: the version this one replaces
+    replaces: InstanceId | None = None
     warnings: tuple[str, ...] = field(default=())  # what was tolerated, for the submitter
 
     @property
@@ -257,6 +264,9 @@ def _present(el: Any) -> bool:
 _ROOT: Any = object()  # "from the document's root", as opposed to "from an absent element"
 
 
+_REPLACED_PARENT = "h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id"
+
+
 class _Header:
     """Reads the header of one ``ClinicalDocument``, gathering what it tolerated."""
 
@@ -364,6 +374,7 @@ class _Header:
             body_kind=body_kind,
             body_media_type=media_type,
             body=body,
+            replaces=next(iter(self.ids(self.root, _REPLACED_PARENT)), None),
             warnings=tuple(self.warnings),
         )
 

@@ -220,8 +220,7 @@ def meta_from_cda(
         "period_start": header.service_start,
         "period_end": header.service_stop,
         "author_rpps": author.rpps if author is not None else None,
-        "unique_id": header.document_id.root
-        + (f"^{header.document_id.extension}" if header.document_id.extension else ""),
+        "unique_id": header.document_id.unique_id,
         "visibility": flags,
         "language": header.language,
     }

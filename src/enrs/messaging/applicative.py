@@ -43,6 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.documents import cda, hl7, mhd
+from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import Reader
 from enrs.documents.mhd import ProvidedDocument, Submission
@@ -367,6 +368,23 @@ def archive_patient_ins(
         raise IntegrationError(902, f"INS {value} ({oid}): {exc.message}") from None
 
 
+def _replaced(session: Session, reader: Reader, patient: PatientRef, doc: ProvidedDocument) -> str:
+    """The uniqueId of the version a document's CDA replaces (its ``relatedDocument`` RPLC),
+    set as the document's ``replaces``: ``900`` when the patient has no such document or it is
+    not the current version, ``901`` when it is not the APP mailbox's structure's own."""
+    assert doc.cda is not None and doc.cda.replaces is not None
+    parent = doc.cda.replaces.unique_id
+    old = documents_repository.entry_by_unique_id(session, parent)
+    if old is None or old.patient_id not in documents_service.patient_ids(session, patient):
+        raise IntegrationError(900, f"the patient has no document {parent} to replace")
+    if old.status != "current":
+        raise IntegrationError(900, f"{parent} is {old.status}: only the current one is replaced")
+    if not documents_repository.is_own(session, reader, old.id):
+        raise IntegrationError(901, f"{parent} is not a document of the structure of {reader.name}")
+    doc.replaces = old.resource_id
+    return parent
+
+
 @dataclass(frozen=True)
 class XdmFiler:
     """Files the mail's IHE_XDM documents into the patient's record (one transaction: all of
@@ -379,7 +397,9 @@ class XdmFiler:
     practice setting, confidentiality) is read from the CDA header as for an HL7 v2 filing, and
     checked the same way (906 with the reason). The filer is the APP mailbox's structure (a
     client of that facility: it files for the patients it has in care, 906 otherwise); the
-    author is the CDA's."""
+    author is the CDA's. A CDA that replaces a previous version (``relatedDocument``
+    ``RPLC``) supersedes it when it is the patient's current version (900 otherwise) and the
+    APP mailbox's structure's own (901 otherwise); its MDM is a ``T10`` naming that version."""
 
     config: IdentityConfig
     storage: BlobStorage | None = None
@@ -399,6 +419,11 @@ class XdmFiler:
         structures = frozenset({box.finess}) if box.finess else frozenset()
         reader = Reader(f"mss:{box.address}", f"BAL applicative {box.address}", "client", None,
                         structures)  # fmt: skip
+        parents = {
+            document.full_url: _replaced(session, reader, patient, document)
+            for document in documents
+            if document.cda is not None and document.cda.replaces is not None
+        }
         sset = archive.submission_set
         submission = Submission(
             list_full_url=f"urn:mss:{original.get('Message-ID', '')}",
@@ -426,11 +451,13 @@ class XdmFiler:
         given = " ".join(header.patient_given) if header is not None else ""
         for index, document in enumerate(documents):
             entry = filed.documents[document.full_url]
+            parent = parents.get(document.full_url)
             queue_mdm(
                 session,
                 box,
                 mdm.MdmDocument(
-                    event="T02",
+                    event="T02" if parent is None else "T10",
+                    replaces=parent,
                     control_id=f"{entry.resource_id[:18]}{index:02d}",
                     patient_ins=ins[0],
                     patient_rri=patient.rri,
