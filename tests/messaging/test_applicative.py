@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import email
 import email.policy
+import hashlib
 import imaplib
 import itertools
 import shutil
@@ -542,3 +543,65 @@ def test_a_replacement_supersedes_the_current_version_and_queues_a_t10(
                             domain=DOMAIN)  # fmt: skip
     assert refused(_replacement("CR-000419", "CR-000418"), other_app) == 901
     assert entries() == {first: "superseded", second: "current"}
+
+
+def test_a_pdf_of_an_archive_is_filed_from_its_metadata(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    make_region(app, client, db, tmp_path)
+    config: IdentityConfig = app.state.identity_config
+    with db.transaction() as session:
+        identity_service.feed(
+            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
+            actor="test", config=config,
+        )  # fmt: skip
+        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
+        applicative.set_software(session, APP, "127.0.0.1:1")
+    filer = applicative.XdmFiler(config, app.state.storage)
+    numbers = itertools.count(1)
+
+    def pdf_archive(**changes: object) -> bytes:
+        number = next(numbers)
+        doc = make_document(number=number, patient_ins=CDA_INS, patient_ins_oid=INS_NIR)
+        return xds.xdm_package(dataclasses.replace(doc, **changes))  # type: ignore[arg-type]
+
+    def integrate(archive: bytes) -> None:
+        with db.transaction() as session:
+            box = service.mailbox(session, APP)
+            assert box is not None
+            mail = _mail(mdn=False, archive=archive)
+            filer(session, box, applicative.Received(ME, APP, b""), mail, archive)
+
+    def refused(archive: bytes) -> int:
+        with pytest.raises(IntegrationError) as error:
+            integrate(archive)
+        return error.value.code
+
+    assert refused(pdf_archive(source_patient_info=None)) == 905
+    unknown_type = xds.XdsCode("00000-0", "2.16.840.1.113883.6.1", "?")
+    assert refused(pdf_archive(type_code=unknown_type)) == 906
+    not_pdf = b"plain text, not a PDF"
+    assert (
+        refused(
+            pdf_archive(
+                content=not_pdf,
+                size=len(not_pdf),
+                sha1_hex=hashlib.sha1(not_pdf, usedforsecurity=False).hexdigest(),
+            )
+        )
+        == 906
+    )
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(DocumentEntry)).all() == []
+
+    integrate(pdf_archive())
+    with db.transaction(write=False) as session:
+        [entry] = session.scalars(select(DocumentEntry)).all()
+        [queued] = session.scalars(select(OutboundMessage)).all()
+    assert entry.unique_id == "1.2.250.1.999.1.1.4.4"
+    assert entry.type_code == "34133-9" and entry.author_rpps == "10001234567"
+    assert entry.mime_type == "application/pdf"
+    message = hl7.parse(queued.body.replace("\n", "\r"))
+    assert str(message.segment("MSH")[9]) == "MDM^T02^MDM_T02"
+    assert "MARTIN" in str(message.segment("PID")[5])
+    assert "MASQUE_PS" in str(message)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import Any
@@ -223,6 +224,61 @@ def meta_from_cda(
         "unique_id": header.document_id.unique_id,
         "visibility": flags,
         "language": header.language,
+    }
+
+
+def meta_from_xds(
+    terms: Terminology,
+    *,
+    type_code: tuple[str, str] | None,
+    format_code: tuple[str, str] | None,
+    confidentiality: Sequence[tuple[str, str]],
+    facility_type: tuple[str, str] | None,
+    practice_setting: tuple[str, str] | None,
+    media: str,
+    author_xcn: str,
+    created: datetime | None,
+    title: str | None,
+    language: str | None,
+) -> dict[str, Any]:
+    """The repository metadata of a document that is not a CDA from its XDS metadata (an
+    IHE_XDM's DocumentEntry): codes as ``(code, code system OID)``, checked against the
+    terminology as for a CDA (V2Error 101 when one is missing, 103 when unknown); the class
+    from the type (ASS_X04); the format as given, else by the media type (ASS_12); the
+    DMP's visibility codes among the confidentiality codes."""
+    where = "METADATA.XML"
+
+    def coded(binding: Binding, value: tuple[str, str] | None, what: str) -> Concept:
+        if value is None or not value[0]:
+            raise _error(101, f"the DocumentEntry has no {what}", where)
+        return _check(terms, binding, f"urn:oid:{value[1]}", value[0], where)
+
+    kind = coded(Binding.TYPE, type_code, "typeCode")
+    if format_code is not None and format_code[0]:
+        fmt = coded(Binding.FORMAT, format_code, "formatCode")
+    else:
+        fmt = _format(terms, correspondence.format_of_media(media), f"{media} documents", where)
+    flags = frozenset(code for code, _ in confidentiality if code in mhd.VISIBILITY_CODES)
+    levels = [item for item in confidentiality if item[0] not in mhd.VISIBILITY_CODES]
+    return {
+        "type": kind,
+        "category": _class(terms, kind, where),
+        "format": fmt,
+        "confidentiality": coded(
+            Binding.CONFIDENTIALITY, levels[0] if levels else None, "confidentialityCode"
+        ),
+        "facility_type": coded(Binding.FACILITY_TYPE, facility_type, "healthcareFacilityTypeCode"),
+        "practice_setting": coded(
+            Binding.PRACTICE_SETTING, practice_setting, "practiceSettingCode"
+        ),
+        "title": title or None,
+        "created": created,
+        "period_start": None,
+        "period_end": None,
+        "author_rpps": _rpps(author_xcn.split("^", 1)[0]),
+        "unique_id": None,
+        "visibility": flags,
+        "language": language or None,
     }
 
 

@@ -38,6 +38,7 @@ from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid, parseaddr
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -63,7 +64,15 @@ from enrs.kit.storage.base import BlobStorage
 from enrs.messaging import mdm, service
 from enrs.messaging.models import Mailbox
 from enrs.messaging.service import InvalidMailbox
-from enrs.messaging.xdm import XdmArchive, XdmDocument, XdmError, parse_cx, read_xdm
+from enrs.messaging.xdm import (
+    XdmArchive,
+    XdmCode,
+    XdmDocument,
+    XdmEntry,
+    XdmError,
+    parse_cx,
+    read_xdm,
+)
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +377,32 @@ def archive_patient_ins(
         raise IntegrationError(902, f"INS {value} ({oid}): {exc.message}") from None
 
 
+def _code(code: XdmCode | None) -> tuple[str, str] | None:
+    return None if code is None else (code.code, code.scheme)
+
+
+def _xds_time(value: str) -> datetime | None:
+    """An XDS DTM (``YYYY[MM[DD[hh[mm[ss]]]]]``, UTC), or None when it is not one."""
+    digits = value.strip()
+    if not digits.isdigit() or len(digits) not in (4, 6, 8, 10, 12, 14):
+        return None
+    padded = digits + "0101000000"[len(digits) - 4 :]
+    try:
+        return datetime.strptime(padded, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _source_patient_traits(entry: XdmEntry) -> dict[str, str]:
+    """``PID-5``, ``PID-7``, ``PID-8`` of the ``sourcePatientInfo`` slot."""
+    traits = {}
+    for value in entry.slots.get("sourcePatientInfo", ()):
+        field_, bar, text = value.partition("|")
+        if bar and text.strip():
+            traits[field_.strip()] = text.strip()
+    return traits
+
+
 def _replaced(session: Session, reader: Reader, patient: PatientRef, doc: ProvidedDocument) -> str:
     """The uniqueId of the version a document's CDA replaces (its ``relatedDocument`` RPLC),
     set as the document's ``replaces``: ``900`` when the patient has no such document or it is
@@ -397,7 +432,9 @@ class XdmFiler:
     practice setting, confidentiality) is read from the CDA header as for an HL7 v2 filing, and
     checked the same way (906 with the reason). The filer is the APP mailbox's structure (a
     client of that facility: it files for the patients it has in care, 906 otherwise); the
-    author is the CDA's. A CDA that replaces a previous version (``relatedDocument``
+    author is the CDA's. A document that is not a CDA (a PDF…) takes its metadata from the
+    archive's METADATA.XML, checked the same way, and the INS traits from its
+    ``sourcePatientInfo`` (905 when they are incomplete). A CDA that replaces a previous version (``relatedDocument``
     ``RPLC``) supersedes it when it is the patient's current version (900 otherwise) and the
     APP mailbox's structure's own (901 otherwise); its MDM is a ``T10`` naming that version."""
 
@@ -447,8 +484,12 @@ class XdmFiler:
         sender = parseaddr(str(original.get("From", "")))[1]
         recipients = [parseaddr(a)[1] for a in original.get_all("To", [])]
         header = documents[0].cda
-        family = (header.patient_family or "") if header is not None else ""
-        given = " ".join(header.patient_given) if header is not None else ""
+        if header is not None:
+            family, given = header.patient_family or "", " ".join(header.patient_given)
+        else:
+            name = _source_patient_traits(archive.documents[0].metadata).get("PID-5", "")
+            family, _, rest = name.partition("^")
+            given = rest.split("^")[0]
         for index, document in enumerate(documents):
             entry = filed.documents[document.full_url]
             parent = parents.get(document.full_url)
@@ -479,6 +520,49 @@ class XdmFiler:
                 facility=box.finess or "ENRS",
             )
 
+    def _other_document(
+        self, item: XdmDocument, patient: PatientRef, index: int
+    ) -> ProvidedDocument:
+        """A document that is not a CDA (a PDF…): its metadata from METADATA.XML, the INS
+        traits from ``sourcePatientInfo`` (905 when the birth name, given name, birth date or
+        sex is missing)."""
+        entry = item.metadata
+        if item.mime_type not in mhd.ACCEPTED_TYPES:
+            raise IntegrationError(906, f"{item.name}: {item.mime_type} documents are not taken")
+        try:
+            mhd.sniff(item.content, item.mime_type, item.name)
+        except EnrsError as exc:
+            raise IntegrationError(906, exc.message) from None
+        traits = _source_patient_traits(entry)
+        family, _, given = traits.get("PID-5", "").partition("^")
+        if not (family and given.split("^")[0] and traits.get("PID-7")
+                and traits.get("PID-8") in ("M", "F")):  # fmt: skip
+            raise IntegrationError(905, f"{item.name}: sourcePatientInfo lacks the INS traits")
+        if not entry.unique_id:
+            raise IntegrationError(906, f"{item.name}: the DocumentEntry has no uniqueId")
+        try:
+            meta = hl7.meta_from_xds(
+                Terminology.load(),
+                type_code=_code(entry.type_code),
+                format_code=_code(entry.format_code),
+                confidentiality=[(c.code, c.scheme) for c in entry.confidentiality],
+                facility_type=_code(entry.healthcare_facility_type),
+                practice_setting=_code(entry.practice_setting),
+                media=item.mime_type,
+                author_xcn=entry.authors[0] if entry.authors else "",
+                created=_xds_time(entry.creation_time),
+                title=entry.title,
+                language=entry.slots.get("languageCode", ("",))[0],
+            )
+            mhd.check_visibility(meta["visibility"], item.name)
+        except V2Error as exc:
+            raise IntegrationError(906, f"{item.name}: {exc}") from None
+        except EnrsError as exc:
+            raise IntegrationError(906, f"{item.name}: {exc.message}") from None
+        meta["period_start"] = _xds_time(entry.slots.get("serviceStartTime", ("",))[0])
+        meta["period_end"] = _xds_time(entry.slots.get("serviceStopTime", ("",))[0])
+        return self._provided(item, patient, index, entry.unique_id, meta, None)
+
     def _document(
         self,
         item: XdmDocument,
@@ -487,9 +571,7 @@ class XdmFiler:
         index: int,
     ) -> ProvidedDocument:
         if item.mime_type not in mhd.CDA_TYPES:
-            raise IntegrationError(
-                906, f"{item.name}: only CDA documents are integrated, not {item.mime_type}"
-            )
+            return self._other_document(item, patient, index)
         try:
             header = cda.parse_cda(item.content, max_bytes=self.max_bytes)
         except EnrsError as exc:
@@ -508,7 +590,17 @@ class XdmFiler:
             meta = hl7.meta_from_cda(Terminology.load(), header, item.mime_type, frozenset())
         except V2Error as exc:
             raise IntegrationError(906, f"{item.name}: {exc}") from None
-        unique = str(meta["unique_id"])
+        return self._provided(item, patient, index, str(meta["unique_id"]), meta, header)
+
+    @staticmethod
+    def _provided(
+        item: XdmDocument,
+        patient: PatientRef,
+        index: int,
+        unique: str,
+        meta: dict[str, Any],
+        header: cda.CdaDocument | None,
+    ) -> ProvidedDocument:
         return ProvidedDocument(
             full_url=f"urn:mss:{index}",
             resource=hl7.document_resource(meta, unique, item.mime_type),

@@ -81,6 +81,8 @@ class XdmEntry:
     size: int | None
     sha1: str | None
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    healthcare_facility_type: XdmCode | None = None
+    practice_setting: XdmCode | None = None
 
     @property
     def patient(self) -> tuple[str, str] | None:
@@ -291,6 +293,8 @@ def _entry(element: Any) -> XdmEntry:
         size=_int(slot("size")),
         sha1=slot("hash").lower() or None,
         slots=slots,
+        healthcare_facility_type=_first(_code(element, xds.DE_HEALTHCARE_FACILITY_TYPE_CODE)),
+        practice_setting=_first(_code(element, xds.DE_PRACTICE_SETTING_CODE)),
     )
 
 
