@@ -11,6 +11,7 @@ import email
 import email.policy
 import hashlib
 import imaplib
+import io
 import itertools
 import shutil
 import smtplib
@@ -19,9 +20,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage, Message
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from sqlalchemy import select
 
 from enrs.documents import xds
 from enrs.documents.models import DocumentEntry
+from enrs.documents.xds import XdsPatientInfo
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.kit.db import Database
@@ -605,3 +608,64 @@ def test_a_pdf_of_an_archive_is_filed_from_its_metadata(
     assert str(message.segment("MSH")[9]) == "MDM^T02^MDM_T02"
     assert "MARTIN" in str(message.segment("PID")[5])
     assert "MASQUE_PS" in str(message)
+
+
+def test_without_an_ins_the_patient_is_found_by_traits_with_certainty(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    make_region(app, client, db, tmp_path)
+    config: IdentityConfig = app.state.identity_config
+    with db.transaction() as session:
+        identity_service.feed(
+            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
+            actor="test", config=config,
+        )  # fmt: skip
+        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
+        applicative.set_software(session, APP, "127.0.0.1:1")
+    numbers = itertools.count(1)
+    ins_cx = f"{CDA_INS}^^^&amp;{INS_NIR}&amp;ISO^NH"  # as the XML writes them
+    ipp_cx = f"{IPP}^^^&amp;{CHU_OID}&amp;ISO^PI"
+
+    def archive_without_ins(info: XdsPatientInfo | None) -> bytes:
+        """A PDF's archive whose metadata name the patient by the CHU's IPP, not by INS."""
+        doc = make_document(number=next(numbers), patient_ins=CDA_INS, patient_ins_oid=INS_NIR)
+        packed = xds.xdm_package(dataclasses.replace(doc, source_patient_info=info))
+        source, out = zipfile.ZipFile(io.BytesIO(packed)), io.BytesIO()
+        with zipfile.ZipFile(out, "w") as rewritten:
+            for member in source.infolist():
+                data = source.read(member)
+                if member.filename.endswith("METADATA.XML"):
+                    assert ins_cx.encode() in data
+                    data = data.replace(ins_cx.encode(), ipp_cx.encode())
+                rewritten.writestr(member, data)
+        return out.getvalue()
+
+    def integrate(archive: bytes, matcher: object) -> None:
+        filer = applicative.XdmFiler(config, app.state.storage, matcher=matcher)  # type: ignore[arg-type]
+        with db.transaction() as session:
+            box = service.mailbox(session, APP)
+            assert box is not None
+            mail = _mail(mdn=False, archive=archive)
+            filer(session, box, applicative.Received(ME, APP, b""), mail, archive)
+
+    def refused(archive: bytes, matcher: object) -> int:
+        with pytest.raises(IntegrationError) as error:
+            integrate(archive, matcher)
+        return error.value.code
+
+    joseph = XdsPatientInfo("JOSEPH", "Marie-Line", date(1961, 4, 9), "F")
+    stranger = XdsPatientInfo("DURAND", "Paul", date(1950, 1, 2), "M")
+    matcher = app.state.matcher
+    assert refused(archive_without_ins(joseph), None) == 903  # no matcher: INS only
+    assert refused(archive_without_ins(None), matcher) == 903  # nothing to find them by
+    assert refused(archive_without_ins(stranger), matcher) == 902
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(DocumentEntry)).all() == []
+
+    integrate(archive_without_ins(joseph), matcher)
+    with db.transaction(write=False) as session:
+        [entry] = session.scalars(select(DocumentEntry)).all()
+        [queued] = session.scalars(select(OutboundMessage)).all()
+    assert entry.mime_type == "application/pdf"
+    message = hl7.parse(queued.body.replace("\n", "\r"))
+    assert CDA_INS in str(message.segment("PID")[3])  # the region's qualified INS

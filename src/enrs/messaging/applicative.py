@@ -32,7 +32,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage, Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
@@ -51,8 +51,11 @@ from enrs.documents.mhd import ProvidedDocument, Submission
 from enrs.documents.terminology import Terminology
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
+from enrs.identity.matching.compare import Traits
+from enrs.identity.matching.engine import Matcher
+from enrs.identity.search import iti_119_match
 from enrs.identity.service import PatientRef
-from enrs.identity.traits import INS_OIDS
+from enrs.identity.traits import INS_OIDS, normalize_name
 from enrs.identity.xref import UnknownDomain, UnknownPatient
 from enrs.kit.db import Database, utcnow
 from enrs.kit.errors import Conflict, EnrsError
@@ -403,6 +406,41 @@ def _source_patient_traits(entry: XdmEntry) -> dict[str, str]:
     return traits
 
 
+def _archive_traits(archive: XdmArchive, max_bytes: int) -> Traits | None:
+    """The patient's traits the archive gives, to find them by when it names no INS: the
+    first CDA's ``recordTarget`` with its birth name, first given name, birth date and sex,
+    else a ``sourcePatientInfo`` with them (PID-5, PID-7, PID-8)."""
+    for item in archive.documents:
+        family, given, sex = "", "", ""
+        birth: date | None = None
+        if item.mime_type in mhd.CDA_TYPES:
+            try:
+                header = cda.parse_cda(item.content, max_bytes=max_bytes)
+            except EnrsError:
+                continue
+            family = header.patient_family or ""
+            given = header.patient_given[0] if header.patient_given else ""
+            birth, sex = header.patient_birth_date, header.patient_gender or ""
+        else:
+            traits = _source_patient_traits(item.metadata)
+            family, _, rest = traits.get("PID-5", "").partition("^")
+            given = rest.split("^")[0]
+            moment = _xds_time(traits.get("PID-7", ""))
+            birth = moment.date() if moment is not None else None
+            sex = traits.get("PID-8", "")
+        if family and given and birth is not None and sex in ("M", "F"):
+            return Traits(
+                birth_name=normalize_name(family),
+                used_name="",
+                given_names=(normalize_name(given),),
+                birth_date=birth,
+                sex=sex,
+                birth_place=None,
+                postal_code=None,
+            )
+    return None
+
+
 def _replaced(session: Session, reader: Reader, patient: PatientRef, doc: ProvidedDocument) -> str:
     """The uniqueId of the version a document's CDA replaces (its ``relatedDocument`` RPLC),
     set as the document's ``replaces``: ``900`` when the patient has no such document or it is
@@ -423,30 +461,53 @@ def _replaced(session: Session, reader: Reader, patient: PatientRef, doc: Provid
 @dataclass(frozen=True)
 class XdmFiler:
     """Files the mail's IHE_XDM documents into the patient's record (one transaction: all of
-    them or none) and queues one MDM^T02 per document for the mailbox's software.
+    them or none) and queues one MDM per document for the mailbox's software.
 
     The patient is the one the metadata names by INS (902, 903, 906 from
-    :func:`archive_patient`); each document must be a CDA whose header names that INS (903
-    absent, 904 another one) with the patient's traits (905 when the birth name, first given
-    name, birth date or sex is missing); its metadata (type, class, format, facility type,
-    practice setting, confidentiality) is read from the CDA header as for an HL7 v2 filing, and
-    checked the same way (906 with the reason). The filer is the APP mailbox's structure (a
-    client of that facility: it files for the patients it has in care, 906 otherwise); the
-    author is the CDA's. A document that is not a CDA (a PDF…) takes its metadata from the
-    archive's METADATA.XML, checked the same way, and the INS traits from its
-    ``sourcePatientInfo`` (905 when they are incomplete). A CDA that replaces a previous version (``relatedDocument``
-    ``RPLC``) supersedes it when it is the patient's current version (900 otherwise) and the
-    APP mailbox's structure's own (901 otherwise); its MDM is a ``T10`` naming that version."""
+    :func:`archive_patient_ins`), else, with a ``matcher``, the one the archive's traits match
+    with certainty (:meth:`_patient`). Each CDA must name that INS (903 absent, 904 another
+    one; none at all when the patient was found by traits) with the patient's traits (905 when
+    the birth name, first given name, birth date or sex is missing); its metadata (type, class,
+    format, facility type, practice setting, confidentiality) is read from the CDA header as
+    for an HL7 v2 filing, and checked the same way (906 with the reason). A document that is
+    not a CDA (a PDF…) takes its metadata from the archive's METADATA.XML, checked the same
+    way, and the INS traits from its ``sourcePatientInfo`` (905 when incomplete). The filer is
+    the APP mailbox's structure (a client of that facility: it files for the patients it has
+    in care, 906 otherwise); the author is the document's. A CDA that replaces a previous
+    version (``relatedDocument`` ``RPLC``) supersedes it when it is the patient's current
+    version (900 otherwise) and the APP mailbox's structure's own (901 otherwise); its MDM is
+    a ``T10`` naming that version, the others ``T02``."""
 
     config: IdentityConfig
     storage: BlobStorage | None = None
     max_bytes: int = 20 * 1024 * 1024
+    matcher: Matcher | None = None  # to find a patient by traits when no INS is given
+
+    def _patient(
+        self, session: Session, archive: XdmArchive
+    ) -> tuple[PatientRef, tuple[str, str] | None]:
+        """The patient by the INS of the metadata, else (903 without one) by the traits the
+        archive gives, through the identity server's ITI-119 rule: exactly one patient matched
+        with certainty (902 otherwise)."""
+        try:
+            return archive_patient_ins(session, self.config, archive)
+        except IntegrationError as exc:
+            if exc.code != 903 or self.matcher is None:
+                raise
+        traits = _archive_traits(archive, self.max_bytes)
+        if traits is None:
+            raise IntegrationError(903, "no INS, and no complete traits to find the patient by")
+        found = iti_119_match(session, self.matcher, traits, only_certain=True, count=1)
+        patient = identity_service.patient_by_rri(session, found[0].rri) if found else None
+        if patient is None:
+            raise IntegrationError(902, "no INS, and the traits match no patient with certainty")
+        return patient, None
 
     def __call__(
         self, session: Session, box: Mailbox, received: Received, original: Message, data: bytes
     ) -> None:
         archive = read_archive(data)
-        patient, ins = archive_patient_ins(session, self.config, archive)
+        patient, ins = self._patient(session, archive)
         if self.storage is None:
             raise IntegrationError(906, "this installation files no documents (no storage)")
         documents = [
@@ -483,6 +544,9 @@ class XdmFiler:
             raise IntegrationError(906, f"not filed: {exc.message}") from None
         sender = parseaddr(str(original.get("From", "")))[1]
         recipients = [parseaddr(a)[1] for a in original.get_all("To", [])]
+        if ins is None:  # found by traits: the software gets the qualified INS the region has
+            merged = identity_service.merged_patient_ids(session, patient.id)
+            ins = identity_service.qualified_ins(session, merged)
         header = documents[0].cda
         if header is not None:
             family, given = header.patient_family or "", " ".join(header.patient_given)
@@ -500,7 +564,7 @@ class XdmFiler:
                     event="T02" if parent is None else "T10",
                     replaces=parent,
                     control_id=f"{entry.resource_id[:18]}{index:02d}",
-                    patient_ins=ins[0],
+                    patient_ins=ins[0] if ins is not None else "",
                     patient_rri=patient.rri,
                     family=family,
                     given=given,
@@ -567,7 +631,7 @@ class XdmFiler:
         self,
         item: XdmDocument,
         patient: PatientRef,
-        ins: tuple[str, str],
+        ins: tuple[str, str] | None,
         index: int,
     ) -> ProvidedDocument:
         if item.mime_type not in mhd.CDA_TYPES:
@@ -579,9 +643,14 @@ class XdmFiler:
                 906, f"{item.name}: the CDA does not parse: {exc.message}"
             ) from None
         carried = header.ins
-        if carried is None or not carried.extension:
+        if ins is None:  # the patient was found by traits: the CDA must not name an INS either
+            if carried is not None:
+                raise IntegrationError(
+                    904, f"{item.name}: the CDA names an INS the metadata do not"
+                )
+        elif carried is None or not carried.extension:
             raise IntegrationError(903, f"{item.name}: the CDA names the patient by no INS")
-        if (carried.extension, carried.root) != ins:
+        elif (carried.extension, carried.root) != ins:
             raise IntegrationError(904, f"{item.name}: the CDA's INS is not the patient's")
         if not (header.patient_family and header.patient_given and header.patient_birth_date
                 and header.patient_gender in ("M", "F")):  # fmt: skip

@@ -87,13 +87,16 @@ def build(doc: MdmDocument, *, sending_facility: str, now: datetime | None = Non
     now = now or datetime.now(UTC)
     e = escape
     status = EVENTS[doc.event]
+    ins_repetition = (  # none when the region has no qualified INS for the patient
+        f"{e(doc.patient_ins)}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS~" if doc.patient_ins else ""
+    )
     segments = [
         f"MSH|^~\\&|ENRS|{e(sending_facility)}|{e(doc.receiving_application)}|"
         f"{e(doc.receiving_facility)}|{_ts(now)}||MDM^{doc.event}^MDM_T02|{e(doc.control_id)}|"
         "P|2.6|||AL|NE||UNICODE UTF-8|||",
         f"EVN||{_ts(now)}",
-        f"PID|1||{e(doc.patient_ins)}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS~"
-        f"{e(doc.patient_rri)}^^^ENRS^PI||{e(doc.family)}^{e(doc.given)}^^^^^L",
+        f"PID|1||{ins_repetition}{e(doc.patient_rri)}^^^ENRS^PI||"
+        f"{e(doc.family)}^{e(doc.given)}^^^^^L",
         "PV1|1|N",
         f"TXA|1|{e(doc.type_code)}^{e(doc.type_display)}^LN|{SUBTYPES.get(doc.mime_type, 'XML')}|"
         f"{_ts(doc.created) if doc.created else ''}||||||||{e(doc.unique_id)}|"

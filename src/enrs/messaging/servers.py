@@ -25,6 +25,7 @@ import threading
 import sqlalchemy as sa
 
 from enrs.identity.config import IdentityConfig
+from enrs.identity.matching.engine import matcher_for
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
 from enrs.kit.storage import open_storage
@@ -181,7 +182,11 @@ def _applicative(
 ) -> tuple[asyncio.Task[None], threading.Thread]:
     """The applicative mailboxes: the LMTP server Postfix hands their mail to, and the
     thread that delivers their software's MDMs (both stop with ``stop``)."""
-    filer = applicative.XdmFiler(IdentityConfig.from_settings(settings), open_storage(settings))
+    filer = applicative.XdmFiler(
+        IdentityConfig.from_settings(settings),
+        open_storage(settings),
+        matcher=matcher_for(settings.identity_model),
+    )
     intake = lmtp.Intake(db, str(layout.postfix), filer)
     integrating = asyncio.create_task(lmtp.serve(layout.lmtp_socket, intake, stop, owner))
     halt = threading.Event()
