@@ -19,10 +19,20 @@ from enrs import mllp_routes
 from enrs.accounts import service as accounts_service
 from enrs.documents.models import DocumentEntry
 from enrs.identity.hl7 import IdentityFeed
+from enrs.kit.audit.models import AuditRecord
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.settings import Settings
-from tests.documents.world import CHU, CHU_OID, DOCTOR_AT_CHU, IPP, Region, make_region, pdf
+from tests.documents.world import (
+    CHU,
+    CHU_OID,
+    CLINIC,
+    DOCTOR_AT_CHU,
+    IPP,
+    Region,
+    make_region,
+    pdf,
+)
 from tests.support.mllp import serving
 
 SENDER = "1.2.250.1.999.1"  # the CHU's interface engine (MSH-4)
@@ -76,11 +86,12 @@ def _ed(data: bytes, subtype: str) -> str:
 
 
 def mdm(control: str, data: bytes, *, subtype: str = "PDF", unique: str = "1.2.250.1.999.7.1",
-        ipp: str = IPP, type_code: str = "11490-0", parent: str = "", extra: str = "") -> str:  # fmt: skip
+        ipp: str = IPP, type_code: str = "11490-0", parent: str = "", extra: str = "",
+        event: str = "T02", sender: str = SENDER) -> str:  # fmt: skip
     return "\r".join(
         [
-            f"MSH|^~\\&|DPI|CHU^{SENDER}^ISO|ENRS|ENRS|20261201103000||MDM^T02^MDM_T02|{control}|P|2.5",
-            "EVN|T02|20261201103000",
+            f"MSH|^~\\&|DPI|CHU^{sender}^ISO|ENRS|ENRS|20261201103000||MDM^{event}^MDM_T02|{control}|P|2.5",
+            f"EVN|{event}|20261201103000",
             f"PID|||{ipp}^^^CHU&{CHU_OID}&ISO^PI||JOSEPH^Marie-Line^^^^^L||19610409|F",
             "PV1||I",
             f"TXA|1|CR|AP|20261201093000|8{DOCTOR_AT_CHU}^MARTIN^Paul|||||||{unique}|{parent}||||AU",
@@ -225,3 +236,55 @@ def test_bad_messages_are_refused_and_nothing_is_stored(
     assert (
         ack(send(port, mdm("OK2", pdf(), unique="1.2.250.1.999.7.9")))[0] == "AA"
     )  # still serving
+
+
+def cancel(control: str, unique: str, *, sender: str = SENDER) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|DPI|CHU^{sender}^ISO|ENRS|ENRS|20261202103000||MDM^T11^MDM_T01|{control}|P|2.5",
+            "EVN|T11|20261202103000",
+            f"PID|||{IPP}^^^CHU&{CHU_OID}&ISO^PI||JOSEPH^Marie-Line^^^^^L||19610409|F",
+            "PV1||I",
+            f"TXA|1|CR|AP|20261202093000||||||||{unique}|||||CA",
+        ]
+    )
+
+
+def test_mdm_t10_replaces_and_t11_withdraws_by_the_authors_structure(
+    region: Region, port: int
+) -> None:
+    first, second = "1.2.250.1.999.7.1", "1.2.250.1.999.7.2"
+    assert ack(send(port, mdm("R1", pdf("Lettre v1"), unique=first)))[0] == "AA"
+    # T10 without the replaced version: refused, nothing filed
+    refused = send(port, mdm("R2", pdf("Lettre v2"), unique=second, event="T10"))
+    assert ack(refused)[0] == "AE" and "TXA-13" in ack(refused)[1]
+    assert _count(region) == 1
+    replaced = send(port, mdm("R3", pdf("Lettre v2"), unique=second, parent=first, event="T10"))
+    assert ack(replaced)[0] == "AA", ack(replaced)
+    statuses = {d["masterIdentifier"]["value"]: d["status"] for d in _found(region)}  # type: ignore[index]
+    assert statuses == {f"urn:oid:{first}": "superseded", f"urn:oid:{second}": "current"}
+
+    # Another facility's engine, even one allowed the same domain, cannot cancel it.
+    clinic = "1.2.250.1.999.2"
+    with region.db.transaction() as session:
+        accounts_service.create_mllp_sender(
+            session, name="Moteur clinique", sender_oid=clinic, authorities=[CHU_OID],
+            scope="system/Patient.cu system/DocumentReference.cu", finess=CLINIC,
+        )  # fmt: skip
+    foreign = send(port, cancel("C1", second, sender=clinic))
+    assert ack(foreign)[0] == "AE" and "author's structure" in ack(foreign)[1]
+    unknown = send(port, cancel("C2", "1.2.250.1.999.7.99"))
+    assert ack(unknown)[0] == "AE" and "1.2.250.1.999.7.99" in ack(unknown)[1]
+    assert {d["status"] for d in _found(region)} == {"superseded", "current"}
+
+    assert ack(send(port, cancel("C3", second)))[0] == "AA"
+    with region.db.transaction(write=False) as session:
+        entry = session.scalar(select(DocumentEntry).where(DocumentEntry.unique_id == second))
+        assert entry is not None and entry.status == "entered-in-error"
+        actions = session.scalars(
+            select(AuditRecord.action).where(
+                AuditRecord.entity_ref == f"DocumentReference/{entry.resource_id}"
+            )
+        ).all()
+    assert "U" in actions
+    assert ack(send(port, cancel("C4", second)))[0] == "AA"  # again: already withdrawn

@@ -1,5 +1,8 @@
 """Documents by HL7 v2.5 over the platform's MLLP listener: MDM^T02 (original document
-notification and content) and ORU^R01 (a report as an observation result), acknowledged like
+notification and content), MDM^T10 (replace notification and content: a T02 whose TXA-13 names
+the replaced version), MDM^T11 (cancel notification: the document TXA-12 names withdrawn, as
+``entered-in-error``, by its author's structure) and ORU^R01 (a report as an observation
+result), acknowledged like
 every message (AA filed; AE refused with ERR naming the segment and field; AR for what the
 sender should resend: the store or the database unavailable, ERR-3 207).
 
@@ -46,7 +49,7 @@ from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import Matcher
 from enrs.identity.pam import Handled, Route, Sender, Touched, Work
-from enrs.kit.errors import EnrsError
+from enrs.kit.errors import EnrsError, Forbidden
 from enrs.kit.hl7v2 import Message, Segment, V2Error
 from enrs.kit.storage import open_storage
 from enrs.kit.storage.base import BlobStorage
@@ -71,8 +74,11 @@ def routes(settings: Settings) -> dict[tuple[str, str], Route]:
     """The listener's routes for documents, with this process's blob storage."""
     storage = open_storage(settings)
     prepare = partial(_prepare, storage, settings.max_document_bytes, ZoneInfo(settings.timezone))
+    cancel = partial(_prepare_cancel, settings.max_document_bytes)
     return {
         ("MDM", "T02"): Route(prepare, True, "DocumentReference"),
+        ("MDM", "T10"): Route(partial(_needs_parent, prepare), True, "DocumentReference"),
+        ("MDM", "T11"): Route(cancel, True, "DocumentReference"),
         ("ORU", "R01"): Route(prepare, True, "DocumentReference"),
     }
 
@@ -417,6 +423,72 @@ def document_resource(meta: dict[str, Any], unique: str, media: str) -> dict[str
     if meta["created"] is not None:
         resource["content"][0]["attachment"]["creation"] = meta["created"].isoformat()
     return resource
+
+
+def _needs_parent(
+    prepare: Any,
+    config: IdentityConfig,
+    matcher: Matcher,
+    msg: Message,
+    sender: Sender,
+) -> Work:
+    """MDM^T10 (document replace notification and content): a T02 whose TXA-13 names the
+    replaced version."""
+    txa = msg.segment("TXA")
+    if txa is None or not txa.get(13, 1):
+        raise _error(101, "MDM^T10 needs TXA-13: the uniqueId of the replaced document", "TXA^1^13")
+    work: Work = prepare(config, matcher, msg, sender)
+    return work
+
+
+def _prepare_cancel(
+    _max_bytes: int,
+    config: IdentityConfig,
+    _matcher: Matcher,
+    msg: Message,
+    sender: Sender,
+) -> Work:
+    """MDM^T11 (document cancel notification): the document TXA-12 names, of the patient
+    PID-3 names, is withdrawn (``entered-in-error``) by its author's structure."""
+    pid, txa = msg.segment("PID"), msg.segment("TXA")
+    if pid is None or txa is None:
+        raise V2Error(100, "MDM^T11 needs a PID and a TXA segment", location="PID")
+    unique = txa.get(12, 1)
+    if not unique:
+        raise _error(101, "TXA-12: the uniqueId of the cancelled document is required", "TXA^1^12")
+    keys = identity_service.pid_patient_keys(config, pid)
+    if not keys:
+        raise _error(101, "PID-3: no identifier names the patient", "PID^1^3")
+    return Work(partial(_cancel, config, sender, unique, keys))
+
+
+def _cancel(
+    config: IdentityConfig,
+    sender: Sender,
+    unique: str,
+    keys: list[tuple[str, str]],
+    session: Session,
+) -> Handled:
+    entry = repository.entry_by_unique_id(session, unique)
+    patients = []
+    for key in keys:
+        try:
+            patients.append(service.resolve_patient(session, config, key))
+        except service.UnknownDocumentPatient:
+            continue
+    ids = {i for patient in patients for i in service.patient_ids(session, patient)}
+    if entry is None or entry.patient_id not in ids:
+        raise _error(204, f"TXA-12: the patient has no document {unique}", "TXA^1^12")
+    grant = accounts_service.mllp_sender_grant(session, sender.facility_oid or "")
+    structures = frozenset({grant.finess}) if grant is not None and grant.finess else frozenset()
+    reader = Reader(f"client:hl7:{sender.facility_oid}", sender.actor, "client", None, structures)
+    try:
+        service.withdraw(session, reader, entry.resource_id)
+    except Forbidden as exc:
+        raise _error(204, exc.message, "TXA^1^12") from None
+    rri = next(p.rri for p in patients if entry.patient_id in service.patient_ids(session, p))
+    touched = Touched(rri, f"DocumentReference/{entry.resource_id}", "U")
+    return Handled("AA", touched=[touched], resource_type="DocumentReference")
 
 
 def _prepare(
