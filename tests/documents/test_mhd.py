@@ -291,3 +291,39 @@ def test_a_cda_is_checked_against_its_metadata(region: Region) -> None:
     assert broken.status_code == 422 and "CDA" in broken.text
     with region.db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(Entry)) == 1
+
+
+def test_a_cda_replacement_is_refused_unless_the_metadata_replace_too(region: Region) -> None:
+    from tests.documents.test_hl7 import cda
+
+    def version(extension: str, parent: str | None) -> bytes:
+        text = cda().decode().replace('extension="CR1"', f'extension="{extension}"')
+        if parent is not None:
+            related = (
+                '<relatedDocument typeCode="RPLC"><parentDocument>'
+                f'<id root="1.2.250.1.999.7.5" extension="{parent}"/>'
+                "</parentDocument></relatedDocument><componentOf>"
+            )
+            text = text.replace("<componentOf>", related)
+        return text.encode()
+
+    def provide(content: bytes, **options: Any) -> Any:
+        options.setdefault("author_rpps", DOCTOR_AT_CHU)
+        return region.provide(bundle((content, "text/xml", options)))
+
+    def filed_id(response: Any) -> str:
+        [location] = [x for x in _filed(response) if x.startswith("DocumentReference/")]
+        return str(location.split("/")[1])
+
+    first_id = filed_id(provide(version("CR1", None)))
+    other_id = filed_id(provide(version("CR9", None)))
+    # the CDA says it replaces CR1, the metadata say nothing: refused
+    silent = provide(version("CR2", "CR1"))
+    assert silent.status_code == 422 and "name no replaced document" in silent.text
+    assert _counts(region.db)[0] == 2
+    right = provide(version("CR2", "CR1"), replaces=first_id)
+    assert right.status_code == 200, right.text
+    with region.db.transaction(write=False) as session:
+        rows = session.execute(select(DocumentEntry.resource_id, DocumentEntry.status)).all()
+    statuses = dict(rows)
+    assert statuses[first_id] == "superseded" and statuses[other_id] == "current"

@@ -190,6 +190,12 @@ def file_submission(
     session.flush()
     filed: dict[str, DocumentEntry] = {}
     for doc in submission.documents:
+        parent = doc.cda.replaces if doc.cda is not None else None
+        if parent is not None and doc.replaces is None:
+            raise Unprocessable(
+                f"the CDA replaces {parent.unique_id} (relatedDocument RPLC); "
+                "the metadata name no replaced document"
+            )
         replaces = _replaced(session, reader, doc, patient) if doc.replaces else None
         entry = _entry(sset, doc, patient, reader, replaces, now)
         session.add(entry)
