@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from enrs.documents import dmp_feed, xds
+from enrs.documents import dmp_feed, service, xds
 from enrs.documents.dmp import DmpOutcome, XdsDmpAdapter
 from enrs.documents.models import DmpExport, DocumentEntry
 from enrs.documents.terminology import Binding
@@ -405,3 +405,69 @@ def test_with_a_certificate_the_feed_signs_a_vihf_for_each_request(
         assert feed().sent == 1
         [held] = national.documents()
         assert held.status == xds.STATUS_DEPRECATED
+
+
+def test_an_opposition_after_sending_masks_the_document_in_the_dmp(
+    region: Region, dmp: FakeDmp, factory: Any
+) -> None:
+    from tests.support.portal import log_in
+
+    doc, first = _sent(region, dmp)
+    factory.user("regional", roles=("admin",))
+    team = TestClient(region.app)
+    log_in(team, "regional")
+    masked = ("MASQUE_PS", JDV_J08)
+
+    def latest() -> StoredDocument:
+        return dmp.versions(first.unique_id)[-1]
+
+    # an opposition to this document: a new version masked to professionals
+    opposed = team.post(
+        "/api/documents/oppositions", json={"patient": f"Patient/{region.rri}", "document": doc}
+    )
+    assert opposed.status_code == 201
+    assert _status(region, doc).operation == "update"
+    assert _send(region, dmp).sent == 1
+    assert masked in latest().codes["confidentialityCode"] and latest().version == 2
+    # lifted: a new version without the mask
+    assert team.delete(f"/api/documents/oppositions/{opposed.json()['id']}").status_code == 200
+    assert _send(region, dmp).sent == 1
+    assert masked not in latest().codes["confidentialityCode"] and latest().version == 3
+    # an opposition to all sharing masks it again
+    everything = team.post("/api/documents/oppositions", json={"patient": f"Patient/{region.rri}"})
+    assert everything.status_code == 201
+    assert _send(region, dmp).sent == 1
+    assert masked in latest().codes["confidentialityCode"] and latest().version == 4
+    assert _send(region, dmp).sent == 0  # nothing more to say
+
+
+class _OpposedWhileSending:
+    """The DMP, reached while the patient opposes sharing all their documents."""
+
+    def __init__(self, adapter: XdsDmpAdapter, region: Region) -> None:
+        self.adapter, self.region = adapter, region
+
+    def send(self, doc: xds.XdsDocument) -> DmpOutcome:
+        with self.region.db.transaction() as session:
+            patient = identity_service.patient_by_rri(session, self.region.rri)
+            assert patient is not None
+            service.record_opposition(session, patient, actor="test", document=None, reason=None)
+        return self.adapter.send(doc)
+
+    def update(self, update: xds.XdsUpdate) -> DmpOutcome:
+        return self.adapter.update(update)
+
+
+def test_an_opposition_during_the_first_send_follows_it(region: Region, dmp: FakeDmp) -> None:
+    _qualify(region)
+    doc = _file(region)
+    with XdsDmpAdapter(dmp.url, timeout=5) as adapter:
+        racing = _OpposedWhileSending(adapter, region)
+        source = "1.2.250.1.999.4"
+        tally = dmp_feed.send_due(region.db, region.app.state.storage, racing, source_id=source)
+    assert tally.sent == 1
+    row = _status(region, doc)
+    assert (row.status, row.operation, row.dmp_version) == ("pending", "update", 1)
+    assert _send(region, dmp).sent == 1
+    [_, masked] = dmp.versions(dmp.documents()[0].unique_id)
+    assert ("MASQUE_PS", JDV_J08) in masked.codes["confidentialityCode"]

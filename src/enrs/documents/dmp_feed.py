@@ -91,6 +91,27 @@ def queue_update(
     return row
 
 
+def masked_by_opposition(session: Session, entry: DocumentEntry) -> bool:
+    """Whether the patient's opposition (to this document, or to all sharing) masks the
+    document to professionals in the DMP (``MASQUE_PS``), which the DMP holds from before the
+    opposition. Not for a document invisible to the patient: the DMP refuses both codes
+    together (and the patient cannot oppose what they do not see)."""
+    if "INVISIBLE_PATIENT" in entry.visibility_codes:
+        return False
+    patient_ids = identity_service.merged_patient_ids(session, entry.patient_id)
+    return entry.opposed or access.opposed_to_all(session, patient_ids)
+
+
+def queue_opposition(session: Session, entries: list[DocumentEntry]) -> int:
+    """Queue an ITI-57 update for each current document the DMP holds whose masking an
+    opposition just changed (recorded or lifted); returns how many."""
+    queued = 0
+    for entry in entries:
+        if entry.status == "current" and queue_update(session, entry, "update") is not None:
+            queued += 1
+    return queued
+
+
 def version_uuid(entry: DocumentEntry, version: int) -> str:
     """The entryUUID of version ``version`` of the document in the DMP: the document's own for
     the first, then one derived from it (the same on every repeat of an update)."""
@@ -161,8 +182,10 @@ def build(
     *,
     source_id: str,
     now: datetime,
+    masked: bool = False,
 ) -> XdsDocument:
-    """The XDS metadata and content of one document, as the DMP takes them."""
+    """The XDS metadata and content of one document, as the DMP takes them (``masked``: with
+    ``MASQUE_PS`` for the patient's opposition, :func:`masked_by_opposition`)."""
     terms = Terminology.load()
     oid, _, value = (entry.source_patient or "").partition("|")
     source_patient = f"{value}^^^&{oid}&ISO^PI" if oid and oid != "rri" and value else None
@@ -179,7 +202,10 @@ def build(
         format_code=_code(terms, Binding.FORMAT, entry.format_code or ""),
         confidentiality=tuple(
             _code(terms, Binding.CONFIDENTIALITY, code)
-            for code in (entry.confidentiality, *sorted(entry.visibility_codes))
+            for code in (
+                entry.confidentiality,
+                *sorted(entry.visibility_codes | ({"MASQUE_PS"} if masked else set())),
+            )
         ),
         healthcare_facility_type=_code(terms, Binding.FACILITY_TYPE, entry.facility_type or ""),
         practice_setting=_code(terms, Binding.PRACTICE_SETTING, entry.practice_setting or ""),
@@ -305,12 +331,15 @@ def _one(
         if row is None or entry is None or row.status not in ("pending", "held"):
             return
         operation, built_version = row.operation, entry.version
+        masked = masked_by_opposition(session, entry)
         decision, detail = _decide(session, entry, operation)
         rri = service.rri_of_patient(session, entry.patient_id)
         request = None
         if decision == "send":
             assert isinstance(detail, tuple)
-            doc = build(session, storage, entry, detail, source_id=source_id, now=utcnow())
+            doc = build(
+                session, storage, entry, detail, source_id=source_id, now=utcnow(), masked=masked
+            )
             request = _request(session, doc, entry, row)
     outcome: DmpOutcome | None = None
     if isinstance(request, XdsUpdate):
@@ -334,7 +363,8 @@ def _one(
         counted = _record(row, operation, outcome, now)
         setattr(tally, counted, getattr(tally, counted) + 1)
         append_entries(session.connection(), [_audit(entry, rri, operation, outcome)])
-        if outcome.delivered and now_entry.version != built_version:
+        changed = now_entry.version != built_version
+        if outcome.delivered and (changed or masked_by_opposition(session, now_entry) != masked):
             withdrawn = now_entry.status == "entered-in-error"
             queue_update(session, now_entry, "deprecate" if withdrawn else "update")
     log.info("DMP %s of %s: %s %s", operation, entry.unique_id, outcome.verdict, outcome.detail)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.documents import access, cda, mhd, repository
@@ -428,7 +429,27 @@ def record_opposition(
     if document is not None:
         document.opposed = True
     session.flush()
+    _queue_masking(session, patient.id, document)
     return row
+
+
+def _queue_masking(session: Session, patient_id: int, document: DocumentEntry | None) -> None:
+    """An opposition recorded or lifted changes what the DMP must mask: ITI-57 for the
+    document, or for each of the patient's documents (an opposition to all sharing)."""
+    from enrs.documents import dmp_feed  # here: dmp_feed imports this module
+
+    if document is not None:
+        entries = [document]
+    else:
+        ids = identity_service.merged_patient_ids(session, patient_id)
+        entries = list(
+            session.scalars(
+                select(DocumentEntry).where(
+                    DocumentEntry.patient_id.in_(ids), DocumentEntry.status == "current"
+                )
+            )
+        )
+    dmp_feed.queue_opposition(session, entries)
 
 
 def lift_opposition(session: Session, opposition_id: int, *, actor: str) -> Opposition:
@@ -436,11 +457,14 @@ def lift_opposition(session: Session, opposition_id: int, *, actor: str) -> Oppo
     if row is None or row.lifted_at is not None:
         raise NotFound(f"no opposition {opposition_id} in force")
     row.lifted_at, row.lifted_by = utcnow(), actor
+    document = None
     if row.document_id is not None:
         document = session.get(DocumentEntry, row.document_id)
         if document is not None:
             document.opposed = repository.document_still_opposed(session, document.id, row.id)
     session.flush()
+    if row.document_id is None or document is not None:
+        _queue_masking(session, row.patient_id, document)
     return row
 
 
