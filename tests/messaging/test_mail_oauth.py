@@ -12,6 +12,7 @@ import imaplib
 import secrets
 import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,6 +28,7 @@ from enrs.messaging import oauth, service
 from tests.accounts.test_authorization_code import _portal_login
 from tests.conftest import Factory
 from tests.messaging.mail import (
+    CHU,
     DOCTOR,
     DOMAIN,
     OTHER_DOCTOR,
@@ -162,3 +164,58 @@ def test_the_introspection_endpoint(client: TestClient, factory: Factory, db: Da
     assert answer["active"] is True and "username" not in answer
     assert answer["scope"] == "system/Patient.rs"
     assert ask(dovecot, system_token).headers["cache-control"] == "no-store"
+
+
+def test_a_delegate_opens_the_service_mailbox_with_their_own_token(
+    platform: tuple[LiveServer, MailServers],
+) -> None:
+    """The service's mailbox (ORG) opened by a delegate's mail client with the delegate's
+    own token, as ``<service>*<own address>``; nobody else's token opens it so."""
+    http, mail = platform
+    service_box = f"cardiologie@{DOMAIN}"
+    done = mail.enrs("messaging", "mailbox", "add", service_box, "--type", "ORG", "--finess", CHU)
+    assert done.returncode == 0, done.stderr
+    assert mail.enrs("messaging", "mailbox", "delegate", service_box, ME, "--send").returncode == 0
+    mine = _user_token(http, mail, "dr.un", "openid mail")
+    theirs = _user_token(http, mail, "dr.deux", "openid mail")
+    as_delegate = f"{service_box}*{ME}"
+
+    # Mail for the service, then the delegate's client opens the service's INBOX.
+    incoming = EmailMessage()
+    incoming["From"], incoming["To"], incoming["Subject"] = OTHER, service_box, "Au service"
+    incoming.set_content("Demande d'avis.")
+    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
+        smtp.starttls(context=mail.tls)
+        smtp.login(OTHER, PASSWORD)
+        smtp.send_message(incoming)
+    deadline = time.monotonic() + 20
+    while True:
+        with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
+            imap.starttls(ssl_context=mail.tls)
+            imap.authenticate("XOAUTH2", lambda _: _xoauth2(as_delegate, mine))
+            imap.select("INBOX", readonly=True)
+            found = imap.search(None, "SUBJECT", '"Au service"')[1][0].split()
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(found) == 1  # the service's mailbox, not the delegate's own
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = service_box, OTHER, "Pour le service"
+    msg.set_content("Rendez-vous confirmé.")
+    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
+        smtp.starttls(context=mail.tls)
+        smtp.ehlo()
+        auth = base64.b64encode(_xoauth2(as_delegate, mine)).decode()
+        assert smtp.docmd("AUTH", "XOAUTH2 " + auth)[0] == 235
+        smtp.send_message(msg)
+    assert _subjects(mail, OTHER, expected=1) == ["Pour le service"]
+
+    # Not the service's own name with a delegate's token, not another's token as the
+    # delegate, not someone who is no delegate.
+    assert not _imap_login(mail, service_box, mine)
+    assert not _imap_login(mail, as_delegate, theirs)
+    assert not _imap_login(mail, f"{service_box}*{OTHER}", theirs)
+    # The delegate suspended: their token opens the service's mailbox no more.
+    assert mail.enrs("messaging", "mailbox", "suspend", ME).returncode == 0
+    time.sleep(1.1)  # Dovecot looks at a passwd-file again when its mtime second changes
+    assert not _imap_login(mail, as_delegate, mine)

@@ -450,7 +450,27 @@ plugin {{
 
 
 def _oauth2_passdb(layout: Layout) -> str:
+    """Token logins: to one's own mailbox (the login name is the token's ``username``), or,
+    as ``<mailbox>*<own address>``, to a mailbox one is an active delegate of: the token is
+    checked as a master login (its ``username`` the address after ``*``), then the
+    ``delegations`` map must hold ``<mailbox>*<own address>`` (no password is checked there:
+    Dovecot skips it after a master login)."""
     return f"""
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  master = yes
+  result_success = continue
+  args = {layout.oauth2_conf}
+}}
+passdb {{
+  driver = passwd-file
+  mechanisms = xoauth2 oauthbearer
+  skip = unauthenticated
+  result_failure = return-fail
+  result_internalfail = return-fail
+  args = username_format=%Lu*%L{{master_user}} {layout.dovecot}/delegations
+}}
 passdb {{
   driver = oauth2
   mechanisms = xoauth2 oauthbearer
@@ -521,6 +541,15 @@ def write_maps(settings: Settings, session: Session) -> None:
             f"{box.address}:{{ARGON2ID}}{box.password_hash}::::::\n"
             for box in active
             if box.password_hash
+        ),
+        0o640,
+        "dovecot",
+    )
+    _write(
+        layout.dovecot / "delegations",
+        "".join(
+            f"{mailbox}*{delegate}:::::::\n"
+            for mailbox, delegate in service.active_delegations(session)
         ),
         0o640,
         "dovecot",

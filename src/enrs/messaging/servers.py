@@ -30,7 +30,7 @@ from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
 from enrs.kit.storage import open_storage
 from enrs.messaging import applicative, config, follow, lmtp, policy, publication
-from enrs.messaging.models import Mailbox
+from enrs.messaging.models import Delegation, Mailbox
 from enrs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,17 @@ MAPS_EVERY = 2.0
 PUBLISH_EVERY = 30.0
 
 
-def _mailboxes_stamp(db: Database) -> tuple[int, str]:
+def _mailboxes_stamp(db: Database) -> tuple[int, str, int, str]:
+    """What the maps are made of: the mailboxes and the delegations (a token login to a
+    delegated mailbox is in Dovecot's ``delegations`` map)."""
     with db.transaction(write=False) as session:
         count, last = session.execute(
             sa.select(sa.func.count(Mailbox.id), sa.func.max(Mailbox.updated_at))
         ).one()
-    return int(count), str(last)
+        delegations, newest = session.execute(
+            sa.select(sa.func.count(Delegation.id), sa.func.max(Delegation.created_at))
+        ).one()
+    return int(count), str(last), int(delegations), str(newest)
 
 
 def _follow(db: Database) -> None:

@@ -163,6 +163,20 @@ def delegations_by_mailbox(session: Session) -> dict[int, list[Delegation]]:
     return found
 
 
+def active_delegations(session: Session) -> list[tuple[str, str]]:
+    """``(mailbox, delegate)`` of every delegation whose two mailboxes are active: who may
+    open which mailbox with their own token (Dovecot's ``delegations`` map)."""
+    delegate_box = sa.orm.aliased(Mailbox)
+    rows = session.execute(
+        sa.select(Mailbox.address, Delegation.delegate)
+        .join(Delegation, Delegation.mailbox_id == Mailbox.id)
+        .join(delegate_box, delegate_box.address == Delegation.delegate)
+        .where(Mailbox.status == "active", delegate_box.status == "active")
+        .order_by(Mailbox.address, Delegation.delegate)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
 def may_send_as(session: Session, login: str, sender: str) -> bool:
     """An authenticated ``login`` sends as ``sender``: its own active mailbox, or one that
     delegates sending to it while both are active."""
