@@ -374,7 +374,8 @@ def test_the_lmtp_server_defers_when_the_database_is_unreachable(
             with pytest.raises(smtplib.SMTPDataError) as deferred:
                 client.sendmail(ME, [APP], msg)
             assert deferred.value.smtp_code == 451  # Postfix keeps it and tries again
-        with _lmtp_server(path, reachable), smtplib.LMTP(str(path), timeout=30) as client:
+        again = path.with_name("lmtp-again")  # a new socket: the first one may linger a moment
+        with _lmtp_server(again, reachable), smtplib.LMTP(str(again), timeout=30) as client:
             with pytest.raises(smtplib.SMTPDataError) as unknown:
                 client.sendmail(ME, [APP], msg)  # no such APP mailbox in this database
             assert unknown.value.smtp_code == 550
