@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -366,3 +367,133 @@ def test_without_mail_servers_the_page_says_so(
         assert answer is not None and answer.status == 503
         shown = page.locator("#indisponible").inner_text()
         assert "ne sont pas en service" in shown and "ENRS_MAIL_SERVERS=on" in shown
+
+
+CHU_DOMAIN = "1.2.250.1.999.1.1"  # the CHU's IPP authority
+CLINIC_DOMAIN = "1.2.250.1.999.2.1"  # a clinic's, for a patient the CHU does not have in care
+CLINIC = "330000019"
+
+
+def _records(database_url: str, data_dir: Path) -> tuple[str, str, str]:
+    """A patient the CHU has in care with a qualified INS, another without one, and a letter
+    in each one's record filed by the CHU's doctor; a third patient, in the care of a clinic
+    only, with a letter of the clinic's; returns the three documents' ids."""
+    from datetime import UTC, date, datetime
+
+    from enrs.documents import service as documents_service
+    from enrs.documents.access import Reader
+    from enrs.documents.upload import Upload, file_upload
+    from enrs.identity import domains
+    from enrs.identity import service as identity_service
+    from enrs.identity.config import IdentityConfig
+    from enrs.identity.matching.engine import matcher_for
+    from enrs.kit.storage import open_storage
+    from tests.support.identities import person
+
+    settings = Settings(_env_file=None, data_dir=data_dir, database_url=database_url)
+    config = IdentityConfig.from_settings(settings)
+    storage, matcher = open_storage(settings), matcher_for(None)
+    ins = "2610497209123"
+    ins = f"{ins}{97 - int(ins) % 97:02d}"
+    db = Database(database_url)
+    ids = []
+    with db.transaction() as session:
+        domains.add(session, config, CHU_DOMAIN, namespace="CHU", owner=CHU)
+        domains.add(session, config, CLINIC_DOMAIN, namespace="CLIN", owner=CLINIC)
+        for domain, ipp, extra in (
+            (CHU_DOMAIN, "800001", {"ins": ins, "status": "QUAL"}),
+            (CHU_DOMAIN, "800002", {"birth_name": "BERNARD", "given_names": ["Lucie"],
+                                    "birth_date": date(1975, 2, 3)}),
+            (CLINIC_DOMAIN, "900003", {"birth_name": "LEFEBVRE", "given_names": ["Paul"],
+                                       "birth_date": date(1950, 6, 7), "sex": "M"}),
+        ):  # fmt: skip
+            fed = identity_service.feed(
+                session, matcher, person(domain, ipp, **extra), actor="test", config=config
+            )
+            patient = documents_service.resolve_patient(session, config, ("rri", fed.rri))
+            structure = CHU if domain == CHU_DOMAIN else CLINIC
+            reader = Reader(f"user:author{ipp}", "author", "user", None, frozenset({structure}))
+            upload = Upload(
+                b"%PDF-1.4 lettre de liaison " + ipp.encode(), "application/pdf", "11488-4",
+                "Compte rendu de consultation", datetime(2026, 12, 2, tzinfo=UTC), "SA01",
+                "ETABLISSEMENT",
+            )  # fmt: skip
+            ids.append(
+                file_upload(
+                    session,
+                    storage,
+                    config,
+                    reader,
+                    patient,
+                    upload,
+                    oid_root=settings.oid_root,
+                    max_bytes=settings.max_document_bytes,
+                )
+            )
+    db.dispose()
+    return ids[0], ids[1], ids[2]
+
+
+@pytest.mark.browser
+def test_a_document_of_the_record_is_sent_as_an_ihe_xdm(
+    mail: MailServers, browser: Browser, tmp_path: Path, database_url: str
+) -> None:
+    _mailboxes(mail)
+    _users(database_url)
+    qualified, unqualified, elsewhere = _records(database_url, tmp_path / "web")
+    with _web(mail, tmp_path, database_url) as web:
+        page = browser.new_page()
+        _log_in(page, web, "drun")
+        # From the document's page to the compose form, the document attached.
+        rri = page.request.get(f"{web.base_url}/messagerie/document/{qualified}", max_redirects=0)
+        assert rri.status == 303 and f"document={qualified}" in rri.headers["location"]
+        page.goto(web.base_url + rri.headers["location"])
+        assert "Compte rendu de consultation" in page.locator("#documents-joints").inner_text()
+        assert page.input_value("#objet").startswith("XDM/1.0/DDM+Compte rendu de consultation")
+        page.fill("#a", OTHER)
+        page.fill("#corps", "Ci-joint le compte rendu de votre patient.")
+        page.click("#envoyer")
+        page.wait_for_selector("#envoye")
+        [sent] = _inbox(mail, OTHER, expected=1)
+        parsed = webmail.parse(sent)
+        [archive] = [a for a in parsed.iter_attachments() if a.get_filename() == "IHE_XDM.ZIP"]
+        from enrs.messaging.xdm import read_xdm
+
+        read = read_xdm(archive.get_payload(decode=True))
+        [document] = read.documents
+        assert document.content == b"%PDF-1.4 lettre de liaison 800001"
+        assert document.metadata.patient is not None and document.metadata.patient[0].startswith(
+            "26104972091"
+        )
+        assert parsed["X-MSS-NIL"] == "ENRS"
+
+        # Refused, nothing sent: a patient without a qualified INS, two patients at once, a
+        # document that does not exist.
+        csrf = page.locator("input[name=csrf]").first.input_value()
+        for documents, reason in (
+            ([unqualified], "pas qualifiée"),
+            ([qualified, unqualified], "un seul patient"),
+            (["00000000-0000-4000-8000-000000000000"], "existe pas"),
+            ([elsewhere], "pas accès"),
+        ):
+            fields = [("a", OTHER), ("objet", "x"), ("corps", "x"), ("csrf", csrf)]
+            answer = page.request.post(
+                f"{web.base_url}/messagerie/{ME}/ecrire",
+                data=urlencode([*fields, *(("document", d) for d in documents)]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert answer.status == 422 and reason in answer.text(), (documents, answer.text())
+        assert len(_inbox(mail, OTHER, expected=2, wait=2)) == 1
+    db = Database(database_url)
+    with db.transaction(write=False) as session:
+        reads = session.execute(
+            text(
+                "SELECT entity_ref, outcome FROM audit_record WHERE entity_ref = :ref"
+                " AND interaction = 'read'"
+            ),
+            {"ref": f"DocumentReference/{qualified}"},
+        ).all()
+    db.dispose()
+    # read for the compose page and for the message (success), and within the refused
+    # two-patient message (recorded as failed with it)
+    assert sorted(outcome for _, outcome in reads) == ["0", "0", "4"]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from enrs.kit.http import DbSession, TransactionalRoute, new_entry, set_agent
 from enrs.kit.security.principal import Principal
 from enrs.messaging import mss, service, webmail
 from enrs.messaging.service import Visible
+from enrs.portal import messaging_documents as record
 from enrs.portal.auth import PortalUser, csrf_matches
 from enrs.portal.endpoints import _render
 from enrs.settings import Settings
@@ -94,6 +95,17 @@ def webmail_home(
     return RedirectResponse(f"/messagerie/{quote(chosen)}/reception", status_code=303)
 
 
+@router.get("/messagerie/document/{doc_id}")
+def send_document(request: Request, doc_id: str, user: PortalUser, session: DbSession) -> Response:
+    """From a document's page: the compose form of the professional's first mailbox they may
+    send from, with the document attached."""
+    boxes = [box for box in service.visible_mailboxes(session, user.rpps) if box.may_send]
+    if not boxes:
+        return _render(request, "messagerie_aucune.html", **_common(request, session, user))
+    target = f"/messagerie/{quote(boxes[0].address)}/ecrire?document={quote(doc_id)}"
+    return RedirectResponse(target, status_code=303)
+
+
 @router.get("/messagerie/{address}/ecrire")
 def compose_page(
     request: Request,
@@ -102,8 +114,10 @@ def compose_page(
     session: DbSession,
     repondre: str = "",
     dossier: str = "reception",
+    document: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    """The compose form; with ``repondre`` (a message's UID) a reply to it."""
+    """The compose form; with ``repondre`` (a message's UID) a reply to it; with ``document``
+    (ids of the patient's record) those documents attached as an IHE_XDM.zip."""
     if (reason := webmail.unavailable_reason(_settings(request))) is not None:
         return _unavailable(request, reason)
     box = _box(request, session, user, address, "read")
@@ -113,8 +127,17 @@ def compose_page(
         if original is None:
             raise NotFound("message introuvable")
         draft = _reply_draft(original)
+    try:
+        picked = record.chosen(request, session, user, document or [])
+    except record.DocumentsRefused as exc:
+        return _render(
+            request, "messagerie_ecrire.html", status=403, box=box, draft=draft, error=str(exc),
+            picked=None, **_common(request, session, user),
+        )  # fmt: skip
+    if picked is not None and not draft["objet"]:
+        draft["objet"] = record.subject(picked)
     return _render(
-        request, "messagerie_ecrire.html", box=box, draft=draft, error="",
+        request, "messagerie_ecrire.html", box=box, draft=draft, error="", picked=picked,
         **_common(request, session, user),
     )  # fmt: skip
 
@@ -191,6 +214,7 @@ def send_message(
     in_reply_to: Annotated[str, Form()] = "",
     references: Annotated[str, Form()] = "",
     pieces: Annotated[list[UploadFile] | None, File()] = None,
+    document: Annotated[list[str] | None, Form()] = None,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """Send as ``address`` (SMTP submission as the master user on the professional's own
@@ -205,15 +229,27 @@ def send_message(
         raise Forbidden("vous pouvez lire cette boîte mais pas envoyer en son nom")
     draft = {"a": a, "cc": cc, "objet": objet, "corps": corps}
     draft |= {"in_reply_to": in_reply_to, "references": references}
+    picked = None
     try:
         to, copies = _addresses(a), _addresses(cc)
         if not to:
             raise ValueError("indiquez au moins un destinataire")
         files = _attachments(pieces or [])
-    except ValueError as exc:
+        picked = record.chosen(request, session, user, document or [])
+        xdm = None
+        if picked is not None:
+            xdm = record.archive(
+                settings,
+                request.app.state.storage,
+                session,
+                picked,
+                sender=box.address,
+                organisation=box.description or box.address,
+            )
+    except ValueError as exc:  # DocumentsRefused included
         return _render(
             request, "messagerie_ecrire.html", status=422, box=box, draft=draft, error=str(exc),
-            **_common(request, session, user),
+            picked=picked, **_common(request, session, user),
         )  # fmt: skip
     msg = mss.compose(
         sender=box.address,
@@ -222,6 +258,7 @@ def send_message(
         subject_line=_one_line(objet),
         body=corps,
         attachments=[mss.Attachment(name, kind, data) for name, kind, data in files],
+        xdm=xdm,
         in_reply_to=_one_line(in_reply_to) or None,
         references=_one_line(references).split(),
         read_receipt=bool(accuse),
@@ -235,7 +272,8 @@ def send_message(
         )
         return _render(
             request, "messagerie_ecrire.html", status=422, box=box, draft=draft,
-            error=f"destinataire refusé : {refused}", **_common(request, session, user),
+            error=f"destinataire refusé : {refused}", picked=picked,
+            **_common(request, session, user),
         )  # fmt: skip
     except webmail.MailUnavailable as exc:
         return _unavailable(request, str(exc))
