@@ -497,3 +497,45 @@ def test_a_document_of_the_record_is_sent_as_an_ihe_xdm(
     # read for the compose page and for the message (success), and within the refused
     # two-patient message (recorded as failed with it)
     assert sorted(outcome for _, outcome in reads) == ["0", "0", "4"]
+
+
+@pytest.mark.browser
+def test_a_read_receipt_asked_for_is_sent_by_hand_once(
+    mail: MailServers, browser: Browser, tmp_path: Path, database_url: str
+) -> None:
+    _mailboxes(mail)
+    _users(database_url)
+    asking = _message(OTHER, ME, "Résultats à confirmer")
+    asking["Disposition-Notification-To"] = OTHER
+    asking["Message-ID"] = f"<accuse.{time.monotonic_ns()}@{DOMAIN}>"
+    _submit(mail, OTHER, asking)
+    _submit(mail, OTHER, _message(OTHER, ME, "Sans accusé"))
+    _inbox(mail, ME, expected=2)
+    with _web(mail, tmp_path, database_url) as web:
+        page = browser.new_page()
+        _log_in(page, web, "drun")
+        page.goto(f"{web.base_url}/messagerie/{ME}/reception")
+        page.click("ul.mails >> text=Sans accusé")
+        assert page.locator("#accuse-lecture").count() == 0  # nothing asked, nothing offered
+        page.goto(f"{web.base_url}/messagerie/{ME}/reception")
+        page.click("ul.mails >> text=Résultats à confirmer")
+        assert "accusé de lecture" in page.locator("#accuse-lecture").inner_text()
+        message_url = page.url
+        page.click("#envoyer-accuse")
+        page.wait_for_selector("#accuse-envoye")
+        assert page.locator("#accuse-lecture").count() == 0
+        csrf = page.locator("input[name=csrf]").first.input_value()
+        again = page.request.post(message_url + "/accuse", form={"csrf": csrf})
+        assert again.ok  # answered, not sent twice
+    [receipt] = _inbox(mail, OTHER, expected=2, wait=3)
+    report = webmail.parse(receipt)
+    assert report.get_content_type() == "multipart/report"
+    assert report["To"] == OTHER and report["From"] == ME
+    fields = [
+        part
+        for part in report.walk()
+        if part.get_content_type() == "message/disposition-notification"
+    ]
+    text_of = fields[0].as_string()
+    assert "manual-action/MDN-sent-manually; displayed" in text_of
+    assert asking["Message-ID"] in text_of

@@ -37,7 +37,7 @@ from email.message import EmailMessage, Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import select
@@ -64,7 +64,7 @@ from enrs.kit.outbound.models import PENDING, OutboundDestination, OutboundMessa
 from enrs.kit.outbound.queue import Backoff, Destination, check_endpoint, deliver
 from enrs.kit.outbound.transports import MllpTransport, Transport
 from enrs.kit.storage.base import BlobStorage
-from enrs.messaging import mdm, service
+from enrs.messaging import mdm, mss, service
 from enrs.messaging.models import Mailbox
 from enrs.messaging.service import InvalidMailbox
 from enrs.messaging.xdm import (
@@ -221,16 +221,6 @@ def error_subject(original: Message, code: int) -> str:
     return f"{KO}[{code}] {original.get('Subject', '')!s}".strip()
 
 
-def _headers(msg: Message, sender: str, to: str, subject: str, original: Message) -> None:
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
-    original_id = str(original.get("Message-ID", "")).strip()
-    if original_id:  # a str: the parsed header object would keep its own name
-        msg["In-Reply-To"] = msg["References"] = original_id
-    msg["Auto-Submitted"] = "auto-replied"
-
-
 def _ascii(text: str) -> str:
     """``text`` without its accents: the notification's fields are ASCII (RFC 8098 §3.1)."""
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
@@ -238,41 +228,25 @@ def _ascii(text: str) -> str:
 
 def mdn(original: Message, *, mailbox: str, error: IntegrationError | None) -> Message:
     """The RFC 8098 disposition notification for ``original`` received at ``mailbox``."""
-    to = _address(original.get("Disposition-Notification-To"))
     disposition = "automatic-action/MDN-sent-automatically; processed"
     human = "Le message a été intégré dans le logiciel du destinataire."
     if error is not None:
         disposition += f"/Error: {error.code}^{_ascii(error.label)}"
         human = f"Le message n'a pas pu être intégré : erreur {error.code}, {error.label}."
-    report = MIMEMultipart("report", report_type="disposition-notification")
     subject = (
         error_subject(original, error.code)
         if error is not None
         else f"Notification de traitement : {original.get('Subject', '')!s}"
     )
-    _headers(report, mailbox, to, subject, original)
-    report.attach(MIMEText(human + "\n", "plain", "utf-8"))
-    fields = [
-        f"Reporting-UA: {mailbox.rpartition('@')[2]}; ENRS",
-        f"Original-Recipient: rfc822;{mailbox}",
-        f"Final-Recipient: rfc822;{mailbox}",
-    ]
-    if original.get("Message-ID"):
-        fields.append(f"Original-Message-ID: {str(original['Message-ID']).strip()}")
-    fields.append(f"Disposition: {disposition}")
-    notification = Message()
-    notification["Content-Type"] = "message/disposition-notification"
-    notification["Content-Transfer-Encoding"] = "7bit"
-    notification.set_payload("\r\n".join(fields) + "\r\n")
-    report.attach(notification)
-    report.attach(MIMEMessage(original))
-    return report
+    return mss.disposition_notification(
+        original, mailbox=mailbox, subject=subject, human=human, disposition=disposition
+    )
 
 
 def error_mail(original: Message, *, mailbox: str, to: str, error: IntegrationError) -> Message:
     """The plain mail that tells a sender who asked no MDN that integration failed."""
     mail = MIMEMultipart("mixed")
-    _headers(mail, mailbox, to, error_subject(original, error.code), original)
+    mss.reply_headers(mail, mailbox, to, error_subject(original, error.code), original)
     text = f"Le message n'a pas pu être intégré : erreur {error.code}, {error.label}.\n" + (
         f"{error.detail}\n" if error.detail else ""
     )

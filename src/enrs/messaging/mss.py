@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from email.message import EmailMessage, Message
+from email.mime.message import MIMEMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 
 from enrs.documents.cda import CdaDocument, CdaError, parse_cda
@@ -243,3 +246,63 @@ def read_message(raw: bytes) -> ReadMessage:
         attachments=tuple(attachments),
         xdm=xdm,
     )
+
+
+# --- answers: disposition notifications (RFC 8098) -----------------------------------------
+
+
+def reply_headers(msg: Message, sender: str, to: str, subject: str, original: Message) -> None:
+    """The headers of an answer to ``original`` sent by the platform for ``sender``."""
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    original_id = str(original.get("Message-ID", "")).strip()
+    if original_id:  # a str: the parsed header object would keep its own name
+        msg["In-Reply-To"] = msg["References"] = original_id
+    msg["Auto-Submitted"] = "auto-replied"
+
+
+def disposition_notification(
+    original: Message, *, mailbox: str, subject: str, human: str, disposition: str
+) -> Message:
+    """The RFC 8098 report for ``original`` received at ``mailbox``, to its
+    ``Disposition-Notification-To``: a human-readable part, the
+    ``message/disposition-notification`` fields (``Disposition`` as given) and the original."""
+    to = parseaddr(str(original.get("Disposition-Notification-To", "")))[1].strip().lower()
+    report = MIMEMultipart("report", report_type="disposition-notification")
+    reply_headers(report, mailbox, to, subject, original)
+    report.attach(MIMEText(human + "\n", "plain", "utf-8"))
+    fields = [
+        f"Reporting-UA: {mailbox.rpartition('@')[2]}; ENRS",
+        f"Original-Recipient: rfc822;{mailbox}",
+        f"Final-Recipient: rfc822;{mailbox}",
+    ]
+    if original.get("Message-ID"):
+        fields.append(f"Original-Message-ID: {str(original['Message-ID']).strip()}")
+    fields.append(f"Disposition: {disposition}")
+    notification = Message()
+    notification["Content-Type"] = "message/disposition-notification"
+    notification["Content-Transfer-Encoding"] = "7bit"
+    notification.set_payload("\r\n".join(fields) + "\r\n")
+    report.attach(notification)
+    report.attach(MIMEMessage(original))
+    return report
+
+
+def read_receipt(original: Message, *, mailbox: str) -> EmailMessage | None:
+    """The read receipt a professional sends by hand for a message that asks for one
+    (``manual-action/MDN-sent-manually; displayed``), or None when it asks for none."""
+    if not parseaddr(str(original.get("Disposition-Notification-To", "")))[1]:
+        return None
+    report = disposition_notification(
+        original,
+        mailbox=mailbox,
+        subject=f"Accusé de lecture : {original.get('Subject', '')!s}",
+        human=f"Le message a été lu par {mailbox}.",
+        disposition="manual-action/MDN-sent-manually; displayed",
+    )
+    del report["Auto-Submitted"]  # sent by the person, not by the platform
+    report["X-MSS-NIL"] = SOFTWARE_NIL
+    parsed = email.message_from_bytes(report.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed

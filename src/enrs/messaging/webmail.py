@@ -201,6 +201,29 @@ def read_message(settings: Settings, address: str, folder: str, uid: str) -> Ema
     return None
 
 
+MDN_SENT = "$MDNSent"  # the IMAP keyword of a message whose read receipt was sent (RFC 3503)
+
+
+def has_flag(settings: Settings, address: str, folder: str, uid: str, flag: str) -> bool:
+    """Whether the message carries ``flag`` (a system flag or a keyword)."""
+    if not uid.isdigit():
+        return False
+    with imap(settings, address) as client:
+        if not _select(client, folder, readonly=True):
+            return False
+        _, data = client.uid("FETCH", uid, "(FLAGS)")
+    return any(flag.encode() in (item if isinstance(item, bytes) else b"") for item in data)
+
+
+def add_flag(settings: Settings, address: str, folder: str, uid: str, flag: str) -> None:
+    """Set ``flag`` on the message (kept by Dovecot with the mail)."""
+    if not uid.isdigit():
+        return
+    with imap(settings, address) as client:
+        if _select(client, folder, readonly=False):
+            client.uid("STORE", uid, "+FLAGS", f"({flag})")
+
+
 def send(settings: Settings, login: str, msg: EmailMessage) -> list[str]:
     """Submit ``msg`` (made by :func:`enrs.messaging.mss.compose`, with its ``X-MSS-NIL``)
     as the master user logged in on ``login`` (the professional's own

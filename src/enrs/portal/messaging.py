@@ -343,11 +343,53 @@ def message_page(
         )
         if msg.get(name)
     ]  # fmt: skip
+    receipt = None  # a read receipt asked for: "asked", or "sent" once it was
+    if msg.get("Disposition-Notification-To") and dossier == "reception":
+        sent = webmail.has_flag(settings, box.address, _folder(dossier), uid, webmail.MDN_SENT)
+        receipt = "sent" if sent else "asked"
     return _render(
         request, "messagerie_message.html", box=box, dossier=dossier, uid=uid, headers=headers,
         subject=str(msg.get("Subject", "")) or "(sans objet)", text=_text_of(msg),
-        parts=_parts(msg), **_common(request, session, user),
+        parts=_parts(msg), receipt=receipt, **_common(request, session, user),
     )  # fmt: skip
+
+
+@router.post("/messagerie/{address}/{dossier}/{uid}/accuse")
+def send_read_receipt(
+    request: Request,
+    address: str,
+    dossier: str,
+    uid: str,
+    user: PortalUser,
+    session: DbSession,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The professional sends the read receipt a message asks for (RFC 8098, by hand:
+    ``manual-action/MDN-sent-manually; displayed``), once: the message keeps ``$MDNSent``."""
+    settings = _settings(request)
+    if (reason := webmail.unavailable_reason(settings)) is not None:
+        return _unavailable(request, reason)
+    box = _box(request, session, user, address, "create")
+    if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
+        raise Forbidden("jeton CSRF invalide")
+    if not box.may_send:
+        raise Forbidden("vous pouvez lire cette boîte mais pas répondre en son nom")
+    folder = _folder(dossier)
+    original = webmail.read_message(settings, box.address, folder, uid)
+    if original is None:
+        raise NotFound("message introuvable")
+    receipt = mss.read_receipt(original, mailbox=box.address)
+    if receipt is None:
+        raise NotFound("ce message ne demande pas d'accusé de lecture")
+    if not webmail.has_flag(settings, box.address, folder, uid, webmail.MDN_SENT):
+        request.state.audit[-1].detail = f"read receipt for {dossier}/{uid}"
+        try:
+            webmail.send(settings, box.through or box.address, receipt)
+        except webmail.MailUnavailable as exc:
+            return _unavailable(request, str(exc))
+        webmail.add_flag(settings, box.address, folder, uid, webmail.MDN_SENT)
+    target = f"/messagerie/{quote(box.address)}/{quote(dossier)}/{quote(uid)}"
+    return RedirectResponse(target, status_code=303)
 
 
 @router.get("/messagerie/{address}/{dossier}/{uid}/pieces/{index}")
