@@ -152,3 +152,48 @@ def test_another_operator_delivers_from_the_trust_space_only(
     with pytest.raises(smtplib.SMTPRecipientsRefused) as relay:
         deliver("dr.x@hopital.example", "dr.y@hopital.example", "relais")
     assert "Relay access denied" in str(relay.value.recipients)
+
+
+def test_a_patient_answers_a_professional_who_wrote_first(
+    mail: MailServers, database_url: str
+) -> None:
+    _mailboxes(mail)
+    db = Database(database_url)
+    with db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO mail_trusted_domain (name, description, operator_dn, updated,"
+                " imported_at) VALUES ('patient.mssante.fr', 'Mon espace sante', '', '',"
+                " CURRENT_TIMESTAMP)"
+            )
+        )
+    patient = "261049720912388@patient.mssante.fr"
+
+    def from_patient(subject: str) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", mail.mx_port, timeout=30) as smtp:
+            smtp.starttls(context=mail.tls)
+            return smtp.send_message(_message(patient, ME, subject))
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as first:
+        from_patient("Bonjour docteur")
+    [(code, reason)] = first.value.recipients.values()
+    assert code == 550 and b"wrote to them first" in reason
+    # The doctor writes to the patient (Postfix queues it for Mon espace sante's server) ...
+    _submit(mail, ME, _message(ME, patient, "Vos résultats"))
+    deadline = time.monotonic() + 20
+    while True:  # ... and the policy service remembers it at the end of the message
+        with db.transaction(write=False) as session:
+            if session.execute(text("SELECT count(*) FROM mail_patient_contact")).scalar():
+                break
+        assert time.monotonic() < deadline, "the contact was not remembered"
+        time.sleep(0.2)
+    db.dispose()
+    assert from_patient("Merci docteur") == {}
+    # (Postfix returns the doctor's mail here: this machine has no route to Mon espace sante)
+    assert "Merci docteur" in _subjects(mail, ME, expected=2)
+    with (  # another mailbox, which never wrote to the patient
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+        smtplib.SMTP("127.0.0.1", mail.mx_port, timeout=30) as smtp,
+    ):
+        smtp.starttls(context=mail.tls)
+        smtp.send_message(_message(patient, OTHER, "Et vous ?"))

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from enrs.kit.db import Database, utcnow
-from enrs.messaging.models import MAILBOX_TYPES, Mailbox, Traffic
+from enrs.messaging.models import MAILBOX_TYPES, Mailbox, PatientContact, Traffic
 
 MAX_PENDING = 10_000  # messages in progress remembered; older ones (aborted) are forgotten
 log = logging.getLogger(__name__)
@@ -93,6 +93,36 @@ def record(session: Session, sender: str, recipients: Iterable[str], when: datet
     session.flush()
 
 
+PATIENT_DOMAIN = "patient.mssante.fr"  # Mon espace santé: the patients' addresses
+
+
+def remember_patients(
+    session: Session, sender: str, recipients: Iterable[str], when: datetime
+) -> None:
+    """The patients (``…@patient.mssante.fr``) a mailbox of the operator wrote to: they may
+    answer it from now on (:func:`enrs.messaging.policy.decide`)."""
+    patients = {r for r in recipients if r.rpartition("@")[2] == PATIENT_DOMAIN}
+    if not patients:
+        return
+    box = session.scalar(sa.select(Mailbox).where(Mailbox.address == sender))
+    if box is None:
+        return
+    for patient in sorted(patients):
+        if session.get(PatientContact, (box.id, patient)) is None:
+            session.add(PatientContact(mailbox_id=box.id, patient=patient, first_at=when))
+    session.flush()
+
+
+def may_answer(session: Session, patient: str, mailbox: str) -> bool:
+    """Whether the patient ``patient`` may write to ``mailbox``: it wrote to them first."""
+    stmt = (
+        sa.select(PatientContact.patient)
+        .join(Mailbox, Mailbox.id == PatientContact.mailbox_id)
+        .where(Mailbox.address == mailbox, PatientContact.patient == patient)
+    )
+    return session.scalar(stmt.limit(1)) is not None
+
+
 class Recorder:
     """Writes the counts from a thread of its own, so that Postfix's answer at the end of a
     message never waits for the database (a portal request holding SQLite's write lock while
@@ -120,6 +150,7 @@ class Recorder:
                 try:
                     with self.db.transaction() as session:
                         record(session, *item)
+                        remember_patients(session, *item)
                     break
                 except Exception:
                     if attempt == self.ATTEMPTS - 1:

@@ -84,3 +84,14 @@ class Traffic(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mail_mailbox.id"), primary_key=True)
     sent: Mapped[int] = mapped_column(Integer, default=0)
     received: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PatientContact(Base):
+    """A patient's address (``…@patient.mssante.fr``) a mailbox of the operator wrote to: the
+    patient may then answer it (only professionals write first to a patient)."""
+
+    __tablename__ = "mail_patient_contact"
+
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mail_mailbox.id"), primary_key=True)
+    patient: Mapped[str] = mapped_column(String(254), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

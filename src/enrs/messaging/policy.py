@@ -13,7 +13,10 @@ Postfix asks at each ``RCPT TO`` (``check_policy_service`` in ``smtpd_recipient_
   sender: ``553 5.7.1``), with the certificate of the operator the trust list names for that
   domain (``550 5.7.1``, :func:`operator_refusal`);
 - a recipient of the operator's domain is an active mailbox (``550 5.1.1`` unknown,
-  ``550 5.2.1`` suspended).
+  ``550 5.2.1`` suspended);
+- a patient (``…@patient.mssante.fr``, Mon espace santé) writes only to a mailbox that wrote
+  to them first (``550 5.7.1``): only professionals write first to a patient. The addresses
+  each mailbox wrote to are remembered at the end of each message, with the counts.
 
 At the end of each message (``smtpd_end_of_data_restrictions``) the service counts it for the
 operator's indicators (written by a thread of their own, never holding the message) and
@@ -103,6 +106,12 @@ def decide(session: Session, own_domain: str, request: dict[str, str]) -> str:
             return f"550 5.1.1 <{recipient}>: no such mailbox here"
         if box.status != "active":
             return f"550 5.2.1 <{recipient}>: this mailbox is {box.status}"
+        patient = not login and domain_of(sender) == indicators.PATIENT_DOMAIN
+        if patient and not indicators.may_answer(session, sender, recipient):
+            return (
+                f"550 5.7.1 <{recipient}> has not written to {sender}: a patient answers"
+                " the professionals who wrote to them first"
+            )
         return "DUNNO"
     if login and not trusted(session, domain_of(recipient), own):
         return f"550 5.7.1 {domain_of(recipient)} is not in the MSSante trust space"
