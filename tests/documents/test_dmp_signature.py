@@ -9,13 +9,12 @@ import dataclasses
 import hashlib
 import ssl
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 
 from enrs.documents import vihf, xades, xds
@@ -29,20 +28,9 @@ CDA = Path(__file__).parent / "data" / "n3_structured.xml"
 NS = {"rim": xds.RIM, "lcm": xds.LCM, "ds": xades.DS, "xades": xades.XADES}
 
 
-@pytest.fixture(params=["rsa", "ec"])
-def pki(request: pytest.FixtureRequest, tmp_path: Path) -> Pki:
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
-        rsa.generate_private_key(65537, 2048)
-        if request.param == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    return make_pki(tmp_path, key)
-
-
 @pytest.fixture
-def dmp(pki: Pki) -> Iterator[FakeDmp]:
-    with FakeDmp(vihf_cert=pki.signer.cert, tls=pki.server) as fake:
-        yield fake
+def dmp(secure_dmp: FakeDmp) -> FakeDmp:
+    return secure_dmp
 
 
 def _cda_document() -> XdsDocument:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import ssl
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,20 +27,9 @@ SAML_NS = {"saml": vihf.SAML, "hl7": vihf.HL7, "ds": vihf.DS}
 OTHER_NIR = "180012A00100067"  # not the document's patient
 
 
-@pytest.fixture(params=["rsa", "ec"])
-def pki(request: pytest.FixtureRequest, tmp_path: Path) -> Pki:
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
-        rsa.generate_private_key(65537, 2048)
-        if request.param == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    return make_pki(tmp_path, key)
-
-
 @pytest.fixture
-def dmp(pki: Pki) -> Iterator[FakeDmp]:
-    with FakeDmp(vihf_cert=pki.signer.cert, tls=pki.server) as fake:
-        yield fake
+def dmp(secure_dmp: FakeDmp) -> FakeDmp:
+    return secure_dmp
 
 
 def _adapter(dmp: FakeDmp, pki: Pki, **options: object) -> XdsDmpAdapter:
