@@ -44,7 +44,7 @@ from enrs.messaging import applicative, config, lmtp, mdm, service
 from enrs.messaging.applicative import IntegrationError
 from enrs.messaging.service import InvalidMailbox, NewMailbox
 from tests.documents.test_dmp_adapter import NIR, make_document
-from tests.documents.world import CHU_OID, CLINIC, IPP, make_region
+from tests.documents.world import CHU_OID, CLINIC, IPP, Region, make_region
 from tests.messaging.mail import CHU, DOCTOR, DOMAIN, PASSWORD, MailServers, prepare_directory
 from tests.support.identities import person
 from tests.support.live_server import free_port
@@ -432,9 +432,11 @@ def _archive(cda: bytes, ins: str = CDA_INS, number: int = 1) -> bytes:
     return xds.xdm_package(doc)
 
 
-def test_an_app_mailbox_files_the_documents_and_queues_their_mdm(
+def _app_region(
     app: FastAPI, client: TestClient, db: Database, tmp_path: Path
-) -> None:
+) -> tuple[Region, IdentityConfig]:
+    """The region, the patient qualified by the CHU, and the CHU's APP mailbox with its
+    software's endpoint."""
     region = make_region(app, client, db, tmp_path)
     config: IdentityConfig = app.state.identity_config
     with db.transaction() as session:
@@ -444,6 +446,13 @@ def test_an_app_mailbox_files_the_documents_and_queues_their_mdm(
         )  # fmt: skip
         service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
         applicative.set_software(session, APP, "127.0.0.1:1")
+    return region, config
+
+
+def test_an_app_mailbox_files_the_documents_and_queues_their_mdm(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path
+) -> None:
+    region, config = _app_region(app, client, db, tmp_path)
     filer = applicative.XdmFiler(config, app.state.storage)
 
     def integrate(archive: bytes) -> None:
@@ -492,16 +501,8 @@ def _replacement(new_id: str, parent: str) -> bytes:
 def test_a_replacement_supersedes_the_current_version_and_queues_a_t10(
     app: FastAPI, client: TestClient, db: Database, tmp_path: Path
 ) -> None:
-    make_region(app, client, db, tmp_path)
-    config: IdentityConfig = app.state.identity_config
+    config = _app_region(app, client, db, tmp_path)[1]
     other_app = f"dpi.other@{DOMAIN}"
-    with db.transaction() as session:
-        identity_service.feed(
-            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
-            actor="test", config=config,
-        )  # fmt: skip
-        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
-        applicative.set_software(session, APP, "127.0.0.1:1")
     filer = applicative.XdmFiler(config, app.state.storage)
     numbers = itertools.count(1)
 
@@ -552,15 +553,7 @@ def test_a_replacement_supersedes_the_current_version_and_queues_a_t10(
 def test_a_pdf_of_an_archive_is_filed_from_its_metadata(
     app: FastAPI, client: TestClient, db: Database, tmp_path: Path
 ) -> None:
-    make_region(app, client, db, tmp_path)
-    config: IdentityConfig = app.state.identity_config
-    with db.transaction() as session:
-        identity_service.feed(
-            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
-            actor="test", config=config,
-        )  # fmt: skip
-        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
-        applicative.set_software(session, APP, "127.0.0.1:1")
+    config = _app_region(app, client, db, tmp_path)[1]
     filer = applicative.XdmFiler(config, app.state.storage)
     numbers = itertools.count(1)
 
@@ -614,15 +607,7 @@ def test_a_pdf_of_an_archive_is_filed_from_its_metadata(
 def test_without_an_ins_the_patient_is_found_by_traits_with_certainty(
     app: FastAPI, client: TestClient, db: Database, tmp_path: Path
 ) -> None:
-    make_region(app, client, db, tmp_path)
-    config: IdentityConfig = app.state.identity_config
-    with db.transaction() as session:
-        identity_service.feed(
-            session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
-            actor="test", config=config,
-        )  # fmt: skip
-        service.add_mailbox(session, NewMailbox(APP, "APP", finess=CHU), domain=DOMAIN)
-        applicative.set_software(session, APP, "127.0.0.1:1")
+    config = _app_region(app, client, db, tmp_path)[1]
     numbers = itertools.count(1)
     ins_cx = f"{CDA_INS}^^^&amp;{INS_NIR}&amp;ISO^NH"  # as the XML writes them
     ipp_cx = f"{IPP}^^^&amp;{CHU_OID}&amp;ISO^PI"
