@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__, mllp_routes
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.coordination import endpoints as coordination_endpoints
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
 from enrs.directory import registration_endpoints as directory_registration
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     directory_endpoints.register_capabilities(capabilities)
     directory_registration.register_capabilities(capabilities)
     document_endpoints.register_capabilities(capabilities)
+    coordination_endpoints.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -123,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(document_endpoints.router)
     app.include_router(document_endpoints.content_router)
     app.include_router(document_access.router)
+    app.include_router(coordination_endpoints.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)

@@ -27,6 +27,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "DocumentReference",
         "List",
         "Binary",
+        "CareTeam",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}
@@ -36,6 +37,14 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     directory = {i["code"] for i in resources["Practitioner"]["interaction"]}
     assert directory == {"create", "update", "read", "search-type"}
     assert "mailbox-mss" in {p["name"] for p in resources["Practitioner"]["searchParam"]}
+    care_team = resources["CareTeam"]
+    assert {o["name"] for o in care_team["operation"]} == {
+        "invite",
+        "accept",
+        "join",
+        "remove",
+        "consent",
+    }
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
     assert "French rules" in resources["Patient"]["documentation"]

@@ -11,9 +11,9 @@ directory lists their activities) or a facility's system client (its member faci
    patient's shared documents. The relationships are providers, asked in order
    (:data:`RELATIONSHIPS`): a structure of the reader has the patient in care (its ADT feed
    fed an active identity of the patient: :func:`enrs.identity.service.facilities_in_care`),
-   an access the reader declared with its reason, or an emergency access (*bris de glace*).
-   The coordination service adds the patient's care circle with
-   :func:`add_relationship`.
+   an access the reader declared with its reason, or an emergency access (*bris de glace*),
+   or the reader is in the patient's care circle (:mod:`enrs.coordination.circle`: an active
+   member, the professional or one of their structures).
 3. **Opposition.** A patient's opposition to all sharing leaves each reader only their own
    documents; an opposition to one document hides it from everyone but its own readers.
 4. **Confidentiality.** A document masked to professionals (``MASQUE_PS``) or very restricted
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.accounts import service as accounts_service
+from enrs.coordination import circle
 from enrs.directory import service as directory_service
 from enrs.documents.models import DeclaredAccess, DocumentEntry, Opposition
 from enrs.identity import service as identity_service
@@ -107,14 +108,11 @@ def _declared(session: Session, reader: Reader, patient_ids: list[int]) -> str |
     return None if found is None else f"{found.kind}: {found.reason}"
 
 
-RELATIONSHIPS: list[Relationship] = [_in_care, _declared]
+def _in_circle(session: Session, reader: Reader, patient_ids: list[int]) -> str | None:
+    return circle.circle_relationship(session, reader.rpps, reader.structures, patient_ids)
 
 
-def add_relationship(provider: Relationship) -> None:
-    """Another care relationship (the coordination service's care circle), asked after
-    those already listed."""
-    if provider not in RELATIONSHIPS:
-        RELATIONSHIPS.append(provider)
+RELATIONSHIPS: tuple[Relationship, ...] = (_in_care, _declared, _in_circle)
 
 
 def active_declaration(

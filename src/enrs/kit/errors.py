@@ -76,6 +76,14 @@ class Conflict(EnrsError):
     title = "Conflict"
 
 
+class PreconditionFailed(EnrsError):
+    """A change made on a version that is no longer the resource's (``If-Match``)."""
+
+    status = 412
+    issue_code = "conflict"
+    title = "Precondition failed"
+
+
 class PayloadTooLarge(EnrsError):
     status = 413
     issue_code = "too-costly"

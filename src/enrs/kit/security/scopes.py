@@ -113,13 +113,13 @@ ROLES: dict[str, str] = {
     "admin": (
         "user/AuditEvent.rs user/Practitioner.cruds user/PractitionerRole.cruds "
         "user/Organization.cruds user/Subscription.rus "
-        "user/HealthcareService.crus user/Location.crus user/Consent.crus"
+        "user/HealthcareService.crus user/Location.crus user/Consent.crus user/CareTeam.crus"
     ),
     "identitovigilance": f"user/Patient.cruds user/Task.rus user/AuditEvent.rs {DIRECTORY_READ}",
     # A professional counts the beds of the structures they practise in (directory.offer).
     "professional": (
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
-        f"{DIRECTORY_READ} user/Location.u"
+        f"user/CareTeam.crus {DIRECTORY_READ} user/Location.u"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
     # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.

@@ -1,0 +1,25 @@
+"""The permissions the coordination service's endpoints declare in their signatures.
+
+SMART scopes: ``CareTeam.c`` to make a circle, ``.r`` / ``.s`` to read and find circles,
+``.u`` to invite, accept, join and remove; ``Consent.c`` to record the patient's consent that
+someone joins. A person also needs the ``professional`` role (or ``admin``: the regional
+team). Every call is audited by :func:`enrs.kit.http.require`; which circles a caller sees
+and changes is the rule of :mod:`enrs.coordination.service`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from enrs.kit.http import require
+from enrs.kit.security.principal import Principal
+
+MEMBERS = frozenset({"professional", "admin"})
+
+CareTeamCreate = Annotated[Principal, Depends(require("CareTeam", "create", roles=MEMBERS))]
+CareTeamRead = Annotated[Principal, Depends(require("CareTeam", "read", roles=MEMBERS))]
+CareTeamSearch = Annotated[Principal, Depends(require("CareTeam", "search-type", roles=MEMBERS))]
+CareTeamUpdate = Annotated[Principal, Depends(require("CareTeam", "update", roles=MEMBERS))]
+ConsentCreate = Annotated[Principal, Depends(require("Consent", "create", roles=MEMBERS))]
