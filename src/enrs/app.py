@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__, mllp_routes
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
@@ -37,11 +38,13 @@ from enrs.kit.db import Database
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.http import RequestContextMiddleware, install_error_handlers
 from enrs.kit.listeners import Listener
+from enrs.kit.live import EventWaker
 from enrs.kit.security.keys import KeyRing
 from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
+from enrs.portal import coordination as portal_coordination
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import dmp_admin as portal_dmp_admin
@@ -69,12 +72,14 @@ def create_app(settings: Settings) -> FastAPI:
     storage = open_storage(settings)
 
     audit_writer = AuditWriter(db)
+    event_waker = EventWaker(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.start_checkpoints()
         await run_in_threadpool(keys.load)
         yield
+        await run_in_threadpool(event_waker.close)
         await run_in_threadpool(audit_writer.close)
         db.dispose()
 
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.audit_writer = audit_writer
+    app.state.event_waker = event_waker
     app.state.tokens = tokens
     app.state.verified_tokens = VerifiedTokens()
     app.state.storage = storage
@@ -107,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     directory_registration.register_capabilities(capabilities)
     document_endpoints.register_capabilities(capabilities)
     coordination_endpoints.register_capabilities(capabilities)
+    coordination_chat.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -126,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(document_endpoints.content_router)
     app.include_router(document_access.router)
     app.include_router(coordination_endpoints.router)
+    app.include_router(coordination_chat.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
@@ -136,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_mail_admin.router)
     app.include_router(portal_dmp_admin.router)
     app.include_router(portal_messaging.router)
+    app.include_router(portal_coordination.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
@@ -159,6 +168,9 @@ def _run_http(settings: Settings) -> None:
         workers=settings.http_workers,
         log_level=settings.log_level,
         proxy_headers=False,
+        # Open chat streams would hold a shutdown forever: closed after this many seconds
+        # (the browsers reconnect from their last event, nothing is lost).
+        timeout_graceful_shutdown=5,
     )
 
 

@@ -1,6 +1,7 @@
 """Imports every table module so that ``Base.metadata`` is complete (for Alembic)."""
 
 from enrs.accounts import models as accounts_models
+from enrs.coordination import chat_models as coordination_chat_models
 from enrs.coordination import models as coordination_models
 from enrs.directory import models as directory_models
 from enrs.documents import models as document_models
@@ -15,6 +16,7 @@ __all__ = [
     "Base",
     "accounts_models",
     "audit_models",
+    "coordination_chat_models",
     "coordination_models",
     "directory_models",
     "document_models",

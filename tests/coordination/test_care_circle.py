@@ -5,82 +5,25 @@ facility's software do."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
+from enrs.directory.identifiers import FINESS_SYSTEM
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
 from tests.conftest import Factory
+from tests.coordination.circles import doctor, make_circle, operation
+from tests.coordination.conftest import logged_in
 from tests.documents.world import (
     CLINIC,
     DOCTOR_AT_CHU,
     DOCTOR_ELSEWHERE,
-    FHIR_JSON,
     Region,
     bundle,
-    make_region,
     pdf,
 )
-from tests.support.portal import log_in
-
-
-@pytest.fixture
-def region(app: FastAPI, client: TestClient, db: Database, tmp_path: Path) -> Region:
-    return make_region(app, client, db, tmp_path)
-
-
-def _browser(region: Region, factory: Factory, username: str, rpps: str) -> TestClient:
-    factory.user(username, rpps=rpps)
-    browser = TestClient(region.app)
-    log_in(browser, username)
-    return browser
-
-
-@pytest.fixture
-def chu_doctor(region: Region, factory: Factory) -> TestClient:
-    return _browser(region, factory, "dr.chu", DOCTOR_AT_CHU)
-
-
-@pytest.fixture
-def other_doctor(region: Region, factory: Factory) -> TestClient:
-    return _browser(region, factory, "dr.clinique", DOCTOR_ELSEWHERE)
-
-
-def _circle(region: Region, browser: TestClient, name: str = "Suivi greffe rénale") -> Any:
-    body = {
-        "resourceType": "CareTeam",
-        "name": name,
-        "subject": {"reference": f"Patient/{region.rri}"},
-    }
-    return browser.post("/fhir/CareTeam", json=body, headers={"Content-Type": FHIR_JSON})
-
-
-def _params(**values: Any) -> dict[str, Any]:
-    parameter = []
-    for name, value in values.items():
-        key = "valueReference" if isinstance(value, dict) else "valueString"
-        parameter.append({"name": name, key: value})
-    return {"resourceType": "Parameters", "parameter": parameter}
-
-
-def _operation(
-    browser: TestClient, team: str, name: str, headers: dict[str, str] | None = None, **values: Any
-) -> Any:
-    return browser.post(
-        f"/fhir/CareTeam/{team}/${name}",
-        json=_params(**values),
-        headers={"Content-Type": FHIR_JSON, **(headers or {})},
-    )
-
-
-def _doctor(rpps: str) -> dict[str, Any]:
-    return {"identifier": {"system": RPPS_SYSTEM, "value": f"8{rpps}"}}
 
 
 def _statuses(resource: dict[str, Any]) -> dict[str, str]:
@@ -98,10 +41,10 @@ def test_an_invited_professional_reads_the_record_once_in_the_circle_and_not_aft
 ) -> None:
     doc = _document(region)
     # The clinic's doctor has no care relationship: no circle of their own, no document.
-    assert _circle(region, other_doctor).status_code == 403
+    assert make_circle(region, other_doctor).status_code == 403
     assert other_doctor.get(f"/fhir/Binary/{doc}").status_code == 403
 
-    made = _circle(region, chu_doctor)
+    made = make_circle(region, chu_doctor)
     assert made.status_code == 201, made.text
     team = made.json()["id"]
     assert made.headers["ETag"] == 'W/"1"'
@@ -112,20 +55,20 @@ def test_an_invited_professional_reads_the_record_once_in_the_circle_and_not_aft
     assert coordinator["role"] == [{"text": "coordinator"}]
 
     assert other_doctor.get(f"/fhir/CareTeam/{team}").status_code == 403  # not invited yet
-    invited = _operation(chu_doctor, team, "invite", member=_doctor(DOCTOR_ELSEWHERE), role="IDE")
+    invited = operation(chu_doctor, team, "invite", member=doctor(DOCTOR_ELSEWHERE), role="IDE")
     assert invited.status_code == 200, invited.text
     assert invited.headers["ETag"] == 'W/"2"'
     assert sorted(_statuses(invited.json()).values()) == ["active", "invited"]
     # Invited is not in: no document yet; the invited sees the circle to accept it.
     assert other_doctor.get(f"/fhir/Binary/{doc}").status_code == 403
     assert other_doctor.get(f"/fhir/CareTeam/{team}").status_code == 200
-    again = _operation(chu_doctor, team, "invite", member=_doctor(DOCTOR_ELSEWHERE), role="IDE")
+    again = operation(chu_doctor, team, "invite", member=doctor(DOCTOR_ELSEWHERE), role="IDE")
     assert again.status_code == 409
 
-    accepted = _operation(other_doctor, team, "accept")
+    accepted = operation(other_doctor, team, "accept")
     assert accepted.status_code == 200, accepted.text
     assert sorted(_statuses(accepted.json()).values()) == ["active", "active"]
-    assert _operation(other_doctor, team, "accept").status_code == 409
+    assert operation(other_doctor, team, "accept").status_code == 409
     assert other_doctor.get(f"/fhir/Binary/{doc}").status_code == 200
     found = other_doctor.get(f"/fhir/DocumentReference?patient=Patient/{region.rri}")
     assert [e["resource"]["id"] for e in found.json()["entry"]] == [doc]
@@ -138,7 +81,7 @@ def test_an_invited_professional_reads_the_record_once_in_the_circle_and_not_aft
         for p in accepted.json()["participant"]
         if p["member"]["identifier"]["value"] == f"8{DOCTOR_ELSEWHERE}"
     )
-    removed = _operation(chu_doctor, team, "remove", participant=member)
+    removed = operation(chu_doctor, team, "remove", participant=member)
     assert removed.status_code == 200, removed.text
     gone = next(p for p in removed.json()["participant"] if p["id"] == member)
     assert gone["extension"][0]["valueCode"] == "removed" and "end" in gone["period"]
@@ -157,22 +100,21 @@ def test_an_invited_professional_reads_the_record_once_in_the_circle_and_not_aft
 def test_joining_needs_the_patients_consent(
     region: Region, chu_doctor: TestClient, other_doctor: TestClient
 ) -> None:
-    team = _circle(region, chu_doctor).json()["id"]
-    refused = _operation(other_doctor, team, "join", role="Médecin traitant")
+    team = make_circle(region, chu_doctor).json()["id"]
+    refused = operation(other_doctor, team, "join", role="Médecin traitant")
     assert refused.status_code == 403
     assert "consent" in refused.json()["issue"][0]["diagnostics"]
     # Only a member records the patient's word.
     assert (
-        _operation(other_doctor, team, "consent", actor=_doctor(DOCTOR_ELSEWHERE)).status_code
-        == 403
+        operation(other_doctor, team, "consent", actor=doctor(DOCTOR_ELSEWHERE)).status_code == 403
     )
-    consent = _operation(chu_doctor, team, "consent", actor=_doctor(DOCTOR_ELSEWHERE))
+    consent = operation(chu_doctor, team, "consent", actor=doctor(DOCTOR_ELSEWHERE))
     assert consent.status_code == 201, consent.text
     assert consent.json()["resourceType"] == "Consent"
     assert consent.json()["provision"]["actor"][0]["reference"]["identifier"]["value"] == (
         f"8{DOCTOR_ELSEWHERE}"
     )
-    joined = _operation(other_doctor, team, "join", role="Médecin traitant")
+    joined = operation(other_doctor, team, "join", role="Médecin traitant")
     assert joined.status_code == 200, joined.text
     roles = {
         p["role"][0]["text"]: p["extension"][0]["valueCode"] for p in joined.json()["participant"]
@@ -185,17 +127,17 @@ def test_joining_needs_the_patients_consent(
 def test_a_change_on_a_stale_version_is_refused_and_changes_nothing(
     region: Region, chu_doctor: TestClient
 ) -> None:
-    team = _circle(region, chu_doctor).json()["id"]
-    first = _operation(
+    team = make_circle(region, chu_doctor).json()["id"]
+    first = operation(
         chu_doctor,
         team,
         "invite",
         {"If-Match": 'W/"1"'},
-        member=_doctor(DOCTOR_ELSEWHERE),
+        member=doctor(DOCTOR_ELSEWHERE),
         role="IDE",
     )
     assert first.status_code == 200, first.text
-    carer = _operation(
+    carer = operation(
         chu_doctor,
         team,
         "invite",
@@ -209,7 +151,7 @@ def test_a_change_on_a_stale_version_is_refused_and_changes_nothing(
     now = chu_doctor.get(f"/fhir/CareTeam/{team}")
     assert now.headers["ETag"] == 'W/"2"' and len(now.json()["participant"]) == 2
     assert (
-        _operation(chu_doctor, team, "invite", {"If-Match": "2"}, kind="x", role="r").status_code
+        operation(chu_doctor, team, "invite", {"If-Match": "2"}, kind="x", role="r").status_code
         == 400
     )
 
@@ -217,8 +159,8 @@ def test_a_change_on_a_stale_version_is_refused_and_changes_nothing(
 def test_family_carers_are_members_without_access_and_bad_members_are_refused(
     region: Region, chu_doctor: TestClient, client: TestClient
 ) -> None:
-    team = _circle(region, chu_doctor).json()["id"]
-    carer = _operation(
+    team = make_circle(region, chu_doctor).json()["id"]
+    carer = operation(
         chu_doctor,
         team,
         "invite",
@@ -230,20 +172,20 @@ def test_family_carers_are_members_without_access_and_bad_members_are_refused(
     added = next(p for p in carer.json()["participant"] if p["member"]["type"] == "RelatedPerson")
     assert added["extension"][0]["valueCode"] == "active" and "identifier" not in added["member"]
 
-    unknown = _operation(chu_doctor, team, "invite", member=_doctor("10000099999"), role="IDE")
+    unknown = operation(chu_doctor, team, "invite", member=doctor("10000099999"), role="IDE")
     assert unknown.status_code == 422 and "RPPS" in unknown.json()["issue"][0]["diagnostics"]
     structure = {"identifier": {"system": FINESS_SYSTEM, "value": "999999999"}}
-    assert _operation(chu_doctor, team, "invite", member=structure, role="SSIAD").status_code == 422
+    assert operation(chu_doctor, team, "invite", member=structure, role="SSIAD").status_code == 422
     clinic = {"identifier": {"system": FINESS_SYSTEM, "value": CLINIC}}
-    assert _operation(chu_doctor, team, "invite", member=clinic, role="SSR").status_code == 200
+    assert operation(chu_doctor, team, "invite", member=clinic, role="SSR").status_code == 200
     other_system = {"identifier": {"system": "urn:oid:1.2.3", "value": "1"}}
-    assert _operation(chu_doctor, team, "invite", member=other_system, role="x").status_code == 422
+    assert operation(chu_doctor, team, "invite", member=other_system, role="x").status_code == 422
 
     body = {
         "resourceType": "CareTeam",
         "name": "Parcours",
         "subject": {"reference": f"Patient/{region.rri}"},
-        "participant": [{"member": _doctor(DOCTOR_ELSEWHERE)}],
+        "participant": [{"member": doctor(DOCTOR_ELSEWHERE)}],
     }
     assert chu_doctor.post("/fhir/CareTeam", json=body).status_code == 422
     body = {
@@ -261,12 +203,12 @@ def test_a_facilitys_software_is_in_the_circle_through_its_structure(
     region: Region, chu_doctor: TestClient, factory: Factory
 ) -> None:
     doc = _document(region)
-    team = _circle(region, chu_doctor).json()["id"]
+    team = make_circle(region, chu_doctor).json()["id"]
     clinic = {"identifier": {"system": FINESS_SYSTEM, "value": CLINIC}}
-    assert _operation(chu_doctor, team, "invite", member=clinic, role="SSR").status_code == 200
+    assert operation(chu_doctor, team, "invite", member=clinic, role="SSR").status_code == 200
     assert region.client.get(f"/fhir/Binary/{doc}", headers=region.clinic).status_code == 403
     # The clinic's software has no CareTeam scope: it reads, it does not accept.
     # A doctor practising at the clinic accepts for the structure.
-    clinic_doctor = _browser(region, factory, "dr.clinique", DOCTOR_ELSEWHERE)
-    assert _operation(clinic_doctor, team, "accept").status_code == 200
+    clinic_doctor = logged_in(region, factory, "dr.clinique", DOCTOR_ELSEWHERE)
+    assert operation(clinic_doctor, team, "accept").status_code == 200
     assert region.client.get(f"/fhir/Binary/{doc}", headers=region.clinic).status_code == 200

@@ -28,6 +28,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "List",
         "Binary",
         "CareTeam",
+        "Communication",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}

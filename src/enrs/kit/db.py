@@ -197,6 +197,14 @@ def lock_commit_order(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _COMMIT_ORDER_KEY})
 
 
+def notify_at_commit(conn: Connection, channel: str) -> None:
+    """Wake the listeners of ``channel`` when this transaction commits (nothing if it rolls
+    back): on PostgreSQL a ``NOTIFY``, delivered at commit; on SQLite nothing, the listeners
+    look at the table themselves (:class:`enrs.kit.live.EventWaker`)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+
+
 def _retry_until(attempt: Callable[[], bool], stop: threading.Event, every: float) -> bool:
     """``attempt()`` every ``every`` seconds until it succeeds (``True``) or ``stop`` is set
     (``False``)."""

@@ -9,7 +9,9 @@ the event in the session; the events of a transaction are inserted when it commi
 (``before_commit``), after :func:`enrs.kit.db.lock_commit_order`: every transaction that
 announces something takes its ids and commits in turn, and ``id`` order is commit order. (The
 turn is short: the inserts and the commit. Writes that are audited already commit in turn on
-the audit chain's head, taken before it.)
+the audit chain's head, taken before it.) On PostgreSQL the transaction also NOTIFYs
+:data:`CHANNEL`, so that a live reader (:mod:`enrs.kit.live`) wakes at once; the events are
+always read from the table.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Integer, String, Text, event, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from enrs.kit.db import Base, UTCDateTime, lock_commit_order, utcnow
+from enrs.kit.db import Base, UTCDateTime, lock_commit_order, notify_at_commit, utcnow
 
+CHANNEL = "enrs_events"  # PostgreSQL NOTIFY channel: "the outbox has new events"
 _PENDING = "enrs.events.pending"
 _ORIGIN = "enrs.events.origin"
 
@@ -87,6 +90,7 @@ def _insert_pending(session: Session) -> None:
         conn = session.connection()
         lock_commit_order(conn)
         conn.execute(insert(EventRecord), rows)
+        notify_at_commit(conn, CHANNEL)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -79,6 +79,12 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
         frozenset({"professional"}),
     ),
     (
+        "Coordination",
+        "Les cercles de soins de vos patients : membres, derniers documents, discussion",
+        "/coordination",
+        frozenset({"professional"}),
+    ),
+    (
         "Annuaire",
         "Professionnels (RPPS, ADELI) et structures (FINESS) de la région",
         "/annuaire",
@@ -95,7 +101,7 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
 # Not built yet: named once on the page, not shown as services.
 UPCOMING = (
     "le suivi des envois au DMP",
-    "la coordination des parcours",
+    "les plans de soins, tâches et agendas de la coordination",
     "l'imagerie régionale",
     "la télémédecine",
 )

@@ -1,0 +1,218 @@
+"""Endpoints of the care circle's secure chat (:mod:`.chat`):
+
+- ``POST /fhir/Communication``: a message (``about`` ``CareTeam/{id}``, ``payload``
+  ``contentString``, optional ``topic.text`` — the thread, "Général" by default — and
+  ``recipient`` references by idNatPs: the members mentioned);
+- ``GET /fhir/Communication?about=CareTeam/{id}[&topic=…]``: the history, oldest first;
+- ``POST /api/coordination/read`` (``{"team", "message"}``): read up to that message;
+  ``GET /api/coordination/unread``: unread counts per thread;
+- ``GET /api/coordination/stream``: the live feed, as Server-Sent Events (``text/event-
+  stream``: ``id`` the event's cursor, ``event`` ``message`` or ``read``, ``data`` JSON),
+  from ``Last-Event-ID`` (sent by the browser when it reconnects) or ``?after=``, else from
+  now. Each worker's streams wake on :class:`enrs.kit.live.EventWaker`; a comment every
+  :data:`KEEPALIVE` seconds keeps proxies from closing an idle stream.
+
+Members only (403 otherwise), with the scopes ``Communication.c`` / ``.s`` / ``.u``. Every
+call is audited with the patient (the stream: its opening, with its cursor)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from enrs.coordination import chat, service
+from enrs.coordination.chat_models import Message, Thread
+from enrs.coordination.models import CareTeam
+from enrs.directory.identifiers import RPPS_SYSTEM
+from enrs.documents.access import Reader, reader_of
+from enrs.kit.db import Database
+from enrs.kit.errors import BadRequest, Unprocessable
+from enrs.kit.fhir.capability import CapabilityRegistry
+from enrs.kit.fhir.outcome import FhirJSONResponse
+from enrs.kit.fhir.requests import read_resource
+from enrs.kit.http import DbSession, TransactionalRoute, require
+from enrs.kit.live import EventWaker
+from enrs.kit.security.principal import Principal
+
+MEMBERS = frozenset({"professional"})
+Poster = Annotated[Principal, Depends(require("Communication", "create", roles=MEMBERS))]
+Searcher = Annotated[Principal, Depends(require("Communication", "search-type", roles=MEMBERS))]
+Marker = Annotated[Principal, Depends(require("Communication", "update", roles=MEMBERS))]
+
+router = APIRouter(route_class=TransactionalRoute, tags=["coordination"])
+KEEPALIVE = 15.0
+
+
+def register_capabilities(registry: CapabilityRegistry) -> None:
+    registry.add_resource(
+        "Communication",
+        interactions=["create", "search-type"],
+        search_params=[
+            ("about", "reference", "The care circle (CareTeam/{id}) whose messages are listed"),
+            ("topic", "string", "The thread (its topic), exact"),
+        ],
+    )
+
+
+def _team(request: Request, session: Session, reference: Any) -> CareTeam:
+    raw = reference.get("reference") if isinstance(reference, dict) else reference
+    if not isinstance(raw, str) or not raw.startswith("CareTeam/"):
+        raise Unprocessable("about: a reference CareTeam/{id}")
+    entry = request.state.audit[-1]
+    entry.entity_ref = raw[:256]
+    team = service.team_by_id(session, raw.removeprefix("CareTeam/"))
+    entry.patient_ref = f"Patient/{service.patient_of(session, team).rri}"
+    return team
+
+
+def communication(message: Message, thread: Thread, team: CareTeam, rri: str) -> dict[str, Any]:
+    """A chat message as a FHIR R4 ``Communication``."""
+    sender: dict[str, Any] = {"display": message.sender_name}
+    if message.sender_rpps:
+        sender["identifier"] = {"system": RPPS_SYSTEM, "value": f"8{message.sender_rpps}"}
+    return {
+        "resourceType": "Communication",
+        "id": message.resource_id,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{rri}"},
+        "about": [{"reference": f"CareTeam/{team.resource_id}"}],
+        "topic": {"text": thread.topic},
+        "sent": message.sent_at.isoformat(),
+        "sender": sender,
+        "recipient": [
+            {"identifier": {"system": RPPS_SYSTEM, "value": f"8{rpps}"}}
+            for rpps in json.loads(message.mentions)
+        ],
+        "payload": [{"contentString": message.text}],
+    }
+
+
+def _mentions(body: dict[str, Any]) -> list[str]:
+    found = []
+    for recipient in body.get("recipient") or []:
+        ident = recipient.get("identifier") if isinstance(recipient, dict) else None
+        value = ident.get("value") if isinstance(ident, dict) else None
+        if not isinstance(ident, dict) or ident.get("system") != RPPS_SYSTEM or not value:
+            raise Unprocessable(f"Communication.recipient: a member by idNatPs ({RPPS_SYSTEM})")
+        found.append(str(value)[1:] if str(value).startswith("8") else str(value))
+    return found
+
+
+@router.post("/fhir/Communication", status_code=201, summary="Post a message to a care circle")
+async def post_message(request: Request, session: DbSession, principal: Poster) -> FhirJSONResponse:
+    body = await read_resource(request, "Communication")
+    about = body.get("about") or [None]
+    team = _team(request, session, about[0] if isinstance(about, list) else None)
+    payload = body.get("payload") or [{}]
+    text = payload[0].get("contentString") if isinstance(payload[0], dict) else None
+    if not isinstance(text, str):
+        raise Unprocessable("Communication.payload[0].contentString: the message's text")
+    topic = (body.get("topic") or {}).get("text") if isinstance(body.get("topic"), dict) else None
+    message, thread = chat.post(
+        session, reader_of(session, principal), team, text, topic=topic, mentions=_mentions(body)
+    )
+    rri = service.patient_of(session, team).rri
+    base = request.app.state.settings.fhir_base
+    return FhirJSONResponse(
+        communication(message, thread, team, rri),
+        status_code=201,
+        headers={"Location": f"{base}/Communication/{message.resource_id}"},
+    )
+
+
+@router.get("/fhir/Communication", summary="A care circle's messages")
+def search_messages(request: Request, session: DbSession, principal: Searcher) -> FhirJSONResponse:
+    query = request.query_params
+    unknown = set(query) - {"about", "topic", "_format"}
+    if unknown or "about" not in query:
+        raise BadRequest("search by about=CareTeam/{id} (and topic)")
+    team = _team(request, session, query["about"])
+    rows = chat.history(session, reader_of(session, principal), team, query.get("topic"))
+    rri = service.patient_of(session, team).rri
+    base = request.app.state.settings.fhir_base
+    entries = [
+        {
+            "fullUrl": f"{base}/Communication/{m.resource_id}",
+            "resource": communication(m, t, team, rri),
+            "search": {"mode": "match"},
+        }
+        for m, t in rows
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(entries),
+        "entry": entries,
+    }
+    return FhirJSONResponse(bundle)
+
+
+class ReadIn(BaseModel):
+    team: str
+    message: str
+
+
+@router.post("/api/coordination/read", status_code=204, summary="Read up to a message")
+def mark_read(request: Request, body: ReadIn, session: DbSession, principal: Marker) -> Response:
+    team = _team(request, session, f"CareTeam/{body.team}")
+    chat.mark_read(session, reader_of(session, principal), team, body.message)
+    return Response(status_code=204)
+
+
+@router.get("/api/coordination/unread", summary="Unread messages per thread")
+def unread(session: DbSession, principal: Searcher) -> JSONResponse:
+    found = chat.unread(session, reader_of(session, principal))
+    return JSONResponse([{"team": u.team, "topic": u.topic, "unread": u.count} for u in found])
+
+
+def _cursor(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("Last-Event-ID / after: an event id")
+    return int(raw)
+
+
+def _page(db: Database, reader: Reader, after: int) -> tuple[list[chat.LiveEvent], int]:
+    with db.transaction(write=False) as session:
+        return chat.live_page(session, reader, after)
+
+
+def _frame(event: chat.LiveEvent) -> str:
+    data = json.dumps(event.data, ensure_ascii=False)
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def _feed(
+    request: Request, db: Database, waker: EventWaker, reader: Reader, after: int
+) -> AsyncIterator[str]:
+    yield f"retry: 2000\nid: {after}\n\n"  # the browser reconnects from here at the latest
+    while not await request.is_disconnected():
+        token = waker.token()
+        events, after = await run_in_threadpool(_page, db, reader, after)
+        for event in events:
+            yield _frame(event)
+        if events:
+            continue
+        if not await waker.wait(token, KEEPALIVE):
+            yield ": keepalive\n\n"
+
+
+@router.get("/api/coordination/stream", summary="The chat's live feed (Server-Sent Events)")
+def stream(request: Request, session: DbSession, principal: Searcher) -> StreamingResponse:
+    reader = reader_of(session, principal)
+    after = _cursor(request)
+    if after is None:
+        after = chat.latest_event(session)
+    request.state.audit[-1].query = f"after={after}"
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    feed = _feed(request, request.app.state.db, request.app.state.event_waker, reader, after)
+    return StreamingResponse(feed, media_type="text/event-stream", headers=headers)

@@ -1,0 +1,79 @@
+"""The coordination pages (French UI, mobile-first: a nurse on a phone at the patient's home):
+the circles a professional is in with their unread messages, and a circle's coordination file
+— the patient, the members, the last documents the reader may open, and the secure chat,
+live (its script reads the Server-Sent Events of ``/api/coordination/stream`` and posts to
+``/fhir/Communication``; every text is inserted as text, never as HTML). Every page is audited
+with the patient; what a person sees is the coordination and document repository's rules."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from enrs.accounts import service as accounts_service
+from enrs.coordination import chat, service
+from enrs.documents import repository as documents_repository
+from enrs.documents import service as documents_service
+from enrs.documents.access import reader_of
+from enrs.documents.models import DocumentEntry
+from enrs.kit.errors import Forbidden
+from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.portal.auth import PortalUser
+from enrs.portal.documents import _audit, _zone
+from enrs.portal.endpoints import _render
+
+router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
+LAST_DOCUMENTS = 5
+
+
+@router.get("/coordination")
+def my_circles(request: Request, user: PortalUser, session: DbSession) -> HTMLResponse:
+    """The circles the professional is in, with their unread messages."""
+    _audit(request, user, "search-type", "CareTeam", None)
+    reader = reader_of(session, user)
+    unread: dict[str, int] = {}
+    for u in chat.unread(session, reader):
+        unread[u.team] = unread.get(u.team, 0) + u.count
+    circles = [
+        (team, service.patient_of(session, team).rri, unread.get(team.resource_id, 0))
+        for team in service.circles_with(session, reader)
+    ]
+    return _render(
+        request,
+        "coordination_list.html",
+        circles=circles,
+        csrf=accounts_service.session_csrf(session, user),
+    )
+
+
+@router.get("/coordination/{team_id}")
+def coordination_file(
+    request: Request, team_id: str, user: PortalUser, session: DbSession
+) -> HTMLResponse:
+    """A circle's coordination file and chat, for its members."""
+    team = service.team_by_id(session, team_id)
+    patient = service.patient_of(session, team)
+    _audit(request, user, "read", "CareTeam", patient)
+    request.state.audit[-1].entity_ref = f"CareTeam/{team.resource_id}"
+    reader = reader_of(session, user)
+    if not service.is_member(session, team, reader):
+        raise Forbidden("ce cercle de soins est réservé à ses membres")
+    granted = documents_service.access_to(session, reader, patient)
+    stmt = documents_repository.readable_entries(reader, granted)
+    documents = session.scalars(
+        stmt.order_by(DocumentEntry.date.desc(), DocumentEntry.id.desc()).limit(LAST_DOCUMENTS)
+    ).all()
+    messages = chat.history(session, reader, team, limit=200)
+    return _render(
+        request,
+        "coordination_file.html",
+        team=team,
+        patient=patient,
+        members=service.members(session, team),
+        documents=documents,
+        messages=[chat.message_json(m, t) for m, t in messages],
+        me=reader.key,
+        cursor=chat.latest_event(session),
+        tz=_zone(request),
+        csrf=accounts_service.session_csrf(session, user),
+    )
