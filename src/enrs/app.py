@@ -20,6 +20,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
+from enrs.coordination.live import ChatFeed
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
 from enrs.directory import registration_endpoints as directory_registration
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = db
     app.state.audit_writer = audit_writer
     app.state.event_waker = event_waker
+    app.state.chat_feed = ChatFeed(db, event_waker)
     app.state.tokens = tokens
     app.state.verified_tokens = VerifiedTokens()
     app.state.storage = storage

@@ -178,7 +178,7 @@ class LiveEvent:
     data: dict[str, Any]
 
 
-def _rendered(session: Session, payload: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def rendered(session: Session, payload: dict[str, Any], kind: str) -> dict[str, Any] | None:
     row = session.execute(
         select(Message, Thread)
         .join(Thread, Thread.id == Message.thread_id)
@@ -218,7 +218,7 @@ def live_page(session: Session, reader: Reader, after: int) -> tuple[list[LiveEv
             allowed[team_id] = team is not None and service.is_member(session, team, reader)
         if not allowed[team_id]:
             continue
-        data = _rendered(session, event.payload, event.name)
+        data = rendered(session, event.payload, event.name)
         if data is not None:
             found.append(LiveEvent(event.id, "message" if event.name == POSTED else "read", data))
     return found, events[-1].id if events else after

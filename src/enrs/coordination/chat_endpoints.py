@@ -9,7 +9,8 @@
 - ``GET /api/coordination/stream``: the live feed, as Server-Sent Events (``text/event-
   stream``: ``id`` the event's cursor, ``event`` ``message`` or ``read``, ``data`` JSON),
   from ``Last-Event-ID`` (sent by the browser when it reconnects) or ``?after=``, else from
-  now. Each worker's streams wake on :class:`enrs.kit.live.EventWaker`; a comment every
+  now. Each worker reads the new events once for all its streams (:mod:`.live`), woken by
+  :class:`enrs.kit.live.EventWaker`; a comment every
   :data:`KEEPALIVE` seconds keeps proxies from closing an idle stream.
 
 Members only (403 otherwise), with the scopes ``Communication.c`` / ``.s`` / ``.u``. Every
@@ -25,20 +26,18 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from enrs.coordination import chat, service
 from enrs.coordination.chat_models import Message, Thread
+from enrs.coordination.live import ChatFeed
 from enrs.coordination.models import CareTeam
 from enrs.directory.identifiers import RPPS_SYSTEM
 from enrs.documents.access import Reader, reader_of
-from enrs.kit.db import Database
 from enrs.kit.errors import BadRequest, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import read_resource
 from enrs.kit.http import DbSession, TransactionalRoute, require
-from enrs.kit.live import EventWaker
 from enrs.kit.security.principal import Principal
 
 MEMBERS = frozenset({"professional"})
@@ -181,29 +180,14 @@ def _cursor(request: Request) -> int | None:
     return int(raw)
 
 
-def _page(db: Database, reader: Reader, after: int) -> tuple[list[chat.LiveEvent], int]:
-    with db.transaction(write=False) as session:
-        return chat.live_page(session, reader, after)
-
-
-def _frame(event: chat.LiveEvent) -> str:
-    data = json.dumps(event.data, ensure_ascii=False)
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
-
-
-async def _feed(
-    request: Request, db: Database, waker: EventWaker, reader: Reader, after: int
-) -> AsyncIterator[str]:
+async def _feed(request: Request, feed: ChatFeed, reader: Reader, after: int) -> AsyncIterator[str]:
     yield f"retry: 2000\nid: {after}\n\n"  # the browser reconnects from here at the latest
-    while not await request.is_disconnected():
-        token = waker.token()
-        events, after = await run_in_threadpool(_page, db, reader, after)
-        for event in events:
-            yield _frame(event)
-        if events:
-            continue
-        if not await waker.wait(token, KEEPALIVE):
-            yield ": keepalive\n\n"
+
+    async def connected() -> bool:
+        return not await request.is_disconnected()
+
+    async for chunk in feed.stream(reader, after, connected, KEEPALIVE):
+        yield chunk
 
 
 @router.get("/api/coordination/stream", summary="The chat's live feed (Server-Sent Events)")
@@ -214,5 +198,5 @@ def stream(request: Request, session: DbSession, principal: Searcher) -> Streami
         after = chat.latest_event(session)
     request.state.audit[-1].query = f"after={after}"
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    feed = _feed(request, request.app.state.db, request.app.state.event_waker, reader, after)
+    feed = _feed(request, request.app.state.chat_feed, reader, after)
     return StreamingResponse(feed, media_type="text/event-stream", headers=headers)

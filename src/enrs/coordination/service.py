@@ -38,8 +38,10 @@ from enrs.identity import service as identity_service
 from enrs.identity.service import PatientRef
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from enrs.kit.events import emit
 
 KINDS = ("practitioner", "organization", "related-person")
+MEMBERSHIP = "coordination.membership"  # the event of a change of a circle's members
 COORDINATOR = "coordinator"
 
 
@@ -138,9 +140,12 @@ def _check_version(team: CareTeam, expected: int | None) -> None:
         )
 
 
-def _touch(team: CareTeam) -> None:
+def _touch(session: Session, team: CareTeam) -> None:
+    """A new version of the circle; its live readers re-check who is in it
+    (:data:`MEMBERSHIP`, in commit order with the chat's events)."""
     team.version += 1
     team.updated_at = utcnow()
+    emit(session, MEMBERSHIP, {"team": team.resource_id})
 
 
 def _require_member(session: Session, team: CareTeam, actor: Actor) -> None:
@@ -246,7 +251,7 @@ def invite(
     status = circle.ACTIVE if new.kind == "related-person" else "invited"
     how = "invitation" if status == circle.ACTIVE else None
     member = _add(session, team, new, status=status, by=actor.reader.key, how=how)
-    _touch(team)
+    _touch(session, team)
     return member
 
 
@@ -266,7 +271,7 @@ def accept(session: Session, actor: Actor, team: CareTeam) -> Member:
     if member is None:
         raise Conflict(f"no invitation to CareTeam/{team.resource_id} to accept")
     member.status, member.period_start, member.joined_by = circle.ACTIVE, utcnow(), "invitation"
-    _touch(team)
+    _touch(session, team)
     return member
 
 
@@ -311,7 +316,7 @@ def join(session: Session, actor: Actor, team: CareTeam, *, role: str) -> Member
     kind = "practitioner" if chosen.rpps else "organization"
     new = NewMember(kind, role, rpps=chosen.rpps, finess=chosen.finess)
     member = _add(session, team, new, status=circle.ACTIVE, by=reader.key, how="consent")
-    _touch(team)
+    _touch(session, team)
     return member
 
 
@@ -331,5 +336,5 @@ def remove(
         _require_member(session, team, actor)
     _check_version(team, expected)
     member.status, member.period_end = "removed", utcnow()
-    _touch(team)
+    _touch(session, team)
     return member
