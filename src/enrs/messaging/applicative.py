@@ -535,7 +535,9 @@ class XdmFiler:
     in care, 906 otherwise); the author is the document's. A CDA that replaces a previous
     version (``relatedDocument`` ``RPLC``) supersedes it when it is the patient's current
     version (900 otherwise) and the APP mailbox's structure's own (901 otherwise); its MDM is
-    a ``T10`` naming that version, the others ``T02``."""
+    a ``T10`` naming that version, the others ``T02``. A Deprecated DocumentEntry withdraws
+    the version its uniqueId names under the same 900/901 rule, and queues a ``T04`` (see the
+    module); new documents and deletions of a mail are all integrated, or none."""
 
     config: IdentityConfig
     storage: BlobStorage | None = None
