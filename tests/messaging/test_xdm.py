@@ -178,3 +178,17 @@ def test_build_xdm_refuses_two_patients_and_bad_metadata() -> None:
                       sender="a@b.example", organisation="o", software="s")  # fmt: skip
     with pytest.raises(ValueError, match="at least one document"):
         xdm.build_xdm([], _submission(), sender="a@b.example", organisation="o", software="s")
+
+
+def test_a_deprecated_entry_is_a_deletion_without_a_file() -> None:
+    doc = make_document()
+    deprecated = _metadata(doc, "DOC0001.PDF").replace(
+        b"<rim:ExtrinsicObject ", f'<rim:ExtrinsicObject status="{xds.STATUS_DEPRECATED}" '.encode()
+    )
+    archive = read_xdm(_zip(("IHE_XDM/SUBSET01/METADATA.XML", deprecated)))  # no DOC0001.PDF
+    assert archive.documents == ()
+    [deletion] = archive.deletions
+    assert deletion.deprecated and deletion.unique_id == doc.unique_id
+    assert deletion.patient == (doc.patient_ins, doc.patient_ins_oid)
+    nameless = deprecated.replace(f'value="{doc.unique_id}"'.encode(), b'value=""')
+    _refused(_zip(("IHE_XDM/SUBSET01/METADATA.XML", nameless)), "Deprecated DocumentEntry")

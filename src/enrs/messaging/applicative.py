@@ -15,6 +15,17 @@ The sender is answered (ANS "Acknowledgements"):
 
 The integration error codes are the ANS guide's (ERR-5): :data:`ERRORS`.
 
+Deletions (``MDM^T04``), our reading of the standards: the ANS guide names the T04 but not
+how a mail asks for it, and ITI-32 has no deletion of its own. A sender asks to delete a
+document it sent earlier by a METADATA.XML DocumentEntry whose ebRIM ``status`` is
+``urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated`` (the status an XDS registry gives a
+withdrawn document) and whose ``XDSDocumentEntry.uniqueId`` is the version to delete; it
+needs no document file, and one it names is ignored (:mod:`.xdm`). The patient's document
+with that uniqueId must be current (900 otherwise) and the APP mailbox's structure's own (901
+otherwise), the rule of a replacement; it is then withdrawn (``entered-in-error``, kept, not
+deleted, audited) and the software gets an ``MDM^T04`` naming it (TXA-12 and TXA-13 its
+uniqueId, OBX-11 ``D``, the stored document in the ED OBX as for the other events).
+
 Each APP mailbox's software is an outbound destination named ``mss-app:<address>``, kept
 *inactive* for the identity server's notification dispatcher (it must not receive ADT
 feeds): its queue is delivered by :func:`deliver_software_queues`, run by the mail listener.
@@ -48,6 +59,7 @@ from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import Reader
 from enrs.documents.mhd import ProvidedDocument, Submission
+from enrs.documents.models import DocumentEntry
 from enrs.documents.terminology import Terminology
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
@@ -57,6 +69,7 @@ from enrs.identity.search import iti_119_match
 from enrs.identity.service import PatientRef
 from enrs.identity.traits import INS_OIDS, normalize_name
 from enrs.identity.xref import UnknownDomain, UnknownPatient
+from enrs.kit.audit.trail import AuditEntry, append_entries
 from enrs.kit.db import Database, utcnow
 from enrs.kit.errors import Conflict, EnrsError
 from enrs.kit.hl7v2 import V2Error
@@ -341,6 +354,7 @@ def archive_patient_ins(
     server: ``903`` when no identifier is an INS, ``906`` when several patients are named,
     ``902`` when the identity server does not know the INS."""
     named = {entry.metadata.patient for entry in archive.documents}
+    named |= {entry.patient for entry in archive.deletions}
     named |= {parse_cx(sset.patient_id) for sset in archive.submission_sets}
     ins = {ident for ident in named if ident is not None and ident[1] in INS_OIDS}
     if not ins:
@@ -396,40 +410,111 @@ def _archive_traits(archive: XdmArchive, max_bytes: int) -> Traits | None:
             given = header.patient_given[0] if header.patient_given else ""
             birth, sex = header.patient_birth_date, header.patient_gender or ""
         else:
-            traits = _source_patient_traits(item.metadata)
-            family, _, rest = traits.get("PID-5", "").partition("^")
-            given = rest.split("^")[0]
-            moment = _xds_time(traits.get("PID-7", ""))
-            birth = moment.date() if moment is not None else None
-            sex = traits.get("PID-8", "")
+            family, given, birth, sex = _metadata_traits(item.metadata)
         if family and given and birth is not None and sex in ("M", "F"):
-            return Traits(
-                birth_name=normalize_name(family),
-                used_name="",
-                given_names=(normalize_name(given),),
-                birth_date=birth,
-                sex=sex,
-                birth_place=None,
-                postal_code=None,
-            )
+            return _traits(family, given, birth, sex)
+    for entry in archive.deletions:  # an archive of deletions only: their metadata
+        family, given, birth, sex = _metadata_traits(entry)
+        if family and given and birth is not None and sex in ("M", "F"):
+            return _traits(family, given, birth, sex)
     return None
+
+
+def _metadata_traits(entry: XdmEntry) -> tuple[str, str, date | None, str]:
+    traits = _source_patient_traits(entry)
+    family, _, rest = traits.get("PID-5", "").partition("^")
+    moment = _xds_time(traits.get("PID-7", ""))
+    return family, rest.split("^")[0], moment.date() if moment else None, traits.get("PID-8", "")
+
+
+def _traits(family: str, given: str, birth: date, sex: str) -> Traits:
+    return Traits(
+        birth_name=normalize_name(family),
+        used_name="",
+        given_names=(normalize_name(given),),
+        birth_date=birth,
+        sex=sex,
+        birth_place=None,
+        postal_code=None,
+    )
+
+
+def _own_current(
+    session: Session, reader: Reader, patient: PatientRef, unique: str, verb: str
+) -> DocumentEntry:
+    """The patient's document ``unique`` that a mail replaces or deletes (``verb``): ``900``
+    when the patient has no such document or it is not the current version, ``901`` when it is
+    not the APP mailbox's structure's own."""
+    old = documents_repository.entry_by_unique_id(session, unique)
+    if old is None or old.patient_id not in documents_service.patient_ids(session, patient):
+        raise IntegrationError(900, f"the patient has no document {unique} to {verb}")
+    if old.status != "current":
+        raise IntegrationError(900, f"{unique} is {old.status}: only the current one is {verb}d")
+    if not documents_repository.is_own(session, reader, old.id):
+        raise IntegrationError(901, f"{unique} is not a document of the structure of {reader.name}")
+    return old
 
 
 def _replaced(session: Session, reader: Reader, patient: PatientRef, doc: ProvidedDocument) -> str:
     """The uniqueId of the version a document's CDA replaces (its ``relatedDocument`` RPLC),
-    set as the document's ``replaces``: ``900`` when the patient has no such document or it is
-    not the current version, ``901`` when it is not the APP mailbox's structure's own."""
+    set as the document's ``replaces`` (:func:`_own_current`: 900, 901)."""
     assert doc.cda is not None and doc.cda.replaces is not None
     parent = doc.cda.replaces.unique_id
-    old = documents_repository.entry_by_unique_id(session, parent)
-    if old is None or old.patient_id not in documents_service.patient_ids(session, patient):
-        raise IntegrationError(900, f"the patient has no document {parent} to replace")
-    if old.status != "current":
-        raise IntegrationError(900, f"{parent} is {old.status}: only the current one is replaced")
-    if not documents_repository.is_own(session, reader, old.id):
-        raise IntegrationError(901, f"{parent} is not a document of the structure of {reader.name}")
-    doc.replaces = old.resource_id
+    doc.replaces = _own_current(session, reader, patient, parent, "replace").resource_id
     return parent
+
+
+def _withdrawn(
+    session: Session, reader: Reader, patient: PatientRef, entry: XdmEntry
+) -> DocumentEntry:
+    """The document a Deprecated DocumentEntry deletes (:func:`_own_current`: 900, 901),
+    withdrawn as its author's structure withdraws one (``entered-in-error``, kept)."""
+    old = _own_current(session, reader, patient, entry.unique_id, "delete")
+    return documents_service.withdraw(session, reader, old.resource_id)
+
+
+def _type_display(entry: DocumentEntry) -> str:
+    codings = documents_service.stored_resource(entry).get("type", {}).get("coding") or [{}]
+    return str(codings[0].get("display") or "")
+
+
+def _names(archive: XdmArchive, documents: list[ProvidedDocument]) -> tuple[str, str]:
+    """The patient's family and given names for PID-5: the first CDA's ``recordTarget``, else
+    the first ``sourcePatientInfo`` (of a document, else of a deletion)."""
+    header = documents[0].cda if documents else None
+    if header is not None:
+        return header.patient_family or "", " ".join(header.patient_given)
+    entries = [item.metadata for item in archive.documents] + list(archive.deletions)
+    name = _source_patient_traits(entries[0]).get("PID-5", "") if entries else ""
+    family, _, rest = name.partition("^")
+    return family, rest.split("^")[0]
+
+
+def _audit_withdrawals(
+    session: Session,
+    reader: Reader,
+    patient: PatientRef,
+    withdrawn: list[DocumentEntry],
+    original: Message,
+) -> None:
+    """One audit entry per document a mail withdrew, in the mail's transaction (last)."""
+    entries = [
+        AuditEntry(
+            category="mss",
+            interaction="MDM^T04",
+            action="U",
+            agent_kind="client",
+            agent_id=reader.key[:128],
+            agent_name=reader.name[:256],
+            patient_ref=f"Patient/{patient.rri}",
+            resource_type="DocumentReference",
+            entity_ref=f"DocumentReference/{entry.resource_id}",
+            request_id=str(original.get("Message-ID", ""))[:64] or None,
+            detail=f"entered-in-error {entry.unique_id}"[:1000],
+        )
+        for entry in withdrawn
+    ]
+    append_entries(session.connection(), entries)
 
 
 @dataclass(frozen=True)
@@ -450,7 +535,9 @@ class XdmFiler:
     in care, 906 otherwise); the author is the document's. A CDA that replaces a previous
     version (``relatedDocument`` ``RPLC``) supersedes it when it is the patient's current
     version (900 otherwise) and the APP mailbox's structure's own (901 otherwise); its MDM is
-    a ``T10`` naming that version, the others ``T02``."""
+    a ``T10`` naming that version, the others ``T02``. A Deprecated DocumentEntry withdraws
+    the version its uniqueId names under the same 900/901 rule, and queues a ``T04`` (see the
+    module); new documents and deletions of a mail are all integrated, or none."""
 
     config: IdentityConfig
     storage: BlobStorage | None = None
@@ -496,6 +583,71 @@ class XdmFiler:
             for document in documents
             if document.cda is not None and document.cda.replaces is not None
         }
+        withdrawn = [_withdrawn(session, reader, patient, entry) for entry in archive.deletions]
+        filed = self._file(session, reader, patient, archive, documents, original)
+        if ins is None:  # found by traits: the software gets the qualified INS the region has
+            merged = identity_service.merged_patient_ids(session, patient.id)
+            ins = identity_service.qualified_ins(session, merged)
+        family, given = _names(archive, documents)
+        common = {
+            "patient_ins": ins[0] if ins is not None else "",
+            "patient_rri": patient.rri,
+            "family": family,
+            "given": given,
+            "sender": parseaddr(str(original.get("From", "")))[1],
+            "recipients": [parseaddr(a)[1] for a in original.get_all("To", [])] or [box.address],
+            "receiving_application": box.address,
+            "receiving_facility": box.finess or "",
+        }
+        facility = box.finess or "ENRS"
+        for index, document in enumerate(documents):
+            parent = parents.get(document.full_url)
+            made = mdm.MdmDocument(
+                event="T02" if parent is None else "T10",
+                replaces=parent,
+                control_id=f"{filed[document.full_url].resource_id[:18]}{index:02d}",
+                unique_id=document.unique_id,
+                type_code=document.type.code,
+                type_display=document.type.display or "",
+                mime_type=document.content_type,
+                content=document.content,
+                created=document.created,
+                title=document.title or "",
+                flags=document.visibility,
+                **common,  # type: ignore[arg-type]
+            )
+            queue_mdm(session, box, made, facility=facility)
+        for index, old in enumerate(withdrawn):
+            made = mdm.MdmDocument(
+                event="T04",
+                replaces=old.unique_id,
+                control_id=f"{old.resource_id[:17]}D{index:02d}",
+                unique_id=old.unique_id,
+                type_code=old.type_code,
+                type_display=_type_display(old),
+                mime_type=old.mime_type,
+                content=self._stored(old),
+                created=old.created,
+                title=old.title or "",
+                flags=old.visibility_codes,
+                **common,  # type: ignore[arg-type]
+            )
+            queue_mdm(session, box, made, facility=facility)
+        _audit_withdrawals(session, reader, patient, withdrawn, original)
+
+    def _file(
+        self,
+        session: Session,
+        reader: Reader,
+        patient: PatientRef,
+        archive: XdmArchive,
+        documents: list[ProvidedDocument],
+        original: Message,
+    ) -> dict[str, DocumentEntry]:
+        """The new documents filed in one submission set (none for a mail of deletions)."""
+        if not documents:
+            return {}
+        assert self.storage is not None
         sset = archive.submission_set
         submission = Submission(
             list_full_url=f"urn:mss:{original.get('Message-ID', '')}",
@@ -516,47 +668,15 @@ class XdmFiler:
                 )
         except EnrsError as exc:
             raise IntegrationError(906, f"not filed: {exc.message}") from None
-        sender = parseaddr(str(original.get("From", "")))[1]
-        recipients = [parseaddr(a)[1] for a in original.get_all("To", [])]
-        if ins is None:  # found by traits: the software gets the qualified INS the region has
-            merged = identity_service.merged_patient_ids(session, patient.id)
-            ins = identity_service.qualified_ins(session, merged)
-        header = documents[0].cda
-        if header is not None:
-            family, given = header.patient_family or "", " ".join(header.patient_given)
-        else:
-            name = _source_patient_traits(archive.documents[0].metadata).get("PID-5", "")
-            family, _, rest = name.partition("^")
-            given = rest.split("^")[0]
-        for index, document in enumerate(documents):
-            entry = filed.documents[document.full_url]
-            parent = parents.get(document.full_url)
-            queue_mdm(
-                session,
-                box,
-                mdm.MdmDocument(
-                    event="T02" if parent is None else "T10",
-                    replaces=parent,
-                    control_id=f"{entry.resource_id[:18]}{index:02d}",
-                    patient_ins=ins[0] if ins is not None else "",
-                    patient_rri=patient.rri,
-                    family=family,
-                    given=given,
-                    unique_id=document.unique_id,
-                    type_code=document.type.code,
-                    type_display=document.type.display or "",
-                    mime_type=document.content_type,
-                    content=document.content,
-                    sender=sender,
-                    recipients=recipients or [box.address],
-                    receiving_application=box.address,
-                    receiving_facility=box.finess or "",
-                    created=document.created,
-                    title=document.title or "",
-                    flags=document.visibility,
-                ),
-                facility=box.finess or "ENRS",
-            )
+        return filed.documents
+
+    def _stored(self, entry: DocumentEntry) -> bytes:
+        """A deleted document's content, for its MDM^T04's ED OBX (906 when unreadable)."""
+        assert self.storage is not None
+        try:
+            return documents_service.content_of(self.storage, entry)
+        except (EnrsError, OSError) as exc:
+            raise IntegrationError(906, f"{entry.unique_id}: content unreadable: {exc}") from None
 
     def _other_document(
         self, item: XdmDocument, patient: PatientRef, index: int

@@ -17,6 +17,13 @@ encrypted members, too many members, a member or a total over the size limits or
 beyond :data:`MAX_RATIO` (read with bounded reads, whatever the headers claim), a
 METADATA.XML that does not parse (no DTD, entities or network), a document the metadata names
 but the archive lacks, or whose size or SHA-1 differs from the metadata's.
+
+A DocumentEntry whose ebRIM ``status`` is ``urn:oasis:names:tc:ebxml-regrep:StatusType:
+Deprecated`` is read as the sender's request to delete the version it sent earlier with that
+``XDSDocumentEntry.uniqueId`` (our reading of the standards: ITI-32 has no deletion of its
+own; Deprecated is the status an XDS registry gives a withdrawn document, ITI-57). It needs no
+document file: :attr:`XdmArchive.deletions` holds its metadata only, and a file it names is
+not read (ignored). It must give its uniqueId.
 """
 
 from __future__ import annotations
@@ -83,6 +90,12 @@ class XdmEntry:
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict)
     healthcare_facility_type: XdmCode | None = None
     practice_setting: XdmCode | None = None
+    status: str = ""  # the ebRIM status attribute, when the sender wrote one
+
+    @property
+    def deprecated(self) -> bool:
+        """Whether the entry asks to delete the version its uniqueId names (see the module)."""
+        return self.status == xds.STATUS_DEPRECATED
 
     @property
     def patient(self) -> tuple[str, str] | None:
@@ -113,6 +126,7 @@ class XdmArchive:
     submission_sets: tuple[XdmSubmissionSet, ...]
     documents: tuple[XdmDocument, ...]
     readme: str
+    deletions: tuple[XdmEntry, ...] = ()  # Deprecated entries: versions to delete
 
     @property
     def submission_set(self) -> XdmSubmissionSet:
@@ -295,6 +309,7 @@ def _entry(element: Any) -> XdmEntry:
         slots=slots,
         healthcare_facility_type=_first(_code(element, xds.DE_HEALTHCARE_FACILITY_TYPE_CODE)),
         practice_setting=_first(_code(element, xds.DE_PRACTICE_SETTING_CODE)),
+        status=element.get("status", "").strip(),
     )
 
 
@@ -361,6 +376,7 @@ def read_xdm(data: bytes) -> XdmArchive:
             )
         sets: list[XdmSubmissionSet] = []
         documents: list[XdmDocument] = []
+        deletions: list[XdmEntry] = []
         for path, subset in subsets:
             info = members[path.upper()]
             submission, entries = _metadata(_read(archive, info, budget, MAX_METADATA_BYTES), path)
@@ -369,10 +385,15 @@ def read_xdm(data: bytes) -> XdmArchive:
             if not entries:
                 raise XdmError(f"{path} names no document")
             for entry in entries:
-                documents.append(_document(archive, members, budget, subset, entry))
+                if entry.deprecated:  # a deletion: its file, if any, is not read
+                    if not entry.unique_id:
+                        raise XdmError(f"{path}: a Deprecated DocumentEntry has no uniqueId")
+                    deletions.append(entry)
+                else:
+                    documents.append(_document(archive, members, budget, subset, entry))
     if not sets:
         raise XdmError("the archive's metadata has no submission set")
-    return XdmArchive(tuple(sets), tuple(documents), readme)
+    return XdmArchive(tuple(sets), tuple(documents), readme, tuple(deletions))
 
 
 def _document(

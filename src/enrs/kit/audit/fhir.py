@@ -34,6 +34,7 @@ _TYPES = {
     "hl7": {"system": DCM, "code": "110110", "display": "Patient Record"},
     "external": {"system": DCM, "code": "110110", "display": "Patient Record"},
     "batch": {"system": DCM, "code": "110110", "display": "Patient Record"},
+    "mss": {"system": DCM, "code": "110110", "display": "Patient Record"},
 }
 _SUBTYPES = {
     "login": {"system": DCM, "code": "110122", "display": "Login"},
