@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from enrs.kit.db import Database
-from enrs.messaging import trustlist_refresh
+from enrs.messaging import servers, trustlist_refresh
 from enrs.messaging.models import TrustedDomain
 from enrs.messaging.trustlist import MAX_BYTES
 from enrs.settings import Settings
@@ -306,3 +306,56 @@ def test_the_command_refreshes_and_shows_the_status(
     assert "older: generated 2026-12-01" in shown.stdout
 
     assert _enrs(env).returncode == 2  # neither a file nor an option
+
+
+# --- the mail service -----------------------------------------------------------------------
+
+
+def test_the_mail_service_refreshes_on_its_timer(
+    tmp_path: Path,
+    database_url: str,
+    ca_file: Path,
+    pki: Pki,
+    list_server: ListServer,
+    db: Database,
+) -> None:
+    url = list_server.serve(signed_trust_list([Domain("chu.example")], pki))
+    keeper = servers._Keeper(_settings(tmp_path, database_url, ca_file, url), db)
+    keeper.tick(1000.0)  # at start
+    assert listed(db) == ["chu.example"] and list_server.hits == 1
+
+    list_server.serve(signed_trust_list([Domain("labo.example")], pki, generated=LATER))
+    keeper.tick(1000.0 + 3599)
+    assert listed(db) == ["chu.example"] and list_server.hits == 1  # not yet due
+    keeper.tick(1000.0 + 3600)
+    assert listed(db) == ["labo.example"] and list_server.hits == 2
+
+    list_server.routes.clear()  # the server answers 404 from now on: the listener goes on
+    keeper.tick(1000.0 + 7200)
+    assert listed(db) == ["labo.example"] and list_server.hits == 3
+    assert trustlist_refresh.status(db).outcome == "unreachable"
+
+
+def test_without_a_url_the_mail_service_fetches_nothing(
+    tmp_path: Path, database_url: str, ca_file: Path, list_server: ListServer, db: Database
+) -> None:
+    keeper = servers._Keeper(_settings(tmp_path, database_url, ca_file), db)
+    keeper.tick(1000.0)
+    assert list_server.hits == 0 and trustlist_refresh.status(db).attempted_at is None
+
+
+def test_an_error_of_the_refresh_does_not_stop_the_mail_service(
+    tmp_path: Path,
+    database_url: str,
+    ca_file: Path,
+    pki: Pki,
+    list_server: ListServer,
+    db: Database,
+) -> None:
+    url = list_server.serve(signed_trust_list([Domain("chu.example")], pki))
+    keeper = servers._Keeper(_settings(tmp_path, database_url, ca_file, url), db)
+    with db.engine.begin() as conn:  # the refresh cannot record anything: it raises
+        conn.execute(text("DROP TABLE mail_trust_list"))
+    keeper.tick(1000.0)  # logged, not raised
+    assert list_server.hits == 1
+    assert keeper.next_trust_list == 1000.0 + 3600
