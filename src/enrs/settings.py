@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     mail_trust_ca: Path | None = Field(
         None, description="Certificates (PEM) the MSSanté trust list's signature is checked by"
     )
+    mail_trust_list_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="URL (https or http) the national MSSanté trust list is published at;"
+        " the mail service refreshes it from there (empty: imported by hand only)",
+    )
+    mail_trust_list_every: int = Field(
+        6 * 3600, ge=60, description="Seconds between two refreshes of the trust list"
+    )
     mail_quota: str = Field(
         "1G",
         pattern=r"^(0|[1-9][0-9]*[KMGT]?)$",

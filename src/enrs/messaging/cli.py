@@ -14,6 +14,8 @@ from enrs.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from enrs.messaging import trustlist_refresh
+
 
 @click.group()
 def messaging() -> None:
@@ -192,38 +194,65 @@ def serve() -> None:
 
 
 @messaging.command("trust-list")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def trust_list(path: str) -> None:
-    """Import the national MSSanté trust list (the signed XML as published): its signature
-    checked against ENRS_MAIL_TRUST_CA, then the trust space replaced by its domains. A list
-    that does not verify changes nothing."""
+@click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--refresh", is_flag=True, help="Fetch the list from ENRS_MAIL_TRUST_LIST_URL now")
+@click.option("--status", "show", is_flag=True, help="The list in force and the last attempt")
+def trust_list(path: str | None, refresh: bool, show: bool) -> None:
+    """Import the national MSSanté trust list (the signed XML as published) from PATH, or
+    from ENRS_MAIL_TRUST_LIST_URL with --refresh: its signature checked against
+    ENRS_MAIL_TRUST_CA, then the trust space replaced by its domains. A list that does not
+    verify, or is older than the list in force, changes nothing (exit code 1)."""
     from pathlib import Path
 
     from enrs.kit.db import Database
-    from enrs.messaging import service
-    from enrs.messaging.trustlist import TrustListError, parse_trust_list
+    from enrs.messaging import trustlist_refresh
 
+    if [bool(path), refresh, show].count(True) != 1:
+        raise click.UsageError("give one of PATH, --refresh or --status")
     settings = Settings()
-    if settings.mail_trust_ca is None:
-        raise click.ClickException(
-            "ENRS_MAIL_TRUST_CA is not set: the certificates the list's signature is checked by"
-        )
-    try:
-        listed = parse_trust_list(Path(path).read_bytes(), [settings.mail_trust_ca.read_bytes()])
-    except TrustListError as exc:
-        raise click.ClickException(f"the trust list is refused: {exc.message}") from None
+    if refresh and not settings.mail_trust_list_url:
+        raise click.ClickException("ENRS_MAIL_TRUST_LIST_URL is not set: nowhere to fetch from")
     db = Database(settings.database_url)
     try:
-        with db.transaction() as session:
-            change = service.replace_trust_space(session, listed)
+        if show:
+            _trust_list_status(trustlist_refresh.status(db))
+            return
+        if refresh:
+            attempt = trustlist_refresh.refresh_trust_list(db, settings)
+        else:
+            assert path is not None
+            source = str(Path(path).resolve())
+            data = Path(path).read_bytes()
+            attempt = trustlist_refresh.import_trust_list(db, settings, data, source)
     finally:
         db.dispose()
-    for warning in listed.warnings:
+    if attempt.outcome == trustlist_refresh.UNREACHABLE:
+        raise click.ClickException(f"the trust list cannot be fetched: {attempt.detail}")
+    if not attempt.imported or attempt.listed is None:
+        raise click.ClickException(f"the trust list is refused: {attempt.detail}")
+    for warning in attempt.listed.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(
-        f"trust space of {listed.generated:%Y-%m-%d %H:%M}: {len(listed.domains)} domain(s),"
-        f" {change.added} added, {change.removed} removed, {change.kept} kept"
-    )
+    click.echo(f"trust space of {attempt.listed.generated:%Y-%m-%d %H:%M}: {attempt.detail}")
+
+
+def _trust_list_status(state: trustlist_refresh.Status) -> None:
+    if state.generated is None:
+        click.echo(
+            f"in force: {state.domains} domain(s), of a list imported before its date was kept"
+        )
+    else:
+        click.echo(
+            f"in force: the list generated {state.generated:%Y-%m-%d %H:%M %Z},"
+            f" {state.domains} domain(s), imported {state.imported_at:%Y-%m-%d %H:%M %Z}"
+            f" from {state.source}"
+        )
+    if state.attempted_at is None:
+        click.echo("last attempt: none")
+    else:
+        click.echo(
+            f"last attempt: {state.attempted_at:%Y-%m-%d %H:%M:%S %Z}, {state.outcome}:"
+            f" {state.detail}"
+        )
 
 
 def _month(value: str | None) -> str | None:

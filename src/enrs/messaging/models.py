@@ -8,7 +8,9 @@ practice, by RPPS). Address and type never change after creation. A mailbox is `
 ``mail_delegation`` says who may read or send as a mailbox that is not theirs (an ORG mailbox
 read by a service's secretaries). ``mail_trusted_domain`` is the MSSanté trust space: the
 domains of the national list (``enrs messaging trust-list FILE``) with their operator's
-certificate DN; mail to or from any other domain is refused. ``mail_traffic`` counts the
+certificate DN; mail to or from any other domain is refused. ``mail_trust_list`` (one row)
+says which list is in force (its generation date, where it came from) and how the last attempt
+to import or refresh one went. ``mail_traffic`` counts the
 messages each mailbox sent and received per month (the operator's indicators).
 """
 
@@ -72,6 +74,22 @@ class TrustedDomain(Base):
     operator_dn: Mapped[str] = mapped_column(String(1024), default="")
     updated: Mapped[str] = mapped_column(String(32), default="")  # DateMAJ as published
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrustListState(Base):
+    """The national list in force and the last attempt to import one (a single row, id 1):
+    a list older than the one in force is refused, and an admin sees why a refresh failed."""
+
+    __tablename__ = "mail_trust_list"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generated: Mapped[datetime | None] = mapped_column(UTCDateTime)  # DateDeGeneration in force
+    source: Mapped[str] = mapped_column(String(2048), default="")  # a URL or a file's path
+    imported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # imported | refused | older | unreachable
+    outcome: Mapped[str] = mapped_column(String(16), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class Traffic(Base):

@@ -9,7 +9,10 @@ While they run, the listener keeps them in step with the database: every
 :data:`MAPS_EVERY` seconds, when a mailbox changed (created, suspended, a new password…), the
 maps are written again (Postfix and Dovecot notice a changed map file by themselves); every
 :data:`PUBLISH_EVERY` seconds what changed is published to the national directory, when
-``ENRS_MSS_DIRECTORY_URL`` is set (:mod:`.publication`)."""
+``ENRS_MSS_DIRECTORY_URL`` is set (:mod:`.publication`); and every
+``ENRS_MAIL_TRUST_LIST_EVERY`` seconds (the first time at start), when
+``ENRS_MAIL_TRUST_LIST_URL`` is set, the national trust list is fetched again
+(:mod:`.trustlist_refresh`: a list refused or unreachable keeps the trust space in force)."""
 
 from __future__ import annotations
 
@@ -29,7 +32,15 @@ from enrs.identity.matching.engine import matcher_for
 from enrs.kit.db import Database
 from enrs.kit.listeners import Listener
 from enrs.kit.storage import open_storage
-from enrs.messaging import applicative, config, follow, lmtp, policy, publication
+from enrs.messaging import (
+    applicative,
+    config,
+    follow,
+    lmtp,
+    policy,
+    publication,
+    trustlist_refresh,
+)
 from enrs.messaging.models import Delegation, Mailbox
 from enrs.settings import Settings
 
@@ -71,6 +82,7 @@ class _Keeper:
         self.next_follow = 0.0
         self.next_maps = 0.0
         self.next_publication = 0.0
+        self.next_trust_list = 0.0
 
     def tick(self, now: float) -> None:
         if now >= self.next_follow:
@@ -87,6 +99,17 @@ class _Keeper:
         if self.settings.mss_directory_url and now >= self.next_publication:
             self.next_publication = now + PUBLISH_EVERY
             publication.publish(self.settings, self.db)
+        if self.settings.mail_trust_list_url and now >= self.next_trust_list:
+            self.next_trust_list = now + self.settings.mail_trust_list_every
+            self._refresh_trust_list()
+
+    def _refresh_trust_list(self) -> None:
+        """A failure is recorded and logged by the refresh; anything else (the database
+        away) is logged here, and tried again at the next turn, the listener serving on."""
+        try:
+            trustlist_refresh.refresh_trust_list(self.db, self.settings)
+        except Exception:
+            log.exception("mail: the trust list could not be refreshed; retried later")
 
 
 def enabled(settings: Settings) -> tuple[bool, str]:
