@@ -2,6 +2,7 @@
 
 from enrs.accounts import models as accounts_models
 from enrs.coordination import models as coordination_models
+from enrs.coordination import task_models as coordination_task_models
 from enrs.directory import models as directory_models
 from enrs.documents import models as document_models
 from enrs.identity import models as identity_models
@@ -16,6 +17,7 @@ __all__ = [
     "accounts_models",
     "audit_models",
     "coordination_models",
+    "coordination_task_models",
     "directory_models",
     "document_models",
     "identity_models",
