@@ -20,6 +20,7 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
+from enrs.coordination import task_endpoints as coordination_tasks
 from enrs.coordination.live import ChatFeed
 from enrs.directory import endpoints as directory_endpoints
 from enrs.directory import offer_endpoints
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     audit_endpoints.register_capabilities(capabilities)
     identity_endpoints.register_capabilities(capabilities, identity_config)
     identity_tasks.register_capabilities(capabilities)
+    coordination_tasks.register_capabilities(capabilities)  # the same Task, after the cell's
     identity_subscription_endpoints.register_capabilities(capabilities)
     directory_endpoints.register_capabilities(capabilities)
     directory_registration.register_capabilities(capabilities)
@@ -126,6 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_endpoints.router)
     app.include_router(notification_endpoints.router)
     app.include_router(identity_endpoints.router)
+    # Before the cell's /fhir/Task routes: it takes the requests of its dispatch rule only.
+    app.include_router(coordination_tasks.router)
     app.include_router(identity_tasks.router)
     app.include_router(identity_subscription_endpoints.router)
     app.include_router(directory_endpoints.router)

@@ -23,3 +23,12 @@ CareTeamRead = Annotated[Principal, Depends(require("CareTeam", "read", roles=ME
 CareTeamSearch = Annotated[Principal, Depends(require("CareTeam", "search-type", roles=MEMBERS))]
 CareTeamUpdate = Annotated[Principal, Depends(require("CareTeam", "update", roles=MEMBERS))]
 ConsentCreate = Annotated[Principal, Depends(require("Consent", "create", roles=MEMBERS))]
+
+# Coordination tasks (:mod:`enrs.coordination.task_endpoints`): ``Task.c`` / ``.r`` / ``.s`` /
+# ``.u``; a person needs the ``professional`` role (the identitovigilance cell's ``Task``
+# scope reaches its own queue only). Which tasks a caller sees and changes: their circles'.
+TASKERS = frozenset({"professional"})
+TaskCreate = Annotated[Principal, Depends(require("Task", "create", roles=TASKERS))]
+TaskRead = Annotated[Principal, Depends(require("Task", "read", roles=TASKERS))]
+TaskSearch = Annotated[Principal, Depends(require("Task", "search-type", roles=TASKERS))]
+TaskUpdate = Annotated[Principal, Depends(require("Task", "update", roles=TASKERS))]

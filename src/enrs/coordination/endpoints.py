@@ -69,7 +69,8 @@ def _actor(session: Session, principal: Principal) -> service.Actor:
     return service.Actor(reader_of(session, principal), team="admin" in principal.roles)
 
 
-def _expected(request: Request) -> int | None:
+def expected_version(request: Request) -> int | None:
+    """The version an ``If-Match`` header names (``W/"3"``), if any; 400 when malformed."""
     raw = request.headers.get("if-match")
     if raw is None:
         return None
@@ -93,7 +94,9 @@ def _answer(
     return FhirJSONResponse(resource, status_code=status_code, headers=headers)
 
 
-def _patient(request: Request, session: Session, reference: Any) -> PatientRef:
+def patient_from(request: Request, session: Session, reference: Any) -> PatientRef:
+    """The patient a ``Patient/{RRI}`` reference names (422 otherwise), named in the call's
+    audit record."""
     raw = reference.get("reference") if isinstance(reference, dict) else reference
     if not isinstance(raw, str) or not raw.startswith("Patient/"):
         raise Unprocessable("the patient: a reference Patient/{RRI}")
@@ -148,7 +151,7 @@ async def create_care_team(
     body = await read_resource(request, "CareTeam")
     if body.get("participant"):
         raise Unprocessable("CareTeam.participant: members are added with $invite or $join")
-    patient = _patient(request, session, body.get("subject"))
+    patient = patient_from(request, session, body.get("subject"))
     name = body.get("name")
     if not isinstance(name, str):
         raise Unprocessable("CareTeam.name is required")
@@ -173,7 +176,7 @@ def search_care_teams(
         raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
     actor = _actor(session, principal)
     if "patient" in query:
-        patient = _patient(request, session, query["patient"])
+        patient = patient_from(request, session, query["patient"])
         teams = [
             t for t in service.circles_of(session, patient) if service.may_see(session, t, actor)
         ]
@@ -210,7 +213,7 @@ def invite(
     principal: CareTeamUpdate,
     body: OperationBody,
 ) -> FhirJSONResponse:
-    expected = _expected(request)
+    expected = expected_version(request)
     team = _seen(request, session, principal, team_id)
     params = _parameters(body)
     role = _text(params, "role")
@@ -254,7 +257,7 @@ def remove(
     principal: CareTeamUpdate,
     body: OperationBody,
 ) -> FhirJSONResponse:
-    expected = _expected(request)
+    expected = expected_version(request)
     team = _seen(request, session, principal, team_id)
     raw = _parameters(body).get("participant")
     if not isinstance(raw, str) or not raw.isdigit():

@@ -1,7 +1,13 @@
 """FHIR ``Task`` endpoints of the identitovigilance cell's queue (:mod:`.tasks`): search, read,
 ``$decide`` and ``$undo``. People need the ``identitovigilance`` role (``user/Task.rus``);
 software needs ``system/Task.rs`` to read and ``system/Task.u`` to decide. Every call is
-audited with the patients concerned, decisions with their reason."""
+audited with the patients concerned, decisions with their reason.
+
+The care circles' coordination tasks share the ``/fhir/Task`` URLs
+(:mod:`enrs.coordination.task_endpoints`, mounted before these routes): an id of digits only
+is the cell's, any other id a coordination task's; a search with ``owner``, ``patient`` or
+``overdue`` goes to the coordination tasks, any other search comes here. The ``Task`` entry of
+the CapabilityStatement is registered here first, the coordination tasks extend it."""
 
 from __future__ import annotations
 

@@ -126,6 +126,32 @@ class CapabilityRegistry:
         wanted = set(entry.interactions) | set(interactions)
         entry.interactions = [i for i in TYPE_INTERACTIONS if i in wanted]
 
+    def add_search_params(
+        self, resource_type: str, search_params: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Declare more ``(name, type, doc)`` search parameters on an already registered
+        resource type (another router answering some of its searches); a name already
+        declared keeps its first declaration."""
+        if resource_type not in self._resources:
+            raise ValueError(f"{resource_type} is not registered")
+        entry = self._resources[resource_type]
+        if "search-type" not in entry.interactions:
+            raise ValueError(f"{resource_type} has no search-type")
+        known = {p["name"] for p in entry.search_params}
+        for name, kind, doc in search_params:
+            if kind not in SEARCH_PARAM_TYPES:
+                raise ValueError(f"unknown search parameter type {kind!r} for {name!r}")
+            if name not in known:
+                entry.search_params.append({"name": name, "type": kind, "documentation": doc})
+                known.add(name)
+
+    def add_documentation(self, resource_type: str, text: str) -> None:
+        """Add a paragraph to a registered resource type's ``documentation`` (markdown)."""
+        if resource_type not in self._resources:
+            raise ValueError(f"{resource_type} is not registered")
+        entry = self._resources[resource_type]
+        entry.documentation = f"{entry.documentation}\n\n{text}" if entry.documentation else text
+
     def add_operation(self, resource_type: str, name: str, definition: str) -> None:
         """Declare an operation (``$name``) on an already registered resource type."""
         if resource_type not in self._resources:
