@@ -287,6 +287,9 @@ def test_a_facilitys_software_in_the_circle_creates_a_task(
     read = region.client.get(f"/fhir/Task/{created.json()['id']}", headers=software)
     assert read.status_code == 200 and read.headers["ETag"] == 'W/"1"'
     assert _titles(chu_doctor.get("/fhir/Task?owner=me")) == ["Sortie SSR"]
+    # Its Task scope does not open the identitovigilance cell's queue to the clinic.
+    assert region.client.get("/fhir/Task", headers=software).status_code == 403
+    assert region.client.get("/fhir/Task/1", headers=software).status_code == 403
 
 
 def test_the_cells_queue_is_unaffected(client: TestClient, factory: Factory, db: Database) -> None:

@@ -11,15 +11,17 @@ the CapabilityStatement is registered here first, the coordination tasks extend 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from enrs.accounts import service as accounts_service
 from enrs.identity import tasks, workbench
 from enrs.identity.models import IdentityTask
-from enrs.kit.errors import BadRequest, NotFound
+from enrs.kit.errors import BadRequest, Forbidden, NotFound
 from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
@@ -33,9 +35,27 @@ CELL = frozenset({"identitovigilance"})
 DECIDE_DEFINITION = "Decide a task of the identitovigilance cell: decision (code), reason"
 UNDO_DEFINITION = "Undo the decision of a task of the identitovigilance cell: reason"
 
-TaskReader = Annotated[Principal, Depends(require("Task", "read", roles=CELL))]
-TaskSearcher = Annotated[Principal, Depends(require("Task", "search-type", roles=CELL))]
-TaskDecider = Annotated[Principal, Depends(require("Task", "update", roles=CELL))]
+
+def _cell(interaction: str) -> Callable[..., Principal]:
+    """``require`` for the cell's queue, and no facility's software: the ``Task`` scope a
+    facility's client holds is for its care circles' tasks (:mod:`enrs.coordination.tasks`),
+    the cell's queue is the regional team's (its people, and the software not bound to a
+    facility)."""
+    checked = require("Task", interaction, roles=CELL)
+
+    def dependency(session: DbSession, principal: Principal = Depends(checked)) -> Principal:
+        if principal.kind == "client":
+            grant = accounts_service.client_grant(session, principal.client_id or principal.subject)
+            if grant is not None and grant.finess:
+                raise Forbidden("the identitovigilance cell's tasks are not open to a facility")
+        return principal
+
+    return dependency
+
+
+TaskReader = Annotated[Principal, Depends(_cell("read"))]
+TaskSearcher = Annotated[Principal, Depends(_cell("search-type"))]
+TaskDecider = Annotated[Principal, Depends(_cell("update"))]
 
 
 def register_capabilities(registry: CapabilityRegistry) -> None:
