@@ -196,6 +196,14 @@ def test_overdue_tasks_are_flagged_and_found(
     assert all("businessStatus" not in e["resource"] for e in on_time) and len(on_time) == 2
     assert other_doctor.get("/fhir/Task?owner=me&overdue=maybe").status_code == 400
 
+    # The coordination file lists the open tasks, the overdue one flagged, not the done one.
+    page = other_doctor.get(f"/coordination/{team}")
+    assert page.status_code == 200
+    listed = page.text.split('<ul id="taches">')[1].split("</ul>")[0]
+    items = listed.split("<li")[1:]
+    assert [i.split(">", 1)[1].split(" —")[0].strip() for i in items] == ["Late", "Soon"]
+    assert "en retard" in items[0] and "en retard" not in items[1]
+
 
 def test_a_stale_update_is_refused_and_changes_nothing(
     region: Region, chu_doctor: TestClient, other_doctor: TestClient

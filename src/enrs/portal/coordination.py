@@ -1,6 +1,7 @@
 """The coordination pages (French UI, mobile-first: a nurse on a phone at the patient's home):
 the circles a professional is in with their unread messages, and a circle's coordination file
-— the patient, the members, the last documents the reader may open, and the secure chat,
+— the patient, the members, the open tasks (overdue ones flagged), the last documents the
+reader may open, and the secure chat,
 live (its script reads the Server-Sent Events of ``/api/coordination/stream`` and posts to
 ``/fhir/Communication``; every text is inserted as text, never as HTML). Every page is audited
 with the patient; what a person sees is the coordination and document repository's rules."""
@@ -11,11 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from enrs.accounts import service as accounts_service
-from enrs.coordination import chat, service
+from enrs.coordination import chat, service, tasks
 from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import reader_of
 from enrs.documents.models import DocumentEntry
+from enrs.identity import service as identity_service
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.portal.auth import PortalUser
@@ -63,6 +65,12 @@ def coordination_file(
     documents = session.scalars(
         stmt.order_by(DocumentEntry.date.desc(), DocumentEntry.id.desc()).limit(LAST_DOCUMENTS)
     ).all()
+    ids = identity_service.merged_patient_ids(session, patient.id)
+    open_tasks = [
+        t
+        for t in tasks.tasks_for(session, reader, patient_ids=ids)
+        if t.team_id == team.id and t.status not in tasks.CLOSED
+    ]
     messages = chat.history(session, reader, team, limit=200)
     return _render(
         request,
@@ -71,6 +79,7 @@ def coordination_file(
         patient=patient,
         members=service.members(session, team),
         documents=documents,
+        tasks=[(t, tasks.is_overdue(t)) for t in open_tasks],
         messages=[chat.message_json(m, t) for m, t in messages],
         me=reader.key,
         cursor=chat.latest_event(session),
