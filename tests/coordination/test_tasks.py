@@ -7,11 +7,8 @@ software do."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -26,34 +23,11 @@ from tests.documents.world import (
     DOCTOR_ELSEWHERE,
     FHIR_JSON,
     Region,
-    make_region,
 )
 from tests.identity.test_workbench import _doubtful_pair
 from tests.support.portal import log_in
 
 CARE_TEAM = "https://enrs.fr/fhir/StructureDefinition/task-care-team"
-
-
-@pytest.fixture
-def region(app: FastAPI, client: TestClient, db: Database, tmp_path: Path) -> Region:
-    return make_region(app, client, db, tmp_path)
-
-
-def _browser(region: Region, factory: Factory, username: str, rpps: str) -> TestClient:
-    factory.user(username, rpps=rpps)
-    browser = TestClient(region.app)
-    log_in(browser, username)
-    return browser
-
-
-@pytest.fixture
-def chu_doctor(region: Region, factory: Factory) -> TestClient:
-    return _browser(region, factory, "dr.chu", DOCTOR_AT_CHU)
-
-
-@pytest.fixture
-def other_doctor(region: Region, factory: Factory) -> TestClient:
-    return _browser(region, factory, "dr.clinique", DOCTOR_ELSEWHERE)
 
 
 def _doctor(rpps: str) -> dict[str, Any]:
