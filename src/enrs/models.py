@@ -2,6 +2,7 @@
 
 from enrs.accounts import models as accounts_models
 from enrs.coordination import chat_models as coordination_chat_models
+from enrs.coordination import form_models as coordination_form_models
 from enrs.coordination import models as coordination_models
 from enrs.coordination import task_models as coordination_task_models
 from enrs.directory import models as directory_models
@@ -18,6 +19,7 @@ __all__ = [
     "accounts_models",
     "audit_models",
     "coordination_chat_models",
+    "coordination_form_models",
     "coordination_models",
     "coordination_task_models",
     "directory_models",

@@ -32,3 +32,21 @@ TaskCreate = Annotated[Principal, Depends(require("Task", "create", roles=TASKER
 TaskRead = Annotated[Principal, Depends(require("Task", "read", roles=TASKERS))]
 TaskSearch = Annotated[Principal, Depends(require("Task", "search-type", roles=TASKERS))]
 TaskUpdate = Annotated[Principal, Depends(require("Task", "update", roles=TASKERS))]
+
+# Evaluation forms (:mod:`enrs.coordination.form_endpoints`): the grids are read with
+# ``Questionnaire.r`` / ``.s`` (no patient data); the responses with ``QuestionnaireResponse.c``
+# / ``.r`` / ``.s`` / ``.u``, by a ``professional`` (or a facility's software) in a circle of
+# the patient (:mod:`enrs.coordination.forms`).
+FORMERS = frozenset({"professional"})
+QuestionnaireRead = Annotated[Principal, Depends(require("Questionnaire", "read"))]
+QuestionnaireSearch = Annotated[Principal, Depends(require("Questionnaire", "search-type"))]
+FormCreate = Annotated[
+    Principal, Depends(require("QuestionnaireResponse", "create", roles=FORMERS))
+]
+FormRead = Annotated[Principal, Depends(require("QuestionnaireResponse", "read", roles=FORMERS))]
+FormSearch = Annotated[
+    Principal, Depends(require("QuestionnaireResponse", "search-type", roles=FORMERS))
+]
+FormUpdate = Annotated[
+    Principal, Depends(require("QuestionnaireResponse", "update", roles=FORMERS))
+]

@@ -20,6 +20,7 @@ from enrs.documents.models import DocumentEntry
 from enrs.identity import service as identity_service
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.portal import coordination_forms
 from enrs.portal.auth import PortalUser
 from enrs.portal.documents import _audit, _zone
 from enrs.portal.endpoints import _render
@@ -81,6 +82,8 @@ def coordination_file(
         documents=documents,
         tasks=[(t, tasks.is_overdue(t)) for t in open_tasks],
         messages=[chat.message_json(m, t) for m, t in messages],
+        evaluations=coordination_forms.evaluations(session, reader, patient),
+        grids=coordination_forms.grids(),
         me=reader.key,
         cursor=chat.latest_event(session),
         tz=_zone(request),
