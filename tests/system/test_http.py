@@ -29,6 +29,9 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Binary",
         "CareTeam",
         "Communication",
+        "Appointment",
+        "Schedule",
+        "Slot",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}
