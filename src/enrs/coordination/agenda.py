@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, exists, or_, select, update
+from sqlalchemy import CursorResult, exists, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from enrs.coordination import circle, service
@@ -403,7 +403,7 @@ def _mine_clause(reader: Reader) -> Any:
     if reader.structures:
         options.append(AppointmentParticipant.finess.in_(sorted(reader.structures)))
     if not options:
-        return AppointmentParticipant.id.is_(None)  # nobody: matches no participant
+        return false()
     return exists().where(
         AppointmentParticipant.appointment_id == CoordinationAppointment.id, or_(*options)
     )
