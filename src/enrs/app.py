@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from enrs import __version__, mllp_routes
 from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
+from enrs.coordination import agenda_endpoints as coordination_agenda
 from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
 from enrs.coordination import form_endpoints as coordination_forms
@@ -47,6 +48,7 @@ from enrs.kit.security.token_cache import VerifiedTokens
 from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
+from enrs.portal import agenda as portal_agenda
 from enrs.portal import coordination as portal_coordination
 from enrs.portal import coordination_forms as portal_coordination_forms
 from enrs.portal import directory as portal_directory
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     coordination_endpoints.register_capabilities(capabilities)
     coordination_chat.register_capabilities(capabilities)
     coordination_forms.register_capabilities(capabilities)
+    coordination_agenda.register_capabilities(capabilities)
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -144,6 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(coordination_endpoints.router)
     app.include_router(coordination_chat.router)
     app.include_router(coordination_forms.router)
+    app.include_router(coordination_agenda.router)
+    app.include_router(coordination_agenda.feed_router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
@@ -156,6 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_messaging.router)
     app.include_router(portal_coordination.router)
     app.include_router(portal_coordination_forms.router)
+    app.include_router(portal_agenda.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

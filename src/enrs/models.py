@@ -1,6 +1,7 @@
 """Imports every table module so that ``Base.metadata`` is complete (for Alembic)."""
 
 from enrs.accounts import models as accounts_models
+from enrs.coordination import agenda_models as coordination_agenda_models
 from enrs.coordination import chat_models as coordination_chat_models
 from enrs.coordination import form_models as coordination_form_models
 from enrs.coordination import models as coordination_models
@@ -18,6 +19,7 @@ __all__ = [
     "Base",
     "accounts_models",
     "audit_models",
+    "coordination_agenda_models",
     "coordination_chat_models",
     "coordination_form_models",
     "coordination_models",

@@ -31,6 +31,9 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Communication",
         "Questionnaire",
         "QuestionnaireResponse",
+        "Appointment",
+        "Schedule",
+        "Slot",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}

@@ -194,6 +194,13 @@ def user_principal(user: User, *, session_id: str | None = None) -> Principal:
     )
 
 
+def active_principal(session: Session, user_id: str) -> Principal | None:
+    """The principal of an active account by its id (a standing grant such as an agenda
+    feed acts as it), ``None`` when the account is gone or deactivated."""
+    user = repository.user_by_id(session, user_id)
+    return user_principal(user) if user is not None and user.active else None
+
+
 # --- portal sessions -------------------------------------------------------------------------
 
 

@@ -50,3 +50,20 @@ FormSearch = Annotated[
 FormUpdate = Annotated[
     Principal, Depends(require("QuestionnaireResponse", "update", roles=FORMERS))
 ]
+# The shared agenda (:mod:`enrs.coordination.agenda_endpoints`): ``Appointment.c`` / ``.r`` /
+# ``.s`` / ``.u`` (a person needs the ``professional`` role; software a ``system/Appointment``
+# scope and its facility in the circle); ``Schedule.c`` / ``.r`` / ``.s`` and ``Slot.c`` /
+# ``.r`` / ``.s`` / ``.u`` for a professional's own agenda and its free slots.
+AppointmentCreate = Annotated[Principal, Depends(require("Appointment", "create", roles=TASKERS))]
+AppointmentRead = Annotated[Principal, Depends(require("Appointment", "read", roles=TASKERS))]
+AppointmentSearch = Annotated[
+    Principal, Depends(require("Appointment", "search-type", roles=TASKERS))
+]
+AppointmentUpdate = Annotated[Principal, Depends(require("Appointment", "update", roles=TASKERS))]
+ScheduleCreate = Annotated[Principal, Depends(require("Schedule", "create", roles=TASKERS))]
+ScheduleRead = Annotated[Principal, Depends(require("Schedule", "read", roles=TASKERS))]
+ScheduleSearch = Annotated[Principal, Depends(require("Schedule", "search-type", roles=TASKERS))]
+SlotCreate = Annotated[Principal, Depends(require("Slot", "create", roles=TASKERS))]
+SlotRead = Annotated[Principal, Depends(require("Slot", "read", roles=TASKERS))]
+SlotSearch = Annotated[Principal, Depends(require("Slot", "search-type", roles=TASKERS))]
+SlotUpdate = Annotated[Principal, Depends(require("Slot", "update", roles=TASKERS))]

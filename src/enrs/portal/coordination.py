@@ -1,32 +1,37 @@
 """The coordination pages (French UI, mobile-first: a nurse on a phone at the patient's home):
 the circles a professional is in with their unread messages, and a circle's coordination file
-— the patient, the members, the open tasks (overdue ones flagged), the last documents the
-reader may open, and the secure chat,
+— the patient, the members, the open tasks (overdue ones flagged), the appointments (and a
+form to propose one), the last documents the reader may open, and the secure chat,
 live (its script reads the Server-Sent Events of ``/api/coordination/stream`` and posts to
 ``/fhir/Communication``; every text is inserted as text, never as HTML). Every page is audited
 with the patient; what a person sees is the coordination and document repository's rules."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from enrs.accounts import service as accounts_service
-from enrs.coordination import chat, service, tasks
+from enrs.coordination import agenda, chat, service, tasks
 from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import reader_of
 from enrs.documents.models import DocumentEntry
 from enrs.identity import service as identity_service
+from enrs.kit.db import utcnow
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.portal import coordination_forms
+from enrs.portal.agenda import STATUS_LABELS as APPOINTMENT_LABELS
 from enrs.portal.auth import PortalUser
 from enrs.portal.documents import _audit, _zone
 from enrs.portal.endpoints import _render
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 LAST_DOCUMENTS = 5
+AGENDA_PAST_DAYS = 30  # the circle's appointments shown: from 30 days ago on
 
 
 @router.get("/coordination")
@@ -73,6 +78,8 @@ def coordination_file(
         if t.team_id == team.id and t.status not in tasks.CLOSED
     ]
     messages = chat.history(session, reader, team, limit=200)
+    since = utcnow() - timedelta(days=AGENDA_PAST_DAYS)
+    appointments = agenda.appointments_for(session, reader, team=team, start_from=since)
     return _render(
         request,
         "coordination_file.html",
@@ -81,6 +88,8 @@ def coordination_file(
         members=service.members(session, team),
         documents=documents,
         tasks=[(t, tasks.is_overdue(t)) for t in open_tasks],
+        appointments=[(a, agenda.participants_of(session, a)) for a in appointments],
+        appointment_labels=APPOINTMENT_LABELS,
         messages=[chat.message_json(m, t) for m, t in messages],
         evaluations=coordination_forms.evaluations(session, reader, patient),
         grids=coordination_forms.grids(),

@@ -121,6 +121,7 @@ ROLES: dict[str, str] = {
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
         f"user/CareTeam.crus user/Communication.cus user/Task.crus {DIRECTORY_READ} user/Location.u"
         " user/Questionnaire.rs user/QuestionnaireResponse.crus"
+        " user/Appointment.crus user/Schedule.crs user/Slot.crus"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
     # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
