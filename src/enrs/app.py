@@ -20,6 +20,8 @@ from enrs.accounts import endpoints as accounts_endpoints
 from enrs.accounts import service as accounts_service
 from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
+from enrs.coordination import plan_endpoints as coordination_plans
+from enrs.coordination import plan_fhir as coordination_plan_fhir
 from enrs.coordination import task_endpoints as coordination_tasks
 from enrs.coordination.live import ChatFeed
 from enrs.directory import endpoints as directory_endpoints
@@ -47,6 +49,7 @@ from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
 from enrs.portal import coordination as portal_coordination
+from enrs.portal import coordination_plans as portal_coordination_plans
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import dmp_admin as portal_dmp_admin
@@ -118,6 +121,8 @@ def create_app(settings: Settings) -> FastAPI:
     document_endpoints.register_capabilities(capabilities)
     coordination_endpoints.register_capabilities(capabilities)
     coordination_chat.register_capabilities(capabilities)
+    coordination_plans.register_capabilities(capabilities)
+    app.state.pathways = coordination_plan_fhir.load_pathways()  # a malformed one stops here
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -140,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(document_access.router)
     app.include_router(coordination_endpoints.router)
     app.include_router(coordination_chat.router)
+    app.include_router(coordination_plans.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
@@ -151,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_dmp_admin.router)
     app.include_router(portal_messaging.router)
     app.include_router(portal_coordination.router)
+    app.include_router(portal_coordination_plans.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

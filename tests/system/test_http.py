@@ -29,6 +29,8 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Binary",
         "CareTeam",
         "Communication",
+        "CarePlan",
+        "PlanDefinition",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}
@@ -46,6 +48,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "remove",
         "consent",
     }
+    assert {o["name"] for o in resources["PlanDefinition"]["operation"]} == {"apply"}
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
     assert "French rules" in resources["Patient"]["documentation"]

@@ -32,3 +32,19 @@ TaskCreate = Annotated[Principal, Depends(require("Task", "create", roles=TASKER
 TaskRead = Annotated[Principal, Depends(require("Task", "read", roles=TASKERS))]
 TaskSearch = Annotated[Principal, Depends(require("Task", "search-type", roles=TASKERS))]
 TaskUpdate = Annotated[Principal, Depends(require("Task", "update", roles=TASKERS))]
+
+# Care plans (:mod:`enrs.coordination.plan_endpoints`): ``CarePlan.c`` / ``.r`` / ``.s`` /
+# ``.u``, and ``PlanDefinition.r`` / ``.s`` for the pathways; applying one (``$apply``) is
+# ``CarePlan.c`` (and ``Task.c`` when it makes tasks). Which plans a caller sees and
+# changes: their circles'.
+PLANNERS = frozenset({"professional"})
+CarePlanCreate = Annotated[Principal, Depends(require("CarePlan", "create", roles=PLANNERS))]
+CarePlanRead = Annotated[Principal, Depends(require("CarePlan", "read", roles=PLANNERS))]
+CarePlanSearch = Annotated[Principal, Depends(require("CarePlan", "search-type", roles=PLANNERS))]
+CarePlanUpdate = Annotated[Principal, Depends(require("CarePlan", "update", roles=PLANNERS))]
+PlanDefinitionRead = Annotated[
+    Principal, Depends(require("PlanDefinition", "read", roles=PLANNERS))
+]
+PlanDefinitionSearch = Annotated[
+    Principal, Depends(require("PlanDefinition", "search-type", roles=PLANNERS))
+]

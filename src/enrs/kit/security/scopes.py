@@ -120,6 +120,7 @@ ROLES: dict[str, str] = {
     "professional": (
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
         f"user/CareTeam.crus user/Communication.cus user/Task.crus {DIRECTORY_READ} user/Location.u"
+        " user/CarePlan.crus user/PlanDefinition.rs"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
     # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
