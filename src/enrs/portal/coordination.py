@@ -21,6 +21,7 @@ from enrs.identity import service as identity_service
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.portal.auth import PortalUser
+from enrs.portal.coordination_plans import plan_section
 from enrs.portal.documents import _audit, _zone
 from enrs.portal.endpoints import _render
 
@@ -85,4 +86,5 @@ def coordination_file(
         cursor=chat.latest_event(session),
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
+        care_plans=plan_section(request, session, reader, team),
     )
