@@ -277,6 +277,35 @@ def test_a_refused_apply_creates_nothing(
     assert _counts(db) != before
 
 
+def test_an_apply_failing_half_way_leaves_nothing(
+    region: Region, circle: tuple[str, TestClient, TestClient], db: Database
+) -> None:
+    """A pathway whose third action cannot become a task (a blank title, which the loader
+    would refuse) fails after the plan, an activity and a task were written: all undone."""
+    team, chu, _nurse = circle
+    day = plans.Offset(1, "d")
+    broken = plans.Pathway(
+        id="casse",
+        url="https://enrs.fr/fhir/PlanDefinition/casse",
+        version="0",
+        title="Parcours cassé",
+        status="draft",
+        goals=(plans.PathwayGoal("g", "Objectif", day),),
+        actions=(
+            plans.PathwayAction("a", "Prise de sang", "task", "IDE", day, day, ("g",)),
+            plans.PathwayAction("b", "Consultation", "appointment", "IDE", day, day),
+            plans.PathwayAction("c", " ", "task", "IDE", day, day),
+        ),
+        resource={},
+    )
+    region.app.state.pathways = {**region.app.state.pathways, "casse": broken}
+    before = _counts(db)
+    answer = _apply(chu, "casse", subject=f"Patient/{region.rri}", careTeam=f"CareTeam/{team}")
+    assert answer.status_code == 422, answer.text
+    assert "title" in answer.json()["issue"][0]["diagnostics"]
+    assert _counts(db) == before
+
+
 def test_care_plans_are_versioned_and_move_along_their_states(
     region: Region, circle: tuple[str, TestClient, TestClient]
 ) -> None:
