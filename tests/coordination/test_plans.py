@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.careplan import CarePlan as FhirCarePlan
+from fhir.resources.R4B.plandefinition import PlanDefinition as FhirPlanDefinition
 from sqlalchemy import func, select
 
 from enrs.coordination import plan_fhir, plans
@@ -128,6 +130,7 @@ def test_the_pathways_are_served_read_only_and_hold(
     found = {e["resource"]["id"]: e["resource"] for e in listed.json()["entry"]}
     assert set(found) == PATHWAYS
     for resource in found.values():
+        FhirPlanDefinition.model_validate(resource)  # a FHIR R4(B) PlanDefinition
         assert "pas une recommandation clinique" in resource["usage"]
         kinds = {
             c["code"] for a in resource["action"] for code in a["code"] for c in code["coding"]
@@ -183,6 +186,7 @@ def test_applying_a_pathway_makes_the_plan_its_goals_activities_and_tasks(
     )
     assert made.status_code == 201, made.text
     plan = made.json()
+    FhirCarePlan.model_validate(plan)  # a FHIR R4(B) CarePlan, its Goals contained
     assert made.headers["ETag"] == 'W/"1"'
     assert made.headers["Location"].endswith(f"/CarePlan/{plan['id']}")
     assert plan["status"] == "active" and plan["intent"] == "plan"
@@ -355,6 +359,7 @@ def test_care_plans_are_versioned_and_move_along_their_states(
     }
     linked = _put(chu, with_task, 'W/"2"')
     assert linked.status_code == 200, linked.text
+    FhirCarePlan.model_validate(linked.json())
     assert linked.json()["activity"][1]["reference"]["display"] == "Ordonnance de sortie"
     foreign = {**linked.json(), "activity": [{"reference": {"reference": "Task/abc"}}]}
     assert _put(chu, foreign).status_code == 422
