@@ -22,6 +22,8 @@ from enrs.coordination import agenda_endpoints as coordination_agenda
 from enrs.coordination import chat_endpoints as coordination_chat
 from enrs.coordination import endpoints as coordination_endpoints
 from enrs.coordination import form_endpoints as coordination_forms
+from enrs.coordination import plan_endpoints as coordination_plans
+from enrs.coordination import plan_fhir as coordination_plan_fhir
 from enrs.coordination import task_endpoints as coordination_tasks
 from enrs.coordination.live import ChatFeed
 from enrs.directory import endpoints as directory_endpoints
@@ -51,6 +53,7 @@ from enrs.messaging import servers as mail_servers
 from enrs.portal import agenda as portal_agenda
 from enrs.portal import coordination as portal_coordination
 from enrs.portal import coordination_forms as portal_coordination_forms
+from enrs.portal import coordination_plans as portal_coordination_plans
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import dmp_admin as portal_dmp_admin
@@ -124,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
     coordination_chat.register_capabilities(capabilities)
     coordination_forms.register_capabilities(capabilities)
     coordination_agenda.register_capabilities(capabilities)
+    coordination_plans.register_capabilities(capabilities)
+    app.state.pathways = coordination_plan_fhir.load_pathways()  # a malformed one stops here
     install_error_handlers(app)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_middleware(RequestContextMiddleware, max_body=settings.max_body_bytes)
@@ -149,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(coordination_forms.router)
     app.include_router(coordination_agenda.router)
     app.include_router(coordination_agenda.feed_router)
+    app.include_router(coordination_plans.router)
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
@@ -162,6 +168,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_coordination.router)
     app.include_router(portal_coordination_forms.router)
     app.include_router(portal_agenda.router)
+    app.include_router(portal_coordination_plans.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

@@ -34,6 +34,8 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "Appointment",
         "Schedule",
         "Slot",
+        "CarePlan",
+        "PlanDefinition",
     }
     documents = {i["code"] for i in resources["DocumentReference"]["interaction"]}
     assert documents == {"read", "search-type", "update"}
@@ -51,6 +53,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
         "remove",
         "consent",
     }
+    assert {o["name"] for o in resources["PlanDefinition"]["operation"]} == {"apply"}
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
     assert "French rules" in resources["Patient"]["documentation"]

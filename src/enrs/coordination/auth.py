@@ -67,3 +67,18 @@ SlotCreate = Annotated[Principal, Depends(require("Slot", "create", roles=TASKER
 SlotRead = Annotated[Principal, Depends(require("Slot", "read", roles=TASKERS))]
 SlotSearch = Annotated[Principal, Depends(require("Slot", "search-type", roles=TASKERS))]
 SlotUpdate = Annotated[Principal, Depends(require("Slot", "update", roles=TASKERS))]
+# Care plans (:mod:`enrs.coordination.plan_endpoints`): ``CarePlan.c`` / ``.r`` / ``.s`` /
+# ``.u``, and ``PlanDefinition.r`` / ``.s`` for the pathways; applying one (``$apply``) is
+# ``CarePlan.c`` (and ``Task.c`` when it makes tasks). Which plans a caller sees and
+# changes: their circles'.
+PLANNERS = frozenset({"professional"})
+CarePlanCreate = Annotated[Principal, Depends(require("CarePlan", "create", roles=PLANNERS))]
+CarePlanRead = Annotated[Principal, Depends(require("CarePlan", "read", roles=PLANNERS))]
+CarePlanSearch = Annotated[Principal, Depends(require("CarePlan", "search-type", roles=PLANNERS))]
+CarePlanUpdate = Annotated[Principal, Depends(require("CarePlan", "update", roles=PLANNERS))]
+PlanDefinitionRead = Annotated[
+    Principal, Depends(require("PlanDefinition", "read", roles=PLANNERS))
+]
+PlanDefinitionSearch = Annotated[
+    Principal, Depends(require("PlanDefinition", "search-type", roles=PLANNERS))
+]

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from enrs.coordination import fhir, tasks
@@ -99,8 +99,7 @@ def _due(body: dict[str, Any]) -> datetime | None:
         raise Unprocessable("Task.restriction.period.end: a FHIR dateTime")
     try:
         if len(end) == 10:  # a date alone: due by the end of that day
-            day = datetime.fromisoformat(end).date()
-            return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+            return tasks.end_of_day(datetime.fromisoformat(end).date())
         moment = datetime.fromisoformat(end.replace("Z", "+00:00"))
     except ValueError as exc:
         raise Unprocessable(f"Task.restriction.period.end: not a FHIR dateTime: {end}") from exc

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -78,6 +78,11 @@ def _new_id() -> str:
         found = uuid.uuid4().hex
         if not found.isdigit():
             return found
+
+
+def end_of_day(day: date) -> datetime:
+    """A task due on a day (a date alone) is due by the end of that day, UTC."""
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
 def is_overdue(task: CoordinationTask, now: datetime | None = None) -> bool:

@@ -26,6 +26,7 @@ from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.portal import coordination_forms
 from enrs.portal.agenda import STATUS_LABELS as APPOINTMENT_LABELS
 from enrs.portal.auth import PortalUser
+from enrs.portal.coordination_plans import plan_section
 from enrs.portal.documents import _audit, _zone
 from enrs.portal.endpoints import _render
 
@@ -97,4 +98,5 @@ def coordination_file(
         cursor=chat.latest_event(session),
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
+        care_plans=plan_section(request, session, reader, team),
     )

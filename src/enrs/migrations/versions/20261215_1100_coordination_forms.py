@@ -1,7 +1,7 @@
 """coordination: evaluation forms (QuestionnaireResponse)
 
 Revision ID: 20261215_1100
-Revises: 20261215_0900
+Revises: 20261215_1000
 Create Date: 2026-12-15 11:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import enrs.kit.db
 
 revision: str = "20261215_1100"
-down_revision: str | None = "20261215_0900"
+down_revision: str | None = "20261215_1000"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
