@@ -3,6 +3,7 @@
 from enrs.accounts import models as accounts_models
 from enrs.coordination import chat_models as coordination_chat_models
 from enrs.coordination import models as coordination_models
+from enrs.coordination import notify_models as coordination_notify_models
 from enrs.coordination import task_models as coordination_task_models
 from enrs.directory import models as directory_models
 from enrs.documents import models as document_models
@@ -19,6 +20,7 @@ __all__ = [
     "audit_models",
     "coordination_chat_models",
     "coordination_models",
+    "coordination_notify_models",
     "coordination_task_models",
     "directory_models",
     "document_models",

@@ -119,7 +119,8 @@ ROLES: dict[str, str] = {
     # A professional counts the beds of the structures they practise in (directory.offer).
     "professional": (
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
-        f"user/CareTeam.crus user/Communication.cus user/Task.crus {DIRECTORY_READ} user/Location.u"
+        "user/CareTeam.crus user/Communication.cus user/Task.crus user/Subscription.crd "
+        f"{DIRECTORY_READ} user/Location.u"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
     # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
