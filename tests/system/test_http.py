@@ -48,6 +48,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     }
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
+    assert "CommunicationRequest?category=" in resources["Subscription"]["documentation"]
     assert "French rules" in resources["Patient"]["documentation"]
     task_ops = {o["name"] for o in resources["Task"]["operation"]}
     assert task_ops == {"decide", "undo"}

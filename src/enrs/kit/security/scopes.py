@@ -119,7 +119,7 @@ ROLES: dict[str, str] = {
     # A professional counts the beds of the structures they practise in (directory.offer).
     "professional": (
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
-        "user/CareTeam.crus user/Communication.cus user/Task.crus user/Subscription.crd "
+        "user/CareTeam.crus user/Communication.cus user/Task.crus user/Subscription.crds "
         f"{DIRECTORY_READ} user/Location.u"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
