@@ -214,6 +214,6 @@ def test_a01_and_a03_feed_the_identity_and_announce_the_stay(feed: Feed) -> None
         (
             name,
             {"patient_id": source.patient_id, "facility": None, "authority": CHU, "origin": CHU},
-        )  # fmt: skip
+        )
         for name in ("encounter.admitted", "encounter.discharged")
     ]
