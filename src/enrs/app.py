@@ -24,6 +24,7 @@ from enrs.coordination import endpoints as coordination_endpoints
 from enrs.coordination import form_endpoints as coordination_forms
 from enrs.coordination import plan_endpoints as coordination_plans
 from enrs.coordination import plan_fhir as coordination_plan_fhir
+from enrs.coordination import subscription_endpoints as coordination_subscriptions
 from enrs.coordination import task_endpoints as coordination_tasks
 from enrs.coordination.live import ChatFeed
 from enrs.directory import endpoints as directory_endpoints
@@ -62,6 +63,7 @@ from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import mail_admin as portal_mail_admin
 from enrs.portal import messaging as portal_messaging
+from enrs.portal import notifications as portal_notifications
 from enrs.portal import oauth as portal_oauth
 from enrs.portal import offer as portal_offer
 from enrs.portal.auth import LoginRequired, on_login_required
@@ -120,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     identity_tasks.register_capabilities(capabilities)
     coordination_tasks.register_capabilities(capabilities)  # the same Task, after the cell's
     identity_subscription_endpoints.register_capabilities(capabilities)
+    coordination_subscriptions.register_capabilities(capabilities)  # the same Subscription
     directory_endpoints.register_capabilities(capabilities)
     directory_registration.register_capabilities(capabilities)
     document_endpoints.register_capabilities(capabilities)
@@ -142,6 +145,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Before the cell's /fhir/Task routes: it takes the requests of its dispatch rule only.
     app.include_router(coordination_tasks.router)
     app.include_router(identity_tasks.router)
+    # Before the identity feed's /fhir/Subscription routes: POST, search and non-digit ids.
+    app.include_router(coordination_subscriptions.router)
     app.include_router(identity_subscription_endpoints.router)
     app.include_router(directory_endpoints.router)
     app.include_router(offer_endpoints.router)
@@ -169,6 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_coordination_forms.router)
     app.include_router(portal_agenda.router)
     app.include_router(portal_coordination_plans.router)
+    app.include_router(portal_notifications.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

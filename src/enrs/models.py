@@ -5,6 +5,7 @@ from enrs.coordination import agenda_models as coordination_agenda_models
 from enrs.coordination import chat_models as coordination_chat_models
 from enrs.coordination import form_models as coordination_form_models
 from enrs.coordination import models as coordination_models
+from enrs.coordination import notify_models as coordination_notify_models
 from enrs.coordination import plan_models as coordination_plan_models
 from enrs.coordination import task_models as coordination_task_models
 from enrs.directory import models as directory_models
@@ -24,6 +25,7 @@ __all__ = [
     "coordination_chat_models",
     "coordination_form_models",
     "coordination_models",
+    "coordination_notify_models",
     "coordination_plan_models",
     "coordination_task_models",
     "directory_models",

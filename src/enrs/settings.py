@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         "auto", description="Start Postfix and Dovecot with the platform (auto: when installed)"
     )
     notifications: bool = Field(
-        True, description="Send the identity notifications (enrs notifications add) from serve"
+        True, description="Send the identity and care circle notifications from serve"
     )
     identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
     oid_root: str = Field(

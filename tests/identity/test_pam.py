@@ -197,3 +197,23 @@ def test_a24_refusals(feed: Feed) -> None:
     with feed.db.transaction() as session:
         outcomes = [r.outcome for r in session.scalars(select(AuditRecord))][-5:]
     assert outcomes == ["4", "4", "4", "4", "8"]  # every refusal audited
+
+
+def test_a01_and_a03_feed_the_identity_and_announce_the_stay(feed: Feed) -> None:
+    """An admission (A01) and a discharge (A03, accepted as the other feed events) update the
+    identity, then announce the stay for the care circles: the patient, the facility's
+    authority (and its FINESS when registered with one), the sender as origin; ids only."""
+    assert code(feed.send(msh("A01", "adm") + pid("7"))) == "AA"
+    assert code(feed.send(msh("A08", "upd") + pid("7"))) == "AA"  # an update: not a stay
+    assert code(feed.send(msh("A03", "dis") + pid("7", given="Marie^Marie Rose"))) == "AA"
+    source = feed.source(CHU, "7")
+    assert source is not None and source.given_names == "Marie Rose"  # A03 updated it
+    with feed.db.transaction() as session:
+        stays = [(n, p) for _, n, p in read_events(session) if n.startswith("encounter.")]
+    assert stays == [
+        (
+            name,
+            {"patient_id": source.patient_id, "facility": None, "authority": CHU, "origin": CHU},
+        )
+        for name in ("encounter.admitted", "encounter.discharged")
+    ]

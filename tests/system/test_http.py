@@ -56,6 +56,7 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     assert {o["name"] for o in resources["PlanDefinition"]["operation"]} == {"apply"}
     subscription = {i["code"] for i in resources["Subscription"]["interaction"]}
     assert subscription == {"create", "read", "search-type", "delete"}
+    assert "CommunicationRequest?category=" in resources["Subscription"]["documentation"]
     assert "French rules" in resources["Patient"]["documentation"]
     task_ops = {o["name"] for o in resources["Task"]["operation"]}
     assert task_ops == {"decide", "undo"}

@@ -11,6 +11,8 @@ ask one another to do.
   ``completed``, ``cancelled``, moving only along :data:`TRANSITIONS`; ``completed`` and
   ``cancelled`` are final.
 - **Overdue** (:func:`is_overdue`): its due date passed, and neither completed nor cancelled.
+- **Assigned**: a new task, and a task given to another owner, is announced
+  (:data:`ASSIGNED`, the task's id, its origin who assigned it) for the owner's notification.
 - **Versions**: each change raises the task's version; a change made on another version than
   the task's (``If-Match``) is refused, nothing changed
   (:class:`~enrs.kit.errors.PreconditionFailed`).
@@ -34,6 +36,7 @@ from enrs.coordination.task_models import CoordinationTask
 from enrs.documents.access import Reader
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from enrs.kit.events import emit, set_origin
 
 REQUESTED = "requested"
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -47,6 +50,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 CLOSED = frozenset({"completed", "cancelled"})
 PRIORITIES = ("routine", "urgent", "asap", "stat")
 OWNER_KINDS = ("practitioner", "organization", "role")
+ASSIGNED = "coordination.task_assigned"  # a task given to an owner (made, or owner changed)
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,14 @@ def create(
     _assign(task, fields.owner, kind, display)
     session.add(task)
     session.flush()
+    _announce(session, reader, team, task)
     return task
+
+
+def _announce(session: Session, reader: Reader, team: CareTeam, task: CoordinationTask) -> None:
+    set_origin(session, reader.origin)
+    owner = {"rpps": task.owner_rpps, "finess": task.owner_finess, "role": task.owner_role}
+    emit(session, ASSIGNED, {"task": task.resource_id, "team": team.resource_id, **owner})
 
 
 def update(
@@ -210,7 +221,8 @@ def update(
     _checked(fields)
     if fields.status != task.status and fields.status not in TRANSITIONS[task.status]:
         raise Conflict(f"Task/{task.resource_id} is {task.status}: it cannot be {fields.status}")
-    if _same_owner(task, fields.owner):  # kept, even when no longer in the circle
+    reassigned = not _same_owner(task, fields.owner)
+    if not reassigned:  # kept, even when no longer in the circle
         kind, display = task.owner_kind, task.owner_display
     else:
         kind, display = _owner(session, team, fields.owner)
@@ -221,6 +233,8 @@ def update(
     if _snapshot(task) != before:
         task.version += 1
         task.updated_at = utcnow()
+    if reassigned:
+        _announce(session, reader, team, task)
     return task
 
 

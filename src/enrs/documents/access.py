@@ -63,6 +63,17 @@ class Reader:
     rpps: str | None
     structures: frozenset[str]
 
+    @property
+    def origin(self) -> str:
+        """Who the reader is as the origin of the events they cause
+        (:func:`enrs.kit.events.set_origin`): ``rpps:…`` for a professional, ``finess:…`` for
+        a facility's software, so that a notification does not go back to them."""
+        if self.rpps:
+            return f"rpps:{self.rpps}"
+        if self.structures:
+            return f"finess:{min(self.structures)}"
+        return self.key
+
 
 def reader_of(session: Session, principal: Principal) -> Reader:
     """The reader a principal is: a person with the sites of their activities, a system
@@ -174,10 +185,15 @@ def visible_clause(reader: Reader, access: PatientAccess) -> ColumnElement[bool]
     own = own_clause(reader)
     if not access.shared:
         return and_(of_patient, own)
-    shared = and_(
+    return and_(of_patient, or_(own, shared_clause()))
+
+
+def shared_clause() -> ColumnElement[bool]:
+    """Rules 2 to 5: the documents shared with whoever has a care relationship with the
+    patient (not opposed, not in error, not very restricted, not masked to professionals)."""
+    return and_(
         D.opposed.is_(False),
         D.status != "entered-in-error",
         D.confidentiality != VERY_RESTRICTED,
         ~D.visibility.contains(MASKED, autoescape=True),
     )
-    return and_(of_patient, or_(own, shared))

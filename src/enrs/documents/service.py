@@ -38,7 +38,10 @@ from enrs.identity.service import PatientRef
 from enrs.identity.xref import UnknownDomain, UnknownPatient
 from enrs.kit.db import after_rollback, utcnow
 from enrs.kit.errors import BadRequest, Conflict, EnrsError, Forbidden, NotFound, Unprocessable
+from enrs.kit.events import emit, set_origin
 from enrs.kit.storage.base import BlobStorage
+
+FILED = "documents.filed"  # a document filed in a patient's record: its patient and its id
 
 
 class UnknownDocumentPatient(Unprocessable):
@@ -164,7 +167,8 @@ def file_submission(
     submission: Submission,
 ) -> Filed:
     """Store a checked submission (ITI-65): resolve the patient, check the filer may, the
-    CDA's patient, the replaced versions; insert the rows; write the contents last."""
+    CDA's patient, the replaced versions; insert the rows; write the contents last; announce
+    each document (:data:`FILED`, its origin the filer)."""
     patient = resolve_patient(session, config, submission.patient)
     _may_file(session, reader, patient)
     if repository.submission_exists(session, submission.unique_id):
@@ -214,6 +218,9 @@ def file_submission(
             )
         )
     _write_contents(session, storage, submission.documents, filed)
+    set_origin(session, reader.origin)
+    for entry in filed.values():
+        emit(session, FILED, {"patient_id": patient.id, "document": entry.resource_id})
     return Filed(patient, sset, filed)
 
 
@@ -318,6 +325,15 @@ class DocumentForbidden(Forbidden):
     def __init__(self, patient: PatientRef, message: str) -> None:
         super().__init__(message)
         self.patient = patient
+
+
+def is_shared(session: Session, resource_id: str) -> bool:
+    """Whether the document is shared with the patient's care relationships (a care circle's
+    members read it: :func:`.access.shared_clause`)."""
+    stmt = select(DocumentEntry.id).where(
+        DocumentEntry.resource_id == resource_id, access.shared_clause()
+    )
+    return session.scalar(stmt) is not None
 
 
 def patient_of(session: Session, entry: DocumentEntry) -> PatientRef:

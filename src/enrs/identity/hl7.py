@@ -1,7 +1,7 @@
 """HL7 v2.5 feed of the regional identity server over MLLP: the listener of ``enrs serve``.
 
 - IHE PAM *Patient Identity Feed* (ITI-30) with PAM-FR 2.11: ADT^A28 create, A31 update, A40
-  merge, A47 change identifier, A24 link, A37 unlink; ITI-8 style A01, A04, A05, A08 fed the
+  merge, A47 change identifier, A24 link, A37 unlink; ITI-8 style A01, A03, A04, A05, A08 fed the
   same way (the messages: :mod:`enrs.identity.pam`, their PID: :mod:`enrs.identity.pamfr`);
 - IHE PIX query (ITI-9): QBP^Q23 answered by RSP^K23.
 - IHE PDQ query (ITI-21): QBP^Q22 answered by RSP^K22 (:mod:`.pdq`).

@@ -1,7 +1,9 @@
 """IHE PAM *Patient Identity Feed* (ITI-30) over HL7 v2.5, applied to the identity service.
 
-- ADT^A28 create, A31 update, and ITI-8 style A01, A04, A05, A08 (the same PID): the identity
-  is created or updated, then matched (``service.feed``);
+- ADT^A28 create, A31 update, and ITI-8 style A01, A03, A04, A05, A08 (the same PID): the
+  identity is created or updated, then matched (``service.feed``); an A01 (admission) or an
+  A03 (discharge) is then announced as an event (:data:`ENCOUNTERS`: the patient and the
+  facility, for the care circles' notifications, :mod:`enrs.coordination.notify`);
 - A40 merge (``updates.merge_sources``) and A47 change of identifier
   (``updates.change_identifier``);
 - A24 link and A37 unlink of two identities of the facility (``updates.link_identities``,
@@ -28,9 +30,13 @@ from enrs.identity.matching.engine import Matcher
 from enrs.identity.pamfr import authority_of, identity_from_pid, ipp_of, location_of
 from enrs.identity.traits import InvalidTrait
 from enrs.kit.errors import Unprocessable
+from enrs.kit.events import emit
 from enrs.kit.hl7v2 import Message, Segment, V2Error
 
-FEED_EVENTS = frozenset({"A01", "A04", "A05", "A08", "A28", "A31"})
+FEED_EVENTS = frozenset({"A01", "A03", "A04", "A05", "A08", "A28", "A31"})
+# The events an ADT message announces once its identity is applied: the patient's admission
+# (A01) and discharge (A03) in the sending facility.
+ENCOUNTERS = {"A01": "encounter.admitted", "A03": "encounter.discharged"}
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,22 @@ def _refusal(exc: Unprocessable) -> Exception:
     return exc
 
 
+def announce_encounter(session: Session, name: str, rri: str, authority: str) -> None:
+    """Emit ``name`` (:data:`ENCOUNTERS`) for the patient ``rri`` in the transaction of its
+    message: ``patient_id``, the ``facility`` (the FINESS owning the IPP's domain, if it is
+    registered with one) and the ``authority``; ids only. Its origin is the sender's
+    authority (``service.feed_prepared`` set it)."""
+    patient = service.patient_by_rri(session, rri)
+    if patient is None:  # just fed: never
+        return
+    domain = repository.domain(session, authority)
+    facility = domain.finess if domain is not None else None
+    emit(session, name, {"patient_id": patient.id, "facility": facility, "authority": authority})
+
+
 def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender) -> Work:
-    """ITI-30 A28/A31 (and A01/A04/A05/A08): create or update the identity, then match."""
+    """ITI-30 A28/A31 (and A01/A03/A04/A05/A08): create or update the identity, then match;
+    an admission or a discharge is announced (:func:`announce_encounter`)."""
     pid = required(msg, "PID")
     data = identity_from_pid(
         config,
@@ -157,6 +177,8 @@ def feed(config: IdentityConfig, matcher: Matcher, msg: Message, sender: Sender)
         msg.repairs.extend(f"PID-3: {note}" for note in result.ignored)
         if duplicate := service.same_facility_note(result):
             msg.repairs.append(f"PID-3: {duplicate}")
+        if (encounter := ENCOUNTERS.get(msg.event.upper())) is not None:
+            announce_encounter(session, encounter, result.rri, data.authority)
         action = "C" if result.created else "U"
         return Handled(touched=[Touched(result.rri, f"{data.authority}|{data.ipp}", action)])
 

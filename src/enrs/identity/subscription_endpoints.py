@@ -13,6 +13,11 @@ same durable queue as the destinations the admin adds (``enrs notifications add`
 - ``GET /fhir/Subscription/{id}``, ``GET /fhir/Subscription`` (``.rs``): the client's own;
   ``status`` ``error`` with ``error`` while its hook fails, ``off`` once deleted.
 - ``DELETE /fhir/Subscription/{id}`` (``.d``): nothing more is queued for it.
+
+The URLs are shared with the care circles' subscriptions
+(:mod:`enrs.coordination.subscription_endpoints`, whose routes come first): ``POST`` and the
+search are its routes, which hand a ``Patient…`` criteria to :func:`create_pmir` and list
+:func:`pmir_subscriptions` with its own; an id of digits only is one of these.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from enrs.identity.config import IdentityConfig
 from enrs.kit.errors import Forbidden, NotFound, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
-from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.requests import FhirFormat
 from enrs.kit.http import DbSession, TransactionalRoute, require
 from enrs.kit.outbound.models import OutboundDestination
 from enrs.kit.outbound.queue import DestinationStatus, set_active, statuses
@@ -39,9 +44,7 @@ from enrs.kit.security.principal import Principal
 
 router = APIRouter(route_class=TransactionalRoute, tags=["identity"], dependencies=[FhirFormat])
 CLIENTS: frozenset[str] = frozenset()  # software only: people have no such role
-SubCreate = Annotated[Principal, Depends(require("Subscription", "create", roles=CLIENTS))]
 SubRead = Annotated[Principal, Depends(require("Subscription", "read", roles=CLIENTS))]
-SubSearch = Annotated[Principal, Depends(require("Subscription", "search-type", roles=CLIENTS))]
 SubDelete = Annotated[Principal, Depends(require("Subscription", "delete", roles=CLIENTS))]
 _FACILITY = re.compile(r"^Patient\?identifier=urn:oid:([0-9.]+)\|$")
 PAYLOAD = "application/fhir+json"
@@ -133,11 +136,11 @@ def _one(session: Session, client_id: str, raw: str) -> tuple[DestinationStatus,
     raise NotFound(f"Subscription/{raw} not found")
 
 
-@router.post("/fhir/Subscription", status_code=201, summary="Subscribe a rest-hook (PMIR)")
-async def create_subscription(
-    request: Request, session: DbSession, principal: SubCreate
+def create_pmir(
+    request: Request, session: Session, principal: Principal, body: dict[str, Any]
 ) -> FhirJSONResponse:
-    body = await read_resource(request, "Subscription")
+    """``POST /fhir/Subscription`` with a ``Patient…`` criteria: the route is the front of
+    :mod:`enrs.coordination.subscription_endpoints`, which hands these to this."""
     client_id = _client(principal)
     authority = _authority(session, client_id, str(body.get("criteria") or ""))
     endpoint, headers = _channel(body)
@@ -171,27 +174,12 @@ def read_subscription(
     return FhirJSONResponse(_to_fhir(d, row))
 
 
-@router.get("/fhir/Subscription", summary="The client's Subscriptions")
-def search_subscriptions(
-    request: Request, session: DbSession, principal: SubSearch
-) -> FhirJSONResponse:
-    found = [_to_fhir(d, row) for d, row in _own(session, _client(principal))]
-    base = request.app.state.settings.fhir_base
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(found),
-        "link": [{"relation": "self", "url": f"{base}/Subscription"}],
-        "entry": [
-            {
-                "fullUrl": f"{base}/Subscription/{r['id']}",
-                "resource": r,
-                "search": {"mode": "match"},
-            }
-            for r in found
-        ],
-    }
-    return FhirJSONResponse(bundle)
+def pmir_subscriptions(session: Session, principal: Principal) -> list[dict[str, Any]]:
+    """The client's PMIR subscriptions (``GET /fhir/Subscription``, whose route is the front
+    of :mod:`enrs.coordination.subscription_endpoints`); none for a person."""
+    if principal.kind != "client":
+        return []
+    return [_to_fhir(d, row) for d, row in _own(session, _client(principal))]
 
 
 @router.delete("/fhir/Subscription/{sub_id}", status_code=204, summary="End a Subscription")

@@ -19,8 +19,9 @@ from enrs.kit.db import Database
 from enrs.kit.errors import BadRequest
 from enrs.kit.listeners import Listener
 from enrs.kit.outbound import queue
-from enrs.kit.outbound.dispatcher import Dispatcher
+from enrs.kit.outbound.dispatcher import Dispatcher, Pace
 from enrs.kit.outbound.queue import Destination
+from enrs.kit.outbound.routing import ByService
 from enrs.settings import Settings
 
 FORMAT_OF = {"mllp": "hl7v2", "http": "fhir"}
@@ -79,14 +80,30 @@ def subscribe(
     )
 
 
+def platform_dispatcher(db: Database, settings: Settings, pace: Pace = Pace()) -> Dispatcher:
+    """The outbound queue's dispatcher for the whole platform: the identity server's
+    destinations and the care circles' subscriptions (each rendered by its service), and the
+    portal's notifications of the care circles (:mod:`enrs.coordination.notify`)."""
+    from enrs.coordination import notify  # here: coordination imports identity, not back
+
+    renderer = ByService(
+        {
+            "identity": IdentityRenderer(IdentityConfig.from_settings(settings), settings.base_url),
+            notify.SERVICE: notify.CoordinationRenderer(settings.fhir_base),
+        },
+        default="identity",
+    )
+    return Dispatcher(db, renderer, pace, consumers=[notify.Inbox()])
+
+
 def run_notifications(settings: Settings) -> None:
     """The ``notifications`` listener of ``enrs serve``: the outbound queue's dispatcher for the
-    identity server's events, until SIGTERM."""
+    identity server's events and the care circles' (their subscriptions, and the portal's
+    notifications: :mod:`enrs.coordination.notify`), until SIGTERM."""
     logging.basicConfig(level=settings.log_level.upper())
     db = Database(settings.database_url)
     db.start_checkpoints()
-    renderer = IdentityRenderer(IdentityConfig.from_settings(settings), settings.base_url)
-    dispatcher = Dispatcher(db, renderer)
+    dispatcher = platform_dispatcher(db, settings)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
     signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
     try:
@@ -97,6 +114,9 @@ def run_notifications(settings: Settings) -> None:
 
 LISTENER = Listener(
     "notifications",
-    lambda s: "identity notifications (HL7 v2 over MLLP, FHIR rest-hook) from the event outbox",
+    lambda s: (
+        "notifications (identity: HL7 v2 over MLLP, FHIR rest-hook; care circles: "
+        "portal, FHIR rest-hook) from the event outbox"
+    ),
     run_notifications,
 )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from enrs.kit.audit.trail import append_entries
 from enrs.kit.db import Database
+from enrs.kit.outbound.consumer import Consumer, consume, is_behind
 from enrs.kit.outbound.queue import (
     Backoff,
     Destination,
@@ -138,10 +140,18 @@ class _Courier:
 class Dispatcher:
     """Runs until :meth:`stop`: renders new events into the queues (:func:`fan_out`) and
     keeps one courier thread per active destination (started, restarted when the destination
-    changes, stopped when it is removed)."""
+    changes, stopped when it is removed); and runs the ``consumers`` of the outbox
+    (:mod:`.consumer`) after each fan-out."""
 
-    def __init__(self, db: Database, renderer: Renderer, pace: Pace = Pace()) -> None:
+    def __init__(
+        self,
+        db: Database,
+        renderer: Renderer,
+        pace: Pace = Pace(),
+        consumers: Sequence[Consumer] = (),
+    ) -> None:
         self.db, self.renderer, self.pace = db, renderer, pace
+        self.consumers = tuple(consumers)
         self._stop = threading.Event()
         self._couriers: dict[int, _Courier] = {}
         self._recorder: _GroupRecorder | None = None
@@ -176,7 +186,7 @@ class Dispatcher:
 
     def step(self) -> None:
         """One round: sync the couriers with the destinations, fan out what is new, wake the
-        couriers that got messages."""
+        couriers that got messages; then let each consumer catch up."""
         with self.db.transaction(write=False) as session:
             current = {d.id: d for d in destinations(session)}
             behind = last_event_id(session) > fan_out_position(session)
@@ -189,6 +199,11 @@ class Dispatcher:
                 courier = self._couriers.get(dest_id)
                 if courier is not None:
                     courier.wake.set()
+        for consumer in self.consumers:
+            with self.db.transaction(write=False) as session:
+                late = is_behind(session, consumer)
+            while late and not self._stop.is_set():
+                late = consume(self.db, consumer)
 
     def _sync(self, current: dict[int, Destination]) -> None:
         for dest_id, courier in list(self._couriers.items()):

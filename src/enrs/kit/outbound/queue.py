@@ -292,9 +292,9 @@ def _record(
         failing = head[len(outcomes)]
         attempts = 1 + int(session.scalar(select(m.attempts).where(m.id == failing.id)) or 0)
         delay = backoff.delay(attempts)
-        session.execute(
+        session.execute(  # unless it was dropped meanwhile (no longer pending)
             update(m)
-            .where(m.id == failing.id)
+            .where(m.id == failing.id, m.status == PENDING)
             .values(
                 attempts=attempts,
                 last_error=result.failed,

@@ -122,7 +122,7 @@ ROLES: dict[str, str] = {
         f"user/CareTeam.crus user/Communication.cus user/Task.crus {DIRECTORY_READ} user/Location.u"
         " user/Questionnaire.rs user/QuestionnaireResponse.crus"
         " user/Appointment.crus user/Schedule.crs user/Slot.crus"
-        " user/CarePlan.crus user/PlanDefinition.rs"
+        " user/CarePlan.crus user/PlanDefinition.rs user/Subscription.crds"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
     # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
