@@ -65,6 +65,7 @@ class UnitOfWork:
         self._session: Session | None = None
         # Once finished early (:func:`enrs.kit.http.in_unit`): the entries left to write after.
         self.finished: list[AuditEntry] | None = None
+        self.closed = False  # after :meth:`close`: a later use of :attr:`session` opens anew
 
     @property
     def session(self) -> Session:
@@ -116,6 +117,7 @@ class UnitOfWork:
         return self.audit.submit(entries)
 
     def close(self) -> None:
+        self.closed = True
         if self._session is not None:
             self._session.close()
             self._session = None

@@ -26,10 +26,14 @@ router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 def unread_notifications(request: Request) -> int:
     """The badge: the unread notifications of the professional the page is shown to (0
-    outside a request's transaction, or for anyone else)."""
+    outside a request's transaction, or for anyone else). An error page is rendered after
+    the request's transaction was rolled back and closed: it shows no badge rather than open
+    a transaction that nobody would close (on SQLite it would hold the write turn)."""
     user: Principal | None = getattr(request.state, "principal", None)
     uow = getattr(request.state, "uow", None)
     if user is None or uow is None or "professional" not in user.roles or not user.rpps:
+        return 0
+    if uow.closed:
         return 0
     return notify.unread_count(uow.session, user.rpps)
 
