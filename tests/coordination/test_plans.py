@@ -18,6 +18,7 @@ from fhir.resources.R4B.plandefinition import PlanDefinition as FhirPlanDefiniti
 from sqlalchemy import func, select
 
 from enrs.coordination import plan_fhir, plans
+from enrs.coordination.agenda_models import CoordinationAppointment
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
 from enrs.kit.audit.models import AuditRecord
@@ -56,7 +57,13 @@ def _counts(db: Database) -> tuple[int, ...]:
     with db.transaction() as session:
         return tuple(
             session.scalar(select(func.count()).select_from(model)) or 0
-            for model in (CarePlan, PlanGoal, PlanActivity, CoordinationTask)
+            for model in (
+                CarePlan,
+                PlanGoal,
+                PlanActivity,
+                CoordinationTask,
+                CoordinationAppointment,
+            )
         )
 
 
@@ -219,6 +226,22 @@ def test_applying_a_pathway_makes_the_plan_its_goals_activities_and_tasks(
     assert (
         education["kind"] == "Appointment" and education["code"]["coding"][0]["code"] == "session"
     )
+
+    # The education session, done by the circle's IDE, is a proposed appointment with them
+    # on its day (09:00 in the region's zone, its window in the comment); the nephrologist's
+    # consultations are plan activities only: nobody holds that role in the circle yet.
+    booked = nurse.get("/fhir/Appointment?actor=me").json()["entry"]
+    assert [e["resource"]["description"] for e in booked] == [
+        "Séance d'éducation : le traitement immunosuppresseur"
+    ]
+    session_day = (start + timedelta(days=14)).strftime("%d/%m/%Y")
+    etp = booked[0]["resource"]
+    assert etp["status"] == "proposed" and session_day in etp["comment"]
+    assert etp["start"].startswith((start + timedelta(days=14)).isoformat())
+    actors = [p["actor"] for p in etp["participant"]]
+    assert {"reference": f"Patient/{region.rri}"} in actors
+    assert any(a.get("identifier", {}).get("value") == f"8{DOCTOR_ELSEWHERE}" for a in actors)
+    assert len(chu.get("/fhir/Appointment?actor=me").json().get("entry", [])) == 0
 
     # The IDE of the circle has the seven blood tests among their tasks, with their due dates.
     mine = nurse.get("/fhir/Task?owner=me").json()["entry"]

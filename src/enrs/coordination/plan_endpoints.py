@@ -88,6 +88,11 @@ def today(request: Request) -> date:
     return datetime.now(ZoneInfo(request.app.state.settings.timezone)).date()
 
 
+def zone(request: Request) -> ZoneInfo:
+    """The region's time zone (``ENRS_TIMEZONE``): the pathways' appointments' hours."""
+    return ZoneInfo(request.app.state.settings.timezone)
+
+
 async def _care_plan_body(request: Request) -> dict[str, Any]:
     return await read_resource(request, "CarePlan")
 
@@ -289,6 +294,10 @@ def apply_plan_definition(
     found = pathway_by_id(request, pathway_id)
     if found.task_roles() and not principal.can("Task", "c"):
         raise Forbidden(f"PlanDefinition/{pathway_id} makes tasks: Task.c is required too")
+    if any(a.kind != "task" for a in found.actions) and not principal.can("Appointment", "c"):
+        raise Forbidden(
+            f"PlanDefinition/{pathway_id} makes appointments: Appointment.c is required too"
+        )
     subject = _reference(params.get("subject"), "Patient", "subject")
     patient = patient_from(request, session, f"Patient/{subject}")
     team = service.team_by_id(session, _reference(params.get("careTeam"), "CareTeam", "careTeam"))
@@ -296,5 +305,5 @@ def apply_plan_definition(
         raise Unprocessable(f"CareTeam/{team.resource_id} is not the circle of Patient/{subject}")
     start = start_date(params["start"]) if params.get("start") is not None else today(request)
     reader = reader_of(session, principal)
-    plan = plans.apply(session, reader, team, found, start, today(request))
+    plan = plans.apply(session, reader, team, found, start, today(request), zone(request))
     return _answer(request, session, plan, 201)

@@ -16,8 +16,9 @@ to make them (FHIR ``PlanDefinition`` ``$apply``).
   (``If-Match``) is refused, nothing changed (:class:`~enrs.kit.errors.PreconditionFailed`).
 - **Applying a pathway** (:func:`apply`): the plan (``active``), its goals and activities,
   and a coordination task for each task action, assigned to the action's role of the circle,
-  due at the end of its window; appointments and education sessions are recorded as
-  ``scheduled`` activities by :func:`schedule_appointment`. All in the caller's transaction:
+  due at the end of its window; appointments and education sessions are ``scheduled``
+  activities and ``proposed`` appointments of the circle's agenda with the members holding
+  their role (:func:`schedule_appointment`). All in the caller's transaction:
   a refusal leaves nothing behind.
 
 Errors: 403 (not a member), 404 (unknown plan), 409 (a move its state does not allow, a
@@ -31,13 +32,13 @@ import calendar
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from enrs.coordination import circle, service, tasks
+from enrs.coordination import agenda, circle, service, tasks
 from enrs.coordination.models import CareTeam, Member
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
@@ -498,14 +499,58 @@ def missing_roles(session: Session, team: CareTeam, pathway: Pathway) -> list[st
     return [role for role in pathway.task_roles() if role not in held]
 
 
+def role_holders(session: Session, team: CareTeam, role: str | None) -> list[Member]:
+    """The circle's current professionals and structures holding ``role`` (its text)."""
+    if not role:
+        return []
+    stmt = select(Member).where(
+        Member.team_id == team.id,
+        Member.kind.in_(("practitioner", "organization")),
+        Member.role == role,
+        circle.current_clause(utcnow()),
+    )
+    return list(session.scalars(stmt.order_by(Member.id)))
+
+
 def schedule_appointment(
-    session: Session, plan: CarePlan, team: CareTeam, activity: ActivityFields, position: int
+    session: Session,
+    reader: Reader,
+    plan: CarePlan,
+    team: CareTeam,
+    activity: ActivityFields,
+    position: int,
+    zone: tzinfo = UTC,
 ) -> PlanActivity:
-    """Where an appointment or education session of an applied pathway goes to the circle's
-    agenda. The agenda (FHIR ``Appointment``) is not in the platform yet: for now this
-    records the plan's activity only (``scheduled``, with its window of days); no
-    ``Appointment`` is made."""
-    return _add_activity(session, plan, team, activity, position)
+    """An appointment or education session of an applied pathway: the plan's activity
+    (``scheduled``, with its window of days) and, when members of the circle hold its role,
+    a ``proposed`` appointment of the circle's agenda (:func:`enrs.coordination.agenda.
+    create_appointment`) with them, on the window's first day at 09:00 (``zone``) for 30
+    minutes, its comment giving the window: the members fix the real time by updating it.
+    Nobody holding the role: the activity only, the appointment made by hand later."""
+    row = _add_activity(session, plan, team, activity, position)
+    holders = role_holders(session, team, activity.role)
+    if not holders or activity.start is None:
+        return row
+    begins = datetime.combine(activity.start, time(9), tzinfo=zone)
+    last = activity.end or activity.start
+    agenda.create_appointment(
+        session,
+        reader,
+        team,
+        agenda.AppointmentFields(
+            title=activity.description,
+            start=begins,
+            end=begins + timedelta(minutes=30),
+            participants=tuple(
+                agenda.Participant(kind=m.kind, rpps=m.rpps, finess=m.finess) for m in holders
+            ),
+            comment=(
+                f"Parcours « {plan.title} » : à fixer entre le "
+                f"{activity.start.strftime('%d/%m/%Y')} et le {last.strftime('%d/%m/%Y')}"
+            ),
+        ),
+    )
+    return row
 
 
 def _checked_start(start: date, today: date) -> None:
@@ -523,6 +568,7 @@ def apply(
     pathway: Pathway,
     start: date,
     today: date,
+    zone: tzinfo = UTC,
 ) -> CarePlan:
     """``PlanDefinition/$apply``: the pathway made the circle's plan (``active``) from
     ``start``: its goals (due after their delay), its activities, a coordination task for
@@ -581,7 +627,7 @@ def apply(
         if action.kind == "task":
             _apply_task(session, reader, plan, team, pathway, action, position, window.end)
         else:
-            schedule_appointment(session, plan, team, window, position)
+            schedule_appointment(session, reader, plan, team, window, position, zone)
     return plan
 
 

@@ -162,7 +162,7 @@ def apply_pathway(
     entry.entity_ref, entry.detail = f"CareTeam/{team.resource_id}", f"PlanDefinition/{parcours}"
     if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
         raise Forbidden("jeton CSRF invalide")
-    if not (user.can("CarePlan", "c") and user.can("Task", "c")):
+    if not (user.can("CarePlan", "c") and user.can("Task", "c") and user.can("Appointment", "c")):
         raise Forbidden("seul un professionnel du cercle applique un parcours")
     pathway = plan_endpoints.pathway_by_id(request, parcours)
     today = plan_endpoints.today(request)
@@ -170,7 +170,8 @@ def apply_pathway(
         start = date.fromisoformat(debut) if debut else today
     except ValueError as exc:
         raise BadRequest("date de début invalide (jj/mm/aaaa)") from exc
-    plan = plans.apply(session, reader_of(session, user), team, pathway, start, today)
+    zone = plan_endpoints.zone(request)
+    plan = plans.apply(session, reader_of(session, user), team, pathway, start, today, zone)
     entry.entity_ref = f"CarePlan/{plan.resource_id}"
     return RedirectResponse(
         f"/coordination/{quote(team.resource_id)}?message=parcours#plan", status_code=303
