@@ -85,4 +85,8 @@ def coordination_file(
         cursor=chat.latest_event(session),
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
+        attachment_max=min(
+            request.app.state.settings.chat_attachment_max_bytes,
+            request.app.state.settings.max_document_bytes,
+        ),
     )
