@@ -47,6 +47,7 @@ from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
 from enrs.portal import coordination as portal_coordination
+from enrs.portal import coordination_tasks as portal_coordination_tasks
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import dmp_admin as portal_dmp_admin
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_dmp_admin.router)
     app.include_router(portal_messaging.router)
     app.include_router(portal_coordination.router)
+    app.include_router(portal_coordination_tasks.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

@@ -20,6 +20,7 @@ from enrs.documents.models import DocumentEntry
 from enrs.identity import service as identity_service
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.portal import coordination_tasks
 from enrs.portal.auth import PortalUser
 from enrs.portal.documents import _audit, _zone
 from enrs.portal.endpoints import _render
@@ -85,6 +86,8 @@ def coordination_file(
         cursor=chat.latest_event(session),
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
+        task_moves=coordination_tasks.actions_of,
+        task_status=coordination_tasks.STATUS_FR,
         attachment_max=min(
             request.app.state.settings.chat_attachment_max_bytes,
             request.app.state.settings.max_document_bytes,
