@@ -7,7 +7,7 @@ the members reads.
   from the circle stops receiving at the next event.
 - A message is kept as its sender wrote it (plain text, 1 to :data:`MAX_TEXT` characters);
   whoever shows it escapes it. It may mention members of the circle (their RPPS). It may
-  carry a file (PDF, JPEG, PNG; then its text may be empty) filed in the patient's record in
+  carry a file (a PDF or a JPEG; then its text may be empty) filed in the patient's record in
   the same transaction (:mod:`.chat_attachments`): the message refers to the document.
 - Posting a message, or marking a thread read, emits an event in the same transaction
   (:func:`enrs.kit.events.emit`): the live feed is the event outbox read in commit order from
