@@ -55,6 +55,7 @@ from enrs.portal import agenda as portal_agenda
 from enrs.portal import coordination as portal_coordination
 from enrs.portal import coordination_forms as portal_coordination_forms
 from enrs.portal import coordination_plans as portal_coordination_plans
+from enrs.portal import coordination_tasks as portal_coordination_tasks
 from enrs.portal import directory as portal_directory
 from enrs.portal import directory_registration as portal_directory_registration
 from enrs.portal import dmp_admin as portal_dmp_admin
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_agenda.router)
     app.include_router(portal_coordination_plans.router)
     app.include_router(portal_notifications.router)
+    app.include_router(portal_coordination_tasks.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(
         7 * 1024 * 1024, ge=1024, description="Largest document the repository files"
     )
+    chat_attachment_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest file attached to a chat message"
+    )
     storage_backend: Literal["fs", "s3"] = Field("fs", description="Blob storage backend")
     storage_dir: Path | None = Field(None, description="Folder of the fs backend")
     master_key_file: Path | None = Field(None, description="File holding the blob master key(s)")

@@ -6,7 +6,9 @@ the members reads.
   structures) posts, reads the history, marks as read and receives live; a member removed
   from the circle stops receiving at the next event.
 - A message is kept as its sender wrote it (plain text, 1 to :data:`MAX_TEXT` characters);
-  whoever shows it escapes it. It may mention members of the circle (their RPPS).
+  whoever shows it escapes it. It may mention members of the circle (their RPPS). It may
+  carry a file (a PDF or a JPEG; then its text may be empty) filed in the patient's record in
+  the same transaction (:mod:`.chat_attachments`): the message refers to the document.
 - Posting a message, or marking a thread read, emits an event in the same transaction
   (:func:`enrs.kit.events.emit`): the live feed is the event outbox read in commit order from
   a cursor (the last event id the reader received, which a browser sends back as
@@ -24,7 +26,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from enrs.coordination import service
+from enrs.coordination import chat_attachments, service
+from enrs.coordination.chat_attachments import Attachment, Record
 from enrs.coordination.chat_models import Message, ReadMark, Thread
 from enrs.coordination.models import CareTeam
 from enrs.documents.access import Reader
@@ -68,16 +71,25 @@ def post(
     *,
     topic: str | None = None,
     mentions: list[str] | None = None,
+    attachment: Attachment | None = None,
+    record: Record | None = None,
 ) -> tuple[Message, Thread]:
-    """A member's message to a thread of the circle (made on its first message)."""
+    """A member's message to a thread of the circle (made on its first message), with its
+    attachment filed in the patient's record (``record``: where) when it has one."""
     _member(session, team, reader)
-    if not text.strip() or len(text) > MAX_TEXT:
+    if len(text) > MAX_TEXT or (attachment is None and not text.strip()):
         raise Unprocessable(f"a message: 1 to {MAX_TEXT} characters")
     members = {m.rpps for m in service.members(session, team) if m.status == "active" and m.rpps}
     strangers = sorted(set(mentions or []) - members)
     if strangers:
         raise Unprocessable(f"mentions: {', '.join(strangers)} not in the circle")
-    thread = thread_of(session, team, _topic(topic), create=True)
+    thread_topic = _topic(topic)
+    document_id = title = None
+    if attachment is not None:
+        if record is None:
+            raise ValueError("an attachment is filed in a record")
+        document_id, title = chat_attachments.file(session, record, reader, team, attachment)
+    thread = thread_of(session, team, thread_topic, create=True)
     assert thread is not None
     message = Message(
         resource_id=uuid.uuid4().hex,
@@ -87,6 +99,9 @@ def post(
         sender_rpps=reader.rpps,
         text=text,
         mentions=json.dumps(sorted(set(mentions or []))),
+        document_id=document_id,
+        attachment_title=title,
+        attachment_type=attachment.content_type if attachment else None,
         sent_at=utcnow(),
     )
     session.add(message)
@@ -202,6 +217,20 @@ def message_json(message: Message, thread: Thread) -> dict[str, Any]:
         "text": message.text,
         "mentions": json.loads(message.mentions),
         "sent": message.sent_at.isoformat(),
+        "attachment": attachment_json(message),
+    }
+
+
+def attachment_json(message: Message) -> dict[str, str] | None:
+    """The message's attachment as a link shows it: the document, its name, its type."""
+    if message.document_id is None:
+        return None
+    kind = message.attachment_type or ""
+    return {
+        "document": message.document_id,
+        "title": message.attachment_title or "Pièce jointe",
+        "contentType": kind,
+        "label": chat_attachments.ACCEPTED.get(kind, kind),
     }
 
 

@@ -2,7 +2,11 @@
 
 - ``POST /fhir/Communication``: a message (``about`` ``CareTeam/{id}``, ``payload``
   ``contentString``, optional ``topic.text`` — the thread, "Général" by default — and
-  ``recipient`` references by idNatPs: the members mentioned);
+  ``recipient`` references by idNatPs: the members mentioned), with at most one file as a
+  ``payload`` ``contentAttachment`` (``contentType``, ``data`` base64, ``title``; a PDF or a
+  JPEG, :mod:`.chat_attachments`) filed in the patient's record: the answer's ``payload``
+  then has a ``contentReference`` to that ``DocumentReference`` (413 / 422, nothing stored,
+  when the file is too large, of another type, or not what its type says);
 - ``GET /fhir/Communication?about=CareTeam/{id}[&topic=…]``: the history, oldest first;
 - ``POST /api/coordination/read`` (``{"team", "message"}``): read up to that message;
   ``GET /api/coordination/unread``: unread counts per thread;
@@ -14,7 +18,8 @@
   :data:`KEEPALIVE` seconds keeps proxies from closing an idle stream.
 
 Members only (403 otherwise), with the scopes ``Communication.c`` / ``.s`` / ``.u``. Every
-call is audited with the patient (the stream: its opening, with its cursor)."""
+call is audited with the patient (the stream: its opening, with its cursor; an attachment:
+the filing of its ``DocumentReference`` too)."""
 
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from enrs.coordination import chat, service
+from enrs.coordination import chat, chat_attachments, service
+from enrs.coordination.chat_attachments import Attachment
 from enrs.coordination.chat_models import Message, Thread
 from enrs.coordination.live import ChatFeed
 from enrs.coordination.models import CareTeam
@@ -37,7 +43,7 @@ from enrs.kit.errors import BadRequest, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import read_resource
-from enrs.kit.http import DbSession, TransactionalRoute, require
+from enrs.kit.http import DbSession, TransactionalRoute, new_entry, require, set_agent
 from enrs.kit.security.principal import Principal
 
 MEMBERS = frozenset({"professional"})
@@ -89,8 +95,65 @@ def communication(message: Message, thread: Thread, team: CareTeam, rri: str) ->
             {"identifier": {"system": RPPS_SYSTEM, "value": f"8{rpps}"}}
             for rpps in json.loads(message.mentions)
         ],
-        "payload": [{"contentString": message.text}],
+        "payload": _payload(message),
     }
+
+
+def _payload(message: Message) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if message.text or message.document_id is None:
+        found.append({"contentString": message.text})
+    if message.document_id is not None:
+        reference = {
+            "reference": f"DocumentReference/{message.document_id}",
+            "type": "DocumentReference",
+            "display": message.attachment_title,
+        }
+        found.append({"contentReference": reference})
+    return found
+
+
+def _contents(request: Request, body: dict[str, Any]) -> tuple[str, Attachment | None]:
+    """The message's text and file: ``payload`` holds a ``contentString`` and at most one
+    ``contentAttachment`` (one of them at least)."""
+    payload = body.get("payload")
+    if not isinstance(payload, list) or not payload:
+        raise Unprocessable("Communication.payload: the message's text (contentString)")
+    texts, files = [], []
+    for part in payload:
+        keys = set(part) - {"id", "extension"} if isinstance(part, dict) else set()
+        if keys == {"contentString"} and isinstance(part["contentString"], str):
+            texts.append(part["contentString"])
+        elif keys == {"contentAttachment"}:
+            files.append(part["contentAttachment"])
+        else:
+            raise Unprocessable(
+                "Communication.payload: a contentString (the text) or a contentAttachment"
+            )
+    if len(texts) > 1 or len(files) > 1:
+        raise Unprocessable("Communication.payload: one text and at most one attachment")
+    if not files:
+        return texts[0], None
+    limit = _record(request).max_bytes
+    return (texts[0] if texts else ""), chat_attachments.from_fhir(files[0], limit)
+
+
+def _record(request: Request) -> chat_attachments.Record:
+    settings = request.app.state.settings
+    return chat_attachments.Record(
+        request.app.state.storage,
+        request.app.state.identity_config,
+        settings.oid_root,
+        min(settings.chat_attachment_max_bytes, settings.max_document_bytes),
+    )
+
+
+def _audit_filing(request: Request, principal: Principal, message: Message, rri: str) -> None:
+    """The attachment's filing in the audit trail, as the repository's own filings are."""
+    entry = new_entry(request, "rest", "create", action="C", resource_type="DocumentReference")
+    set_agent(entry, principal)
+    entry.patient_ref = f"Patient/{rri}"
+    entry.entity_ref = f"DocumentReference/{message.document_id}"
 
 
 def _mentions(body: dict[str, Any]) -> list[str]:
@@ -109,15 +172,21 @@ async def post_message(request: Request, session: DbSession, principal: Poster) 
     body = await read_resource(request, "Communication")
     about = body.get("about") or [None]
     team = _team(request, session, about[0] if isinstance(about, list) else None)
-    payload = body.get("payload") or [{}]
-    text = payload[0].get("contentString") if isinstance(payload[0], dict) else None
-    if not isinstance(text, str):
-        raise Unprocessable("Communication.payload[0].contentString: the message's text")
+    text, attachment = _contents(request, body)
     topic = (body.get("topic") or {}).get("text") if isinstance(body.get("topic"), dict) else None
     message, thread = chat.post(
-        session, reader_of(session, principal), team, text, topic=topic, mentions=_mentions(body)
+        session,
+        reader_of(session, principal),
+        team,
+        text,
+        topic=topic,
+        mentions=_mentions(body),
+        attachment=attachment,
+        record=_record(request) if attachment else None,
     )
     rri = service.patient_of(session, team).rri
+    if message.document_id is not None:
+        _audit_filing(request, principal, message, rri)
     base = request.app.state.settings.fhir_base
     return FhirJSONResponse(
         communication(message, thread, team, rri),

@@ -3,7 +3,9 @@
 ``coordination_thread`` is a conversation of a care circle on one topic ("Général" by
 default); ``coordination_message`` one message of it (FHIR ``Communication``): its text as
 written (shown as text, never as HTML), the members it mentions; ``coordination_read_mark``
-how far each reader has read a thread (read receipts, unread counts). Messages are never
+how far each reader has read a thread (read receipts, unread counts). A message may carry an
+attachment filed in the patient's record: the document repository's ``DocumentReference`` id,
+with the file's name and media type as the message shows them. Messages are never
 changed nor deleted; the order a reader receives them in is the order of the event outbox
 (commit order), which their live stream and its replay after a reconnection follow."""
 
@@ -42,6 +44,9 @@ class Message(Base):
     sender_rpps: Mapped[str | None] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
     mentions: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of RPPS numbers
+    document_id: Mapped[str | None] = mapped_column(String(64))  # DocumentReference id
+    attachment_title: Mapped[str | None] = mapped_column(String(256))
+    attachment_type: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -23,7 +23,7 @@ from enrs.identity import service as identity_service
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
-from enrs.portal import coordination_forms
+from enrs.portal import coordination_forms, coordination_tasks
 from enrs.portal.agenda import STATUS_LABELS as APPOINTMENT_LABELS
 from enrs.portal.auth import PortalUser
 from enrs.portal.coordination_plans import plan_section
@@ -99,4 +99,10 @@ def coordination_file(
         tz=_zone(request),
         csrf=accounts_service.session_csrf(session, user),
         care_plans=plan_section(request, session, reader, team),
+        task_moves=coordination_tasks.actions_of,
+        task_status=coordination_tasks.STATUS_FR,
+        attachment_max=min(
+            request.app.state.settings.chat_attachment_max_bytes,
+            request.app.state.settings.max_document_bytes,
+        ),
     )

@@ -1,5 +1,7 @@
 // The coordination file's chat: live messages (Server-Sent Events), sending, read receipts.
-// Every text is inserted with textContent: what a member writes is shown as text.
+// Every text is inserted with textContent: what a member writes is shown as text. A file
+// attached to a message is sent in the message (base64) and shown as a link to the document
+// it was filed as in the patient's record (its name and type), never inline.
 (function () {
   "use strict";
   var section = document.getElementById("discussion");
@@ -24,8 +26,18 @@
     var topic = document.createElement("span"); topic.className = "fil"; topic.textContent = m.topic;
     var text = document.createElement("p"); text.className = "texte"; text.textContent = m.text;
     li.append(who, at, topic, text);
+    if (m.attachment) { li.appendChild(attachment(m.attachment)); }
     list.appendChild(li);
     li.scrollIntoView({ block: "nearest" });
+  }
+  function attachment(a) {
+    var p = document.createElement("p"); p.className = "piece-jointe";
+    var link = document.createElement("a");
+    link.href = "/dossiers/" + encodeURIComponent(section.dataset.rri) + "/documents/" + encodeURIComponent(a.document);
+    link.textContent = a.title;
+    var kind = document.createElement("span"); kind.className = "small"; kind.textContent = "(" + a.label + ")";
+    p.append(link, " ", kind);
+    return p;
   }
   function markRead() {
     var last = list.lastElementChild;
@@ -51,28 +63,54 @@
   document.addEventListener("visibilitychange", markRead);
   markRead();
 
-  form.addEventListener("submit", function (e) {
-    e.preventDefault();
-    var box = document.getElementById("texte");
-    var body = {
-      resourceType: "Communication",
-      about: [{ reference: "CareTeam/" + team }],
-      payload: [{ contentString: box.value }]
-    };
-    error.hidden = true;
-    fetch("/fhir/Communication", {
+  function failed(text) {
+    error.textContent = "Message non envoyé : " + text;
+    error.hidden = false;
+  }
+  function base64Of(file) {
+    return new Promise(function (resolve, reject) {
+      var reader = new FileReader();
+      reader.onload = function () { resolve(String(reader.result).split(",")[1] || ""); };
+      reader.onerror = function () { reject(reader.error); };
+      reader.readAsDataURL(file);
+    });
+  }
+  function send(body) {
+    return fetch("/fhir/Communication", {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/fhir+json", "Accept": "application/fhir+json" },
       body: JSON.stringify(body)
-    }).then(function (r) {
-      if (r.ok) { box.value = ""; return; }
-      return r.json().then(function (o) {
-        error.textContent = "Message non envoyé : " + ((o.issue && o.issue[0].diagnostics) || r.status);
-        error.hidden = false;
+    });
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var box = document.getElementById("texte");
+    var input = document.getElementById("fichier");
+    var file = input.files && input.files[0];
+    var payload = [];
+    error.hidden = true;
+    if (box.value.trim()) { payload.push({ contentString: box.value }); }
+    if (!payload.length && !file) { failed("écrivez un message ou joignez un fichier."); return; }
+    if (file && file.size > Number(section.dataset.max)) {
+      failed("le fichier dépasse " + Math.floor(Number(section.dataset.max) / 1048576 * 10) / 10 + " Mo.");
+      return;
+    }
+    var ready = file ? base64Of(file) : Promise.resolve(null);
+    ready.then(function (data) {
+      if (file) { payload.push({ contentAttachment: { contentType: file.type, title: file.name, size: file.size, data: data } }); }
+      return send({
+        resourceType: "Communication",
+        about: [{ reference: "CareTeam/" + team }],
+        payload: payload
       });
+    }).then(function (r) {
+      if (r.ok) { box.value = ""; input.value = ""; return; }
+      return r.json().then(function (o) {
+        failed((o.issue && o.issue[0].diagnostics) || String(r.status));
+      }, function () { failed(String(r.status)); });
     }).catch(function () {
-      error.textContent = "Message non envoyé : le serveur ne répond pas.";
-      error.hidden = false;
+      failed("le serveur ne répond pas.");
     });
   });
 })();
