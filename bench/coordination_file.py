@@ -21,7 +21,9 @@ counted), each answer checked (200, the circle's name, its bounded lists), from
 ``--concurrency`` clients. The baseline, in the same run and the same way: ``GET /`` (the
 portal's home: the session checked, the page rendered, the call audited — the fixed cost of
 any portal page). Printed: renders per second, p50/p95/max, the ratio of the p95 to the
-baseline's, the page's size, the SQL statements one render runs (counted in-process), the
+baseline's, the server's CPU time per render (user + system, every process of the server; the
+figure to compare on a shared machine, where the wall-clock latency waits for a core), the
+page's size, the SQL statements one render runs (counted in-process), the
 server processes' peak RSS, and whether the p95 meets the goal (200 ms).
 """
 
@@ -312,13 +314,17 @@ def main() -> None:
             f"{kind}: {args.renders} renders per page from {args.concurrency} client(s), "
             f"{args.workers} HTTP worker(s)"
         )
-        print("| page | renders | per second | p50 ms | p95 ms | max ms | p95 ÷ baseline | KB |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| page | renders | per second | p50 ms | p95 ms | max ms | p95 ÷ baseline "
+            "| server CPU ms per render | KB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         rows = []
         for label, path, check in (
             ("baseline: GET / (portal home)", "/", lambda page: None),
             ("GET /coordination/{circle}", f"/coordination/{team}", _file_check(name, args)),
         ):
+            cpu = sum(c for _rss, c in sampler.snapshot().values())
             try:
                 found, elapsed, size = _measure(
                     server.base_url, cookie, path, args.renders, args.concurrency, check
@@ -326,11 +332,13 @@ def main() -> None:
             except BaseException:
                 print(server.log()[-4000:], file=sys.stderr)
                 raise
+            cpu = sum(c for _rss, c in sampler.snapshot().values()) - cpu
             p50, p95, top = _ms(found)
             rows.append(p95)
             print(
                 f"| {label} | {len(found)} | {len(found) / elapsed:,.1f} | {p50:.1f} | "
-                f"{p95:.1f} | {top:.1f} | {p95 / rows[0]:.2f} | {size / 1024:.0f} |"
+                f"{p95:.1f} | {top:.1f} | {p95 / rows[0]:.2f} | "
+                f"{cpu * 1000 / (len(found) + 10):.1f} | {size / 1024:.0f} |"
             )
         print(f"SQL statements of one render of the file (in-process): {statements}")
         print(f"peak RSS of the server process tree: {sampler.overall_peak_rss / 2**20:.0f} MB")
