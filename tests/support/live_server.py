@@ -47,6 +47,7 @@ def live_server(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     dev: bool = True,
+    startup: float = 30.0,
 ) -> Iterator[LiveServer]:
     """Start ``enrs serve`` and wait until ``/healthz`` answers; stop it with SIGTERM.
 
@@ -75,7 +76,7 @@ def live_server(
         proc = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=log)
     server = LiveServer(base_url, proc, log_path)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + startup
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"enrs serve exited ({proc.returncode}):\n{server.log()}")
@@ -85,7 +86,7 @@ def live_server(
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"enrs serve did not answer in 30 s:\n{server.log()}")
+                raise RuntimeError(f"enrs serve did not answer in {startup:g} s:\n{server.log()}")
             time.sleep(0.2)
         yield server
     finally:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import chat_attachments, service
@@ -121,6 +121,14 @@ def history(
         stmt = stmt.where(Thread.topic == topic)
     rows = session.execute(stmt.order_by(Message.id.desc()).limit(limit)).all()
     return [(m, t) for m, t in reversed(rows)]
+
+
+def messages_stmt(session: Session, reader: Reader, team: CareTeam) -> Select[Message]:
+    """The statement of the circle's messages (for a member only, else 403), in no order; its
+    threads joined (to filter on their topic)."""
+    _member(session, team, reader)
+    stmt = select(Message).join(Thread, Thread.id == Message.thread_id)
+    return stmt.where(Thread.team_id == team.id)
 
 
 def mark_read(session: Session, reader: Reader, team: CareTeam, message_id: str) -> ReadMark:

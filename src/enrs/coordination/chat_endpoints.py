@@ -24,17 +24,19 @@ the filing of its ``DocumentReference`` too)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import chat, chat_attachments, service
 from enrs.coordination.chat_attachments import Attachment
 from enrs.coordination.chat_models import Message, Thread
+from enrs.coordination.endpoints import applied, parsed_search, searchset
 from enrs.coordination.live import ChatFeed
 from enrs.coordination.models import CareTeam
 from enrs.directory.identifiers import RPPS_SYSTEM
@@ -43,6 +45,9 @@ from enrs.kit.errors import BadRequest, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import read_resource
+from enrs.kit.fhir.search import SearchSpec
+from enrs.kit.fhir.search_params import SearchParam
+from enrs.kit.fhir.search_values import StringValue
 from enrs.kit.http import DbSession, TransactionalRoute, new_entry, require, set_agent
 from enrs.kit.security.principal import Principal
 
@@ -195,31 +200,45 @@ async def post_message(request: Request, session: DbSession, principal: Poster) 
     )
 
 
+def _topic(value: StringValue) -> Any:
+    if value.modifier == "contains":
+        return Thread.topic.contains(value.text, autoescape=True)
+    return Thread.topic == value.text
+
+
+def communication_spec() -> SearchSpec:
+    """``GET /fhir/Communication``: ``about`` (the circle, applied by the base statement),
+    ``topic`` (the thread, exact; ``:contains``); oldest first (``_sort=-sent``: the last
+    ones first)."""
+    return SearchSpec(
+        "Communication",
+        {
+            "about": SearchParam.reference(targets=["CareTeam"], match=applied),
+            "topic": SearchParam.string(match=_topic),
+        },
+        sorts={"sent": Message.sent_at},
+        default_sort="sent",
+        tiebreaker=Message.id,
+        default_count=100,
+        max_count=500,
+    )
+
+
 @router.get("/fhir/Communication", summary="A care circle's messages")
 def search_messages(request: Request, session: DbSession, principal: Searcher) -> FhirJSONResponse:
-    query = request.query_params
-    unknown = set(query) - {"about", "topic", "_format"}
-    if unknown or "about" not in query:
+    parsed = parsed_search(request, communication_spec())
+    if "about" not in request.query_params:
         raise BadRequest("search by about=CareTeam/{id} (and topic)")
-    team = _team(request, session, query["about"])
-    rows = chat.history(session, reader_of(session, principal), team, query.get("topic"))
+    team = _team(request, session, request.query_params["about"])
+    stmt = chat.messages_stmt(session, reader_of(session, principal), team)
     rri = service.patient_of(session, team).rri
-    base = request.app.state.settings.fhir_base
-    entries = [
-        {
-            "fullUrl": f"{base}/Communication/{m.resource_id}",
-            "resource": communication(m, t, team, rri),
-            "search": {"mode": "match"},
-        }
-        for m, t in rows
-    ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(entries),
-        "entry": entries,
-    }
-    return FhirJSONResponse(bundle)
+
+    def render(page: Sequence[Message]) -> list[dict[str, Any]]:
+        ids = {m.thread_id for m in page}
+        threads = {t.id: t for t in session.scalars(select(Thread).where(Thread.id.in_(ids)))}
+        return [communication(m, threads[m.thread_id], team, rri) for m in page]
+
+    return searchset(request, session, parsed, stmt, render)
 
 
 class ReadIn(BaseModel):

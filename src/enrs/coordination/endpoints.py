@@ -17,8 +17,10 @@ another version is refused with 412. Every call is audited with the patient."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
@@ -36,9 +38,21 @@ from enrs.documents.access import reader_of
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
 from enrs.kit.errors import BadRequest, Forbidden, Unprocessable
+from enrs.kit.fhir.bundle import searchset_bundle
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.search import (
+    PRESENTATION_PARAMS,
+    RESULT_PARAMS,
+    ParsedSearch,
+    SearchSpec,
+    apply_search,
+    parse_search,
+    search_total,
+    split_page,
+)
+from enrs.kit.fhir.search_params import SearchParam
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
 
@@ -62,6 +76,65 @@ def register_capabilities(registry: CapabilityRegistry) -> None:
             ("status", "token", "active or inactive"),
         ],
         operations=list(OPERATIONS.items()),
+    )
+
+
+def parsed_search(request: Request, spec: SearchSpec) -> ParsedSearch:
+    """The coordination searches' query, checked against ``spec`` as every FHIR search of the
+    platform is (:func:`~enrs.kit.fhir.search.parse_search`: ``_count``, capped at the
+    spec's maximum, ``_offset``, ``_sort``); a parameter the search does not know is refused
+    (400), not ignored."""
+    names = {name.partition(":")[0] for name in request.query_params}
+    unknown = names - set(spec.params) - RESULT_PARAMS - PRESENTATION_PARAMS
+    if unknown:
+        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
+    base = request.app.state.settings.fhir_base
+    items = list(request.query_params.multi_items())
+    return parse_search(spec, items, strict=True, base_url=base)
+
+
+def searchset(
+    request: Request,
+    session: Session,
+    parsed: ParsedSearch,
+    stmt: Any,
+    render: Callable[[Sequence[Any]], list[dict[str, Any]]],
+) -> FhirJSONResponse:
+    """One page of ``stmt`` (the rows the caller may see) searched by ``parsed``, rendered as
+    the platform's searchset Bundle: a stable order, ``total``, ``self``/``first``/``next``/
+    ``previous``/``last`` links."""
+    rows = list(session.scalars(apply_search(stmt, parsed)))
+    page, has_next = split_page(rows, parsed)
+    bundle = searchset_bundle(
+        base_url=request.app.state.settings.fhir_base,
+        resource_type=parsed.spec.resource_type,
+        resources=render(page),
+        parsed=parsed,
+        total=search_total(session, stmt, parsed, page, has_next),
+        has_next=has_next,
+    )
+    return FhirJSONResponse(bundle)
+
+
+def applied(_value: Any) -> Any:
+    # Resolved by the endpoint (the patient through the identity server): the search's base
+    # statement already holds only what the value names.
+    return sa.true()
+
+
+def care_team_spec() -> SearchSpec:
+    """``GET /fhir/CareTeam``: ``patient`` (applied by the base statement), ``status``; in the
+    order the circles were made."""
+    return SearchSpec(
+        "CareTeam",
+        {
+            "patient": SearchParam.reference(targets=["Patient"], match=applied),
+            "status": SearchParam.token(CareTeam.status),
+        },
+        sorts={"_lastUpdated": CareTeam.updated_at},
+        tiebreaker=CareTeam.id,
+        default_count=20,
+        max_count=100,
     )
 
 
@@ -170,39 +243,22 @@ def read_care_team(
 def search_care_teams(
     request: Request, session: DbSession, principal: CareTeamSearch
 ) -> FhirJSONResponse:
-    query = request.query_params
-    unknown = set(query) - {"patient", "status", "_format"}
-    if unknown:
-        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
+    parsed = parsed_search(request, care_team_spec())
     actor = _actor(session, principal)
-    if "patient" in query:
-        patient = patient_from(request, session, query["patient"])
-        teams = [
-            t for t in service.circles_of(session, patient) if service.may_see(session, t, actor)
-        ]
+    if "patient" in request.query_params:
+        patient = patient_from(request, session, request.query_params["patient"])
+        stmt = service.circles_of_stmt(session, patient, actor)
     else:
-        teams = service.circles_with(session, actor.reader)
-    if "status" in query:
-        teams = [t for t in teams if t.status == query["status"]]
-    base = request.app.state.settings.fhir_base
-    entries = []
-    for team in teams:
-        rri = service.patient_of(session, team).rri
-        resource = fhir.care_team(team, service.members(session, team), rri)
-        entries.append(
-            {
-                "fullUrl": f"{base}/CareTeam/{team.resource_id}",
-                "resource": resource,
-                "search": {"mode": "match"},
-            }
-        )
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(entries),
-        "entry": entries,
-    }
-    return FhirJSONResponse(bundle)
+        stmt = service.circles_with_stmt(actor.reader)
+
+    def render(page: Sequence[CareTeam]) -> list[dict[str, Any]]:
+        members = service.members_of(session, [team.id for team in page])
+        return [
+            fhir.care_team(team, members.get(team.id, []), service.patient_of(session, team).rri)
+            for team in page
+        ]
+
+    return searchset(request, session, parsed, stmt, render)
 
 
 @router.post("/fhir/CareTeam/{team_id}/$invite", summary="Invite someone to a care circle")

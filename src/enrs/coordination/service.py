@@ -26,8 +26,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.coordination import circle
 from enrs.coordination.models import CareTeam, CircleConsent, Member
@@ -102,6 +103,23 @@ def is_member(session: Session, team: CareTeam, reader: Reader) -> bool:
     return session.scalar(stmt.limit(1)) is not None
 
 
+def members_of(session: Session, team_ids: list[int]) -> dict[int, list[Member]]:
+    """The members of several circles at once, per circle id (in :func:`members`' order)."""
+    found: dict[int, list[Member]] = {}
+    stmt = select(Member).where(Member.team_id.in_(team_ids)).order_by(Member.id)
+    for member in session.scalars(stmt):
+        found.setdefault(member.team_id, []).append(member)
+    return found
+
+
+def circles_of_stmt(session: Session, patient: PatientRef, actor: Actor) -> Select[CareTeam]:
+    """The statement of the patient's circles (those of the patients merged into it too) the
+    actor sees (:func:`may_see`), in no order."""
+    ids = identity_service.merged_patient_ids(session, patient.id)
+    stmt = select(CareTeam).where(CareTeam.patient_id.in_(ids))
+    return stmt if actor.team else stmt.where(_seen_clause(actor.reader))
+
+
 def circles_of(session: Session, patient: PatientRef) -> list[CareTeam]:
     """The patient's circles (those of the patients merged into it too)."""
     ids = identity_service.merged_patient_ids(session, patient.id)
@@ -109,27 +127,37 @@ def circles_of(session: Session, patient: PatientRef) -> list[CareTeam]:
     return list(session.scalars(stmt))
 
 
+def circles_with_stmt(reader: Reader) -> Select[CareTeam]:
+    """The statement of the active circles the reader is in now, in no order."""
+    member = exists().where(
+        Member.team_id == CareTeam.id,
+        circle.current_clause(utcnow()),
+        circle.member_clause(reader.rpps, reader.structures),
+    )
+    return select(CareTeam).where(CareTeam.status == circle.ACTIVE, member)
+
+
 def circles_with(session: Session, reader: Reader) -> list[CareTeam]:
     """The active circles the reader is in now."""
-    stmt = (
-        select(CareTeam)
-        .join(Member, Member.team_id == CareTeam.id)
-        .where(
-            CareTeam.status == circle.ACTIVE,
-            circle.current_clause(utcnow()),
-            circle.member_clause(reader.rpps, reader.structures),
-        )
-        .distinct()
-        .order_by(CareTeam.id)
+    return list(session.scalars(circles_with_stmt(reader).order_by(CareTeam.id)))
+
+
+def _seen_clause(reader: Reader) -> ColumnElement[bool]:
+    """The circles a reader sees: those they are a current member of, or invited to."""
+    now_in = circle.current_clause(utcnow())
+    return exists().where(
+        Member.team_id == CareTeam.id,
+        circle.member_clause(reader.rpps, reader.structures),
+        or_(now_in, Member.status == "invited"),
     )
-    return list(session.scalars(stmt))
 
 
 def may_see(session: Session, team: CareTeam, actor: Actor) -> bool:
     """Who sees a circle: the regional team, its members, and the invited (to accept)."""
-    if actor.team or is_member(session, team, actor.reader):
+    if actor.team:
         return True
-    return _invitation(session, team, actor.reader) is not None
+    stmt = select(CareTeam.id).where(CareTeam.id == team.id, _seen_clause(actor.reader))
+    return session.scalar(stmt) is not None
 
 
 def _check_version(team: CareTeam, expected: int | None) -> None:

@@ -29,10 +29,12 @@ scope and its facility in the circle. Every call is audited with the patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.routing import Match
@@ -40,7 +42,14 @@ from starlette.types import Scope
 
 from enrs.coordination import service, task_fhir, tasks
 from enrs.coordination.auth import TaskCreate, TaskRead, TaskSearch, TaskUpdate
-from enrs.coordination.endpoints import expected_version, patient_from
+from enrs.coordination.endpoints import (
+    applied,
+    expected_version,
+    parsed_search,
+    patient_from,
+    searchset,
+)
+from enrs.coordination.models import CareTeam
 from enrs.coordination.task_models import CoordinationTask
 from enrs.documents.access import reader_of
 from enrs.identity import service as identity_service
@@ -49,6 +58,9 @@ from enrs.kit.errors import BadRequest, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.search import SearchSpec
+from enrs.kit.fhir.search_params import SearchParam
+from enrs.kit.fhir.search_values import TokenValue
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
 
@@ -181,58 +193,77 @@ def update_task(
     return _answer(request, session, task)
 
 
-def _flag(value: str) -> bool:
-    if value not in ("true", "false"):
-        raise BadRequest("overdue: true or false")
-    return value == "true"
+def _owner_me(value: TokenValue) -> Any:
+    if value.system is not None or value.code != "me":
+        raise ValueError("me: the caller's tasks")
+    return sa.true()  # the base statement (tasks.visible_tasks, mine) holds the caller's only
+
+
+def _overdue(value: TokenValue) -> Any:
+    if value.system is not None or value.code not in ("true", "false"):
+        raise ValueError("true or false")
+    clause = tasks.overdue_clause(utcnow())
+    return clause if value.code == "true" else sa.not_(clause)
+
+
+def task_spec() -> SearchSpec:
+    """``GET /fhir/Task`` of the coordination tasks: ``owner=me``, ``patient`` (both applied
+    by the base statement), ``status``, ``overdue``; by due date (none last), then as asked
+    (:data:`tasks.TASK_ORDER`); ``_sort`` on ``due``, ``authored-on``, ``_lastUpdated``."""
+    return SearchSpec(
+        "Task",
+        {
+            "owner": SearchParam.token(match=_owner_me),
+            "patient": SearchParam.reference(targets=["Patient"], match=applied),
+            "status": SearchParam.token(CoordinationTask.status),
+            "overdue": SearchParam.token(match=_overdue),
+        },
+        sorts={
+            "due": CoordinationTask.due_at,
+            "authored-on": CoordinationTask.created_at,
+            "_lastUpdated": CoordinationTask.updated_at,
+        },
+        default_sort=("due", "authored-on"),
+        tiebreaker=CoordinationTask.id,
+        default_count=50,
+        max_count=200,
+    )
 
 
 @router.get("/fhir/Task", summary="Find the tasks of the caller's care circles")
 def search_tasks(request: Request, session: DbSession, principal: TaskSearch) -> FhirJSONResponse:
+    parsed = parsed_search(request, task_spec())
     query = request.query_params
-    unknown = set(query) - {"owner", "patient", "status", "overdue", "_format"}
-    if unknown:
-        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
     if "owner" not in query and "patient" not in query:
         raise BadRequest("a search of coordination tasks needs owner=me or patient")
-    if query.get("owner", "me") != "me":
-        raise BadRequest("owner: me (the caller's tasks)")
     patient_ids = None
     if "patient" in query:
         patient = patient_from(request, session, query["patient"])
         patient_ids = identity_service.merged_patient_ids(session, patient.id)
     reader = reader_of(session, principal)
-    found = tasks.tasks_for(session, reader, mine="owner" in query, patient_ids=patient_ids)
+    stmt = tasks.visible_tasks(reader, mine="owner" in query, patient_ids=patient_ids)
     now = utcnow()
-    if "status" in query:
-        wanted = set(query["status"].split(","))
-        found = [t for t in found if t.status in wanted]
-    if "overdue" in query:
-        overdue = _flag(query["overdue"])
-        found = [t for t in found if tasks.is_overdue(t, now) == overdue]
-    return FhirJSONResponse(_bundle(request, session, found, now))
+    return searchset(
+        request, session, parsed, stmt, lambda page: _render(request, session, page, now)
+    )
 
 
-def _bundle(
-    request: Request, session: Session, found: list[CoordinationTask], now: datetime
-) -> dict[str, Any]:
-    base = request.app.state.settings.fhir_base
-    entries: list[dict[str, Any]] = []
-    patients: set[str] = set()
+def _render(
+    request: Request, session: Session, found: Sequence[CoordinationTask], now: datetime
+) -> list[dict[str, Any]]:
+    """The page's tasks as FHIR; the patients they are of named in the call's audit record."""
+    circles: dict[int, tuple[CareTeam, str]] = {}
+    rendered: list[dict[str, Any]] = []
     for task in found:
-        team = tasks.team_of(session, task)
-        rri = service.patient_of(session, team).rri
-        patients.add(f"Patient/{rri}")
-        entries.append(
-            {
-                "fullUrl": f"{base}/Task/{task.resource_id}",
-                "resource": task_fhir.task(task, team, rri, now),
-                "search": {"mode": "match"},
-            }
-        )
+        if task.team_id not in circles:
+            team = tasks.team_of(session, task)
+            circles[task.team_id] = team, service.patient_of(session, team).rri
+        team, rri = circles[task.team_id]
+        rendered.append(task_fhir.task(task, team, rri, now))
+    patients = {f"Patient/{rri}" for _team, rri in circles.values()}
     entry = request.state.audit[-1]
     if len(patients) == 1 and entry.patient_ref is None:
         entry.patient_ref = next(iter(patients))
     elif len(patients) > 1:
         entry.detail = f"patients: {', '.join(sorted(patients))}"[:1000]
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+    return rendered

@@ -27,8 +27,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.coordination import circle, service
 from enrs.coordination.models import CareTeam, Member
@@ -262,6 +263,52 @@ def _snapshot(task: CoordinationTask) -> tuple[object, ...]:
     )
 
 
+def overdue_clause(now: datetime) -> ColumnElement[bool]:
+    """:func:`is_overdue` as SQL, for searches and counts (the same rule, kept beside it)."""
+    return and_(
+        CoordinationTask.due_at.is_not(None),
+        CoordinationTask.due_at < now,
+        CoordinationTask.status.not_in(sorted(CLOSED)),
+    )
+
+
+# The order tasks are listed in: by due date (none last), then as they were asked.
+TASK_ORDER = (
+    CoordinationTask.due_at.asc().nulls_last(),
+    CoordinationTask.created_at.asc(),
+    CoordinationTask.id.asc(),
+)
+
+
+def visible_tasks(
+    reader: Reader, *, mine: bool = False, patient_ids: list[int] | None = None
+) -> Select[CoordinationTask]:
+    """The statement of the tasks of the active circles the reader is a current member of,
+    of the patient (merged patients too) when ``patient_ids`` is given; ``mine``: only those
+    owned by the reader — their RPPS, one of their structures, or a role they hold in that
+    task's circle. One row per task (the membership is an ``EXISTS``), in no order."""
+    member = [
+        Member.team_id == CoordinationTask.team_id,
+        circle.current_clause(utcnow()),
+        circle.member_clause(reader.rpps, reader.structures),
+    ]
+    if mine:
+        owned = [CoordinationTask.owner_role == Member.role]
+        if reader.rpps:
+            owned.append(CoordinationTask.owner_rpps == reader.rpps)
+        if reader.structures:
+            owned.append(CoordinationTask.owner_finess.in_(sorted(reader.structures)))
+        member.append(or_(*owned))
+    stmt = (
+        select(CoordinationTask)
+        .join(CareTeam, CareTeam.id == CoordinationTask.team_id)
+        .where(CareTeam.status == circle.ACTIVE, exists().where(*member))
+    )
+    if patient_ids is not None:
+        stmt = stmt.where(CoordinationTask.patient_id.in_(patient_ids))
+    return stmt
+
+
 def tasks_for(
     session: Session,
     reader: Reader,
@@ -269,27 +316,21 @@ def tasks_for(
     mine: bool = False,
     patient_ids: list[int] | None = None,
 ) -> list[CoordinationTask]:
-    """The tasks of the circles the reader is a current member of, of the patient (merged
-    patients too) when ``patient_ids`` is given; ``mine``: only those owned by the reader —
-    their RPPS, one of their structures, or a role they hold in that task's circle."""
-    stmt = (
-        select(CoordinationTask)
-        .join(CareTeam, CareTeam.id == CoordinationTask.team_id)
-        .join(Member, Member.team_id == CoordinationTask.team_id)
-        .where(
-            CareTeam.status == circle.ACTIVE,
-            circle.current_clause(utcnow()),
-            circle.member_clause(reader.rpps, reader.structures),
-        )
+    """Every task :func:`visible_tasks` gives, in :data:`TASK_ORDER`."""
+    stmt = visible_tasks(reader, mine=mine, patient_ids=patient_ids)
+    return list(session.scalars(stmt.order_by(*TASK_ORDER)))
+
+
+def open_tasks(
+    session: Session, reader: Reader, team: CareTeam, limit: int | None
+) -> tuple[list[CoordinationTask], int]:
+    """The circle's open tasks the reader sees, the first ``limit`` of them in
+    :data:`TASK_ORDER` (all when ``None``), and how many there are."""
+    stmt = visible_tasks(reader).where(
+        CoordinationTask.team_id == team.id, CoordinationTask.status.not_in(sorted(CLOSED))
     )
-    if patient_ids is not None:
-        stmt = stmt.where(CoordinationTask.patient_id.in_(patient_ids))
-    if mine:
-        owned = [CoordinationTask.owner_role == Member.role]
-        if reader.rpps:
-            owned.append(CoordinationTask.owner_rpps == reader.rpps)
-        if reader.structures:
-            owned.append(CoordinationTask.owner_finess.in_(sorted(reader.structures)))
-        stmt = stmt.where(or_(*owned))
-    found = session.scalars(stmt.distinct())
-    return sorted(found, key=lambda t: (t.due_at is None, t.due_at or t.created_at, t.id))
+    found = list(session.scalars(stmt.order_by(*TASK_ORDER).limit(limit)))
+    if limit is None or len(found) < limit:
+        return found, len(found)
+    counted = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    return found, counted or 0

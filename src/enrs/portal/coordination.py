@@ -19,7 +19,6 @@ from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import reader_of
 from enrs.documents.models import DocumentEntry
-from enrs.identity import service as identity_service
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
@@ -33,6 +32,8 @@ from enrs.portal.endpoints import _render
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 LAST_DOCUMENTS = 5
 AGENDA_PAST_DAYS = 30  # the circle's appointments shown: from 30 days ago on
+FIRST_TASKS = 20  # the open tasks the file lists, soonest due first ("voir tout": all)
+LAST_MESSAGES = 50
 
 
 @router.get("/coordination")
@@ -59,7 +60,9 @@ def my_circles(request: Request, user: PortalUser, session: DbSession) -> HTMLRe
 def coordination_file(
     request: Request, team_id: str, user: PortalUser, session: DbSession
 ) -> HTMLResponse:
-    """A circle's coordination file and chat, for its members."""
+    """A circle's coordination file and chat, for its members: its first
+    :data:`FIRST_TASKS` open tasks (all with ``?taches=toutes``), its last
+    :data:`LAST_DOCUMENTS` documents and :data:`LAST_MESSAGES` messages."""
     team = service.team_by_id(session, team_id)
     patient = service.patient_of(session, team)
     _audit(request, user, "read", "CareTeam", patient)
@@ -72,13 +75,10 @@ def coordination_file(
     documents = session.scalars(
         stmt.order_by(DocumentEntry.date.desc(), DocumentEntry.id.desc()).limit(LAST_DOCUMENTS)
     ).all()
-    ids = identity_service.merged_patient_ids(session, patient.id)
-    open_tasks = [
-        t
-        for t in tasks.tasks_for(session, reader, patient_ids=ids)
-        if t.team_id == team.id and t.status not in tasks.CLOSED
-    ]
-    messages = chat.history(session, reader, team, limit=200)
+    every_task = request.query_params.get("taches") == "toutes"
+    shown, open_count = tasks.open_tasks(session, reader, team, None if every_task else FIRST_TASKS)
+    messages = chat.history(session, reader, team, limit=LAST_MESSAGES + 1)
+    earlier = len(messages) > LAST_MESSAGES
     since = utcnow() - timedelta(days=AGENDA_PAST_DAYS)
     appointments = agenda.appointments_for(session, reader, team=team, start_from=since)
     return _render(
@@ -88,10 +88,12 @@ def coordination_file(
         patient=patient,
         members=service.members(session, team),
         documents=documents,
-        tasks=[(t, tasks.is_overdue(t)) for t in open_tasks],
+        tasks=[(t, tasks.is_overdue(t)) for t in shown],
+        open_count=open_count,
+        messages=[chat.message_json(m, t) for m, t in messages[-LAST_MESSAGES:]],
+        earlier=earlier,
         appointments=[(a, agenda.participants_of(session, a)) for a in appointments],
         appointment_labels=APPOINTMENT_LABELS,
-        messages=[chat.message_json(m, t) for m, t in messages],
         evaluations=coordination_forms.evaluations(session, reader, patient),
         grids=coordination_forms.grids(),
         me=reader.key,
