@@ -24,6 +24,7 @@ entries are written after and its response sent. A Server-Sent Events stream (th
 ``/api/coordination/stream``) thus leaves when its endpoint returns the stream and holds no
 slot while it stays open: each of its later reads takes and returns its connection within one
 thread hop (out of the cap, in the reserve: they cannot hold a connection while waiting).
+A route that never asks for its session (``/healthz``, ``/readyz``) takes no turn at all.
 
 The reserve covers what else of the worker draws from the same pools: the audit writer's
 group commit, the SQLite checkpointer and outbox poller, the chat feed's reads.
