@@ -307,7 +307,9 @@ def main() -> None:
         kind = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
         team, name, cookie, statements = _setup(tmp, url, args)
         server = stack.enter_context(
-            live_server(data_dir=tmp / "var", database_url=url, workers=args.workers, startup=180)
+            live_server(
+                data_dir=tmp / "var", database_url=url, workers=args.workers, start_timeout=180
+            )
         )
         sampler = stack.enter_context(ProcTreeSampler(server.process.pid))
         print(

@@ -339,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         server = stack.enter_context(
             live_server(
-                data_dir=data_dir, database_url=database_url, workers=args.workers, port=port
+                data_dir=data_dir,
+                database_url=database_url,
+                workers=args.workers,
+                port=port,
+                start_timeout=120,  # a shared machine's load may slow the start-up
             )
         )
         bearer = ("Authorization", f"Bearer {_token(server.base_url, creds)}")

@@ -40,6 +40,7 @@ from enrs.identity import subscriptions as identity_subscriptions
 from enrs.identity import task_endpoints as identity_tasks
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import matcher_for
+from enrs.kit.admission import Admission
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.fhir.capability import CapabilityRegistry
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.admission = Admission.for_database(db)
     app.state.audit_writer = audit_writer
     app.state.event_waker = event_waker
     app.state.chat_feed = ChatFeed(db, event_waker)

@@ -47,12 +47,13 @@ def live_server(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     dev: bool = True,
-    startup: float = 30.0,
+    start_timeout: float = 30,
 ) -> Iterator[LiveServer]:
     """Start ``enrs serve`` and wait until ``/healthz`` answers; stop it with SIGTERM.
 
     ``dev``: development mode (``--dev``: the placeholder OID root and test INS accepted, /docs
-    open); a production start needs ``ENRS_OID_ROOT`` in ``extra_env``. The server runs in
+    open); a production start needs ``ENRS_OID_ROOT`` in ``extra_env``. ``start_timeout``: seconds
+    to wait for ``/healthz`` (each of its processes imports the platform first). The server runs in
     ``data_dir`` with no ``ENRS_*`` variable but those given: no developer's ``.env`` is read."""
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -76,7 +77,7 @@ def live_server(
         proc = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=log)
     server = LiveServer(base_url, proc, log_path)
     try:
-        deadline = time.monotonic() + startup
+        deadline = time.monotonic() + start_timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"enrs serve exited ({proc.returncode}):\n{server.log()}")
@@ -86,7 +87,9 @@ def live_server(
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"enrs serve did not answer in {startup:g} s:\n{server.log()}")
+                raise RuntimeError(
+                    f"enrs serve did not answer in {start_timeout:.0f} s:\n{server.log()}"
+                )
             time.sleep(0.2)
         yield server
     finally:

@@ -104,7 +104,8 @@ def _postgresql_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> Non
 # one of the 40 threads of the HTTP worker's pool (AnyIO's default), plus the audit writer: a
 # smaller pool makes the overflow connections be opened and closed at every request under load
 # (on SQLite each opening runs the connection's PRAGMAs). SQLite connections are file handles;
-# PostgreSQL ones are server processes (100 allowed by default), so fewer are kept there.
+# PostgreSQL ones are server processes (100 allowed by default), so fewer are kept there. An
+# HTTP worker admits no more requests at once than its pool serves (:mod:`enrs.kit.admission`).
 SQLITE_POOL, POSTGRESQL_POOL = 48, 16
 
 
@@ -247,6 +248,11 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    def engines(self) -> tuple[Engine, ...]:
+        """The engines whose pools units of work draw from: one on PostgreSQL; on SQLite the
+        writers' and the readers' (a unit uses one of them)."""
+        return (self.engine,) if self._reader is self.engine else (self.engine, self._reader)
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -17,9 +17,11 @@ import secrets
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -30,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from enrs.kit.admission import Admission
 from enrs.kit.audit import AuditEntry
 from enrs.kit.errors import EnrsError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from enrs.kit.fhir.outcome import FHIR_JSON, operation_outcome
@@ -188,6 +191,12 @@ class TransactionalRoute(APIRoute):
     before the dependencies run and finished after the endpoint returns, before the response
     is sent: committed with its audit entries, or rolled back and its entries written after.
 
+    At most :attr:`~enrs.kit.admission.Admission.capacity` requests of a worker hold a unit
+    at once (``app.state.admission``): the others wait, holding nothing, for the turn of one
+    whose unit is finished (503 with Retry-After after a while), so that every admitted
+    request finds a database connection and a thread (see :mod:`enrs.kit.admission`). A route
+    that never asks for the session (``/healthz``) takes no turn.
+
     A request writes when its method is not safe (POST, PUT, PATCH, DELETE) unless the route
     declares :data:`READS_ONLY`; a safe method writes only when the route declares
     :data:`WRITES` (on SQLite a read-only request cannot write at all)."""
@@ -202,29 +211,44 @@ class TransactionalRoute(APIRoute):
         original = super().get_route_handler()
         writes = self.writes
 
+        admitted = _uses_session(self.dependant)
+
         async def handler(request: Request) -> Response:
             state = request.app.state
+            admission: Admission = state.admission
             uow = UnitOfWork(state.db, state.audit_writer, write=writes)
             request.state.uow = uow
             request.state.audit = uow.entries  # the endpoints' view of the same list
-            try:
-                response = await original(request)
-                if uow.finished is not None:  # by in_unit, in the endpoint's thread
-                    after = uow.finished
-                    mark_outcome(after, response.status_code, None)
-                elif uow.idle:  # e.g. /fhir/metadata: nothing to commit, no thread needed
-                    after = _finish(uow, response.status_code)
-                else:
-                    after = await run_in_threadpool(_finish, uow, response.status_code)
-            except Exception as exc:
-                status, message = _status_of(exc)
-                failed = await run_in_threadpool(_finish_failed, uow, status, message)
-                await _write_after(uow, failed)
-                raise
+            # A turn until the unit is finished (kit/admission.py), for a route whose unit may
+            # hold a connection across its hops: one that asks for its session.
+            async with admission.turn() if admitted else nullcontext():
+                try:
+                    response = await original(request)
+                    if uow.finished is not None:  # by in_unit, in the endpoint's thread
+                        after = uow.finished
+                        mark_outcome(after, response.status_code, None)
+                    elif uow.idle:  # e.g. /fhir/metadata: nothing to commit, no thread needed
+                        after = _finish(uow, response.status_code)
+                    else:
+                        after = await run_in_threadpool(_finish, uow, response.status_code)
+                    failure: Exception | None = None
+                except Exception as exc:
+                    status, message = _status_of(exc)
+                    after = await run_in_threadpool(_finish_failed, uow, status, message)
+                    failure = exc
             await _write_after(uow, after)
+            if failure is not None:
+                raise failure
             return response
 
         return handler
+
+
+def _uses_session(dependant: Dependant) -> bool:
+    """Whether a route's dependencies, at any depth, include :func:`get_db` (only it hands
+    the unit's session out: a route without it opens no connection for its unit but, in a
+    writing route, the one hop that appends its audit entries and commits)."""
+    return any(dep.call is get_db or _uses_session(dep) for dep in dependant.dependencies)
 
 
 def _status_of(exc: Exception) -> tuple[int, str]:
