@@ -64,6 +64,7 @@ def test_two_browsers_chat_live_and_a_reconnect_gets_what_it_missed(
             _send(other, "Vu, je passe ce soir.")
             expect(chu.locator("#messages li")).to_have_count(2)
             assert _texts(chu)[1] == "Vu, je passe ce soir."
+            expect(other.locator("#messages li")).to_have_count(2)  # its own, by its stream
 
             proxy.cut()  # the nurse's phone loses the network
             expect(other.locator("#etat")).to_have_text("Reconnexion…")
