@@ -40,6 +40,11 @@ from enrs.identity import subscriptions as identity_subscriptions
 from enrs.identity import task_endpoints as identity_tasks
 from enrs.identity.config import IdentityConfig
 from enrs.identity.matching.engine import matcher_for
+from enrs.imaging import dicom as imaging_dicom
+from enrs.imaging import manifest as imaging_manifest
+from enrs.imaging import share as imaging_share
+from enrs.imaging import viewer as imaging_viewer
+from enrs.imaging import web as imaging_web
 from enrs.kit.admission import Admission
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
@@ -53,6 +58,7 @@ from enrs.kit.security.tokens import TokenIssuer
 from enrs.kit.storage import open_storage
 from enrs.messaging import servers as mail_servers
 from enrs.portal import agenda as portal_agenda
+from enrs.portal import agenda_changes as portal_agenda_changes
 from enrs.portal import coordination as portal_coordination
 from enrs.portal import coordination_forms as portal_coordination_forms
 from enrs.portal import coordination_plans as portal_coordination_plans
@@ -63,11 +69,14 @@ from enrs.portal import dmp_admin as portal_dmp_admin
 from enrs.portal import documents as portal_documents
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
+from enrs.portal import imaging as portal_imaging
+from enrs.portal import imaging_patient as portal_imaging_patient
 from enrs.portal import mail_admin as portal_mail_admin
 from enrs.portal import messaging as portal_messaging
 from enrs.portal import notifications as portal_notifications
 from enrs.portal import oauth as portal_oauth
 from enrs.portal import offer as portal_offer
+from enrs.portal import reading as portal_reading
 from enrs.portal.auth import LoginRequired, on_login_required
 from enrs.settings import Settings
 from enrs.system import api_docs, audit_endpoints, fhir_endpoints, notification_endpoints
@@ -116,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.storage = storage
     app.state.principal_from_claims = accounts_service.principal_from_claims
     app.state.session_resolver = accounts_service.principal_from_session
+    app.state.cookie_resolvers = {imaging_share.COOKIE: imaging_share.principal_from_cookie}
     app.state.html_error = portal_endpoints.render_error
     app.state.matcher = matcher_for(settings.identity_model)
     app.state.identity_config = identity_config = IdentityConfig.from_settings(settings)
@@ -157,6 +167,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(document_endpoints.router)
     app.include_router(document_endpoints.content_router)
     app.include_router(document_access.router)
+    app.include_router(imaging_web.router)
+    app.include_router(imaging_share.router)
+    app.include_router(imaging_viewer.router)
     app.include_router(coordination_endpoints.router)
     app.include_router(coordination_chat.router)
     app.include_router(coordination_forms.router)
@@ -166,6 +179,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_endpoints.router)
     app.include_router(portal_oauth.router)
     app.include_router(portal_identity.router)
+    app.include_router(portal_imaging.router)
+    app.include_router(imaging_share.portal_router)
+    app.include_router(portal_imaging_patient.router)
     app.include_router(portal_directory.router)
     app.include_router(portal_offer.router)
     app.include_router(portal_directory_registration.router)
@@ -176,9 +192,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_coordination.router)
     app.include_router(portal_coordination_forms.router)
     app.include_router(portal_agenda.router)
+    app.include_router(portal_agenda_changes.router)
     app.include_router(portal_coordination_plans.router)
     app.include_router(portal_notifications.router)
     app.include_router(portal_coordination_tasks.router)
+    app.include_router(portal_reading.router)
     static = Path(__file__).parent / "portal" / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
@@ -213,12 +231,15 @@ def _describe_http(s: Settings) -> str:
 
 
 def listeners(settings: Settings) -> list[Listener]:
-    """Every listener of the platform: HTTP, the identity feed over MLLP, the notifications
-    (later DICOM, SMTP)."""
+    """Every listener of the platform: HTTP, the identity feed over MLLP, the imaging
+    archive's DICOM, the DMP feed, the notifications, the mail servers."""
     found = [Listener("http", _describe_http, _run_http)]
     if settings.mllp_port:
         run = partial(identity_hl7.run, routes=mllp_routes.platform_routes)
         found.append(Listener("mllp", identity_hl7.describe, run))
+    if settings.dicom_port:
+        found.append(imaging_dicom.LISTENER)
+        found.append(imaging_manifest.LISTENER)  # the archive's reports and KOS manifests
     if settings.dmp_url:
         found.append(document_dmp_feed.LISTENER)
     if settings.notifications:

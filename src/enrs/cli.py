@@ -69,8 +69,9 @@ def main() -> None:
     help="Development mode (ENRS_DEV): placeholder OID root, test INS and open /docs allowed",
 )
 def serve(host: str | None, port: int | None, workers: int | None, dev: bool) -> None:
-    """Start every listener of the platform: HTTP (the API, FHIR, the portal) and the HL7 v2
-    MLLP listener (ENRS_MLLP_PORT, 0 disables it).
+    """Start every listener of the platform: HTTP (the API, FHIR, the portal), the HL7 v2
+    MLLP listener (ENRS_MLLP_PORT, 0 disables it) and the imaging archive's DICOM listener
+    (ENRS_DICOM_PORT, 0 disables it).
 
     A production start (without --dev) refuses the placeholder OID root, and a PostgreSQL
     server that may lose acknowledged commits (fsync or full_page_writes off): exit status 2."""
@@ -110,6 +111,8 @@ def _check_ports(settings: Settings) -> None:
     wanted = [("ENRS_HTTP_PORT", settings.http_host, settings.http_port)]
     if settings.mllp_port:
         wanted.append(("ENRS_MLLP_PORT", settings.mllp_host, settings.mllp_port))
+    if settings.dicom_port:
+        wanted.append(("ENRS_DICOM_PORT", settings.dicom_host, settings.dicom_port))
     from enrs.messaging import servers as mail_servers
 
     if mail_servers.enabled(settings)[0]:
@@ -189,7 +192,7 @@ def users() -> None:
     "roles",
     multiple=True,
     required=True,
-    help="admin, identitovigilance, professional, auditor (repeatable)",
+    help="admin, identitovigilance, professional, social, auditor (repeatable)",
 )
 @click.option("--rpps", help="RPPS number (11 digits), to log in through the external provider")
 @click.option("--email")
@@ -774,10 +777,12 @@ def demo_load() -> None:
 def _register_services() -> None:
     from enrs.directory.cli import directory
     from enrs.documents.cli import documents
+    from enrs.imaging.cli import imaging
     from enrs.messaging.cli import messaging
 
     main.add_command(directory)
     main.add_command(documents)
+    main.add_command(imaging)
     main.add_command(messaging)
 
 

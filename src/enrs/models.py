@@ -11,6 +11,10 @@ from enrs.coordination import task_models as coordination_task_models
 from enrs.directory import models as directory_models
 from enrs.documents import models as document_models
 from enrs.identity import models as identity_models
+from enrs.imaging import models as imaging_models
+from enrs.imaging import reading_models as imaging_reading_models
+from enrs.imaging import report_models as imaging_report_models
+from enrs.imaging import share_models as imaging_share_models
 from enrs.kit import events as kit_events
 from enrs.kit.audit import models as audit_models
 from enrs.kit.db import Base
@@ -31,6 +35,10 @@ __all__ = [
     "directory_models",
     "document_models",
     "identity_models",
+    "imaging_models",
+    "imaging_reading_models",
+    "imaging_report_models",
+    "imaging_share_models",
     "kit_events",
     "messaging_models",
     "outbound_models",

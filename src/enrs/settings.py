@@ -47,12 +47,18 @@ class Settings(BaseSettings):
     )
     storage_backend: Literal["fs", "s3"] = Field("fs", description="Blob storage backend")
     storage_dir: Path | None = Field(None, description="Folder of the fs backend")
+    storage_cold_dir: Path | None = Field(
+        None, description="Folder of the fs backend's cold tier (a cheaper disk)"
+    )
     master_key_file: Path | None = Field(None, description="File holding the blob master key(s)")
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint URL")
     s3_bucket: str = Field("enrs", description="S3 bucket")
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_access_key_id: str = Field("", description="S3 access key id")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret access key")
+    s3_cold_storage_class: Literal[
+        "STANDARD_IA", "ONEZONE_IA", "GLACIER_IR", "INTELLIGENT_TIERING"
+    ] = Field("STANDARD_IA", description="S3 storage class of the cold tier (instant retrieval)")
     oidc_issuer: str = Field("", description="External OIDC provider (e.g. Pro Santé Connect)")
     oidc_client_id: str = Field("", description="Client id at the external provider")
     oidc_client_secret: SecretStr = Field(
@@ -66,11 +72,58 @@ class Settings(BaseSettings):
     mllp_workers: int = Field(
         0, ge=0, description="MLLP listener processes sharing the port; 0: one per CPU, at most 4"
     )
+    dicom_host: str = Field("127.0.0.1", description="DICOM listen address (the imaging archive)")
+    dicom_port: int = Field(
+        11112, ge=0, le=65535, description="DICOM port of the imaging archive (0 disables it)"
+    )
+    dicom_aet: str = Field(
+        "ENRS",
+        pattern=r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$",
+        description="AE title of the imaging archive (1 to 16 characters, no backslash)",
+    )
+    dicom_workers: int = Field(
+        1, ge=1, le=16, description="DICOM listener processes sharing the port (one core each)"
+    )
     timezone: str = Field(
         "Europe/Paris", description="Time zone of HL7 v2 and CDA times written without offset"
     )
     document_retention_years: int = Field(
         20, ge=1, description="Years a document is kept (enrs documents retention)"
+    )
+    imaging_cold_after_days: int = Field(
+        0, ge=0, description="Age (days) of a study moved to the cold tier; 0: never"
+    )
+    imaging_retention_years: int = Field(
+        0, ge=0, description="Years after a patient's last exam its studies are deleted; 0: never"
+    )
+    imaging_manifest_quiet_minutes: int = Field(
+        30,
+        ge=0,
+        description="Minutes without a new instance after which a study with a report is"
+        " complete: its KOS manifest is built and filed with the report",
+    )
+    imaging_finess: str | None = Field(
+        None,
+        pattern=r"^[0-9][0-9AB][0-9]{7}$",
+        description="FINESS of the structure the archive files imaging reports and manifests"
+        " under (the DMP needs one); unset: filed without, not sent to the DMP",
+    )
+    imaging_commitment_retries: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="Attempts after the first to send a Storage Commitment report on a new"
+        " association before it is marked failed",
+    )
+    imaging_commitment_interval: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds before the first retry of a Storage Commitment report, doubled"
+        " after each failure (at most an hour)",
+    )
+    imaging_share_days: int = Field(
+        90, ge=1, le=3650, description="Days a study's access code (patient, GP) works"
     )
     dmp_url: str = Field(
         "", description="The national DMP's ITI-41 endpoint; empty: documents stay queued"
@@ -142,7 +195,17 @@ class Settings(BaseSettings):
     notifications: bool = Field(
         True, description="Send the identity and care circle notifications from serve"
     )
+    notifications_mail_from: str = Field(
+        "",
+        description="Sender of the care circle notifications mailed to professionals"
+        " (default ne-pas-repondre@ENRS_MAIL_DOMAIN)",
+    )
     identity_model: Path | None = Field(None, description="Matching model JSON; default built in")
+    viewer_dir: Path | None = Field(
+        None,
+        description="The imaging viewer (OHIF's prebuilt dist/, `make viewer`) served under"
+        " /imagerie/visionneuse; unset: not installed",
+    )
     oid_root: str = Field(
         PLACEHOLDER_OID_ROOT,
         pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$",
@@ -165,6 +228,8 @@ class Settings(BaseSettings):
             self.keys_dir = self.data_dir / "keys"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "blobs"
+        if self.storage_cold_dir is None:
+            self.storage_cold_dir = self.data_dir / "blobs-cold"
         if self.master_key_file is None:
             self.master_key_file = self.keys_dir / "master-keys.json"
         if self.mail_dir is None:
@@ -186,6 +251,11 @@ class Settings(BaseSettings):
     def storage_path(self) -> Path:
         assert self.storage_dir is not None
         return self.storage_dir
+
+    @property
+    def storage_cold_path(self) -> Path:
+        assert self.storage_cold_dir is not None
+        return self.storage_cold_dir
 
     @property
     def master_key_path(self) -> Path:

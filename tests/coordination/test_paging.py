@@ -14,10 +14,15 @@ from fastapi.testclient import TestClient
 
 from enrs.coordination.task_endpoints import task_spec
 from enrs.portal.coordination import FIRST_TASKS, LAST_MESSAGES
+from tests.coordination.agenda_world import appointment, at, post
 from tests.coordination.circles import make_circle
 from tests.coordination.test_chat import _post as _message
+from tests.coordination.test_forms import EPICES_URL, _epices_answers, _response
+from tests.coordination.test_forms import _post as _form_post
+from tests.coordination.test_plans import _plan
+from tests.coordination.test_plans import _post as _plan_post
 from tests.coordination.test_tasks import _due, _post, _put, _task
-from tests.documents.world import Region
+from tests.documents.world import DOCTOR_ELSEWHERE, Region
 
 
 def _pages(browser: TestClient, url: str) -> list[dict[str, Any]]:
@@ -149,3 +154,41 @@ def test_the_file_shows_the_last_messages(circle: tuple[str, TestClient, TestCli
     shown = page.count('<li data-id="')
     assert shown == LAST_MESSAGES and "message 3</p>" in page and "message 2</p>" not in page
     assert f"Les {LAST_MESSAGES} derniers messages." in page
+
+
+def test_appointments_plans_and_evaluations_page(
+    region: Region, circle: tuple[str, TestClient, TestClient]
+) -> None:
+    team, chu, other = circle
+    # Appointments made in another order than their start: paged by start, each once.
+    starts = [(n * 5) % 12 + 1 for n in range(12)]
+    for n, days in enumerate(starts):
+        body = appointment(region, team, f"RDV {n}", at(days), with_rpps=(DOCTOR_ELSEWHERE,))
+        assert post(chu, "Appointment", body).status_code == 201
+    pages = _pages(other, f"/fhir/Appointment?patient=Patient/{region.rri}&_count=5")
+    assert [len(p["entry"]) for p in pages] == [5, 5, 2] and pages[0]["total"] == 12
+    seen = [e["resource"]["start"] for p in pages for e in p["entry"]]
+    assert seen == sorted(seen) and len(set(_ids(pages))) == 12
+    mine = _pages(other, "/fhir/Appointment?actor=me&date=ge2000-01-01&_count=4")
+    assert len(mine) == 3 and len(set(_ids(mine))) == 12
+    assert other.get("/fhir/Appointment?actor=me&color=blue").status_code == 400
+
+    # Care plans, newest first; evaluations, newest first.
+    for n in range(3):
+        assert _plan_post(chu, _plan(region, team, title=f"Plan {n}")).status_code == 201
+    plans = _pages(other, f"/fhir/CarePlan?patient=Patient/{region.rri}&_count=2")
+    assert [len(p["entry"]) for p in plans] == [2, 1] and plans[0]["total"] == 3
+    assert [e["resource"]["title"] for p in plans for e in p["entry"]] == [
+        "Plan 2",
+        "Plan 1",
+        "Plan 0",
+    ]
+    made = []
+    for n in range(5):
+        answer = _form_post(other, _response(region, _epices_answers(set(range(1, n + 2)))))
+        assert answer.status_code == 201, answer.text
+        made.append(answer.json()["id"])
+    url = f"/fhir/QuestionnaireResponse?patient=Patient/{region.rri}&questionnaire={EPICES_URL}"
+    forms = _pages(chu, f"{url}&_count=2")
+    assert [len(p["entry"]) for p in forms] == [2, 2, 1] and forms[0]["total"] == 5
+    assert _ids(forms) == made[::-1]

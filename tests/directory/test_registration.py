@@ -539,7 +539,7 @@ def test_an_admin_registers_an_educator_in_the_browser(
     page.fill("#structure-code-postal", "97231")
     page.fill("#structure-commune", "Le Robert")
     page.click("#enregistrer-structure button[type=submit]")
-    # (the demo registered its facility and doctor: S00000001, L00000001)
+    # (the demo registered its facility, doctor and nurse: S00000001, L00000001, L00000002)
     page.wait_for_url("**/annuaire/structure/S00000002")
     assert "Identifiant régional S00000002" in page.locator("#structure").inner_text()
     page.goto(server.base_url + "/annuaire/enregistrement")
@@ -549,7 +549,7 @@ def test_an_admin_registers_an_educator_in_the_browser(
     page.select_option("#ps-profession", "regional|ES")
     page.fill("#ps-structure", "S00000002")
     page.click("#enregistrer-professionnel button[type=submit]")
-    page.wait_for_url("**/annuaire/ps/L00000002")
+    page.wait_for_url("**/annuaire/ps/L00000003")
     assert "Éducateur spécialisé" in page.locator(".activities").inner_text()
     body = "1000000077"
     number = body + str(luhn_key(body))

@@ -615,3 +615,143 @@ def test_fs_concurrent_readers_writers_and_rotation(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert store.get("hot") in values
+
+
+# -- storage tiers ----------------------------------------------------------------------------
+
+
+def _cold_files(settings: Settings) -> list[str]:
+    root = settings.storage_cold_path
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_move_to_cold_tier_and_read_back(storage: BlobStorage, blob_settings: Settings) -> None:
+    data = os.urandom(70_000)
+    stored = storage.put("imaging/2026/12/a.dcm", data, "application/dicom")
+    storage.put("imaging/2026/12/b.dcm", b"stays warm")
+    assert storage.tier("imaging/2026/12/a.dcm") == "warm"
+    info = storage.copy_to_cold("imaging/2026/12/a.dcm")
+    assert (info.size, info.sha256) == (stored.size, stored.sha256)
+    assert storage.get("imaging/2026/12/a.dcm") == data  # readable between the two steps
+    storage.release_warm("imaging/2026/12/a.dcm")
+    assert storage.tier("imaging/2026/12/a.dcm") == "cold"
+    assert storage.tier("imaging/2026/12/b.dcm") == "warm"
+    assert storage.get("imaging/2026/12/a.dcm") == data
+    assert storage.head("imaging/2026/12/a.dcm").sha256 == stored.sha256
+    keys = sorted(storage.iter_keys("imaging/"))
+    assert keys == ["imaging/2026/12/a.dcm", "imaging/2026/12/b.dcm"]
+    # Done again: nothing changes, the cold copy is verified again.
+    assert storage.copy_to_cold("imaging/2026/12/a.dcm").sha256 == stored.sha256
+    storage.release_warm("imaging/2026/12/a.dcm")
+    assert storage.get("imaging/2026/12/a.dcm") == data
+    storage.delete("imaging/2026/12/a.dcm")
+    assert not storage.exists("imaging/2026/12/a.dcm")
+    with pytest.raises(BlobNotFound):
+        storage.copy_to_cold("imaging/2026/12/a.dcm")
+    with pytest.raises(BlobNotFound):
+        storage.tier("imaging/2026/12/a.dcm")
+
+
+def test_fs_cold_tier_is_the_second_folder(blob_settings: Settings, raw: Raw) -> None:
+    if blob_settings.storage_backend != "fs":
+        pytest.skip("the fs backend's folders")
+    store = open_storage(blob_settings)
+    data = b"secret pixels " * 1000
+    store.put("imaging/x.dcm", data)
+    store.copy_to_cold("imaging/x.dcm")
+    assert _cold_files(blob_settings) == ["imaging/x.dcm.blob", "imaging/x.dcm.meta.json"]
+    assert (blob_settings.storage_path / "imaging/x.dcm.blob").exists()  # until released
+    store.release_warm("imaging/x.dcm")
+    assert not (blob_settings.storage_path / "imaging/x.dcm.meta.json").exists()
+    assert not (blob_settings.storage_path / "imaging/x.dcm.blob").exists()
+    cold_blob = (blob_settings.storage_cold_path / "imaging/x.dcm.blob").read_bytes()
+    assert b"secret pixels" not in cold_blob  # still encrypted at rest
+    # A master key rotation re-wraps the cold copy too; it stays readable.
+    report = store.rotate_master_key()
+    assert report.rewrapped == 1 and report.failed == 0
+    assert store.get("imaging/x.dcm") == data
+    # An overwrite goes to the warm tier and drops the stale cold copy.
+    store.put("imaging/x.dcm", b"new")
+    assert store.tier("imaging/x.dcm") == "warm" and _cold_files(blob_settings) == []
+    assert store.get("imaging/x.dcm") == b"new"
+
+
+def test_fs_unwritable_cold_tier_keeps_the_warm_copy(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, storage_backend="fs")
+    settings.storage_cold_path.write_bytes(b"a file where the cold folder should be")
+    store = open_storage(settings)
+    store.put("imaging/y.dcm", b"pixels")
+    with pytest.raises(StorageUnavailable, match="cold tier"):
+        store.copy_to_cold("imaging/y.dcm")
+    with pytest.raises(BlobNotFound):  # no cold copy: the warm one is not released
+        store.release_warm("imaging/y.dcm")
+    assert store.tier("imaging/y.dcm") == "warm"
+    assert store.get("imaging/y.dcm") == b"pixels"
+    assert not list(tmp_path.joinpath("blobs").rglob(".*.tmp*"))
+
+
+def test_fs_without_cold_folder_refuses_to_move(tmp_path: Path) -> None:
+    store = FsBlobStorage(tmp_path / "blobs", MasterKeyring(tmp_path / "keys.json"))
+    store.put("a", b"x")
+    with pytest.raises(StorageUnavailable, match="no cold tier"):
+        store.copy_to_cold("a")
+    assert store.tier("a") == "warm"
+
+
+def test_tampered_cold_copy_fails_verification(
+    storage: BlobStorage, blob_settings: Settings, raw: Raw
+) -> None:
+    storage.put("imaging/z.dcm", b"z" * 5000)
+    storage.copy_to_cold("imaging/z.dcm")
+    storage.release_warm("imaging/z.dcm")
+    if blob_settings.storage_backend == "fs":
+        path = blob_settings.storage_cold_path / "imaging/z.dcm.blob"
+        damaged = bytearray(path.read_bytes())
+        damaged[10] ^= 1
+        path.write_bytes(bytes(damaged))
+    else:
+        damaged = bytearray(raw.read("imaging/z.dcm.blob"))
+        damaged[10] ^= 1
+        raw.client.put_object(
+            Bucket=blob_settings.s3_bucket,
+            Key="imaging/z.dcm.blob",
+            Body=bytes(damaged),
+            StorageClass=blob_settings.s3_cold_storage_class,
+        )
+    with pytest.raises(BlobCorrupted):
+        storage.copy_to_cold("imaging/z.dcm")
+
+
+def test_s3_cold_tier_is_a_storage_class(blob_settings: Settings, raw: Raw) -> None:
+    if blob_settings.storage_backend != "s3":
+        pytest.skip("S3 storage classes")
+    settings = blob_settings.model_copy(update={"s3_cold_storage_class": "GLACIER_IR"})
+    store = open_storage(settings)
+    store.put("imaging/s.dcm", b"s" * 3000)
+    head = raw.client.head_object(Bucket=settings.s3_bucket, Key="imaging/s.dcm.blob")
+    assert head.get("StorageClass", "STANDARD") == "STANDARD"
+    store.copy_to_cold("imaging/s.dcm")
+    assert store.tier("imaging/s.dcm") == "cold"
+    head = raw.client.head_object(Bucket=settings.s3_bucket, Key="imaging/s.dcm.blob")
+    assert head["StorageClass"] == "GLACIER_IR"
+    meta = raw.client.head_object(Bucket=settings.s3_bucket, Key="imaging/s.dcm.meta.json")
+    assert meta.get("StorageClass", "STANDARD") == "STANDARD"  # the small meta stays
+    assert store.get("imaging/s.dcm") == b"s" * 3000
+    store.release_warm("imaging/s.dcm")  # one object: nothing to delete
+    assert store.get("imaging/s.dcm") == b"s" * 3000
+
+
+def test_s3_cold_copy_request() -> None:
+    from enrs.kit.storage.s3 import S3BlobStorage
+
+    settings = Settings(storage_backend="s3", s3_bucket="arch", s3_cold_storage_class="ONEZONE_IA")
+    store = S3BlobStorage.from_settings(settings, MasterKeyring(Path("/nonexistent/keys.json")))
+    assert store.cold_copy_request("imaging/k.dcm") == {
+        "Bucket": "arch",
+        "Key": "imaging/k.dcm.blob",
+        "CopySource": {"Bucket": "arch", "Key": "imaging/k.dcm.blob"},
+        "StorageClass": "ONEZONE_IA",
+        "MetadataDirective": "COPY",
+    }
+    with pytest.raises(ValueError, match="s3_cold_storage_class"):
+        Settings(s3_cold_storage_class="GLACIER")  # needs a restore before a read: refused

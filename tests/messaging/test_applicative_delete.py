@@ -214,15 +214,22 @@ def test_the_sender_deletes_by_mail_and_the_software_gets_the_t04(
                 session, app.state.matcher, person(CHU_OID, IPP, ins=CDA_INS, status="QUAL"),
                 actor="test", config=config,
             )  # fmt: skip
-        _submit(mail, _mail(mdn=True, archive=_archive(_cda())))
-        _submit(mail, _mail(mdn=True, archive=_deletion(FIRST, number=2)))
-        _submit(mail, _mail(mdn=True, archive=_deletion(FIRST, number=3)))  # done already
-        answers = _inbox(mail, expected=3, wait=60)
+        # Postfix does not keep the order of mails queued together: each mail is sent once
+        # the previous one is answered, so the second deletion is the one that finds nothing.
+        mails = [
+            _mail(mdn=True, archive=_archive(_cda())),
+            _mail(mdn=True, archive=_deletion(FIRST, number=2)),
+            _mail(mdn=True, archive=_deletion(FIRST, number=3)),  # done already
+        ]
+        for count, sent in enumerate(mails, start=1):
+            _submit(mail, sent)
+            answers = _inbox(mail, expected=count, wait=60)
         deadline = time.monotonic() + 30
         while len(software.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         software.stop()
+    assert [a["In-Reply-To"] for a in answers] == [m["Message-ID"] for m in mails]
     assert [_disposition(a) for a in answers] == [
         "automatic-action/MDN-sent-automatically; processed",
         "automatic-action/MDN-sent-automatically; processed",

@@ -68,7 +68,7 @@ import ssl
 import threading
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -122,6 +122,7 @@ ENTRY_CODES = {  # IHE ITI TF-3 Table 4.2.5-1, the DocumentEntry's coded attribu
     "practiceSettingCode": "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead",
 }
 ENTRY_AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
+ENTRY_EVENT = "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4"  # eventCodeList (optional)
 SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 SIGNATURE_CLASS = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"  # IHE DSG "Digital Signature"
 SOURCE_PURPOSE = "1.2.840.10065.1.12.1.14"
@@ -186,6 +187,7 @@ class StoredDocument:
     version: int = 1
     status: str = APPROVED
     replaces: str | None = None  # the entryUUID an RPLC association targets
+    events: list[tuple[str, str]] = field(default_factory=list)  # eventCodeList (code, scheme)
 
 
 class _Failure(Exception):
@@ -697,6 +699,10 @@ def _read_entry(
         lid=previous.lid if previous is not None else entry_id,
         version=previous.version + 1 if previous is not None else 1,
         replaces=replaced[0] if replaced else None,
+        events=[
+            (item.get("nodeRepresentation") or "", _slots(item).get("codingScheme", [""])[0])
+            for item in _classifications(entry, ENTRY_EVENT)
+        ],
     )
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import httpx
 
+import enrs
+from enrs.settings import Settings
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,6 +39,22 @@ class LiveServer:
 
 def enrs_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "enrs", *args]
+
+
+def run_enrs(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``enrs ARGS`` run as an administrator would, on the test's database and data folder
+    (this checkout's code), ``env`` added to its environment."""
+    environ = {
+        **os.environ,
+        "ENRS_DATA_DIR": str(settings.data_dir),
+        "ENRS_DATABASE_URL": settings.database_url,
+        "ENRS_BASE_URL": settings.base_url,
+        "PYTHONPATH": str(Path(enrs.__file__).parents[1]),
+        **env,
+    }
+    return subprocess.run(
+        enrs_command(*args), capture_output=True, text=True, env=environ, timeout=120
+    )
 
 
 @contextmanager
@@ -67,6 +86,7 @@ def live_server(
         ENRS_HTTP_WORKERS=str(workers),
         ENRS_LOG_LEVEL="warning",
         ENRS_MLLP_PORT="0",
+        ENRS_DICOM_PORT="0",
         ENRS_MAIL_SERVERS="off",  # the mail tests start them on their own ports
     )
     env.update(extra_env or {})

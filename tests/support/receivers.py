@@ -21,10 +21,17 @@ from tests.support.live_server import free_port
 
 class MllpReceiver:
     """An HL7 v2 listener on ``port`` (a free one by default). ``answer(message)`` gives the
-    ACK code for each message (default AA)."""
+    ACK code for each message (default AA); ``encoding`` the one its messages are read in
+    (ASCII by default, as the ``hl7`` package does)."""
 
-    def __init__(self, port: int | None = None, answer: Callable[[hl7.Message], str] | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        answer: Callable[[hl7.Message], str] | None = None,
+        encoding: str | None = None,
+    ):
         self.port = port or free_port()
+        self.encoding = encoding
         self.answer = answer or (lambda _msg: "AA")
         self.received: list[hl7.Message] = []
         self._lock = threading.Lock()
@@ -51,7 +58,9 @@ class MllpReceiver:
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            server = await start_hl7_server(self._session, "127.0.0.1", self.port)
+            server = await start_hl7_server(
+                self._session, "127.0.0.1", self.port, encoding=self.encoding
+            )
             started.set()
             async with server:
                 await self._stop.wait()

@@ -37,6 +37,7 @@ def test_a_server_without_fsync_is_refused_in_production(tmp_path: Path) -> None
             "ENRS_DATABASE_URL": url,
             "ENRS_HTTP_PORT": str(free_port()),
             "ENRS_MLLP_PORT": "0",
+            "ENRS_DICOM_PORT": "0",
             "ENRS_OID_ROOT": "1.2.250.1.71.9",
             "PATH": "/usr/bin:/bin",
         }

@@ -69,6 +69,7 @@ def _production_env(tmp_path: Path, database_url: str) -> dict[str, str]:
         "ENRS_DATABASE_URL": database_url,
         "ENRS_HTTP_PORT": str(free_port()),
         "ENRS_MLLP_PORT": "0",
+        "ENRS_DICOM_PORT": "0",
         "PATH": "/usr/bin:/bin",
     }
 

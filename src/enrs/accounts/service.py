@@ -624,3 +624,10 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
 
 def purge_expired(session: Session, now: datetime) -> None:
     repository.purge_oidc_states(session, now - timedelta(minutes=15))
+
+
+def roles_of_professional(session: Session, rpps: str) -> frozenset[str]:
+    """The roles of the account of the professional of RPPS number ``rpps`` (none without
+    an account)."""
+    user = repository.user_by_rpps(session, rpps)
+    return user.role_set if user is not None else frozenset()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, exists, false, or_, select, update
+from sqlalchemy import CursorResult, Select, exists, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from enrs.coordination import circle, service
@@ -367,7 +367,9 @@ def update_appointment(
     A closed one (fulfilled, noshow, cancelled) changes no more (409; the same body again is
     no change). Cancelling frees its slot; booking a proposed one makes its slot ``busy``.
     ``expected``: the version the change was made on; another one is refused, nothing
-    changed."""
+    changed. The appointment's row is locked and read again first, so of two changes made
+    on one version at the same time the second waits for the first and is refused (412)."""
+    session.refresh(appointment, with_for_update=True)
     team = team_of(session, appointment)
     _require_member(session, team, reader, f"Appointment/{appointment.resource_id}")
     if expected is not None and expected != appointment.version:
@@ -409,8 +411,7 @@ def _mine_clause(reader: Reader) -> Any:
     )
 
 
-def appointments_for(
-    session: Session,
+def appointments_stmt(
     reader: Reader,
     *,
     mine: bool = False,
@@ -419,20 +420,21 @@ def appointments_for(
     start_from: datetime | None = None,
     start_before: datetime | None = None,
     statuses: frozenset[str] | None = None,
-) -> list[CoordinationAppointment]:
-    """The appointments of the circles the reader is a current member of, by start: of the
+) -> Select[CoordinationAppointment]:
+    """The statement of the appointments of the circles the reader is a current member of, in
+    no order: of the
     patient (merged patients too) when ``patient_ids`` is given, of one circle when ``team``
     is; ``mine``: only those the reader takes part in (their RPPS or one of their
     structures); starting in ``[start_from, start_before)``."""
+    member = exists().where(
+        Member.team_id == CoordinationAppointment.team_id,
+        circle.current_clause(utcnow()),
+        circle.member_clause(reader.rpps, reader.structures),
+    )
     stmt = (
         select(CoordinationAppointment)
         .join(CareTeam, CareTeam.id == CoordinationAppointment.team_id)
-        .join(Member, Member.team_id == CoordinationAppointment.team_id)
-        .where(
-            CareTeam.status == circle.ACTIVE,
-            circle.current_clause(utcnow()),
-            circle.member_clause(reader.rpps, reader.structures),
-        )
+        .where(CareTeam.status == circle.ACTIVE, member)
     )
     if patient_ids is not None:
         stmt = stmt.where(CoordinationAppointment.patient_id.in_(patient_ids))
@@ -446,8 +448,15 @@ def appointments_for(
         stmt = stmt.where(CoordinationAppointment.start_at < start_before)
     if statuses is not None:
         stmt = stmt.where(CoordinationAppointment.status.in_(sorted(statuses)))
-    found = session.scalars(stmt.distinct())
-    return sorted(found, key=lambda a: (a.start_at, a.id))
+    return stmt
+
+
+def appointments_for(
+    session: Session, stmt: Select[CoordinationAppointment]
+) -> list[CoordinationAppointment]:
+    """The appointments of ``stmt`` (an :func:`appointments_stmt`), by start."""
+    order = (CoordinationAppointment.start_at, CoordinationAppointment.id)
+    return list(session.scalars(stmt.order_by(*order)))
 
 
 # --- schedules and slots --------------------------------------------------------------------

@@ -24,6 +24,7 @@ facility in the circle. Every call on appointments is audited with the patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -52,7 +53,13 @@ from enrs.coordination.auth import (
     SlotSearch,
     SlotUpdate,
 )
-from enrs.coordination.endpoints import expected_version, patient_from
+from enrs.coordination.endpoints import (
+    applied,
+    expected_version,
+    parsed_search,
+    patient_from,
+    searchset,
+)
 from enrs.directory.identifiers import RPPS_SYSTEM
 from enrs.documents.access import Reader, reader_of
 from enrs.identity import service as identity_service
@@ -61,6 +68,8 @@ from enrs.kit.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.search import SearchSpec
+from enrs.kit.fhir.search_params import SearchParam
 from enrs.kit.fhir.search_values import parse_date
 from enrs.kit.http import DbSession, TransactionalRoute, new_entry, set_agent
 from enrs.kit.security.principal import Principal
@@ -243,14 +252,36 @@ def _statuses(raw: str | None, known: tuple[str, ...] | dict[str, Any]) -> froze
     return wanted
 
 
+def appointment_spec() -> SearchSpec:
+    """``GET /fhir/Appointment``: ``actor=me``, ``patient``, ``date`` (on the start, in
+    ``ENRS_TIMEZONE`` when written without an offset) and ``status`` (a comma-separated list of
+    states), all applied by the base statement; by start; ``_sort`` on ``date`` and
+    ``_lastUpdated``."""
+    return SearchSpec(
+        "Appointment",
+        {
+            "actor": SearchParam.token(match=applied),
+            "patient": SearchParam.reference(targets=["Patient"], match=applied),
+            "date": SearchParam.date(match=applied),
+            "status": SearchParam.token(match=applied),
+        },
+        sorts={
+            "date": CoordinationAppointment.start_at,
+            "_lastUpdated": CoordinationAppointment.updated_at,
+        },
+        default_sort="date",
+        tiebreaker=CoordinationAppointment.id,
+        default_count=50,
+        max_count=200,
+    )
+
+
 @router.get("/fhir/Appointment", summary="Find the appointments of the caller's care circles")
 def search_appointments(
     request: Request, session: DbSession, principal: AppointmentSearch
 ) -> FhirJSONResponse:
+    parsed = parsed_search(request, appointment_spec())
     query = request.query_params
-    unknown = set(query) - {"actor", "patient", "date", "status", "_format"}
-    if unknown:
-        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
     if "actor" not in query and "patient" not in query:
         raise BadRequest("a search of appointments needs actor=me or patient")
     if query.get("actor", "me") != "me":
@@ -260,8 +291,7 @@ def search_appointments(
         patient = patient_from(request, session, query["patient"])
         patient_ids = identity_service.merged_patient_ids(session, patient.id)
     start_from, start_before = date_range(request, "date")
-    found = agenda.appointments_for(
-        session,
+    stmt = agenda.appointments_stmt(
         reader_of(session, principal),
         mine="actor" in query,
         patient_ids=patient_ids,
@@ -269,7 +299,17 @@ def search_appointments(
         start_before=start_before,
         statuses=_statuses(query.get("status"), agenda.TRANSITIONS),
     )
-    return FhirJSONResponse(_bundle(request, session, found))
+
+    def render(page: Sequence[CoordinationAppointment]) -> list[dict[str, Any]]:
+        resources, patients = [], set()
+        for item in page:
+            rri = service.patient_of(session, agenda.team_of(session, item)).rri
+            patients.add(f"Patient/{rri}")
+            resources.append(_rendered(session, item, rri))
+        _audit_patients(request, patients)
+        return resources
+
+    return searchset(request, session, parsed, stmt, render)
 
 
 def _audit_patients(request: Request, patients: set[str]) -> None:
@@ -278,26 +318,6 @@ def _audit_patients(request: Request, patients: set[str]) -> None:
         entry.patient_ref = next(iter(patients))
     elif len(patients) > 1:
         entry.detail = f"patients: {', '.join(sorted(patients))}"[:1000]
-
-
-def _bundle(
-    request: Request, session: Session, found: list[CoordinationAppointment]
-) -> dict[str, Any]:
-    base = request.app.state.settings.fhir_base
-    entries: list[dict[str, Any]] = []
-    patients: set[str] = set()
-    for item in found:
-        rri = service.patient_of(session, agenda.team_of(session, item)).rri
-        patients.add(f"Patient/{rri}")
-        entries.append(
-            {
-                "fullUrl": f"{base}/Appointment/{item.resource_id}",
-                "resource": _rendered(session, item, rri),
-                "search": {"mode": "match"},
-            }
-        )
-    _audit_patients(request, patients)
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
 
 
 # --- schedules and slots --------------------------------------------------------------------
@@ -479,9 +499,10 @@ def feed_reader(session: Session, user_id: str, rpps: str) -> tuple[Principal, R
 def feed_events(session: Session, reader: Reader) -> list[ical.FeedEvent]:
     """The appointments a professional's feed shows (:mod:`.ical`'s window and rule)."""
     now = utcnow()
-    found = agenda.appointments_for(
-        session, reader, mine=True, start_from=now - ical.PAST, start_before=now + ical.AHEAD
+    stmt = agenda.appointments_stmt(
+        reader, mine=True, start_from=now - ical.PAST, start_before=now + ical.AHEAD
     )
+    found = agenda.appointments_for(session, stmt)
     return [ical.FeedEvent(a, agenda.team_of(session, a)) for a in found]
 
 

@@ -17,23 +17,33 @@
   :class:`enrs.kit.live.EventWaker`; a comment every
   :data:`KEEPALIVE` seconds keeps proxies from closing an idle stream.
 
-Members only (403 otherwise), with the scopes ``Communication.c`` / ``.s`` / ``.u``. Every
-call is audited with the patient (the stream: its opening, with its cursor; an attachment:
-the filing of its ``DocumentReference`` too)."""
+Members only (403 otherwise), with the scopes ``Communication.c`` / ``.s`` / ``.u``, health
+professionals and social workers alike (:data:`enrs.coordination.auth.COORDINATORS`); an
+attachment also needs ``DocumentReference.c`` (a social worker's is refused, 403: it would be
+filed in the patient's clinical record and fed to the DMP), and reading the document a message
+links to is the repository's rule (``DocumentReference.r`` / ``Binary.r``: not a social
+worker's). Every call is audited with the patient (the stream: its opening, with its cursor;
+an attachment: the filing of its ``DocumentReference`` too)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import chat, chat_attachments, service
+from enrs.coordination.auth import (
+    CommunicationCreate,
+    CommunicationSearch,
+    CommunicationUpdate,
+    files_documents,
+)
 from enrs.coordination.chat_attachments import Attachment
 from enrs.coordination.chat_models import Message, Thread
 from enrs.coordination.endpoints import applied, parsed_search, searchset
@@ -41,20 +51,19 @@ from enrs.coordination.live import ChatFeed
 from enrs.coordination.models import CareTeam
 from enrs.directory.identifiers import RPPS_SYSTEM
 from enrs.documents.access import Reader, reader_of
-from enrs.kit.errors import BadRequest, Unprocessable
+from enrs.kit.errors import BadRequest, Forbidden, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import read_resource
 from enrs.kit.fhir.search import SearchSpec
 from enrs.kit.fhir.search_params import SearchParam
 from enrs.kit.fhir.search_values import StringValue
-from enrs.kit.http import DbSession, TransactionalRoute, new_entry, require, set_agent
+from enrs.kit.http import DbSession, TransactionalRoute, new_entry, set_agent
 from enrs.kit.security.principal import Principal
 
-MEMBERS = frozenset({"professional"})
-Poster = Annotated[Principal, Depends(require("Communication", "create", roles=MEMBERS))]
-Searcher = Annotated[Principal, Depends(require("Communication", "search-type", roles=MEMBERS))]
-Marker = Annotated[Principal, Depends(require("Communication", "update", roles=MEMBERS))]
+Poster = CommunicationCreate
+Searcher = CommunicationSearch
+Marker = CommunicationUpdate
 
 router = APIRouter(route_class=TransactionalRoute, tags=["coordination"])
 KEEPALIVE = 15.0
@@ -178,6 +187,11 @@ async def post_message(request: Request, session: DbSession, principal: Poster) 
     about = body.get("about") or [None]
     team = _team(request, session, about[0] if isinstance(about, list) else None)
     text, attachment = _contents(request, body)
+    if attachment is not None and not files_documents(principal):
+        raise Forbidden(
+            "Communication.payload.contentAttachment: a file is filed in the patient's record, "
+            "which only a health professional feeds (send the message without it)"
+        )
     topic = (body.get("topic") or {}).get("text") if isinstance(body.get("topic"), dict) else None
     message, thread = chat.post(
         session,

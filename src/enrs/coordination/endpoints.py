@@ -31,6 +31,7 @@ from enrs.coordination.auth import (
     CareTeamSearch,
     CareTeamUpdate,
     ConsentCreate,
+    manages_circle,
 )
 from enrs.coordination.models import CareTeam
 from enrs.documents import service as documents_service
@@ -139,7 +140,8 @@ def care_team_spec() -> SearchSpec:
 
 
 def _actor(session: Session, principal: Principal) -> service.Actor:
-    return service.Actor(reader_of(session, principal), team="admin" in principal.roles)
+    reader = reader_of(session, principal)
+    return service.Actor(reader, team="admin" in principal.roles, manages=manages_circle(principal))
 
 
 def expected_version(request: Request) -> int | None:

@@ -19,6 +19,7 @@ of one of the patient's circles reach its responses. Every call is audited with 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -33,13 +34,21 @@ from enrs.coordination.auth import (
     QuestionnaireRead,
     QuestionnaireSearch,
 )
-from enrs.coordination.endpoints import expected_version, patient_from
+from enrs.coordination.endpoints import (
+    applied,
+    expected_version,
+    parsed_search,
+    patient_from,
+    searchset,
+)
 from enrs.coordination.form_models import FormResponse
 from enrs.documents.access import reader_of
 from enrs.kit.errors import BadRequest, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.search import SearchSpec
+from enrs.kit.fhir.search_params import SearchParam
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
 
@@ -205,34 +214,42 @@ def amend_response(
     return _answer(request, session, response)
 
 
+def response_spec() -> SearchSpec:
+    """``GET /fhir/QuestionnaireResponse``: ``patient`` (required) and ``questionnaire`` (the
+    grid's canonical URL or ``Questionnaire/{id}``), both applied by the base statement;
+    newest first; ``_sort`` on ``authored`` and ``_lastUpdated``."""
+    return SearchSpec(
+        "QuestionnaireResponse",
+        {
+            "patient": SearchParam.reference(targets=["Patient"], match=applied),
+            "questionnaire": SearchParam.uri(match=applied),
+        },
+        sorts={"authored": FormResponse.authored_at, "_lastUpdated": FormResponse.updated_at},
+        default_sort="-authored",
+        tiebreaker=FormResponse.id,
+        default_count=20,
+        max_count=100,
+    )
+
+
 @router.get("/fhir/QuestionnaireResponse", summary="Find a patient's evaluations")
 def search_responses(
     request: Request, session: DbSession, principal: FormSearch
 ) -> FhirJSONResponse:
+    parsed = parsed_search(request, response_spec())
     query = request.query_params
-    unknown = set(query) - {"patient", "questionnaire", "_format"}
-    if unknown:
-        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
     if "patient" not in query:
         raise BadRequest("a search of evaluations names the patient (patient=Patient/{RRI})")
     patient = patient_from(request, session, query["patient"])
-    grid = None
+    stmt = forms.responses_stmt(session, reader_of(session, principal), patient)
     if "questionnaire" in query:
         try:
             grid = forms.named(query["questionnaire"]).id
         except Unprocessable as exc:
             raise BadRequest(exc.message) from None
-    reader = reader_of(session, principal)
-    found = forms.responses_for(session, reader, patient, grid)
-    base = request.app.state.settings.fhir_base
-    entries = [
-        {
-            "fullUrl": f"{base}/QuestionnaireResponse/{r.resource_id}",
-            "resource": form_fhir.response(r, patient.rri),
-            "search": {"mode": "match"},
-        }
-        for r in found
-    ]
-    return FhirJSONResponse(
-        {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
-    )
+        stmt = stmt.where(FormResponse.questionnaire == grid)
+
+    def render(page: Sequence[FormResponse]) -> list[dict[str, Any]]:
+        return [form_fhir.response(r, patient.rri) for r in page]
+
+    return searchset(request, session, parsed, stmt, render)

@@ -38,7 +38,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import circle
@@ -453,14 +453,19 @@ def amend(
     return response
 
 
+def responses_stmt(session: Session, reader: Reader, patient: PatientRef) -> Select[FormResponse]:
+    """The statement of the patient's responses (merged patients' too), in no order, for a
+    current member of one of its circles (else 403)."""
+    require_circle(session, reader, patient, "the patient's evaluations")
+    ids = identity_service.merged_patient_ids(session, patient.id)
+    return select(FormResponse).where(FormResponse.patient_id.in_(ids))
+
+
 def responses_for(
     session: Session, reader: Reader, patient: PatientRef, questionnaire: str | None = None
 ) -> list[FormResponse]:
-    """The patient's responses (merged patients' too), newest first, for a current member
-    of one of its circles (else 403); ``questionnaire``: of that grid only."""
-    require_circle(session, reader, patient, "the patient's evaluations")
-    ids = identity_service.merged_patient_ids(session, patient.id)
-    stmt = select(FormResponse).where(FormResponse.patient_id.in_(ids))
+    """:func:`responses_stmt`'s responses, newest first; ``questionnaire``: of that grid."""
+    stmt = responses_stmt(session, reader, patient)
     if questionnaire is not None:
         stmt = stmt.where(FormResponse.questionnaire == questionnaire)
     stmt = stmt.order_by(FormResponse.authored_at.desc(), FormResponse.id.desc())

@@ -1,6 +1,7 @@
 """Notifications of events to the members of a patient's care circles (issue 15; the ANS
 *Notification d'événements* guide's core events), by the platform (the portal's list and
-badge) and to their software (FHIR ``Subscription`` rest-hooks, :mod:`.subscriptions`).
+badge, and MSSanté mail for who chose it) and to their software (FHIR ``Subscription``
+rest-hooks, :mod:`.subscriptions`).
 
 **Events** (emitted by the service that makes the change, in its transaction; ids only):
 
@@ -21,12 +22,22 @@ those who are in the circle when the event is fanned out: a member removed befor
 told, and what was queued for a removed subscriber is dropped when the removal commits
 (:func:`_drop_for_removed`).
 
-**Fan-out**: one reading of each event (:func:`audience`) serves both outputs, both driven by
-the outbox in commit order and never skipping a committed event: the portal's notifications
-are written by :class:`Inbox`, a consumer with its own cursor
-(:mod:`enrs.kit.outbound.consumer`); the subscriptions are destinations of the outbound queue,
-whose messages :class:`CoordinationRenderer` writes (a FHIR R4 notification ``Bundle``,
-:func:`notification_bundle`); both run in the ``notifications`` listener of ``enrs serve``.
+**Outputs**:
+
+==================  ==========================================================================
+the portal          ``coordination_notification`` rows, written by :class:`Inbox`, a consumer
+                    of the outbox with its own cursor (:mod:`enrs.kit.outbound.consumer`)
+FHIR rest-hooks     the subscriptions, destinations of the outbound queue, whose messages
+                    :class:`CoordinationRenderer` writes (a FHIR R4 notification ``Bundle``,
+                    :func:`notification_bundle`)
+MSSanté mail        those rows again, for the professionals who chose it: one mail per pass
+                    through the operator's Postfix (:mod:`.notify_mail`)
+==================  ==========================================================================
+
+**Fan-out**: one reading of each event (:func:`audience`) serves the portal and the hooks,
+both driven by the outbox in commit order and never skipping a committed event; all three run
+in the ``notifications`` listener of ``enrs serve`` (the mail only when the mail servers run
+with the platform).
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from enrs.coordination import circle, service
 from enrs.coordination.chat_models import Message
@@ -300,22 +312,30 @@ class Shown:
     read: bool
 
 
-def unread_count(session: Session, rpps: str | None) -> int:
+def _of(rpps: str, kinds: frozenset[str] | None) -> list[ColumnElement[bool]]:
+    """A person's notifications, of ``kinds`` only when given
+    (:func:`enrs.coordination.auth.notification_kinds`)."""
+    where = [Notification.rpps == rpps]
+    if kinds is not None:
+        where.append(Notification.kind.in_(sorted(kinds)))
+    return where
+
+
+def unread_count(session: Session, rpps: str | None, kinds: frozenset[str] | None = None) -> int:
     if not rpps:
         return 0
     stmt = select(func.count(Notification.id)).where(
-        Notification.rpps == rpps, Notification.read_at.is_(None)
+        *_of(rpps, kinds), Notification.read_at.is_(None)
     )
     return int(session.scalar(stmt) or 0)
 
 
-def inbox(session: Session, rpps: str, *, limit: int = 100) -> list[Shown]:
-    """The professional's notifications, newest first."""
+def inbox(
+    session: Session, rpps: str, *, kinds: frozenset[str] | None = None, limit: int = 100
+) -> list[Shown]:
+    """The person's notifications (of ``kinds``), newest first."""
     stmt = (
-        select(Notification)
-        .where(Notification.rpps == rpps)
-        .order_by(Notification.id.desc())
-        .limit(limit)
+        select(Notification).where(*_of(rpps, kinds)).order_by(Notification.id.desc()).limit(limit)
     )
     return [
         Shown(
@@ -333,9 +353,15 @@ def inbox(session: Session, rpps: str, *, limit: int = 100) -> list[Shown]:
     ]
 
 
-def mark_read(session: Session, rpps: str, ids: list[int] | None = None) -> int:
-    """Mark the professional's notifications read (``ids``, or all of them); how many."""
-    stmt = update(Notification).where(Notification.rpps == rpps, Notification.read_at.is_(None))
+def mark_read(
+    session: Session,
+    rpps: str,
+    ids: list[int] | None = None,
+    kinds: frozenset[str] | None = None,
+) -> int:
+    """Mark the person's notifications (of ``kinds``) read (``ids``, or all of them); how
+    many."""
+    stmt = update(Notification).where(*_of(rpps, kinds), Notification.read_at.is_(None))
     if ids is not None:
         stmt = stmt.where(Notification.id.in_(ids))
     return int(session.execute(stmt.values(read_at=utcnow())).rowcount or 0)  # type: ignore[attr-defined]

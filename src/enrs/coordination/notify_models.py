@@ -8,6 +8,12 @@ only, no clinical content. ``read_at`` is set when the professional marks it rea
 per (event, professional): the fan-out may run again over an event without doubling it.
 The subscriptions of facilities' software are destinations of the outbound queue
 (:mod:`enrs.kit.outbound`), not rows of this table.
+
+``coordination_notification_mail`` is a professional's choice to also receive their
+notifications by MSSanté mail (:mod:`enrs.coordination.notify_mail`): the address, and since
+when (only the notifications written from then on are mailed); no row: no mail.
+``coordination_notification.mailed_at`` is set when a notification was handed to the mail
+server.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "rpps"),
         Index("ix_coordination_notification_inbox", "rpps", "read_at", "id"),
+        Index("ix_coordination_notification_unmailed", "rpps", "mailed_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -39,3 +46,14 @@ class Notification(Base):
     facility: Mapped[str | None] = mapped_column(String(16))  # FINESS, for an admission…
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NotificationMail(Base):
+    """A professional's choice to receive their notifications by MSSanté mail."""
+
+    __tablename__ = "coordination_notification_mail"
+
+    rpps: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(256))
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -24,6 +24,7 @@ audited with the patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -40,7 +41,13 @@ from enrs.coordination.auth import (
     PlanDefinitionRead,
     PlanDefinitionSearch,
 )
-from enrs.coordination.endpoints import expected_version, patient_from
+from enrs.coordination.endpoints import (
+    applied,
+    expected_version,
+    parsed_search,
+    patient_from,
+    searchset,
+)
 from enrs.coordination.plan_models import CarePlan
 from enrs.documents.access import reader_of
 from enrs.identity import service as identity_service
@@ -48,6 +55,8 @@ from enrs.kit.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.search import SearchSpec
+from enrs.kit.fhir.search_params import SearchParam
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
 
@@ -182,33 +191,38 @@ def update_care_plan(
     return _answer(request, session, plan)
 
 
+def care_plan_spec() -> SearchSpec:
+    """``GET /fhir/CarePlan``: ``patient`` (applied by the base statement, required),
+    ``status``; newest first; ``_sort`` on ``_lastUpdated``."""
+    return SearchSpec(
+        "CarePlan",
+        {
+            "patient": SearchParam.reference(targets=["Patient"], match=applied),
+            "status": SearchParam.token(CarePlan.status),
+        },
+        sorts={"created": CarePlan.created_at, "_lastUpdated": CarePlan.updated_at},
+        default_sort="-created",
+        tiebreaker=CarePlan.id,
+        default_count=20,
+        max_count=100,
+    )
+
+
 @router.get("/fhir/CarePlan", summary="Find a patient's care plans in the caller's circles")
 def search_care_plans(
     request: Request, session: DbSession, principal: CarePlanSearch
 ) -> FhirJSONResponse:
-    query = request.query_params
-    unknown = set(query) - {"patient", "status", "_format"}
-    if unknown:
-        raise BadRequest(f"unknown search parameters: {', '.join(sorted(unknown))}")
-    if "patient" not in query:
+    parsed = parsed_search(request, care_plan_spec())
+    if "patient" not in request.query_params:
         raise BadRequest("a search of care plans needs patient (Patient/{RRI})")
-    patient = patient_from(request, session, query["patient"])
+    patient = patient_from(request, session, request.query_params["patient"])
     ids = identity_service.merged_patient_ids(session, patient.id)
-    found = plans.plans_for(session, reader_of(session, principal), ids)
-    if "status" in query:
-        wanted = set(query["status"].split(","))
-        found = [p for p in found if p.status in wanted]
-    base = request.app.state.settings.fhir_base
-    entries = [
-        {
-            "fullUrl": f"{base}/CarePlan/{p.resource_id}",
-            "resource": _resource(session, p, patient.rri),
-            "search": {"mode": "match"},
-        }
-        for p in found
-    ]
-    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}
-    return FhirJSONResponse({**bundle, "entry": entries})
+    stmt = plans.plans_stmt(reader_of(session, principal), ids)
+
+    def render(page: Sequence[CarePlan]) -> list[dict[str, Any]]:
+        return [_resource(session, p, patient.rri) for p in page]
+
+    return searchset(request, session, parsed, stmt, render)
 
 
 @router.get("/fhir/PlanDefinition", summary="The region's care pathways")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import agenda, circle, service, tasks
@@ -254,22 +254,25 @@ def seen(session: Session, plan: CarePlan, reader: Reader) -> CarePlan:
     return plan
 
 
-def plans_for(session: Session, reader: Reader, patient_ids: list[int]) -> list[CarePlan]:
-    """The plans of the patient (merged patients too) in the circles the reader is a current
-    member of, newest first."""
-    stmt = (
+def plans_stmt(reader: Reader, patient_ids: list[int]) -> Select[CarePlan]:
+    """The statement of the plans of the patient (merged patients too) in the active circles
+    the reader is a current member of, in no order."""
+    member = exists().where(
+        Member.team_id == CarePlan.team_id,
+        circle.current_clause(utcnow()),
+        circle.member_clause(reader.rpps, reader.structures),
+    )
+    return (
         select(CarePlan)
         .join(CareTeam, CareTeam.id == CarePlan.team_id)
-        .join(Member, Member.team_id == CarePlan.team_id)
-        .where(
-            CarePlan.patient_id.in_(patient_ids),
-            CareTeam.status == circle.ACTIVE,
-            circle.current_clause(utcnow()),
-            circle.member_clause(reader.rpps, reader.structures),
-        )
-        .distinct()
+        .where(CarePlan.patient_id.in_(patient_ids), CareTeam.status == circle.ACTIVE, member)
     )
-    return sorted(session.scalars(stmt), key=lambda p: (p.created_at, p.id), reverse=True)
+
+
+def plans_for(session: Session, reader: Reader, patient_ids: list[int]) -> list[CarePlan]:
+    """:func:`plans_stmt`'s plans, newest first."""
+    stmt = plans_stmt(reader, patient_ids)
+    return list(session.scalars(stmt.order_by(CarePlan.created_at.desc(), CarePlan.id.desc())))
 
 
 def open_plans(session: Session, reader: Reader, team: CareTeam) -> list[CarePlan]:

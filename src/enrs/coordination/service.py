@@ -49,10 +49,14 @@ COORDINATOR = "coordinator"
 @dataclass(frozen=True)
 class Actor:
     """Who changes a circle: a reader (a professional, a facility's software) or the
-    regional team (``team``: may act on any circle without being a member)."""
+    regional team (``team``: may act on any circle without being a member). ``manages``: a
+    member who invites, records consents and removes others (a health professional, a
+    facility's software); a social worker only accepts, joins with consent and leaves
+    (:func:`enrs.coordination.auth.manages_circle`)."""
 
     reader: Reader
     team: bool = False
+    manages: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,11 @@ def _touch(session: Session, team: CareTeam) -> None:
 def _require_member(session: Session, team: CareTeam, actor: Actor) -> None:
     if actor.team:
         return
+    if not actor.manages:
+        raise Forbidden(
+            f"CareTeam/{team.resource_id}: its members are invited or removed by a health "
+            "professional of the circle"
+        )
     if not is_member(session, team, actor.reader):
         raise Forbidden(f"only a member of CareTeam/{team.resource_id} changes it")
 

@@ -19,7 +19,7 @@ People need the ``professional`` role (``user/Subscription.crd``); software a
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.routing import Match
@@ -32,6 +32,7 @@ from enrs.kit.errors import Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat, read_resource
+from enrs.kit.fhir.subscription import rest_hook_channel
 from enrs.kit.http import DbSession, TransactionalRoute, require
 from enrs.kit.security.principal import Principal
 
@@ -40,7 +41,6 @@ SubCreate = Annotated[Principal, Depends(require("Subscription", "create", roles
 SubRead = Annotated[Principal, Depends(require("Subscription", "read", roles=SUBSCRIBERS))]
 SubSearch = Annotated[Principal, Depends(require("Subscription", "search-type", roles=SUBSCRIBERS))]
 SubDelete = Annotated[Principal, Depends(require("Subscription", "delete", roles=SUBSCRIBERS))]
-PAYLOAD = "application/fhir+json"
 DISPATCH = (
     "Care circle events (admission, discharge, new-document, task-assigned, mention) share "
     "these URLs with the identity feed's (PMIR): criteria `CommunicationRequest?category="
@@ -78,24 +78,6 @@ def register_capabilities(registry: CapabilityRegistry) -> None:
     registry.add_documentation("Subscription", DISPATCH)
 
 
-def _channel(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    channel = body.get("channel")
-    if not isinstance(channel, dict) or channel.get("type") != "rest-hook":
-        raise Unprocessable("Subscription.channel.type: only 'rest-hook' is supported")
-    if channel.get("payload") != PAYLOAD:
-        raise Unprocessable(f"Subscription.channel.payload: {PAYLOAD!r}")
-    endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str):
-        raise Unprocessable("Subscription.channel.endpoint: the hook's URL is required")
-    headers: dict[str, str] = {}
-    for raw in channel.get("header") or []:
-        name, sep, value = str(raw).partition(":")
-        if not sep or not name.strip():
-            raise Unprocessable(f"Subscription.channel.header: {raw!r} is not 'Name: value'")
-        headers[name.strip()] = value.strip()
-    return endpoint, headers
-
-
 def _audited(request: Request, sub: subscriptions.Subscription) -> None:
     entry = request.state.audit[-1]
     entry.entity_ref = f"Subscription/{sub.id}"
@@ -113,7 +95,7 @@ async def create_subscription(
         raise Unprocessable("Subscription.criteria is required")
     if criteria.startswith("Patient"):
         return identity_subscriptions.create_pmir(request, session, principal, body)
-    endpoint, headers = _channel(body)
+    endpoint, headers = rest_hook_channel(body)
     reader = reader_of(session, principal)
     made = subscriptions.subscribe(
         session,

@@ -41,7 +41,13 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from enrs.coordination import service, task_fhir, tasks
-from enrs.coordination.auth import TaskCreate, TaskRead, TaskSearch, TaskUpdate
+from enrs.coordination.auth import (
+    TaskCreate,
+    TaskRead,
+    TaskSearch,
+    TaskUpdate,
+    changes_any_task,
+)
 from enrs.coordination.endpoints import (
     applied,
     expected_version,
@@ -189,7 +195,8 @@ def update_task(
     if task_fhir.care_team_id(body) != tasks.team_of(session, task).resource_id:
         raise Unprocessable("the task's care circle does not change")
     reader = reader_of(session, principal)
-    tasks.update(session, reader, task, task_fhir.fields(body), expected)
+    own_only = not changes_any_task(principal)
+    tasks.update(session, reader, task, task_fhir.fields(body), expected, own_only=own_only)
     return _answer(request, session, task)
 
 

@@ -207,13 +207,19 @@ def update(
     task: CoordinationTask,
     fields: TaskFields,
     expected: int | None = None,
+    *,
+    own_only: bool = False,
 ) -> CoordinationTask:
     """A current member of the circle changes the task (its state along
     :data:`TRANSITIONS`, its owner, due date, priority, title, description); a new owner is
     a current member (or role) of the circle, an unchanged one is kept. ``expected``:
-    the version the change was made on; another one is refused, nothing changed."""
+    the version the change was made on; another one is refused, nothing changed.
+    ``own_only`` (a social worker: :func:`enrs.coordination.auth.changes_any_task`): only a
+    task given to the reader (:func:`is_owned`), else 403."""
     team = team_of(session, task)
     _require_member(session, team, reader, f"Task/{task.resource_id}")
+    if own_only and not is_owned(session, reader, task):
+        raise Forbidden(f"Task/{task.resource_id}: changed only by whom it is given to")
     if expected is not None and expected != task.version:
         raise PreconditionFailed(
             f"Task/{task.resource_id} is at version {task.version}, not {expected}: "
@@ -263,6 +269,34 @@ def _snapshot(task: CoordinationTask) -> tuple[object, ...]:
     )
 
 
+def _owned_clause(reader: Reader) -> ColumnElement[bool]:
+    """The tasks given to the reader, beside a current ``Member`` row of the reader in the
+    task's circle: their RPPS, one of their structures, or the role that member holds."""
+    owned = [CoordinationTask.owner_role == Member.role]
+    if reader.rpps:
+        owned.append(CoordinationTask.owner_rpps == reader.rpps)
+    if reader.structures:
+        owned.append(CoordinationTask.owner_finess.in_(sorted(reader.structures)))
+    return or_(*owned)
+
+
+def _membership(reader: Reader) -> list[ColumnElement[bool]]:
+    return [
+        Member.team_id == CoordinationTask.team_id,
+        circle.current_clause(utcnow()),
+        circle.member_clause(reader.rpps, reader.structures),
+    ]
+
+
+def is_owned(session: Session, reader: Reader, task: CoordinationTask) -> bool:
+    """Whether the task is given to the reader (the ``owner=me`` rule of :func:`visible_tasks`,
+    on one task)."""
+    stmt = select(CoordinationTask.id).where(
+        CoordinationTask.id == task.id, exists().where(*_membership(reader), _owned_clause(reader))
+    )
+    return session.scalar(stmt) is not None
+
+
 def overdue_clause(now: datetime) -> ColumnElement[bool]:
     """:func:`is_overdue` as SQL, for searches and counts (the same rule, kept beside it)."""
     return and_(
@@ -287,18 +321,9 @@ def visible_tasks(
     of the patient (merged patients too) when ``patient_ids`` is given; ``mine``: only those
     owned by the reader — their RPPS, one of their structures, or a role they hold in that
     task's circle. One row per task (the membership is an ``EXISTS``), in no order."""
-    member = [
-        Member.team_id == CoordinationTask.team_id,
-        circle.current_clause(utcnow()),
-        circle.member_clause(reader.rpps, reader.structures),
-    ]
+    member = _membership(reader)
     if mine:
-        owned = [CoordinationTask.owner_role == Member.role]
-        if reader.rpps:
-            owned.append(CoordinationTask.owner_rpps == reader.rpps)
-        if reader.structures:
-            owned.append(CoordinationTask.owner_finess.in_(sorted(reader.structures)))
-        member.append(or_(*owned))
+        member.append(_owned_clause(reader))
     stmt = (
         select(CoordinationTask)
         .join(CareTeam, CareTeam.id == CoordinationTask.team_id)

@@ -151,9 +151,10 @@ class Listed:
         """The rights an account made for them starts with, by profession: a health
         profession of TRE_G15 gives ``professional`` (patients of their care, documents);
         a social or medico-social one only (the social worker, 41; the professions
-        registered regionally) gives ``social`` (the directory, for now). What they may
-        do in a structure (count its beds…) follows their activities there, at each request
-        (:func:`enrs.directory.offer.may_manage`)."""
+        registered regionally) gives ``social`` (the directory, and the coordination of the
+        care circles they are in, without the clinical record: :mod:`enrs.coordination.auth`).
+        What they may do in a structure (count its beds…) follows their activities there, at
+        each request (:func:`enrs.directory.offer.may_manage`)."""
         health = {c for c in self.profession_codes if c.isdigit() and c not in SOCIAL_PROFESSIONS}
         return ("professional",) if health else ("social",)
 

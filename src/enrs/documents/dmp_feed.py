@@ -50,7 +50,15 @@ from enrs.documents.dmp import DmpAdapter, DmpOutcome, Verdict, XdsDmpAdapter
 from enrs.documents.models import DmpExport, DocumentEntry
 from enrs.documents.terminology import Binding, Terminology
 from enrs.documents.vihf import VihfSigner
-from enrs.documents.xds import STATUS_DEPRECATED, XdsAuthor, XdsCode, XdsDocument, XdsUpdate
+from enrs.documents.xds import (
+    STATUS_DEPRECATED,
+    XdsAuthor,
+    XdsCode,
+    XdsDocument,
+    XdsUpdate,
+    events_of,
+    reference_ids_of,
+)
 from enrs.identity import service as identity_service
 from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
 from enrs.kit.db import Database, utcnow
@@ -169,6 +177,8 @@ def _author(session: Session, entry: DocumentEntry) -> XdsAuthor:
                     role = XdsCode(activity.profession_code, PROFESSION_OID, activity.profession)
                 if activity.skill_type_code == "S" and activity.skill_code:
                     specialty = XdsCode(activity.skill_code, SPECIALTY_OID, activity.skill)
+    if not family and entry.submitter.startswith("system:"):  # a platform service authored it
+        family = entry.submitter.removeprefix("system:")  # (the imaging archive's manifests)
     page = directory_service.structure_page(session, finess, limit=0) if finess else None
     name = page.structure.name if page is not None else finess
     return XdsAuthor(entry.author_rpps, family, given, name, finess, role, specialty)
@@ -190,6 +200,7 @@ def build(
     oid, _, value = (entry.source_patient or "").partition("|")
     source_patient = f"{value}^^^&{oid}&ISO^PI" if oid and oid != "rri" and value else None
     kind = _code(terms, Binding.TYPE, entry.type_code, entry.type_system)
+    resource = service.stored_resource(entry)
     return XdsDocument(
         entry_uuid=f"urn:uuid:{entry.resource_id}",
         unique_id=entry.unique_id,
@@ -222,6 +233,8 @@ def build(
         source_id=source_id,
         submission_time=now,
         content_type_code=kind,
+        reference_ids=reference_ids_of(resource),
+        event_codes=events_of(resource),
     )
 
 

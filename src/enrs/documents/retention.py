@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 
 from enrs.documents import service
 from enrs.documents.models import DmpExport, DocumentEntry, Opposition, SubmissionSet
+from enrs.kit import retention as kit_retention
 from enrs.kit.audit.trail import AuditEntry, append_entries
 from enrs.kit.db import Database, after_commit, utcnow
 from enrs.kit.storage.base import BlobStorage
@@ -37,7 +38,7 @@ class Purged:
 
 
 def cutoff(years: int, now: datetime | None = None) -> datetime:
-    return (now or utcnow()) - timedelta(days=round(365.25 * years))
+    return kit_retention.cutoff(years=years, now=now)
 
 
 def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = False) -> Purged:
@@ -134,13 +135,9 @@ def _sweep_batch(
 
 
 def _orphan_audit(key: str) -> AuditEntry:
-    return AuditEntry(
-        category="retention",
-        interaction="delete",
-        action="D",
-        agent_kind="system",
-        agent_id="retention",
-        agent_name="ENRS retention job",
+    return kit_retention.entry(
+        "delete",
+        "D",
         resource_type="Binary",
         entity_ref=key,
         detail='{"reason": "content without a document row"}',
@@ -159,22 +156,13 @@ def _count(db: Database, limit: datetime) -> int:
 
 
 def _remove(storage: BlobStorage, keys: list[str], result: Purged) -> None:
-    for key in keys:
-        try:
-            storage.delete(key)
-        except Exception:
-            result.contents_left += 1
-            log.exception("retention: the content %s could not be deleted", key)
+    result.contents_left += kit_retention.remove_blobs(storage, keys)
 
 
 def _audit(entry: DocumentEntry, rri: str | None) -> AuditEntry:
-    return AuditEntry(
-        category="retention",
-        interaction="delete",
-        action="D",
-        agent_kind="system",
-        agent_id="retention",
-        agent_name="ENRS retention job",
+    return kit_retention.entry(
+        "delete",
+        "D",
         patient_ref=f"Patient/{rri}" if rri else None,
         resource_type="DocumentReference",
         entity_ref=f"DocumentReference/{entry.resource_id}",

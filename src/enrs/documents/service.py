@@ -129,8 +129,10 @@ def _check_cda_patient(
 
 def _may_file(session: Session, reader: Reader, patient: PatientRef) -> None:
     """A facility's client files documents only for patients its facility has in care (or
-    another care relationship); a professional files the documents they author."""
-    if reader.kind == "user":
+    another care relationship); a professional files the documents they author; the
+    platform's own services (``system``: the imaging archive's reports and manifests,
+    :mod:`enrs.imaging.reports`) file for the patient they resolved."""
+    if reader.kind in ("user", "system"):
         return
     if not reader.structures:
         raise Forbidden(f"{reader.key} belongs to no member facility: it cannot file documents")

@@ -45,7 +45,7 @@ from datetime import UTC, date, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -127,6 +127,7 @@ XDM_EXTENSIONS = {
     "image/jpeg": "JPG",
     "image/png": "PNG",
     "image/tiff": "TIF",
+    "application/dicom": "DCM",
 }
 
 _OID = r"[0-2](?:\.(?:0|[1-9][0-9]*))+"
@@ -210,6 +211,10 @@ class XdsDocument:
     content_type_code: XdsCode
     source_patient_info: XdsPatientInfo | None = None
     replaces: str | None = None  # the entryUUID of the version it replaces (RPLC association)
+    # referenceIdList (CXi values, ITI TF-3 4.2.3.2.28) and eventCodeList (e.g. XDS-I.b's
+    # modalities): read from the DocumentReference by :func:`reference_ids_of`, :func:`events_of`
+    reference_ids: tuple[str, ...] = ()
+    event_codes: tuple[XdsCode, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -391,7 +396,51 @@ def _codes(doc: XdsDocument) -> list[XdsCode]:
         doc.practice_setting,
         doc.content_type_code,
     ]
-    return codes + [c for c in (doc.author.role, doc.author.specialty) if c is not None]
+    authors = [c for c in (doc.author.role, doc.author.specialty) if c is not None]
+    return codes + authors + list(doc.event_codes)
+
+
+# --- referenceIdList and eventCodeList from the DocumentReference (MHD's context) -----------
+
+REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
+STUDY_INSTANCE_UID = "urn:ihe:iti:xds:2016:studyInstanceUID"
+ACCESSION = "urn:ihe:iti:xds:2013:accession"
+# FHIR code systems of eventCodeList and their XDS codingScheme.
+EVENT_SYSTEMS = {"http://dicom.nema.org/resources/ontology/DCM": "1.2.840.10008.2.16.4"}
+_CXI_FORBIDDEN = re.compile(r"[\^&~|]")
+
+
+def reference_ids_of(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The referenceIdList CXi values of a DocumentReference's ``context.related`` identifiers
+    whose type is an XDS identifier type: a Study Instance UID (``urn:oid:`` value, no
+    assigning authority) or an accession number (its ``urn:oid:`` system the authority)."""
+    found: list[str] = []
+    for related in (resource.get("context") or {}).get("related") or []:
+        ident = related.get("identifier") or {} if isinstance(related, dict) else {}
+        codings = (ident.get("type") or {}).get("coding") or []
+        kind = next((c.get("code") for c in codings if isinstance(c, dict)), None)
+        value = str(ident.get("value") or "").removeprefix("urn:oid:")
+        if not value or _CXI_FORBIDDEN.search(value):
+            continue
+        if kind == STUDY_INSTANCE_UID:
+            found.append(f"{value}^^^^{kind}")
+        elif kind == ACCESSION:
+            authority = str(ident.get("system") or "").removeprefix("urn:oid:")
+            if _OID_RE.match(authority):
+                found.append(f"{value}^^^&{authority}&ISO^{kind}")
+    return tuple(found)
+
+
+def events_of(resource: dict[str, Any]) -> tuple[XdsCode, ...]:
+    """The eventCodeList of a DocumentReference's ``context.event`` codings of a known system."""
+    found: list[XdsCode] = []
+    for concept in (resource.get("context") or {}).get("event") or []:
+        for coding in concept.get("coding") or [] if isinstance(concept, dict) else []:
+            scheme = EVENT_SYSTEMS.get(str(coding.get("system")))
+            if scheme and coding.get("code"):
+                code = str(coding["code"])
+                found.append(XdsCode(code, scheme, str(coding.get("display") or code)))
+    return tuple(found)
 
 
 # --- the ebRIM SubmitObjectsRequest -----------------------------------------------------------
@@ -505,12 +554,16 @@ def _document_entry(
         )
     if uri is not None:
         _slot(entry, "URI", uri)
+    if doc.reference_ids:
+        _slot(entry, REFERENCE_ID_LIST, *doc.reference_ids)
     _name(entry, doc.title, doc.language)
     owner = doc.entry_uuid
     _author(entry, ids, DE_AUTHOR, owner, doc.author)
     _classification(entry, ids, DE_CLASS_CODE, owner, doc.class_code)
     for code in doc.confidentiality:
         _classification(entry, ids, DE_CONFIDENTIALITY_CODE, owner, code)
+    for event in doc.event_codes:
+        _classification(entry, ids, DE_EVENT_CODE, owner, event)
     _classification(entry, ids, DE_FORMAT_CODE, owner, doc.format_code)
     _classification(
         entry, ids, DE_HEALTHCARE_FACILITY_TYPE_CODE, owner, doc.healthcare_facility_type

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, cast
 
 from sqlalchemy import Select, bindparam, select
@@ -173,3 +174,30 @@ def patient_identifiers(
                 listed.add((other.system, other.value))
                 found.append(other)
     return [*found, Identifier(rri, config.rri_authority, "RRI")]
+
+
+# --- how other services name a patient ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    """A regional patient as a care team names them: the names and birth date of its best
+    identity (a qualified one first, else the oldest active one), and the INS of a qualified
+    identity (rule 3; ``None`` when none is qualified)."""
+
+    family: str
+    given: str
+    birth_date: date | None
+    ins: str | None
+
+
+def card(session: Session, patient_ids: Sequence[int]) -> Card | None:
+    """The :class:`Card` of the patient (its merged patients' identities too, in the order
+    given), ``None`` when it has no active identity."""
+    sources = [s for pid in patient_ids for s in patient_sources(session, pid)]
+    if not sources:
+        return None
+    qualified = [s for s in sources if ins_trusted(s)]
+    best = (qualified or sources)[0]
+    family = best.used_name or best.birth_name
+    return Card(family, best.given_names, best.birth_date, best.ins if qualified else None)

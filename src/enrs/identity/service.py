@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -699,6 +700,13 @@ def resolve_patient(session: Session, config: IdentityConfig, oid: str, value: s
     return PatientRef(found[0].id, found[0].rri)
 
 
+def authority_by_namespace(session: Session, namespace: str) -> str | None:
+    """The OID of the registered domain named ``namespace`` (its HL7 v2 CX-4.1, as a DICOM
+    Issuer of Patient ID may give it), ``None`` if no domain has that namespace."""
+    found = repository.domain_by_namespace(session, namespace)
+    return found.oid if found is not None else None
+
+
 def current_patient(session: Session, patient_id: int) -> PatientRef | None:
     """The active regional patient ``patient_id`` now is (itself, or the one it was merged
     into), ``None`` if there is none."""
@@ -747,3 +755,32 @@ def qualified_ins(session: Session, patient_ids: list[int]) -> tuple[str, str] |
             if access.ins_trusted(source) and source.ins:
                 return source.ins, source.ins_system or INS_NIR_OID
     return None
+
+
+@dataclass(frozen=True)
+class PatientName:
+    """How a patient is named to a professional where identity may be shown (an MSSanté
+    mail): birth name, first given name, birth date."""
+
+    family: str
+    given: str
+    birth_date: date | None
+
+
+def patient_name(session: Session, patient_id: int) -> PatientName | None:
+    """The name of a regional patient (merges included): its qualified identity's, else the
+    oldest readable identity's; ``None`` when none can be read."""
+    ids = merged_patient_ids(session, patient_id)
+    sources = [s for pid in ids for s in access.patient_sources(session, pid)]
+    if not sources:
+        return None
+    chosen = next((s for s in sources if access.ins_trusted(s)), sources[0])
+    first = (chosen.given_names or "").split()
+    return PatientName(chosen.birth_name, first[0] if first else "", chosen.birth_date)
+
+
+def patient_card(session: Session, patient: PatientRef) -> access.Card | None:
+    """How a care team names the patient (names, birth date, the INS once qualified:
+    :func:`enrs.identity.access.card`); whether a reader is shown the INS is the caller's
+    rule (:func:`enrs.coordination.auth.shows_ins`)."""
+    return access.card(session, merged_patient_ids(session, patient.id))

@@ -37,6 +37,7 @@ from enrs.kit.errors import Forbidden, NotFound, Unprocessable
 from enrs.kit.fhir.capability import CapabilityRegistry
 from enrs.kit.fhir.outcome import FhirJSONResponse
 from enrs.kit.fhir.requests import FhirFormat
+from enrs.kit.fhir.subscription import PAYLOAD, rest_hook_channel
 from enrs.kit.http import DbSession, TransactionalRoute, require
 from enrs.kit.outbound.models import OutboundDestination
 from enrs.kit.outbound.queue import DestinationStatus, set_active, statuses
@@ -47,7 +48,6 @@ CLIENTS: frozenset[str] = frozenset()  # software only: people have no such role
 SubRead = Annotated[Principal, Depends(require("Subscription", "read", roles=CLIENTS))]
 SubDelete = Annotated[Principal, Depends(require("Subscription", "delete", roles=CLIENTS))]
 _FACILITY = re.compile(r"^Patient\?identifier=urn:oid:([0-9.]+)\|$")
-PAYLOAD = "application/fhir+json"
 
 
 def register_capabilities(registry: CapabilityRegistry) -> None:
@@ -84,24 +84,6 @@ def _authority(session: Session, client_id: str, criteria: str) -> str | None:
     if found.group(1) not in grant.authorities:
         raise Forbidden(f"client {client_id} is not registered for the authority {found[1]}")
     return found.group(1)
-
-
-def _channel(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    channel = body.get("channel")
-    if not isinstance(channel, dict) or channel.get("type") != "rest-hook":
-        raise Unprocessable("Subscription.channel.type: only 'rest-hook' is supported")
-    if channel.get("payload") != PAYLOAD:
-        raise Unprocessable(f"Subscription.channel.payload: {PAYLOAD!r} (the full resources)")
-    endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str):
-        raise Unprocessable("Subscription.channel.endpoint: the hook's URL is required")
-    headers: dict[str, str] = {}
-    for raw in channel.get("header") or []:
-        name, sep, value = str(raw).partition(":")
-        if not sep or not name.strip():
-            raise Unprocessable(f"Subscription.channel.header: {raw!r} is not 'Name: value'")
-        headers[name.strip()] = value.strip()
-    return endpoint, headers
 
 
 def _to_fhir(d: DestinationStatus, row: OutboundDestination) -> dict[str, Any]:
@@ -143,7 +125,7 @@ def create_pmir(
     :mod:`enrs.coordination.subscription_endpoints`, which hands these to this."""
     client_id = _client(principal)
     authority = _authority(session, client_id, str(body.get("criteria") or ""))
-    endpoint, headers = _channel(body)
+    endpoint, headers = rest_hook_channel(body)
     config: IdentityConfig = request.app.state.identity_config
     count = len(_own(session, client_id))
     dest = subscriptions.subscribe(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -83,23 +84,33 @@ def subscribe(
 def platform_dispatcher(db: Database, settings: Settings, pace: Pace = Pace()) -> Dispatcher:
     """The outbound queue's dispatcher for the whole platform: the identity server's
     destinations and the care circles' subscriptions (each rendered by its service), and the
-    portal's notifications of the care circles (:mod:`enrs.coordination.notify`)."""
-    from enrs.coordination import notify  # here: coordination imports identity, not back
+    portal's notifications of the care circles (:mod:`enrs.coordination.notify`), the reading
+    reports sent back to the requesting sites (:mod:`enrs.imaging.reading_oru`), and, when
+    the mail servers run with the platform, those notifications by MSSanté mail
+    (:mod:`enrs.coordination.notify_mail`)."""
+    # here: coordination and messaging import identity, not back
+    from enrs.coordination import notify, notify_mail
+    from enrs.imaging import reading_oru
+    from enrs.messaging import servers as mail_servers
 
     renderer = ByService(
         {
             "identity": IdentityRenderer(IdentityConfig.from_settings(settings), settings.base_url),
             notify.SERVICE: notify.CoordinationRenderer(settings.fhir_base),
+            reading_oru.SERVICE: reading_oru.ReadingRenderer(ZoneInfo(settings.timezone)),
         },
         default="identity",
     )
-    return Dispatcher(db, renderer, pace, consumers=[notify.Inbox()])
+    mail, _why_not = mail_servers.enabled(settings)
+    jobs = [notify_mail.MailJob(settings)] if mail else []
+    return Dispatcher(db, renderer, pace, consumers=[notify.Inbox()], jobs=jobs)
 
 
 def run_notifications(settings: Settings) -> None:
     """The ``notifications`` listener of ``enrs serve``: the outbound queue's dispatcher for the
-    identity server's events and the care circles' (their subscriptions, and the portal's
-    notifications: :mod:`enrs.coordination.notify`), until SIGTERM."""
+    identity server's events and the care circles' (their subscriptions, the portal's
+    notifications and, with the mail servers, their mails: :mod:`enrs.coordination.notify`),
+    until SIGTERM."""
     logging.basicConfig(level=settings.log_level.upper())
     db = Database(settings.database_url)
     db.start_checkpoints()
@@ -116,7 +127,7 @@ LISTENER = Listener(
     "notifications",
     lambda s: (
         "notifications (identity: HL7 v2 over MLLP, FHIR rest-hook; care circles: "
-        "portal, FHIR rest-hook) from the event outbox"
+        "portal, FHIR rest-hook, MSSanté mail) from the event outbox"
     ),
     run_notifications,
 )

@@ -299,6 +299,17 @@ def authenticate(request: Request, session: Session) -> Principal | None:
     if cookie:
         resolver: SessionResolver = request.app.state.session_resolver
         return resolver(session, cookie)
+    return _other_session(request, session)
+
+
+def _other_session(request: Request, session: Session) -> Principal | None:
+    """The caller from another session cookie the app registered (``app.state.
+    cookie_resolvers``: cookie name -> resolver), e.g. an imaging access code's session."""
+    resolvers: dict[str, SessionResolver] = getattr(request.app.state, "cookie_resolvers", {})
+    for name, resolver in resolvers.items():
+        cookie = request.cookies.get(name)
+        if cookie:
+            return resolver(session, cookie)
     return None
 
 
@@ -312,6 +323,8 @@ async def authenticate_async(request: Request, session: Session) -> Principal | 
     if cookie:
         resolver: SessionResolver = request.app.state.session_resolver
         return await run_in_threadpool(resolver, session, cookie)
+    if getattr(request.app.state, "cookie_resolvers", None):
+        return await run_in_threadpool(_other_session, request, session)
     return None
 
 
@@ -455,6 +468,9 @@ SECURITY_HEADERS = [
 ]
 
 
+OWN_POLICY_PREFIX = "/imagerie/visionneuse/"
+
+
 class RequestContextMiddleware:
     """Gives each request an id (``X-Request-ID``) and refuses bodies over ``max_body`` bytes."""
 
@@ -493,12 +509,15 @@ class RequestContextMiddleware:
             return message
 
         docs = scope.get("path", "") in ("/docs", "/docs/oauth2-redirect", "/redoc")
+        # The imaging viewer's page sets its own policy (WebAssembly, blob: workers): kept.
+        viewer = scope.get("path", "").startswith(OWN_POLICY_PREFIX)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
                 headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(SECURITY_HEADERS if not docs else SECURITY_HEADERS[:-1])
+                own = viewer and any(n.lower() == b"content-security-policy" for n, _ in headers)
+                headers.extend(SECURITY_HEADERS if not (docs or own) else SECURITY_HEADERS[:-1])
             await send(message)
 
         await self.app(scope, limited_receive, send_with_id)

@@ -95,8 +95,11 @@ def run_group(
     died = threading.Event()
 
     def watch() -> None:
-        wait([c.sentinel for c in children])
+        ended = wait([c.sentinel for c in children])
         if not stopping.is_set():
+            for child in children:
+                if child.sentinel in ended:  # its pipe closes a moment before it can be reaped
+                    child.join(5)
             gone = ", ".join(f"{c.name} ({c.exitcode})" for c in children if not c.is_alive())
             log.error("%s: process(es) %s stopped; stopping the group", name, gone)
             died.set()

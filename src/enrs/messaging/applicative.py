@@ -37,7 +37,6 @@ import email
 import email.policy
 import hashlib
 import logging
-import subprocess
 import threading
 import unicodedata
 import uuid
@@ -277,23 +276,6 @@ def answer(
     if error is not None and _address(return_path):
         return error_mail(original, mailbox=mailbox, to=_address(return_path), error=error), mailbox
     return None
-
-
-def send_local(postfix_dir: str, message: Message, envelope_from: str) -> None:
-    """Hand ``message`` to the local Postfix (its ``sendmail``, this installation's
-    configuration): queued at once, delivered or relayed by Postfix."""
-    from enrs.messaging.config import program
-
-    recipients = [_address(message["To"])]
-    done = subprocess.run(
-        [program("sendmail"), "-C", postfix_dir, "-i", "-f", envelope_from, "--", *recipients],
-        input=message.as_bytes(policy=email.policy.SMTP),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise OSError(f"sendmail failed: {done.stderr.decode(errors='replace').strip()}")
 
 
 # --- the intake ----------------------------------------------------------------------------

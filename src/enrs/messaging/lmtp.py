@@ -65,7 +65,7 @@ class Intake:
         )
         if reply is not None:
             try:
-                applicative.send_local(self.postfix_dir, *reply)
+                service.send_local(self.postfix_dir, *reply)
             except OSError:
                 if error is not None:  # nothing filed: the sender must learn why, later
                     raise
@@ -108,15 +108,19 @@ async def serve(
     owner: tuple[int, int] | None = None,
 ) -> None:
     """The LMTP server on a unix socket (owned by Postfix's user) until ``stop``."""
-    socket_path.unlink(missing_ok=True)
     loop = asyncio.get_running_loop()
     handler = LmtpHandler(intake)
+    # The socket is bound and listening under a temporary name, then renamed: a
+    # client never finds the path before the server accepts on it.
+    pending = socket_path.with_name(f".{socket_path.name}.{os.getpid()}")
+    pending.unlink(missing_ok=True)
     server = await loop.create_unix_server(
-        lambda: LMTP(handler, hostname="enrs-lmtp", ident="ENRS LMTP"), path=str(socket_path)
+        lambda: LMTP(handler, hostname="enrs-lmtp", ident="ENRS LMTP"), path=str(pending)
     )
     if owner is not None:
-        os.chown(socket_path, *owner)
-    os.chmod(socket_path, 0o600)
+        os.chown(pending, *owner)
+    os.chmod(pending, 0o600)
+    os.replace(pending, socket_path)
     async with server:
         await stop.wait()
     socket_path.unlink(missing_ok=True)

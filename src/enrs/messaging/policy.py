@@ -52,10 +52,7 @@ DEFER = "DEFER_IF_PERMIT 4.3.5 the operator's policy service cannot decide now"
 
 def trusted(session: Session, domain: str, own: str) -> bool:
     """``domain`` is the operator's own or a domain of the MSSanté trust space."""
-    domain = normalise_domain(domain)
-    if domain == own:
-        return True
-    return session.get(TrustedDomain, domain) is not None
+    return service.in_trust_space(session, domain, own)
 
 
 def operator_refusal(session: Session, domain: str, request: dict[str, str]) -> str | None:

@@ -4,9 +4,16 @@ suspension, delegation, and the questions the mail servers ask through the polic
 
 from __future__ import annotations
 
+import contextlib
+import email.policy
+import os
 import re
+import signal
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.message import Message
+from email.utils import parseaddr
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -44,6 +51,61 @@ def is_domain(name: str) -> bool:
 
 def domain_of(address: str) -> str:
     return normalise_domain(address.rpartition("@")[2])
+
+
+def in_trust_space(session: Session, domain: str, own: str) -> bool:
+    """``domain`` is the operator's own (``own``) or a domain of the MSSanté trust space."""
+    domain = normalise_domain(domain)
+    if domain == normalise_domain(own):
+        return True
+    return session.get(TrustedDomain, domain) is not None
+
+
+def send_local(
+    postfix_dir: str, message: Message, envelope_from: str, *, timeout: float = 60.0
+) -> None:
+    """Hand ``message`` to the local Postfix (its ``sendmail``, this installation's
+    configuration): queued at once, delivered or relayed by Postfix. Raises ``OSError``
+    when Postfix did not take it, or did not answer in ``timeout`` seconds (its drop folder
+    unusable: ``sendmail`` and its ``postdrop`` are then ended, so that no copy is queued
+    afterwards behind the caller's back)."""
+    from enrs.messaging.config import program  # the configuration imports this module
+
+    recipients = [parseaddr(str(message["To"] or ""))[1].strip().lower()]
+    command = [program("sendmail"), "-C", postfix_dir, "-i", "-f", envelope_from, "--"]
+    with subprocess.Popen(
+        [*command, *recipients],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: postdrop included
+    ) as proc:
+        try:
+            _out, err = proc.communicate(message.as_bytes(policy=email.policy.SMTP), timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise OSError(f"sendmail did not answer in {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise OSError(f"sendmail failed: {err.decode(errors='replace').strip()}")
+
+
+def postfix_running(postfix_dir: str) -> bool:
+    """Whether the local Postfix of this configuration runs (``postfix status``): mail
+    handed to a stopped one would wait in its drop folder, unseen, until it starts."""
+    from enrs.messaging.config import program
+
+    try:
+        done = subprocess.run(
+            [program("postfix"), "-c", postfix_dir, "status"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 @dataclass(frozen=True)

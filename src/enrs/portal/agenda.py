@@ -7,7 +7,7 @@ sees is :mod:`enrs.coordination.agenda`'s rule."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -16,25 +16,23 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from enrs.accounts import service as accounts_service
 from enrs.coordination import agenda, ical, service
 from enrs.coordination.agenda_endpoints import feed_url
-from enrs.coordination.models import Member
+from enrs.coordination.agenda_models import CoordinationAppointment
+from enrs.coordination.models import CareTeam, Member
 from enrs.documents.access import reader_of
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
+from enrs.portal import agenda_changes
+from enrs.portal.agenda_changes import STATUS_LABELS, local_start
 from enrs.portal.auth import PortalUser
 from enrs.portal.documents import _audit, _checked, _zone
 from enrs.portal.endpoints import _render
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
-STATUS_LABELS = {
-    "proposed": "proposé",
-    "booked": "confirmé",
-    "fulfilled": "honoré",
-    "noshow": "patient absent",
-    "cancelled": "annulé",
-}
 DURATIONS = (15, 30, 45, 60, 90, 120)
+TO_CLOSE_DAYS = 30  # booked appointments begun in the last 30 days: to say how they went
+Listed = tuple[CoordinationAppointment, CareTeam, list[tuple[str, str]]]
 
 
 def _professional(user: Principal) -> str:
@@ -48,13 +46,29 @@ def _agenda_page(
 ) -> HTMLResponse:
     """The professional's upcoming appointments and their feed."""
     reader = reader_of(session, user)
-    found = agenda.appointments_for(session, reader, mine=True, start_from=utcnow())
-    items = []
+    now = utcnow()
+    upcoming = agenda.appointments_for(
+        session, agenda.appointments_stmt(reader, mine=True, start_from=now)
+    )
+    closing = agenda.appointments_stmt(
+        reader,
+        mine=True,
+        start_from=now - timedelta(days=TO_CLOSE_DAYS),
+        start_before=now,
+        statuses=frozenset({agenda.BOOKED}),
+    )
+    begun = agenda.appointments_for(session, closing)
     patients: set[str] = set()
-    for appointment in found:
-        team = agenda.team_of(session, appointment)
-        patients.add(f"Patient/{service.patient_of(session, team).rri}")
-        items.append((appointment, team))
+
+    def listed(found: list[CoordinationAppointment]) -> list[Listed]:
+        items = []
+        for appointment in found:
+            team = agenda.team_of(session, appointment)
+            patients.add(f"Patient/{service.patient_of(session, team).rri}")
+            items.append((appointment, team, agenda_changes.moves_of(appointment, reader, now)))
+        return items
+
+    items, to_close = listed(upcoming), listed(begun)
     entry = request.state.audit[-1]
     if len(patients) == 1:
         entry.patient_ref = next(iter(patients))
@@ -64,6 +78,7 @@ def _agenda_page(
         request,
         "agenda.html",
         items=items,
+        to_close=to_close,
         feed=ical.feed_of(session, user.subject),
         new_url=new_url,
         labels=STATUS_LABELS,
@@ -129,13 +144,9 @@ def propose(
     team = service.team_by_id(session, team_id)
     _audit(request, user, "create", "Appointment", service.patient_of(session, team))
     _checked(session, user, csrf)
-    try:
-        local = datetime.fromisoformat(f"{jour}T{heure}")
-    except ValueError:
-        raise BadRequest("indiquez le jour et l'heure du rendez-vous") from None
+    start = local_start(request, jour, heure)
     if duree not in DURATIONS:
         raise BadRequest("durée : 15 à 120 minutes")
-    start = local.replace(tzinfo=_zone(request))
     chosen = session.get(Member, avec)
     if chosen is None or chosen.team_id != team.id or chosen.kind == "related-person":
         raise BadRequest("choisissez un professionnel ou une structure du cercle")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -39,8 +39,24 @@ def portal_user(request: Request, session: DbSession) -> Principal:
 PortalUser = Annotated[Principal, Depends(portal_user)]
 
 
+R = TypeVar("R", bound=Response)
+
+
 def new_csrf() -> str:
     return secrets.token_urlsafe(24)
+
+
+def set_csrf_cookie(request: Request, response: R, token: str) -> R:
+    """Give the browser the form's CSRF token as a cookie (double submit): httpOnly,
+    SameSite=Strict, Secure when the platform is served over HTTPS."""
+    response.set_cookie(
+        CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.app.state.settings.base_url.startswith("https"),
+    )
+    return response
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:

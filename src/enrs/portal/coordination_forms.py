@@ -81,7 +81,7 @@ def _opened(
     patient = service.patient_of(session, team)
     _audit(request, user, interaction, "QuestionnaireResponse", patient)
     if not user.can("QuestionnaireResponse", "c"):
-        raise Forbidden("les évaluations sont réservées aux professionnels de santé")
+        raise Forbidden("les évaluations sont réservées aux membres des cercles de soins")
     reader = reader_of(session, user)
     if not service.is_member(session, team, reader):
         raise Forbidden("ce cercle de soins est réservé à ses membres")

@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.coordination import plan_endpoints, plans, service, tasks
+from enrs.coordination.auth import manages_circle
 from enrs.coordination.models import CareTeam
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
 from enrs.documents.access import Reader, reader_of
 from enrs.kit.errors import BadRequest, Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
+from enrs.kit.security.principal import Principal
 from enrs.portal.auth import PortalUser, csrf_matches
 from enrs.portal.documents import _audit
 
@@ -143,6 +145,13 @@ def plan_section(request: Request, session: Session, reader: Reader, team: CareT
     )
 
 
+def may_apply(user: Principal) -> bool:
+    """Who applies a pathway (its plan, tasks and appointments): a health professional of the
+    circle (:func:`enrs.coordination.auth.manages_circle`) whose scopes make all three."""
+    scopes = user.can("CarePlan", "c") and user.can("Task", "c") and user.can("Appointment", "c")
+    return scopes and manages_circle(user)
+
+
 @router.post("/coordination/{team_id}/parcours")
 def apply_pathway(
     request: Request,
@@ -162,7 +171,7 @@ def apply_pathway(
     entry.entity_ref, entry.detail = f"CareTeam/{team.resource_id}", f"PlanDefinition/{parcours}"
     if not csrf_matches(accounts_service.session_csrf(session, user), csrf):
         raise Forbidden("jeton CSRF invalide")
-    if not (user.can("CarePlan", "c") and user.can("Task", "c") and user.can("Appointment", "c")):
+    if not may_apply(user):
         raise Forbidden("seul un professionnel du cercle applique un parcours")
     pathway = plan_endpoints.pathway_by_id(request, parcours)
     today = plan_endpoints.today(request)

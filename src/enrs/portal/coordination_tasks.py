@@ -11,12 +11,16 @@
   (accept, start, complete, cancel), on the version the page showed: a task changed in
   between is refused (412, "La tâche a été modifiée entre-temps"), never overwritten.
 
-Forms carry the session's CSRF token; only a professional who is a current member of the
-circle changes its tasks (403 otherwise). Every page and change is audited with the patient.
+Forms carry the session's CSRF token; only a current member of the circle who coordinates
+(:func:`enrs.coordination.auth.coordinates`: a health professional or a social worker)
+changes its tasks, a social worker only those given to them
+(:func:`enrs.coordination.auth.changes_any_task`; 403 otherwise). Every page and change is
+audited with the patient.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from typing import Annotated
@@ -29,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.coordination import service, tasks
+from enrs.coordination.auth import changes_any_task, coordinates
 from enrs.coordination.models import CareTeam
 from enrs.coordination.task_models import CoordinationTask
 from enrs.coordination.tasks import Owner, TaskFields
@@ -69,6 +74,21 @@ def actions_of(task: CoordinationTask) -> list[tuple[str, str]]:
     """``(form value, label)`` of the moves the task's state allows."""
     allowed = tasks.TRANSITIONS[task.status]
     return [(key, label) for key, (status, label) in ACTIONS.items() if status in allowed]
+
+
+Moves = Callable[[CoordinationTask], list[tuple[str, str]]]
+
+
+def moves_for(session: Session, user: Principal, reader: Reader) -> Moves:
+    """The moves a coordination file offers on each task: none on a task the person may not
+    change (a social worker's, not given to them)."""
+    if changes_any_task(user):
+        return actions_of
+
+    def own(task: CoordinationTask) -> list[tuple[str, str]]:
+        return actions_of(task) if tasks.is_owned(session, reader, task) else []
+
+    return own
 
 
 @dataclass(frozen=True)
@@ -147,8 +167,8 @@ def _member_team(
     team = service.team_by_id(session, team_id)
     patient = service.patient_of(session, team)
     _audit(request, user, interaction, "Task", patient)
-    if "professional" not in user.roles:
-        raise Forbidden("les tâches sont réservées aux professionnels de santé")
+    if not coordinates(user):
+        raise Forbidden("les tâches sont réservées aux membres des cercles de soins")
     reader = reader_of(session, user)
     if not service.is_member(session, team, reader):
         raise Forbidden("ce cercle de soins est réservé à ses membres")
@@ -248,8 +268,12 @@ def move_task(
         priority=task.priority,
         due=task.due_at,
     )
+    own_only = not changes_any_task(user)
+    if own_only and not tasks.is_owned(session, reader, task):
+        raise Forbidden("vous ne changez que les tâches qui vous sont confiées")
     try:
-        tasks.update(session, reader, task, replace(fields, status=status), int(version))
+        changed = replace(fields, status=status)
+        tasks.update(session, reader, task, changed, int(version), own_only=own_only)
     except PreconditionFailed:
         raise PreconditionFailed(STALE) from None
     except Conflict:

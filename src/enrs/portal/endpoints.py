@@ -16,6 +16,7 @@ from enrs.accounts import oidc as oidc_rp
 from enrs.accounts import repository as accounts_repository
 from enrs.accounts import service as accounts_service
 from enrs.accounts.models import OidcLoginState, User
+from enrs.coordination.auth import COORDINATORS, coordinates
 from enrs.directory import service as directory_service
 from enrs.identity import domains as identity_domains
 from enrs.kit.audit.search import AUDIT_FILTERS, search_audit
@@ -33,11 +34,12 @@ from enrs.kit.http import (
 from enrs.kit.outbound.queue import retry_now, statuses
 from enrs.kit.security import totp
 from enrs.kit.security.principal import Principal
-from enrs.portal.auth import CSRF_COOKIE, PortalUser, csrf_matches, new_csrf
+from enrs.portal.auth import CSRF_COOKIE, PortalUser, csrf_matches, new_csrf, set_csrf_cookie
 from enrs.settings import Settings
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["coordinates"] = coordinates
 
 # The portal's services: name, what it is for, its page, the roles that may open it (None:
 # every user). The services page shows each user only those they may open.
@@ -80,9 +82,9 @@ SERVICES: list[tuple[str, str, str, frozenset[str] | None]] = [
     ),
     (
         "Coordination",
-        "Les cercles de soins de vos patients : membres, derniers documents, discussion",
+        "Les cercles de soins de vos patients : membres, tâches, agenda, discussion",
         "/coordination",
-        frozenset({"professional"}),
+        COORDINATORS,
     ),
     (
         "Annuaire",
@@ -132,14 +134,7 @@ def render_error(request: Request, status: int, message: str) -> HTMLResponse:
 def _login_page(request: Request, status: int = 200, **context: Any) -> HTMLResponse:
     token = new_csrf()
     response = _render(request, "login.html", status, csrf=token, **context)
-    response.set_cookie(
-        CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=_settings(request).base_url.startswith("https"),
-    )
-    return response
+    return set_csrf_cookie(request, response, token)
 
 
 def safe_next(target: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -141,7 +141,8 @@ class Dispatcher:
     """Runs until :meth:`stop`: renders new events into the queues (:func:`fan_out`) and
     keeps one courier thread per active destination (started, restarted when the destination
     changes, stopped when it is removed); and runs the ``consumers`` of the outbox
-    (:mod:`.consumer`) after each fan-out."""
+    (:mod:`.consumer`) after each fan-out, then the ``jobs`` (each called with the database
+    after every round, keeping its own pace: the care circles' notifications by mail)."""
 
     def __init__(
         self,
@@ -149,9 +150,11 @@ class Dispatcher:
         renderer: Renderer,
         pace: Pace = Pace(),
         consumers: Sequence[Consumer] = (),
+        jobs: Sequence[Callable[[Database], None]] = (),
     ) -> None:
         self.db, self.renderer, self.pace = db, renderer, pace
         self.consumers = tuple(consumers)
+        self.jobs = tuple(jobs)
         self._stop = threading.Event()
         self._couriers: dict[int, _Courier] = {}
         self._recorder: _GroupRecorder | None = None
@@ -186,7 +189,7 @@ class Dispatcher:
 
     def step(self) -> None:
         """One round: sync the couriers with the destinations, fan out what is new, wake the
-        couriers that got messages; then let each consumer catch up."""
+        couriers that got messages; then let each consumer catch up; then the jobs."""
         with self.db.transaction(write=False) as session:
             current = {d.id: d for d in destinations(session)}
             behind = last_event_id(session) > fan_out_position(session)
@@ -204,6 +207,9 @@ class Dispatcher:
                 late = is_behind(session, consumer)
             while late and not self._stop.is_set():
                 late = consume(self.db, consumer)
+        for job in self.jobs:
+            if not self._stop.is_set():
+                job(self.db)
 
     def _sync(self, current: dict[int, Destination]) -> None:
         for dest_id, courier in list(self._couriers.items()):

@@ -114,8 +114,11 @@ ROLES: dict[str, str] = {
         "user/AuditEvent.rs user/Practitioner.cruds user/PractitionerRole.cruds "
         "user/Organization.cruds user/Subscription.rus "
         "user/HealthcareService.crus user/Location.crus user/Consent.crus user/CareTeam.crus"
+        " user/ImagingStudy.rs"
     ),
-    "identitovigilance": f"user/Patient.cruds user/Task.rus user/AuditEvent.rs {DIRECTORY_READ}",
+    "identitovigilance": (
+        f"user/Patient.cruds user/Task.rus user/AuditEvent.rs {DIRECTORY_READ} user/ImagingStudy.rs"
+    ),
     # A professional counts the beds of the structures they practise in (directory.offer).
     "professional": (
         "user/Patient.rs user/DocumentReference.crus user/Binary.r user/List.s user/Consent.cru "
@@ -123,10 +126,22 @@ ROLES: dict[str, str] = {
         " user/Questionnaire.rs user/QuestionnaireResponse.crus"
         " user/Appointment.crus user/Schedule.crs user/Slot.crus"
         " user/CarePlan.crus user/PlanDefinition.rs user/Subscription.crds"
+        " user/ImagingStudy.rs"
     ),
     "auditor": f"user/AuditEvent.rs {DIRECTORY_READ}",
-    # Social and medico-social workers (RPPS+, registered regionally): no patient data yet.
-    "social": DIRECTORY_READ,
+    # Social and medico-social workers (RPPS+, registered regionally; DAC case managers of that
+    # field): only what the coordination of the care circles they are in needs (Code de la
+    # santé publique L1110-4 / L1110-12: the information strictly necessary to it, the patient
+    # informed). The circle (accept, leave), its plan and pathways (read), its tasks, chat,
+    # agenda and evaluation forms; the circle's rule applies on top (current members only,
+    # tasks changed only when given to them: enrs.coordination.auth). They are not health
+    # professionals: no Patient (the identity registry, the INS), no DocumentReference or
+    # Binary (the clinical documents, a chat's attachments included), no imaging, no Consent.
+    "social": (
+        f"{DIRECTORY_READ} user/CareTeam.rus user/CarePlan.rs user/PlanDefinition.rs"
+        " user/Task.crus user/Communication.cus user/Appointment.crus user/Schedule.rs"
+        " user/Slot.rs user/Questionnaire.rs user/QuestionnaireResponse.crus"
+    ),
 }
 
 

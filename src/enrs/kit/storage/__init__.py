@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
+    COLD,
+    WARM,
     BlobCorrupted,
     BlobInfo,
     BlobNotFound,
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from enrs.settings import Settings
 
 __all__ = [
+    "COLD",
+    "WARM",
     "BlobCorrupted",
     "BlobInfo",
     "BlobNotFound",
@@ -56,7 +60,7 @@ def open_storage(settings: Settings) -> BlobStorage:
     """
     keyring = MasterKeyring(settings.master_key_path)
     if settings.storage_backend == "fs":
-        return FsBlobStorage(settings.storage_path, keyring)
+        return FsBlobStorage(settings.storage_path, keyring, settings.storage_cold_path)
     if settings.storage_backend == "s3":
         from .s3 import S3BlobStorage
 

@@ -6,6 +6,11 @@ backend (:mod:`~enrs.kit.storage.fs`, :mod:`~enrs.kit.storage.s3`) only implemen
 raw primitives on two stored objects per blob: ``<key>.blob`` (the ciphertext, never rewritten by
 a rotation) and ``<key>.meta.json`` (the wrapped data key and the blob's metadata). The meta object
 is the commit point: it is written last and deleted first, so a blob exists iff its meta exists.
+
+Storage tiers: a blob is *warm* when written; :meth:`BlobStorage.copy_to_cold` puts a verified
+copy of it in the backend's cheaper *cold* tier (a second folder for the fs backend, another
+storage class of the same object on S3), and :meth:`BlobStorage.release_warm` then drops the warm
+copy. Readers only ever know the key: :meth:`BlobStorage.get` finds the blob in either tier.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _PREFIX = re.compile(r"[A-Za-z0-9._/-]*")
 _CONTENT_TYPE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
 _READ_ATTEMPTS = 3
+WARM, COLD = "warm", "cold"
 
 
 class BlobNotFound(NotFound):
@@ -203,6 +209,23 @@ class BlobStorage(ABC):
     def _probe(self) -> None:
         """Write and delete a probe object; raise :class:`StorageUnavailable` on failure."""
 
+    @abstractmethod
+    def _copy_cold(self, key: str) -> bool:
+        """Put a copy of ``key``'s stored objects in the cold tier (done again harmlessly);
+        ``False`` when the blob is in neither tier."""
+
+    @abstractmethod
+    def _load_cold(self, key: str) -> Stored | None:
+        """Read the meta and content of ``key``'s cold copy only; ``None`` if there is none."""
+
+    @abstractmethod
+    def _release_warm(self, key: str) -> bool:
+        """Delete the warm copy of ``key`` if a cold copy exists; ``False`` if there is none."""
+
+    @abstractmethod
+    def _tier(self, key: str) -> str | None:
+        """``"warm"`` while a warm copy exists, else ``"cold"``; ``None`` if absent."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release backend resources (connections). The default does nothing."""
 
@@ -274,6 +297,43 @@ class BlobStorage(ABC):
         """
         validate_prefix(prefix)
         return (k for k in self._scan(prefix) if k.startswith(prefix) and _is_valid_key(k))
+
+    def copy_to_cold(self, key: str) -> BlobInfo:
+        """Copy ``key`` to the cold tier, then read the cold copy back and decrypt it: its
+        content must match the size and SHA-256 sealed in its meta. Returns that meta.
+
+        Idempotent (a blob already cold is only verified again). The warm copy, if any, is
+        left in place: readers keep using it until :meth:`release_warm`. Raises
+        :class:`BlobNotFound`, :class:`BlobCorrupted` (the cold copy does not verify) or
+        :class:`StorageUnavailable` (the cold tier cannot be written).
+        """
+        validate_key(key)
+        if not self._copy_cold(key):
+            raise BlobNotFound(key)
+        stored = self._load_cold(key)
+        if stored is None or stored.content is None:
+            raise BlobCorrupted(key, "the cold copy is missing after the copy")
+        meta = self._decode(key, stored.meta)
+        master = self._master(meta)
+        with _integrity(key):
+            crypto.open_content(meta, stored.content, master)
+        return _info(meta)
+
+    def release_warm(self, key: str) -> None:
+        """Delete the warm copy of ``key`` once its cold copy exists (a no-op when the tier is
+        the storage class of one object, as on S3). Raises :class:`BlobNotFound` when there is
+        no cold copy: the warm one is then kept."""
+        validate_key(key)
+        if not self._release_warm(key):
+            raise BlobNotFound(f"{key} (cold copy)")
+
+    def tier(self, key: str) -> str:
+        """``"warm"`` or ``"cold"``: where reads of ``key`` are served from."""
+        validate_key(key)
+        found = self._tier(key)
+        if found is None:
+            raise BlobNotFound(key)
+        return found
 
     def check(self) -> None:
         """Raise :class:`StorageUnavailable` unless the backend and the master keys are usable."""

@@ -6,6 +6,11 @@ fsync'd after the rename. Readers and writers of a key serialise on one of 64 ``
 files under ``<root>/.locks`` (shared for reads, exclusive for writes), so a reader never sees a
 new ciphertext with an old meta, even across worker processes. Folders and files are private
 (0700 / 0600). Empty folders left by deletions are not pruned.
+
+The cold tier is a second folder, ``cold_root`` (``ENRS_STORAGE_COLD_DIR``: a cheaper disk), laid
+out the same way; the locks stay under ``<root>``. A read looks in ``<root>`` first, then in
+``cold_root``; a move writes the cold copy (temp files, fsync, rename: meta last), and only then
+may the warm copy be deleted (meta first), so a crash at any point leaves a whole copy.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import crypto
-from .base import BLOB_SUFFIX, META_SUFFIX, BlobStorage, StorageUnavailable, Stored
+from .base import BLOB_SUFFIX, COLD, META_SUFFIX, WARM, BlobStorage, StorageUnavailable, Stored
 
 _LOCK_STRIPES = 64
 _LOCK_DIR = ".locks"
@@ -32,18 +37,25 @@ def _unavailable(action: str, exc: OSError) -> StorageUnavailable:
 class FsBlobStorage(BlobStorage):
     """Blobs in a local (or network-mounted, POSIX-locking) folder."""
 
-    def __init__(self, root: Path, keyring: crypto.MasterKeyring) -> None:
+    def __init__(
+        self, root: Path, keyring: crypto.MasterKeyring, cold_root: Path | None = None
+    ) -> None:
         super().__init__(keyring)
         self.root = Path(root)
+        self.cold_root = None if cold_root is None else Path(cold_root)
 
     def __repr__(self) -> str:
         return f"FsBlobStorage({str(self.root)!r})"
 
     # -- paths and locks ----------------------------------------------------------------------
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
+    def _paths(self, key: str, root: Path | None = None) -> tuple[Path, Path]:
         # ``key`` was validated: relative, no empty/'.'/'..' segments, safe charset.
-        return self.root / f"{key}{BLOB_SUFFIX}", self.root / f"{key}{META_SUFFIX}"
+        base = self.root if root is None else root
+        return base / f"{key}{BLOB_SUFFIX}", base / f"{key}{META_SUFFIX}"
+
+    def _roots(self) -> tuple[Path, ...]:
+        return (self.root,) if self.cold_root is None else (self.root, self.cold_root)
 
     def _makedirs(self, path: Path) -> None:
         if not path.is_dir():
@@ -71,20 +83,26 @@ class FsBlobStorage(BlobStorage):
     # -- primitives ---------------------------------------------------------------------------
 
     def _load(self, key: str, *, content: bool) -> Stored | None:
-        blob_path, meta_path = self._paths(key)
+        return self._load_from(key, self._roots(), content=content)
+
+    def _load_from(self, key: str, roots: tuple[Path, ...], *, content: bool) -> Stored | None:
+        """Read ``key`` from the first of ``roots`` that holds its meta."""
         try:
             with self._locked(key, exclusive=False):
-                try:
-                    meta = meta_path.read_bytes()
-                except (FileNotFoundError, NotADirectoryError):
-                    return None
-                data: bytes | None = None
-                if content:
-                    with contextlib.suppress(FileNotFoundError):
-                        data = blob_path.read_bytes()
+                for root in roots:
+                    blob_path, meta_path = self._paths(key, root)
+                    try:
+                        meta = meta_path.read_bytes()
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    data: bytes | None = None
+                    if content:
+                        with contextlib.suppress(FileNotFoundError):
+                            data = blob_path.read_bytes()
+                    return Stored(meta=meta, tag=hashlib.sha256(meta).hexdigest(), content=data)
         except OSError as exc:
             raise _unavailable("read", exc) from None
-        return Stored(meta=meta, tag=hashlib.sha256(meta).hexdigest(), content=data)
+        return None
 
     def _store(self, key: str, content: bytes, meta: bytes) -> None:
         blob_path, meta_path = self._paths(key)
@@ -96,6 +114,8 @@ class FsBlobStorage(BlobStorage):
             with self._locked(key, exclusive=True):
                 os.replace(temps[0], blob_path)
                 os.replace(temps[1], meta_path)
+                if self.cold_root is not None:  # an overwrite makes any cold copy stale
+                    self._unlink_copy(key, self.cold_root)
             temps.clear()
             crypto.fsync_dir(blob_path.parent)
         except OSError as exc:
@@ -106,12 +126,16 @@ class FsBlobStorage(BlobStorage):
                     tmp.unlink()
 
     def _swap_meta(self, key: str, meta: bytes, expected_tag: str) -> bool:
-        _, meta_path = self._paths(key)
         try:
             with self._locked(key, exclusive=True):
-                try:
-                    current = meta_path.read_bytes()
-                except FileNotFoundError:
+                for root in self._roots():  # the copy reads are served from
+                    _, meta_path = self._paths(key, root)
+                    try:
+                        current = meta_path.read_bytes()
+                        break
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                else:
                     return False
                 if hashlib.sha256(current).hexdigest() != expected_tag:
                     return False
@@ -123,17 +147,26 @@ class FsBlobStorage(BlobStorage):
     def _remove(self, key: str) -> None:
         try:
             with self._locked(key, exclusive=True):
-                for path in reversed(self._paths(key)):  # meta first: it is the commit point
-                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                        path.unlink()
+                for root in self._roots():
+                    self._unlink_copy(key, root)
         except OSError as exc:
             raise _unavailable("delete", exc) from None
 
+    def _unlink_copy(self, key: str, root: Path) -> None:
+        for path in reversed(self._paths(key, root)):  # meta first: it is the commit point
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                path.unlink()
+
     def _scan(self, prefix: str) -> Iterator[str]:
         base, _, _ = prefix.rpartition("/")
-        start = self.root / base if base else self.root
+        rel = f"{base}/" if base else ""
         try:
-            yield from self._walk(start, f"{base}/" if base else "", prefix)
+            yield from self._walk(self.root / base if base else self.root, rel, prefix)
+            if self.cold_root is None:
+                return
+            for key in self._walk(self.cold_root / base if base else self.cold_root, rel, prefix):
+                if not self._paths(key)[1].exists():  # mid-move: listed once, from the warm tier
+                    yield key
         except OSError as exc:
             raise _unavailable("list", exc) from None
 
@@ -156,6 +189,70 @@ class FsBlobStorage(BlobStorage):
                 key = path[: -len(META_SUFFIX)]
                 if key.startswith(prefix):
                     yield key
+
+    # -- tiers --------------------------------------------------------------------------------
+
+    def _cold(self) -> Path:
+        if self.cold_root is None:
+            raise StorageUnavailable("Blob storage has no cold tier (ENRS_STORAGE_COLD_DIR)")
+        return self.cold_root
+
+    def _copy_cold(self, key: str) -> bool:
+        cold = self._cold()
+        warm = self._load_from(key, (self.root,), content=True)
+        if warm is None:
+            return self._load_from(key, (cold,), content=False) is not None
+        if warm.content is None:
+            return True  # a warm meta without content: the verification reports it
+        blob_path, meta_path = self._paths(key, cold)
+        temps: list[Path] = []
+        try:
+            self._makedirs(blob_path.parent)
+            temps.append(crypto.write_temp_file(blob_path, warm.content))
+            temps.append(crypto.write_temp_file(meta_path, warm.meta))
+            with self._locked(key, exclusive=True):
+                try:
+                    current = self._paths(key)[1].read_bytes()
+                except FileNotFoundError:
+                    current = b""
+                if current != warm.meta:
+                    return True  # overwritten or deleted meanwhile: nothing copied, verify
+                os.replace(temps[0], blob_path)
+                os.replace(temps[1], meta_path)
+            temps.clear()
+            crypto.fsync_dir(blob_path.parent)
+        except OSError as exc:
+            raise _unavailable("write the cold tier", exc) from None
+        finally:
+            for tmp in temps:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        return True
+
+    def _load_cold(self, key: str) -> Stored | None:
+        return self._load_from(key, (self._cold(),), content=True)
+
+    def _release_warm(self, key: str) -> bool:
+        cold = self._cold()
+        try:
+            with self._locked(key, exclusive=True):
+                if not self._paths(key, cold)[1].exists():
+                    return False
+                self._unlink_copy(key, self.root)
+        except OSError as exc:
+            raise _unavailable("delete", exc) from None
+        return True
+
+    def _tier(self, key: str) -> str | None:
+        try:
+            with self._locked(key, exclusive=False):
+                if self._paths(key)[1].exists():
+                    return WARM
+                if self.cold_root is not None and self._paths(key, self.cold_root)[1].exists():
+                    return COLD
+        except OSError as exc:
+            raise _unavailable("read", exc) from None
+        return None
 
     def _probe(self) -> None:
         try:

@@ -6,6 +6,11 @@ is path-style so any endpoint works; the bucket is created on first use if missi
 replaces the meta with a conditional ``PutObject`` (``If-Match`` on its ETag) so it never clobbers
 a concurrent overwrite. Two concurrent ``put`` of the same key may leave the newest meta beside
 the other ciphertext: reads then fail with ``BlobCorrupted``, never return wrong bytes.
+
+The cold tier is a storage class (``ENRS_S3_COLD_STORAGE_CLASS``: only classes read without a
+restore are allowed, ``STANDARD_IA`` by default): a move copies the ``.blob`` object onto itself
+with that class (server-side ``CopyObject``), so the key and the reading path stay the same; the
+small meta object stays in ``STANDARD``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import crypto
-from .base import BLOB_SUFFIX, META_SUFFIX, BlobStorage, StorageUnavailable, Stored
+from .base import BLOB_SUFFIX, COLD, META_SUFFIX, WARM, BlobStorage, StorageUnavailable, Stored
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -45,12 +50,18 @@ class S3BlobStorage(BlobStorage):
     """Blobs in one bucket of an S3-compatible object store."""
 
     def __init__(
-        self, client: S3Client, bucket: str, region: str, keyring: crypto.MasterKeyring
+        self,
+        client: S3Client,
+        bucket: str,
+        region: str,
+        keyring: crypto.MasterKeyring,
+        cold_class: str = "STANDARD_IA",
     ) -> None:
         super().__init__(keyring)
         self.client = client
         self.bucket = bucket
         self.region = region
+        self.cold_class = cold_class
         self._bucket_ready = False
         self._mutex = threading.Lock()
 
@@ -71,7 +82,9 @@ class S3BlobStorage(BlobStorage):
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
-        return cls(client, settings.s3_bucket, settings.s3_region, keyring)
+        return cls(
+            client, settings.s3_bucket, settings.s3_region, keyring, settings.s3_cold_storage_class
+        )
 
     def __repr__(self) -> str:
         return f"S3BlobStorage(bucket={self.bucket!r})"
@@ -187,6 +200,58 @@ class S3BlobStorage(BlobStorage):
                         yield name[: -len(META_SUFFIX)]
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable("list", exc) from None
+
+    # -- tiers --------------------------------------------------------------------------------
+
+    def _storage_class(self, name: str) -> str | None:
+        """The object's storage class (``STANDARD`` when S3 leaves it out), ``None`` if absent."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise _unavailable("read", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable("read", exc) from None
+        return str(head.get("StorageClass") or "STANDARD")
+
+    def cold_copy_request(self, key: str) -> dict[str, object]:
+        """The ``CopyObject`` parameters that move ``key``'s content to the cold class."""
+        name = f"{key}{BLOB_SUFFIX}"
+        return {
+            "Bucket": self.bucket,
+            "Key": name,
+            "CopySource": {"Bucket": self.bucket, "Key": name},
+            "StorageClass": self.cold_class,
+            "MetadataDirective": "COPY",
+        }
+
+    def _copy_cold(self, key: str) -> bool:
+        self._ensure_bucket()
+        if self._storage_class(f"{key}{META_SUFFIX}") is None:
+            return False
+        current = self._storage_class(f"{key}{BLOB_SUFFIX}")
+        if current is None or current == self.cold_class:
+            return True  # nothing to copy: the verification reads what is there
+        try:
+            self.client.copy_object(**self.cold_copy_request(key))  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("write the cold tier", exc) from None
+        return True
+
+    def _load_cold(self, key: str) -> Stored | None:
+        if self._storage_class(f"{key}{BLOB_SUFFIX}") != self.cold_class:
+            return None
+        return self._load(key, content=True)
+
+    def _release_warm(self, key: str) -> bool:
+        return self._storage_class(f"{key}{BLOB_SUFFIX}") == self.cold_class
+
+    def _tier(self, key: str) -> str | None:
+        self._ensure_bucket()
+        if self._storage_class(f"{key}{META_SUFFIX}") is None:
+            return None
+        return COLD if self._storage_class(f"{key}{BLOB_SUFFIX}") == self.cold_class else WARM
 
     def _probe(self) -> None:
         self._ensure_bucket()

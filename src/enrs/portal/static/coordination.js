@@ -32,10 +32,16 @@
   }
   function attachment(a) {
     var p = document.createElement("p"); p.className = "piece-jointe";
+    var kind = document.createElement("span"); kind.className = "small";
+    if (section.dataset.documents !== "1") {  // a social worker: the document is not theirs to open
+      kind.textContent = "(" + a.label + ", document de santé réservé aux professionnels de santé)";
+      p.append(a.title, " ", kind);
+      return p;
+    }
     var link = document.createElement("a");
     link.href = "/dossiers/" + encodeURIComponent(section.dataset.rri) + "/documents/" + encodeURIComponent(a.document);
     link.textContent = a.title;
-    var kind = document.createElement("span"); kind.className = "small"; kind.textContent = "(" + a.label + ")";
+    kind.textContent = "(" + a.label + ")";
     p.append(link, " ", kind);
     return p;
   }
@@ -87,7 +93,7 @@
     e.preventDefault();
     var box = document.getElementById("texte");
     var input = document.getElementById("fichier");
-    var file = input.files && input.files[0];
+    var file = input && input.files && input.files[0];
     var payload = [];
     error.hidden = true;
     if (box.value.trim()) { payload.push({ contentString: box.value }); }
@@ -105,7 +111,7 @@
         payload: payload
       });
     }).then(function (r) {
-      if (r.ok) { box.value = ""; input.value = ""; return; }
+      if (r.ok) { box.value = ""; if (input) { input.value = ""; } return; }
       return r.json().then(function (o) {
         failed((o.issue && o.issue[0].diagnostics) || String(r.status));
       }, function () { failed(String(r.status)); });

@@ -1,0 +1,1 @@
+"""Regional imaging: the DICOM archive (its receiving side first: C-ECHO, C-STORE)."""

@@ -1,0 +1,203 @@
+"""Filing a received instance: the one code path of the DICOM listener's C-STORE
+(:mod:`.dicom`) and of STOW-RS (:mod:`.web`).
+
+:meth:`Filing.store` checks and reads the data set, writes its DICOM file (PS3.10) to the blob
+storage, then indexes it and records its audit entry in one unit of work; when that fails the
+bytes are deleted, so nothing is kept of a failed instance. It answers a DICOM status (PS3.4
+B.2.3, PS3.7 C) and its comment; STOW-RS gives the same status as the FailureReason of its
+response (PS3.18 10.5.3).
+
+===========  ====================================================================
+``0x0000``   stored (or archived already with the same bytes: a resend is a success)
+``0x0124``   *Refused: Not Authorized*: the sender is not registered to store
+``0x0111``   *Duplicate SOP Instance*: archived already with other content; the original
+             is kept
+``0xA900``   *Data Set does not match SOP Class*: the SOP class or instance differs from the
+             request's, or the Study / Series Instance UID is missing
+``0xC000``   *Cannot understand*: the data set is truncated or its encoding broken
+``0xA700``   *Refused: Out of Resources*: the database, the blob storage or the audit trail
+             failed (a transient failure: the sender keeps the instance and retries)
+===========  ====================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from enrs.identity.config import IdentityConfig
+from enrs.imaging import reports, service
+from enrs.imaging.encoding import part10
+from enrs.imaging.service import (
+    DatasetMismatch,
+    DuplicateInstance,
+    Received,
+    UnreadableDataset,
+)
+from enrs.kit.audit.trail import AuditEntry, Outcome
+from enrs.kit.audit.writer import AuditWriter
+from enrs.kit.db import Database, utcnow
+from enrs.kit.storage import BlobStorage
+from enrs.kit.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+NOT_AUTHORIZED = 0x0124
+DUPLICATE_SOP_INSTANCE = 0x0111
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700
+AUDIT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends an instance: a registered AE that associated (C-STORE), or a system client
+    (STOW-RS, ``aet`` its client id), what filing needs of its registration: whether it may
+    store, the assigning authority of the PatientIDs it sends without an issuer (and, for an
+    AE, whether it may query and retrieve)."""
+
+    aet: str
+    address: str
+    may_store: bool
+    authority: str | None
+    may_retrieve: bool = False  # an AE that may query and retrieve (C-FIND, C-GET, C-MOVE)
+
+
+class Filing:
+    """Storing one instance, whoever sends it (:mod:`.dicom`'s C-STORE, :mod:`.web`'s STOW-RS)."""
+
+    def __init__(
+        self, db: Database, storage: BlobStorage, audit: AuditWriter, config: IdentityConfig
+    ) -> None:
+        self.db, self.storage, self.audit, self.config = db, storage, audit, config
+
+    def store(self, received: Received, caller: Caller) -> tuple[int, str | None]:
+        """Store one instance; its DICOM status and error comment."""
+        if not caller.may_store:
+            problem = f"AE {caller.aet} is not registered to store"
+            return self._failed(received, NOT_AUTHORIZED, problem, Outcome.MINOR_FAILURE)
+        try:
+            indexed = service.read_received(received)
+        except UnreadableDataset as exc:
+            return self._failed(received, CANNOT_UNDERSTAND, exc.message, Outcome.MINOR_FAILURE)
+        except DatasetMismatch as exc:
+            return self._failed(
+                received, DOES_NOT_MATCH_SOP_CLASS, exc.message, Outcome.MINOR_FAILURE
+            )
+        try:
+            with self.db.transaction(write=False) as session:
+                archived = service.check_duplicate(session, received)
+        except DuplicateInstance as exc:
+            return self._failed(
+                received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
+            )
+        except Exception:
+            log.exception(
+                "%s %s: the index cannot be read", received.via, received.sop_instance_uid
+            )
+            return self._failed(received, OUT_OF_RESOURCES, "the index cannot be read")
+        if archived:
+            self._audit_after([service.audit_entry(received, problem="archived already")])
+            return SUCCESS, None
+        return self._file(received, indexed, caller)
+
+    def _file(
+        self, received: Received, indexed: service.Indexed, caller: Caller
+    ) -> tuple[int, str | None]:
+        key = service.blob_key(utcnow())
+        content = part10(
+            received.dataset,
+            sop_class=received.sop_class_uid,
+            sop_instance=received.sop_instance_uid,
+            transfer_syntax=received.transfer_syntax,
+            source_aet=caller.aet if received.via == "C-STORE" else "",
+        )
+        try:
+            self.storage.put(key, content, "application/dicom")
+        except Exception:
+            log.exception(
+                "%s %s: the blob cannot be written", received.via, received.sop_instance_uid
+            )
+            return self._failed(received, OUT_OF_RESOURCES, "the storage cannot be written")
+        for attempt in (1, 2):
+            unit = UnitOfWork(self.db, self.audit, write=True)
+            try:
+                filed = service.file_instance(
+                    unit.session,
+                    self.config,
+                    received,
+                    indexed,
+                    peer_authority=caller.authority,
+                    key=key,
+                )
+                # --- a report instance, recorded for the document repository (:mod:`.reports`)
+                reports.on_filed(unit.session, received, filed)
+                unit.entries.append(service.audit_entry(received, filed=filed))
+                unit.commit()
+            except IntegrityError:  # a concurrent association filed the same rows first
+                unit.rollback()
+                if attempt == 1:
+                    continue
+                self._forget(key)
+                return self._failed(received, OUT_OF_RESOURCES, "concurrent filing, try again")
+            except DuplicateInstance as exc:
+                unit.rollback()
+                self._forget(key)
+                return self._failed(
+                    received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
+                )
+            except DatasetMismatch as exc:
+                unit.rollback()
+                self._forget(key)
+                return self._failed(
+                    received, DOES_NOT_MATCH_SOP_CLASS, exc.message, Outcome.MINOR_FAILURE
+                )
+            except Exception:
+                log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
+                unit.rollback()
+                self._forget(key)
+                return self._failed(received, OUT_OF_RESOURCES, "the index cannot be written")
+            finally:
+                unit.close()
+            if filed.duplicate:  # the same bytes were filed meanwhile: ours are not needed
+                self._forget(key)
+            return SUCCESS, None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def refuse(self, received: Received, status: int, problem: str) -> tuple[int, str]:
+        """Refuse an instance before filing it (the sender's error), audited."""
+        return self._failed(received, status, problem, Outcome.MINOR_FAILURE)
+
+    def _forget(self, key: str) -> None:
+        try:
+            self.storage.delete(key)
+        except Exception:
+            log.exception("blob %s of a failed store not deleted", key)
+
+    def _failed(
+        self,
+        received: Received,
+        status: int,
+        problem: str,
+        outcome: str = Outcome.SERIOUS_FAILURE,
+    ) -> tuple[int, str]:
+        log.warning(
+            "%s %s from %s refused (0x%04X): %s",
+            received.via,
+            received.sop_instance_uid,
+            received.calling_aet,
+            status,
+            problem,
+        )
+        self._audit_after([service.audit_entry(received, outcome=outcome, problem=problem)])
+        return status, problem
+
+    def _audit_after(self, entries: list[AuditEntry]) -> None:
+        try:
+            self.audit.write(entries, timeout=AUDIT_TIMEOUT)
+        except Exception:
+            log.exception("DICOM audit records not written")

@@ -1,0 +1,949 @@
+"""DICOMweb (PS3.18) of the imaging archive, under ``/dicomweb``: WADO-RS, QIDO-RS, STOW-RS.
+
+WADO-RS (PS3.18 10.4), scope ``ImagingStudy.r`` (:mod:`.auth`), the study readable by the
+caller (:mod:`.access`):
+
+- ``GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]``: the instances as
+  ``multipart/related; type="application/dicom"``, each part a DICOM file (PS3.10) as the
+  archive keeps it (the data set exactly as received, after its file meta information; for a
+  study the cell corrected, with the corrected identifiers: :mod:`.outgoing`) and labelled
+  with its ``transfer-syntax``. No transcoding: an Accept naming another transfer
+  syntax than the stored one (or than ``*``) answers 406.
+- ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
+  ``application/dicom+json``), one object per instance; bulk data (pixel data, and binary
+  values over 1 KiB) is left out.
+- ``.../instances/{instance}/frames/{n[,m…]}``: the frames' pixel data (PS3.18 10.4.1.1.5),
+  ``multipart/related; type="application/octet-stream"``, one part a frame as stored (an
+  uncompressed frame's bytes, or a compressed one's fragments), labelled with the stored
+  ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws.
+- ``.../instances/{instance}/rendered`` and ``.../frames/{n}/rendered``: the (first) frame as
+  ``image/jpeg`` (the default) or ``image/png``, rescaled and windowed
+  (:mod:`.rendering`); 406 for another Accept, or an image that cannot be rendered.
+
+QIDO-RS (PS3.18 10.6), scope ``ImagingStudy.s``: ``GET /dicomweb/studies``, ``/series``,
+``/instances``, and inside a study ``/studies/{study}/series``, ``/studies/{study}/instances``,
+``/studies/{study}/series/{series}/instances``; DICOM JSON. The matching is the archive's query
+module's (:mod:`.query`, the one C-FIND uses: UID lists, wildcards, date ranges,
+ModalitiesInStudy…), keys given by keyword or tag (``0020000D``), UID lists separated by ``,``;
+``includefield`` adds return keys, ``limit`` (default 100, at most 1000) and ``offset`` page the
+answer; 400 for an unknown attribute or a value not of its form. A search across the archive
+shows the studies :func:`~enrs.imaging.access.visible_clause` allows (every study for the cell,
+a client's own, and when it names a patient by PatientID and IssuerOfPatientID (an OID or a
+registered domain's namespace; the RRI too), that patient's for a reader with a care
+relationship) and those it names by StudyInstanceUID that the caller may read (each checked as
+WADO-RS does; the others left out, counted in the audit record); a search inside a study answers
+403 / 404 as WADO-RS. Audited (category ``dicomweb``, ``search-type``) with the patients shown.
+
+STOW-RS (PS3.18 10.5): ``POST /dicomweb/studies`` and ``/dicomweb/studies/{study}``, a
+``multipart/related; type="application/dicom"`` body of DICOM files, by a system client with
+``system/ImagingStudy.c`` bound to at least one assigning authority (``enrs clients create
+--authority`` or ``--finess``, as the identity feeders: :func:`stow_caller`). Each instance is
+filed by the C-STORE code path (:class:`enrs.imaging.filing.Filing`), the client id recorded as
+its sender, the client's authority (when it has exactly one) read as the issuer of a PatientID
+sent without one, as an AE's. The answer (``application/dicom+json``) lists the stored
+instances in ReferencedSOPSequence and the others in FailedSOPSequence with their
+FailureReason (the C-STORE status: 0xC000 unreadable or truncated, 0xA900 not the instance or
+study announced, 0x0111 archived with other content, 0xA700 out of resources): 200 all stored,
+202 some, 409 none. 400 for a body that is not multipart or has no instance, 415 for another
+media type than ``multipart/related; type="application/dicom"`` (of the request or a part).
+
+Errors (problem+json): 401 without a token, 403 without the scope or role, or for a study the
+caller may not read (as the document repository answers for a document), 404 for an unknown
+UID (or frame). Every call is audited (category ``dicomweb``) with the study's patient; each
+stored or refused STOW-RS instance has its own record too, as a C-STORE has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from io import BytesIO
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pynetdicom.dsutils import decode
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+
+from enrs.accounts import service as accounts_service
+from enrs.documents import service as documents_service
+from enrs.identity import domains
+from enrs.identity import service as identity_service
+from enrs.identity.config import IdentityConfig
+from enrs.identity.service import PatientRef
+from enrs.identity.xref import UnknownDomain, UnknownPatient
+from enrs.imaging import outgoing, query, rendering, repository
+from enrs.imaging.access import (
+    StudyForbidden,
+    StudyReader,
+    readable_study,
+    study_reader,
+    visible_clause,
+)
+from enrs.imaging.auth import StudyRead, StudySearch, StudyStore
+from enrs.imaging.encoding import Malformed, dataset_of
+from enrs.imaging.filing import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    SUCCESS,
+    Caller,
+    Filing,
+)
+from enrs.imaging.models import Instance, Study
+from enrs.imaging.service import (
+    DatasetMismatch,
+    Indexed,
+    Received,
+    UnreadableDataset,
+    read_received,
+)
+from enrs.kit.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotAcceptable,
+    NotFound,
+    UnsupportedMediaType,
+)
+from enrs.kit.http import READS_ONLY, DbSession, TransactionalRoute
+from enrs.kit.security.principal import Principal
+
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+router = APIRouter(route_class=TransactionalRoute, tags=["imaging"])
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+BULK_THRESHOLD = 1024
+
+
+# --- content negotiation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    type: str
+    params: dict[str, str]
+
+
+def _media(value: str) -> MediaRange:
+    message = Message()
+    message["content-type"] = value
+    params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}
+    return MediaRange(value.split(";")[0].strip().lower(), params)
+
+
+def _accept(request: Request) -> list[MediaRange]:
+    """The Accept header's media ranges, best first (q=0 dropped); ``*/*`` when absent."""
+    header = request.headers.get("accept", "").strip() or "*/*"
+    ranges: list[tuple[float, int, MediaRange]] = []
+    for position, part in enumerate(p for p in _split_accept(header) if p.strip()):
+        found = _media(part)
+        try:
+            q = float(found.params.pop("q", "1"))
+        except ValueError:
+            q = 1.0
+        if q > 0:
+            ranges.append((-q, position, found))
+    return [r for _, _, r in sorted(ranges, key=lambda t: (t[0], t[1]))]
+
+
+def _split_accept(header: str) -> list[str]:
+    """Split on the commas outside quoted strings."""
+    parts, current, quoted = [], "", False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _accepts_dicom(request: Request, syntaxes: set[str]) -> None:
+    """406 unless the caller takes the stored files as they are."""
+    for found in _accept(request):
+        if found.type in ("*/*", "multipart/*") and not found.params:
+            return
+        if found.type == "multipart/related":
+            kind = found.params.get("type", DICOM).lower()
+            syntax = found.params.get("transfer-syntax", "*")
+            if kind == DICOM and (syntax == "*" or syntaxes <= {syntax}):
+                return
+    stored = ", ".join(sorted(syntaxes))
+    raise NotAcceptable(
+        f'give Accept: multipart/related; type="{DICOM}" (transfer-syntax * or {stored}): '
+        "the archive returns the instances as stored"
+    )
+
+
+def _accepts_json(request: Request) -> None:
+    for found in _accept(request):
+        if found.type in ("*/*", "application/*", DICOM_JSON, "application/json"):
+            return
+    raise NotAcceptable(f"the metadata is given as {DICOM_JSON}")
+
+
+def _rendered_type(request: Request) -> str:
+    offered = rendering.MEDIA_TYPES
+    for found in _accept(request):
+        if found.type in ("*/*", "image/*"):
+            return offered[0]
+        if found.type in offered:
+            return found.type
+    raise NotAcceptable(f"rendered images are given as {', '.join(offered)}")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    study: Study
+    instances: list[tuple[Instance, str]]  # with their series UID
+    corrected: outgoing.Identifiers | None  # the identifiers a corrected study's files carry out
+
+
+def _audit(request: Request, **detail: Any) -> None:
+    entry = request.state.audit[-1]
+    entry.detail = json.dumps(detail, separators=(",", ":"))
+
+
+def _readable(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    *,
+    what: str,
+) -> Found:
+    """The instances asked for, if the caller may read the study (:mod:`.access`): 404 for an
+    unknown study, series or instance, 403 for a study they may not read (audited with its
+    patient)."""
+    entry = request.state.audit[-1]
+    entry.entity_ref = f"ImagingStudy/{study_uid}"
+    detail: dict[str, Any] = {"retrieve": what, "series": series_uid, "instance": sop_uid}
+    study = repository.study(session, study_uid)
+    if study is None:
+        raise NotFound(f"study {study_uid} is unknown")
+    try:
+        granted = readable_study(session, study_reader(session, principal), study)
+    except StudyForbidden as exc:
+        if exc.patient is not None:
+            entry.patient_ref = f"Patient/{exc.patient.rri}"
+        raise
+    if granted.patient is not None:
+        entry.patient_ref = f"Patient/{granted.patient.rri}"
+    if granted.access is not None and granted.access.emergency:
+        detail.update(json.loads(documents_service.read_detail(granted.access) or "{}"))
+    instances = repository.study_instances(session, study.id, series_uid, sop_uid)
+    if not instances:
+        level = "instance" if sop_uid else "series" if series_uid else "study"
+        raise NotFound(f"no such {level} in study {study_uid}")
+    detail["count"] = len(instances)
+    _audit(request, **detail)
+    return Found(study, instances, outgoing.corrected(session, study))
+
+
+def _files(request: Request, found: Found) -> Iterator[tuple[Instance, bytes]]:
+    storage = request.app.state.storage
+    for instance, _series in found.instances:
+        content = storage.get(instance.blob_key)
+        if found.corrected is not None:
+            content = outgoing.rewrite(content, found.corrected)
+        yield instance, content
+
+
+def _multipart(request: Request, found: Found) -> Response:
+    _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
+    boundary = secrets.token_hex(16)
+    files = list(_files(request, found))  # read before answering: a blob failure is a 5xx
+
+    def parts() -> Iterator[bytes]:
+        for instance, content in files:
+            yield (
+                f"--{boundary}\r\nContent-Type: {DICOM}; "
+                f"transfer-syntax={instance.transfer_syntax_uid}\r\n\r\n"
+            ).encode()
+            yield content
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
+    return StreamingResponse(parts(), media_type=media)
+
+
+@router.get("/dicomweb/studies/{study}", summary="WADO-RS: retrieve a study")
+def retrieve_study(
+    request: Request, study: str, session: DbSession, principal: StudyRead
+) -> Response:
+    return _multipart(request, _readable(request, session, principal, study, what="instances"))
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
+def retrieve_series(
+    request: Request, study: str, series: str, session: DbSession, principal: StudyRead
+) -> Response:
+    found = _readable(request, session, principal, study, series, what="instances")
+    return _multipart(request, found)
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
+    summary="WADO-RS: retrieve an instance",
+)
+def retrieve_instance(
+    request: Request,
+    study: str,
+    series: str,
+    instance: str,
+    session: DbSession,
+    principal: StudyRead,
+) -> Response:
+    found = _readable(request, session, principal, study, series, instance, what="instances")
+    return _multipart(request, found)
+
+
+def _strip_bulk(ds: Dataset) -> Dataset:
+    """Leave out the bulk data: pixel data, and binary values over :data:`BULK_THRESHOLD`."""
+    for elem in list(ds):
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _strip_bulk(item)
+        elif elem.VR in BULK_VRS and (
+            elem.tag in PIXEL_TAGS or len(elem.value or b"") > BULK_THRESHOLD
+        ):
+            del ds[elem.tag]
+    return ds
+
+
+def _metadata(request: Request, found: Found) -> Response:
+    _accepts_json(request)
+    answer = [
+        _strip_bulk(rendering.read(content)).to_json_dict()
+        for _instance, content in _files(request, found)
+    ]
+    return Response(json.dumps(answer, separators=(",", ":")), media_type=DICOM_JSON)
+
+
+@router.get("/dicomweb/studies/{study}/metadata", summary="WADO-RS: a study's metadata")
+def study_metadata(
+    request: Request, study: str, session: DbSession, principal: StudyRead
+) -> Response:
+    return _metadata(request, _readable(request, session, principal, study, what="metadata"))
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/metadata", summary="WADO-RS: a series' metadata"
+)
+def series_metadata(
+    request: Request, study: str, series: str, session: DbSession, principal: StudyRead
+) -> Response:
+    found = _readable(request, session, principal, study, series, what="metadata")
+    return _metadata(request, found)
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
+    summary="WADO-RS: an instance's metadata",
+)
+def instance_metadata(
+    request: Request,
+    study: str,
+    series: str,
+    instance: str,
+    session: DbSession,
+    principal: StudyRead,
+) -> Response:
+    found = _readable(request, session, principal, study, series, instance, what="metadata")
+    return _metadata(request, found)
+
+
+def _rendered(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    uids: tuple[str, str, str],
+    number: int,
+) -> Response:
+    media = _rendered_type(request)
+    found = _readable(request, session, principal, *uids, what="rendered")
+    request.state.audit[-1].detail = json.dumps(
+        {**json.loads(request.state.audit[-1].detail), "frame": number}, separators=(",", ":")
+    )
+    ((_instance, content),) = list(_files(request, found))
+    return Response(rendering.render(content, number, media), media_type=media)
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+    summary="WADO-RS: an instance rendered (its first frame)",
+)
+def instance_rendered(
+    request: Request,
+    study: str,
+    series: str,
+    instance: str,
+    session: DbSession,
+    principal: StudyRead,
+) -> Response:
+    return _rendered(request, session, principal, (study, series, instance), 1)
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
+    summary="WADO-RS: a frame rendered",
+)
+def frame_rendered(
+    request: Request,
+    study: str,
+    series: str,
+    instance: str,
+    frame: int,
+    session: DbSession,
+    principal: StudyRead,
+) -> Response:
+    return _rendered(request, session, principal, (study, series, instance), frame)
+
+
+# --- frames (the viewer's pixel data) ----------------------------------------------------------
+
+OCTET = "application/octet-stream"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+
+def _frame_numbers(frames: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in frames.split(",")]
+    except ValueError:
+        raise BadRequest(f"frames {frames!r}: a comma-separated list of frame numbers") from None
+    if not numbers or min(numbers) < 1:
+        raise BadRequest("frame numbers start at 1")
+    return numbers
+
+
+def _accepts_frames(request: Request, syntax: str) -> None:
+    """406 unless the caller takes the frames as stored (the uncompressed ones as
+    ``application/octet-stream``, little endian)."""
+    for found in _accept(request):
+        if found.type in ("*/*", "multipart/*") and not found.params:
+            return
+        if found.type == "multipart/related":
+            kind = found.params.get("type", OCTET).lower()
+            wanted = found.params.get("transfer-syntax", "*")
+            if kind in (OCTET, "*/*") and wanted in ("*", syntax):
+                return
+    raise NotAcceptable(
+        f'give Accept: multipart/related; type="{OCTET}" (transfer-syntax * or {syntax}): '
+        "the frames are returned as stored"
+    )
+
+
+def frames_of(content: bytes, numbers: list[int]) -> list[bytes]:
+    """Frames ``numbers`` (from 1) of a stored instance, as their bytes: the native pixel
+    data cut frame by frame, or an encapsulated frame's fragments joined. 404 for a frame the
+    instance does not have, 406 for pixel data that cannot be cut (none, big endian)."""
+    ds = rendering.read(content)
+    if "PixelData" not in ds:
+        raise NotAcceptable("the instance has no pixel data")
+    count = int(ds.get("NumberOfFrames") or 1)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise NotFound(f"the instance has {count} frame(s), not frame {missing[0]}")
+    syntax = ds.file_meta.TransferSyntaxUID
+    data = ds.PixelData
+    if syntax.is_encapsulated:
+        every = list(generate_frames(data, number_of_frames=count))
+        return [every[n - 1] for n in numbers]
+    if syntax == BIG_ENDIAN:
+        raise NotAcceptable("big endian pixel data is not returned as frames")
+    bits = int(ds.BitsAllocated)
+    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits
+    if size % 8:
+        raise NotAcceptable("frames of bit-packed pixel data are not returned")
+    size //= 8
+    return [data[(n - 1) * size : n * size] for n in numbers]
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    summary="WADO-RS: retrieve frames (pixel data)",
+)
+def retrieve_frames(
+    request: Request,
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+    session: DbSession,
+    principal: StudyRead,
+) -> Response:
+    """The frames' pixel data as ``multipart/related``, one part a frame, labelled with the
+    stored transfer syntax (``application/octet-stream`` for uncompressed ones)."""
+    numbers = _frame_numbers(frames)
+    found = _readable(request, session, principal, study, series, instance, what="frames")
+    entry = request.state.audit[-1]
+    entry.detail = json.dumps(
+        {**json.loads(entry.detail), "frames": numbers}, separators=(",", ":")
+    )
+    ((stored, content),) = list(_files(request, found))
+    syntax = stored.transfer_syntax_uid
+    _accepts_frames(request, syntax)
+    boundary = secrets.token_hex(16)
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: {OCTET}; transfer-syntax={syntax}\r\n\r\n".encode()
+        + frame
+        + b"\r\n"
+        for frame in frames_of(content, numbers)
+    )
+    body += f"--{boundary}--\r\n".encode()
+    media = f'multipart/related; type="{OCTET}"; boundary={boundary}'
+    return Response(body, media_type=media)
+
+
+# --- QIDO-RS ---------------------------------------------------------------------------------
+
+QIDO_LIMIT = 100
+QIDO_MAX = 1000
+# Query parameters that are not matching keys (PS3.18 8.3.4).
+QIDO_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+# Matching keys whose values are lists: QIDO-RS separates them by "," (or "\"), C-FIND by "\".
+LIST_KEYS = frozenset(
+    {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "ModalitiesInStudy"}
+)
+# The attributes returned without includefield (PS3.18 6.7.1.2.2, those the index holds).
+RETURNED = {
+    "STUDY": (
+        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "PatientName",
+        "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyDescription",
+        "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+    ),
+    "SERIES": ("Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"),
+    "IMAGE": ("SOPClassUID", "SOPInstanceUID", "InstanceNumber"),
+}  # fmt: skip
+
+
+def _keyword(name: str) -> str:
+    """A query parameter's attribute: its keyword, or the keyword of its tag (``0020000D``)."""
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        keyword = keyword_for_tag(int(name, 16))
+        if not keyword:
+            raise BadRequest(f"{name} is not the tag of a DICOM attribute")
+        return str(keyword)
+    return name
+
+
+@dataclass(frozen=True)
+class Qido:
+    """A QIDO-RS request: its matching keys (keyword -> value), the further attributes asked
+    for (``includefield``), and its page."""
+
+    filters: dict[str, str]
+    include: list[str]
+    limit: int
+    offset: int
+
+
+def qido_request(request: Request) -> Qido:
+    """The request's query, checked: 400 for paging that is not a whole number or an
+    ``includefield`` that names no attribute (the keys themselves are checked by
+    :mod:`.query`)."""
+    filters: dict[str, str] = {}
+    include: list[str] = []
+    for name, value in request.query_params.multi_items():
+        lowered = name.lower()
+        if lowered == "includefield":
+            include += [_keyword(v.strip()) for v in value.split(",") if v.strip() != "all"]
+        elif lowered not in QIDO_CONTROLS:
+            keyword = _keyword(name)
+            if keyword in LIST_KEYS:
+                value = "\\".join(v.strip() for v in value.replace("\\", ",").split(","))
+            filters[keyword] = value
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", QIDO_LIMIT))
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise BadRequest("limit and offset are whole numbers") from None
+    if limit < 1 or offset < 0:
+        raise BadRequest("limit must be at least 1 and offset not negative")
+    return Qido(filters, include, min(limit, QIDO_MAX), offset)
+
+
+def _named_patient(request: Request, session: Session, asked: Qido) -> PatientRef | None:
+    """The regional patient a search names by PatientID and IssuerOfPatientID (an OID or the
+    namespace of a registered domain; no wildcard), when they designate one. The issuer is
+    then matched as the OID the archive files it under; for the regional identifier (RRI),
+    the patient's studies whatever identifier they were sent with."""
+    pid, issuer = asked.filters.get("PatientID"), asked.filters.get("IssuerOfPatientID")
+    if not pid or not issuer or any(c in pid + issuer for c in "*?\\"):
+        return None
+    authority = (
+        issuer if _OID.match(issuer) else identity_service.authority_by_namespace(session, issuer)
+    )
+    if authority is None:
+        return None
+    config: IdentityConfig = request.app.state.identity_config
+    try:
+        patient = identity_service.resolve_patient(session, config, authority, pid)
+    except (UnknownDomain, UnknownPatient, Conflict):
+        return None
+    if authority == config.rri_authority:
+        del asked.filters["PatientID"], asked.filters["IssuerOfPatientID"]
+    else:
+        asked.filters["IssuerOfPatientID"] = authority
+    return patient
+
+
+def _named_visible(
+    session: Session, who: StudyReader, uids: str, patient: PatientRef | None
+) -> tuple[ColumnElement[bool], int]:
+    """The studies a search may show: :func:`~enrs.imaging.access.visible_clause` (every study
+    for the cell, a client's own, the named patient's with a care relationship), and those it
+    names by StudyInstanceUID that the caller may read (each checked by the WADO-RS rule); with
+    the number of named studies refused."""
+    named, refused = [], 0
+    listed = [u for u in uids.split("\\") if u]
+    for study in session.scalars(select(Study).where(Study.study_uid.in_(listed))):
+        try:
+            readable_study(session, who, study)
+        except StudyForbidden:
+            refused += 1
+            continue
+        named.append(study.id)
+    return or_(visible_clause(session, who, patient), Study.id.in_(named)), refused
+
+
+def _search(
+    request: Request,
+    session: Session,
+    level: str,
+    asked: Qido,
+    visible: ColumnElement[bool] | None,
+    **scope: str,
+) -> Response:
+    """Answer a QIDO-RS search at ``level`` through :mod:`.query` (the matching C-FIND
+    uses), ``scope`` the UIDs of the path; audited with the patients it shows."""
+    _accepts_json(request)
+    filters = {**asked.filters, **scope}
+    include = [*RETURNED[level], *asked.include]
+    try:
+        matches = query.find_matches(
+            session, level, filters, include=include, limit=asked.limit, offset=asked.offset,
+            visible=visible,
+        )  # fmt: skip
+    except query.QueryError as exc:
+        raise BadRequest(str(exc)) from None
+    base = _base(request)
+    answer: list[dict[str, Any]] = []
+    patients: set[int] = set()
+    studies: set[str] = set()
+    for match in matches:
+        ds = match.dataset
+        del ds.QueryRetrieveLevel
+        url = f"{base}/studies/{ds.StudyInstanceUID}"
+        if level != "STUDY":
+            url += f"/series/{ds.SeriesInstanceUID}"
+        if level == "IMAGE":
+            url += f"/instances/{ds.SOPInstanceUID}"
+        ds.RetrieveURL = url
+        answer.append(ds.to_json_dict())
+        patients |= match.patients
+        studies.add(str(ds.StudyInstanceUID))
+    refs = []
+    for patient_id in sorted(patients):
+        ref = identity_service.current_patient(session, patient_id)
+        if ref is not None:
+            refs.append(f"Patient/{ref.rri}")
+    entry = request.state.audit[-1]
+    if len(set(refs)) == 1:
+        entry.patient_ref = refs[0]
+    if len(studies) == 1:
+        entry.entity_ref = f"ImagingStudy/{next(iter(studies))}"
+    detail = json.loads(entry.detail) if entry.detail else {}
+    detail.update(search=level.lower(), count=len(answer), patients=sorted(set(refs)))
+    _audit(request, **detail)
+    return Response(json.dumps(answer, separators=(",", ":")), media_type=DICOM_JSON)
+
+
+def _base(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}/dicomweb"
+
+
+def _visible(request: Request, session: Session, principal: Principal, asked: Qido) -> Any:
+    """The studies a search across the archive may show (the refused named ones counted in
+    the audit record)."""
+    who = study_reader(session, principal)
+    patient = _named_patient(request, session, asked)
+    named = asked.filters.get("StudyInstanceUID", "")
+    if not named:
+        return visible_clause(session, who, patient)
+    visible, refused = _named_visible(session, who, named, patient)
+    if refused:
+        _audit(request, not_readable=refused)
+    return visible
+
+
+@router.get("/dicomweb/studies", summary="QIDO-RS: search for studies")
+def search_studies(request: Request, session: DbSession, principal: StudySearch) -> Response:
+    """Studies matching the query (:mod:`.query`) among those the caller may see: every study
+    for the cell, a client's own STOW-RS studies, and those named by StudyInstanceUID that the
+    caller may read (:mod:`.access`); the others are left out, not refused."""
+    asked = qido_request(request)
+    return _search(request, session, "STUDY", asked, _visible(request, session, principal, asked))
+
+
+@router.get("/dicomweb/series", summary="QIDO-RS: search for series")
+def search_all_series(request: Request, session: DbSession, principal: StudySearch) -> Response:
+    asked = qido_request(request)
+    visible = _visible(request, session, principal, asked)
+    return _search(request, session, "SERIES", asked, visible)
+
+
+@router.get("/dicomweb/instances", summary="QIDO-RS: search for instances")
+def search_all_instances(request: Request, session: DbSession, principal: StudySearch) -> Response:
+    asked = qido_request(request)
+    visible = _visible(request, session, principal, asked)
+    return _search(request, session, "IMAGE", asked, visible)
+
+
+def _in_study(
+    request: Request, session: Session, principal: Principal, study: str, series: str | None
+) -> None:
+    """A search inside a study: 404 for an unknown study or series, 403 for a study the
+    caller may not read (audited with its patient), as WADO-RS."""
+    _readable(request, session, principal, study, series, what="search")
+    request.state.audit[-1].detail = None
+
+
+@router.get("/dicomweb/studies/{study}/series", summary="QIDO-RS: a study's series")
+def search_series(
+    request: Request, study: str, session: DbSession, principal: StudySearch
+) -> Response:
+    asked = qido_request(request)
+    _in_study(request, session, principal, study, None)
+    return _search(request, session, "SERIES", asked, None, StudyInstanceUID=study)
+
+
+@router.get("/dicomweb/studies/{study}/instances", summary="QIDO-RS: a study's instances")
+def search_study_instances(
+    request: Request, study: str, session: DbSession, principal: StudySearch
+) -> Response:
+    asked = qido_request(request)
+    _in_study(request, session, principal, study, None)
+    return _search(request, session, "IMAGE", asked, None, StudyInstanceUID=study)
+
+
+@router.get(
+    "/dicomweb/studies/{study}/series/{series}/instances", summary="QIDO-RS: a series' instances"
+)
+def search_instances(
+    request: Request, study: str, series: str, session: DbSession, principal: StudySearch
+) -> Response:
+    asked = qido_request(request)
+    _in_study(request, session, principal, study, series)
+    scope = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
+    return _search(request, session, "IMAGE", asked, None, **scope)
+
+
+# --- STOW-RS -----------------------------------------------------------------------------------
+
+
+def stow_caller(session: Session, principal: Principal, address: str) -> Caller:
+    """Who may store by STOW-RS: an active system client bound to at least one assigning
+    authority (by name, or owned by its facility), as an identity feeder is; 403 otherwise.
+    Its single authority, if it has one, is the issuer of the PatientIDs it sends without
+    one (several: the data sets must name theirs)."""
+    if principal.kind != "client":
+        raise Forbidden("STOW-RS is for a facility's system client")
+    client_id = principal.client_id or principal.subject
+    grant = domains.feeder_grant(session, accounts_service.client_grant(session, client_id))
+    if grant is None:
+        raise Forbidden(f"client {client_id} is not an active system client")
+    if not grant.authorities:
+        raise Forbidden(
+            f"client {client_id} is bound to no assigning authority "
+            "(enrs clients create --authority or --finess)"
+        )
+    authority = next(iter(grant.authorities)) if len(grant.authorities) == 1 else None
+    return Caller(client_id, address, True, authority)
+
+
+def _parts(request: Request, body: bytes) -> list[bytes]:
+    """The DICOM files of a ``multipart/related; type="application/dicom"`` body (RFC 2387):
+    415 for another media type, 400 for a body that cannot be split."""
+    found = _media(request.headers.get("content-type", ""))
+    if found.type != "multipart/related" or found.params.get("type", "").lower() != DICOM:
+        raise UnsupportedMediaType(f'STOW-RS takes multipart/related; type="{DICOM}"')
+    boundary = found.params.get("boundary")
+    if not boundary:
+        raise BadRequest("the multipart body has no boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    start = body.find(delimiter)
+    if start < 0 or (start > 0 and body[start - 2 : start] != b"\r\n"):
+        raise BadRequest("the multipart body has no delimiter")
+    files, pos = [], start + len(delimiter)
+    while body[pos : pos + 2] != b"--":
+        line_end = body.find(b"\r\n", pos)
+        end = body.find(b"\r\n" + delimiter, line_end)
+        if line_end < 0 or end < 0:
+            raise BadRequest("the multipart body is not closed by its final delimiter")
+        files.append(_part_content(body[line_end + 2 : end]))
+        pos = end + 2 + len(delimiter)
+    if not files:
+        raise BadRequest("the multipart body has no instance")
+    return files
+
+
+def _part_content(part: bytes) -> bytes:
+    if part.startswith(b"\r\n"):
+        raw_headers, content = b"", part[2:]
+    else:
+        raw_headers, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            raise BadRequest("a part of the multipart body has no header end")
+    for line in raw_headers.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-type" and _media(value).type != DICOM:
+            raise UnsupportedMediaType(f"a part is {value.strip()}, not {DICOM}")
+    return content
+
+
+def _received(content: bytes, caller: Caller) -> Received:
+    """The instance a DICOM file delivers, as a C-STORE does: the file meta information's SOP
+    class, instance and transfer syntax, the data set's bytes. :class:`Malformed` when the file
+    is not a DICOM file (PS3.10) or its meta information cannot be read."""
+    if len(content) < 144 or content[128:132] != b"DICM":
+        raise Malformed("not a DICOM file (PS3.10: preamble, DICM, file meta information)")
+    if content[132:136] != b"\x02\x00\x00\x00":
+        raise Malformed("the file meta information does not begin with its group length")
+    dataset = dataset_of(content)
+    try:
+        meta = decode(BytesIO(content[132 : len(content) - len(dataset)]), False, True)
+        sop_class, sop_instance = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        syntax = meta.TransferSyntaxUID
+    except Exception as exc:
+        raise Malformed(f"the file meta information cannot be read: {exc}") from None
+    return Received(
+        sop_class_uid=str(sop_class).strip(),
+        sop_instance_uid=str(sop_instance).strip(),
+        transfer_syntax=str(syntax).strip(),
+        dataset=dataset,
+        calling_aet=caller.aet,
+        address=caller.address,
+        via="STOW-RS",
+    )
+
+
+def _item(received: Received | None, **extra: Any) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = received.sop_class_uid if received else ""
+    item.ReferencedSOPInstanceUID = received.sop_instance_uid if received else ""
+    for keyword, value in extra.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _store(
+    filing: Filing, received: Received, caller: Caller, study: str | None
+) -> tuple[int, Indexed | None]:
+    """File one instance: its status, and what it is when it could be read. An instance of
+    another study than the one the request names is refused (0xA900) before anything is
+    written."""
+    try:
+        indexed: Indexed | None = read_received(received)
+    except (UnreadableDataset, DatasetMismatch):
+        indexed = None  # filing refuses it with its own status
+    if indexed is not None and study is not None and indexed.study_uid != study:
+        problem = f"the instance belongs to study {indexed.study_uid}, not {study}"
+        return filing.refuse(received, DOES_NOT_MATCH_SOP_CLASS, problem)[0], indexed
+    return filing.store(received, caller)[0], indexed
+
+
+def stow_rs(
+    request: Request, session: Session, principal: Principal, body: bytes, study: str | None
+) -> Response:
+    """STOW-RS (PS3.18 10.5): the PS3.18 response of each instance's filing."""
+    address = request.client.host if request.client else ""
+    caller = stow_caller(session, principal, address)
+    files = _parts(request, body)
+    state = request.app.state
+    filing = Filing(state.db, state.storage, state.audit_writer, state.identity_config)
+    base = f"{str(request.base_url).rstrip('/')}/dicomweb/studies"
+    stored, failed, studies, unreadable = [], [], set(), []
+    for content in files:
+        try:
+            received = _received(content, caller)
+        except Malformed as exc:
+            failed.append(_item(None, FailureReason=CANNOT_UNDERSTAND))
+            unreadable.append(str(exc))
+            continue
+        status, indexed = _store(filing, received, caller, study)
+        if status != SUCCESS or indexed is None:
+            failed.append(_item(received, FailureReason=status))
+            continue
+        studies.add(indexed.study_uid)
+        url = (
+            f"{base}/{indexed.study_uid}/series/{indexed.series_uid}"
+            f"/instances/{received.sop_instance_uid}"
+        )
+        stored.append(_item(received, RetrieveURL=url))
+    answer = Dataset()
+    if study is not None or len(studies) == 1:
+        answer.RetrieveURL = f"{base}/{study or next(iter(studies))}"
+    if stored:
+        answer.ReferencedSOPSequence = stored
+    if failed:
+        answer.FailedSOPSequence = failed
+    entry = request.state.audit[-1]
+    if len(studies) == 1:
+        entry.entity_ref = f"ImagingStudy/{next(iter(studies))}"
+    detail: dict[str, Any] = {"stored": len(stored), "failed": len(failed)}
+    if unreadable:
+        detail["not_dicom_files"] = unreadable
+    entry.detail = json.dumps(detail, separators=(",", ":"))
+    status = 200 if not failed else 202 if stored else 409
+    return Response(
+        json.dumps(answer.to_json_dict(), separators=(",", ":")),
+        status_code=status,
+        media_type=DICOM_JSON,
+    )
+
+
+async def _body(request: Request) -> bytes:
+    return await request.body()
+
+
+Body = Annotated[bytes, Depends(_body)]
+
+
+@router.post("/dicomweb/studies", summary="STOW-RS: store instances", dependencies=[READS_ONLY])
+def stow_rs_studies(
+    request: Request, session: DbSession, principal: StudyStore, body: Body
+) -> Response:
+    return stow_rs(request, session, principal, body, None)
+
+
+@router.post(
+    "/dicomweb/studies/{study}",
+    summary="STOW-RS: store instances of a study",
+    dependencies=[READS_ONLY],
+)
+def stow_rs_study(
+    request: Request, study: str, session: DbSession, principal: StudyStore, body: Body
+) -> Response:
+    return stow_rs(request, session, principal, body, study)

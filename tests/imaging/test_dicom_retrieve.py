@@ -1,0 +1,347 @@
+"""The archive's query/retrieve side with DCMTK's real findscu, getscu and movescu (and storescp
+as the C-MOVE destination) against the real listener."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import select, text
+
+from enrs.imaging import service
+from enrs.imaging.encoding import dataset_of
+from enrs.imaging.models import Instance, Series, Study
+from enrs.kit.audit.models import AuditRecord
+from tests.imaging.conftest import AET, Archived, ct_dataset, dataset_bytes, write
+
+
+def _register(archive: Archived, aet: str, *, store: bool, retrieve: bool, port: int = 104) -> None:
+    with archive.db.transaction() as session:
+        service.add_peer(session, aet, host="127.0.0.1", port=port, store=store, retrieve=retrieve)
+
+
+@pytest.fixture
+def studies(archive: Archived, tmp_path: Path) -> dict[str, list[Path]]:
+    """Two studies stored by MODALITY (store and retrieve rights): A, a CT of two instances
+    in one series (IPP-0001, TEST^SYNTHETIC, 2026-12-05, TDM THORAX, ACC0001); B, an MR of
+    one instance (IPP-0002, DOE^JANE, 2026-11-10, IRM GENOU, ACC0002)."""
+    _register(archive, "MODALITY", store=True, retrieve=True)
+    a, b = ct_dataset(seed=1), ct_dataset(patient_id="IPP-0002", seed=3)
+    a2 = ct_dataset(study_uid=a.StudyInstanceUID, series_uid=a.SeriesInstanceUID, seed=2)
+    a2.InstanceNumber = 2
+    b.PatientName, b.StudyDate, b.StudyDescription = "DOE^JANE", "20261110", "IRM GENOU"
+    b.AccessionNumber, b.Modality = "ACC0002", "MR"
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = {
+        "A": [write(a, src / "a1.dcm"), write(a2, src / "a2.dcm")],
+        "B": [write(b, src / "b1.dcm")],
+    }
+    done = archive.storescu(*paths["A"], *paths["B"])
+    assert done.returncode == 0, done.stderr
+    return paths
+
+
+def _uid(path: Path, keyword: str = "StudyInstanceUID") -> str:
+    return str(dcmread(path, stop_before_pixels=True).get(keyword))
+
+
+def _findscu(
+    archive: Archived, out: Path, *keys: str, aet: str = "MODALITY", model: str = "-S"
+) -> tuple[subprocess.CompletedProcess[str], list[Dataset]]:
+    out.mkdir(exist_ok=True)
+    args = [a for k in keys for a in ("-k", k)]
+    done = subprocess.run(
+        ["findscu", "-v", model, "-aet", aet, "-aec", AET, "-X", "-od", str(out), *args,
+         "127.0.0.1", str(archive.port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done, [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def _audit(archive: Archived, interaction: str) -> list[AuditRecord]:
+    with archive.db.transaction(write=False) as session:
+        found = select(AuditRecord).where(AuditRecord.interaction == interaction)
+        return list(session.scalars(found.order_by(AuditRecord.seq)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_find_at_each_level(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    a_study, a_series = _uid(studies["A"][0]), _uid(studies["A"][0], "SeriesInstanceUID")
+    done, found = _findscu(
+        archive, tmp_path / "study", "QueryRetrieveLevel=STUDY", "PatientName=test*",
+        "StudyInstanceUID", "StudyDate", "ModalitiesInStudy", "NumberOfStudyRelatedInstances",
+        "ReferringPhysicianName",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [study] = found
+    assert study.StudyInstanceUID == a_study and study.StudyDate == "20261205"
+    assert study.PatientName == "TEST^SYNTHETIC" and study.ModalitiesInStudy == "CT"
+    assert study.NumberOfStudyRelatedInstances == 2 and study.QueryRetrieveLevel == "STUDY"
+    assert "ReferringPhysicianName" in study and not study.ReferringPhysicianName  # not held
+    done, found = _findscu(
+        archive, tmp_path / "series", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={a_study}",
+        "SeriesInstanceUID", "Modality", "NumberOfSeriesRelatedInstances",
+    )  # fmt: skip
+    [series] = found
+    assert series.SeriesInstanceUID == a_series and series.Modality == "CT"
+    assert series.NumberOfSeriesRelatedInstances == 2
+    done, found = _findscu(
+        archive, tmp_path / "image", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={a_study}",
+        f"SeriesInstanceUID={a_series}", "SOPInstanceUID", "InstanceNumber",
+    )  # fmt: skip
+    assert [str(i.InstanceNumber) for i in found] == ["1", "2"]
+    assert {i.SOPInstanceUID for i in found} == {_uid(p, "SOPInstanceUID") for p in studies["A"]}
+    done, found = _findscu(
+        archive, tmp_path / "patient", "QueryRetrieveLevel=PATIENT", "PatientID",
+        "PatientName", "NumberOfPatientRelatedStudies", model="-P",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [(p.PatientID, p.NumberOfPatientRelatedStudies) for p in found] == [
+        ("IPP-0001", 1),
+        ("IPP-0002", 1),
+    ]
+    [record, *_] = _audit(archive, "C-FIND")
+    assert record.agent_id == "MODALITY" and record.outcome == "0" and record.action == "E"
+    assert json.loads(record.detail or "{}")["matches"] == 1
+
+
+def test_find_with_wildcards_and_date_ranges(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    b_study = _uid(studies["B"][0])
+    cases = {
+        "StudyDate=20261101-20261130": [b_study],
+        "StudyDate=-20261130": [b_study],
+        "StudyDate=20261201-": [_uid(studies["A"][0])],
+        "StudyDescription=*GENOU": [b_study],
+        "AccessionNumber=ACC000?": [_uid(studies["A"][0]), b_study],
+        "PatientID=IPP-0002": [b_study],
+        "StudyDate=20260101-20260131": [],
+    }
+    for n, (key, expected) in enumerate(cases.items()):
+        done, found = _findscu(
+            archive, tmp_path / str(n), "QueryRetrieveLevel=STUDY", key, "StudyInstanceUID"
+        )
+        assert done.returncode == 0, done.stderr
+        assert [f.StudyInstanceUID for f in found] == expected, key
+
+
+def test_a_bad_query_is_answered_a_failure(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    done, found = _findscu(
+        archive, tmp_path / "bad", "QueryRetrieveLevel=STUDY", "StudyDate=2026-12"
+    )
+    assert found == []
+    assert "(Error: DataSetDoesNotMatchSOPClass)" in done.stderr, done.stderr
+    [record] = _audit(archive, "C-FIND")
+    assert record.outcome == "4" and "StudyDate" in (record.outcome_desc or "")
+    # the listener keeps serving
+    done, found = _findscu(archive, tmp_path / "ok", "QueryRetrieveLevel=STUDY", "StudyDate")
+    assert len(found) == 2
+
+
+def test_an_ae_without_the_retrieve_right_is_refused(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    _register(archive, "VIEWER", store=True, retrieve=False)
+    done, found = _findscu(
+        archive, tmp_path / "f", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", aet="VIEWER"
+    )
+    assert found == []
+    assert "status: 0x124" in done.stderr.lower(), done.stderr
+    get = _getscu(archive, tmp_path / "g", _uid(studies["A"][0]), aet="VIEWER")
+    assert "status: 0x124" in get.stderr.lower(), get.stderr
+    assert list((tmp_path / "g").iterdir()) == []
+    move = _movescu(archive, _uid(studies["A"][0]), "MODALITY", aet="VIEWER")
+    assert "status: 0x124" in move.stderr.lower(), move.stderr
+    for kind in ("C-FIND", "C-GET", "C-MOVE"):
+        [record] = _audit(archive, kind)
+        assert record.agent_id == "VIEWER" and record.outcome == "4"
+        assert "not registered to query and retrieve" in (record.outcome_desc or "")
+
+
+def _getscu(
+    archive: Archived, out: Path, study_uid: str, *, aet: str = "MODALITY"
+) -> subprocess.CompletedProcess[str]:
+    out.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["getscu", "-v", "-S", "-aet", aet, "-aec", AET, "-od", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+         "127.0.0.1", str(archive.port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _movescu(
+    archive: Archived, study_uid: str, destination: str, *, aet: str = "MODALITY"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["movescu", "-v", "-S", "-aet", aet, "-aec", AET, "-aem", destination,
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+         "127.0.0.1", str(archive.port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _stored(archive: Archived, study_uid: str) -> dict[str, bytes]:
+    """The data sets archived of the study, by SOP Instance UID."""
+    with archive.db.transaction(write=False) as session:
+        found = session.scalars(
+            select(Instance)
+            .join(Series, Instance.series_id == Series.id)
+            .join(Study, Series.study_id == Study.id)
+            .where(Study.study_uid == study_uid)
+        )
+        keys = {i.sop_instance_uid: i.blob_key for i in found}
+    return {uid: dataset_of(archive.storage.get(key)) for uid, key in keys.items()}
+
+
+def _received(out: Path) -> dict[str, bytes]:
+    return {_uid(p, "SOPInstanceUID"): dataset_bytes(p) for p in out.iterdir() if p.is_file()}
+
+
+def test_get_of_a_study_returns_the_data_sets_as_stored(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    study_uid = _uid(studies["A"][0])
+    done = _getscu(archive, tmp_path / "got", study_uid)
+    assert done.returncode == 0, done.stderr
+    received = _received(tmp_path / "got")
+    stored = _stored(archive, study_uid)
+    assert len(received) == 2 and received == stored
+    assert sorted(received.values()) == sorted(dataset_bytes(p) for p in studies["A"])
+    [record] = _audit(archive, "C-GET")
+    assert record.outcome == "0" and record.action == "R" and record.agent_id == "MODALITY"
+    detail = json.loads(record.detail or "{}")
+    assert detail["instances"] == 2 and detail["studies"] == [study_uid]
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK's storescp (bit-preserving) on a free port, as the AE DEST."""
+    port, out = _free_port(), tmp_path / "dest"
+    out.mkdir()
+    process = subprocess.Popen(
+        ["storescp", "-aet", "DEST", "+B", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port, out
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_move_of_a_study_to_a_registered_destination(
+    archive: Archived,
+    studies: dict[str, list[Path]],
+    storescp: tuple[int, Path],
+) -> None:
+    port, out = storescp
+    _register(archive, "DEST", store=False, retrieve=False, port=port)
+    study_uid = _uid(studies["A"][0])
+    done = _movescu(archive, study_uid, "DEST")
+    assert done.returncode == 0, done.stderr
+    assert "Received Final Move Response (Success)" in done.stderr, done.stderr
+    assert _received(out) == _stored(archive, study_uid)
+    [record] = _audit(archive, "C-MOVE")
+    assert record.outcome == "0"
+    assert json.loads(record.detail or "{}")["move_destination"] == "DEST"
+
+
+def test_move_to_an_unknown_destination(archive: Archived, studies: dict[str, list[Path]]) -> None:
+    done = _movescu(archive, _uid(studies["A"][0]), "NOWHERE")
+    assert "(Refused: MoveDestinationUnknown)" in done.stderr, done.stderr
+    [record] = _audit(archive, "C-MOVE")
+    assert record.outcome == "4" and "NOWHERE" in (record.outcome_desc or "")
+
+
+def test_a_lost_blob_fails_its_sub_operation_only(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    study_uid = _uid(studies["A"][0])
+    lost = _uid(studies["A"][0], "SOPInstanceUID")
+    with archive.db.transaction(write=False) as session:
+        key = session.scalars(
+            select(Instance.blob_key).where(Instance.sop_instance_uid == lost)
+        ).one()
+    archive.storage.delete(key)
+    done = _getscu(archive, tmp_path / "got", study_uid)
+    assert "(Warning: SubOperationsCompleteOneOrMoreFailures)" in done.stderr, done.stderr
+    assert "Number of Completed Suboperations : 1" in done.stderr
+    assert "Number of Failed Suboperations    : 1" in done.stderr
+    received = _received(tmp_path / "got")
+    assert list(received) == [_uid(studies["A"][1], "SOPInstanceUID")]
+    # the listener keeps serving
+    again = _getscu(archive, tmp_path / "b", _uid(studies["B"][0]))
+    assert again.returncode == 0 and len(_received(tmp_path / "b")) == 1
+
+
+def test_an_index_that_cannot_be_read_answers_out_of_resources(
+    archive: Archived, studies: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    with archive.db.transaction() as session:
+        session.execute(text("ALTER TABLE imaging_series RENAME TO imaging_series_gone"))
+    try:
+        done, found = _findscu(
+            archive, tmp_path / "f", "QueryRetrieveLevel=SERIES", "SeriesInstanceUID"
+        )
+        assert found == [] and "Refused: OutOfResources" in done.stderr, done.stderr
+        get = _getscu(archive, tmp_path / "g", _uid(studies["A"][0]))
+        assert "Refused: OutOfResources" in get.stderr, get.stderr
+        # what does not need the lost table is still answered
+        done, found = _findscu(archive, tmp_path / "s", "QueryRetrieveLevel=STUDY", "StudyDate")
+        assert len(found) == 2
+    finally:
+        with archive.db.transaction() as session:
+            session.execute(text("ALTER TABLE imaging_series_gone RENAME TO imaging_series"))
+    [find, *_] = _audit(archive, "C-FIND")
+    assert find.outcome == "8" and find.outcome_desc == "the index cannot be read"
+
+
+def test_an_instance_not_in_an_accepted_syntax(archive: Archived, tmp_path: Path) -> None:
+    """Stored in Implicit VR (storescu -xi): getscu's context is Explicit VR, so the instance is
+    sent re-encoded, same values; stored RLE, which getscu does not propose: that
+    sub-operation fails (the archive does not transcode)."""
+    _register(archive, "MODALITY", store=True, retrieve=True)
+    implicit = write(ct_dataset(seed=5), tmp_path / "implicit.dcm")
+    done = archive.storescu(implicit, options=("-xi",))
+    assert done.returncode == 0, done.stderr
+    rle = ct_dataset(seed=6, size=16)
+    rle.compress("1.2.840.10008.1.2.5")  # RLE Lossless
+    rle_path = write(rle, tmp_path / "rle.dcm")
+    done = archive.storescu(rle_path, options=("-xr",))
+    assert done.returncode == 0, done.stderr
+    with archive.db.transaction(write=False) as session:
+        syntaxes = set(session.scalars(select(Instance.transfer_syntax_uid)))
+    assert syntaxes == {"1.2.840.10008.1.2", "1.2.840.10008.1.2.5"}
+    got = _getscu(archive, tmp_path / "got", _uid(implicit))
+    assert got.returncode == 0, got.stderr
+    [received] = (tmp_path / "got").iterdir()
+    sent, back = dcmread(implicit), dcmread(received)
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert back == sent  # the same values
+    got = _getscu(archive, tmp_path / "rle", _uid(rle_path))
+    assert "Number of Failed Suboperations    : 1" in got.stderr, got.stderr
+    assert list((tmp_path / "rle").iterdir()) == []

@@ -1,0 +1,238 @@
+"""WADO-RS (issue 16): instances stored through the real DICOM listener (DCMTK's storescu),
+retrieved over DICOMweb from the real app: the files byte for byte, the DICOM JSON metadata,
+rendered PNG images; the care-relationship rule (no relationship: 403, a care circle
+membership: granted; an unknown patient: admins only) and the audit trail."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import select
+
+from enrs.identity import service as identity_service
+from enrs.imaging.access import study_reader, visible_clause
+from enrs.imaging.encoding import dataset_of
+from enrs.imaging.models import Study
+from enrs.kit.audit.models import AuditRecord
+from enrs.kit.db import Database
+from tests.conftest import Factory
+from tests.documents.world import make_region
+from tests.imaging.conftest import Archived, dataset_bytes
+from tests.imaging.web_world import Imaging, make_imaging, parts, system_principal
+from tests.support.portal import log_in
+
+DICOM_JSON = "application/dicom+json"
+
+
+@pytest.fixture
+def imaging(
+    app: FastAPI, client: TestClient, db: Database, tmp_path: Path, archive: Archived
+) -> Imaging:
+    return make_imaging(make_region(app, client, db, tmp_path), archive)
+
+
+def _url(ds: object, tail: str = "") -> str:
+    return (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"  # type: ignore[attr-defined]
+        f"/instances/{ds.SOPInstanceUID}{tail}"  # type: ignore[attr-defined]
+    )
+
+
+def _png_size(data: bytes) -> tuple[int, int, bytes]:
+    """(width, height, pixels) of an 8-bit grey PNG, decoded by Pillow."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(data))
+    assert image.mode == "L"
+    return image.width, image.height, image.tobytes()
+
+
+def test_retrieve_byte_for_byte_metadata_and_rendered(imaging: Imaging, tmp_path: Path) -> None:
+    path, ds = imaging.store(tmp_path, seed=3)
+    second_path, second = imaging.store(
+        tmp_path, study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, seed=4
+    )
+    client, chu = imaging.client, imaging.chu
+    study = client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}", headers=chu)
+    assert study.status_code == 200, study.text
+    assert study.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+    found = parts(study)
+    assert len(found) == 2
+    datasets = {dataset_of(content) for _, content in found}
+    assert datasets == {dataset_bytes(path), dataset_bytes(second_path)}
+    assert all("transfer-syntax=1.2.840.10008.1.2.1" in kind for kind, _ in found)
+
+    one = client.get(
+        _url(ds),
+        headers={**chu, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+    )
+    assert one.status_code == 200, one.text
+    ((_, content),) = parts(one)
+    assert dataset_of(content) == dataset_bytes(path)
+    series = client.get(
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}", headers=chu
+    )
+    assert len(parts(series)) == 2
+
+    meta = client.get(_url(ds, "/metadata"), headers={**chu, "Accept": DICOM_JSON})
+    assert meta.status_code == 200 and meta.headers["content-type"] == DICOM_JSON
+    (item,) = meta.json()
+    assert item["0020000D"] == {"vr": "UI", "Value": [ds.StudyInstanceUID]}
+    assert item["00080018"]["Value"] == [ds.SOPInstanceUID]
+    assert item["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "TEST^SYNTHETIC"}]}
+    assert item["00280010"]["Value"] == [128]
+    assert "7FE00010" not in item  # bulk data left out
+    study_meta = client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/metadata", headers=chu)
+    uids = {m["00080018"]["Value"][0] for m in study_meta.json()}
+    assert uids == {ds.SOPInstanceUID, second.SOPInstanceUID}
+
+    png = client.get(_url(ds, "/rendered"), headers={**chu, "Accept": "image/png"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    width, height, raw = _png_size(png.content)
+    assert (width, height) == (128, 128) and len(raw) == 128 * 128
+    frame = client.get(_url(ds, "/frames/1/rendered"), headers={**chu, "Accept": "image/png"})
+    assert frame.content == png.content
+    assert client.get(_url(ds, "/frames/2/rendered"), headers=chu).status_code == 404
+
+    with imaging.region.db.transaction(write=False) as session:
+        reads = session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.category == "dicomweb",
+                AuditRecord.entity_ref == f"ImagingStudy/{ds.StudyInstanceUID}",
+            )
+        ).all()
+    assert len(reads) == 8
+    assert {r.patient_ref for r in reads} == {f"Patient/{imaging.region.rri}"}
+    assert {json.loads(r.detail)["retrieve"] for r in reads} == {
+        "instances",
+        "metadata",
+        "rendered",
+    }
+
+
+def test_windowing_is_applied(imaging: Imaging, tmp_path: Path) -> None:
+    """Stored values 0..4095 with a rescale of -1024: a window of 40 +/- 1 HU around 0 HU maps
+    pixel 1024 to about the middle grey, everything below to black, above to white."""
+    from tests.imaging.conftest import ct_dataset, write
+
+    ds = ct_dataset(patient_id="800001", issuer="1.2.250.1.999.1.1", size=4)
+    ds.PixelData = struct.pack("<16H", *([0] * 4 + [1024] * 4 + [1044] * 4 + [4095] * 4))
+    ds.WindowCenter, ds.WindowWidth = 0, 41
+    path = write(ds, tmp_path / "window.dcm")
+    assert imaging.archive.storescu(path).returncode == 0
+    png = imaging.client.get(_url(ds, "/rendered"), headers={**imaging.chu, "Accept": "image/png"})
+    _, _, raw = _png_size(png.content)
+    rows = [raw[r * 4 : r * 4 + 4] for r in range(4)]
+    assert rows[0] == b"\x00" * 4 and rows[3] == b"\xff" * 4
+    assert all(120 <= v <= 135 for v in rows[1]) and rows[2] == b"\xff" * 4
+
+
+def test_jpeg_baseline_pixel_data_is_rendered(imaging: Imaging, tmp_path: Path) -> None:
+    """An instance stored in JPEG Baseline (storescu proposes it with -xy) is decoded (Pillow,
+    through pydicom) and rendered."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.imaging.conftest import ct_dataset, write
+
+    ds = ct_dataset(patient_id="800001", issuer="1.2.250.1.999.1.1", size=16)
+    grey = Image.linear_gradient("L").resize((16, 16))  # 0 at the top, 255 at the bottom
+    compressed = io.BytesIO()
+    grey.save(compressed, format="JPEG", quality=95)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    del ds.RescaleIntercept, ds.RescaleSlope
+    ds.PixelData = encapsulate([compressed.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    path = write(ds, tmp_path / "jpeg.dcm")
+    done = imaging.archive.storescu(path, options=("-xy",))
+    assert done.returncode == 0 and "Success" in done.stderr + done.stdout, done.stderr
+    png = imaging.client.get(_url(ds, "/rendered"), headers={**imaging.chu, "Accept": "image/png"})
+    assert png.status_code == 200, png.text
+    width, height, raw = _png_size(png.content)
+    assert (width, height) == (16, 16)
+    assert raw[0] < 40 and raw[-1] > 215  # the gradient, stretched to the frame's range
+
+
+def test_negotiation_and_unknown_uids(imaging: Imaging, tmp_path: Path) -> None:
+    _, ds = imaging.store(tmp_path)
+    client, chu = imaging.client, imaging.chu
+    assert client.get(_url(ds), headers={**chu, "Accept": "application/pdf"}).status_code == 406
+    other_syntax = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    )
+    assert client.get(_url(ds), headers={**chu, "Accept": other_syntax}).status_code == 406
+    xml = 'multipart/related; type="application/dicom+xml"'
+    assert client.get(_url(ds, "/metadata"), headers={**chu, "Accept": xml}).status_code == 406
+    assert (
+        client.get(_url(ds, "/rendered"), headers={**chu, "Accept": "image/gif"}).status_code == 406
+    )
+    jpeg = client.get(_url(ds, "/rendered"), headers={**chu, "Accept": "image/jpeg"})
+    assert jpeg.status_code == 200 and jpeg.content[:2] == b"\xff\xd8"
+    default = client.get(_url(ds, "/rendered"), headers=chu)
+    assert default.headers["content-type"] == "image/jpeg"
+    assert client.get("/dicomweb/studies/1.2.3.4", headers=chu).status_code == 404
+    assert (
+        client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/1.2.3", headers=chu).status_code
+        == 404
+    )
+    assert client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}").status_code == 401
+    no_scope = imaging.region.chu  # the document scopes, not ImagingStudy
+    assert (
+        client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}", headers=no_scope).status_code == 403
+    )
+
+
+def test_no_relationship_403_then_care_circle_grants(imaging: Imaging, tmp_path: Path) -> None:
+    _, ds = imaging.store(tmp_path)
+    url = f"/dicomweb/studies/{ds.StudyInstanceUID}"
+    denied = imaging.client.get(url, headers=imaging.clinic)
+    assert denied.status_code == 403
+    assert imaging.client.get(_url(ds, "/metadata"), headers=imaging.clinic).status_code == 403
+    with imaging.region.db.transaction(write=False) as session:
+        refusals = session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.category == "dicomweb", AuditRecord.outcome != "0"
+            )
+        ).all()
+    assert len(refusals) == 2
+    assert {r.patient_ref for r in refusals} == {f"Patient/{imaging.region.rri}"}
+    assert _clause_finds(imaging, imaging.clinic_id, ds.StudyInstanceUID) == []
+    imaging.join_circle()
+    assert imaging.client.get(url, headers=imaging.clinic).status_code == 200
+    assert _clause_finds(imaging, imaging.clinic_id, ds.StudyInstanceUID) == [ds.StudyInstanceUID]
+
+
+def _clause_finds(imaging: Imaging, client_id: str, study_uid: str) -> list[str]:
+    """What a search (QIDO-RS) naming the patient finds for the client, by the SQL form."""
+    with imaging.region.db.transaction(write=False) as session:
+        patient = identity_service.patient_by_rri(session, imaging.region.rri)
+        assert patient is not None
+        who = study_reader(session, system_principal(client_id))
+        stmt = select(Study.study_uid).where(visible_clause(session, who, patient))
+        found = list(session.scalars(stmt.where(Study.study_uid == study_uid)))
+        assert (
+            list(session.scalars(select(Study.study_uid).where(visible_clause(session, who)))) == []
+        )
+        return found
+
+
+def test_unknown_patient_is_read_by_admins_only(
+    imaging: Imaging, tmp_path: Path, factory: Factory
+) -> None:
+    _, ds = imaging.store(tmp_path, patient_id="NOBODY", issuer="1.2.250.1.999.1.1")
+    url = f"/dicomweb/studies/{ds.StudyInstanceUID}/metadata"
+    assert imaging.client.get(url, headers=imaging.chu).status_code == 403
+    factory.user("cell", roles=("admin",))
+    admin = TestClient(imaging.region.app)
+    log_in(admin, "cell")
+    answer = admin.get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()[0]["00100020"]["Value"] == ["NOBODY"]

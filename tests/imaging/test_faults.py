@@ -1,0 +1,154 @@
+"""The listener under faults: an association cut mid-transfer, concurrent associations into
+one study; and the socket option that keeps one association fast."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+
+from enrs.identity.config import IdentityConfig
+from enrs.imaging.dicom import Archive, DicomListener
+from enrs.imaging.models import Instance, Series, Study
+from enrs.kit.audit.writer import AuditWriter
+from enrs.kit.db import Database
+from enrs.kit.storage import open_storage
+from enrs.settings import Settings
+from tests.imaging.conftest import Archived, ct_dataset, write
+
+
+@contextlib.contextmanager
+def cutting_proxy(port: int, after: int) -> Iterator[int]:
+    """A TCP proxy to the listener that forwards ``after`` bytes of the first connection's
+    client side, then drops both sides: an association lost mid-transfer."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def run() -> None:
+        client, _ = server.accept()
+        upstream = socket.create_connection(("127.0.0.1", port))
+
+        def back() -> None:
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+
+        threading.Thread(target=back, daemon=True).start()
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < after and (data := client.recv(min(65536, after - sent))):
+                upstream.sendall(data)
+                sent += len(data)
+        for s in (client, upstream):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        done.wait(30)
+        server.close()
+
+
+def _count(archive: Archived, model: type) -> int:
+    with archive.db.transaction(write=False) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_an_association_cut_mid_transfer_stores_nothing(archive: Archived, tmp_path: Path) -> None:
+    archive.register("MODALITY")
+    big = write(ct_dataset(size=512), tmp_path / "big.dcm")  # 512 KiB of pixels
+    with cutting_proxy(archive.port, after=200_000) as port:
+        cut = subprocess.run(
+            ["storescu", "-aet", "MODALITY", "-aec", "ENRS", "127.0.0.1", str(port), str(big)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert cut.returncode != 0
+    assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+    assert list(archive.storage.iter_keys("imaging")) == []
+    done = archive.storescu(big)  # the listener serves on, the same instance goes in whole
+    assert done.returncode == 0, done.stderr
+    assert _count(archive, Instance) == 1
+
+
+def test_concurrent_associations_into_one_study(archive: Archived, tmp_path: Path) -> None:
+    archive.register("MODALITY")
+    first = ct_dataset()
+    study, series = first.StudyInstanceUID, first.SeriesInstanceUID
+    batches = [
+        [
+            write(
+                ct_dataset(study_uid=study, series_uid=series, seed=10 * b + i),
+                tmp_path / f"{b}-{i}.dcm",
+            )
+            for i in range(3)
+        ]
+        for b in range(4)
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda files: archive.storescu(*files), batches))
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr for r in results]
+    assert (_count(archive, Study), _count(archive, Series), _count(archive, Instance)) == (
+        1,
+        1,
+        12,
+    )
+
+
+def test_accepted_sockets_have_tcp_nodelay(archive: Archived) -> None:
+    archive.register("MODALITY", store=False)
+    scu = AE(ae_title="MODALITY")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", archive.port, ae_title="ENRS")
+    assert assoc.is_established
+    try:
+        peer = assoc.dul.socket  # our end: find the listener's end by the peer address
+        assert peer is not None and peer.socket is not None
+        ours = peer.socket.getsockname()
+        accepted = [
+            a.dul.socket.socket
+            for a in archive.listener.ae.active_associations
+            if a.dul.socket is not None
+            and a.dul.socket.socket is not None
+            and a.dul.socket.socket.getpeername() == ours
+        ]
+        assert len(accepted) == 1
+        assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert peer.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # not ours
+    finally:
+        assoc.release()
+
+
+def test_a_registry_that_cannot_be_read_rejects_for_now(settings: Settings, tmp_path: Path) -> None:
+    """The AE registry unreadable: the association is rejected as transient (the sender tries
+    again later), not as an unknown AE."""
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # never migrated: no tables
+    audit = AuditWriter(db)
+    archive = Archive(db, open_storage(settings), audit, IdentityConfig.from_settings(settings))
+    listener = DicomListener(archive, host="127.0.0.1", port=0, aet="ENRS")
+    listener.start()
+    try:
+        echo = subprocess.run(
+            ["echoscu", "-aet", "MODALITY", "-aec", "ENRS", "127.0.0.1", str(listener.port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        listener.stop()
+        audit.close()
+        db.dispose()
+    assert echo.returncode != 0
+    assert "Result: Rejected Transient, Source: Service Provider (Presentation Related)" in (
+        echo.stderr
+    )
+    assert "Reason: Temporary Congestion" in echo.stderr
