@@ -12,8 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.communicationrequest import (
+    CommunicationRequest as FhirCommunicationRequest,
+)
 
 from enrs.accounts import service as accounts_service
+from enrs.coordination.notify import EVENT_SYSTEM, NDE_EVENT_SYSTEM
+from enrs.directory.identifiers import RPPS_SYSTEM
 from enrs.identity.subscriptions import platform_dispatcher
 from enrs.kit.db import Database
 from enrs.kit.outbound.dispatcher import Dispatcher, Pace
@@ -36,6 +41,7 @@ from tests.support.receivers import HttpReceiver
 from tests.support.waiting import wait_until
 
 Circle = tuple[str, TestClient, TestClient]
+NDE = NDE_EVENT_SYSTEM
 FAST = Pace(poll=0.05, batch=20, backoff=Backoff(first=0.1, most=0.3))
 
 
@@ -154,6 +160,59 @@ def test_a_professionals_hook_gets_the_events_of_their_circles(
         hook.stop()
 
 
+def test_a_hook_subscribed_by_the_nde_event_type_gets_the_guides_notification(
+    region: Region, circle: Circle, settings: Settings
+) -> None:
+    """The ANS *Notification d'événements* guide's criteria (``event-type``, a
+    TRE_R254-TypeEvenement code or ours) and its notification: the event type (``DOC``
+    national; a task given has no national code: ours), the event's and the emission's times,
+    the subscription as ``basedOn``, the subscriber as ``recipient``."""
+    team, chu, other = circle
+    hook = HttpReceiver().start()
+    try:
+        url = f"http://127.0.0.1:{hook.port}/hook"
+        criteria = f"CommunicationRequest?event-type={NDE_EVENT_SYSTEM}|DOC,task-assigned"
+        made = subscribe(other, subscription(criteria, url))
+        assert made.status_code == 201, made.text
+        sub = made.json()
+        assert sub["criteria"] == "CommunicationRequest?category=new-document,task-assigned"
+        with dispatching(region.db, settings):
+            filed = region.provide(bundle((pdf(), "application/pdf", {})))
+            assert filed.status_code == 200, filed.text
+            post_task(chu, task(region, team, {"owner": doctor(DOCTOR_ELSEWHERE)}))
+            say(chu, team, "À voir", DOCTOR_ELSEWHERE)  # a mention: not asked for
+            assert wait_until(lambda: len(hook.posts()) == 2)
+            assert not wait_until(lambda: len(hook.posts()) > 2, timeout=1)
+        requests = [p["body"]["entry"][1]["resource"] for p in hook.posts()]
+        assert [event_of(p)[0] for p in hook.posts()] == ["new-document", "task-assigned"]
+
+        def extension(request: dict[str, Any], name: str) -> Any:
+            found = {e["url"]: e for e in request["extension"]}
+            return found[f"https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/{name}"]
+
+        document, given = requests
+        assert extension(document, "event-type")["valueCodeableConcept"]["coding"] == [
+            {
+                "system": NDE_EVENT_SYSTEM,
+                "code": "DOC",
+                "display": "Dépôt de document pour un patient",
+            }
+        ]
+        [ours] = extension(given, "event-type")["valueCodeableConcept"]["coding"]
+        assert (ours["system"], ours["code"]) == (EVENT_SYSTEM, "task-assigned")
+        for request in requests:
+            FhirCommunicationRequest.model_validate(request)
+            assert request["basedOn"][0]["reference"].endswith(f"/Subscription/{sub['id']}")
+            assert request["recipient"] == [
+                {"identifier": {"system": RPPS_SYSTEM, "value": f"8{DOCTOR_ELSEWHERE}"}}
+            ]
+            happened = extension(request, "event-time")["valueDateTime"]
+            sent = extension(request, "event-emission-time")["valueDateTime"]
+            assert happened.endswith("Z") and happened <= sent
+    finally:
+        hook.stop()
+
+
 def test_a_hook_that_is_down_gets_them_later_in_order(
     region: Region, circle: Circle, settings: Settings
 ) -> None:
@@ -257,6 +316,11 @@ def test_a_removed_member_stops_receiving_at_once(
     [
         ({"criteria": "CommunicationRequest?category=birthday"}, 422, "category"),
         ({"criteria": "CommunicationRequest?colour=red"}, 422, "unknown parameter"),
+        (
+            {"criteria": f"CommunicationRequest?event-type={NDE_EVENT_SYSTEM}|ESD"},
+            422,
+            "event-type",
+        ),
         ({"criteria": "Observation"}, 422, "criteria"),
         ({"criteria": "CommunicationRequest?patient=Patient/NOBODY"}, 403, "no care circle"),
         ({"endpoint": "http://hooks.example.org/x"}, 422, "https"),

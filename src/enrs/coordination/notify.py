@@ -29,7 +29,8 @@ the portal          ``coordination_notification`` rows, written by :class:`Inbox
                     of the outbox with its own cursor (:mod:`enrs.kit.outbound.consumer`)
 FHIR rest-hooks     the subscriptions, destinations of the outbound queue, whose messages
                     :class:`CoordinationRenderer` writes (a FHIR R4 notification ``Bundle``,
-                    :func:`notification_bundle`)
+                    :func:`notification_bundle`, its ``CommunicationRequest`` shaped as the
+                    ANS NdE guide's: TRE_R254 event type where there is one)
 MSSanté mail        those rows again, for the professionals who chose it: one mail per pass
                     through the operator's Postfix (:mod:`.notify_mail`)
 ==================  ==========================================================================
@@ -45,7 +46,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -56,7 +57,7 @@ from enrs.coordination import circle, service
 from enrs.coordination.chat_models import Message
 from enrs.coordination.models import CareTeam, Member
 from enrs.coordination.notify_models import Notification
-from enrs.directory.identifiers import FINESS_SYSTEM
+from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
 from enrs.documents import service as documents_service
 from enrs.identity import service as identity_service
 from enrs.identity.service import PatientRef
@@ -82,6 +83,18 @@ LABELS = {  # as the portal says them
     "mention": "Vous êtes mentionné(e) dans la messagerie",
 }
 EVENT_SYSTEM = "https://enrs.fr/fhir/CodeSystem/coordination-event"
+# The ANS guide *Notification d'événements* (CI-SIS NdE): the event type of a notification's
+# CommunicationRequest, from the national list TRE_R254-TypeEvenement where it has the event
+# (a task given and a mention in the chat have no national code: ours then).
+NDE_STRUCTURE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/"
+NDE_EVENT_SYSTEM = (
+    "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-TypeEvenement"
+)
+NDE_CODES = {
+    "admission": ("ADM", "Admission d'un patient dans un établissement de santé"),
+    "discharge": ("SOR", "Sortie d'un patient de l'établissement de santé"),
+    "new-document": ("DOC", "Dépôt de document pour un patient"),
+}
 NOTIFICATION_PROFILE = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
     "backport-subscription-notification-r4"
@@ -370,17 +383,57 @@ def mark_read(
 # -- the subscriptions' rest-hooks -----------------------------------------------------------
 
 
-def notification_bundle(found: Audience, subscription: str, fhir_base: str) -> dict[str, Any]:
+def event_type(kind: str) -> dict[str, Any]:
+    """The event's ``CodeableConcept`` in the NdE ``event-type`` extension: its
+    TRE_R254-TypeEvenement code (:data:`NDE_CODES`), else ours."""
+    code, display = NDE_CODES.get(kind, (kind, LABELS[kind]))
+    system = NDE_EVENT_SYSTEM if kind in NDE_CODES else EVENT_SYSTEM
+    return {"coding": [{"system": system, "code": code, "display": display}]}
+
+
+def event_kinds(system: str, code: str) -> str | None:
+    """Our event kind for an NdE event type (``system`` empty: either list), else None."""
+    if system in ("", NDE_EVENT_SYSTEM):
+        for kind, (national, _) in NDE_CODES.items():
+            if national == code.upper():
+                return kind
+    if system in ("", EVENT_SYSTEM) and code in KINDS:
+        return code
+    return None
+
+
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def notification_bundle(
+    found: Audience,
+    subscription: str,
+    fhir_base: str,
+    *,
+    rpps: str | None = None,
+    finess: str | None = None,
+) -> dict[str, Any]:
     """The FHIR R4 notification ``Bundle`` POSTed to a hook (the shape of the Subscriptions R5
     Backport IG for R4): ``history``, its first entry the subscription's status
     (``Parameters``: the subscription, ``event-notification``, the event's number — its outbox
-    id —, its time and focus), then the event as a ``CommunicationRequest``: the event code,
-    the patient, what it is about, the facility; references and codes only."""
+    id —, its time and focus), then the event as a ``CommunicationRequest`` shaped as the ANS
+    NdE guide's notification: the ``event-type`` (:func:`event_type`), ``event-time`` and
+    ``event-emission-time`` extensions, ``basedOn`` the subscription, the subscriber
+    (``rpps`` or ``finess``) as ``recipient``; and our event code as ``category``, the
+    patient, what it is about, the facility. References and codes only."""
     request_id = f"urn:uuid:{uuid.uuid4()}"
     instant = found.at.isoformat().replace("+00:00", "Z")
     patient = f"Patient/{found.patient.rri}"
+    sub_ref = f"{fhir_base}/Subscription/{subscription}"
     communication: dict[str, Any] = {
         "resourceType": "CommunicationRequest",
+        "extension": [
+            {"url": f"{NDE_STRUCTURE}event-type", "valueCodeableConcept": event_type(found.kind)},
+            {"url": f"{NDE_STRUCTURE}event-time", "valueDateTime": _instant(found.at)},
+            {"url": f"{NDE_STRUCTURE}event-emission-time", "valueDateTime": _instant(utcnow())},
+        ],
+        "basedOn": [{"reference": sub_ref}],
         "status": "active",
         "category": [
             {
@@ -396,7 +449,10 @@ def notification_bundle(found: Audience, subscription: str, fhir_base: str) -> d
         communication["about"] = [{"reference": found.focus}]
     if found.facility:
         communication["sender"] = {"identifier": {"system": FINESS_SYSTEM, "value": found.facility}}
-    sub_ref = f"{fhir_base}/Subscription/{subscription}"
+    if rpps:
+        communication["recipient"] = [{"identifier": {"system": RPPS_SYSTEM, "value": f"8{rpps}"}}]
+    elif finess:
+        communication["recipient"] = [{"identifier": {"system": FINESS_SYSTEM, "value": finess}}]
     status = {
         "resourceType": "Parameters",
         "meta": {"profile": [STATUS_PROFILE]},
@@ -461,7 +517,13 @@ class CoordinationRenderer:
             return []
         if not found.reaches(sel.get("rpps"), sel.get("finess")):
             return []
-        body = notification_bundle(found, str(sel["subscription"]), self.fhir_base)
+        body = notification_bundle(
+            found,
+            str(sel["subscription"]),
+            self.fhir_base,
+            rpps=sel.get("rpps"),
+            finess=sel.get("finess"),
+        )
         return [
             Outgoing(
                 summary=f"{found.kind} Patient/{found.patient.rri}",

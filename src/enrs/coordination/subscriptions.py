@@ -12,7 +12,9 @@ hook is down, every delivery audited).
 - **Criteria**: ``CommunicationRequest`` (every kind of event, every patient of its circles),
   optionally ``?category=`` a comma-separated list of :data:`enrs.coordination.notify.KINDS`
   (``admission``, ``discharge``, ``new-document``, ``task-assigned``, ``mention``; each as
-  ``code`` or ``system|code``) and ``&patient=Patient/{RRI}``.
+  ``code`` or ``system|code``), or ``?event-type=`` the same events by the ANS *Notification
+  d'événements* (NdE) guide's parameter (``ADM``, ``SOR``, ``DOC`` of TRE_R254-TypeEvenement,
+  or one of ours), and ``&patient=Patient/{RRI}``.
 - **Endpoint**: an ``https://`` URL; ``http://`` only to this machine (``localhost``,
   ``127.0.0.1``, ``[::1]``): health data never crosses a network in clear.
 - The one who made a subscription reads and ends it; ended, nothing more is queued for it.
@@ -65,7 +67,9 @@ class Subscription:
 
 
 def parse_criteria(text: str) -> Criteria:
-    """``CommunicationRequest[?category=k1,k2][&patient=Patient/{RRI}]``, else 422."""
+    """``CommunicationRequest[?category=k1,k2][&event-type=S|C,…][&patient=Patient/{RRI}]``,
+    else 422. ``event-type``: the NdE guide's, a TRE_R254-TypeEvenement code (``ADM``, ``SOR``,
+    ``DOC``) or one of ours; kept as the ``category`` it means."""
     resource, _, query = text.strip().partition("?")
     if resource != CRITERIA_RESOURCE:
         raise Unprocessable(
@@ -85,6 +89,18 @@ def parse_criteria(text: str) -> Criteria:
                     )
                 if code not in kinds:
                     kinds.append(code)
+        elif name == "event-type":  # the ANS NdE guide's search parameter
+            for raw in value.split(","):
+                system, _, code = raw.strip().rpartition("|")
+                kind = notify.event_kinds(system, code)
+                if kind is None:
+                    raise Unprocessable(
+                        f"Subscription.criteria: event-type {raw!r} is not one of "
+                        f"{', '.join(c for c, _ in notify.NDE_CODES.values())} "
+                        f"({notify.NDE_EVENT_SYSTEM}) or {', '.join(notify.KINDS)}"
+                    )
+                if kind not in kinds:
+                    kinds.append(kind)
         elif name in ("patient", "subject"):
             if not value.startswith("Patient/") or len(value) <= len("Patient/"):
                 raise Unprocessable("Subscription.criteria: patient=Patient/{RRI}")
