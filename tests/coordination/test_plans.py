@@ -242,6 +242,14 @@ def test_applying_a_pathway_makes_the_plan_its_goals_activities_and_tasks(
     assert {"reference": f"Patient/{region.rri}"} in actors
     assert any(a.get("identifier", {}).get("value") == f"8{DOCTOR_ELSEWHERE}" for a in actors)
     assert len(chu.get("/fhir/Appointment?actor=me").json().get("entry", [])) == 0
+    # The session's activity names its appointment, which points back to the plan.
+    assert by_id["etp-traitement"]["outcomeReference"] == [
+        {"reference": f"Appointment/{etp['id']}", "display": etp["description"]}
+    ]
+    assert etp["supportingInformation"] == [
+        {"reference": f"CarePlan/{plan['id']}", "display": plan["title"]}
+    ]
+    assert "outcomeReference" not in by_id["consultation-nephro-m3"]  # nobody holds the role
 
     # The IDE of the circle has the seven blood tests among their tasks, with their due dates.
     mine = nurse.get("/fhir/Task?owner=me").json()["entry"]
@@ -270,6 +278,18 @@ def test_applying_a_pathway_makes_the_plan_its_goals_activities_and_tasks(
     assert [r.action for r in records] == ["C"] and records[0].patient_ref == (
         f"Patient/{region.rri}"
     )
+
+    # A change of the plan that keeps the activity keeps its appointment; one that drops it
+    # drops the link, not the appointment.
+    held = _put(chu, {**plan, "status": "on-hold"}, 'W/"1"')
+    assert held.status_code == 200, held.text
+    kept = {a["id"]: a for a in held.json()["activity"]}["etp-traitement"]
+    assert kept["outcomeReference"] == by_id["etp-traitement"]["outcomeReference"]
+    others = [a for a in held.json()["activity"] if a["id"] != "etp-traitement"]
+    dropped = _put(chu, {**held.json(), "activity": others}, 'W/"2"')
+    assert dropped.status_code == 200, dropped.text
+    appointment = nurse.get(f"/fhir/Appointment/{etp['id']}").json()
+    assert appointment["status"] == "proposed" and "supportingInformation" not in appointment
 
 
 def test_a_refused_apply_creates_nothing(
@@ -500,5 +520,12 @@ def test_the_coordination_file_shows_the_plan_and_applies_a_pathway(
     assert "le 11/01/2027 · demandée" in activities
     assert "Consultation néphrologue de transplantation M3</span> — néphrologue" in activities
     assert "le 04/04/2027 · planifié" in activities
+    # The education session was proposed to the circle's IDE: its appointment's state.
+    session_line = activities.split("traitement immunosuppresseur")[1].split("</li>")[0]
+    assert '<a href="#rendez-vous">rendez-vous proposé</a>' in session_line
+    assert (
+        "rendez-vous"
+        not in activities.split("néphrologue de transplantation M3")[1].split("</li>")[0]
+    )
     # The tasks made are the coordination file's open tasks too.
     assert "Bilan biologique J+7 — IDE" in shown.split('<ul id="taches">')[1].split("</ul>")[0]

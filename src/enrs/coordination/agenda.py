@@ -49,6 +49,7 @@ from enrs.coordination.agenda_models import (
     CoordinationSlot,
 )
 from enrs.coordination.models import CareTeam, Member
+from enrs.coordination.plan_models import CarePlan, PlanActivity
 from enrs.documents.access import Reader
 from enrs.kit.db import utcnow
 from enrs.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
@@ -129,6 +130,16 @@ def participants_of(
         .order_by(AppointmentParticipant.id)
     )
     return list(session.scalars(stmt))
+
+
+def plan_of(session: Session, appointment: CoordinationAppointment) -> CarePlan | None:
+    """The care plan whose applied pathway proposed the appointment, if one did."""
+    stmt = (
+        select(CarePlan)
+        .join(PlanActivity, PlanActivity.plan_id == CarePlan.id)
+        .where(PlanActivity.appointment_id == appointment.id)
+    )
+    return session.scalars(stmt.limit(1)).first()
 
 
 def slot_of(session: Session, appointment: CoordinationAppointment) -> CoordinationSlot | None:

@@ -149,6 +149,7 @@ def _rendered(session: Session, found: CoordinationAppointment, rri: str) -> dic
         rri,
         agenda.participants_of(session, found),
         agenda.slot_of(session, found),
+        agenda.plan_of(session, found),
     )
 
 

@@ -27,6 +27,7 @@ from enrs.coordination.agenda_models import (
     CoordinationSlot,
 )
 from enrs.coordination.models import CareTeam
+from enrs.coordination.plan_models import CarePlan
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
 from enrs.kit.errors import Unprocessable
 
@@ -56,6 +57,7 @@ def appointment(
     rri: str,
     participants: list[AppointmentParticipant],
     slot: CoordinationSlot | None,
+    plan: CarePlan | None = None,
 ) -> dict[str, Any]:
     people: list[dict[str, Any]] = [
         {
@@ -88,6 +90,10 @@ def appointment(
         resource["comment"] = found.comment
     if slot is not None:
         resource["slot"] = [{"reference": f"Slot/{slot.resource_id}"}]
+    if plan is not None:  # proposed by the plan's pathway
+        resource["supportingInformation"] = [
+            {"reference": f"CarePlan/{plan.resource_id}", "display": plan.title}
+        ]
     return resource
 
 

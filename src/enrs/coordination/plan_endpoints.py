@@ -138,6 +138,7 @@ def _resource(session: Session, plan: CarePlan, rri: str) -> dict[str, Any]:
         plans.goals_of(session, plan),
         activities,
         plans.tasks_of(session, activities),
+        plans.appointments_of(session, activities),
     )
 
 

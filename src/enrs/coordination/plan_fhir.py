@@ -14,7 +14,10 @@
   ``scheduledPeriod`` (dates), ``goal`` (``#id``), and the role of the circle that performs
   it in the extension :data:`PERFORMER_ROLE` (R4's ``performer`` names a resource, not a
   role). An activity that is a coordination task is ``activity.reference`` ``Task/{id}``
-  only (R4's cpl-3: a reference or a detail, not both): the task holds its state.
+  only (R4's cpl-3: a reference or a detail, not both): the task holds its state. An
+  appointment or session an applied pathway proposed is the activity's ``outcomeReference``
+  ``Appointment/{id}`` (the appointment's ``supportingInformation`` names the plan); it is
+  kept through an update that keeps the activity's ``id``, and not read from a client.
 
 **PlanDefinition**: the region's pathways are JSON files in ``coordination/pathways/``,
 checked by :func:`load_pathways` when the application starts (a malformed one stops it): goals
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from enrs.coordination import plans
+from enrs.coordination.agenda_models import CoordinationAppointment
 from enrs.coordination.models import CareTeam
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
@@ -73,7 +77,11 @@ def _goal(goal: PlanGoal, rri: str) -> dict[str, Any]:
     return found
 
 
-def _activity(activity: PlanActivity, task: CoordinationTask | None) -> dict[str, Any]:
+def _activity(
+    activity: PlanActivity,
+    task: CoordinationTask | None,
+    appointment: CoordinationAppointment | None = None,
+) -> dict[str, Any]:
     if task is not None:
         reference = {"reference": f"Task/{task.resource_id}", "display": task.title}
         return {"id": activity.resource_id, "reference": reference}
@@ -103,7 +111,12 @@ def _activity(activity: PlanActivity, task: CoordinationTask | None) -> dict[str
         period["end"] = activity.scheduled_end.isoformat()
     if period:
         detail["scheduledPeriod"] = period
-    return {"id": activity.resource_id, "detail": detail}
+    found: dict[str, Any] = {"id": activity.resource_id, "detail": detail}
+    if appointment is not None:
+        found["outcomeReference"] = [
+            {"reference": f"Appointment/{appointment.resource_id}", "display": appointment.title}
+        ]
+    return found
 
 
 def care_plan(
@@ -113,6 +126,7 @@ def care_plan(
     goals: list[PlanGoal],
     activities: list[PlanActivity],
     tasks_by_id: dict[int, CoordinationTask],
+    appointments_by_id: dict[int, CoordinationAppointment] | None = None,
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "CarePlan",
@@ -146,8 +160,14 @@ def care_plan(
     if goals:
         resource["goal"] = [{"reference": f"#{g.resource_id}"} for g in goals]
     if activities:
+        made = appointments_by_id or {}
         resource["activity"] = [
-            _activity(a, tasks_by_id.get(a.task_id) if a.task_id else None) for a in activities
+            _activity(
+                a,
+                tasks_by_id.get(a.task_id) if a.task_id else None,
+                made.get(a.appointment_id) if a.appointment_id else None,
+            )
+            for a in activities
         ]
     return resource
 

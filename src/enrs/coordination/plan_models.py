@@ -76,3 +76,7 @@ class PlanActivity(Base):
     # The contained goals it serves: their ids, space-separated.
     goal_ids: Mapped[str] = mapped_column(String(512), default="")
     task_id: Mapped[int | None] = mapped_column(ForeignKey("coordination_task.id"), index=True)
+    # The circle's appointment an applied pathway proposed for this activity.
+    appointment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("coordination_appointment.id"), index=True
+    )

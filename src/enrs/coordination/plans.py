@@ -39,6 +39,7 @@ from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session
 
 from enrs.coordination import agenda, circle, service, tasks
+from enrs.coordination.agenda_models import CoordinationAppointment
 from enrs.coordination.models import CareTeam, Member
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
@@ -243,6 +244,17 @@ def tasks_of(session: Session, activities: Sequence[PlanActivity]) -> dict[int, 
     return {t.id: t for t in found}
 
 
+def appointments_of(
+    session: Session, activities: Sequence[PlanActivity]
+) -> dict[int, CoordinationAppointment]:
+    """The appointments an applied pathway proposed for these activities, by their row id."""
+    ids = [a.appointment_id for a in activities if a.appointment_id is not None]
+    if not ids:
+        return {}
+    stmt = select(CoordinationAppointment).where(CoordinationAppointment.id.in_(ids))
+    return {a.id: a for a in session.scalars(stmt)}
+
+
 def _require_member(session: Session, team: CareTeam, reader: Reader, what: str) -> None:
     if team.status != circle.ACTIVE or not service.is_member(session, team, reader):
         raise Forbidden(f"{what}: for the current members of CareTeam/{team.resource_id} only")
@@ -346,7 +358,12 @@ def _task_in(session: Session, team: CareTeam, resource_id: str) -> Coordination
 
 
 def _write_children(session: Session, plan: CarePlan, team: CareTeam, fields: PlanFields) -> None:
-    """The plan's goals and activities, as the fields say (the previous ones replaced)."""
+    """The plan's goals and activities, as the fields say (the previous ones replaced; an
+    activity kept under its id keeps the appointment a pathway proposed for it)."""
+    linked = select(PlanActivity.resource_id, PlanActivity.appointment_id).where(
+        PlanActivity.plan_id == plan.id, PlanActivity.appointment_id.is_not(None)
+    )
+    kept = {row.resource_id: row.appointment_id for row in session.execute(linked)}
     session.execute(delete(PlanGoal).where(PlanGoal.plan_id == plan.id))
     session.execute(delete(PlanActivity).where(PlanActivity.plan_id == plan.id))
     for position, goal in enumerate(fields.goals):
@@ -362,7 +379,9 @@ def _write_children(session: Session, plan: CarePlan, team: CareTeam, fields: Pl
             )
         )
     for position, activity in enumerate(fields.activities):
-        _add_activity(session, plan, team, activity, position)
+        row = _add_activity(session, plan, team, activity, position)
+        if row.kind != "task":
+            row.appointment_id = kept.get(row.resource_id)
     session.flush()
 
 
@@ -529,14 +548,16 @@ def schedule_appointment(
     a ``proposed`` appointment of the circle's agenda (:func:`enrs.coordination.agenda.
     create_appointment`) with them, on the window's first day at 09:00 (``zone``) for 30
     minutes, its comment giving the window: the members fix the real time by updating it.
-    Nobody holding the role: the activity only, the appointment made by hand later."""
+    Nobody holding the role: the activity only, the appointment made by hand later. The
+    activity names its appointment (``outcomeReference``), which points back to the plan
+    (``supportingInformation``)."""
     row = _add_activity(session, plan, team, activity, position)
     holders = role_holders(session, team, activity.role)
     if not holders or activity.start is None:
         return row
     begins = datetime.combine(activity.start, time(9), tzinfo=zone)
     last = activity.end or activity.start
-    agenda.create_appointment(
+    row.appointment_id = agenda.create_appointment(
         session,
         reader,
         team,
@@ -552,7 +573,8 @@ def schedule_appointment(
                 f"{activity.start.strftime('%d/%m/%Y')} et le {last.strftime('%d/%m/%Y')}"
             ),
         ),
-    )
+    ).id
+    session.flush()
     return row
 
 

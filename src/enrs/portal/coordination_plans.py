@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from enrs.accounts import service as accounts_service
 from enrs.coordination import plan_endpoints, plans, service, tasks
+from enrs.coordination.agenda_models import CoordinationAppointment
 from enrs.coordination.auth import manages_circle
 from enrs.coordination.models import CareTeam
 from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
@@ -25,6 +26,7 @@ from enrs.documents.access import Reader, reader_of
 from enrs.kit.errors import BadRequest, Forbidden
 from enrs.kit.http import DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
+from enrs.portal.agenda_changes import STATUS_LABELS
 from enrs.portal.auth import PortalUser, csrf_matches
 from enrs.portal.documents import _audit
 
@@ -72,6 +74,7 @@ class ActivityLine:
     end: date | None
     status: str
     late: bool
+    appointment: str | None = None  # the state of the appointment a pathway proposed
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,13 @@ class PathwayChoice:
     missing: list[str]
 
 
-def _line(activity: PlanActivity, task: CoordinationTask | None) -> ActivityLine:
+def _line(
+    activity: PlanActivity,
+    task: CoordinationTask | None,
+    appointment: CoordinationAppointment | None = None,
+) -> ActivityLine:
     """One activity as the page lists it: a task's title, owner, due date and state are the
-    task's."""
+    task's; an appointment's state is that of the one its pathway proposed."""
     if task is not None:
         return ActivityLine(
             kind=KIND["task"],
@@ -111,13 +118,24 @@ def _line(activity: PlanActivity, task: CoordinationTask | None) -> ActivityLine
         end=activity.scheduled_end,
         status=ACTIVITY_STATUS.get(activity.status, activity.status),
         late=False,
+        appointment=(
+            STATUS_LABELS.get(appointment.status, appointment.status) if appointment else None
+        ),
     )
 
 
 def _view(session: Session, plan: CarePlan) -> PlanView:
     activities = plans.activities_of(session, plan)
     by_id = plans.tasks_of(session, activities)
-    lines = [_line(a, by_id.get(a.task_id) if a.task_id else None) for a in activities]
+    made = plans.appointments_of(session, activities)
+    lines = [
+        _line(
+            a,
+            by_id.get(a.task_id) if a.task_id else None,
+            made.get(a.appointment_id) if a.appointment_id else None,
+        )
+        for a in activities
+    ]
     goals = [
         (g, GOAL_STATUS.get(g.achievement_status or "", g.lifecycle_status))
         for g in plans.goals_of(session, plan)
