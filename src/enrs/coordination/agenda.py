@@ -106,10 +106,7 @@ def _new_id() -> str:
 
 
 def team_of(session: Session, appointment: CoordinationAppointment) -> CareTeam:
-    team = session.get(CareTeam, appointment.team_id)
-    if team is None:  # a foreign key: never
-        raise NotFound(f"Appointment/{appointment.resource_id}: its care circle is gone")
-    return team
+    return service.circle_of(session, appointment.team_id, f"Appointment/{appointment.resource_id}")
 
 
 def appointment_by_id(session: Session, resource_id: str) -> CoordinationAppointment:
@@ -148,17 +145,12 @@ def slot_of(session: Session, appointment: CoordinationAppointment) -> Coordinat
     )
 
 
-def _require_member(session: Session, team: CareTeam, reader: Reader, what: str) -> None:
-    if team.status != circle.ACTIVE or not service.is_member(session, team, reader):
-        raise Forbidden(f"{what}: for the current members of CareTeam/{team.resource_id} only")
-
-
 def seen(
     session: Session, appointment: CoordinationAppointment, reader: Reader
 ) -> CoordinationAppointment:
     """The appointment, when the reader is a current member of its circle (else 403)."""
     what = f"Appointment/{appointment.resource_id}"
-    _require_member(session, team_of(session, appointment), reader, what)
+    service.require_current_member(session, team_of(session, appointment), reader, what)
     return appointment
 
 
@@ -280,7 +272,7 @@ def create_appointment(
     (:class:`~enrs.kit.errors.EnrsError`: 403, 404, 409, 422) and the caller's transaction
     is to be rolled back. The caller audits the call with the patient (the endpoints do it
     through :func:`enrs.kit.http.require`)."""
-    _require_member(session, team, reader, "an appointment")
+    service.require_current_member(session, team, reader, "an appointment")
     _checked(fields)
     if fields.status not in NEW_STATES:
         raise Unprocessable("a new appointment is proposed or booked (Appointment.status)")
@@ -382,7 +374,7 @@ def update_appointment(
     on one version at the same time the second waits for the first and is refused (412)."""
     session.refresh(appointment, with_for_update=True)
     team = team_of(session, appointment)
-    _require_member(session, team, reader, f"Appointment/{appointment.resource_id}")
+    service.require_current_member(session, team, reader, f"Appointment/{appointment.resource_id}")
     if expected is not None and expected != appointment.version:
         raise PreconditionFailed(
             f"Appointment/{appointment.resource_id} is at version {appointment.version}, not "

@@ -45,7 +45,7 @@ from enrs.coordination.plan_models import CarePlan, PlanActivity, PlanGoal
 from enrs.coordination.task_models import CoordinationTask
 from enrs.documents.access import Reader
 from enrs.kit.db import utcnow
-from enrs.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from enrs.kit.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "draft": frozenset({"active", "revoked"}),
@@ -217,10 +217,7 @@ def plan_by_id(session: Session, resource_id: str) -> CarePlan:
 
 
 def team_of(session: Session, plan: CarePlan) -> CareTeam:
-    team = session.get(CareTeam, plan.team_id)
-    if team is None:  # a foreign key: never
-        raise NotFound(f"CarePlan/{plan.resource_id}: its care circle is gone")
-    return team
+    return service.circle_of(session, plan.team_id, f"CarePlan/{plan.resource_id}")
 
 
 def goals_of(session: Session, plan: CarePlan) -> list[PlanGoal]:
@@ -255,14 +252,11 @@ def appointments_of(
     return {a.id: a for a in session.scalars(stmt)}
 
 
-def _require_member(session: Session, team: CareTeam, reader: Reader, what: str) -> None:
-    if team.status != circle.ACTIVE or not service.is_member(session, team, reader):
-        raise Forbidden(f"{what}: for the current members of CareTeam/{team.resource_id} only")
-
-
 def seen(session: Session, plan: CarePlan, reader: Reader) -> CarePlan:
     """The plan, when the reader is a current member of its circle (else 403)."""
-    _require_member(session, team_of(session, plan), reader, f"CarePlan/{plan.resource_id}")
+    service.require_current_member(
+        session, team_of(session, plan), reader, f"CarePlan/{plan.resource_id}"
+    )
     return plan
 
 
@@ -289,7 +283,7 @@ def plans_for(session: Session, reader: Reader, patient_ids: list[int]) -> list[
 
 def open_plans(session: Session, reader: Reader, team: CareTeam) -> list[CarePlan]:
     """The circle's plans not completed nor revoked (for its members), oldest first."""
-    _require_member(session, team, reader, "the care plans")
+    service.require_current_member(session, team, reader, "the care plans")
     stmt = (
         select(CarePlan)
         .where(CarePlan.team_id == team.id, CarePlan.status.not_in(sorted(CLOSED)))
@@ -417,7 +411,7 @@ def create(
     template: str | None = None,
 ) -> CarePlan:
     """A new plan of the circle, by one of its current members; ``draft`` or ``active``."""
-    _require_member(session, team, reader, "a care plan")
+    service.require_current_member(session, team, reader, "a care plan")
     _checked(fields)
     if fields.status not in NEW:
         raise Unprocessable("a new care plan is draft or active (CarePlan.status)")
@@ -479,7 +473,7 @@ def update(
     made on; another one is refused, nothing changed. A completed or revoked plan does not
     change (409)."""
     team = team_of(session, plan)
-    _require_member(session, team, reader, f"CarePlan/{plan.resource_id}")
+    service.require_current_member(session, team, reader, f"CarePlan/{plan.resource_id}")
     if expected is not None and expected != plan.version:
         raise PreconditionFailed(
             f"CarePlan/{plan.resource_id} is at version {plan.version}, not {expected}: "
@@ -601,7 +595,7 @@ def apply(
     and sessions scheduled (:func:`schedule_appointment`). 403 not a member, 409 the pathway
     already under way in the circle, 422 a start more than a year from ``today`` or a task
     role nobody holds in the circle."""
-    _require_member(session, team, reader, "a care plan")
+    service.require_current_member(session, team, reader, "a care plan")
     if pathway.status == "retired":
         raise Unprocessable(f"PlanDefinition/{pathway.id} is retired")
     _checked_start(start, today)

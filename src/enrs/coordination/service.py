@@ -107,6 +107,21 @@ def is_member(session: Session, team: CareTeam, reader: Reader) -> bool:
     return session.scalar(stmt.limit(1)) is not None
 
 
+def circle_of(session: Session, team_id: int, what: str) -> CareTeam:
+    """The care circle a record (``what``: ``Task/{id}``, ``CarePlan/{id}``…) belongs to."""
+    team = session.get(CareTeam, team_id)
+    if team is None:  # a foreign key: never
+        raise NotFound(f"{what}: its care circle is gone")
+    return team
+
+
+def require_current_member(session: Session, team: CareTeam, reader: Reader, what: str) -> None:
+    """403 unless the circle is active and the reader in it now: the rule of every record of a
+    circle (its tasks, plans, appointments)."""
+    if team.status != circle.ACTIVE or not is_member(session, team, reader):
+        raise Forbidden(f"{what}: for the current members of CareTeam/{team.resource_id} only")
+
+
 def members_of(session: Session, team_ids: list[int]) -> dict[int, list[Member]]:
     """The members of several circles at once, per circle id (in :func:`members`' order)."""
     found: dict[int, list[Member]] = {}

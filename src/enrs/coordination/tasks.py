@@ -96,10 +96,7 @@ def is_overdue(task: CoordinationTask, now: datetime | None = None) -> bool:
 
 
 def team_of(session: Session, task: CoordinationTask) -> CareTeam:
-    team = session.get(CareTeam, task.team_id)
-    if team is None:  # a foreign key: never
-        raise NotFound(f"Task/{task.resource_id}: its care circle is gone")
-    return team
+    return service.circle_of(session, task.team_id, f"Task/{task.resource_id}")
 
 
 def task_by_id(session: Session, resource_id: str) -> CoordinationTask:
@@ -111,14 +108,11 @@ def task_by_id(session: Session, resource_id: str) -> CoordinationTask:
     return found
 
 
-def _require_member(session: Session, team: CareTeam, reader: Reader, what: str) -> None:
-    if team.status != circle.ACTIVE or not service.is_member(session, team, reader):
-        raise Forbidden(f"{what}: for the current members of CareTeam/{team.resource_id} only")
-
-
 def seen(session: Session, task: CoordinationTask, reader: Reader) -> CoordinationTask:
     """The task, when the reader is a current member of its circle (else 403)."""
-    _require_member(session, team_of(session, task), reader, f"Task/{task.resource_id}")
+    service.require_current_member(
+        session, team_of(session, task), reader, f"Task/{task.resource_id}"
+    )
     return task
 
 
@@ -167,7 +161,7 @@ def create(
     session: Session, reader: Reader, team: CareTeam, fields: TaskFields
 ) -> CoordinationTask:
     """A new task in the circle, asked by one of its current members; ``requested``."""
-    _require_member(session, team, reader, "a task")
+    service.require_current_member(session, team, reader, "a task")
     _checked(fields)
     if fields.status != REQUESTED:
         raise Unprocessable("a new task is requested (Task.status)")
@@ -217,7 +211,7 @@ def update(
     ``own_only`` (a social worker: :func:`enrs.coordination.auth.changes_any_task`): only a
     task given to the reader (:func:`is_owned`), else 403."""
     team = team_of(session, task)
-    _require_member(session, team, reader, f"Task/{task.resource_id}")
+    service.require_current_member(session, team, reader, f"Task/{task.resource_id}")
     if own_only and not is_owned(session, reader, task):
         raise Forbidden(f"Task/{task.resource_id}: changed only by whom it is given to")
     if expected is not None and expected != task.version:
