@@ -13,12 +13,15 @@ from sqlalchemy import func, select
 
 from enrs.coordination import notify
 from enrs.coordination.notify_models import Notification
+from enrs.directory.identifiers import FINESS_SYSTEM
 from enrs.identity import pam
 from enrs.kit.db import Database
 from enrs.kit.events import read_events
 from enrs.kit.hl7v2 import parse_message
 from enrs.kit.outbound.consumer import consume, is_behind
+from tests.conftest import Factory
 from tests.coordination.circles import doctor, operation
+from tests.directory.test_import import rpps as rpps_number
 from tests.documents.world import (
     CHU,
     CHU_OID,
@@ -139,6 +142,27 @@ def test_a_task_notifies_its_owner_never_the_one_who_assigned_it(
     drain(region.db)
     focuses = [focus for _, focus, _ in inbox(region.db, DOCTOR_ELSEWHERE)]
     assert focuses == [f"Task/{made['id']}", f"Task/{role_task['id']}"]
+    assert len(inbox(region.db, DOCTOR_AT_CHU)) == 1
+
+
+def test_a_task_given_to_a_structure_notifies_its_professionals(
+    region: Region, circle: Circle, factory: Factory
+) -> None:
+    """The structure's professionals known to the platform (an account, an activity at its
+    site in the directory) are told; not who gave the task, not someone practising elsewhere."""
+    team, chu, other = circle
+    structure = {"identifier": {"system": FINESS_SYSTEM, "value": CHU}}
+    assert operation(chu, team, "invite", member=structure, role="Établissement").is_success
+    assert operation(chu, team, "accept").is_success  # the CHU's doctor, for the CHU
+    factory.user("dr.ailleurs", rpps=rpps_number(3))  # an account, no activity at the CHU
+    made = post_task(other, task(region, team, {"owner": structure}))
+    drain(region.db)
+    assert inbox(region.db, DOCTOR_AT_CHU) == [("task-assigned", f"Task/{made['id']}", None)]
+    assert inbox(region.db, DOCTOR_ELSEWHERE) == []  # they gave it
+    assert inbox(region.db, rpps_number(3)) == []
+    # Given by the CHU's own doctor: nobody else at the CHU has an account, nobody is told.
+    post_task(chu, task(region, team, {"owner": structure}, "Ordonnance"))
+    drain(region.db)
     assert len(inbox(region.db, DOCTOR_AT_CHU)) == 1
 
 

@@ -12,7 +12,9 @@ outbox event                  kind (criteria)    who is told
 ``encounter.discharged``      ``discharge``      the same (ADT A01 / A03 of a facility)
 ``documents.filed``           ``new-document``   the same, for a document shared with them
 ``coordination.task_assigned````task-assigned``  the task's owner: the professional, the
-                                                 structure, or the members holding its role
+                                                 structure (and its professionals known to
+                                                 the platform: :func:`_structure_staff`), or
+                                                 the members holding its role
 ``coordination.message``      ``mention``        the professionals the message mentions
 ============================  =================  =============================================
 
@@ -49,15 +51,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from enrs.accounts.models import User
 from enrs.coordination import circle, service
 from enrs.coordination.chat_models import Message
 from enrs.coordination.models import CareTeam, Member
 from enrs.coordination.notify_models import Notification
 from enrs.directory.identifiers import FINESS_SYSTEM, RPPS_SYSTEM
+from enrs.directory.models import Activity, Professional
 from enrs.documents import service as documents_service
 from enrs.identity import service as identity_service
 from enrs.identity.service import PatientRef
@@ -225,6 +229,12 @@ def audience(session: Session, event: Event) -> Audience | None:
             to_finess = frozenset()
             focus = f"Communication/{p['message']}"
     rpps, finess = _members(session, teams)
+    if to_finess and to_rpps is not None:
+        # A task given to a structure of the circle: its professionals are told too.
+        staff = _structure_staff(session, frozenset(f for f in to_finess if f in finess))
+        for number, site in staff.items():
+            rpps.setdefault(number, finess[site])
+        to_rpps = to_rpps | frozenset(staff)
     return Audience(
         event.id,
         kind,
@@ -261,6 +271,32 @@ def _task_owners(
         frozenset(r for r, _ in holders if r),
         frozenset(f for _, f in holders if f),
     )
+
+
+def _structure_staff(session: Session, sites: frozenset[str]) -> dict[str, str]:
+    """RPPS → FINESS of the professionals known to the platform (an active account with their
+    RPPS: made by the admin, or at their first Pro Santé Connect login) who practise at one of
+    these structures (an active activity at the site in the directory). Not every professional
+    of the directory: a hospital's thousands would each get a row per task."""
+    if not sites:
+        return {}
+    stmt = (
+        select(User.rpps, Activity.finess_site)
+        .join(Professional, Professional.id_nat_ps == literal("8") + User.rpps)
+        .join(Activity, Activity.professional_id == Professional.id)
+        .where(
+            User.active.is_(True),
+            Professional.active.is_(True),
+            Activity.active.is_(True),
+            Activity.finess_site.in_(sorted(sites)),
+        )
+        .order_by(User.rpps, Activity.finess_site)
+    )
+    found: dict[str, str] = {}
+    for number, site in session.execute(stmt):
+        if number and site:
+            found.setdefault(number, site)
+    return found
 
 
 def _mentions(session: Session, message_id: str) -> tuple[frozenset[str], str | None] | None:
