@@ -218,6 +218,29 @@ def test_admission_and_discharge_notify_the_current_members_only(
     assert names == ["encounter.admitted", "encounter.discharged"]
 
 
+def test_the_coordination_file_shows_the_readers_unread_alerts_of_its_patient(
+    region: Region, circle: Circle
+) -> None:
+    team, chu, other = circle
+    assert 'id="alertes"' not in other.get(f"/coordination/{team}").text
+    adt(region, "A01", "adm2")
+    post_task(chu, task(region, team, {"owner": doctor(DOCTOR_ELSEWHERE)}))
+    drain(region.db)
+    page = other.get(f"/coordination/{team}").text
+    alerts = page.split('id="alertes"')[1].split("</section>")[0]
+    assert "(2 non lues)" in alerts
+    assert alerts.index("Tâche qui vous est attribuée") < alerts.index("Admission en établissement")
+    assert f"FINESS {CHU}" in alerts
+    # The CHU's doctor gave the task: their only alert is the admission.
+    mine = chu.get(f"/coordination/{team}").text.split('id="alertes"')[1].split("</section>")[0]
+    assert "(1 non lue)" in mine and "Tâche" not in mine
+    # Marked read on the notifications page: gone from the file.
+    csrf = re.search(r'name="csrf" value="([^"]+)"', other.get("/notifications").text)
+    assert csrf is not None
+    other.post("/notifications/lu", data={"csrf": csrf[1]})
+    assert 'id="alertes"' not in other.get(f"/coordination/{team}").text
+
+
 def test_the_consumer_writes_each_notification_once(region: Region, circle: Circle) -> None:
     team, chu, _other = circle
     post_task(chu, task(region, team, {"owner": doctor(DOCTOR_ELSEWHERE)}))

@@ -380,12 +380,22 @@ def unread_count(session: Session, rpps: str | None, kinds: frozenset[str] | Non
 
 
 def inbox(
-    session: Session, rpps: str, *, kinds: frozenset[str] | None = None, limit: int = 100
+    session: Session,
+    rpps: str,
+    *,
+    kinds: frozenset[str] | None = None,
+    limit: int = 100,
+    patient: str | None = None,
+    unread: bool = False,
 ) -> list[Shown]:
-    """The person's notifications (of ``kinds``), newest first."""
-    stmt = (
-        select(Notification).where(*_of(rpps, kinds)).order_by(Notification.id.desc()).limit(limit)
-    )
+    """The person's notifications (of ``kinds``; about the patient of RRI ``patient`` only,
+    unread only when asked), newest first."""
+    where = _of(rpps, kinds)
+    if patient is not None:
+        where.append(Notification.patient_rri == patient)
+    if unread:
+        where.append(Notification.read_at.is_(None))
+    stmt = select(Notification).where(*where).order_by(Notification.id.desc()).limit(limit)
     return [
         Shown(
             n.id,

@@ -23,8 +23,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from enrs.accounts import service as accounts_service
-from enrs.coordination import agenda, chat, service, tasks
-from enrs.coordination.auth import coordinates, files_documents, reads_documents, shows_ins
+from enrs.coordination import agenda, chat, notify, service, tasks
+from enrs.coordination.auth import (
+    coordinates,
+    files_documents,
+    notification_kinds,
+    reads_documents,
+    shows_ins,
+)
 from enrs.documents import repository as documents_repository
 from enrs.documents import service as documents_service
 from enrs.documents.access import reader_of
@@ -45,6 +51,7 @@ LAST_DOCUMENTS = 5
 AGENDA_PAST_DAYS = 30  # the circle's appointments shown: from 30 days ago on
 FIRST_TASKS = 20  # the open tasks the file lists, soonest due first ("voir tout": all)
 LAST_MESSAGES = 50
+ALERTS = 10  # the reader's unread notifications about the patient the file shows
 
 
 @router.get("/coordination")
@@ -75,7 +82,9 @@ def coordination_file(
 ) -> HTMLResponse:
     """A circle's coordination file and chat, for its members: its first
     :data:`FIRST_TASKS` open tasks (all with ``?taches=toutes``), its last
-    :data:`LAST_DOCUMENTS` documents and :data:`LAST_MESSAGES` messages."""
+    :data:`LAST_DOCUMENTS` documents and :data:`LAST_MESSAGES` messages, and the reader's
+    last :data:`ALERTS` unread notifications about the patient (admission, discharge, new
+    document, task, mention: the file's alerts)."""
     team = service.team_by_id(session, team_id)
     patient = service.patient_of(session, team)
     _audit(request, user, "read", "CareTeam", patient)
@@ -103,10 +112,23 @@ def coordination_file(
     appointments = agenda.appointments_for(
         session, agenda.appointments_stmt(reader, team=team, start_from=since)
     )
+    alerts = (
+        notify.inbox(
+            session,
+            user.rpps,
+            kinds=notification_kinds(user),
+            patient=patient.rri,
+            unread=True,
+            limit=ALERTS,
+        )
+        if user.rpps
+        else []
+    )
     return _render(
         request,
         "coordination_file.html",
         team=team,
+        alerts=alerts,
         patient=patient,
         card=card,
         ins=card.ins if card is not None and shows_ins(user) else None,
