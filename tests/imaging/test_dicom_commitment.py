@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, evt
@@ -107,11 +109,14 @@ def test_commitment_without_references(archive: Archived) -> None:
     assert status == 0x0120 and reports == []
 
 
+@pytest.mark.parametrize("wait", [0.0, 1.0], ids=["at-once", "after-the-report-left"])
 def test_the_report_comes_on_a_new_association_after_a_release(
-    archive: Archived, tmp_path: Path
+    archive: Archived, tmp_path: Path, wait: float
 ) -> None:
-    """The modality releases as soon as the N-ACTION is answered: the report comes on a new
-    association to its registered port (the archive proposing the SCP role)."""
+    """The modality releases once the N-ACTION is answered (at once, or after the archive
+    sent the report on the association), and does not take DIMSE requests on it: the report
+    comes on a new association to its registered port (the archive proposing the SCP role)
+    within seconds, not after a DIMSE timeout (30 s) on the first one."""
     reports: list[Any] = []
     got = threading.Event()
 
@@ -131,14 +136,22 @@ def test_the_report_comes_on_a_new_association_after_a_release(
         assert archive.storescu(write(ds, tmp_path / "ct.dcm")).returncode == 0
         requester = AE(ae_title="MODALITY")
         requester.add_requested_context(StorageCommitmentPushModel)
+        requester.acse_timeout = 40  # longer than the archive's DIMSE timeout
         assoc = requester.associate("127.0.0.1", archive.port, ae_title=AET)
+        # The requester's side of the association serves no request (the report included).
+        assoc._serve_request = lambda msg, context_id: None  # type: ignore[method-assign]
         info = Dataset()
         info.TransactionUID = generate_uid()
         info.ReferencedSOPSequence = [_ref(CTImageStorage, ds.SOPInstanceUID)]
         status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        assoc.release()
         assert status.Status == 0
-        assert got.wait(15)
+        time.sleep(wait)
+        released = time.monotonic()
+        assoc.release()
+        assert got.wait(15), "no report on a new association"
+        assert time.monotonic() - released < 15
+        if not wait:
+            assert assoc.is_released  # released at once: answered as a release
     finally:
         modality.shutdown()
     [(event_type, report)] = reports

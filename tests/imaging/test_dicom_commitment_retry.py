@@ -51,9 +51,6 @@ def _listener(archive: Archived, policy: commitment.Policy) -> Iterator[DicomLis
     listener = DicomListener(
         archive.listener.archive, host="127.0.0.1", port=0, aet=AET, commitments=policy
     )
-    # A requester's release may cross the report sent on its association: both sides then wait
-    # for an answer until the DIMSE timeout (30 s by default) before the report is kept.
-    listener.ae.dimse_timeout = 3
     listener.start()
     try:
         yield listener
@@ -85,7 +82,6 @@ def _request(port: int, refs: list[Dataset]) -> str:
     """The N-ACTION as MODALITY, released as soon as it is answered: its TransactionUID."""
     requester = AE(ae_title="MODALITY")
     requester.add_requested_context(StorageCommitmentPushModel)
-    requester.acse_timeout = requester.dimse_timeout = 5  # its release may cross the report
     assoc = requester.associate("127.0.0.1", port, ae_title=AET)
     assert assoc.is_established
     info = Dataset()
@@ -93,6 +89,7 @@ def _request(port: int, refs: list[Dataset]) -> str:
     info.ReferencedSOPSequence = refs
     status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
     assoc.release()
+    assert assoc.is_released  # answered, not left to a timeout nor aborted
     assert status.Status == 0
     return str(info.TransactionUID)
 

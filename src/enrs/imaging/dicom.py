@@ -121,6 +121,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION
 from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -195,6 +196,7 @@ MISSING_ATTRIBUTE = 0x0120
 NO_SUCH_ACTION = 0x0123
 CLASS_INSTANCE_CONFLICT = 0x0119
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP instance
+RELEASE_GRACE = 0.5  # s: the report waits this long for a requester's release (J.3.3)
 # A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling-AE-title-not-recognized.
 REJECT_UNKNOWN_CALLING_AE = (0x01, 0x01, 0x03)
 REJECT_UNKNOWN_CALLED_AE = (0x01, 0x01, 0x07)
@@ -659,14 +661,47 @@ def _planning(assoc: Association, server: DicomServer) -> None:
     assoc._serve_request = serve  # type: ignore[method-assign]
 
 
+def _release_pending(assoc: Association) -> bool:
+    """Whether the peer's A-RELEASE-RQ waits for the association's reactor (peeked, not
+    taken: the reactor answers it)."""
+    primitive = assoc.dul.peek_next_pdu()
+    return isinstance(primitive, A_RELEASE) and primitive.result is None
+
+
+def _open_after_grace(assoc: Association) -> bool:
+    """Whether the association is still open :data:`RELEASE_GRACE` seconds after the
+    N-ACTION answer: a requester that releases at once (and takes the report on a new
+    association) has done it by then, and its release is answered normally."""
+    deadline = time.monotonic() + RELEASE_GRACE
+    while time.monotonic() < deadline:
+        if not assoc.is_established or _release_pending(assoc):
+            return False
+        time.sleep(0.01)
+    return assoc.is_established and not _release_pending(assoc)
+
+
+def _wake_on_release(assoc: Association, done: threading.Event) -> None:
+    """While a report waits for its answer (pynetdicom pauses the association's reactor
+    meanwhile), a release from the requester would only end the wait at the DIMSE timeout
+    (30 s): wake the wait at once instead (it then aborts the association)."""
+    while not done.wait(0.02):
+        if _release_pending(assoc):
+            assoc.dimse.msg_queue.put((None, None))
+            return
+
+
 def _report(
     listener: DicomListener, assoc: Association, caller: Caller, event_type: int, report: Dataset
 ) -> None:
     """Send a Storage Commitment report on the request's association while it is open, else
-    (or when the requester did not answer it with success there) keep it, to be sent on a
-    new association to the requester's registered host and port (PS3.4 J.3.3) by the
-    listener's :class:`~enrs.imaging.commitment.Sender`."""
-    if assoc.is_established:
+    (or when the requester did not answer it with success there, or released it meanwhile)
+    keep it, to be sent on a new association to the requester's registered host and port
+    (PS3.4 J.3.3) by the listener's :class:`~enrs.imaging.commitment.Sender`."""
+    if _open_after_grace(assoc):
+        sent = threading.Event()
+        threading.Thread(
+            target=_wake_on_release, args=(assoc, sent), name="dicom-commitment-wait", daemon=True
+        ).start()
         try:
             answer = assoc.send_n_event_report(
                 report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE
@@ -677,6 +712,8 @@ def _report(
             if answer[0] and answer[0].get("Status") == SUCCESS:
                 return
             log.warning("storage commitment report to %s refused on its association", caller.aet)
+        finally:
+            sent.set()
     try:
         with listener.archive.db.transaction(write=True) as session:
             commitment.keep(session, caller.aet, event_type, report)
