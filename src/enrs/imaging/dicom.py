@@ -50,9 +50,10 @@ bytes kept are a DICOM file (PS3.10) made of the data set exactly as received (t
 bytes), after a file meta information naming the sending AE.
 
 What a C-FIND, C-GET or C-MOVE answers (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4), decided before
-pynetdicom runs the request (:func:`_planning`: the right, the identifier, the index, the move
-destination), each request audited (``C-FIND`` action E, ``C-GET`` / ``C-MOVE`` action R, the
-regional patient named when the answer is about exactly one):
+pynetdicom runs the request (:meth:`Archive.plan`, called by :mod:`.dicom_net`: the right, the
+identifier, the index, the move destination), each request audited (``C-FIND`` action E,
+``C-GET`` / ``C-MOVE`` action R, the regional patient named when the answer is about exactly
+one):
 
 ===========  ====================================================================
 ``0xFF00``   pending: one match (C-FIND) or one sub-operation done (C-GET, C-MOVE)
@@ -69,11 +70,12 @@ regional patient named when the answer is about exactly one):
 ``0xA702``   C-GET / C-MOVE: every sub-operation failed
 ===========  ====================================================================
 
-The instances are sent from the blob storage (:class:`Outgoing`): the data set byte for byte in
-the transfer syntax it was received in when the peer accepted it (pynetdicom's chunked sending
-of a file, ``STORE_SEND_CHUNKED_DATASET``); else, for Explicit / Implicit VR Little Endian,
-decoded and re-encoded in the uncompressed syntax the peer accepted; else (a compressed syntax
-the peer did not accept: the archive never transcodes pixel data) that sub-operation fails.
+The instances are sent from the blob storage (:class:`.dicom_net.Outgoing`): the data set byte
+for byte in the transfer syntax it was received in when the peer accepted it (pynetdicom's
+chunked sending of a file, ``STORE_SEND_CHUNKED_DATASET``); else, for Explicit / Implicit VR
+Little Endian, decoded and re-encoded in the uncompressed syntax the peer accepted; else (a
+compressed syntax the peer did not accept: the archive never transcodes pixel data) that
+sub-operation fails.
 The instances of a study the cell corrected carry its corrected Patient ID, issuer and
 Accession Number (:mod:`.outgoing`).
 The storage contexts prefer Explicit VR Little Endian, and accept a C-GET requestor's SCP/SCU
@@ -90,54 +92,38 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import select
 import signal
 import socket
-import ssl
 import sys
-import tempfile
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterator, MutableSequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, MutableSequence
 from functools import partial
-from io import BytesIO
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import (
-    AE,
-    ALL_TRANSFER_SYNTAXES,
-    AllStoragePresentationContexts,
     _config,
     evt,
 )
-from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION
-from pynetdicom.dsutils import decode
-from pynetdicom.pdu_primitives import A_RELEASE
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.dimse_primitives import C_STORE, N_ACTION
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
     StorageCommitmentPushModel,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
 )
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
-from enrs.imaging import commitment, outgoing, query, repository, service
+from enrs.imaging import commitment, dicom_net, outgoing, query, repository, service
+from enrs.imaging.dicom_net import (
+    ArchiveAE,
+    DicomServer,
+    Failure,
+    Outgoing,
+    Plan,
+    contexts,
+    move_contexts,
+)
 from enrs.imaging.filing import (  # noqa: F401  (the statuses: re-exported for the listener's users)
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -160,31 +146,6 @@ from enrs.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _ready(self: AssociationSocket) -> bool:
-    """Whether the association's socket has data to read: pynetdicom's
-    ``AssociationSocket.ready`` with ``poll()`` instead of ``select()``. ``select()`` cannot watch
-    a descriptor numbered 1024 or more (ValueError, which pynetdicom reads as the connection
-    closed: every association of a process holding that many files and sockets dropped at
-    once); ``poll()`` has no such limit. A hang-up or an error counts as ready: the read then
-    sees the connection closed, as with ``select()``."""
-    if self.socket is None or self._is_connected is False:
-        return False
-    poller = select.poll()
-    try:
-        poller.register(self.socket, select.POLLIN | select.POLLPRI)
-        ready = bool(poller.poll(0))
-    except (OSError, ValueError):
-        self.event_queue.put("Evt17")  # Evt17: transport connection closed
-        return False
-    if isinstance(self.socket, ssl.SSLSocket):  # TLS may hold data poll() does not see
-        return ready or bool(self.socket.pending())
-    return ready
-
-
-# Process-wide, for the listener's associations and those it opens (C-MOVE, commitment
-# reports); checked against pynetdicom 3.0 (pinned in pyproject.toml).
-AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
-
 UNABLE_TO_COUNT_MATCHES = 0xA701  # C-GET / C-MOVE: Refused, Out of Resources (matches)
 IDENTIFIER_MISMATCH = 0xA900  # C-FIND / C-GET / C-MOVE: Identifier does not match SOP Class
 MOVE_DESTINATION_UNKNOWN = 0xA801
@@ -206,105 +167,6 @@ MAX_ASSOCIATIONS = 32
 MAX_PDU = 131072  # what peers may send per PDU: fewer PDUs to decode per instance
 
 
-# The Query/Retrieve SOP classes: their information model (PATIENT or STUDY root).
-MODELS = {
-    PatientRootQueryRetrieveInformationModelFind: query.PATIENT_ROOT,
-    PatientRootQueryRetrieveInformationModelGet: query.PATIENT_ROOT,
-    PatientRootQueryRetrieveInformationModelMove: query.PATIENT_ROOT,
-    StudyRootQueryRetrieveInformationModelFind: query.STUDY_ROOT,
-    StudyRootQueryRetrieveInformationModelGet: query.STUDY_ROOT,
-    StudyRootQueryRetrieveInformationModelMove: query.STUDY_ROOT,
-}
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-# The acceptor's order of preference: Explicit VR Little Endian first (the VRs kept; what a
-# C-GET requestor then most often receives of an archived instance byte for byte).
-_PREFERRED = [
-    ExplicitVRLittleEndian,
-    *(t for t in ALL_TRANSFER_SYNTAXES if t != ExplicitVRLittleEndian),
-]
-
-
-def contexts() -> list[PresentationContext]:
-    """What the archive accepts: Verification, Patient / Study Root Query/Retrieve FIND, GET
-    and MOVE, and every storage SOP class with every transfer syntax pynetdicom knows, the
-    SCP/SCU role selection of a C-GET's requestor accepted (it is then the storage SCP)."""
-    found = [build_context(Verification)]
-    found += [build_context(uid) for uid in MODELS]
-    found.append(build_context(StorageCommitmentPushModel))
-    for cx in AllStoragePresentationContexts:
-        assert cx.abstract_syntax is not None
-        storage = build_context(cx.abstract_syntax, _PREFERRED)
-        storage.scu_role, storage.scp_role = True, True
-        found.append(storage)
-    return found
-
-
-def move_contexts(stored: list[query.Stored]) -> list[PresentationContext]:
-    """The presentation contexts a C-MOVE proposes to its destination: one per SOP class and
-    transfer syntax kept, the uncompressed ones offered together (pynetdicom converts between
-    them)."""
-    found: dict[tuple[str, str], PresentationContext] = {}
-    for s in stored:
-        syntaxes = [s.transfer_syntax_uid]
-        if s.transfer_syntax_uid in _UNCOMPRESSED:
-            syntaxes = [s.transfer_syntax_uid, *(t for t in _UNCOMPRESSED if t != syntaxes[0])]
-        found.setdefault((s.sop_class_uid, s.transfer_syntax_uid),
-                         build_context(s.sop_class_uid, syntaxes))  # fmt: skip
-    return list(found.values())[:128]  # PS3.8: at most 128 contexts
-
-
-class Outgoing(Dataset):
-    """An archived instance a C-GET or C-MOVE sub-operation sends: only its identity as
-    elements (what pynetdicom reports of a failed sub-operation); the association's
-    ``send_c_store`` (:func:`_sending_archived`) sends its bytes as kept."""
-
-    def __init__(self, stored: query.Stored, load: Callable[[query.Stored], bytes]) -> None:
-        super().__init__()
-        self.SOPClassUID = stored.sop_class_uid
-        self.SOPInstanceUID = stored.sop_instance_uid
-        object.__setattr__(self, "_archived", (stored, load))
-
-    def archived(self) -> tuple[query.Stored, Callable[[query.Stored], bytes]]:
-        return object.__getattribute__(self, "_archived")  # type: ignore[no-any-return]
-
-
-def _sending_archived(assoc: Association) -> None:
-    """Make ``assoc.send_c_store`` send an :class:`Outgoing` instance's data set byte for byte
-    in its transfer syntax when the peer accepted it (pynetdicom's chunked sending of a
-    file); else, for an uncompressed syntax, decoded and encoded in the one the peer
-    accepted; else (a compressed syntax the peer did not accept: the archive does not
-    transcode) the sub-operation fails."""
-    original = assoc.send_c_store
-
-    def send(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
-        if not isinstance(dataset, Outgoing):
-            return original(dataset, *args, **kwargs)
-        stored, load = dataset.archived()
-        content = load(stored)
-        syntax = UID(stored.transfer_syntax_uid)
-        try:
-            assoc._get_valid_context(stored.sop_class_uid, syntax, "scu", allow_conversion=False)
-        except ValueError:
-            if syntax not in _UNCOMPRESSED:
-                raise
-            return original(dcmread(BytesIO(content)), *args, **kwargs)
-        with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
-            file.write(content)
-            file.flush()
-            return original(Path(file.name), *args, **kwargs)
-
-    assoc.send_c_store = send  # type: ignore[method-assign]
-
-
-class _ArchiveAE(AE):
-    """pynetdicom's AE whose C-MOVE sub-associations send archived instances as kept."""
-
-    def associate(self, *args: Any, **kwargs: Any) -> Association:
-        assoc = super().associate(*args, **kwargs)
-        _sending_archived(assoc)
-        return assoc
-
-
 def _addresses(host: str) -> set[str]:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -322,26 +184,6 @@ def _plain(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a C-FIND, C-GET or C-MOVE request is to do (its handler runs it)."""
-
-    kind: str
-    matches: list[query.Match]
-    stored: list[query.Stored]
-    destination: tuple[str, int] | None  # C-MOVE: the destination's host and port
-    # The identifiers the data sets of the studies the cell corrected carry out (by study UID).
-    corrected: dict[str, outgoing.Identifiers] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """The status a query or retrieve request is answered at once."""
-
-    status: int
-    comment: str
 
 
 def _qr_entry(
@@ -563,133 +405,6 @@ class Archive(Filing):
         return content if corrected is None else outgoing.rewrite(content, corrected)
 
 
-# --------------------------------------------------------------------------- pynetdicom glue
-
-
-class _CheckedACSE(ACSE):
-    """The acceptor's association negotiation, after the archive's check of the caller."""
-
-    def __init__(self, assoc: Association, server: DicomServer) -> None:
-        super().__init__(assoc)
-        self.server = server
-
-    def _negotiate_as_acceptor(self) -> None:
-        request = self.requestor.primitive
-        assert request is not None
-        calling = str(request.calling_ae_title)
-        caller = self.server.archive.admit(
-            calling,
-            str(self.assoc.requestor.address),
-            called_aet=str(request.called_ae_title),
-            own_aet=str(self.assoc.ae.ae_title),
-        )
-        if not isinstance(caller, Caller):
-            self.requestor.ae_title = calling
-            self.send_reject(*caller)
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
-            return
-        self.server.callers[self.assoc] = caller
-        super()._negotiate_as_acceptor()
-
-
-class _Handler(RequestHandler):
-    server: DicomServer
-
-    def handle(self) -> None:
-        sock = self.request
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().handle()
-
-    def _create_association(self) -> Association:
-        assoc = super()._create_association()
-        assoc.acse = _CheckedACSE(assoc, self.server)
-        _sending_archived(assoc)
-        _planning(assoc, self.server)
-        balancer = self.server.balancer
-        if balancer is not None:  # counted while its thread runs (from here to its end)
-            run = assoc.run
-
-            def counted() -> None:
-                try:
-                    run()
-                finally:
-                    balancer.closed()
-
-            balancer.opened()
-            assoc.run = counted  # type: ignore[method-assign]
-        return assoc
-
-
-_RESPONSES: dict[type, type] = {C_FIND: C_FIND, C_GET: C_GET, C_MOVE: C_MOVE}
-
-
-def _planning(assoc: Association, server: DicomServer) -> None:
-    """Before pynetdicom serves a C-FIND, C-GET or C-MOVE request: the archive's
-    :meth:`Archive.plan` (the right to retrieve, the identifier, the index, the move
-    destination), its failure answered at once, else the plan left for the handler."""
-    original = assoc._serve_request
-
-    def serve(msg: Any, context_id: int) -> None:
-        kind = {C_FIND: "C-FIND", C_GET: "C-GET", C_MOVE: "C-MOVE"}.get(type(msg))
-        context = assoc._accepted_cx.get(context_id)
-        model = MODELS.get(str(getattr(msg, "AffectedSOPClassUID", "") or ""))
-        if kind is None or context is None or model is None or not msg.is_valid_request:
-            original(msg, context_id)
-            return
-        caller = server.callers.get(assoc)
-        answer: Plan | Failure
-        if caller is None:  # not through the archive's check: cannot happen
-            answer = Failure(NOT_AUTHORIZED, "association not checked")
-        else:
-            answer = _plan(server.archive, caller, kind, model, msg, context)
-        if isinstance(answer, Failure):
-            rsp = type(msg)()
-            rsp.MessageIDBeingRespondedTo = msg.MessageID
-            rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
-            rsp.Status = answer.status
-            rsp.ErrorComment = answer.comment[:64]
-            assoc.dimse.send_msg(rsp, context_id)
-            return
-        server.plans[assoc] = answer
-        try:
-            original(msg, context_id)
-        finally:
-            server.plans.pop(assoc, None)
-
-    assoc._serve_request = serve  # type: ignore[method-assign]
-
-
-def _release_pending(assoc: Association) -> bool:
-    """Whether the peer's A-RELEASE-RQ waits for the association's reactor (peeked, not
-    taken: the reactor answers it)."""
-    primitive = assoc.dul.peek_next_pdu()
-    return isinstance(primitive, A_RELEASE) and primitive.result is None
-
-
-def _open_after_grace(assoc: Association) -> bool:
-    """Whether the association is still open :data:`RELEASE_GRACE` seconds after the
-    N-ACTION answer: a requester that releases at once (and takes the report on a new
-    association) has done it by then, and its release is answered normally."""
-    deadline = time.monotonic() + RELEASE_GRACE
-    while time.monotonic() < deadline:
-        if not assoc.is_established or _release_pending(assoc):
-            return False
-        time.sleep(0.01)
-    return assoc.is_established and not _release_pending(assoc)
-
-
-def _wake_on_release(assoc: Association, done: threading.Event) -> None:
-    """While a report waits for its answer (pynetdicom pauses the association's reactor
-    meanwhile), a release from the requester would only end the wait at the DIMSE timeout
-    (30 s): wake the wait at once instead (it then aborts the association)."""
-    while not done.wait(0.02):
-        if _release_pending(assoc):
-            assoc.dimse.msg_queue.put((None, None))
-            return
-
-
 def _report(
     listener: DicomListener, assoc: Association, caller: Caller, event_type: int, report: Dataset
 ) -> None:
@@ -697,10 +412,13 @@ def _report(
     (or when the requester did not answer it with success there, or released it meanwhile)
     keep it, to be sent on a new association to the requester's registered host and port
     (PS3.4 J.3.3) by the listener's :class:`~enrs.imaging.commitment.Sender`."""
-    if _open_after_grace(assoc):
+    if dicom_net.open_after_grace(assoc, RELEASE_GRACE):
         sent = threading.Event()
         threading.Thread(
-            target=_wake_on_release, args=(assoc, sent), name="dicom-commitment-wait", daemon=True
+            target=dicom_net.wake_on_release,
+            args=(assoc, sent),
+            name="dicom-commitment-wait",
+            daemon=True,
         ).start()
         try:
             answer = assoc.send_n_event_report(
@@ -721,98 +439,6 @@ def _report(
         log.exception("storage commitment report to %s not kept", caller.aet)
         return
     listener.commitments.wake()
-
-
-def _plan(
-    archive: Archive,
-    caller: Caller,
-    kind: str,
-    model: str,
-    msg: Any,
-    context: PresentationContext,
-) -> Plan | Failure:
-    syntax = context.transfer_syntax[0]
-    try:
-        msg.Identifier.seek(0)
-        identifier = decode(
-            msg.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-        )
-        for _ in identifier.iterall():
-            pass
-    except Exception as exc:
-        return Failure(CANNOT_UNDERSTAND, f"identifier cannot be decoded: {exc}")
-    destination = str(msg.MoveDestination).strip() if kind == "C-MOVE" else None
-    try:
-        return archive.plan(caller, kind, model, identifier, destination)
-    except Exception:  # the association and the listener keep serving
-        log.exception("%s from %s failed", kind, caller.aet)
-        return Failure(OUT_OF_RESOURCES, "internal error")
-
-
-class DicomServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server (one thread per association) with the archive's caller
-    check and ``TCP_NODELAY``."""
-
-    def __init__(
-        self,
-        ae: AE,
-        address: tuple[str, int],
-        ae_title: str,
-        contexts: list[PresentationContext],
-        ssl_context: Any = None,
-        evt_handlers: list[Any] | None = None,
-        *,
-        archive: Archive,
-        sock: socket.socket | None = None,
-        balancer: Balancer | None = None,
-    ) -> None:
-        self.archive = archive
-        self.shared = sock  # a listening socket of the group (enrs serve): not bound here
-        self.balancer = balancer
-        self.callers: weakref.WeakKeyDictionary[Association, Caller] = weakref.WeakKeyDictionary()
-        self.plans: weakref.WeakKeyDictionary[Association, Plan] = weakref.WeakKeyDictionary()
-        self.reports: weakref.WeakKeyDictionary[Association, tuple[int, Dataset]] = (
-            weakref.WeakKeyDictionary()
-        )
-        super().__init__(
-            ae,
-            address,
-            ae_title,
-            contexts,
-            ssl_context=ssl_context,
-            evt_handlers=evt_handlers,
-            request_handler=_Handler,
-        )
-
-    def server_bind(self) -> None:
-        if self.shared is None:
-            super().server_bind()
-            return
-        if self.socket is not None:  # the one socketserver made: unused
-            self.socket.close()
-        self.socket = self.shared
-        # Non-blocking: every process of the group wakes up for a connection and one accepts
-        # it; the others' accept() then fails at once (socketserver skips it) and never waits.
-        self.socket.setblocking(False)
-        self.server_address = self.socket.getsockname()
-
-    def server_activate(self) -> None:
-        if self.shared is None:
-            super().server_activate()
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """With a ``balancer``: leave the connection to a less busy process of the group (the
-        kernel wakes them all; whichever runs first would take it)."""
-        if self.balancer is not None and not self.balancer.may_accept():
-            time.sleep(0.005)  # the socket stays readable until another process accepts
-            raise BlockingIOError  # (socketserver: no request this time)
-        return super().get_request()
-
-    def server_close(self) -> None:
-        if self.shared is None:
-            super().server_close()
-        elif self.socket is not None:  # no shutdown(): it would stop the others' listening too
-            self.socket.close()
 
 
 def _status(code: int, comment: str | None) -> Dataset | int:
@@ -842,7 +468,7 @@ class DicomListener:
         ``host`` and ``port`` are its own), ``balancer`` their association counts."""
         self.archive = archive
         _config.STORE_SEND_CHUNKED_DATASET = True  # sending archived files as kept
-        self.ae = _ArchiveAE(ae_title=aet)
+        self.ae = ArchiveAE(ae_title=aet)
         for cx in contexts():  # (AE.supported_contexts would drop the roles)
             assert cx.abstract_syntax is not None
             self.ae.add_supported_context(
