@@ -34,9 +34,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
-import threading
 import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -62,7 +62,7 @@ from enrs.documents.xds import (
 from enrs.identity import service as identity_service
 from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
 from enrs.kit.db import Database, utcnow
-from enrs.kit.listeners import Listener
+from enrs.kit.listeners import Listener, run_rounds
 from enrs.kit.storage import open_storage
 from enrs.kit.storage.base import BlobStorage
 from enrs.settings import Settings
@@ -440,22 +440,14 @@ def describe(settings: Settings) -> str:
 def run(settings: Settings) -> None:
     """The ``dmp`` listener of ``enrs serve``: a round every ``dmp_interval`` seconds, by one
     process of the installation at a time (the database's ``dmp-feed`` lock)."""
-    logging.basicConfig(level=settings.log_level.upper())
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    db = Database(settings.database_url)
-    storage = open_storage(settings)
-    try:
-        with adapter_for(settings) as adapter, db.sole("dmp-feed", stop) as held:
-            while held and not stop.is_set():
-                try:
-                    send_due(db, storage, adapter, source_id=repository_oid(settings))
-                except Exception:
-                    log.exception("DMP feed round failed")
-                stop.wait(settings.dmp_interval)
-    finally:
-        db.dispose()
+
+    def prepare(db: Database, stack: ExitStack) -> Callable[[], object]:
+        storage = open_storage(settings)
+        adapter = stack.enter_context(adapter_for(settings))
+        source_id = repository_oid(settings)
+        return lambda: send_due(db, storage, adapter, source_id=source_id)
+
+    run_rounds(settings, "dmp-feed", settings.dmp_interval, prepare)
 
 
 LISTENER = Listener("dmp", describe, run)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,7 +48,7 @@ from enrs.imaging.repository import study_instances
 from enrs.kit.audit.trail import AuditEntry, Outcome, append_entries
 from enrs.kit.db import Database, after_rollback, utcnow
 from enrs.kit.errors import Conflict, EnrsError, NotFound
-from enrs.kit.listeners import Listener
+from enrs.kit.listeners import Listener, run_rounds
 from enrs.kit.storage import open_storage
 from enrs.kit.storage.base import BlobStorage
 from enrs.settings import Settings
@@ -465,22 +465,12 @@ def describe(settings: Settings) -> str:
 def run(settings: Settings) -> None:
     """The ``imaging-documents`` listener of ``enrs serve``: a round every minute, by one
     process at a time (the database's ``imaging-documents`` lock)."""
-    logging.basicConfig(level=settings.log_level.upper())
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    db = Database(settings.database_url)
-    storage = open_storage(settings)
-    try:
-        with db.sole("imaging-documents", stop) as held:
-            while held and not stop.is_set():
-                try:
-                    run_round(db, storage, settings)
-                except Exception:
-                    log.exception("imaging documents round failed")
-                stop.wait(60)
-    finally:
-        db.dispose()
+
+    def prepare(db: Database, _stack: ExitStack) -> Callable[[], object]:
+        storage = open_storage(settings)
+        return lambda: run_round(db, storage, settings)
+
+    run_rounds(settings, "imaging-documents", 60, prepare)
 
 
 LISTENER = Listener("imaging-documents", describe, run)

@@ -17,11 +17,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from enrs.kit.db import Database
 from enrs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,3 +133,33 @@ def _child(target: Callable[[int], None], slot: int, parent: int) -> None:
 
     threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
     target(slot)
+
+
+def run_rounds(
+    settings: Settings,
+    lock: str,
+    every: float,
+    prepare: Callable[[Database, ExitStack], Callable[[], object]],
+) -> None:
+    """A listener that does a round of work every ``every`` seconds until SIGTERM or SIGINT,
+    in one process of the installation at a time (the database's ``lock``: another process
+    waits for it). ``prepare(db, stack)`` returns the round, having entered in ``stack``
+    what the rounds share (closed when the listener stops); a round that fails is logged and
+    the next one runs."""
+    logging.basicConfig(level=settings.log_level.upper())
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    db = Database(settings.database_url)
+    try:
+        with ExitStack() as stack:
+            one_round = prepare(db, stack)
+            held = stack.enter_context(db.sole(lock, stop))
+            while held and not stop.is_set():
+                try:
+                    one_round()
+                except Exception:
+                    log.exception("%s: the round failed", lock)
+                stop.wait(every)
+    finally:
+        db.dispose()
