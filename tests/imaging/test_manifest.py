@@ -23,7 +23,7 @@ from enrs.identity import domains
 from enrs.identity import service as identity_service
 from enrs.identity.matching.engine import matcher_for
 from enrs.imaging import correction, manifest
-from enrs.imaging.models import Instance
+from enrs.imaging.models import Instance, Study
 from enrs.imaging.report_models import StudyDocument
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import utcnow
@@ -355,6 +355,43 @@ def test_a_study_is_complete_after_the_quiet_period_or_when_asked(
     unknown = run_enrs(settings, "imaging", "study", "manifest", "1.2.3.4.5")
     assert unknown.returncode != 0 and "no study 1.2.3.4.5" in unknown.stderr
     assert len(_entries(archive)) == 2
+
+
+def test_the_listeners_rounds_weigh_only_the_studies_that_changed(
+    archive: Archived, tmp_path: Path, kos_settings: Settings
+) -> None:
+    """The listener's rounds (a :class:`~enrs.imaging.manifest.Watch`) weigh the studies that
+    received an instance or had a report filed since the round before, not every study of the
+    archive: a manifest made stale behind their back (its count lowered by hand here) is left
+    to a full round (``enrs imaging documents run``)."""
+    archive.register("MODALITY")
+    _patient(archive, "IPP-16")
+    first = _ct_study(generate_uid())
+    _store(archive, tmp_path, *first, pdf_report(first[0]))
+    watch = manifest.Watch()
+    done = manifest.run_round(archive.db, archive.storage, kos_settings, watch)
+    assert (done.reports, done.manifests) == (1, 1)  # the first round weighs every study
+    second = _ct_study(generate_uid())
+    _store(archive, tmp_path, *second, pdf_report(second[0]))
+    done = manifest.run_round(archive.db, archive.storage, kos_settings, watch)
+    assert (done.reports, done.manifests) == (1, 1)
+    late = ct_dataset(patient_id="IPP-16", issuer="CHU", study_uid=first[0].StudyInstanceUID)
+    _store(archive, tmp_path, late)
+    assert manifest.run_round(archive.db, archive.storage, kos_settings, watch).manifests == 1
+    assert manifest.run_round(archive.db, archive.storage, kos_settings, watch).manifests == 0
+    with archive.db.transaction() as session:
+        [kos] = session.scalars(
+            select(StudyDocument)
+            .join(Study, Study.id == StudyDocument.study_id)
+            .where(
+                StudyDocument.kind == "manifest",
+                Study.study_uid == second[0].StudyInstanceUID,
+            )
+        )
+        kos.instance_count -= 1
+    assert manifest.run_round(archive.db, archive.storage, kos_settings, watch).manifests == 0
+    assert manifest.run_round(archive.db, archive.storage, kos_settings).manifests == 1
+    assert manifest.run_round(archive.db, archive.storage, kos_settings, watch).manifests == 0
 
 
 def test_a_report_of_a_study_without_images_waits_for_them(

@@ -15,7 +15,8 @@ makes the next round build a new one that **replaces** the previous (RPLC).
 
 The round (:func:`run_round`, the ``imaging-documents`` listener every minute, or ``enrs
 imaging documents run``) first files the waiting reports of studies now resolved, then builds
-the manifests due. One study per transaction, audited (category ``imaging``).
+the manifests due. One study per transaction, audited (category ``imaging``). The listener's
+rounds weigh only the studies that may have changed (:class:`Watch`), not the whole archive.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydicom.dataset import Dataset
@@ -201,6 +202,17 @@ def _listed(session: Session, study: Study) -> list[tuple[Instance, str]]:
 def due_studies(session: Session, quiet: timedelta, now: datetime) -> list[str]:
     """The studies with a filed report whose last instance (the archive's manifests aside) is
     older than ``quiet``, and that hold more instances than their latest manifest lists."""
+    return [uid for _, uid in _weigh(session, quiet, now, None)[0]]
+
+
+def _weigh(
+    session: Session, quiet: timedelta, now: datetime, among: set[int] | None
+) -> tuple[list[tuple[int, str]], set[int]]:
+    """``(due, not quiet)`` among the studies ``among`` (row ids; ``None``: every study with a
+    filed report): those due (row id, UID) as :func:`due_studies` says, and those that would
+    be but for the quiet time."""
+    if among is not None and not among:
+        return [], set()
     ours = select(StudyDocument.sop_instance_uid).where(StudyDocument.kind == MANIFEST)
     last = (
         select(
@@ -210,9 +222,10 @@ def due_studies(session: Session, quiet: timedelta, now: datetime) -> list[str]:
         )
         .join(Instance, Instance.series_id == Series.id)
         .where(Instance.sop_instance_uid.not_in(ours))
-        .group_by(Series.study_id)
-        .subquery()
     )
+    if among is not None:
+        last = last.where(Series.study_id.in_(sorted(among)))
+    counted = last.group_by(Series.study_id).subquery()
     built = (
         select(StudyDocument.study_id, func.max(StudyDocument.instance_count).label("listed"))
         .where(StudyDocument.kind == MANIFEST)
@@ -223,17 +236,50 @@ def due_studies(session: Session, quiet: timedelta, now: datetime) -> list[str]:
         StudyDocument.kind == REPORT, StudyDocument.status == FILED
     )
     found = (
-        select(Study.study_uid)
-        .join(last, last.c.study_id == Study.id)
+        select(Study.id, Study.study_uid, counted.c.last <= now - quiet)
+        .join(counted, counted.c.study_id == Study.id)
         .outerjoin(built, built.c.study_id == Study.id)
         .where(
             Study.id.in_(reported),
-            last.c.last <= now - quiet,
-            or_(built.c.listed.is_(None), built.c.listed < last.c.count),
+            or_(built.c.listed.is_(None), built.c.listed < counted.c.count),
         )
         .order_by(Study.id)
     )
-    return list(session.scalars(found))
+    due, not_quiet = [], set()
+    for study_id, study_uid, is_quiet in session.execute(found):
+        if is_quiet:
+            due.append((study_id, study_uid))
+        else:
+            not_quiet.add(study_id)
+    return due, not_quiet
+
+
+@dataclass
+class Watch:
+    """What the listener's rounds have looked at, so that a round weighs only the studies that
+    may have become due instead of counting every instance of the archive each minute: those
+    that received an instance since the round before the last one (a round of overlap: on
+    PostgreSQL ids are given before the commit, and transactions commit out of id order),
+    those whose reports the round filed, those not quiet yet and those that failed. The first
+    round weighs every study, as ``enrs imaging documents run`` does."""
+
+    marks: tuple[int, int] | None = None  # the highest instance id at the last two rounds
+    pending: set[int] = field(default_factory=set)
+
+    def studies(self, session: Session, filed: set[int]) -> set[int] | None:
+        """The studies (row ids) this round weighs; ``None``: every one."""
+        top = session.scalar(select(func.max(Instance.id))) or 0
+        if self.marks is None:
+            self.marks = (top, top)
+            return None
+        since, self.marks = self.marks[0], (self.marks[1], top)
+        fresh = (
+            select(Series.study_id)
+            .join(Instance, Instance.series_id == Series.id)
+            .where(Instance.id > since)
+            .distinct()
+        )
+        return set(session.scalars(fresh)) | filed | self.pending
 
 
 # --- building and filing ---------------------------------------------------------------------
@@ -420,18 +466,25 @@ def _note_refusal(db: Database, study_id: int, message: str) -> None:
             )
 
 
-def run_round(db: Database, storage: BlobStorage, settings: Settings) -> Round:
-    """File the waiting reports of resolved studies, then build the manifests due."""
+def run_round(
+    db: Database, storage: BlobStorage, settings: Settings, watch: Watch | None = None
+) -> Round:
+    """File the waiting reports of resolved studies, then build the manifests due (of the
+    studies ``watch`` says may be, else of every study)."""
     config = IdentityConfig.from_settings(settings)
     done = Round()
     with db.transaction(write=False) as session:
         waiting = _waiting_studies(session)
+    filed: set[int] = set()
     for study_id in waiting:
         try:
             with db.transaction() as session:
                 study = session.get(Study, study_id)
                 assert study is not None
-                done.reports += file_reports_of(session, storage, config, settings, study)
+                count = file_reports_of(session, storage, config, settings, study)
+            done.reports += count
+            if count:
+                filed.add(study_id)
         except EnrsError as exc:  # the repository refuses it (a CDA of another patient…)
             log.warning("reports of study %s not filed: %s", study_id, exc.message)
             _note_refusal(db, study_id, exc.message)
@@ -441,8 +494,9 @@ def run_round(db: Database, storage: BlobStorage, settings: Settings) -> Round:
             done.failed += 1
     quiet = timedelta(minutes=settings.imaging_manifest_quiet_minutes)
     with db.transaction(write=False) as session:
-        due = due_studies(session, quiet, utcnow())
-    for study_uid in due:
+        among = watch.studies(session, filed) if watch is not None else None
+        due, pending = _weigh(session, quiet, utcnow(), among)
+    for study_id, study_uid in due:
         try:
             with db.transaction() as session:
                 built = build_manifest(session, storage, config, settings, study_uid)
@@ -455,6 +509,9 @@ def run_round(db: Database, storage: BlobStorage, settings: Settings) -> Round:
         except Exception:
             log.exception("manifest of study %s not built", study_uid)
             done.failed += 1
+            pending.add(study_id)  # weighed again next round
+    if watch is not None:
+        watch.pending = pending
     return done
 
 
@@ -467,8 +524,8 @@ def run(settings: Settings) -> None:
     process at a time (the database's ``imaging-documents`` lock)."""
 
     def prepare(db: Database, _stack: ExitStack) -> Callable[[], object]:
-        storage = open_storage(settings)
-        return lambda: run_round(db, storage, settings)
+        storage, watch = open_storage(settings), Watch()
+        return lambda: run_round(db, storage, settings, watch)
 
     run_rounds(settings, "imaging-documents", 60, prepare)
 
