@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from enrs.documents.access import reader_of
-from enrs.imaging import reading
+from enrs.imaging import manifest, reading
 from enrs.imaging import reading_repository as repository
 from enrs.imaging.reading_models import Reading, ReadingRequest
+from enrs.imaging.report_models import StudyDocument
 from enrs.kit.audit.models import AuditRecord
 from enrs.kit.db import Database
 from enrs.kit.security.principal import Principal
@@ -82,6 +83,10 @@ def test_a_teleradiology_reading_claimed_reported_signed_and_filed(radiology: Ra
     db = radiology.db
     chu, dr_a, dr_b = (radiology.portal(u) for u in ("dr.chu", "dr.a", "dr.b"))
     request_id = _ask(chu, radiology.study("TDM THORAX INJECTE"))
+    # The manifest listener's first round: nothing due (no report yet).
+    settings = radiology.app.state.settings.model_copy(update={"imaging_manifest_quiet_minutes": 0})
+    watch = manifest.Watch()
+    assert manifest.run_round(db, radiology.archive.storage, settings, watch).manifests == 0
 
     worklist = dr_a.get("/lectures").text
     assert "TDM THORAX INJECTE" in worklist and "Prendre" in worklist and "urgente" in worklist
@@ -134,6 +139,18 @@ def test_a_teleradiology_reading_claimed_reported_signed_and_filed(radiology: Ra
     assert ("read", f"ServiceRequest/{request_id}", "0") in refs
     assert ("create", f"DocumentReference/{asked.document_id}", "0") in refs
     assert any(r.interaction == "search-type" and r.entity_ref is None for r in rows)  # lists
+
+    # The signed report is the study's: the listener's next round builds its KOS manifest,
+    # for the DMP feed.
+    done = manifest.run_round(db, radiology.archive.storage, settings, watch)
+    assert (done.manifests, done.failed) == (1, 0)
+    with db.transaction(write=False) as session:
+        kinds = session.execute(
+            select(StudyDocument.kind, StudyDocument.document_id)
+            .where(StudyDocument.study_id == asked.study_id)
+            .order_by(StudyDocument.id)
+        ).all()
+    assert [k for k, _ in kinds] == ["report", "manifest"] and kinds[0][1] == asked.document_id
 
 
 def _principal(db: Database, username: str) -> Principal:

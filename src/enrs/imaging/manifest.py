@@ -258,28 +258,37 @@ def _weigh(
 class Watch:
     """What the listener's rounds have looked at, so that a round weighs only the studies that
     may have become due instead of counting every instance of the archive each minute: those
-    that received an instance since the round before the last one (a round of overlap: on
+    that received an instance or a report (a reading signed in the platform: :mod:`.reading`)
+    since the round before the last one (a round of overlap: on
     PostgreSQL ids are given before the commit, and transactions commit out of id order),
     those whose reports the round filed, those not quiet yet and those that failed. The first
     round weighs every study, as ``enrs imaging documents run`` does."""
 
-    marks: tuple[int, int] | None = None  # the highest instance id at the last two rounds
+    # The highest instance and study document ids at each of the last two rounds.
+    marks: tuple[tuple[int, int], tuple[int, int]] | None = None
     pending: set[int] = field(default_factory=set)
 
     def studies(self, session: Session, filed: set[int]) -> set[int] | None:
         """The studies (row ids) this round weighs; ``None``: every one."""
-        top = session.scalar(select(func.max(Instance.id))) or 0
+        top = (
+            session.scalar(select(func.max(Instance.id))) or 0,
+            session.scalar(select(func.max(StudyDocument.id))) or 0,
+        )
         if self.marks is None:
             self.marks = (top, top)
             return None
-        since, self.marks = self.marks[0], (self.marks[1], top)
+        (instances, documents), self.marks = self.marks[0], (self.marks[1], top)
         fresh = (
             select(Series.study_id)
             .join(Instance, Instance.series_id == Series.id)
-            .where(Instance.id > since)
+            .where(Instance.id > instances)
             .distinct()
         )
-        return set(session.scalars(fresh)) | filed | self.pending
+        reported = select(StudyDocument.study_id).where(
+            StudyDocument.id > documents, StudyDocument.kind == REPORT
+        )
+        found = set(session.scalars(fresh)) | set(session.scalars(reported))
+        return found | filed | self.pending
 
 
 # --- building and filing ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session
 
 from enrs.documents.access import Reader
@@ -68,6 +69,8 @@ from enrs.imaging.reading_models import (
     ReadingRequest,
 )
 from enrs.imaging.reading_oru import DONE_EVENT
+from enrs.imaging.report_models import FILED, StudyDocument
+from enrs.imaging.report_models import REPORT as REPORT_ROW
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from enrs.kit.events import emit
@@ -513,6 +516,19 @@ def _advance(
     asked.state, asked.completed_at, asked.version = DONE, now, asked.version + 1
     session.flush()
     asked.document_id = _file_report(session, reader, asked, filing)
+    # The study's report, as one from the RIS would be: its KOS manifest is then built
+    # (:mod:`.manifest`), and the DMP feed sends both.
+    session.add(
+        StudyDocument(
+            study_id=asked.study_id,
+            kind=REPORT_ROW,
+            sop_instance_uid=generate_uid(),  # the row's key: a written report has no instance
+            status=FILED,
+            document_id=asked.document_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
     session.flush()
     # The requesting site's ORU^R01 (:mod:`.reading_oru`), sent after the commit.
     emit(session, DONE_EVENT, {"patient_id": asked.patient_id, "request": asked.resource_id})
