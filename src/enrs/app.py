@@ -70,6 +70,7 @@ from enrs.portal import documents as portal_documents
 from enrs.portal import endpoints as portal_endpoints
 from enrs.portal import identity as portal_identity
 from enrs.portal import imaging as portal_imaging
+from enrs.portal import imaging_admin as portal_imaging_admin
 from enrs.portal import imaging_patient as portal_imaging_patient
 from enrs.portal import mail_admin as portal_mail_admin
 from enrs.portal import messaging as portal_messaging
@@ -188,6 +189,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_documents.router)
     app.include_router(portal_mail_admin.router)
     app.include_router(portal_dmp_admin.router)
+    app.include_router(portal_imaging_admin.router)
     app.include_router(portal_messaging.router)
     app.include_router(portal_coordination.router)
     app.include_router(portal_coordination_forms.router)
