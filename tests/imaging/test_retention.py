@@ -36,13 +36,19 @@ from tests.imaging.conftest import AET, Archived, ct_dataset, dataset_bytes, wri
 from tests.support.live_server import run_enrs
 
 
-def _store_study(archive: Archived, tmp_path: Path, *, study_date: str, count: int) -> list[Path]:
+def _store_study(
+    archive: Archived, tmp_path: Path, *, study_date: str, count: int, born: str | None = "19610409"
+) -> list[Path]:
     study_uid = ct_dataset().StudyInstanceUID
     series_uid = ct_dataset().SeriesInstanceUID
     files = []
     for n in range(count):
         ds = ct_dataset(study_uid=study_uid, series_uid=series_uid, seed=n + 1, size=64)
         ds.StudyDate = study_date
+        if born is None:
+            del ds.PatientBirthDate
+        else:
+            ds.PatientBirthDate = born
         files.append(write(ds, tmp_path / f"{study_uid}-{n}.dcm"))
     done = archive.storescu(*files)
     assert done.returncode == 0, done.stderr
@@ -246,6 +252,28 @@ def test_purge_counts_from_the_patients_last_exam(archive_fs: Archived, tmp_path
     assert all(r.action == "D" and r.agent_kind == "system" for r in deletions)
     _read_back(archive, kept_recent)
     assert retention.purge(archive.db, archive.storage, years=20).studies == 0
+
+
+def test_a_minors_studies_are_kept_until_their_28th_birthday(
+    archive_fs: Archived, tmp_path: Path
+) -> None:
+    """R.1112-7: 20 years after the last exam, but not before the 28th birthday; a study
+    without a birth date may be a minor's: kept. The patient's every study counts."""
+    archive = archive_fs
+    twenty_eight = (utcnow() - timedelta(days=round(365.25 * 28))).date()
+    young = (twenty_eight + timedelta(days=30)).strftime("%Y%m%d")  # 28 next month
+    grown = (twenty_eight - timedelta(days=30)).strftime("%Y%m%d")  # 28 last month
+    _store_study(archive, tmp_path, study_date="20010101", count=1, born=young)  # A: patient 7
+    _store_study(archive, tmp_path, study_date="20010101", count=1, born=grown)  # B: patient 7
+    _store_study(archive, tmp_path, study_date="20010101", count=1, born=grown)  # C: none
+    _store_study(archive, tmp_path, study_date="20010101", count=1, born=None)  # D: none
+    a, b, _c, d = _study_uids(archive)
+    for uid in (a, b):
+        _set_patient(archive, uid, 7)
+    assert retention.purge(archive.db, archive.storage, years=20, dry_run=True).studies == 1
+    done = retention.purge(archive.db, archive.storage, years=20)
+    assert done.studies == 1
+    assert _study_uids(archive) == [a, b, d]  # B kept with A: one patient, one record
 
 
 def test_study_without_date_counts_from_its_reception(archive_fs: Archived, tmp_path: Path) -> None:

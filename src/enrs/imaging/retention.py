@@ -19,8 +19,10 @@ passed since the patient's *last* exam in the archive: French law (Code de la sa
 R.1112-7) keeps a medical record held by a health establishment 20 years after the last stay or
 consultation. A study without a regional patient counts from its own date. Each deletion is
 audited (the study, its patient, its instance count) in the transaction that deletes the rows;
-blobs are deleted once it has committed. Not handled: the longer periods for minors (until their
-28th birthday) and the 10-year period after a death, which the archive cannot know.
+blobs are deleted once it has committed. The same article keeps a record until its holder's 28th
+birthday when that comes later: no study is deleted while one of the patient's studies gives a
+birth date less than :data:`MINORS_UNTIL` years ago, or none (it may be a minor's). Not handled:
+the 10-year period after a death, which the archive cannot know.
 
 Run it from cron or a systemd timer, like ``enrs documents retention``.
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -47,6 +49,7 @@ from enrs.kit.storage import COLD, WARM, BlobStorage
 
 log = logging.getLogger(__name__)
 BATCH = 100  # studies per query
+MINORS_UNTIL = 28  # R.1112-7: a record is kept at least until its holder's 28th birthday
 
 
 @dataclass
@@ -214,13 +217,28 @@ def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = Fal
             after_commit(session, lambda keys=keys: _remove(storage, keys, result))  # type: ignore[misc]
 
 
+def _young(study: type[Study], born_after: date) -> ColumnElement[bool]:
+    """The study's patient, as it gives them, is not :data:`MINORS_UNTIL` yet (or it gives no
+    birth date)."""
+    return or_(study.patient_birth_date.is_(None), study.patient_birth_date > born_after)
+
+
 def _past_retention(limit: datetime) -> ColumnElement[bool]:
-    """The study is older than ``limit``, and so is every other study of its patient."""
+    """The study is older than ``limit``, and so is every other study of its patient; and
+    neither it nor another of its patient's says the patient is under :data:`MINORS_UNTIL`."""
+    born_after = kit_retention.cutoff(years=MINORS_UNTIL).date()
     other = aliased(Study)
     recent = exists(
-        select(other.id).where(other.patient_id == Study.patient_id, ~_older(other, limit))
+        select(other.id).where(
+            other.patient_id == Study.patient_id,
+            or_(~_older(other, limit), _young(other, born_after)),
+        )
     )
-    return and_(_older(Study, limit), or_(Study.patient_id.is_(None), ~recent))
+    return and_(
+        _older(Study, limit),
+        ~_young(Study, born_after),
+        or_(Study.patient_id.is_(None), ~recent),
+    )
 
 
 def _remove(storage: BlobStorage, keys: list[str], result: Purged) -> None:
