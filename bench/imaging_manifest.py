@@ -31,30 +31,53 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, generate_uid
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import (
+    Engine,
+    String,
+    cast,
+    create_engine,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+)
 
 from bench.http_baseline import PG_ADMIN_URL, temporary_postgres
 from bench.imaging_query import load_index, migrate
 from enrs.imaging.encoding import part10
 from enrs.imaging.manifest import KOS_CLASS, Watch, Where, _encoded, _weigh, build_kos
-from enrs.imaging.models import Instance, Study
+from enrs.imaging.models import Instance, Series, Study
+from enrs.imaging.report_models import StudyDocument
 from enrs.kit.db import Database
-
-DOCUMENTS = text(
-    "INSERT INTO imaging_study_document (study_id, kind, sop_instance_uid, status, instance_count,"
-    " created_at, updated_at) SELECT c.study_id, :kind, :prefix || c.study_id, 'filed',"
-    " CASE WHEN :kind = 'manifest' THEN c.n END, :now, :now FROM (SELECT s.study_id AS study_id,"
-    " count(i.id) AS n FROM imaging_instance i JOIN imaging_series s ON s.id = i.series_id"
-    " GROUP BY s.study_id) c"
-)
 
 
 def _documents(engine: Engine) -> None:
     """Every study reported, and its manifest listing all its instances."""
-    now = datetime.now(UTC).isoformat(sep=" ")
+    counts = (
+        select(Series.study_id.label("study_id"), func.count(Instance.id).label("n"))
+        .join(Instance, Instance.series_id == Series.id)
+        .group_by(Series.study_id)
+        .subquery()
+    )
+    table = StudyDocument.__table__
+    stamp = literal(datetime.now(UTC), table.c.created_at.type)
+    columns = ["study_id", "kind", "sop_instance_uid", "status", "instance_count"]
     with engine.begin() as conn:
         for kind in ("report", "manifest"):
-            conn.execute(DOCUMENTS, {"kind": kind, "prefix": f"2.25.{len(kind)}.", "now": now})
+            rows = select(
+                counts.c.study_id,
+                literal(kind),
+                literal(f"2.25.{len(kind)}.") + cast(counts.c.study_id, String),
+                literal("filed"),
+                counts.c.n if kind == "manifest" else null(),
+                stamp,
+                stamp,
+            )
+            conn.execute(
+                insert(StudyDocument).from_select([*columns, "created_at", "updated_at"], rows)
+            )
 
 
 def _one_more(engine: Engine, studies: list[int]) -> None:
