@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
-from tests.conftest import Factory
+from tests.conftest import BACKEND, Factory
 from tests.coordination.circles import doctor
 from tests.coordination.conftest import logged_in
 from tests.documents.world import DOCTOR_AT_CHU, DOCTOR_ELSEWHERE, FHIR_JSON, Region
@@ -146,6 +147,48 @@ def serve(tmp_path: Path, database_url: str) -> Iterator[Any]:
 def _text(event: dict[str, Any]) -> str:
     assert event["event"] == "message", event
     return str(event["data"]["text"])
+
+
+def _drop_the_brokers_connections(database_url: str) -> int:
+    """Cut every connection ``LISTEN``-ing on the test's database (the HTTP workers' wakers):
+    how many. What a PostgreSQL restart or a network cut does to them."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND query LIKE 'LISTEN %'"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL is the broker (SQLite: polled)")
+def test_the_brokers_connection_lost_loses_no_message(
+    circle: tuple[str, TestClient, TestClient], serve: Any, database_url: str
+) -> None:
+    """The workers' ``LISTEN`` connections are cut while a member's stream is open: the
+    messages sent meanwhile still reach it, in order (read from the outbox, woken when the
+    waker listens again)."""
+    team, chu, other = circle
+    with serve() as server:
+        stream = Stream(server.base_url, other.cookies["enrs_session"])
+        cookies = {"enrs_session": chu.cookies["enrs_session"]}
+        with httpx.Client(base_url=server.base_url, cookies=cookies) as http:
+            assert _post(http, team, "Avant la coupure").status_code == 201
+            assert _text(stream.next()) == "Avant la coupure"
+            assert _drop_the_brokers_connections(database_url) >= 1
+            for text_ in ("Pendant", "Juste après"):
+                assert _post(http, team, text_).status_code == 201
+            assert [_text(stream.next()), _text(stream.next())] == ["Pendant", "Juste après"]
+            assert _post(http, team, "Plus tard").status_code == 201
+            assert _text(stream.next()) == "Plus tard"
+        stream.close()
 
 
 def test_the_live_feed_reaches_every_member_and_replays_what_was_missed(
