@@ -276,6 +276,31 @@ def test_a_minors_studies_are_kept_until_their_28th_birthday(
     assert _study_uids(archive) == [a, b, d]  # B kept with A: one patient, one record
 
 
+def test_orphan_blobs_are_swept_after_their_grace(
+    archive_fs: Archived, settings: Settings, tmp_path: Path
+) -> None:
+    """A blob under ``imaging/`` that no instance names (a process killed between writing it
+    and committing its row) is removed once older than the grace period, audited; the
+    archived instances' blobs and a fresh orphan stay."""
+    archive = archive_fs
+    kept = _store_study(archive, tmp_path, study_date="20240101", count=2)
+    orphan = "imaging/2026/12/0123456789abcdef0123456789abcdef.dcm"
+    archive.storage.put(orphan, b"DICM half-filed", "application/dicom")
+    fresh = retention.sweep(archive.db, archive.storage, grace=timedelta(hours=1))
+    assert (fresh.orphans, archive.storage.exists(orphan)) == (0, True)  # within its grace
+    counted = run_enrs(settings, "imaging", "retention", "sweep", "--hours", "0", "--dry-run")
+    assert counted.returncode == 0 and "would remove 1 orphan blob(s)" in counted.stdout
+    assert archive.storage.exists(orphan)
+    done = retention.sweep(archive.db, archive.storage, grace=timedelta(0))
+    assert (done.orphans, done.failed) == (1, 0)
+    assert not archive.storage.exists(orphan)
+    assert all(archive.storage.exists(i.blob_key) for i in _instances(archive))
+    _read_back(archive, kept)
+    [audited] = [r for r in _retention_audit(archive) if r.entity_ref == orphan]
+    assert (audited.interaction, audited.action) == ("delete", "D")
+    assert retention.sweep(archive.db, archive.storage, grace=timedelta(0)).orphans == 0
+
+
 def test_study_without_date_counts_from_its_reception(archive_fs: Archived, tmp_path: Path) -> None:
     archive = archive_fs
     ds = ct_dataset(size=16)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from enrs.documents import service
 from enrs.documents.models import DmpExport, DocumentEntry, Opposition, SubmissionSet
 from enrs.kit import retention as kit_retention
 from enrs.kit.audit.trail import AuditEntry, append_entries
-from enrs.kit.db import Database, after_commit, utcnow
+from enrs.kit.db import Database, after_commit
 from enrs.kit.storage.base import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,9 @@ def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = Fal
             result.documents += len(rows)
 
 
-@dataclass
-class Swept:
-    orphans: int = 0
-    failed: int = 0
-
-
 PREFIX = "documents/"
 GRACE = timedelta(hours=1)
+Swept = kit_retention.Swept
 
 
 def sweep(
@@ -98,50 +94,21 @@ def sweep(
 ) -> Swept:
     """Remove the contents under ``documents/`` that no document row names and that are older
     than ``grace`` (``dry_run``: count them)."""
-    result = Swept()
-    keys: list[str] = []
-    for key in storage.iter_keys(PREFIX):
-        keys.append(key)
-        if len(keys) == BATCH:
-            _sweep_batch(db, storage, keys, grace, dry_run, result)
-            keys = []
-    if keys:
-        _sweep_batch(db, storage, keys, grace, dry_run, result)
-    return result
-
-
-def _sweep_batch(
-    db: Database,
-    storage: BlobStorage,
-    keys: list[str],
-    grace: timedelta,
-    dry_run: bool,
-    result: Swept,
-) -> None:
-    with db.transaction(write=False) as session:
-        named = set(
-            session.scalars(select(DocumentEntry.blob_key).where(DocumentEntry.blob_key.in_(keys)))
-        )
-    limit = utcnow() - grace
-    orphans = [k for k in keys if k not in named and storage.head(k).created_at < limit]
-    result.orphans += len(orphans)
-    if dry_run or not orphans:
-        return
-    with db.transaction() as session:
-        append_entries(session.connection(), [_orphan_audit(k) for k in orphans])
-    left = Purged()
-    _remove(storage, orphans, left)
-    result.failed += left.contents_left
-
-
-def _orphan_audit(key: str) -> AuditEntry:
-    return kit_retention.entry(
-        "delete",
-        "D",
+    return kit_retention.sweep(
+        db,
+        storage,
+        prefix=PREFIX,
+        named=_named,
         resource_type="Binary",
-        entity_ref=key,
-        detail='{"reason": "content without a document row"}',
+        reason="content without a document row",
+        grace=grace,
+        dry_run=dry_run,
     )
+
+
+def _named(session: Session, keys: list[str]) -> set[str]:
+    found = select(DocumentEntry.blob_key).where(DocumentEntry.blob_key.in_(keys))
+    return set(session.scalars(found))
 
 
 def _count(db: Database, limit: datetime) -> int:

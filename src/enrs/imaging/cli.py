@@ -93,6 +93,31 @@ def retention() -> None:
     """Storage tiers and the legal retention of the archived studies."""
 
 
+@retention.command("sweep")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="Grace period")
+@click.option("--dry-run", is_flag=True, help="Count the orphan blobs only")
+def retention_sweep(hours: float, dry_run: bool) -> None:
+    """Remove the stored blobs that no archived instance names (left by a process killed
+    mid-filing), older than the grace period; each removal audited."""
+    from datetime import timedelta
+
+    from enrs.imaging import retention as job
+    from enrs.kit.db import Database
+    from enrs.kit.storage import open_storage
+
+    settings = Settings()
+    db = Database(settings.database_url)
+    storage = open_storage(settings)
+    try:
+        done = job.sweep(db, storage, grace=timedelta(hours=hours), dry_run=dry_run)
+    finally:
+        storage.close()
+        db.dispose()
+    click.echo(f"{'would remove' if dry_run else 'removed'} {done.orphans} orphan blob(s)")
+    if done.failed:
+        raise click.ClickException(f"{done.failed} blob(s) could not be deleted (see the log)")
+
+
 @retention.command("run")
 @click.option("--dry-run", is_flag=True, help="Count what would move or be deleted only")
 def retention_run(dry_run: bool) -> None:

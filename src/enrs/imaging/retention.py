@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -271,3 +271,29 @@ def tiers(db: Database) -> dict[str, int]:
             select(Instance.storage_tier, func.count()).group_by(Instance.storage_tier)
         )
         return {tier: int(count) for tier, count in rows}
+
+
+PREFIX = "imaging/"  # the instances' blobs (:func:`enrs.imaging.service.blob_key`)
+
+
+def sweep(
+    db: Database, storage: BlobStorage, *, grace: timedelta, dry_run: bool = False
+) -> kit_retention.Swept:
+    """Remove the blobs under ``imaging/`` that no instance row names and that are older than
+    ``grace`` (``dry_run``: count them): a C-STORE or STOW-RS writes an instance's blob before
+    its index row, and deletes it when the filing fails, so only a process killed between the
+    two leaves one. Each removal audited."""
+    return kit_retention.sweep(
+        db,
+        storage,
+        prefix=PREFIX,
+        named=_named,
+        resource_type="Binary",
+        reason="blob without an instance row",
+        grace=grace,
+        dry_run=dry_run,
+    )
+
+
+def _named(session: Session, keys: list[str]) -> set[str]:
+    return set(session.scalars(select(Instance.blob_key).where(Instance.blob_key.in_(keys))))

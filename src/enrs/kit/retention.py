@@ -10,11 +10,14 @@ transaction as the rows it changes, and blobs are deleted only after that commit
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from enrs.kit.audit.trail import AuditEntry
-from enrs.kit.db import utcnow
+from sqlalchemy.orm import Session
+
+from enrs.kit.audit.trail import AuditEntry, append_entries
+from enrs.kit.db import Database, utcnow
 from enrs.kit.storage.base import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -61,3 +64,69 @@ def remove_blobs(storage: BlobStorage, keys: Iterable[str]) -> int:
             failed += 1
             log.exception("retention: the content %s could not be deleted", key)
     return failed
+
+
+@dataclass
+class Swept:
+    orphans: int = 0
+    failed: int = 0  # orphans whose deletion failed (logged)
+
+
+SWEEP_BATCH = 500
+
+
+def sweep(
+    db: Database,
+    storage: BlobStorage,
+    *,
+    prefix: str,
+    named: Callable[[Session, list[str]], set[str]],
+    resource_type: str,
+    reason: str,
+    grace: timedelta,
+    dry_run: bool = False,
+) -> Swept:
+    """Remove the blobs under ``prefix`` that no row names (``named``: those of ``keys`` a row
+    names) and that are older than ``grace``: what a process killed between writing a blob and
+    committing its row leaves (``dry_run``: count them). Each removal audited (``reason``) in
+    a transaction committed before the blobs go."""
+    result = Swept()
+    keys: list[str] = []
+    for key in storage.iter_keys(prefix):
+        keys.append(key)
+        if len(keys) == SWEEP_BATCH:
+            _sweep_batch(db, storage, keys, named, resource_type, reason, grace, dry_run, result)
+            keys = []
+    if keys:
+        _sweep_batch(db, storage, keys, named, resource_type, reason, grace, dry_run, result)
+    return result
+
+
+def _sweep_batch(
+    db: Database,
+    storage: BlobStorage,
+    keys: list[str],
+    named: Callable[[Session, list[str]], set[str]],
+    resource_type: str,
+    reason: str,
+    grace: timedelta,
+    dry_run: bool,
+    result: Swept,
+) -> None:
+    with db.transaction(write=False) as session:
+        kept = named(session, keys)
+    limit = utcnow() - grace
+    orphans = [k for k in keys if k not in kept and storage.head(k).created_at < limit]
+    result.orphans += len(orphans)
+    if dry_run or not orphans:
+        return
+    detail = f'{{"reason": "{reason}"}}'
+    with db.transaction() as session:
+        append_entries(
+            session.connection(),
+            [
+                entry("delete", "D", resource_type=resource_type, entity_ref=k, detail=detail)
+                for k in orphans
+            ],
+        )
+    result.failed += remove_blobs(storage, orphans)
