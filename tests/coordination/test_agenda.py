@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.appointment import Appointment as FhirAppointment
 from sqlalchemy import select
 
 from enrs.accounts import service as accounts_service
@@ -21,6 +22,7 @@ from tests.coordination.agenda_world import appointment, at, post, put, titles
 from tests.coordination.circles import make_circle, operation
 from tests.documents.world import CLINIC, DOCTOR_AT_CHU, DOCTOR_ELSEWHERE, FHIR_JSON, Region
 
+FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
 Circle = tuple[str, TestClient, TestClient]
 BOTH = (DOCTOR_AT_CHU, DOCTOR_ELSEWHERE)
 
@@ -50,6 +52,8 @@ def test_members_make_read_and_find_appointments(
     assert actors[0] == {"reference": f"Patient/{region.rri}"}
     assert {a["identifier"]["value"] for a in actors[1:]} == {f"8{r}" for r in BOTH}
     assert found["extension"][0]["valueReference"]["reference"] == f"CareTeam/{team}"
+    assert found["meta"]["profile"] == [f"{FR_CORE}fr-core-appointment"]
+    FhirAppointment.model_validate(found)
 
     later = appointment(region, team, "Consultation", at(40), with_rpps=(DOCTOR_AT_CHU,))
     assert post(other, "Appointment", later).status_code == 201
@@ -263,6 +267,7 @@ def test_free_slots_are_booked_once(region: Region, circle: Circle) -> None:
     team, chu, other = circle
     schedule = _schedule(other)
     assert schedule["actor"][0]["identifier"]["value"] == f"8{DOCTOR_ELSEWHERE}"
+    assert schedule["meta"]["profile"] == [f"{FR_CORE}fr-core-schedule"]
     assert post(other, "Schedule", {"resourceType": "Schedule"}).status_code == 409
     ident = f"{RPPS_SYSTEM}|8{DOCTOR_ELSEWHERE}"
     listed = chu.get("/fhir/Schedule", params={"actor:identifier": ident}).json()
@@ -303,6 +308,7 @@ def test_free_slots_are_booked_once(region: Region, circle: Circle) -> None:
     assert booked.json()["slot"] == on_slot["slot"]
     taken = chu.get(f"/fhir/Slot/{slot.json()['id']}").json()
     assert taken["status"] == "busy" and taken["meta"]["versionId"] == "2"
+    assert taken["meta"]["profile"] == [f"{FR_CORE}fr-core-slot"]
     twice = post(other, "Appointment", {**on_slot, "description": "Autre"})
     assert twice.status_code == 409
     assert chu.get("/fhir/Slot", params=free).json()["total"] == 0

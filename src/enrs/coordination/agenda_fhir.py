@@ -39,8 +39,17 @@ def instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _meta(version: int, updated: datetime) -> dict[str, str]:
-    return {"versionId": str(version), "lastUpdated": instant(updated)}
+# The FR Core profiles (Interop'Santé) these resources conform to: none of their constraints
+# is on an element ENRS fills otherwise (specialty, serviceType, the R5 subject extension).
+FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
+
+
+def _meta(version: int, updated: datetime, profile: str) -> dict[str, Any]:
+    return {
+        "versionId": str(version),
+        "lastUpdated": instant(updated),
+        "profile": [FR_CORE + profile],
+    }
 
 
 def _actor(row: AppointmentParticipant) -> dict[str, Any]:
@@ -72,7 +81,7 @@ def appointment(
     resource: dict[str, Any] = {
         "resourceType": "Appointment",
         "id": found.resource_id,
-        "meta": _meta(found.version, found.updated_at),
+        "meta": _meta(found.version, found.updated_at, "fr-core-appointment"),
         "extension": [
             {
                 "url": APPOINTMENT_CARE_TEAM,
@@ -101,7 +110,7 @@ def schedule(found: CoordinationSchedule) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Schedule",
         "id": found.resource_id,
-        "meta": _meta(found.version, found.updated_at),
+        "meta": _meta(found.version, found.updated_at, "fr-core-schedule"),
         "active": found.active,
         "actor": [
             {
@@ -120,7 +129,7 @@ def slot(found: CoordinationSlot, schedule_id: str) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Slot",
         "id": found.resource_id,
-        "meta": _meta(found.version, found.updated_at),
+        "meta": _meta(found.version, found.updated_at, "fr-core-slot"),
         "schedule": {"reference": f"Schedule/{schedule_id}"},
         "status": found.status,
         "start": instant(found.start_at),
