@@ -4,25 +4,29 @@ one study; and the socket option that keeps one association fast."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from enrs.identity.config import IdentityConfig
 from enrs.imaging.dicom import Archive, DicomListener
+from enrs.imaging.encoding import dataset_of
 from enrs.imaging.models import Instance, Series, Study
 from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database
 from enrs.kit.storage import open_storage
 from enrs.settings import Settings
-from tests.imaging.conftest import Archived, ct_dataset, write
+from tests.imaging.conftest import Archived, ct_dataset, dataset_bytes, write
 
 
 @contextlib.contextmanager
@@ -152,3 +156,99 @@ def test_a_registry_that_cannot_be_read_rejects_for_now(settings: Settings, tmp_
         echo.stderr
     )
     assert "Reason: Temporary Congestion" in echo.stderr
+
+
+def test_a_storage_that_cannot_be_written_refuses_and_keeps_nothing(
+    archive: Archived, tmp_path: Path
+) -> None:
+    archive.register("MODALITY")
+    ct = write(ct_dataset(), tmp_path / "ct.dcm")
+    root = Path(archive.storage.root)  # type: ignore[attr-defined]
+    blocked = root / "imaging"  # a file where the blobs' folder must go: mkdir fails
+    shutil.rmtree(blocked, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    blocked.write_bytes(b"")
+    refused = archive.storescu(ct)
+    assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+    blocked.unlink()
+    done = archive.storescu(ct)  # the disk is back: the same instance goes in
+    assert "Received Store Response (Success)" in done.stderr, done.stderr
+    assert _count(archive, Instance) == 1
+
+
+def _failing_instance_inserts(db: Database, on: bool) -> None:
+    """A database that refuses new instance rows (as a full disk would), or again accepts them."""
+    with db.engine.begin() as conn:
+        if db.engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_instances"))
+            if on:
+                conn.execute(text(
+                    "CREATE TRIGGER refuse_instances BEFORE INSERT ON imaging_instance "
+                    "BEGIN SELECT RAISE(ABORT, 'no space left'); END"
+                ))  # fmt: skip
+            return
+        conn.execute(text("DROP TRIGGER IF EXISTS refuse_instances ON imaging_instance"))
+        if on:
+            conn.execute(text(
+                "CREATE OR REPLACE FUNCTION refuse_instances() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no space left'; END $$"
+            ))  # fmt: skip
+            conn.execute(text(
+                "CREATE TRIGGER refuse_instances BEFORE INSERT ON imaging_instance "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_instances()"
+            ))  # fmt: skip
+
+
+def test_an_index_that_cannot_be_written_keeps_no_blob(archive: Archived, tmp_path: Path) -> None:
+    archive.register("MODALITY")
+    ct = write(ct_dataset(size=512), tmp_path / "ct.dcm")
+    _failing_instance_inserts(archive.db, True)
+    try:
+        refused = archive.storescu(ct)
+    finally:
+        _failing_instance_inserts(archive.db, False)
+    assert "Received Store Response (Success)" not in refused.stderr, refused.stderr
+    assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+    assert list(archive.storage.iter_keys("imaging")) == []  # the blob written meanwhile: gone
+    done = archive.storescu(ct)
+    assert "Received Store Response (Success)" in done.stderr, done.stderr
+    assert _count(archive, Instance) == 1
+    assert len(list(archive.storage.iter_keys("imaging"))) == 1
+
+
+class _SlowDisk:
+    """The archive's real storage behind a disk that holds each write until told to go on."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage, self.writing, self.go = storage, threading.Event(), threading.Event()
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        self.writing.set()
+        assert self.go.wait(30)
+        return self.storage.put(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def test_no_instance_is_indexed_before_its_blob_is_written(
+    archive: Archived, tmp_path: Path
+) -> None:
+    archive.register("MODALITY")
+    ct = write(ct_dataset(), tmp_path / "ct.dcm")
+    filing = archive.listener.archive
+    slow = _SlowDisk(filing.storage)
+    filing.storage = slow  # type: ignore[assignment]
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(archive.storescu, ct)
+        assert slow.writing.wait(30)
+        time.sleep(0.5)  # the index is checked and written meanwhile, not committed
+        assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+        slow.go.set()
+        done = sending.result(60)
+    assert "Received Store Response (Success)" in done.stderr, done.stderr
+    assert _count(archive, Instance) == 1
+    with archive.db.transaction(write=False) as session:
+        key = session.scalar(select(Instance.blob_key))
+    assert key is not None and dataset_of(archive.storage.get(key)) == dataset_bytes(ct)

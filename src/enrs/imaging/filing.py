@@ -23,7 +23,10 @@ response (PS3.18 10.5.3).
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -51,6 +54,19 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700
 AUDIT_TIMEOUT = 60.0
+BLOB_WRITERS = 8  # threads writing blobs while the index is checked and written
+
+_writers: ThreadPoolExecutor | None = None
+_writers_lock = threading.Lock()
+
+
+def _blob_writers() -> ThreadPoolExecutor:
+    """The process's threads writing received instances' blobs (made at the first store)."""
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(BLOB_WRITERS, thread_name_prefix="imaging-blob")
+        return _writers
 
 
 @dataclass(frozen=True)
@@ -88,26 +104,6 @@ class Filing:
             return self._failed(
                 received, DOES_NOT_MATCH_SOP_CLASS, exc.message, Outcome.MINOR_FAILURE
             )
-        try:
-            with self.db.transaction(write=False) as session:
-                archived = service.check_duplicate(session, received)
-        except DuplicateInstance as exc:
-            return self._failed(
-                received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
-            )
-        except Exception:
-            log.exception(
-                "%s %s: the index cannot be read", received.via, received.sop_instance_uid
-            )
-            return self._failed(received, OUT_OF_RESOURCES, "the index cannot be read")
-        if archived:
-            self._audit_after([service.audit_entry(received, problem="archived already")])
-            return SUCCESS, None
-        return self._file(received, indexed, caller)
-
-    def _file(
-        self, received: Received, indexed: service.Indexed, caller: Caller
-    ) -> tuple[int, str | None]:
         key = service.blob_key(utcnow())
         content = part10(
             received.dataset,
@@ -116,13 +112,37 @@ class Filing:
             transfer_syntax=received.transfer_syntax,
             source_aet=caller.aet if received.via == "C-STORE" else "",
         )
+        # The blob is encrypted and written (fsync'd) by another thread while this one checks
+        # and writes the index; the index is committed only once the blob is durable.
+        writing = _blob_writers().submit(self.storage.put, key, content, "application/dicom")
         try:
-            self.storage.put(key, content, "application/dicom")
+            with self.db.transaction(write=False) as session:
+                archived = service.check_duplicate(session, received)
+        except DuplicateInstance as exc:
+            self._drop(writing, key)
+            return self._failed(
+                received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
+            )
         except Exception:
             log.exception(
-                "%s %s: the blob cannot be written", received.via, received.sop_instance_uid
+                "%s %s: the index cannot be read", received.via, received.sop_instance_uid
             )
-            return self._failed(received, OUT_OF_RESOURCES, "the storage cannot be written")
+            self._drop(writing, key)
+            return self._failed(received, OUT_OF_RESOURCES, "the index cannot be read")
+        if archived:
+            self._drop(writing, key)
+            self._audit_after([service.audit_entry(received, problem="archived already")])
+            return SUCCESS, None
+        return self._file(received, indexed, caller, key, writing)
+
+    def _file(
+        self,
+        received: Received,
+        indexed: service.Indexed,
+        caller: Caller,
+        key: str,
+        writing: Future[Any],
+    ) -> tuple[int, str | None]:
         for attempt in (1, 2):
             unit = UnitOfWork(self.db, self.audit, write=True)
             try:
@@ -137,29 +157,32 @@ class Filing:
                 # --- a report instance, recorded for the document repository (:mod:`.reports`)
                 reports.on_filed(unit.session, received, filed)
                 unit.entries.append(service.audit_entry(received, filed=filed))
+                if not self._written(writing, received):
+                    unit.rollback()
+                    return self._failed(received, OUT_OF_RESOURCES, "the storage cannot be written")
                 unit.commit()
             except IntegrityError:  # a concurrent association filed the same rows first
                 unit.rollback()
                 if attempt == 1:
                     continue
-                self._forget(key)
+                self._drop(writing, key)
                 return self._failed(received, OUT_OF_RESOURCES, "concurrent filing, try again")
             except DuplicateInstance as exc:
                 unit.rollback()
-                self._forget(key)
+                self._drop(writing, key)
                 return self._failed(
                     received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
                 )
             except DatasetMismatch as exc:
                 unit.rollback()
-                self._forget(key)
+                self._drop(writing, key)
                 return self._failed(
                     received, DOES_NOT_MATCH_SOP_CLASS, exc.message, Outcome.MINOR_FAILURE
                 )
             except Exception:
                 log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
                 unit.rollback()
-                self._forget(key)
+                self._drop(writing, key)
                 return self._failed(received, OUT_OF_RESOURCES, "the index cannot be written")
             finally:
                 unit.close()
@@ -168,9 +191,29 @@ class Filing:
             return SUCCESS, None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @staticmethod
+    def _written(writing: Future[Any], received: Received) -> bool:
+        """Wait for the blob's write; whether it is durable."""
+        try:
+            writing.result()
+        except Exception:
+            log.exception(
+                "%s %s: the blob cannot be written", received.via, received.sop_instance_uid
+            )
+            return False
+        return True
+
     def refuse(self, received: Received, status: int, problem: str) -> tuple[int, str]:
         """Refuse an instance before filing it (the sender's error), audited."""
         return self._failed(received, status, problem, Outcome.MINOR_FAILURE)
+
+    def _drop(self, writing: Future[Any], key: str) -> None:
+        """Delete the blob of an instance not filed, once its write is over (if it was made)."""
+        try:
+            writing.result()
+        except Exception:  # nothing was kept of it
+            return
+        self._forget(key)
 
     def _forget(self, key: str) -> None:
         try:
