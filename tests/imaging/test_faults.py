@@ -252,3 +252,52 @@ def test_no_instance_is_indexed_before_its_blob_is_written(
     with archive.db.transaction(write=False) as session:
         key = session.scalar(select(Instance.blob_key))
     assert key is not None and dataset_of(archive.storage.get(key)) == dataset_bytes(ct)
+
+
+class _HeldDisk(_SlowDisk):
+    """A disk that holds writes until ``count`` of them are waiting."""
+
+    def __init__(self, storage: Any, count: int) -> None:
+        super().__init__(storage)
+        self.count, self.waiting, self.mutex = count, 0, threading.Lock()
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        with self.mutex:
+            self.waiting += 1
+            if self.waiting >= self.count:
+                self.writing.set()
+        assert self.go.wait(30)
+        return self.storage.put(*args, **kwargs)
+
+
+def test_an_instance_refused_in_a_group_leaves_the_others_filed(
+    archive: Archived, tmp_path: Path
+) -> None:
+    """Concurrent associations' instances are filed together (one transaction); one refused
+    among them is undone alone: its new study is not kept, the others are stored."""
+    archive.register("MODALITY")
+    first = ct_dataset()
+    study, series = first.StudyInstanceUID, first.SeriesInstanceUID
+    assert "(Success)" in archive.storescu(write(first, tmp_path / "first.dcm")).stderr
+    valid = [
+        write(ct_dataset(study_uid=study, series_uid=series, seed=i), tmp_path / f"{i}.dcm")
+        for i in range(2, 5)
+    ]
+    # a new study naming the series of another: refused after its study row was written
+    astray = write(ct_dataset(series_uid=series, seed=9), tmp_path / "astray.dcm")
+    filing = archive.listener.archive
+    held = _HeldDisk(filing.storage, count=4)
+    filing.storage = held  # type: ignore[assignment]
+    with ThreadPoolExecutor(4) as pool:
+        sending = [pool.submit(archive.storescu, f) for f in [*valid, astray]]
+        assert held.writing.wait(30)  # the four wait on the disk: they are filed as one group
+        time.sleep(0.3)
+        held.go.set()
+        results = [s.result(60) for s in sending]
+    for done in results[:3]:
+        assert "Received Store Response (Success)" in done.stderr, done.stderr
+    assert "Received Store Response (Error: DataSetDoesNotMatchSOPClass)" in results[3].stderr, (
+        results[3].stderr
+    )
+    assert (_count(archive, Study), _count(archive, Series), _count(archive, Instance)) == (1, 1, 4)
+    assert len(list(archive.storage.iter_keys("imaging"))) == 4  # the refused one's blob: gone

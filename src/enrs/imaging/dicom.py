@@ -467,6 +467,7 @@ class DicomListener:
         """``sock``: a listening socket to accept on, shared with other processes (then
         ``host`` and ``port`` are its own), ``balancer`` their association counts."""
         self.archive = archive
+        archive.start_group()  # the associations' instances filed in shared transactions
         _config.STORE_SEND_CHUNKED_DATASET = True  # sending archived files as kept
         self.ae = ArchiveAE(ae_title=aet)
         for cx in contexts():  # (AE.supported_contexts would drop the roles)
@@ -605,6 +606,7 @@ class DicomListener:
         self.ae.shutdown()  # aborts the associations, shuts the server down
         if self._thread is not None:
             self._thread.join(10)
+        self.archive.stop_group()
 
 
 # --------------------------------------------------------------------------- enrs serve

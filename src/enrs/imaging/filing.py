@@ -23,9 +23,10 @@ response (PS3.18 10.5.3).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -90,6 +91,19 @@ class Filing:
         self, db: Database, storage: BlobStorage, audit: AuditWriter, config: IdentityConfig
     ) -> None:
         self.db, self.storage, self.audit, self.config = db, storage, audit, config
+        self._group: _GroupFiler | None = None
+
+    def start_group(self) -> None:
+        """File the instances of concurrent stores together from now on: one thread files
+        the instances waiting (each in a savepoint) in one transaction, one commit for them
+        all (the DICOM listener's associations). Each sender is answered after that commit."""
+        if self._group is None:
+            self._group = _GroupFiler(self)
+
+    def stop_group(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+            self._group = None
 
     def store(self, received: Received, caller: Caller) -> tuple[int, str | None]:
         """Store one instance; its DICOM status and error comment."""
@@ -133,6 +147,9 @@ class Filing:
             self._drop(writing, key)
             self._audit_after([service.audit_entry(received, problem="archived already")])
             return SUCCESS, None
+        group = self._group
+        if group is not None:
+            return group.file(_Waiting(received, indexed, caller, key, writing))
         return self._file(received, indexed, caller, key, writing)
 
     def _file(
@@ -244,3 +261,136 @@ class Filing:
             self.audit.write(entries, timeout=AUDIT_TIMEOUT)
         except Exception:
             log.exception("DICOM audit records not written")
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """An instance waiting to be filed by the :class:`_GroupFiler`, then its status."""
+
+    received: Received
+    indexed: service.Indexed
+    caller: Caller
+    key: str
+    writing: Future[Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    status: tuple[int, str | None] = (OUT_OF_RESOURCES, "not filed")
+
+
+class _GroupFiler:
+    """Files the instances of concurrent stores in shared transactions (group commit): while
+    one transaction is being filed and committed, the instances that arrive wait, then go in
+    the next one together. Each instance has its savepoint: one refused leaves the others; a
+    failed commit fails them all (their blobs deleted). Durability as one by one: an instance
+    is answered after the commit that holds it, its blob written before."""
+
+    MAX_GROUP = 32
+
+    def __init__(self, filing: Filing) -> None:
+        self.filing = filing
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="imaging-filer", daemon=True)
+        self._thread.start()
+
+    def file(self, waiting: _Waiting) -> tuple[int, str | None]:
+        self._queue.put(waiting)
+        waiting.done.wait()
+        return waiting.status
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            wait([first.writing])  # meanwhile, more instances come to join the group
+            group, stopping = [first], False
+            while len(group) < self.MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+            try:
+                self._file_group(group)
+            except Exception:  # pragma: no cover - each instance's own failures are handled
+                log.exception("a group of %d instances not filed", len(group))
+            finally:
+                for waiting in group:
+                    waiting.done.set()
+            if stopping:
+                return
+
+    def _file_group(self, group: list[_Waiting]) -> None:
+        filing = self.filing
+        ready: list[_Waiting] = []
+        for waiting in group:
+            if filing._written(waiting.writing, waiting.received):
+                ready.append(waiting)
+            else:
+                waiting.status = filing._failed(
+                    waiting.received, OUT_OF_RESOURCES, "the storage cannot be written"
+                )
+        filed: list[tuple[_Waiting, service.Filed]] = []
+        alone: list[_Waiting] = []  # met a concurrent filing: filed again on its own
+        refused: list[tuple[_Waiting, int, str, str]] = []
+        minor, serious = Outcome.MINOR_FAILURE, Outcome.SERIOUS_FAILURE
+        unwritten = "the index cannot be written"
+        unit = UnitOfWork(filing.db, filing.audit, write=True)
+        try:
+            for waiting in ready:
+                received = waiting.received
+                try:
+                    with unit.session.begin_nested():
+                        done = service.file_instance(
+                            unit.session,
+                            filing.config,
+                            received,
+                            waiting.indexed,
+                            peer_authority=waiting.caller.authority,
+                            key=waiting.key,
+                        )
+                        reports.on_filed(unit.session, received, done)
+                except IntegrityError:
+                    alone.append(waiting)
+                    continue
+                except DuplicateInstance as exc:
+                    refused.append((waiting, DUPLICATE_SOP_INSTANCE, exc.message, minor))
+                    continue
+                except DatasetMismatch as exc:
+                    refused.append((waiting, DOES_NOT_MATCH_SOP_CLASS, exc.message, minor))
+                    continue
+                except Exception:
+                    log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
+                    refused.append((waiting, OUT_OF_RESOURCES, unwritten, serious))
+                    continue
+                unit.entries.append(service.audit_entry(received, filed=done))
+                filed.append((waiting, done))
+            if filed:
+                unit.commit()
+            else:
+                unit.rollback()
+        except Exception:
+            log.exception("a group of %d instances not committed", len(filed))
+            unit.rollback()
+            refused.extend((waiting, OUT_OF_RESOURCES, unwritten, serious) for waiting, _ in filed)
+            filed = []
+        finally:
+            unit.close()
+        # refusals audited once the group's transaction is over (on SQLite it holds the writes)
+        for waiting, status, problem, outcome in refused:
+            filing._forget(waiting.key)
+            waiting.status = filing._failed(waiting.received, status, problem, outcome)
+        for waiting, done in filed:
+            if done.duplicate:  # the same bytes were filed meanwhile: ours are not needed
+                filing._forget(waiting.key)
+            waiting.status = (SUCCESS, None)
+        for waiting in alone:
+            waiting.status = filing._file(
+                waiting.received, waiting.indexed, waiting.caller, waiting.key, waiting.writing
+            )
