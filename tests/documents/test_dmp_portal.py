@@ -77,6 +77,7 @@ def test_the_dmp_feed_seen_and_restarted_from_the_portal(
     assert f"/documents/{refused}" in page and REASON in page
     assert "<td>1</td><td>0</td><td>0</td><td>0</td><td>1</td>" in page.replace("\n", "")
     assert waiting not in page  # a first wait needs no look
+    assert f'action="/admin/dmp/{refused}/relancer"' in page
     csrf = csrf_of(client.get("/account").text)
     assert client.post(f"/admin/dmp/{refused}/relancer", data={"csrf": "x"}).status_code == 403
     assert _status(db, refused) == "refused"

@@ -55,6 +55,7 @@ def test_the_reports_not_delivered_are_listed_and_tried_again(
     assert "MODALITE1" in page and uid in page and "abandonné" in page
     assert "MODALITE2" in page and "en attente d'un nouvel essai" in page
     assert "connection refused" in page and "des instances manquent" in page
+    assert f'action="/admin/imagerie/engagements/{given_up}/relancer"' in page
 
     csrf = csrf_of(client.get("/account").text)
     refused = client.post(f"/admin/imagerie/engagements/{given_up}/relancer", data={"csrf": "x"})

@@ -67,6 +67,8 @@ def test_an_admin_manages_the_mailboxes(
         f"/admin/messagerie/bal/dr.un@{DOMAIN}/statut", data={"status": "suspended", "csrf": csrf}
     )
     assert "suspendue" in html.unescape(suspended.text)
+    listed = html.unescape(client.get("/admin/messagerie").text)
+    assert 'name="status" value="active"' in listed and "Réactiver" in listed
     with db.transaction(write=False) as session:
         boxes = {b.address: b for b in service.mailboxes(session)}
         assert sorted(boxes) == [f"cardio@{DOMAIN}", f"dr.un@{DOMAIN}"]
