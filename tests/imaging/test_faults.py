@@ -177,37 +177,38 @@ def test_a_storage_that_cannot_be_written_refuses_and_keeps_nothing(
     assert _count(archive, Instance) == 1
 
 
-def _failing_instance_inserts(db: Database, on: bool) -> None:
-    """A database that refuses new instance rows (as a full disk would), or again accepts them."""
+def _failing_inserts(db: Database, on: bool, table: str = "imaging_instance") -> None:
+    """A database that refuses new rows of ``table`` (as a full disk would), or again accepts
+    them."""
     with db.engine.begin() as conn:
         if db.engine.dialect.name == "sqlite":
-            conn.execute(text("DROP TRIGGER IF EXISTS refuse_instances"))
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_rows"))
             if on:
                 conn.execute(text(
-                    "CREATE TRIGGER refuse_instances BEFORE INSERT ON imaging_instance "
+                    f"CREATE TRIGGER refuse_rows BEFORE INSERT ON {table} "
                     "BEGIN SELECT RAISE(ABORT, 'no space left'); END"
                 ))  # fmt: skip
             return
-        conn.execute(text("DROP TRIGGER IF EXISTS refuse_instances ON imaging_instance"))
+        conn.execute(text(f"DROP TRIGGER IF EXISTS refuse_rows ON {table}"))
         if on:
             conn.execute(text(
-                "CREATE OR REPLACE FUNCTION refuse_instances() RETURNS trigger "
+                "CREATE OR REPLACE FUNCTION refuse_rows() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no space left'; END $$"
             ))  # fmt: skip
             conn.execute(text(
-                "CREATE TRIGGER refuse_instances BEFORE INSERT ON imaging_instance "
-                "FOR EACH ROW EXECUTE FUNCTION refuse_instances()"
+                f"CREATE TRIGGER refuse_rows BEFORE INSERT ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_rows()"
             ))  # fmt: skip
 
 
 def test_an_index_that_cannot_be_written_keeps_no_blob(archive: Archived, tmp_path: Path) -> None:
     archive.register("MODALITY")
     ct = write(ct_dataset(size=512), tmp_path / "ct.dcm")
-    _failing_instance_inserts(archive.db, True)
+    _failing_inserts(archive.db, True)
     try:
         refused = archive.storescu(ct)
     finally:
-        _failing_instance_inserts(archive.db, False)
+        _failing_inserts(archive.db, False)
     assert "Received Store Response (Success)" not in refused.stderr, refused.stderr
     assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
     assert list(archive.storage.iter_keys("imaging")) == []  # the blob written meanwhile: gone
@@ -301,3 +302,34 @@ def test_an_instance_refused_in_a_group_leaves_the_others_filed(
     )
     assert (_count(archive, Study), _count(archive, Series), _count(archive, Instance)) == (1, 1, 4)
     assert len(list(archive.storage.iter_keys("imaging"))) == 4  # the refused one's blob: gone
+
+
+def test_a_group_whose_commit_fails_keeps_nothing(archive: Archived, tmp_path: Path) -> None:
+    """The audit trail refuses the group's records at commit: every instance of the group is
+    refused, none indexed, their blobs deleted; the listener serves on."""
+    archive.register("MODALITY")
+    study = ct_dataset()
+    files = [
+        write(ct_dataset(study_uid=study.StudyInstanceUID, seed=i), tmp_path / f"{i}.dcm")
+        for i in range(3)
+    ]
+    filing = archive.listener.archive
+    held = _HeldDisk(filing.storage, count=3)
+    filing.storage = held  # type: ignore[assignment]
+    _failing_inserts(archive.db, True, table="audit_record")
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            sending = [pool.submit(archive.storescu, f) for f in files]
+            assert held.writing.wait(30)
+            time.sleep(0.3)
+            held.go.set()
+            results = [s.result(60) for s in sending]
+    finally:
+        _failing_inserts(archive.db, False, table="audit_record")
+    for refused in results:
+        assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+    assert list(archive.storage.iter_keys("imaging")) == []
+    again = archive.storescu(*files)
+    assert again.stderr.count("Received Store Response (Success)") == 3, again.stderr
+    assert _count(archive, Instance) == 3

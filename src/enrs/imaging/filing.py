@@ -22,6 +22,7 @@ response (PS3.18 10.5.3).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -55,6 +56,7 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700
 AUDIT_TIMEOUT = 60.0
+_UNWRITTEN = "the index cannot be written"
 BLOB_WRITERS = 8  # threads writing blobs while the index is checked and written
 
 _writers: ThreadPoolExecutor | None = None
@@ -277,120 +279,178 @@ class _Waiting:
 
 
 class _GroupFiler:
-    """Files the instances of concurrent stores in shared transactions (group commit): while
-    one transaction is being filed and committed, the instances that arrive wait, then go in
-    the next one together. Each instance has its savepoint: one refused leaves the others; a
-    failed commit fails them all (their blobs deleted). Durability as one by one: an instance
-    is answered after the commit that holds it, its blob written before."""
+    """Files the instances of concurrent stores in shared transactions (group commit).
+
+    The filer thread indexes an instance as soon as it comes (each in its savepoint: one
+    refused leaves the others), while its blob is still being written; the instances that
+    come meanwhile join the same transaction, committed once every blob in it is durable.
+    So one association's instance has its index written during its blob's write, and several
+    associations' instances share one commit. An instance of :data:`BIG` bytes or more is
+    indexed only once its blob is written (the transaction, which on SQLite holds the
+    database's writes, is not kept open through a long write when it can be avoided). A blob
+    that cannot be written undoes the group: the others are filed again one by one. Each
+    instance is answered after the commit that holds it."""
 
     MAX_GROUP = 32
+    BIG = 4_000_000
 
     def __init__(self, filing: Filing) -> None:
         self.filing = filing
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._wake = threading.Event()  # an instance came, or a blob was written
         self._thread = threading.Thread(target=self._run, name="imaging-filer", daemon=True)
         self._thread.start()
 
     def file(self, waiting: _Waiting) -> tuple[int, str | None]:
+        waiting.writing.add_done_callback(lambda _written: self._wake.set())
         self._queue.put(waiting)
+        self._wake.set()
         waiting.done.wait()
         return waiting.status
 
     def stop(self) -> None:
         self._queue.put(None)
+        self._wake.set()
         self._thread.join(30)
 
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             first = self._queue.get()
             if first is None:
                 return
-            wait([first.writing])  # meanwhile, more instances come to join the group
-            group, stopping = [first], False
-            while len(group) < self.MAX_GROUP:
+            group = _Group(self.filing, first)
+            try:
+                stopping = self._fill(group)
+                group.finish()
+            except Exception:  # the database failed outside an instance's savepoint
+                log.exception("a group of %d instances not filed", len(group.members))
+                group.fail()
+            finally:
+                group.close()
+
+    def _fill(self, group: _Group) -> bool:
+        """Index the instances that come until every blob of the group is written; whether
+        the filer is to stop after this group."""
+        group.index(group.members[0])
+        while True:
+            while len(group.members) < self.MAX_GROUP:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    stopping = True
-                    break
-                group.append(more)
-            try:
-                self._file_group(group)
-            except Exception:  # pragma: no cover - each instance's own failures are handled
-                log.exception("a group of %d instances not filed", len(group))
-            finally:
-                for waiting in group:
-                    waiting.done.set()
-            if stopping:
-                return
+                    return True
+                group.members.append(more)
+                group.index(more)
+            self._wake.clear()
+            full = len(group.members) >= self.MAX_GROUP
+            if group.written() and (full or self._queue.empty()):
+                return False
+            if not full and not self._queue.empty():
+                continue
+            self._wake.wait(1.0)
 
-    def _file_group(self, group: list[_Waiting]) -> None:
-        filing = self.filing
-        ready: list[_Waiting] = []
-        for waiting in group:
-            if filing._written(waiting.writing, waiting.received):
-                ready.append(waiting)
-            else:
-                waiting.status = filing._failed(
-                    waiting.received, OUT_OF_RESOURCES, "the storage cannot be written"
-                )
-        filed: list[tuple[_Waiting, service.Filed]] = []
-        alone: list[_Waiting] = []  # met a concurrent filing: filed again on its own
-        refused: list[tuple[_Waiting, int, str, str]] = []
-        minor, serious = Outcome.MINOR_FAILURE, Outcome.SERIOUS_FAILURE
-        unwritten = "the index cannot be written"
-        unit = UnitOfWork(filing.db, filing.audit, write=True)
+
+class _Group:
+    """One transaction of the :class:`_GroupFiler` and what became of its instances."""
+
+    def __init__(self, filing: Filing, first: _Waiting) -> None:
+        self.filing = filing
+        self.members = [first]
+        self.unit = UnitOfWork(filing.db, filing.audit, write=True)
+        self.filed: list[tuple[_Waiting, service.Filed]] = []
+        self.alone: list[_Waiting] = []  # met a concurrent filing: filed again on its own
+        self.refused: list[tuple[_Waiting, int, str, str]] = []
+
+    def written(self) -> bool:
+        return all(waiting.writing.done() for waiting, _ in self.filed)
+
+    def index(self, waiting: _Waiting) -> None:
+        received, filing = waiting.received, self.filing
+        if len(received.dataset) >= _GroupFiler.BIG:
+            wait([waiting.writing])
+        session = self.unit.session
+        minor = Outcome.MINOR_FAILURE
         try:
-            for waiting in ready:
-                received = waiting.received
-                try:
-                    with unit.session.begin_nested():
-                        done = service.file_instance(
-                            unit.session,
-                            filing.config,
-                            received,
-                            waiting.indexed,
-                            peer_authority=waiting.caller.authority,
-                            key=waiting.key,
-                        )
-                        reports.on_filed(unit.session, received, done)
-                except IntegrityError:
-                    alone.append(waiting)
-                    continue
-                except DuplicateInstance as exc:
-                    refused.append((waiting, DUPLICATE_SOP_INSTANCE, exc.message, minor))
-                    continue
-                except DatasetMismatch as exc:
-                    refused.append((waiting, DOES_NOT_MATCH_SOP_CLASS, exc.message, minor))
-                    continue
-                except Exception:
-                    log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
-                    refused.append((waiting, OUT_OF_RESOURCES, unwritten, serious))
-                    continue
-                unit.entries.append(service.audit_entry(received, filed=done))
-                filed.append((waiting, done))
-            if filed:
+            with session.begin_nested():
+                done = service.file_instance(
+                    session,
+                    filing.config,
+                    received,
+                    waiting.indexed,
+                    peer_authority=waiting.caller.authority,
+                    key=waiting.key,
+                )
+                reports.on_filed(session, received, done)
+        except IntegrityError:
+            self.alone.append(waiting)
+            return
+        except DuplicateInstance as exc:
+            self.refused.append((waiting, DUPLICATE_SOP_INSTANCE, exc.message, minor))
+            return
+        except DatasetMismatch as exc:
+            self.refused.append((waiting, DOES_NOT_MATCH_SOP_CLASS, exc.message, minor))
+            return
+        except Exception:
+            log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
+            self.refused.append((waiting, OUT_OF_RESOURCES, _UNWRITTEN, Outcome.SERIOUS_FAILURE))
+            return
+        self.unit.entries.append(service.audit_entry(received, filed=done))
+        self.filed.append((waiting, done))
+
+    def finish(self) -> None:
+        """Commit (every blob written), or undo the group."""
+        filing, unit = self.filing, self.unit
+        try:
+            lost = [w for w, _ in self.filed if not filing._written(w.writing, w.received)]
+            if lost:  # the others are filed again, one by one
+                unit.rollback()
+                for waiting in lost:
+                    waiting.status = filing._failed(
+                        waiting.received, OUT_OF_RESOURCES, "the storage cannot be written"
+                    )
+                self.alone.extend(w for w, _ in self.filed if w not in lost)
+                self.filed = []
+            elif self.filed:
                 unit.commit()
             else:
                 unit.rollback()
         except Exception:
-            log.exception("a group of %d instances not committed", len(filed))
+            log.exception("a group of %d instances not committed", len(self.filed))
             unit.rollback()
-            refused.extend((waiting, OUT_OF_RESOURCES, unwritten, serious) for waiting, _ in filed)
-            filed = []
+            serious = Outcome.SERIOUS_FAILURE
+            self.refused.extend((w, OUT_OF_RESOURCES, _UNWRITTEN, serious) for w, _ in self.filed)
+            self.filed = []
+
+    def fail(self) -> None:
+        """Undo the group: every instance not yet refused nor to be filed alone is refused."""
+        with contextlib.suppress(Exception):
+            self.unit.rollback()
+        settled = {id(w) for w in self.alone} | {id(w) for w, *_ in self.refused}
+        serious = Outcome.SERIOUS_FAILURE
+        self.refused.extend(
+            (w, OUT_OF_RESOURCES, _UNWRITTEN, serious) for w in self.members if id(w) not in settled
+        )
+        self.filed = []
+
+    def close(self) -> None:
+        """End the transaction, then answer every instance of the group."""
+        filing = self.filing
+        try:
+            self.unit.close()
+            # refusals audited once the group's transaction is over (on SQLite it holds writes)
+            for waiting, status, problem, outcome in self.refused:
+                filing._drop(waiting.writing, waiting.key)
+                waiting.status = filing._failed(waiting.received, status, problem, outcome)
+            for waiting, done in self.filed:
+                if done.duplicate:  # the same bytes were filed meanwhile: ours are not needed
+                    filing._forget(waiting.key)
+                waiting.status = (SUCCESS, None)
+            for waiting in self.alone:
+                waiting.status = filing._file(
+                    waiting.received, waiting.indexed, waiting.caller, waiting.key, waiting.writing
+                )
         finally:
-            unit.close()
-        # refusals audited once the group's transaction is over (on SQLite it holds the writes)
-        for waiting, status, problem, outcome in refused:
-            filing._forget(waiting.key)
-            waiting.status = filing._failed(waiting.received, status, problem, outcome)
-        for waiting, done in filed:
-            if done.duplicate:  # the same bytes were filed meanwhile: ours are not needed
-                filing._forget(waiting.key)
-            waiting.status = (SUCCESS, None)
-        for waiting in alone:
-            waiting.status = filing._file(
-                waiting.received, waiting.indexed, waiting.caller, waiting.key, waiting.writing
-            )
+            for waiting in self.members:
+                waiting.done.set()
