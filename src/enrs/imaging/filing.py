@@ -1,9 +1,11 @@
 """Filing a received instance: the one code path of the DICOM listener's C-STORE
 (:mod:`.dicom`) and of STOW-RS (:mod:`.web`).
 
-:meth:`Filing.store` checks and reads the data set, writes its DICOM file (PS3.10) to the blob
-storage, then indexes it and records its audit entry in one unit of work; when that fails the
-bytes are deleted, so nothing is kept of a failed instance. It answers a DICOM status (PS3.4
+:meth:`Filing.store` checks and reads the data set, has its DICOM file (PS3.10) written to the
+blob storage by a writer thread while it indexes it and records its audit entry in one unit of
+work, committed once the file is durable; when that fails the bytes are deleted, so nothing is
+kept of a failed instance. The DICOM listener's instances are filed together
+(:meth:`Filing.start_group`: group commit, a savepoint each). It answers a DICOM status (PS3.4
 B.2.3, PS3.7 C) and its comment; STOW-RS gives the same status as the FailureReason of its
 response (PS3.18 10.5.3).
 
