@@ -401,6 +401,10 @@ def test_a_ct_in_the_browser(
     page.wait_for_function(
         "() => /\\d+(\\.\\d+)? mm/.test(document.body.innerText)", timeout=60_000
     )
-    assert "Suivre les mesures pour cette série ?" in body.inner_text()
+    # (the question comes a moment after the length is drawn: waited for, not read at once)
+    page.wait_for_function(
+        "() => document.body.innerText.includes('Suivre les mesures pour cette série ?')",
+        timeout=60_000,
+    )
     assert not failed, failed
     assert not [p for p in problems if "Content Security Policy" in p], problems
