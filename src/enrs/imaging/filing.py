@@ -167,16 +167,7 @@ class Filing:
         for attempt in (1, 2):
             unit = UnitOfWork(self.db, self.audit, write=True)
             try:
-                filed = service.file_instance(
-                    unit.session,
-                    self.config,
-                    received,
-                    indexed,
-                    peer_authority=caller.authority,
-                    key=key,
-                )
-                # --- a report instance, recorded for the document repository (:mod:`.reports`)
-                reports.on_filed(unit.session, received, filed)
+                filed = self._index(unit, received, indexed, caller, key)
                 unit.entries.append(service.audit_entry(received, filed=filed))
                 if not self._written(writing, received):
                     unit.rollback()
@@ -211,6 +202,22 @@ class Filing:
                 self._forget(key)
             return SUCCESS, None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _index(
+        self,
+        unit: UnitOfWork,
+        received: Received,
+        indexed: service.Indexed,
+        caller: Caller,
+        key: str,
+    ) -> service.Filed:
+        """Index an instance in ``unit`` (flush only), alone or in a group."""
+        filed = service.file_instance(
+            unit.session, self.config, received, indexed, peer_authority=caller.authority, key=key
+        )
+        # --- a report instance, recorded for the document repository (:mod:`.reports`)
+        reports.on_filed(unit.session, received, filed)
+        return filed
 
     @staticmethod
     def _written(writing: Future[Any], received: Received) -> bool:
@@ -376,15 +383,9 @@ class _Group:
         minor = Outcome.MINOR_FAILURE
         try:
             with session.begin_nested():
-                done = service.file_instance(
-                    session,
-                    filing.config,
-                    received,
-                    waiting.indexed,
-                    peer_authority=waiting.caller.authority,
-                    key=waiting.key,
+                done = filing._index(
+                    self.unit, received, waiting.indexed, waiting.caller, waiting.key
                 )
-                reports.on_filed(session, received, done)
         except IntegrityError:
             self.alone.append(waiting)
             return
