@@ -133,24 +133,6 @@ class Filing:
         # The blob is encrypted and written (fsync'd) by another thread while this one checks
         # and writes the index; the index is committed only once the blob is durable.
         writing = _blob_writers().submit(self.storage.put, key, content, "application/dicom")
-        try:
-            with self.db.transaction(write=False) as session:
-                archived = service.check_duplicate(session, received)
-        except DuplicateInstance as exc:
-            self._drop(writing, key)
-            return self._failed(
-                received, DUPLICATE_SOP_INSTANCE, exc.message, Outcome.MINOR_FAILURE
-            )
-        except Exception:
-            log.exception(
-                "%s %s: the index cannot be read", received.via, received.sop_instance_uid
-            )
-            self._drop(writing, key)
-            return self._failed(received, OUT_OF_RESOURCES, "the index cannot be read")
-        if archived:
-            self._drop(writing, key)
-            self._audit_after([service.audit_entry(received, problem="archived already")])
-            return SUCCESS, None
         group = self._group
         if group is not None:
             return group.file(_Waiting(received, indexed, caller, key, writing))
@@ -168,6 +150,9 @@ class Filing:
             unit = UnitOfWork(self.db, self.audit, write=True)
             try:
                 filed = self._index(unit, received, indexed, caller, key)
+                if filed is None:  # archived already, the same bytes
+                    unit.rollback()
+                    return self._archived(received, writing, key)
                 unit.entries.append(service.audit_entry(received, filed=filed))
                 if not self._written(writing, received):
                     unit.rollback()
@@ -210,14 +195,23 @@ class Filing:
         indexed: service.Indexed,
         caller: Caller,
         key: str,
-    ) -> service.Filed:
-        """Index an instance in ``unit`` (flush only), alone or in a group."""
+    ) -> service.Filed | None:
+        """Index an instance in ``unit`` (flush only), alone or in a group; ``None`` when it
+        is archived already with the same bytes (:class:`DuplicateInstance` with others)."""
+        if service.check_duplicate(unit.session, received):
+            return None
         filed = service.file_instance(
             unit.session, self.config, received, indexed, peer_authority=caller.authority, key=key
         )
         # --- a report instance, recorded for the document repository (:mod:`.reports`)
         reports.on_filed(unit.session, received, filed)
         return filed
+
+    def _archived(self, received: Received, writing: Future[Any], key: str) -> tuple[int, None]:
+        """A resend of an archived instance: a success; the blob written for it deleted."""
+        self._drop(writing, key)
+        self._audit_after([service.audit_entry(received, problem="archived already")])
+        return SUCCESS, None
 
     @staticmethod
     def _written(writing: Future[Any], received: Received) -> bool:
@@ -370,6 +364,7 @@ class _Group:
         self.unit = UnitOfWork(filing.db, filing.audit, write=True)
         self.filed: list[tuple[_Waiting, service.Filed]] = []
         self.alone: list[_Waiting] = []  # met a concurrent filing: filed again on its own
+        self.archived: list[_Waiting] = []  # archived already, the same bytes
         self.refused: list[tuple[_Waiting, int, str, str]] = []
 
     def written(self) -> bool:
@@ -398,6 +393,9 @@ class _Group:
         except Exception:
             log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
             self.refused.append((waiting, OUT_OF_RESOURCES, _UNWRITTEN, Outcome.SERIOUS_FAILURE))
+            return
+        if done is None:
+            self.archived.append(waiting)
             return
         self.unit.entries.append(service.audit_entry(received, filed=done))
         self.filed.append((waiting, done))
@@ -430,7 +428,7 @@ class _Group:
         """Undo the group: every instance not yet refused nor to be filed alone is refused."""
         with contextlib.suppress(Exception):
             self.unit.rollback()
-        settled = {id(w) for w in self.alone} | {id(w) for w, *_ in self.refused}
+        settled = {id(w) for w in self.alone + self.archived} | {id(w) for w, *_ in self.refused}
         serious = Outcome.SERIOUS_FAILURE
         self.refused.extend(
             (w, OUT_OF_RESOURCES, _UNWRITTEN, serious) for w in self.members if id(w) not in settled
@@ -446,6 +444,8 @@ class _Group:
             for waiting, status, problem, outcome in self.refused:
                 filing._drop(waiting.writing, waiting.key)
                 waiting.status = filing._failed(waiting.received, status, problem, outcome)
+            for waiting in self.archived:
+                waiting.status = filing._archived(waiting.received, waiting.writing, waiting.key)
             for waiting, done in self.filed:
                 if done.duplicate:  # the same bytes were filed meanwhile: ours are not needed
                     filing._forget(waiting.key)

@@ -45,8 +45,11 @@ def study(session: Session, study_uid: str) -> Study | None:
     return session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
 
 
-def series(session: Session, series_uid: str) -> Series | None:
-    return session.scalars(select(Series).where(Series.series_uid == series_uid)).first()
+def series(session: Session, series_uid: str) -> tuple[int, int] | None:
+    """The series' id and its study's id (no ORM object: looked up for every instance filed)."""
+    found = select(Series.id, Series.study_id).where(Series.series_uid == series_uid)
+    row = session.execute(found).first()
+    return None if row is None else (row[0], row[1])
 
 
 def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any]) -> int | None:

@@ -369,9 +369,10 @@ def file_instance(
         )
         series = repository.series(session, indexed.series_uid)
         assert series is not None
-    if series.study_id != study.id:
+    series_id, study_id = series
+    if study_id != study.id:
         raise DatasetMismatch(f"series {indexed.series_uid} belongs to another study")
-    instance, duplicate = _instance(session, received, indexed, series.id, key, now)
+    instance, duplicate = _instance(session, received, indexed, series_id, key, now)
     session.flush()
     attached = study.patient_id if study.patient_status == RESOLVED else None
     patient = identity_service.current_patient(session, attached) if attached else None
