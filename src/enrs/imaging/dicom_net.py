@@ -8,7 +8,10 @@ pyproject.toml): several of these replace or wrap pynetdicom internals."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import select
 import socket
 import ssl
@@ -22,6 +25,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pynetdicom.association
+import pynetdicom.dul
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -78,6 +83,90 @@ def _ready(self: AssociationSocket) -> bool:
 # Process-wide, for the listener's associations and those it opens (C-MOVE, commitment
 # reports); checked against pynetdicom 3.0 (pinned in pyproject.toml).
 AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """A queue of pynetdicom's that wakes the reactor waiting for it."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _Reactors:
+    """An accepted association's two reactor threads, woken when they have work. pynetdicom
+    runs each as a loop that sleeps 1 ms whenever it finds nothing to do: the DUL thread
+    (reading the socket, sending what the association queued) and the association's thread
+    (serving each DIMSE message the DUL decoded). Every instance of a C-STORE waited up to
+    1 ms at each of three hand-offs (its PDUs read, its request served, its response sent).
+    Here a tick of the DUL thread ends when the socket is readable or a primitive is queued
+    for it, and a tick of the association's thread when a message or a primitive is queued
+    for it; ticks still end after their 1 ms (pynetdicom's timers are checked as before)."""
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+        self.messages = threading.Event()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        weakref.finalize(self, os.close, self._read)
+        weakref.finalize(self, os.close, self._write)
+        dul, dimse = assoc.dul, assoc.dimse
+        dul.to_provider_queue = _WakingQueue(self._wake_dul)
+        dul.to_user_queue = _WakingQueue(self.messages.set)
+        dimse.msg_queue = _WakingQueue(self.messages.set)
+        dul._enrs_tick = self._dul_tick  # type: ignore[attr-defined]
+        assoc._enrs_tick = self._assoc_tick  # type: ignore[attr-defined]
+
+    def _wake_dul(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake is pending already
+            os.write(self._write, b"\0")
+
+    def _dul_tick(self, delay: float) -> None:
+        sock = self.assoc.dul.socket
+        raw = sock.socket if sock is not None else None
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return
+        poller = select.poll()
+        poller.register(self._read, select.POLLIN)
+        try:
+            if raw is not None:
+                poller.register(raw, select.POLLIN | select.POLLPRI)
+        except (OSError, ValueError):  # closed: pynetdicom's next look sees it
+            time.sleep(delay)
+            return
+        if poller.poll(delay * 1000):
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._read, 4096)
+
+    def _assoc_tick(self, delay: float) -> None:
+        self.messages.wait(delay)
+        self.messages.clear()
+
+
+class _ReactorClock:
+    """The ``time`` module as pynetdicom's DUL and association modules see it: a sleep of a
+    thread of an association with :class:`_Reactors` is one of its ticks (it may end early:
+    pynetdicom sleeps only in loops that look again), other threads sleep as before."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(delay: float) -> None:
+        tick = getattr(threading.current_thread(), "_enrs_tick", None)
+        if tick is None or delay <= 0:
+            time.sleep(delay)
+        else:
+            tick(delay)
+
+
+pynetdicom.dul.time = _ReactorClock()  # type: ignore[attr-defined,assignment]
+pynetdicom.association.time = _ReactorClock()  # type: ignore[attr-defined,assignment]
 
 # The Query/Retrieve SOP classes: their information model (PATIENT or STUDY root).
 MODELS = {
@@ -237,6 +326,7 @@ class _Handler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         assoc.acse = _CheckedACSE(assoc, self.server)
+        _Reactors(assoc)
         sending_archived(assoc)
         _planning(assoc, self.server)
         balancer = self.server.balancer
