@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,25 @@ def test_echo_of_a_registered_ae(archive: Archived) -> None:
     done = archive.echoscu()
     assert done.returncode == 0, done.stderr
     assert "Received Echo Response (Success)" in done.stderr
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_associations_leave_no_descriptor_open(archive: Archived) -> None:
+    """Each accepted association has a pipe of its own (what wakes its DUL thread): closed
+    when the association ends, whatever the number of associations."""
+    archive.register("MODALITY", store=False)
+    assert archive.echoscu().returncode == 0  # the listener's own descriptors opened
+    before = _descriptors()
+    for _ in range(20):
+        done = archive.echoscu()
+        assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10  # (an association's thread ends just after its release)
+    while _descriptors() > before + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _descriptors() <= before + 5  # 20 associations would have left 40 open
 
 
 def test_a_ct_instance_is_stored_as_received_and_indexed(archive: Archived, tmp_path: Path) -> None:
