@@ -122,20 +122,15 @@ class _Reactors:
         dimse.msg_queue = _WakingQueue(self.messages.set)
         dul._enrs_tick = self._dul_tick  # type: ignore[attr-defined]
         assoc._enrs_tick = self._assoc_tick  # type: ignore[attr-defined]
-        run = assoc.run
-
-        def run_then_close() -> None:  # the association's thread, to its end
-            try:
-                run()
-            finally:
-                if assoc.dul.is_alive():  # pynetdicom has stopped it, or is stopping it
-                    assoc.dul.join(5)
-                if not assoc.dul.is_alive():  # no tick of it can come any more
-                    self.close()
-
-        assoc.run = run_then_close  # type: ignore[method-assign]
 
     def close(self) -> None:
+        """At the end of the association's thread: the pipe closed once the DUL thread is
+        over (pynetdicom has stopped it, or is stopping it), so no tick of it can follow."""
+        dul = self.assoc.dul
+        if dul.is_alive():
+            dul.join(5)
+        if dul.is_alive():
+            return
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -347,21 +342,23 @@ class _Handler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         assoc.acse = _CheckedACSE(assoc, self.server)
-        _Reactors(assoc)
+        reactors = _Reactors(assoc)
         sending_archived(assoc)
         _planning(assoc, self.server)
         balancer = self.server.balancer
         if balancer is not None:  # counted while its thread runs (from here to its end)
-            run = assoc.run
-
-            def counted() -> None:
-                try:
-                    run()
-                finally:
-                    balancer.closed()
-
             balancer.opened()
-            assoc.run = counted  # type: ignore[method-assign]
+        run = assoc.run
+
+        def run_to_end() -> None:  # the association's thread
+            try:
+                run()
+            finally:
+                if balancer is not None:
+                    balancer.closed()
+                reactors.close()
+
+        assoc.run = run_to_end  # type: ignore[method-assign]
         return assoc
 
 
