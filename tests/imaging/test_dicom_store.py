@@ -291,9 +291,9 @@ def test_an_association_on_a_descriptor_above_1024(archive: Archived, tmp_path: 
 def test_an_instance_filed_meanwhile_is_a_duplicate_of_its_content(
     archive: Archived, tmp_path: Path
 ) -> None:
-    """Filing an instance another association filed between the duplicate check and the
-    insert (its row there already): the same bytes are a duplicate kept under the first key,
-    other bytes are refused; either way one row, the original's."""
+    """Filing an instance another association filed meanwhile (its row there already): the
+    same bytes are archived already, kept under the first key; other bytes are refused; either
+    way one row, the original's."""
     archive.register("MODALITY")
     ds = ct_dataset()
     path = write(ds, tmp_path / "first.dcm")
@@ -320,7 +320,7 @@ def test_an_instance_filed_meanwhile_is_a_duplicate_of_its_content(
             peer_authority=None,
             key="imaging/other.dcm",
         )
-        assert filed.duplicate and filed.instance.blob_key == first.blob_key
+        assert filed is None  # archived already: nothing filed, the first row kept
     other_ds = ct_dataset(
         study_uid=ds.StudyInstanceUID,
         series_uid=ds.SeriesInstanceUID,

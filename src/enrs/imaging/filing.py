@@ -183,8 +183,6 @@ class Filing:
                 return self._failed(received, OUT_OF_RESOURCES, "the index cannot be written")
             finally:
                 unit.close()
-            if filed.duplicate:  # the same bytes were filed meanwhile: ours are not needed
-                self._forget(key)
             return SUCCESS, None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -198,13 +196,11 @@ class Filing:
     ) -> service.Filed | None:
         """Index an instance in ``unit`` (flush only), alone or in a group; ``None`` when it
         is archived already with the same bytes (:class:`DuplicateInstance` with others)."""
-        if service.check_duplicate(unit.session, received):
-            return None
         filed = service.file_instance(
             unit.session, self.config, received, indexed, peer_authority=caller.authority, key=key
         )
-        # --- a report instance, recorded for the document repository (:mod:`.reports`)
-        reports.on_filed(unit.session, received, filed)
+        if filed is not None:  # a report is recorded for the document repository
+            reports.on_filed(unit.session, received, filed)
         return filed
 
     def _archived(self, received: Received, writing: Future[Any], key: str) -> tuple[int, None]:
@@ -446,9 +442,7 @@ class _Group:
                 waiting.status = filing._failed(waiting.received, status, problem, outcome)
             for waiting in self.archived:
                 waiting.status = filing._archived(waiting.received, waiting.writing, waiting.key)
-            for waiting, done in self.filed:
-                if done.duplicate:  # the same bytes were filed meanwhile: ours are not needed
-                    filing._forget(waiting.key)
+            for waiting, _ in self.filed:
                 waiting.status = (SUCCESS, None)
             for waiting in self.alone:
                 waiting.status = filing._file(

@@ -195,8 +195,8 @@ def read_report(sop_class: str, ds: Dataset) -> ReportContent:
 
 def on_filed(session: Session, received: Received, filed: Filed) -> None:
     """Record a report instance just filed (flush only), after checking it can be read;
-    other instances, and a resend of an archived report, are left alone."""
-    if received.sop_class_uid not in REPORT_CLASSES or filed.duplicate:
+    other instances are left alone."""
+    if received.sop_class_uid not in REPORT_CLASSES:
         return
     try:
         ds = parse(received.dataset, received.transfer_syntax)

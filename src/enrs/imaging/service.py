@@ -272,14 +272,14 @@ def _reconcile(
     resolution: Resolution,
     current: PatientRef | None,
     corrected_away: frozenset[tuple[str | None, str | None]] = frozenset(),
-) -> None:
+) -> bool:
     """Keep the study's patient (``current``: the one it now is, merges followed), or flag the
-    study (never attach it to a guess). An instance naming an identifier the cell has
-    corrected away (``corrected_away``, :mod:`.correction`) changes nothing: the cell has
-    ruled on it, and the instance is filed under the corrected patient."""
+    study (never attach it to a guess); whether the study changed. An instance naming an
+    identifier the cell has corrected away (``corrected_away``, :mod:`.correction`) changes
+    nothing: the cell has ruled on it, and the instance is filed under the corrected patient."""
     named = (indexed.patient_id, resolution.issuer)
     if named in corrected_away and named != (study.source_patient_id, study.source_issuer):
-        return
+        return False
     same_id = (study.source_patient_id, study.source_issuer) == named
     found = resolution.patient
     if not same_id:
@@ -288,9 +288,11 @@ def _reconcile(
             f"an instance names the patient {indexed.patient_id!r} of {resolution.issuer!r}, "
             f"the study {study.source_patient_id!r} of {study.source_issuer!r}"
         )
-    elif study.patient_status == UNKNOWN and found is not None:
+        return True
+    if study.patient_status == UNKNOWN and found is not None:
         study.patient_id, study.patient_status, study.patient_note = found.id, RESOLVED, None
-    elif (
+        return True
+    if (
         study.patient_status == RESOLVED
         and found is not None
         and (current is None or found.id != current.id)
@@ -300,6 +302,8 @@ def _reconcile(
             f"the patient identifier now designates {found.rri}, "
             f"not {current.rri if current else 'an active patient'}"
         )
+        return True
+    return False
 
 
 # --- filing --------------------------------------------------------------------------------------
@@ -307,32 +311,17 @@ def _reconcile(
 
 @dataclass(frozen=True)
 class Filed:
-    """What filing an instance did: ``duplicate`` when it was archived already, same bytes."""
+    """What filing an instance did: its row, its study, the study's patient (merges followed)."""
 
     instance: Instance
     study: Study
     patient: PatientRef | None
-    duplicate: bool
 
 
 def same_content(instance: Instance | tuple[str, int], received: Received) -> bool:
     """Whether an archived instance (or its sha256 and size) holds the bytes received."""
     sha256, size = (instance.sha256, instance.size) if isinstance(instance, Instance) else instance
     return sha256 == received.sha256 and size == len(received.dataset)
-
-
-def check_duplicate(session: Session, received: Received) -> bool:
-    """Whether the SOP instance is archived with the same content (the store is then a
-    success with nothing to do); :class:`DuplicateInstance` when it is archived with other
-    content (the original is kept)."""
-    found = repository.instance_content(session, received.sop_instance_uid)
-    if found is None:
-        return False
-    if not same_content(found, received):
-        raise DuplicateInstance(
-            f"SOP instance {received.sop_instance_uid} is archived with other content"
-        )
-    return True
 
 
 def file_instance(
@@ -343,57 +332,53 @@ def file_instance(
     *,
     peer_authority: str | None,
     key: str,
-) -> Filed:
+) -> Filed | None:
     """Index the instance whose file was written under ``key`` (flush only): its study and
-    series created if new, the study's patient resolved or flagged. A concurrent filing of the
-    same instance makes it a duplicate (:func:`check_duplicate`'s rules).
+    series created if new, the study's patient resolved or flagged. ``None`` when the SOP
+    instance is archived already with the same bytes (a resend, or another association's
+    filing of it at the same moment: the store is then a success with nothing to do);
+    :class:`DuplicateInstance` when it is archived with other content (the original is kept).
 
-    Most instances join a study and series filed already: each is then looked up first (one
-    statement each), and inserted only when absent."""
-    resolution = resolve(session, config, indexed, peer_authority)
+    Most instances join a study and series filed already: the series is looked up first and
+    the instance's row inserted into it at once (that insert is the duplicate check), then the
+    study locked and reconciled; the study and series are inserted only when absent."""
     now = utcnow()
-    study = _study(session, received, indexed, resolution, now)
     series = repository.series(session, indexed.series_uid)
+    instance = None
+    if series is not None:  # the usual case: the instance's insert is the duplicate check
+        instance = _instance(session, received, indexed, series[0], key, now)
+        if instance is None:
+            return None
+    resolution = resolve(session, config, indexed, peer_authority)
+    study, patient = _study(session, received, indexed, resolution, now)
     if series is None:
-        repository.insert_if_absent(
-            session,
-            Series,
-            {
-                "series_uid": indexed.series_uid,
-                "study_id": study.id,
-                "modality": indexed.modality,
-                "series_number": indexed.series_number,
-                "series_description": indexed.series_description,
-                "created_at": now,
-            },
-        )
-        series = repository.series(session, indexed.series_uid)
-        assert series is not None
-    series_id, study_id = series
-    if study_id != study.id:
+        series = _series(session, indexed, study.id, now)
+    if series[1] != study.id:
         raise DatasetMismatch(f"series {indexed.series_uid} belongs to another study")
-    instance, duplicate = _instance(session, received, indexed, series_id, key, now)
+    if instance is None:
+        instance = _instance(session, received, indexed, series[0], key, now)
+        if instance is None:  # filed by another association meanwhile
+            return None
     session.flush()
-    attached = study.patient_id if study.patient_status == RESOLVED else None
-    patient = identity_service.current_patient(session, attached) if attached else None
-    return Filed(instance, study, patient, duplicate)
+    return Filed(instance, study, patient)
 
 
 def _study(
     session: Session, received: Received, indexed: Indexed, resolution: Resolution, now: datetime
-) -> Study:
+) -> tuple[Study, PatientRef | None]:
     """The instance's study, its row locked (a correction by the cell, :mod:`.correction`, and
-    this filing, one at a time): created if new, else its patient reconciled."""
+    this filing, one at a time): created if new, else its patient reconciled; and the active
+    patient it is attached to, if any."""
+    found = resolution.patient
     study = repository.study_for_update(session, indexed.study_uid)
-    created = None
     if study is None:
         created = repository.insert_if_absent(
             session,
             Study,
             {
                 "study_uid": indexed.study_uid,
-                "patient_id": resolution.patient.id if resolution.patient else None,
-                "patient_status": RESOLVED if resolution.patient else UNKNOWN,
+                "patient_id": found.id if found else None,
+                "patient_status": RESOLVED if found else UNKNOWN,
                 "patient_note": resolution.note,
                 "source_patient_id": indexed.patient_id,
                 "source_issuer": resolution.issuer,
@@ -410,19 +395,55 @@ def _study(
         )
         study = repository.study_for_update(session, indexed.study_uid)
         assert study is not None
-    if created is None:  # an earlier instance of the study created it
-        before = study.patient_id
-        current = identity_service.current_patient(session, before) if before else None
-        named = (indexed.patient_id, resolution.issuer)
-        # The cell's corrections matter only to an instance naming another identifier.
-        away = (
-            repository.corrected_away(session, study.id)
-            if named != (study.source_patient_id, study.source_issuer)
-            else frozenset()
-        )
-        _reconcile(study, indexed, resolution, current, away)
+        if created is not None:
+            return study, found
+    # An earlier instance of the study created it: its patient now (merges followed), which
+    # is the one this instance's identifier designates when it did not change.
+    before = study.patient_id
+    current = _current(session, before, found)
+    named = (indexed.patient_id, resolution.issuer)
+    # The cell's corrections matter only to an instance naming another identifier.
+    away = (
+        repository.corrected_away(session, study.id)
+        if named != (study.source_patient_id, study.source_issuer)
+        else frozenset()
+    )
+    if _reconcile(study, indexed, resolution, current, away):
         study.updated_at = now
-    return study
+    if study.patient_status != RESOLVED:
+        return study, None
+    return study, current if study.patient_id == before else found
+
+
+def _series(session: Session, indexed: Indexed, study_id: int, now: datetime) -> tuple[int, int]:
+    """The new series' id and its study's id (inserted unless another association did)."""
+    repository.insert_if_absent(
+        session,
+        Series,
+        {
+            "series_uid": indexed.series_uid,
+            "study_id": study_id,
+            "modality": indexed.modality,
+            "series_number": indexed.series_number,
+            "series_description": indexed.series_description,
+            "created_at": now,
+        },
+    )
+    series = repository.series(session, indexed.series_uid)
+    assert series is not None
+    return series
+
+
+def _current(
+    session: Session, patient_id: int | None, found: PatientRef | None
+) -> PatientRef | None:
+    """The active patient ``patient_id`` now is: ``found`` when it is that patient (the
+    identity server's resolution follows merges to an active patient), else looked up."""
+    if patient_id is None:
+        return None
+    if found is not None and found.id == patient_id:
+        return found
+    return identity_service.current_patient(session, patient_id)
 
 
 def _instance(
@@ -432,9 +453,9 @@ def _instance(
     series_id: int,
     key: str,
     now: datetime,
-) -> tuple[Instance, bool]:
-    """The instance's row, inserted; or, when a concurrent filing inserted it first, that row
-    (a duplicate: :class:`DuplicateInstance` if its content differs)."""
+) -> Instance | None:
+    """The instance's row, inserted; ``None`` when the SOP instance is archived already with
+    the same bytes (:class:`DuplicateInstance` with other bytes)."""
     values = {
         "sop_instance_uid": received.sop_instance_uid,
         "series_id": series_id,
@@ -449,14 +470,14 @@ def _instance(
     }
     inserted = repository.insert_if_absent(session, Instance, values)
     if inserted is not None:  # ours: no need to read back what was just written
-        return Instance(id=inserted, **values), False
-    found = repository.instance(session, received.sop_instance_uid)
+        return Instance(id=inserted, **values)
+    found = repository.instance_content(session, received.sop_instance_uid)
     assert found is not None
     if not same_content(found, received):
         raise DuplicateInstance(
             f"SOP instance {received.sop_instance_uid} is archived with other content"
         )
-    return found, True
+    return None
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -481,7 +502,6 @@ def audit_entry(
         detail.update(
             study_uid=filed.study.study_uid,
             patient_status=filed.study.patient_status,
-            duplicate=filed.duplicate,
         )
     return AuditEntry(
         category="dicom" if received.via == "C-STORE" else "dicomweb",
