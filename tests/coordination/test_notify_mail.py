@@ -6,12 +6,8 @@ and nothing doubled while Postfix is down."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import imaplib
 import re
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -83,29 +79,6 @@ def choose(browser: TestClient, address: str) -> httpx.Response:
     )
 
 
-def inbox(mail: MailServers, login: str, *, expected: int, wait: float = 20) -> list[EmailMessage]:
-    """``login``'s INBOX read with its password over IMAP, once ``expected`` are in (or the
-    wait is over)."""
-    deadline = time.monotonic() + wait
-    while True:
-        with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
-            imap.starttls(ssl_context=mail.tls)
-            imap.login(login, PASSWORD)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
-            numbers = data[0].split() if data and data[0] else []
-            if len(numbers) >= expected or time.monotonic() > deadline:
-                found = []
-                for number in numbers:
-                    _, parts = imap.fetch(number, "(BODY.PEEK[])")
-                    raw = parts[0][1]  # type: ignore[index]
-                    msg = email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[arg-type]
-                    assert isinstance(msg, EmailMessage)
-                    found.append(msg)
-                return found
-        time.sleep(0.2)
-
-
 def unmailed(db: Database, rpps: str) -> list[str | None]:
     with db.transaction(write=False) as session:
         rows = session.scalars(
@@ -141,10 +114,10 @@ def test_a_task_is_mailed_to_its_owner_who_chose_it_and_no_one_else(
         # One round of the `notifications` listener's dispatcher: its mail job runs.
         dispatcher = platform_dispatcher(region.db, job_settings(settings, mail))
         dispatcher.step()
-        [received] = inbox(mail, MINE, expected=1)
+        [received] = mail.messages(MINE, expected=1)
         assert notify_mail.mail_pass(region.db, job_settings(settings, mail)).mailed == 0
-        assert len(inbox(mail, MINE, expected=2, wait=2)) == 1  # nothing mailed twice
-        assert inbox(mail, CHU_DOCTORS, expected=1, wait=2) == []
+        assert len(mail.messages(MINE, expected=2, wait=2)) == 1  # nothing mailed twice
+        assert mail.messages(CHU_DOCTORS, expected=1, wait=2) == []
     assert received["From"] == SENDER and received["To"] == MINE
     assert received["X-MSS-NIL"] == "ENRS" and received["Auto-Submitted"] == "auto-generated"
     assert received["Message-ID"].endswith(f"@{DOMAIN}>")
@@ -204,9 +177,9 @@ def test_while_postfix_is_down_nothing_is_lost_and_then_it_is_mailed_once(
         assert (back.mailed, back.notifications, back.failed) == (1, 2, 0)  # one mail, both
         again = notify_mail.mail_pass(region.db, job_settings(settings, mail))
         assert (again.mailed, again.notifications) == (0, 0)
-        received = inbox(mail, MINE, expected=1)
+        received = mail.messages(MINE, expected=1)
         time.sleep(1)  # a second mail would be delivered by now
-        assert len(inbox(mail, MINE, expected=2, wait=1)) == 1
+        assert len(mail.messages(MINE, expected=2, wait=1)) == 1
     [both] = received
     assert str(both["Subject"]) == "[ENRS] 2 nouvelles notifications de coordination"
     body = both.get_body(preferencelist=("plain",))
@@ -342,8 +315,8 @@ def test_a_mail_postfix_refuses_is_audited_and_tried_again_ever_later(
         # Taken, but Postfix may be slow to pick it up: a pickup that failed while the drop
         # folder was away is restarted only after the master's 60 s throttle (one CI run
         # found the mail undelivered after 20 s).
-        assert len(inbox(mail, MINE, expected=1, wait=90)) == 1
+        assert len(mail.messages(MINE, expected=1, wait=90)) == 1
         # No copy of the refused tries was left to be queued behind the job's back.
-        assert len(inbox(mail, MINE, expected=2, wait=3)) == 1
+        assert len(mail.messages(MINE, expected=2, wait=3)) == 1
     assert [o for o, _, _ in mail_audit(region.db)] == ["8", "8", "0"]
     assert unmailed(region.db, DOCTOR_ELSEWHERE) == [] and job.holds == {}

@@ -5,8 +5,12 @@ directory, for the mailboxes to be bound to."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import imaplib
 import os
 import shutil
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -15,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 from enrs.kit.db import Database
@@ -42,6 +47,38 @@ class MailServers:
     def tls(self) -> ssl.SSLContext:
         """A client context that trusts the servers' (self-signed) certificate."""
         return ssl.create_default_context(cafile=str(self.mail_dir / "tls" / "cert.pem"))
+
+    def submit(self, login: str, msg: EmailMessage) -> None:
+        """``msg`` submitted by ``login`` (its password, after STARTTLS) with Python's smtplib."""
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as smtp:
+            smtp.starttls(context=self.tls)
+            smtp.login(login, PASSWORD)
+            smtp.send_message(msg)
+
+    def inbox(self, login: str, *, expected: int, wait: float = 20) -> list[bytes]:
+        """The raw messages of ``login``'s INBOX (its password) read with Python's imaplib,
+        once ``expected`` are in or the wait is over."""
+        deadline = time.monotonic() + wait
+        while True:
+            with imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=30) as imap:
+                imap.starttls(ssl_context=self.tls)
+                imap.login(login, PASSWORD)
+                imap.select("INBOX", readonly=True)
+                _, data = imap.search(None, "ALL")
+                numbers = data[0].split() if data and data[0] else []
+                if len(numbers) >= expected or time.monotonic() > deadline:
+                    raws = []
+                    for number in numbers:
+                        _, parts = imap.fetch(number, "(BODY.PEEK[])")
+                        raw = parts[0][1]  # type: ignore[index]
+                        assert isinstance(raw, bytes)
+                        raws.append(raw)
+                    return raws
+            time.sleep(0.2)
+
+    def messages(self, login: str, *, expected: int, wait: float = 20) -> list[EmailMessage]:
+        """:meth:`inbox`, each message parsed."""
+        return [parsed(raw) for raw in self.inbox(login, expected=expected, wait=wait)]
 
     def enrs(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -74,6 +111,12 @@ class MailServers:
         deadline = time.monotonic() + 60
         for port in (self.smtp_port, self.imap_port, self.mx_port):
             _wait_for(port, deadline, self.log)
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
 
 
 def prepare_directory(database_url: str, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import dataclasses
 import email
 import email.policy
 import hashlib
-import imaplib
 import io
 import itertools
 import shutil
@@ -24,7 +23,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from pathlib import Path
 
 import hl7
@@ -66,6 +65,14 @@ def _mailboxes(mail: MailServers, mllp: str = "127.0.0.1:1") -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _submit(mail: MailServers, msg: EmailMessage) -> None:
+    mail.submit(ME, msg)
+
+
+def _inbox(mail: MailServers, *, expected: int, wait: float = 30) -> list[EmailMessage]:
+    return mail.messages(ME, expected=expected, wait=wait)
+
+
 def _mail(*, mdn: bool, archive: bytes | None = None) -> EmailMessage:
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = ME, APP, SUBJECT
@@ -76,33 +83,6 @@ def _mail(*, mdn: bool, archive: bytes | None = None) -> EmailMessage:
     if archive is not None:
         msg.add_attachment(archive, "application", "zip", filename="IHE_XDM.zip")
     return msg
-
-
-def _submit(mail: MailServers, msg: EmailMessage) -> None:
-    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
-        smtp.starttls(context=mail.tls)
-        smtp.login(ME, PASSWORD)
-        smtp.send_message(msg)
-
-
-def _inbox(mail: MailServers, *, expected: int, wait: float = 30) -> list[Message]:
-    deadline = time.monotonic() + wait
-    while True:
-        with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
-            imap.starttls(ssl_context=mail.tls)
-            imap.login(ME, PASSWORD)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
-            numbers = data[0].split()
-            if len(numbers) >= expected or time.monotonic() > deadline:
-                found = []
-                for number in numbers:
-                    _, parts = imap.fetch(number, "(BODY.PEEK[])")
-                    raw = parts[0][1]  # type: ignore[index]
-                    assert isinstance(raw, bytes)
-                    found.append(email.message_from_bytes(raw, policy=email.policy.default))
-                return found
-        time.sleep(0.3)
 
 
 def test_a_mail_that_cannot_be_integrated_is_answered_with_the_code(mail: MailServers) -> None:

@@ -71,32 +71,6 @@ def _message(sender: str, to: str, subject: str, body: str = "Compte rendu joint
     return msg
 
 
-def _submit(mail: MailServers, login: str, msg: EmailMessage) -> None:
-    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
-        smtp.starttls(context=mail.tls)
-        smtp.login(login, PASSWORD)
-        smtp.send_message(msg)
-
-
-def _inbox(mail: MailServers, login: str, *, expected: int, wait: float = 20) -> list[bytes]:
-    """The raw messages of ``login``'s INBOX (its own password), once ``expected`` are in."""
-    deadline = time.monotonic() + wait
-    while True:
-        with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
-            imap.starttls(ssl_context=mail.tls)
-            imap.login(login, PASSWORD)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
-            numbers = data[0].split() if data and data[0] else []
-            if len(numbers) >= expected or time.monotonic() > deadline:
-                raws = []
-                for number in numbers:
-                    _, parts = imap.fetch(number, "(BODY.PEEK[])")
-                    raws.append(parts[0][1])  # type: ignore[index]
-                return raws  # type: ignore[return-value]
-        time.sleep(0.2)
-
-
 def test_the_master_user_acts_for_a_mailbox_and_the_policy_sees_the_mailbox(
     mail: MailServers,
 ) -> None:
@@ -108,7 +82,7 @@ def test_the_master_user_acts_for_a_mailbox_and_the_policy_sees_the_mailbox(
     assert len(secret.read_text().strip()) >= 40
     # The webmail sends as the doctor with the master secret: delivered, copied to Sent.
     webmail.send(settings, ME, _message(ME, OTHER, "Par le webmail"))
-    [raw] = _inbox(mail, OTHER, expected=1)
+    [raw] = mail.inbox(OTHER, expected=1)
     assert b"Par le webmail" in raw
     assert [s.subject for s in webmail.list_messages(settings, ME, "Sent")] == ["Par le webmail"]
     # Postfix's policy sees the real mailbox, not the master: no sending as another one.
@@ -207,8 +181,8 @@ def test_read_reply_compose_search_in_the_browser(
 ) -> None:
     _mailboxes(mail)
     _users(database_url)
-    _submit(mail, OTHER, _message(OTHER, ME, "Avis cardiologique", "Patient stable, ECG normal."))
-    [original] = _inbox(mail, ME, expected=1)
+    mail.submit(OTHER, _message(OTHER, ME, "Avis cardiologique", "Patient stable, ECG normal."))
+    [original] = mail.inbox(ME, expected=1)
     with _web(mail, tmp_path, database_url) as web:
         page = browser.new_page()
         _log_in(page, web, "drun")
@@ -226,7 +200,7 @@ def test_read_reply_compose_search_in_the_browser(
         page.fill("#corps", "Merci, je le revois dans un mois.")
         page.click("#envoyer")
         page.wait_for_selector("#envoye")
-        [reply] = _inbox(mail, OTHER, expected=1)
+        [reply] = mail.inbox(OTHER, expected=1)
         assert _header_of(reply, "In-Reply-To") == _header_of(original, "Message-ID") != ""
         assert _header_of(original, "Message-ID") in _header_of(reply, "References")
         assert _header_of(reply, "From") == ME and _header_of(reply, "X-MSS-NIL") == "ENRS"
@@ -254,7 +228,7 @@ def test_read_reply_compose_search_in_the_browser(
         page.click("#envoyer")
         page.wait_for_selector("#envoye")
         assert page.locator("ul.mails li").count() == 2  # the Sent folder, by IMAP APPEND
-        sent = _inbox(mail, OTHER, expected=2)[1]
+        sent = mail.inbox(OTHER, expected=2)[1]
         parsed = webmail.parse(sent)
         assert parsed["Disposition-Notification-To"] == ME
         [attached] = list(parsed.iter_attachments())
@@ -262,8 +236,8 @@ def test_read_reply_compose_search_in_the_browser(
         assert attached.get_payload(decode=True) == b"%PDF-1.4 cr"
 
         # The received attachment downloads from the message page.
-        _submit(mail, OTHER, _with_attachment(OTHER, ME))
-        _inbox(mail, ME, expected=2)
+        mail.submit(OTHER, _with_attachment(OTHER, ME))
+        mail.inbox(ME, expected=2)
         page.goto(f"{web.base_url}/messagerie/{ME}/reception")
         page.locator("ul.mails li a").first.click()
         with page.expect_download() as download:
@@ -292,7 +266,7 @@ def test_read_reply_compose_search_in_the_browser(
         )  # fmt: skip
         page.click("#envoyer")
         assert "trop volumineuses" in page.locator("#erreur").inner_text()
-        assert len(_inbox(mail, OTHER, expected=4, wait=2)) == 3
+        assert len(mail.inbox(OTHER, expected=4, wait=2)) == 3
 
 
 def _with_attachment(sender: str, to: str) -> EmailMessage:
@@ -310,8 +284,8 @@ def test_another_mailbox_is_closed_audited_and_the_inbox_fits_a_phone(
     _users(database_url)
     assert mail.enrs("messaging", "mailbox", "delegate", SERVICE, ME).returncode == 0
     long_subject = "Demande d'avis concernant un patient hospitalisé en cardiologie " * 3
-    _submit(mail, OTHER, _message(OTHER, ME, long_subject.strip()))
-    _inbox(mail, ME, expected=1)
+    mail.submit(OTHER, _message(OTHER, ME, long_subject.strip()))
+    mail.inbox(ME, expected=1)
     with _web(mail, tmp_path, database_url) as web:
         context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
         page = context.new_page()
@@ -454,7 +428,7 @@ def test_a_document_of_the_record_is_sent_as_an_ihe_xdm(
         page.fill("#corps", "Ci-joint le compte rendu de votre patient.")
         page.click("#envoyer")
         page.wait_for_selector("#envoye")
-        [sent] = _inbox(mail, OTHER, expected=1)
+        [sent] = mail.inbox(OTHER, expected=1)
         parsed = webmail.parse(sent)
         [archive] = [a for a in parsed.iter_attachments() if a.get_filename() == "IHE_XDM.ZIP"]
         from enrs.messaging.xdm import read_xdm
@@ -483,7 +457,7 @@ def test_a_document_of_the_record_is_sent_as_an_ihe_xdm(
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )
             assert answer.status == 422 and reason in answer.text(), (documents, answer.text())
-        assert len(_inbox(mail, OTHER, expected=2, wait=2)) == 1
+        assert len(mail.inbox(OTHER, expected=2, wait=2)) == 1
     db = Database(database_url)
     with db.transaction(write=False) as session:
         reads = session.execute(
@@ -508,9 +482,9 @@ def test_a_read_receipt_asked_for_is_sent_by_hand_once(
     asking = _message(OTHER, ME, "Résultats à confirmer")
     asking["Disposition-Notification-To"] = OTHER
     asking["Message-ID"] = f"<accuse.{time.monotonic_ns()}@{DOMAIN}>"
-    _submit(mail, OTHER, asking)
-    _submit(mail, OTHER, _message(OTHER, ME, "Sans accusé"))
-    _inbox(mail, ME, expected=2)
+    mail.submit(OTHER, asking)
+    mail.submit(OTHER, _message(OTHER, ME, "Sans accusé"))
+    mail.inbox(ME, expected=2)
     with _web(mail, tmp_path, database_url) as web:
         page = browser.new_page()
         _log_in(page, web, "drun")
@@ -527,7 +501,7 @@ def test_a_read_receipt_asked_for_is_sent_by_hand_once(
         csrf = page.locator("input[name=csrf]").first.input_value()
         again = page.request.post(message_url + "/accuse", form={"csrf": csrf})
         assert again.ok  # answered, not sent twice
-    [receipt] = _inbox(mail, OTHER, expected=2, wait=3)
+    [receipt] = mail.inbox(OTHER, expected=2, wait=3)
     report = webmail.parse(receipt)
     assert report.get_content_type() == "multipart/report"
     assert report["To"] == OTHER and report["From"] == ME
