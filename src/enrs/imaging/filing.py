@@ -1,13 +1,13 @@
 """Filing a received instance: the one code path of the DICOM listener's C-STORE
 (:mod:`.dicom`) and of STOW-RS (:mod:`.web`).
 
-:meth:`Filing.store` checks and reads the data set, has its DICOM file (PS3.10) written to the
-blob storage by a writer thread while it indexes it and records its audit entry in one unit of
-work, committed once the file is durable; when that fails the bytes are deleted, so nothing is
-kept of a failed instance. The DICOM listener's instances are filed together
-(:meth:`Filing.start_group`: group commit, a savepoint each). It answers a DICOM status (PS3.4
-B.2.3, PS3.7 C) and its comment; STOW-RS gives the same status as the FailureReason of its
-response (PS3.18 10.5.3).
+:meth:`Filing.store` has the instance's DICOM file (PS3.10) written to the blob storage by a
+writer thread while it checks and reads the data set, indexes it and records its audit entry
+in one unit of work, committed once the file is durable; when that fails the bytes are
+deleted, so nothing is kept of a failed instance. The DICOM listener's instances are filed
+together (:meth:`Filing.start_group`: group commit, a savepoint each but the first). It
+answers a DICOM status (PS3.4 B.2.3, PS3.7 C) and its comment; STOW-RS gives the same status
+as the FailureReason of its response (PS3.18 10.5.3).
 
 ===========  ====================================================================
 ``0x0000``   stored (or archived already with the same bytes: a resend is a success)
@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +100,9 @@ class Filing:
 
     def start_group(self) -> None:
         """File the instances of concurrent stores together from now on: one thread files
-        the instances waiting (each in a savepoint) in one transaction, one commit for them
-        all (the DICOM listener's associations). Each sender is answered after that commit."""
+        the instances waiting (each in a savepoint but the first) in one transaction, one
+        commit for them all (the DICOM listener's associations). Each sender is answered after
+        that commit."""
         if self._group is None:
             self._group = _GroupFiler(self)
 
@@ -114,15 +116,28 @@ class Filing:
         if not caller.may_store:
             problem = f"AE {caller.aet} is not registered to store"
             return self._failed(received, NOT_AUTHORIZED, problem, Outcome.MINOR_FAILURE)
+        key = service.blob_key(utcnow())
+        # The blob is made, encrypted and written (fsync'd) by another thread while this one
+        # reads the data set and the index is written; the index is committed only once the
+        # blob is durable. An instance that cannot be read has its blob deleted.
+        writing = _blob_writers().submit(self._put, key, received, caller)
         try:
             indexed = service.read_received(received)
         except UnreadableDataset as exc:
+            self._drop(writing, key)
             return self._failed(received, CANNOT_UNDERSTAND, exc.message, Outcome.MINOR_FAILURE)
         except DatasetMismatch as exc:
+            self._drop(writing, key)
             return self._failed(
                 received, DOES_NOT_MATCH_SOP_CLASS, exc.message, Outcome.MINOR_FAILURE
             )
-        key = service.blob_key(utcnow())
+        group = self._group
+        if group is not None:
+            return group.file(_Waiting(received, indexed, caller, key, writing))
+        return self._file(received, indexed, caller, key, writing)
+
+    def _put(self, key: str, received: Received, caller: Caller) -> None:
+        """Write the instance's DICOM file (PS3.10) under ``key`` (a writer thread's work)."""
         content = part10(
             received.dataset,
             sop_class=received.sop_class_uid,
@@ -130,13 +145,7 @@ class Filing:
             transfer_syntax=received.transfer_syntax,
             source_aet=caller.aet if received.via == "C-STORE" else "",
         )
-        # The blob is encrypted and written (fsync'd) by another thread while this one checks
-        # and writes the index; the index is committed only once the blob is durable.
-        writing = _blob_writers().submit(self.storage.put, key, content, "application/dicom")
-        group = self._group
-        if group is not None:
-            return group.file(_Waiting(received, indexed, caller, key, writing))
-        return self._file(received, indexed, caller, key, writing)
+        self.storage.put(key, content, "application/dicom")
 
     def _file(
         self,
@@ -194,7 +203,7 @@ class Filing:
         caller: Caller,
         key: str,
     ) -> service.Filed | None:
-        """Index an instance in ``unit`` (flush only), alone or in a group; ``None`` when it
+        """Index an instance in ``unit`` (no commit), alone or in a group; ``None`` when it
         is archived already with the same bytes (:class:`DuplicateInstance` with others)."""
         filed = service.file_instance(
             unit.session, self.config, received, indexed, peer_authority=caller.authority, key=key
@@ -281,7 +290,8 @@ class _GroupFiler:
     """Files the instances of concurrent stores in shared transactions (group commit).
 
     The filer thread indexes an instance as soon as it comes (each in its savepoint: one
-    refused leaves the others), while its blob is still being written; the instances that
+    refused leaves the others; the first of a transaction in none: refused, it leaves nothing),
+    while its blob is still being written; the instances that
     come meanwhile join the same transaction, committed once every blob in it is durable.
     So one association's instance has its index written during its blob's write, and several
     associations' instances share one commit. An instance of :data:`BIG` bytes or more is
@@ -370,25 +380,28 @@ class _Group:
         received, filing = waiting.received, self.filing
         if len(received.dataset) >= _GroupFiler.BIG:
             wait([waiting.writing])
-        session = self.unit.session
+        # An instance filed while the transaction holds none is filed without a savepoint:
+        # if it fails, the whole transaction is rolled back, and nothing else is lost.
+        first = not self.filed
         minor = Outcome.MINOR_FAILURE
         try:
-            with session.begin_nested():
+            with nullcontext() if first else self.unit.session.begin_nested():
                 done = filing._index(
                     self.unit, received, waiting.indexed, waiting.caller, waiting.key
                 )
-        except IntegrityError:
-            self.alone.append(waiting)
-            return
-        except DuplicateInstance as exc:
-            self.refused.append((waiting, DUPLICATE_SOP_INSTANCE, exc.message, minor))
-            return
-        except DatasetMismatch as exc:
-            self.refused.append((waiting, DOES_NOT_MATCH_SOP_CLASS, exc.message, minor))
-            return
-        except Exception:
-            log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
-            self.refused.append((waiting, OUT_OF_RESOURCES, _UNWRITTEN, Outcome.SERIOUS_FAILURE))
+        except Exception as exc:
+            if first:
+                self.unit.rollback()
+            if isinstance(exc, IntegrityError):
+                self.alone.append(waiting)
+            elif isinstance(exc, DuplicateInstance):
+                self.refused.append((waiting, DUPLICATE_SOP_INSTANCE, exc.message, minor))
+            elif isinstance(exc, DatasetMismatch):
+                self.refused.append((waiting, DOES_NOT_MATCH_SOP_CLASS, exc.message, minor))
+            else:
+                log.exception("%s %s: not filed", received.via, received.sop_instance_uid)
+                serious = Outcome.SERIOUS_FAILURE
+                self.refused.append((waiting, OUT_OF_RESOURCES, _UNWRITTEN, serious))
             return
         if done is None:
             self.archived.append(waiting)

@@ -45,6 +45,7 @@ from enrs.identity.service import PatientRef
 from enrs.imaging.encoding import Malformed, parse
 from enrs.imaging.models import Series, Study
 from enrs.imaging.report_models import FILED, REPORT, WAITING, StudyDocument
+from enrs.imaging.repository import StudyState
 from enrs.imaging.service import DatasetMismatch, Filed, Received
 from enrs.kit.db import utcnow
 from enrs.kit.errors import EnrsError
@@ -218,7 +219,7 @@ def on_filed(session: Session, received: Received, filed: Filed) -> None:
     session.flush()
 
 
-def why_waiting(study: Study) -> str:
+def why_waiting(study: Study | StudyState) -> str:
     return (
         f"the study's patient is {study.patient_status}"
         f"{': ' + study.patient_note if study.patient_note else ''}; filed once resolved"

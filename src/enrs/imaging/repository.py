@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, distinct, func, select
+from sqlalchemy import (
+    CursorResult,
+    Insert,
+    Table,
+    bindparam,
+    delete,
+    distinct,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,13 +43,79 @@ def instance(session: Session, sop_instance_uid: str) -> Instance | None:
     return session.scalars(found).first()
 
 
-def instance_content(session: Session, sop_instance_uid: str) -> tuple[str, int] | None:
-    """The sha256 and size of the archived instance, if any (no ORM object: the check made
-    before every instance is filed)."""
-    found = select(Instance.sha256, Instance.size).where(
-        Instance.sop_instance_uid == sop_instance_uid
+# The statements of filing an instance, built once (their parameters bound at each call) and run
+# on the session's connection: no ORM machinery around the statements made for every instance.
+_INSTANCES, _SERIES = Instance.__table__, Series.__table__
+_CONTENT = select(_INSTANCES.c.sha256, _INSTANCES.c.size).where(
+    _INSTANCES.c.sop_instance_uid == bindparam("uid")
+)
+_SERIES_IDS = select(_SERIES.c.id, _SERIES.c.study_id).where(
+    _SERIES.c.series_uid == bindparam("uid")
+)
+_STUDIES = cast(Table, Study.__table__)
+_STUDY_STATE = (
+    select(
+        _STUDIES.c.id,
+        _STUDIES.c.study_uid,
+        _STUDIES.c.patient_id,
+        _STUDIES.c.patient_status,
+        _STUDIES.c.patient_note,
+        _STUDIES.c.source_patient_id,
+        _STUDIES.c.source_issuer,
     )
-    row = session.execute(found).first()
+    .where(_STUDIES.c.study_uid == bindparam("uid"))
+    .with_for_update()
+)
+_STUDY_PATIENT = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("study"))
+    .values(
+        patient_id=bindparam("patient_id"),
+        patient_status=bindparam("patient_status"),
+        patient_note=bindparam("patient_note"),
+        updated_at=bindparam("now"),
+    )
+)
+_INSERTS: dict[tuple[str, str], Insert] = {}
+
+
+@dataclass
+class StudyState:
+    """What filing reads of a study's row, and reconciles (its patient)."""
+
+    id: int
+    study_uid: str
+    patient_id: int | None
+    patient_status: str
+    patient_note: str | None
+    source_patient_id: str | None
+    source_issuer: str | None
+
+
+def study_state(session: Session, study_uid: str) -> StudyState | None:
+    """The study's patient and identifier, its row locked until the transaction ends (as
+    :func:`study_for_update`)."""
+    row = session.connection().execute(_STUDY_STATE, {"uid": study_uid}).first()
+    return None if row is None else StudyState(*row)
+
+
+def update_study_patient(session: Session, study: StudyState, now: datetime) -> None:
+    """Write the study's patient, status and note as reconciled."""
+    session.connection().execute(
+        _STUDY_PATIENT,
+        {
+            "study": study.id,
+            "patient_id": study.patient_id,
+            "patient_status": study.patient_status,
+            "patient_note": study.patient_note,
+            "now": now,
+        },
+    )
+
+
+def instance_content(session: Session, sop_instance_uid: str) -> tuple[str, int] | None:
+    """The sha256 and size of the archived instance, if any."""
+    row = session.connection().execute(_CONTENT, {"uid": sop_instance_uid}).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -46,9 +124,8 @@ def study(session: Session, study_uid: str) -> Study | None:
 
 
 def series(session: Session, series_uid: str) -> tuple[int, int] | None:
-    """The series' id and its study's id (no ORM object: looked up for every instance filed)."""
-    found = select(Series.id, Series.study_id).where(Series.series_uid == series_uid)
-    row = session.execute(found).first()
+    """The series' id and its study's id."""
+    row = session.connection().execute(_SERIES_IDS, {"uid": series_uid}).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -58,8 +135,11 @@ def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any])
     id, ``None`` when it was there."""
     conn = session.connection()
     table = model.__table__
-    statement = insert_ignoring_duplicates(conn, table).values(**values).returning(table.c.id)
-    row = conn.execute(statement).first()  # (rowcount is -1 on psycopg)
+    statement = _INSERTS.get((conn.dialect.name, table.name))
+    if statement is None:
+        statement = insert_ignoring_duplicates(conn, table).returning(table.c.id)
+        _INSERTS[(conn.dialect.name, table.name)] = statement
+    row = conn.execute(statement, values).first()  # (rowcount is -1 on psycopg)
     return None if row is None else int(row[0])
 
 

@@ -1,8 +1,9 @@
 """The imaging archive's logic: which peers may associate, what a received instance is, and
 how it is indexed and attached to a regional patient.
 
-Filing an instance (:func:`file_instance`) only flushes: the listener (:mod:`.dicom`) owns the
-unit of work, writes the bytes to the blob storage before it and deletes them if it fails.
+Filing an instance (:func:`file_instance`) writes in the caller's transaction, never commits:
+the caller (:mod:`.filing`) owns the unit of work, has the bytes written to the blob storage
+beside it and deletes them if it fails.
 
 Patient reconciliation (:func:`resolve`): the PatientID (0010,0020) is read in the authority
 the data set names, in this order: the Issuer of Patient ID Qualifiers Sequence's Universal
@@ -37,6 +38,7 @@ from enrs.identity.xref import UnknownDomain, UnknownPatient
 from enrs.imaging import repository
 from enrs.imaging.encoding import Malformed, check_framing, parse
 from enrs.imaging.models import CONFLICT, RESOLVED, UNKNOWN, Instance, Peer, Series, Study
+from enrs.imaging.repository import StudyState
 from enrs.kit.audit.trail import AuditEntry, Outcome
 from enrs.kit.db import utcnow
 from enrs.kit.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -267,7 +269,7 @@ def resolve(
 
 
 def _reconcile(
-    study: Study,
+    study: StudyState,
     indexed: Indexed,
     resolution: Resolution,
     current: PatientRef | None,
@@ -311,17 +313,10 @@ def _reconcile(
 
 @dataclass(frozen=True)
 class Filed:
-    """What filing an instance did: its row, its study, the study's patient (merges followed)."""
+    """What filing an instance did: its study, the study's patient (merges followed)."""
 
-    instance: Instance
-    study: Study
+    study: StudyState
     patient: PatientRef | None
-
-
-def same_content(instance: Instance | tuple[str, int], received: Received) -> bool:
-    """Whether an archived instance (or its sha256 and size) holds the bytes received."""
-    sha256, size = (instance.sha256, instance.size) if isinstance(instance, Instance) else instance
-    return sha256 == received.sha256 and size == len(received.dataset)
 
 
 def file_instance(
@@ -333,7 +328,7 @@ def file_instance(
     peer_authority: str | None,
     key: str,
 ) -> Filed | None:
-    """Index the instance whose file was written under ``key`` (flush only): its study and
+    """Index the instance whose file was written under ``key`` (no commit): its study and
     series created if new, the study's patient resolved or flagged. ``None`` when the SOP
     instance is archived already with the same bytes (a resend, or another association's
     filing of it at the same moment: the store is then a success with nothing to do);
@@ -344,10 +339,10 @@ def file_instance(
     study locked and reconciled; the study and series are inserted only when absent."""
     now = utcnow()
     series = repository.series(session, indexed.series_uid)
-    instance = None
+    inserted = False
     if series is not None:  # the usual case: the instance's insert is the duplicate check
-        instance = _instance(session, received, indexed, series[0], key, now)
-        if instance is None:
+        inserted = _instance(session, received, indexed, series[0], key, now)
+        if not inserted:
             return None
     resolution = resolve(session, config, indexed, peer_authority)
     study, patient = _study(session, received, indexed, resolution, now)
@@ -355,22 +350,19 @@ def file_instance(
         series = _series(session, indexed, study.id, now)
     if series[1] != study.id:
         raise DatasetMismatch(f"series {indexed.series_uid} belongs to another study")
-    if instance is None:
-        instance = _instance(session, received, indexed, series[0], key, now)
-        if instance is None:  # filed by another association meanwhile
-            return None
-    session.flush()
-    return Filed(instance, study, patient)
+    if not inserted and not _instance(session, received, indexed, series[0], key, now):
+        return None  # filed by another association meanwhile
+    return Filed(study, patient)
 
 
 def _study(
     session: Session, received: Received, indexed: Indexed, resolution: Resolution, now: datetime
-) -> tuple[Study, PatientRef | None]:
+) -> tuple[StudyState, PatientRef | None]:
     """The instance's study, its row locked (a correction by the cell, :mod:`.correction`, and
     this filing, one at a time): created if new, else its patient reconciled; and the active
     patient it is attached to, if any."""
     found = resolution.patient
-    study = repository.study_for_update(session, indexed.study_uid)
+    study = repository.study_state(session, indexed.study_uid)
     if study is None:
         created = repository.insert_if_absent(
             session,
@@ -393,7 +385,7 @@ def _study(
                 "updated_at": now,
             },
         )
-        study = repository.study_for_update(session, indexed.study_uid)
+        study = repository.study_state(session, indexed.study_uid)
         assert study is not None
         if created is not None:
             return study, found
@@ -409,7 +401,7 @@ def _study(
         else frozenset()
     )
     if _reconcile(study, indexed, resolution, current, away):
-        study.updated_at = now
+        repository.update_study_patient(session, study, now)
     if study.patient_status != RESOLVED:
         return study, None
     return study, current if study.patient_id == before else found
@@ -453,9 +445,9 @@ def _instance(
     series_id: int,
     key: str,
     now: datetime,
-) -> Instance | None:
-    """The instance's row, inserted; ``None`` when the SOP instance is archived already with
-    the same bytes (:class:`DuplicateInstance` with other bytes)."""
+) -> bool:
+    """Insert the instance's row; ``False`` when the SOP instance is archived already with the
+    same bytes (:class:`DuplicateInstance` with other bytes)."""
     values = {
         "sop_instance_uid": received.sop_instance_uid,
         "series_id": series_id,
@@ -468,16 +460,15 @@ def _instance(
         "sending_aet": received.calling_aet,
         "received_at": now,
     }
-    inserted = repository.insert_if_absent(session, Instance, values)
-    if inserted is not None:  # ours: no need to read back what was just written
-        return Instance(id=inserted, **values)
+    if repository.insert_if_absent(session, Instance, values) is not None:
+        return True
     found = repository.instance_content(session, received.sop_instance_uid)
     assert found is not None
-    if not same_content(found, received):
+    if found != (received.sha256, len(received.dataset)):
         raise DuplicateInstance(
             f"SOP instance {received.sop_instance_uid} is archived with other content"
         )
-    return None
+    return False
 
 
 # --- audit ---------------------------------------------------------------------------------------
