@@ -14,16 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select, text
 
 from enrs.identity.config import IdentityConfig
+from enrs.imaging import service
 from enrs.imaging.dicom import Archive, DicomListener
 from enrs.imaging.encoding import dataset_of
+from enrs.imaging.filing import (
+    DOES_NOT_MATCH_SOP_CLASS,
+    SUCCESS,
+    Caller,
+    _blob_writers,
+    _Group,
+    _Waiting,
+)
 from enrs.imaging.models import Instance, Series, Study
 from enrs.kit.audit.writer import AuditWriter
-from enrs.kit.db import Database
+from enrs.kit.db import Database, utcnow
 from enrs.kit.storage import open_storage
 from enrs.settings import Settings
 from tests.imaging.conftest import Archived, ct_dataset, dataset_bytes, write
@@ -333,3 +343,42 @@ def test_a_group_whose_commit_fails_keeps_nothing(archive: Archived, tmp_path: P
     again = archive.storescu(*files)
     assert again.stderr.count("Received Store Response (Success)") == 3, again.stderr
     assert _count(archive, Instance) == 3
+
+
+def test_the_first_instance_of_a_group_refused_leaves_nothing_to_the_next(
+    archive: Archived, tmp_path: Path
+) -> None:
+    """The first instance of a group transaction is filed without a savepoint: refused after
+    it wrote rows (a new study naming another study's series), the transaction is rolled
+    back, and the instance filed next in the group commits its own rows only."""
+    archive.register("MODALITY")
+    first = ct_dataset()
+    study, series = first.StudyInstanceUID, first.SeriesInstanceUID
+    assert "(Success)" in archive.storescu(write(first, tmp_path / "first.dcm")).stderr
+    filing = archive.listener.archive
+    caller = Caller("MODALITY", "127.0.0.1", may_store=True, authority=None)
+
+    def waiting(ds: Any, name: str) -> _Waiting:
+        received = service.Received(
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            transfer_syntax=ExplicitVRLittleEndian,
+            dataset=dataset_bytes(write(ds, tmp_path / name)),
+            calling_aet="MODALITY",
+            address="127.0.0.1",
+        )
+        key = service.blob_key(utcnow())
+        writing = _blob_writers().submit(filing._put, key, received, caller)
+        return _Waiting(received, service.read_received(received), caller, key, writing)
+
+    astray = waiting(ct_dataset(series_uid=series, seed=9), "astray.dcm")
+    valid = waiting(ct_dataset(study_uid=study, series_uid=series, seed=2), "valid.dcm")
+    group = _Group(filing, astray)
+    group.index(astray)
+    group.members.append(valid)
+    group.index(valid)
+    group.finish()
+    group.close()
+    assert astray.status[0] == DOES_NOT_MATCH_SOP_CLASS and valid.status == (SUCCESS, None)
+    assert (_count(archive, Study), _count(archive, Series), _count(archive, Instance)) == (1, 1, 2)
+    assert len(list(archive.storage.iter_keys("imaging"))) == 2  # the refused one's blob: gone
