@@ -291,14 +291,14 @@ class _GroupFiler:
 
     The filer thread indexes an instance as soon as it comes (each in its savepoint: one
     refused leaves the others; the first of a transaction in none: refused, it leaves nothing),
-    while its blob is still being written; the instances that
-    come meanwhile join the same transaction, committed once every blob in it is durable.
-    So one association's instance has its index written during its blob's write, and several
-    associations' instances share one commit. An instance of :data:`BIG` bytes or more is
-    indexed only once its blob is written (the transaction, which on SQLite holds the
-    database's writes, is not kept open through a long write when it can be avoided). A blob
-    that cannot be written undoes the group: the others are filed again one by one. Each
-    instance is answered after the commit that holds it."""
+    while its blob is still being written; the instances that come meanwhile join the same
+    transaction, committed once every blob in it is durable. So one association's instance
+    has its index written during its blob's write, and several associations' instances share
+    one commit. An instance of :data:`BIG` bytes or more is indexed only once its blob is
+    written (the transaction, which on SQLite holds the database's writes, is not kept open
+    through a long write when it can be avoided). A blob that cannot be written undoes the
+    group: the others are filed again one by one. Each instance is answered after the commit
+    that holds it."""
 
     MAX_GROUP = 32
     BIG = 4_000_000
