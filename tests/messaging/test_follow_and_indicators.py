@@ -9,7 +9,6 @@ import csv
 import html
 import imaplib
 import io
-import smtplib
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -147,10 +146,7 @@ def _submit(mail: MailServers, login: str, sender: str, to: str, subject: str) -
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg.set_content("Compte rendu.")
-    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
-        smtp.starttls(context=mail.tls)
-        smtp.login(login, PASSWORD)
-        smtp.send_message(msg)
+    mail.submit(login, msg)
 
 
 def _can_log_in(mail: MailServers, login: str) -> bool:

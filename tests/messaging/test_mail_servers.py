@@ -8,7 +8,6 @@ from __future__ import annotations
 import imaplib
 import smtplib
 import time
-from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 import pytest
@@ -39,32 +38,9 @@ def _message(sender: str, to: str, subject: str) -> EmailMessage:
     return msg
 
 
-def _submit(mail: MailServers, login: str, msg: EmailMessage) -> None:
-    with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=30) as smtp:
-        smtp.starttls(context=mail.tls)
-        smtp.login(login, PASSWORD)
-        smtp.send_message(msg)
-
-
 def _subjects(mail: MailServers, login: str, *, expected: int, wait: float = 20) -> list[str]:
     """The subjects in ``login``'s INBOX, once ``expected`` messages are there."""
-    deadline = time.monotonic() + wait
-    while True:
-        with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
-            imap.starttls(ssl_context=mail.tls)
-            imap.login(login, PASSWORD)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
-            numbers = data[0].split()
-            if len(numbers) >= expected or time.monotonic() > deadline:
-                subjects = []
-                for number in numbers:
-                    _, parts = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                    raw = parts[0][1].decode()  # type: ignore[index,union-attr]
-                    value = raw.split(":", 1)[1].strip()
-                    subjects.append(str(make_header(decode_header(value))))
-                return subjects
-        time.sleep(0.2)
+    return [str(msg["Subject"]) for msg in mail.messages(login, expected=expected, wait=wait)]
 
 
 def test_a_message_from_submission_to_the_recipients_imap(mail: MailServers) -> None:
@@ -76,7 +52,7 @@ def test_a_message_from_submission_to_the_recipients_imap(mail: MailServers) -> 
         assert not smtp.has_extn("auth")  # no login before STARTTLS
         with pytest.raises(smtplib.SMTPNotSupportedError):
             smtp.login(ME, PASSWORD)
-    _submit(mail, ME, _message(ME, SERVICE, "Lettre de liaison"))
+    mail.submit(ME, _message(ME, SERVICE, "Lettre de liaison"))
     assert _subjects(mail, SERVICE, expected=1) == ["Lettre de liaison"]
     # (Dovecot lets a client of the same host log in before STARTTLS: not testable here.)
     with imaplib.IMAP4("127.0.0.1", mail.imap_port, timeout=30) as imap:
@@ -87,7 +63,7 @@ def test_a_message_from_submission_to_the_recipients_imap(mail: MailServers) -> 
 
 def _refused(mail: MailServers, login: str, msg: EmailMessage) -> str:
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-        _submit(mail, login, msg)
+        mail.submit(login, msg)
     [(code, reason)] = refused.value.recipients.values()
     return f"{code} {reason.decode()}"
 
@@ -102,11 +78,11 @@ def test_the_operators_rules_at_the_smtp_door(mail: MailServers) -> None:
 
     # The service's secretary (here: the other doctor) sends as the service once delegated.
     assert mail.enrs("messaging", "mailbox", "delegate", SERVICE, OTHER, "--send").returncode == 0
-    _submit(mail, OTHER, _message(SERVICE, ME, "Rendez-vous confirmé"))
+    mail.submit(OTHER, _message(SERVICE, ME, "Rendez-vous confirmé"))
     assert _subjects(mail, ME, expected=1) == ["Rendez-vous confirmé"]
 
     # A suspended mailbox: no new mail, no login; its mail kept for when it comes back.
-    _submit(mail, ME, _message(ME, OTHER, "Avant la suspension"))
+    mail.submit(ME, _message(ME, OTHER, "Avant la suspension"))
     assert _subjects(mail, OTHER, expected=1) == ["Avant la suspension"]
     assert mail.enrs("messaging", "mailbox", "suspend", OTHER).returncode == 0
     assert _refused(mail, ME, _message(ME, OTHER, "après")).startswith("550 5.2.1")
@@ -179,7 +155,7 @@ def test_a_patient_answers_a_professional_who_wrote_first(
     [(code, reason)] = first.value.recipients.values()
     assert code == 550 and b"wrote to them first" in reason
     # The doctor writes to the patient (Postfix queues it for Mon espace sante's server) ...
-    _submit(mail, ME, _message(ME, patient, "Vos résultats"))
+    mail.submit(ME, _message(ME, patient, "Vos résultats"))
     deadline = time.monotonic() + 20
     while True:  # ... and the policy service remembers it at the end of the message
         with db.transaction(write=False) as session:

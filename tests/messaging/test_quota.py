@@ -22,7 +22,7 @@ from tests.messaging.mail import (
     mail_servers,
     prepare_directory,
 )
-from tests.messaging.test_mail_servers import _subjects, _submit
+from tests.messaging.test_mail_servers import _subjects
 
 ME, OTHER = f"dr.un@{DOMAIN}", f"dr.deux@{DOMAIN}"
 
@@ -66,9 +66,9 @@ def _bounce(mail: MailServers, wait: float = 30) -> str:
 
 
 def test_a_message_over_the_quota_returns_to_its_sender(small: MailServers) -> None:
-    _submit(small, ME, _report(30_000, "Compte rendu 1"))
+    small.submit(ME, _report(30_000, "Compte rendu 1"))
     assert _subjects(small, OTHER, expected=1) == ["Compte rendu 1"]
-    _submit(small, ME, _report(30_000, "Compte rendu 2"))  # accepted, then refused by LMTP
+    small.submit(ME, _report(30_000, "Compte rendu 2"))  # accepted, then refused by LMTP
     bounce = _bounce(small)
     assert "over its quota" in bounce and "5.2.2" in bounce
     assert _subjects(small, OTHER, expected=1, wait=1) == ["Compte rendu 1"]
