@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -129,6 +130,27 @@ def ct_dataset(
 def write(ds: Dataset, path: Path) -> Path:
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# Lossless syntaxes, with what encodes a file in each (DCMTK's encoders; JPEG 2000, which DCMTK
+# does not write, by pydicom's OpenJPEG plugin) and storescu's option proposing it.
+JPEG_LOSSLESS, JPEG_LS, RLE, J2K = (
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.90",
+)  # fmt: skip
+ENCODERS = {JPEG_LOSSLESS: "dcmcjpeg", JPEG_LS: "dcmcjpls", RLE: "dcmcrle"}
+PROPOSE = {JPEG_LOSSLESS: "-xs", JPEG_LS: "-xt", RLE: "-xr", J2K: "-xv"}
+
+
+def compressed(path: Path, syntax: str) -> Path:
+    """The DICOM file ``path`` encoded in the lossless ``syntax``, beside it."""
+    out = path.with_name(f"{path.stem}-{syntax}.dcm")
+    if syntax == J2K:
+        ds = dcmread(path)
+        ds.compress(syntax, generate_instance_uid=False)
+        return write(ds, out)
+    subprocess.run([ENCODERS[syntax], str(path), str(out)], check=True, timeout=60)
+    return out
 
 
 def dataset_bytes(path: Path) -> bytes:

@@ -1,12 +1,13 @@
 """Rendered images of stored instances (WADO-RS *Retrieve Rendered Resources*, PS3.18 9.5 and
 8.3.5): one frame as an 8-bit PNG or JPEG (Pillow encodes both).
 
-The pixel data is decoded by pydicom (numpy): the uncompressed transfer syntaxes, deflate,
-RLE, and through Pillow JPEG baseline and extended; the other compressed syntaxes (JPEG-LS,
-lossless JPEG, JPEG 2000 without OpenJPEG…) need a decoder plugin the platform does not install
-(:class:`NotRenderable`). The Modality LUT (Rescale Slope / Intercept) is applied, then the
-first VOI window (Window Center / Width) when present, else the frame's range is stretched to
-0-255; MONOCHROME1 is inverted; colour frames (RGB, YBR) are given as RGB.
+The pixel data is decoded by pydicom (numpy): the uncompressed transfer syntaxes, deflate and
+RLE itself; JPEG (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K through Pillow and
+the pylibjpeg plugins (libjpeg, OpenJPEG). A syntax none of them decodes (JPEG XL, MPEG video…)
+or pixel data that does not decode is :class:`NotRenderable`. The Modality LUT (Rescale Slope /
+Intercept) is applied, then the first VOI window (Window Center / Width) when present, else the
+frame's range is stretched to 0-255; MONOCHROME1 is inverted; colour frames (RGB, YBR) are
+given as RGB.
 """
 
 from __future__ import annotations

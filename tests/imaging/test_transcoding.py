@@ -1,0 +1,77 @@
+"""Instances kept compressed, given out decoded (:mod:`enrs.imaging.transcoding`) and rendered
+(:mod:`enrs.imaging.rendering`): files encoded by DCMTK's own encoders (lossless JPEG, JPEG-LS,
+RLE) and by OpenJPEG (JPEG 2000) decode to the original pixel values."""
+
+from __future__ import annotations
+
+import subprocess
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRBigEndian
+
+from enrs.imaging import rendering
+from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit
+from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, ct_dataset, write
+
+
+@pytest.fixture
+def original(tmp_path: Path) -> Path:
+    """A 64 x 64 CT image whose values (a gradient with noise, 12 bits) compress."""
+    ds = ct_dataset(seed=7, size=64)
+    gradient = np.add.outer(np.arange(64), np.arange(64)) * 16
+    noise = np.random.default_rng(7).integers(0, 8, (64, 64))
+    ds.PixelData = ((gradient + noise) % 4096).astype("<u2").tobytes()
+    return write(ds, tmp_path / "ct.dcm")
+
+
+@pytest.mark.parametrize("syntax", [JPEG_LOSSLESS, JPEG_LS, RLE, J2K])
+def test_a_lossless_instance_is_given_decoded(original: Path, syntax: str) -> None:
+    path = compressed(original, syntax)
+    content = path.read_bytes()
+    assert dcmread(path).file_meta.TransferSyntaxUID == syntax
+    assert len(content) < len(original.read_bytes())  # really compressed
+    explicit = dcmread(BytesIO(to_explicit(content)))
+    source = dcmread(original)
+    assert explicit.file_meta.TransferSyntaxUID == EXPLICIT
+    assert explicit.SOPInstanceUID == source.SOPInstanceUID
+    assert explicit.file_meta.MediaStorageSOPInstanceUID == source.SOPInstanceUID
+    assert "PixelData" in explicit and not explicit["PixelData"].is_undefined_length
+    assert np.array_equal(explicit.pixel_array, source.pixel_array)
+    assert explicit.PatientID == source.PatientID and explicit.StudyDate == source.StudyDate
+    # and drawn as the original is
+    wanted = rendering.render(original.read_bytes(), 1, rendering.PNG)
+    assert rendering.render(content, 1, rendering.PNG) == wanted
+
+
+def test_an_uncompressed_instance(original: Path, tmp_path: Path) -> None:
+    content = original.read_bytes()
+    assert to_explicit(content) is content  # already in the syntax: as it is
+    implicit = dcmread(original)
+    implicit.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    implicit_path = write(implicit, tmp_path / "implicit.dcm")
+    again = dcmread(BytesIO(to_explicit(implicit_path.read_bytes())))
+    assert again.file_meta.TransferSyntaxUID == EXPLICIT
+    assert again == dcmread(original)
+
+
+def test_what_cannot_be_decoded(original: Path, tmp_path: Path) -> None:
+    with pytest.raises(CannotTranscode):
+        to_explicit(b"not a DICOM file" * 20)
+    # JPEG-LS pixel data whose fragment holds its start marker, then zeros
+    broken = dcmread(compressed(original, JPEG_LS))
+    start, end = broken.PixelData.index(b"\xff\xd8") + 2, len(broken.PixelData)
+    broken.PixelData = broken.PixelData[:start] + b"\x00" * (end - start)
+    broken_path = write(broken, tmp_path / "broken.dcm")
+    with pytest.raises(CannotTranscode):
+        to_explicit(broken_path.read_bytes())
+    with pytest.raises(rendering.NotRenderable):
+        rendering.render(broken_path.read_bytes(), 1, rendering.PNG)
+    big = tmp_path / "big.dcm"  # the retired Explicit VR Big Endian (DCMTK's dcmconv): kept
+    subprocess.run(["dcmconv", "+tb", str(original), str(big)], check=True, timeout=60)
+    assert dcmread(big).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    with pytest.raises(CannotTranscode):
+        to_explicit(big.read_bytes())
