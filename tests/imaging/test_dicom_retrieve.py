@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,17 @@ from enrs.imaging import service
 from enrs.imaging.encoding import dataset_of
 from enrs.imaging.models import Instance, Series, Study
 from enrs.kit.audit.models import AuditRecord
-from tests.imaging.conftest import AET, Archived, ct_dataset, dataset_bytes, write
+from tests.imaging.conftest import (
+    AET,
+    JPEG_LS,
+    PROPOSE,
+    RLE,
+    Archived,
+    compressed,
+    ct_dataset,
+    dataset_bytes,
+    write,
+)
 
 
 def _register(archive: Archived, aet: str, *, store: bool, retrieve: bool, port: int = 104) -> None:
@@ -235,10 +246,16 @@ def test_get_of_a_study_returns_the_data_sets_as_stored(
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """DCMTK's storescp (bit-preserving) on a free port, as the AE DEST."""
-    port, out = _free_port(), tmp_path / "dest"
+    with _storescp(tmp_path / "dest") as running:
+        yield running
+
+
+@contextmanager
+def _storescp(out: Path, *options: str, aet: str = "DEST") -> Iterator[tuple[int, Path]]:
+    port = _free_port()
     out.mkdir()
     process = subprocess.Popen(
-        ["storescp", "-aet", "DEST", "+B", "-od", str(out), str(port)],
+        ["storescp", "-aet", aet, "+B", *options, "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -320,28 +337,71 @@ def test_an_index_that_cannot_be_read_answers_out_of_resources(
     assert find.outcome == "8" and find.outcome_desc == "the index cannot be read"
 
 
+def _smooth_ct(seed: int, size: int = 32) -> Dataset:
+    """A CT image whose pixel values (a gradient, 12 bits) compress."""
+    ds = ct_dataset(seed=seed, size=size)
+    values = [(r * 16 + c * 8 + seed) % 4096 for r in range(size) for c in range(size)]
+    ds.PixelData = b"".join(v.to_bytes(2, "little") for v in values)
+    return ds
+
+
 def test_an_instance_not_in_an_accepted_syntax(archive: Archived, tmp_path: Path) -> None:
     """Stored in Implicit VR (storescu -xi): getscu's context is Explicit VR, so the instance is
-    sent re-encoded, same values; stored RLE, which getscu does not propose: that
-    sub-operation fails (the archive does not transcode)."""
+    sent re-encoded, same values. Stored RLE or JPEG-LS (encoded by DCMTK), which getscu does
+    not propose: sent decoded, in Explicit VR, the same pixel values and SOP Instance UID."""
     _register(archive, "MODALITY", store=True, retrieve=True)
     implicit = write(ct_dataset(seed=5), tmp_path / "implicit.dcm")
     done = archive.storescu(implicit, options=("-xi",))
     assert done.returncode == 0, done.stderr
-    rle = ct_dataset(seed=6, size=16)
-    rle.compress("1.2.840.10008.1.2.5")  # RLE Lossless
-    rle_path = write(rle, tmp_path / "rle.dcm")
-    done = archive.storescu(rle_path, options=("-xr",))
-    assert done.returncode == 0, done.stderr
+    sent_compressed = {}
+    for seed, syntax in ((6, RLE), (7, JPEG_LS)):
+        original = write(_smooth_ct(seed), tmp_path / f"{seed}.dcm")
+        path = compressed(original, syntax)
+        done = archive.storescu(path, options=(PROPOSE[syntax],))
+        assert done.returncode == 0 and "Success" in done.stderr, done.stderr
+        sent_compressed[syntax] = (original, path)
     with archive.db.transaction(write=False) as session:
         syntaxes = set(session.scalars(select(Instance.transfer_syntax_uid)))
-    assert syntaxes == {"1.2.840.10008.1.2", "1.2.840.10008.1.2.5"}
+    assert syntaxes == {"1.2.840.10008.1.2", RLE, JPEG_LS}
     got = _getscu(archive, tmp_path / "got", _uid(implicit))
     assert got.returncode == 0, got.stderr
     [received] = (tmp_path / "got").iterdir()
     sent, back = dcmread(implicit), dcmread(received)
     assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert back == sent  # the same values
-    got = _getscu(archive, tmp_path / "rle", _uid(rle_path))
-    assert "Number of Failed Suboperations    : 1" in got.stderr, got.stderr
-    assert list((tmp_path / "rle").iterdir()) == []
+    for syntax, (original, path) in sent_compressed.items():
+        out = tmp_path / f"got-{syntax}"
+        got = _getscu(archive, out, _uid(path))
+        assert "Number of Failed Suboperations    : 0" in got.stderr, got.stderr
+        [received] = out.iterdir()
+        back, source = dcmread(received), dcmread(original)
+        assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert back.SOPInstanceUID == source.SOPInstanceUID
+        assert back.PixelData == source.PixelData
+        assert back.PatientID == source.PatientID
+
+
+def test_move_of_a_compressed_instance(archive: Archived, tmp_path: Path) -> None:
+    """A JPEG-LS instance moved to a destination that takes only uncompressed syntaxes
+    (storescp's default) arrives decoded; to one that takes JPEG-LS (storescp +xa), as kept."""
+    _register(archive, "MODALITY", store=True, retrieve=True)
+    original = write(_smooth_ct(8), tmp_path / "ct.dcm")
+    path = compressed(original, JPEG_LS)
+    assert archive.storescu(path, options=("-xt",)).returncode == 0
+    study_uid = _uid(path)
+    for aet, options, expected in (
+        ("PLAIN", (), "1.2.840.10008.1.2.1"),
+        ("ALL", ("+xa",), JPEG_LS),
+    ):
+        with _storescp(tmp_path / aet, *options, aet=aet) as (port, out):
+            _register(archive, aet, store=False, retrieve=False, port=port)
+            done = _movescu(archive, study_uid, aet)
+            assert "Received Final Move Response (Success)" in done.stderr, done.stderr
+            [received] = out.iterdir()
+        back = dcmread(received)
+        assert back.file_meta.TransferSyntaxUID == expected
+        assert back.SOPInstanceUID == dcmread(original).SOPInstanceUID
+        if expected == JPEG_LS:
+            assert dataset_bytes(received) == dataset_bytes(path)  # byte for byte
+        else:
+            assert back.PixelData == dcmread(original).PixelData

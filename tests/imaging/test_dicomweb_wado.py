@@ -161,6 +161,67 @@ def test_jpeg_baseline_pixel_data_is_rendered(imaging: Imaging, tmp_path: Path) 
     assert raw[0] < 40 and raw[-1] > 215  # the gradient, stretched to the frame's range
 
 
+def test_a_compressed_instance_as_stored_or_decoded(imaging: Imaging, tmp_path: Path) -> None:
+    """An instance stored in JPEG-LS (encoded by DCMTK's dcmcjpls, sent by storescu -xt): as
+    kept for ``transfer-syntax=*``; decoded, in Explicit VR Little Endian, for
+    ``transfer-syntax=1.2.840.10008.1.2.1`` (the instance and its frames); rendered as the
+    uncompressed original is. Pixel data that does not decode: 406, and the archive serves on."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from tests.imaging.conftest import JPEG_LS, compressed, ct_dataset, write
+
+    ds = ct_dataset(patient_id="800001", issuer="1.2.250.1.999.1.1", size=32)
+    ds.PixelData = b"".join(((r * 16 + c * 8) % 4096).to_bytes(2, "little")
+                            for r in range(32) for c in range(32))  # fmt: skip
+    original = write(ds, tmp_path / "ct.dcm")
+    path = compressed(original, JPEG_LS)
+    done = imaging.archive.storescu(path, options=("-xt",))
+    assert done.returncode == 0 and "Success" in done.stderr, done.stderr
+    client, chu = imaging.client, imaging.chu
+    dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
+    kept = client.get(_url(ds), headers={**chu, "Accept": dicom + "*"})
+    ((kind, content),) = parts(kept)
+    assert kind.endswith(f"transfer-syntax={JPEG_LS}")
+    assert dataset_of(content) == dataset_bytes(path)
+    explicit = client.get(_url(ds), headers={**chu, "Accept": dicom + "1.2.840.10008.1.2.1"})
+    assert explicit.status_code == 200, explicit.text
+    ((kind, content),) = parts(explicit)
+    assert kind.endswith("transfer-syntax=1.2.840.10008.1.2.1")
+    decoded = dcmread(io.BytesIO(content))
+    assert decoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert decoded.SOPInstanceUID == ds.SOPInstanceUID and decoded.PixelData == ds.PixelData
+    assert client.get(_url(ds), headers={**chu, "Accept": dicom + "1.2.840.10008.1.2.4.50"}
+                      ).status_code == 406  # fmt: skip
+    octet = 'multipart/related; type="application/octet-stream"; transfer-syntax='
+    frames = client.get(_url(ds, "/frames/1"), headers={**chu, "Accept": octet + "*"})
+    ((kind, frame),) = parts(frames)
+    assert kind.endswith(f"transfer-syntax={JPEG_LS}") and frame[:2] == b"\xff\xd8"
+    frames = client.get(
+        _url(ds, "/frames/1"), headers={**chu, "Accept": octet + "1.2.840.10008.1.2.1"}
+    )
+    ((kind, frame),) = parts(frames)
+    assert kind.endswith("transfer-syntax=1.2.840.10008.1.2.1") and frame == ds.PixelData
+    png = client.get(_url(ds, "/rendered"), headers={**chu, "Accept": "image/png"})
+    assert png.status_code == 200, png.text
+    from enrs.imaging import rendering
+
+    assert png.content == rendering.render(original.read_bytes(), 1, rendering.PNG)
+
+    broken = dcmread(path)
+    broken.SOPInstanceUID = broken.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    start = broken.PixelData.index(b"\xff\xd8") + 2
+    broken.PixelData = broken.PixelData[:start] + b"\x00" * (len(broken.PixelData) - start)
+    broken_path = write(broken, tmp_path / "broken.dcm")
+    assert imaging.archive.storescu(broken_path, options=("-xt",)).returncode == 0
+    refused = client.get(_url(broken), headers={**chu, "Accept": dicom + "1.2.840.10008.1.2.1"})
+    assert refused.status_code == 406 and "cannot be given" in refused.text
+    assert client.get(_url(broken, "/rendered"), headers=chu).status_code == 406
+    assert client.get(_url(broken), headers={**chu, "Accept": dicom + "*"}).status_code == 200
+    assert client.get(_url(ds), headers={**chu, "Accept": dicom + "1.2.840.10008.1.2.1"}
+                      ).status_code == 200  # fmt: skip
+
+
 def test_negotiation_and_unknown_uids(imaging: Imaging, tmp_path: Path) -> None:
     _, ds = imaging.store(tmp_path)
     client, chu = imaging.client, imaging.chu

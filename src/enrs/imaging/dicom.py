@@ -72,10 +72,10 @@ one):
 
 The instances are sent from the blob storage (:class:`.dicom_net.Outgoing`): the data set byte
 for byte in the transfer syntax it was received in when the peer accepted it (pynetdicom's
-chunked sending of a file, ``STORE_SEND_CHUNKED_DATASET``); else, for Explicit / Implicit VR
-Little Endian, decoded and re-encoded in the uncompressed syntax the peer accepted; else (a
-compressed syntax the peer did not accept: the archive never transcodes pixel data) that
-sub-operation fails.
+chunked sending of a file, ``STORE_SEND_CHUNKED_DATASET``); else in the uncompressed syntax the
+peer accepted, compressed pixel data decoded (:mod:`.transcoding`); else (no uncompressed
+syntax accepted for its SOP class, or pixel data that cannot be decoded) that sub-operation
+fails.
 The instances of a study the cell corrected carry its corrected Patient ID, issuer and
 Accession Number (:mod:`.outgoing`).
 The storage contexts prefer Explicit VR Little Endian, and accept a C-GET requestor's SCP/SCU

@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from enrs.imaging import outgoing, query
+from enrs.imaging import outgoing, query, transcoding
 from enrs.imaging.filing import CANNOT_UNDERSTAND, NOT_AUTHORIZED, OUT_OF_RESOURCES, Caller
 from enrs.kit.mllp import Balancer
 
@@ -220,14 +220,16 @@ def contexts() -> list[PresentationContext]:
 def move_contexts(stored: list[query.Stored]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: one per SOP class and
     transfer syntax kept, the uncompressed ones offered together (pynetdicom converts between
-    them)."""
+    them); for a compressed syntax, the uncompressed ones too in a context of their own, for a
+    destination that does not take it (the instance is then decoded: :mod:`.transcoding`)."""
     found: dict[tuple[str, str], PresentationContext] = {}
     for s in stored:
-        syntaxes = [s.transfer_syntax_uid]
-        if s.transfer_syntax_uid in _UNCOMPRESSED:
-            syntaxes = [s.transfer_syntax_uid, *(t for t in _UNCOMPRESSED if t != syntaxes[0])]
-        found.setdefault((s.sop_class_uid, s.transfer_syntax_uid),
-                         build_context(s.sop_class_uid, syntaxes))  # fmt: skip
+        kept = s.transfer_syntax_uid
+        if kept not in _UNCOMPRESSED:
+            found.setdefault((s.sop_class_uid, kept), build_context(s.sop_class_uid, [kept]))
+            kept = ExplicitVRLittleEndian
+        syntaxes = [kept, *(t for t in _UNCOMPRESSED if t != kept)]
+        found.setdefault((s.sop_class_uid, kept), build_context(s.sop_class_uid, syntaxes))
     return list(found.values())[:128]  # PS3.8: at most 128 contexts
 
 
@@ -249,9 +251,10 @@ class Outgoing(Dataset):
 def sending_archived(assoc: Association) -> None:
     """Make ``assoc.send_c_store`` send an :class:`Outgoing` instance's data set byte for byte
     in its transfer syntax when the peer accepted it (pynetdicom's chunked sending of a
-    file); else, for an uncompressed syntax, decoded and encoded in the one the peer
-    accepted; else (a compressed syntax the peer did not accept: the archive does not
-    transcode) the sub-operation fails."""
+    file); else, when the peer accepted an uncompressed syntax for its SOP class, in Explicit
+    VR Little Endian, the pixel data decoded (:mod:`.transcoding`; pynetdicom encodes it
+    again in Implicit VR when only that one was accepted); else, or when it cannot be
+    decoded, the sub-operation fails."""
     original = assoc.send_c_store
 
     def send(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
@@ -263,9 +266,10 @@ def sending_archived(assoc: Association) -> None:
         try:
             assoc._get_valid_context(stored.sop_class_uid, syntax, "scu", allow_conversion=False)
         except ValueError:
-            if syntax not in _UNCOMPRESSED:
-                raise
-            return original(dcmread(BytesIO(content)), *args, **kwargs)
+            # Raises (the sub-operation fails) when no uncompressed context was accepted either.
+            assoc._get_valid_context(stored.sop_class_uid, ExplicitVRLittleEndian, "scu")
+            explicit = transcoding.to_explicit(content)
+            return original(dcmread(BytesIO(explicit)), *args, **kwargs)
         with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
             file.write(content)
             file.flush()

@@ -7,15 +7,18 @@ caller (:mod:`.access`):
   ``multipart/related; type="application/dicom"``, each part a DICOM file (PS3.10) as the
   archive keeps it (the data set exactly as received, after its file meta information; for a
   study the cell corrected, with the corrected identifiers: :mod:`.outgoing`) and labelled
-  with its ``transfer-syntax``. No transcoding: an Accept naming another transfer
-  syntax than the stored one (or than ``*``) answers 406.
+  with its ``transfer-syntax``. An Accept naming ``transfer-syntax=1.2.840.10008.1.2.1``
+  gets them in Explicit VR Little Endian, compressed pixel data decoded
+  (:mod:`.transcoding`); one naming another syntax than the stored one (or than ``*``)
+  answers 406, as does an instance that cannot be decoded.
 - ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
   ``application/dicom+json``), one object per instance; bulk data (pixel data, and binary
   values over 1 KiB) is left out.
 - ``.../instances/{instance}/frames/{n[,m…]}``: the frames' pixel data (PS3.18 10.4.1.1.5),
   ``multipart/related; type="application/octet-stream"``, one part a frame as stored (an
   uncompressed frame's bytes, or a compressed one's fragments), labelled with the stored
-  ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws.
+  ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws. With
+  ``transfer-syntax=1.2.840.10008.1.2.1`` compressed frames are given decoded.
 - ``.../instances/{instance}/rendered`` and ``.../frames/{n}/rendered``: the (first) frame as
   ``image/jpeg`` (the default) or ``image/png``, rescaled and windowed
   (:mod:`.rendering`); 406 for another Accept, or an image that cannot be rendered.
@@ -69,6 +72,7 @@ from fastapi.responses import StreamingResponse
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.uid import UID
 from pynetdicom.dsutils import decode
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -80,7 +84,7 @@ from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
 from enrs.identity.xref import UnknownDomain, UnknownPatient
-from enrs.imaging import outgoing, query, rendering, repository
+from enrs.imaging import outgoing, query, rendering, repository, transcoding
 from enrs.imaging.access import (
     StudyForbidden,
     StudyReader,
@@ -172,21 +176,32 @@ def _split_accept(header: str) -> list[str]:
     return [*parts, current]
 
 
-def _accepts_dicom(request: Request, syntaxes: set[str]) -> None:
-    """406 unless the caller takes the stored files as they are."""
+def _accepts_dicom(request: Request, syntaxes: set[str]) -> bool:
+    """Whether the caller takes the stored files as they are (``False``: it asked for them in
+    Explicit VR Little Endian, :mod:`.transcoding`); 406 when it takes neither."""
     for found in _accept(request):
         if found.type in ("*/*", "multipart/*") and not found.params:
-            return
+            return True
         if found.type == "multipart/related":
             kind = found.params.get("type", DICOM).lower()
             syntax = found.params.get("transfer-syntax", "*")
             if kind == DICOM and (syntax == "*" or syntaxes <= {syntax}):
-                return
-    stored = ", ".join(sorted(syntaxes))
+                return True
+            if kind == DICOM and syntax == transcoding.EXPLICIT:
+                return False
+    stored = ", ".join(sorted(syntaxes | {transcoding.EXPLICIT}))
     raise NotAcceptable(
         f'give Accept: multipart/related; type="{DICOM}" (transfer-syntax * or {stored}): '
-        "the archive returns the instances as stored"
+        "the archive returns the instances as stored, or in Explicit VR Little Endian"
     )
+
+
+def _explicit(content: bytes) -> bytes:
+    """:func:`.transcoding.to_explicit`, 406 when the instance cannot be decoded."""
+    try:
+        return transcoding.to_explicit(content)
+    except transcoding.CannotTranscode as exc:
+        raise NotAcceptable(str(exc)) from None
 
 
 def _accepts_json(request: Request) -> None:
@@ -269,15 +284,19 @@ def _files(request: Request, found: Found) -> Iterator[tuple[Instance, bytes]]:
 
 
 def _multipart(request: Request, found: Found) -> Response:
-    _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
+    as_stored = _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
     boundary = secrets.token_hex(16)
-    files = list(_files(request, found))  # read before answering: a blob failure is a 5xx
+    files = [  # read before answering: a blob failure is a 5xx
+        (instance.transfer_syntax_uid, content)
+        if as_stored or instance.transfer_syntax_uid == transcoding.EXPLICIT
+        else (transcoding.EXPLICIT, _explicit(content))
+        for instance, content in _files(request, found)
+    ]
 
     def parts() -> Iterator[bytes]:
-        for instance, content in files:
+        for syntax, content in files:
             yield (
-                f"--{boundary}\r\nContent-Type: {DICOM}; "
-                f"transfer-syntax={instance.transfer_syntax_uid}\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={syntax}\r\n\r\n"
             ).encode()
             yield content
             yield b"\r\n"
@@ -436,20 +455,23 @@ def _frame_numbers(frames: str) -> list[int]:
     return numbers
 
 
-def _accepts_frames(request: Request, syntax: str) -> None:
-    """406 unless the caller takes the frames as stored (the uncompressed ones as
-    ``application/octet-stream``, little endian)."""
+def _accepts_frames(request: Request, syntax: str) -> str:
+    """The transfer syntax the frames are given in: as stored (the uncompressed ones as
+    ``application/octet-stream``, little endian), or Explicit VR Little Endian when the caller
+    asks for it (compressed frames then decoded); 406 when the caller takes neither."""
     for found in _accept(request):
         if found.type in ("*/*", "multipart/*") and not found.params:
-            return
+            return syntax
         if found.type == "multipart/related":
             kind = found.params.get("type", OCTET).lower()
             wanted = found.params.get("transfer-syntax", "*")
             if kind in (OCTET, "*/*") and wanted in ("*", syntax):
-                return
+                return syntax
+            if kind in (OCTET, "*/*") and wanted == transcoding.EXPLICIT:
+                return wanted
     raise NotAcceptable(
-        f'give Accept: multipart/related; type="{OCTET}" (transfer-syntax * or {syntax}): '
-        "the frames are returned as stored"
+        f'give Accept: multipart/related; type="{OCTET}" (transfer-syntax * or {syntax} '
+        f"or {transcoding.EXPLICIT}): the frames are returned as stored, or decoded"
     )
 
 
@@ -493,7 +515,8 @@ def retrieve_frames(
     principal: StudyRead,
 ) -> Response:
     """The frames' pixel data as ``multipart/related``, one part a frame, labelled with the
-    stored transfer syntax (``application/octet-stream`` for uncompressed ones)."""
+    stored transfer syntax (``application/octet-stream`` for uncompressed ones), or decoded
+    and labelled Explicit VR Little Endian when the caller asks for that one."""
     numbers = _frame_numbers(frames)
     found = _readable(request, session, principal, study, series, instance, what="frames")
     entry = request.state.audit[-1]
@@ -501,8 +524,9 @@ def retrieve_frames(
         {**json.loads(entry.detail), "frames": numbers}, separators=(",", ":")
     )
     ((stored, content),) = list(_files(request, found))
-    syntax = stored.transfer_syntax_uid
-    _accepts_frames(request, syntax)
+    syntax = _accepts_frames(request, stored.transfer_syntax_uid)
+    if syntax != stored.transfer_syntax_uid and UID(stored.transfer_syntax_uid).is_encapsulated:
+        content = _explicit(content)
     boundary = secrets.token_hex(16)
     body = b"".join(
         f"--{boundary}\r\nContent-Type: {OCTET}; transfer-syntax={syntax}\r\n\r\n".encode()
