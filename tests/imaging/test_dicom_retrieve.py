@@ -29,6 +29,7 @@ from tests.imaging.conftest import (
     compressed,
     ct_dataset,
     dataset_bytes,
+    smooth_ct,
     write,
 )
 
@@ -337,14 +338,6 @@ def test_an_index_that_cannot_be_read_answers_out_of_resources(
     assert find.outcome == "8" and find.outcome_desc == "the index cannot be read"
 
 
-def _smooth_ct(seed: int, size: int = 32) -> Dataset:
-    """A CT image whose pixel values (a gradient, 12 bits) compress."""
-    ds = ct_dataset(seed=seed, size=size)
-    values = [(r * 16 + c * 8 + seed) % 4096 for r in range(size) for c in range(size)]
-    ds.PixelData = b"".join(v.to_bytes(2, "little") for v in values)
-    return ds
-
-
 def test_an_instance_not_in_an_accepted_syntax(archive: Archived, tmp_path: Path) -> None:
     """Stored in Implicit VR (storescu -xi): getscu's context is Explicit VR, so the instance is
     sent re-encoded, same values. Stored RLE or JPEG-LS (encoded by DCMTK), which getscu does
@@ -355,7 +348,7 @@ def test_an_instance_not_in_an_accepted_syntax(archive: Archived, tmp_path: Path
     assert done.returncode == 0, done.stderr
     sent_compressed = {}
     for seed, syntax in ((6, RLE), (7, JPEG_LS)):
-        original = write(_smooth_ct(seed), tmp_path / f"{seed}.dcm")
+        original = write(smooth_ct(seed), tmp_path / f"{seed}.dcm")
         path = compressed(original, syntax)
         done = archive.storescu(path, options=(PROPOSE[syntax],))
         assert done.returncode == 0 and "Success" in done.stderr, done.stderr
@@ -385,7 +378,7 @@ def test_move_of_a_compressed_instance(archive: Archived, tmp_path: Path) -> Non
     """A JPEG-LS instance moved to a destination that takes only uncompressed syntaxes
     (storescp's default) arrives decoded; to one that takes JPEG-LS (storescp +xa), as kept."""
     _register(archive, "MODALITY", store=True, retrieve=True)
-    original = write(_smooth_ct(8), tmp_path / "ct.dcm")
+    original = write(smooth_ct(8), tmp_path / "ct.dcm")
     path = compressed(original, JPEG_LS)
     assert archive.storescu(path, options=("-xt",)).returncode == 0
     study_uid = _uid(path)

@@ -169,11 +169,9 @@ def test_a_compressed_instance_as_stored_or_decoded(imaging: Imaging, tmp_path: 
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
-    from tests.imaging.conftest import JPEG_LS, compressed, ct_dataset, write
+    from tests.imaging.conftest import JPEG_LS, compressed, smooth_ct, write
 
-    ds = ct_dataset(patient_id="800001", issuer="1.2.250.1.999.1.1", size=32)
-    ds.PixelData = b"".join(((r * 16 + c * 8) % 4096).to_bytes(2, "little")
-                            for r in range(32) for c in range(32))  # fmt: skip
+    ds = smooth_ct(patient_id="800001", issuer="1.2.250.1.999.1.1")
     original = write(ds, tmp_path / "ct.dcm")
     path = compressed(original, JPEG_LS)
     done = imaging.archive.storescu(path, options=("-xt",))

@@ -15,17 +15,12 @@ from pydicom.uid import ExplicitVRBigEndian
 
 from enrs.imaging import rendering
 from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit
-from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, ct_dataset, write
+from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, smooth_ct, write
 
 
 @pytest.fixture
 def original(tmp_path: Path) -> Path:
-    """A 64 x 64 CT image whose values (a gradient with noise, 12 bits) compress."""
-    ds = ct_dataset(seed=7, size=64)
-    gradient = np.add.outer(np.arange(64), np.arange(64)) * 16
-    noise = np.random.default_rng(7).integers(0, 8, (64, 64))
-    ds.PixelData = ((gradient + noise) % 4096).astype("<u2").tobytes()
-    return write(ds, tmp_path / "ct.dcm")
+    return write(smooth_ct(seed=7, size=64), tmp_path / "ct.dcm")
 
 
 @pytest.mark.parametrize("syntax", [JPEG_LOSSLESS, JPEG_LS, RLE, J2K])
