@@ -53,6 +53,18 @@ def test_an_uncompressed_instance(original: Path, tmp_path: Path) -> None:
     assert again == dcmread(original)
 
 
+def test_no_pixel_data_under_a_compressed_syntax(tmp_path: Path) -> None:
+    """A data set without pixel data received in a JPEG context (its elements are encoded in
+    Explicit VR Little Endian all the same): given with the same values."""
+    ds = smooth_ct(size=8)
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = JPEG_LOSSLESS
+    path = write(ds, tmp_path / "no-pixels.dcm")
+    again = dcmread(BytesIO(to_explicit(path.read_bytes())))
+    assert again.file_meta.TransferSyntaxUID == EXPLICIT
+    assert again == dcmread(path)
+
+
 def test_what_cannot_be_decoded(original: Path, tmp_path: Path) -> None:
     with pytest.raises(CannotTranscode):
         to_explicit(b"not a DICOM file" * 20)

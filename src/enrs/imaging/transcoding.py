@@ -40,10 +40,10 @@ def to_explicit(content: bytes) -> bytes:
             syntax = UID(ds.file_meta.TransferSyntaxUID)
             if syntax == EXPLICIT:
                 return content
-            if syntax.is_compressed:
+            if syntax.is_compressed and "PixelData" in ds:
                 ds.decompress(generate_instance_uid=False)
-            else:  # Implicit VR: the same values, encoded again (not the retired big endian)
-                ds.file_meta.TransferSyntaxUID = EXPLICIT
+            else:  # Implicit VR, or no pixel data: the same values encoded again
+                ds.file_meta.TransferSyntaxUID = EXPLICIT  # (big endian raises below)
             out = BytesIO()
             ds.save_as(out, enforce_file_format=True)
         except Exception as exc:  # no decoder, broken pixel data, a value pydicom cannot encode
