@@ -22,13 +22,11 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pynetdicom.association
 import pynetdicom.dul
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -51,6 +49,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from enrs.imaging import outgoing, query, transcoding
+from enrs.imaging.encoding import read_file
 from enrs.imaging.filing import CANNOT_UNDERSTAND, NOT_AUTHORIZED, OUT_OF_RESOURCES, Caller
 from enrs.kit.mllp import Balancer
 
@@ -269,7 +268,7 @@ def sending_archived(assoc: Association) -> None:
             # Raises (the sub-operation fails) when no uncompressed context was accepted either.
             assoc._get_valid_context(stored.sop_class_uid, ExplicitVRLittleEndian, "scu")
             explicit = transcoding.to_explicit(content)
-            return original(dcmread(BytesIO(explicit)), *args, **kwargs)
+            return original(read_file(explicit), *args, **kwargs)
         with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
             file.write(content)
             file.flush()

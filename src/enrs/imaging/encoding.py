@@ -18,6 +18,7 @@ import warnings
 import zlib
 from io import BytesIO
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
@@ -139,6 +140,14 @@ def parse(stream: bytes, transfer_syntax: str) -> Dataset:
     except Exception as exc:  # pydicom raises many kinds on a broken encoding
         raise Malformed(f"data set cannot be decoded: {exc}") from None
     return ds
+
+
+def read_file(file: bytes) -> Dataset:
+    """A stored DICOM file (PS3.10) read by pydicom, its warnings silenced: the data set was
+    checked when it came in, and odd values are kept as sent."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dcmread(BytesIO(file))
 
 
 def part10(

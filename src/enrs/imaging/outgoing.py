@@ -12,15 +12,14 @@ The pixel data, compressed or not, is copied as it is (the transfer syntax is ke
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
 from enrs.imaging import repository
+from enrs.imaging.encoding import read_file
 from enrs.imaging.models import Study
 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -45,9 +44,7 @@ def corrected(session: Session, study: Study) -> Identifiers | None:
 
 def rewrite(content: bytes, identifiers: Identifiers) -> bytes:
     """The DICOM file ``content`` with the corrected identifiers, in its own transfer syntax."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = dcmread(BytesIO(content))
+    ds = read_file(content)
     _set(ds, "PatientID", identifiers.patient_id)
     _set(ds, "AccessionNumber", identifiers.accession_number)
     issuer = identifiers.issuer

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
+from enrs.imaging.encoding import read_file
 from enrs.kit.errors import NotAcceptable, NotFound
 
 PNG, JPEG = "image/png", "image/jpeg"
@@ -32,12 +32,6 @@ MEDIA_TYPES = (JPEG, PNG)  # the default first
 class NotRenderable(NotAcceptable):
     """The instance has no image this archive can render (no pixel data, a compressed syntax
     without its decoder, an unsupported photometric interpretation): 406."""
-
-
-def read(file: bytes) -> Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return dcmread(BytesIO(file))
 
 
 def frame(ds: Dataset, number: int) -> np.ndarray[Any, Any]:
@@ -108,5 +102,5 @@ def encode(pixels: np.ndarray[Any, Any], media_type: str) -> bytes:
 
 def render(file: bytes, number: int, media_type: str) -> bytes:
     """Frame ``number`` of the DICOM file ``file`` as ``media_type`` (PNG or JPEG)."""
-    pixels = frame(read(file), number)
+    pixels = frame(read_file(file), number)
     return encode(pixels, media_type)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import warnings
 from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from enrs.imaging.encoding import read_file
 
 EXPLICIT = ExplicitVRLittleEndian
 
@@ -33,21 +34,19 @@ class CannotTranscode(ValueError):
 def to_explicit(content: bytes) -> bytes:
     """The DICOM file ``content`` (PS3.10) in Explicit VR Little Endian: itself when it is
     already, else its data set decoded and encoded again. Raises :class:`CannotTranscode`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = dcmread(BytesIO(content))
-            syntax = UID(ds.file_meta.TransferSyntaxUID)
-            if syntax == EXPLICIT:
-                return content
-            if syntax.is_compressed and "PixelData" in ds:
+    try:
+        ds = read_file(content)
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        if syntax == EXPLICIT:
+            return content
+        if syntax.is_compressed and "PixelData" in ds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 ds.decompress(generate_instance_uid=False)
-            else:  # Implicit VR, or no pixel data: the same values encoded again
-                ds.file_meta.TransferSyntaxUID = EXPLICIT  # (big endian raises below)
-            out = BytesIO()
-            ds.save_as(out, enforce_file_format=True)
-        except Exception as exc:  # no decoder, broken pixel data, a value pydicom cannot encode
-            raise CannotTranscode(
-                f"the instance cannot be given in {EXPLICIT.name}: {exc}"
-            ) from exc
+        else:  # Implicit VR, or no pixel data: the same values encoded again
+            ds.file_meta.TransferSyntaxUID = EXPLICIT  # (big endian raises below)
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+    except Exception as exc:  # no decoder, broken pixel data, a value pydicom cannot encode
+        raise CannotTranscode(f"the instance cannot be given in {EXPLICIT.name}: {exc}") from exc
     return out.getvalue()

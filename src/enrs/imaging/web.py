@@ -72,7 +72,6 @@ from fastapi.responses import StreamingResponse
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.uid import UID
 from pynetdicom.dsutils import decode
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -93,7 +92,7 @@ from enrs.imaging.access import (
     visible_clause,
 )
 from enrs.imaging.auth import StudyRead, StudySearch, StudyStore
-from enrs.imaging.encoding import Malformed, dataset_of
+from enrs.imaging.encoding import Malformed, dataset_of, read_file
 from enrs.imaging.filing import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -353,7 +352,7 @@ def _strip_bulk(ds: Dataset) -> Dataset:
 def _metadata(request: Request, found: Found) -> Response:
     _accepts_json(request)
     answer = [
-        _strip_bulk(rendering.read(content)).to_json_dict()
+        _strip_bulk(read_file(content)).to_json_dict()
         for _instance, content in _files(request, found)
     ]
     return Response(json.dumps(answer, separators=(",", ":")), media_type=DICOM_JSON)
@@ -479,7 +478,7 @@ def frames_of(content: bytes, numbers: list[int]) -> list[bytes]:
     """Frames ``numbers`` (from 1) of a stored instance, as their bytes: the native pixel
     data cut frame by frame, or an encapsulated frame's fragments joined. 404 for a frame the
     instance does not have, 406 for pixel data that cannot be cut (none, big endian)."""
-    ds = rendering.read(content)
+    ds = read_file(content)
     if "PixelData" not in ds:
         raise NotAcceptable("the instance has no pixel data")
     count = int(ds.get("NumberOfFrames") or 1)
@@ -525,7 +524,7 @@ def retrieve_frames(
     )
     ((stored, content),) = list(_files(request, found))
     syntax = _accepts_frames(request, stored.transfer_syntax_uid)
-    if syntax != stored.transfer_syntax_uid and UID(stored.transfer_syntax_uid).is_encapsulated:
+    if syntax != stored.transfer_syntax_uid:
         content = _explicit(content)
     boundary = secrets.token_hex(16)
     body = b"".join(
