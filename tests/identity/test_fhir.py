@@ -420,6 +420,12 @@ def test_pdqm_search(client: TestClient, token: str, registry: dict[str, str]) -
     assert ipps(search(client, token, "address-city=paris")) == {"12"}
     assert ipps(search(client, token, "family=lefevre&given=paul")) == {"11"}
     assert ipps(search(client, token, "family=nobody")) == set()
+    # LIKE's wildcards are taken literally; a second first name, exactly
+    assert ipps(search(client, token, "family=le_")) == set()
+    assert ipps(search(client, token, "family:contains=%")) == set()
+    assert ipps(search(client, token, "given:exact=Marie")) == {"12"}
+    assert ipps(search(client, token, "given:exact=Mar")) == set()
+    assert ipps(search(client, token, "given=ma,pa&gender=male")) == {"11"}
     bad = client.get("/fhir/Patient?family:below=x", headers=auth(token))
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
 

@@ -25,6 +25,7 @@ from enrs.kit.fhir import (
     ReferenceValue,
     SearchParam,
     SearchSpec,
+    SearchStatements,
     StringValue,
     TokenValue,
     apply_search,
@@ -35,6 +36,7 @@ from enrs.kit.fhir import (
     split_page,
     token_clause,
 )
+from enrs.kit.fhir.search_params import NOTHING, Shape, escape_like
 from enrs.kit.fhir.search_values import (
     parse_date,
     parse_number,
@@ -185,6 +187,17 @@ def _ins_only(v: StringValue) -> ColumnElement[bool]:
     return patient.c.given == v.text
 
 
+def _family_starts(v: StringValue) -> Shape:
+    folded = escape_like(normalize_text(v.text))
+    return Shape("starts", (folded,), lambda b: patient.c.family_norm.startswith(b[0], escape="/"))
+
+
+def _sex(v: TokenValue) -> Shape:
+    if v.code == "none":
+        return NOTHING
+    return Shape("code", (v.code,), lambda b: patient.c.gender == b[0])
+
+
 SPEC = SearchSpec(
     resource_type="Patient",
     params={
@@ -206,6 +219,8 @@ SPEC = SearchSpec(
         "weight": SearchParam.number(patient.c.weight),
         "profile": SearchParam.uri(patient.c.profile_url),
         "given-exact": SearchParam.string(match=_ins_only),
+        "family-starts": SearchParam.string(shape=_family_starts),
+        "sex": SearchParam.token(shape=_sex),
     },
     sorts={
         "family": patient.c.family,
@@ -473,116 +488,164 @@ def test_spec_validation() -> None:
 # ------------------------------------------------------- results against real databases
 
 
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("", {"p1", "p2", "p3", "p4", "p5"}),
-        # string: case/accent-insensitive starts-with on the normalized column
-        ("family=dup", {"p1", "p4"}),
-        ("family=LEFEVRE", {"p3"}),
-        ("family=lefèv", {"p3"}),
-        ("family:exact=Dupont", {"p1"}),
-        ("family:exact=dupont", set()),
-        ("family:contains=ont", {"p1", "p4", "p5"}),
-        ("family:contains=MORE", {"p4"}),
-        # LIKE wildcards are literal
-        ("family=Du_", {"p5"}),
-        ("family:contains=%", set()),
-        # string over several columns, OR within a parameter, AND across repeats
-        ("name=jean", {"p1"}),
-        ("name=dur,max", {"p2", "p5"}),
-        ("name=du&name=max", {"p5"}),
-        ("given-exact=Zoé", {"p3"}),
-        # token
-        ("gender=female", {"p2", "p3"}),
-        (f"gender={GENDER}|female", {"p2", "p3"}),
-        ("gender=http://other|female", set()),
-        ("gender=|female", set()),
-        (f"gender={GENDER}|", {"p1", "p2", "p3", "p4"}),
-        ("gender=male,other", {"p1", "p4"}),
-        ("gender:not=male", {"p2", "p3", "p4", "p5"}),
-        ("gender:not=male,female", {"p4", "p5"}),
-        ("gender:missing=true", {"p5"}),
-        ("gender:missing=false", {"p1", "p2", "p3", "p4"}),
-        ("_id=p1,p3", {"p1", "p3"}),
-        ("active=true", {"p1", "p4"}),
-        ("active=false", {"p2", "p5"}),
-        ("active:not=true", {"p2", "p3", "p5"}),
-        # token through a callable (EXISTS over a child table)
-        (f"identifier={INS}|180058012345678", {"p1"}),
-        ("identifier=IPP-1", {"p1", "p3"}),
-        ("identifier=|IPP-1", {"p3"}),
-        (f"identifier={INS}|", {"p1", "p2"}),
-        (f"identifier:not={INS}|", {"p3", "p4", "p5"}),
-        # date on a Date column (the target is the whole day)
-        ("birthdate=1980-05-03", {"p1"}),
-        ("birthdate=1980-05", {"p1"}),
-        ("birthdate=1980", {"p1"}),
-        ("birthdate=ne1980", {"p2", "p3", "p4"}),
-        ("birthdate=lt1980-05-03", {"p4"}),
-        ("birthdate=le1980-05-03", {"p1", "p4"}),
-        ("birthdate=gt1990-12-31", {"p3"}),
-        ("birthdate=ge1990-12-31", {"p2", "p3"}),
-        ("birthdate=sa1990", {"p3"}),
-        ("birthdate=eb1980-05-04", {"p1", "p4"}),
-        ("birthdate=ge1970&birthdate=lt2000", {"p1", "p2"}),
-        ("birthdate=1980-05-03T10:00:00Z", set()),
-        ("birthdate=gt1980-05-03T10:00:00Z", {"p1", "p2", "p3"}),
-        ("birthdate=lt1980-05-03T10:00:00Z", {"p1", "p4"}),
-        ("birthdate:missing=true", {"p5"}),
-        # date on an instant column (UTCDateTime), in UTC
-        ("_lastUpdated=2024-05-03", {"p1", "p2"}),
-        ("_lastUpdated=2024-05", {"p1", "p2", "p5"}),
-        ("_lastUpdated=2024-05-03T10:00:00Z", {"p1"}),
-        ("_lastUpdated=2024-05-03T12:00:00+02:00", {"p1"}),
-        ("_lastUpdated=2024-05-03T12:00:00 02:00", {"p1"}),
-        ("_lastUpdated=gt2024-05-03", {"p3"}),
-        ("_lastUpdated=ge2024-05-03", {"p1", "p2", "p3"}),
-        ("_lastUpdated=lt2024", {"p4"}),
-        ("_lastUpdated=le2024-05-02", {"p4", "p5"}),
-        ("_lastUpdated=sa2024-05-03T10:00", {"p2", "p3"}),
-        ("_lastUpdated=eb2024-05-03T10:00", {"p4", "p5"}),
-        ("_lastUpdated=ne2024-05", {"p3", "p4"}),
-        ("_lastUpdated=2023-12-31T23:59:59Z", {"p4"}),
-        # naive DateTime column holds UTC
-        ("seen=2024-05-03T12:00:00+02:00", {"p1"}),
-        ("seen=2024-05-03", {"p1", "p2"}),
-        # period (start / end columns, NULL end = ongoing)
-        ("period=2024-01", {"p1"}),
-        ("period=ge2024-02-01", {"p2", "p4"}),
-        ("period=lt2024-01-15", {"p1", "p4"}),
-        ("period=gt2024-12", {"p2"}),
-        ("period=sa2023-12-31", {"p1", "p2"}),
-        ("period=eb2024-02-01", {"p1"}),
-        ("period=ne2024-01", {"p2", "p4"}),
-        # reference
-        ("organization=org1", {"p1", "p4"}),
-        ("organization=Organization/org2", {"p2"}),
-        ("organization:Organization=org2", {"p2"}),
-        ("organization=https://enrs.example/fhir/Organization/org1", {"p1", "p4"}),
-        ("organization=https://elsewhere.example/fhir/Organization/org1", set()),
-        ("organization:missing=true", {"p3", "p5"}),
-        # number
-        ("rank=100", {"p2"}),
-        ("rank=1e2", {"p2", "p4", "p5"}),
-        ("rank=gt99", {"p2", "p4"}),
-        ("rank=ge99", {"p2", "p4", "p5"}),
-        ("rank=lt99.5", {"p1", "p5"}),
-        ("rank=le10", {"p1"}),
-        ("rank=ne100", {"p1", "p4", "p5"}),
-        ("rank=ap100", {"p2", "p4", "p5"}),
-        ("weight=70.5", {"p1"}),
-        ("weight=gt60", {"p1", "p4"}),
-        # uri
-        ("profile=http://example.org/fhir/StructureDefinition/other", {"p2"}),
-        ("profile:below=http://example.org/fhir/", {"p1", "p2"}),
-        ("profile:missing=true", {"p3", "p4", "p5"}),
-        # unknown parameters are ignored
-        ("family=dup&unknown=1", {"p1", "p4"}),
-    ],
-)
+FILTERS = [
+    ("", {"p1", "p2", "p3", "p4", "p5"}),
+    # string: case/accent-insensitive starts-with on the normalized column
+    ("family=dup", {"p1", "p4"}),
+    ("family=LEFEVRE", {"p3"}),
+    ("family=lefèv", {"p3"}),
+    ("family:exact=Dupont", {"p1"}),
+    ("family:exact=dupont", set()),
+    ("family:contains=ont", {"p1", "p4", "p5"}),
+    ("family:contains=MORE", {"p4"}),
+    # LIKE wildcards are literal
+    ("family=Du_", {"p5"}),
+    ("family:contains=%", set()),
+    # string over several columns, OR within a parameter, AND across repeats
+    ("name=jean", {"p1"}),
+    ("name=dur,max", {"p2", "p5"}),
+    ("name=du&name=max", {"p5"}),
+    ("given-exact=Zoé", {"p3"}),
+    # token
+    ("gender=female", {"p2", "p3"}),
+    (f"gender={GENDER}|female", {"p2", "p3"}),
+    ("gender=http://other|female", set()),
+    ("gender=|female", set()),
+    (f"gender={GENDER}|", {"p1", "p2", "p3", "p4"}),
+    ("gender=male,other", {"p1", "p4"}),
+    ("gender:not=male", {"p2", "p3", "p4", "p5"}),
+    ("gender:not=male,female", {"p4", "p5"}),
+    ("gender:missing=true", {"p5"}),
+    ("gender:missing=false", {"p1", "p2", "p3", "p4"}),
+    ("_id=p1,p3", {"p1", "p3"}),
+    ("active=true", {"p1", "p4"}),
+    ("active=false", {"p2", "p5"}),
+    ("active:not=true", {"p2", "p3", "p5"}),
+    # token through a callable (EXISTS over a child table)
+    (f"identifier={INS}|180058012345678", {"p1"}),
+    ("identifier=IPP-1", {"p1", "p3"}),
+    ("identifier=|IPP-1", {"p3"}),
+    (f"identifier={INS}|", {"p1", "p2"}),
+    (f"identifier:not={INS}|", {"p3", "p4", "p5"}),
+    # date on a Date column (the target is the whole day)
+    ("birthdate=1980-05-03", {"p1"}),
+    ("birthdate=1980-05", {"p1"}),
+    ("birthdate=1980", {"p1"}),
+    ("birthdate=ne1980", {"p2", "p3", "p4"}),
+    ("birthdate=lt1980-05-03", {"p4"}),
+    ("birthdate=le1980-05-03", {"p1", "p4"}),
+    ("birthdate=gt1990-12-31", {"p3"}),
+    ("birthdate=ge1990-12-31", {"p2", "p3"}),
+    ("birthdate=sa1990", {"p3"}),
+    ("birthdate=eb1980-05-04", {"p1", "p4"}),
+    ("birthdate=ge1970&birthdate=lt2000", {"p1", "p2"}),
+    ("birthdate=1980-05-03T10:00:00Z", set()),
+    ("birthdate=gt1980-05-03T10:00:00Z", {"p1", "p2", "p3"}),
+    ("birthdate=lt1980-05-03T10:00:00Z", {"p1", "p4"}),
+    ("birthdate:missing=true", {"p5"}),
+    # date on an instant column (UTCDateTime), in UTC
+    ("_lastUpdated=2024-05-03", {"p1", "p2"}),
+    ("_lastUpdated=2024-05", {"p1", "p2", "p5"}),
+    ("_lastUpdated=2024-05-03T10:00:00Z", {"p1"}),
+    ("_lastUpdated=2024-05-03T12:00:00+02:00", {"p1"}),
+    ("_lastUpdated=2024-05-03T12:00:00 02:00", {"p1"}),
+    ("_lastUpdated=gt2024-05-03", {"p3"}),
+    ("_lastUpdated=ge2024-05-03", {"p1", "p2", "p3"}),
+    ("_lastUpdated=lt2024", {"p4"}),
+    ("_lastUpdated=le2024-05-02", {"p4", "p5"}),
+    ("_lastUpdated=sa2024-05-03T10:00", {"p2", "p3"}),
+    ("_lastUpdated=eb2024-05-03T10:00", {"p4", "p5"}),
+    ("_lastUpdated=ne2024-05", {"p3", "p4"}),
+    ("_lastUpdated=2023-12-31T23:59:59Z", {"p4"}),
+    # naive DateTime column holds UTC
+    ("seen=2024-05-03T12:00:00+02:00", {"p1"}),
+    ("seen=2024-05-03", {"p1", "p2"}),
+    # period (start / end columns, NULL end = ongoing)
+    ("period=2024-01", {"p1"}),
+    ("period=ge2024-02-01", {"p2", "p4"}),
+    ("period=lt2024-01-15", {"p1", "p4"}),
+    ("period=gt2024-12", {"p2"}),
+    ("period=sa2023-12-31", {"p1", "p2"}),
+    ("period=eb2024-02-01", {"p1"}),
+    ("period=ne2024-01", {"p2", "p4"}),
+    # reference
+    ("organization=org1", {"p1", "p4"}),
+    ("organization=Organization/org2", {"p2"}),
+    ("organization:Organization=org2", {"p2"}),
+    ("organization=https://enrs.example/fhir/Organization/org1", {"p1", "p4"}),
+    ("organization=https://elsewhere.example/fhir/Organization/org1", set()),
+    ("organization:missing=true", {"p3", "p5"}),
+    # number
+    ("rank=100", {"p2"}),
+    ("rank=1e2", {"p2", "p4", "p5"}),
+    ("rank=gt99", {"p2", "p4"}),
+    ("rank=ge99", {"p2", "p4", "p5"}),
+    ("rank=lt99.5", {"p1", "p5"}),
+    ("rank=le10", {"p1"}),
+    ("rank=ne100", {"p1", "p4", "p5"}),
+    ("rank=ap100", {"p2", "p4", "p5"}),
+    ("weight=70.5", {"p1"}),
+    ("weight=gt60", {"p1", "p4"}),
+    # uri
+    ("profile=http://example.org/fhir/StructureDefinition/other", {"p2"}),
+    ("profile:below=http://example.org/fhir/", {"p1", "p2"}),
+    ("profile:missing=true", {"p3", "p4", "p5"}),
+    # unknown parameters are ignored
+    ("family=dup&unknown=1", {"p1", "p4"}),
+    # parameters given by a Shape: the same values bound into a statement built once
+    ("family-starts=dup", {"p1", "p4"}),
+    ("family-starts=Du_", {"p5"}),
+    ("family-starts=d%", set()),
+    ("family-starts=dup&birthdate=lt1980-05-03", {"p4"}),
+    ("family-starts=dup&birthdate=lt1980", {"p4"}),
+    ("family-starts=dup,lef&birthdate=ge1970", {"p1", "p3"}),
+    ("family-starts=", {"p1", "p2", "p3", "p4", "p5"}),
+    ("sex=female", {"p2", "p3"}),
+    ("sex=male,female", {"p1", "p2", "p3"}),
+    ("sex:not=male", {"p2", "p3", "p4", "p5"}),
+    ("sex:not=male,female", {"p4", "p5"}),
+    ("sex=other", {"p4"}),
+    ("sex=none", set()),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), FILTERS)
 def test_search_filters(engine: sa.Engine, query: str, expected: set[str]) -> None:
     assert ids(engine, query) == expected
+
+
+STATEMENTS = SearchStatements(sa.select(patient.c.id))
+
+
+def test_search_statements_give_the_same_rows(engine: sa.Engine) -> None:
+    """Every search of the table again, through statements kept per shape: searches of one
+    shape with other values (``birthdate=1980`` then ``=1990``...) each get their own rows."""
+    for query, expected in FILTERS:
+        items = [tuple(part.split("=", 1)) for part in query.split("&")] if query else []
+        parsed = parse_search(SPEC, items, strict=False, base_url="https://enrs.example/fhir")  # type: ignore[arg-type]
+        stmt, values = STATEMENTS.search(parsed)
+        with engine.connect() as conn:
+            rows = conn.execute(stmt, values).scalars().all()
+        assert set(split_page(rows, parsed)[0]) == expected, query
+
+
+def test_a_statement_is_built_once_per_shape(engine: sa.Engine) -> None:
+    statements = SearchStatements(sa.select(patient.c.id))
+
+    def run(query: list[tuple[str, str]]) -> tuple[sa.Select[Any], list[str]]:
+        stmt, values = statements.search(_parse(query))
+        with engine.connect() as conn:
+            return stmt, list(conn.execute(stmt, values).scalars())
+
+    first, found = run([("family-starts", "dup"), ("birthdate", "1980")])
+    again, other = run([("family-starts", "lef"), ("birthdate", "2001")])
+    assert again is first and (found, other) == (["p1"], ["p3"])
+    assert run([("family-starts", "dup"), ("birthdate", "lt1980")])[0] is not first
+    # the page's size and offset are bound too; a search with a plain clause is built anew
+    paged, page = run([("sex", "female"), ("_count", "1"), ("_offset", "1")])
+    assert page == ["p2"]  # p3 then p2, by -_lastUpdated
+    assert run([("sex", "male"), ("_count", "1"), ("_offset", "0")]) == (paged, ["p1"])
+    assert run([("family", "dup")])[0] is not run([("family", "dup")])[0]
 
 
 def test_sorting_and_tiebreak(engine: sa.Engine) -> None:

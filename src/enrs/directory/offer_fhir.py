@@ -467,7 +467,7 @@ def _one_record(parsed: ParsedSearch, prefix: str, unit_id: Any) -> ParsedSearch
     skipped = {id(c) for _, c in mine}
     kept = [c for c in parsed.clauses if id(c) not in skipped]
     kept.append(sa.exists().where(C.unit_id == unit_id, *conditions))
-    return replace(parsed, clauses=tuple(kept))
+    return replace(parsed, parts=tuple(kept))
 
 
 @dataclass

@@ -41,11 +41,12 @@ from enrs.kit.fhir.search import (
     ParsedSearch,
     SearchParam,
     SearchSpec,
-    apply_search,
+    SearchStatements,
     parse_search,
     search_total,
     split_page,
 )
+from enrs.kit.fhir.search_params import NOTHING, Shape, escape_like
 from enrs.kit.fhir.search_values import StringValue, TokenValue
 
 S = SourceIdentity
@@ -57,42 +58,54 @@ def _patients_with_rri(rri: str) -> ColumnElement[bool]:
     return S.patient_id.in_(sa.select(P.id).where(P.rri == rri))
 
 
-def _name_clause(
-    value: StringValue, raw: Sequence[Any], norm: Sequence[Any]
-) -> ColumnElement[bool]:
+def _name_shape(value: StringValue, raw: Sequence[Any], norm: Sequence[Any]) -> Shape:
     if value.modifier == "exact":
-        return sa.or_(*(c == value.text for c in raw))
+        return Shape("exact", (value.text,), lambda v: sa.or_(*(c == v[0] for c in raw)))
     folded = normalize_name(value.text)
     if not folded:
-        return sa.false()
+        return NOTHING
     if value.modifier == "contains":
-        return sa.or_(*(c.contains(folded, autoescape=True) for c in norm))
-    return sa.or_(*(c.startswith(folded, autoescape=True) for c in norm))
+        return Shape(
+            "contains",
+            (escape_like(folded),),
+            lambda v: sa.or_(*(c.contains(v[0], escape="/") for c in norm)),
+        )
+    return Shape(
+        "starts",
+        (escape_like(folded),),
+        lambda v: sa.or_(*(c.startswith(v[0], escape="/") for c in norm)),
+    )
 
 
-def _family(value: StringValue) -> ColumnElement[bool]:
-    return _name_clause(value, (S.birth_name, S.used_name), (S.n_birth_name, S.n_used_name))
+def _family(value: StringValue) -> Shape:
+    return _name_shape(value, (S.birth_name, S.used_name), (S.n_birth_name, S.n_used_name))
 
 
-def _given(value: StringValue) -> ColumnElement[bool]:
-    """Any of the birth first names (``n_given_names`` is ``|``-separated)."""
+def _given(value: StringValue) -> Shape:
+    """Any of the birth first names (``n_given_names`` is ``|``-separated). The patterns are
+    written in Python (a bound value takes no SQL concatenation)."""
     if value.modifier == "exact":
-        text = value.text
-        names = S.given_names
-        return sa.or_(
-            names == text,
-            names.startswith(text + " ", autoescape=True),
-            names.endswith(" " + text, autoescape=True),
-            names.contains(f" {text} ", autoescape=True),
+        names, like = S.given_names, escape_like(value.text)
+        return Shape(
+            "exact",
+            (value.text, like + " ", " " + like, f" {like} "),
+            lambda v: sa.or_(
+                names == v[0],
+                names.startswith(v[1], escape="/"),
+                names.endswith(v[2], escape="/"),
+                names.contains(v[3], escape="/"),
+            ),
         )
     folded = normalize_name(value.text)
     if not folded:
-        return sa.false()
-    norm = S.n_given_names
+        return NOTHING
+    norm, like = S.n_given_names, escape_like(folded)
     if value.modifier == "contains":
-        return norm.contains(folded, autoescape=True)
-    return sa.or_(
-        norm.startswith(folded, autoescape=True), norm.contains("|" + folded, autoescape=True)
+        return Shape("contains", (like,), lambda v: norm.contains(v[0], escape="/"))
+    return Shape(
+        "starts",
+        (like, "|" + like),
+        lambda v: sa.or_(norm.startswith(v[0], escape="/"), norm.contains(v[1], escape="/")),
     )
 
 
@@ -119,15 +132,17 @@ def _identifier(config: IdentityConfig, value: TokenValue) -> ColumnElement[bool
     return sa.and_(S.authority == oid, S.ipp == code) if code else S.authority == oid
 
 
-def _gender(value: TokenValue) -> ColumnElement[bool]:
+def _gender(value: TokenValue) -> Shape:
     if value.system not in (None, GENDER_SYSTEM) or value.code not in GENDER_IN:
-        return sa.false()
-    return S.sex == GENDER_IN[value.code]
+        return NOTHING
+    return Shape("sex", (GENDER_IN[value.code],), lambda v: S.sex == v[0])
 
 
-def _id(value: TokenValue) -> ColumnElement[bool]:
+def _id(value: TokenValue) -> Shape:
     code = value.code or ""
-    return S.id == int(code) if code.isdigit() and len(code) <= 18 else sa.false()
+    if not code.isdigit() or len(code) > 18:
+        return NOTHING
+    return Shape("id", (int(code),), lambda v: S.id == v[0])
 
 
 @cache
@@ -137,21 +152,21 @@ def pdqm_search(config: IdentityConfig) -> SearchSpec:
         resource_type="Patient",
         params={
             "_id": SearchParam.token(
-                match=_id, doc="Source identity id", definition=SP + "Resource-id"
+                shape=_id, doc="Source identity id", definition=SP + "Resource-id"
             ),
             "family": SearchParam.string(
-                match=_family,
+                shape=_family,
                 doc="Birth or used name; accent- and case-insensitive, :exact as entered",
                 definition=SP + "individual-family",
             ),
             "given": SearchParam.string(
-                match=_given, doc="Any birth first name", definition=SP + "individual-given"
+                shape=_given, doc="Any birth first name", definition=SP + "individual-given"
             ),
             "birthdate": SearchParam.date(
                 S.birth_date, doc="Birth date", definition=SP + "individual-birthdate"
             ),
             "gender": SearchParam.token(
-                match=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
+                shape=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
             ),
             "identifier": SearchParam.token(
                 match=partial(_identifier, config),
@@ -171,6 +186,9 @@ def pdqm_search(config: IdentityConfig) -> SearchSpec:
         default_count=20,
         max_count=100,
     )
+
+
+_READABLE = SearchStatements(access.readable_sources())
 
 
 @dataclass(frozen=True)
@@ -213,10 +231,10 @@ def iti_78_search_patients(
     for system in domains:
         if not known_domain(session, config, system):
             raise NotFound(f"targetSystem not found: {system}")
-    readable = access.readable_sources()
-    rows = [(row[0], row[1]) for row in session.execute(apply_search(readable, parsed)).all()]
+    stmt, values = _READABLE.search(parsed)
+    rows = [(row[0], row[1]) for row in session.execute(stmt, values).all()]
     page, has_next = split_page(rows, parsed)
-    total = search_total(session, readable, parsed, page, has_next)
+    total = search_total(session, _READABLE.base, parsed, page, has_next)
     return PdqmPage(page, parsed, total, has_next, domains)
 
 

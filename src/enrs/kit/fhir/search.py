@@ -18,9 +18,11 @@ handled elsewhere and silently skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -34,6 +36,7 @@ from enrs.kit.errors import BadRequest
 from enrs.kit.fhir.search_params import (
     ColumnLike,
     SearchParam,
+    Shape,
     as_column,
 )
 from enrs.kit.fhir.search_values import (
@@ -52,6 +55,7 @@ __all__ = [
     "ParsedSearch",
     "SearchParam",
     "SearchSpec",
+    "SearchStatements",
     "apply_search",
     "count_stmt",
     "parse_search",
@@ -117,14 +121,45 @@ class ParsedParam:
     values: tuple[SearchValue | None, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Shaped:
+    """One parameter occurrence whose values all have a :class:`Shape`: its clause (the
+    values OR-ed, negated under ``:not``) written over any values of those shapes."""
+
+    name: str
+    shapes: tuple[Shape, ...]
+    negate: bool
+
+    @property
+    def key(self) -> Hashable:
+        return self.name, self.negate, tuple(s.key for s in self.shapes)
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return tuple(v for s in self.shapes for v in s.values)
+
+    def build(self, values: Sequence[Any]) -> ColumnElement[bool]:
+        clauses, at = [], 0
+        for shape in self.shapes:
+            clauses.append(shape.build(values[at : at + len(shape.values)]))
+            at += len(shape.values)
+        clause = clauses[0] if len(clauses) == 1 else sa.or_(*clauses)
+        return _negate(clause) if self.negate else clause
+
+
 @dataclass(frozen=True, eq=False)
 class ParsedSearch:
-    """A validated search request, ready for :func:`apply_search` and the Bundle links."""
+    """A validated search request, ready for :func:`apply_search` and the Bundle links.
+
+    ``parts`` holds one condition per parameter occurrence: a clause, or its values' shapes
+    (written into :attr:`clauses` only when asked, and once per shape by
+    :class:`SearchStatements`). ``sort_keys`` are the ``_sort`` keys ``order_by`` came from."""
 
     spec: SearchSpec
     params: tuple[ParsedParam, ...]
-    clauses: tuple[ColumnElement[bool], ...]
+    parts: tuple[ColumnElement[bool] | _Shaped, ...]
     order_by: tuple[UnaryExpression[Any], ...]
+    sort_keys: tuple[str, ...]
     count: int
     offset: int
     total: str
@@ -132,6 +167,20 @@ class ParsedSearch:
     revincludes: tuple[str, ...]
     used: tuple[tuple[str, str], ...]
     ignored: tuple[str, ...]
+
+    @cached_property
+    def clauses(self) -> tuple[ColumnElement[bool], ...]:
+        """The search's conditions, one per parameter occurrence, with their values in them."""
+        return tuple(p.build(p.values) if isinstance(p, _Shaped) else p for p in self.parts)
+
+    @property
+    def shape(self) -> Hashable | None:
+        """What the SQL of this search depends on, when every condition has a shape (a
+        statement of that shape then serves any values: :class:`SearchStatements`)."""
+        if not all(isinstance(p, _Shaped) for p in self.parts):
+            return None
+        keys = tuple(p.key for p in self.parts if isinstance(p, _Shaped))
+        return keys, self.sort_keys, self.count == 0
 
     @property
     def want_total(self) -> bool:
@@ -174,14 +223,14 @@ def _sort_keys(raw: str | Sequence[str]) -> list[str]:
     return [k.strip() for k in keys]
 
 
-def _parse_sort(spec: SearchSpec, raw: str | Sequence[str]) -> list[UnaryExpression[Any]]:
+def _parse_sort(spec: SearchSpec, keys: Sequence[str], raw: str) -> list[UnaryExpression[Any]]:
     """``_sort=key,-key`` (search.html#sort): ``-`` sorts descending; NULLs sort last."""
     order: list[UnaryExpression[Any]] = []
-    for key in _sort_keys(raw):
+    for key in keys:
         name = key.removeprefix("-")
         if name not in spec.sorts:
             allowed = ", ".join(sorted(spec.sorts)) or "none"
-            raise _bad("_sort", str(raw), f"cannot sort on {name!r} (supported: {allowed})")
+            raise _bad("_sort", raw, f"cannot sort on {name!r} (supported: {allowed})")
         col = as_column(spec.sorts[name])
         order.append((col.desc() if key.startswith("-") else col.asc()).nulls_last())
     return order
@@ -199,7 +248,7 @@ def _parse_values(
     modifier: str | None,
     raw: str,
     base_url: str | None,
-) -> tuple[tuple[SearchValue | None, ...], ColumnElement[bool]]:
+) -> tuple[tuple[SearchValue | None, ...], ColumnElement[bool] | _Shaped]:
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise _bad(f"{name}:missing", raw, "expected true or false")
@@ -208,6 +257,7 @@ def _parse_values(
         return (), sa.or_(*(c.is_not(None) for c in param.missing))
     values: list[SearchValue | None] = []
     clauses: list[ColumnElement[bool]] = []
+    shapes: list[Shape] = []
     for piece in split_unescaped(raw, ","):
         try:
             value: SearchValue | None
@@ -223,11 +273,17 @@ def _parse_values(
                 value = parse_number(piece)
             else:
                 value = parse_uri(piece, modifier)
-            clauses.append(sa.false() if value is None else param.match(value))
+            if param.shape is not None and value is not None:
+                shapes.append(param.shape(value))
+            else:
+                clauses.append(sa.false() if value is None else param.match(value))
         except ValueError as exc:
             label = f"{name}:{modifier}" if modifier else name
             raise _bad(label, piece, f"{exc} ({param.type} parameter)") from None
         values.append(value)
+    if not clauses:
+        return tuple(values), _Shaped(name, tuple(shapes), modifier == "not")
+    clauses += [s.clause() for s in shapes]
     clause = clauses[0] if len(clauses) == 1 else sa.or_(*clauses)
     return tuple(values), _negate(clause) if modifier == "not" else clause
 
@@ -247,13 +303,14 @@ def parse_search(
     URLs of this server match. ``_count`` above ``spec.max_count`` is clamped
     (search.html#count); ``_count=0`` asks for the total only.
     """
-    clauses: list[ColumnElement[bool]] = []
+    parts: list[ColumnElement[bool] | _Shaped] = []
     params: list[ParsedParam] = []
     used: list[tuple[str, str]] = []
     ignored: list[str] = []
     seen: set[str] = set()
     count, offset, total = spec.default_count, 0, spec.default_total
     order: list[UnaryExpression[Any]] | None = None
+    sort_keys: list[str] = []
     includes: list[str] = []
     revincludes: list[str] = []
 
@@ -278,7 +335,8 @@ def parse_search(
             offset = _parse_int(name, raw, spec.max_offset)
             continue
         if name == "_sort":
-            order = _parse_sort(spec, raw)
+            sort_keys = _sort_keys(raw)
+            order = _parse_sort(spec, sort_keys, raw)
         elif name == "_total":
             if raw not in TOTAL_MODES:
                 raise _bad(name, raw, f"expected one of {', '.join(TOTAL_MODES)}")
@@ -308,9 +366,9 @@ def parse_search(
                     f"Modifier ':{mod}' is not supported on search parameter {base!r} "
                     f"(supported: {allowed_mods})"
                 )
-            values, clause = _parse_values(spec, param, base, mod, raw, base_url)
+            values, part = _parse_values(spec, param, base, mod, raw, base_url)
             params.append(ParsedParam(base, mod, raw, values))
-            clauses.append(clause)
+            parts.append(part)
         used.append((name, raw))
 
     if order is None:
@@ -319,17 +377,17 @@ def parse_search(
             for p in params
             if p.name in spec.index_sorts and p.modifier in (None, "exact")
         ]
-        if natural:
-            order = _parse_sort(spec, natural[0])
-        else:
-            order = _parse_sort(spec, spec.default_sort) if spec.default_sort else []
+        if natural or spec.default_sort:
+            sort_keys = _sort_keys(natural[0] if natural else spec.default_sort)
+        order = _parse_sort(spec, sort_keys, ",".join(sort_keys))
     if spec.tiebreaker is not None:
         order.append(as_column(spec.tiebreaker).asc())
     return ParsedSearch(
         spec=spec,
         params=tuple(params),
-        clauses=tuple(clauses),
+        parts=tuple(parts),
         order_by=tuple(order),
+        sort_keys=tuple(sort_keys),
         count=count,
         offset=offset,
         total=total,
@@ -358,6 +416,60 @@ def apply_search(stmt: Select[Any], parsed: ParsedSearch, dialect: str = "") -> 
         .offset(parsed.offset)
         .limit(parsed.count + 1 if parsed.count else 0)
     )
+
+
+class SearchStatements:
+    """The search statements over one base statement, each built once per shape.
+
+    Building a search's statement, and SQLAlchemy's cache key of it, cost as much as running
+    it on an indexed table. A search whose every condition has a :class:`Shape`
+    (:attr:`ParsedSearch.shape`) is run as a statement of its shape, built at its first use
+    with a bind parameter per value and kept (the ``size`` latest shapes), with this request's
+    values; any other search is built as :func:`apply_search` builds it. Keep one per base
+    statement, at module level: ``base`` is built once."""
+
+    def __init__(self, base: Select[Any], size: int = 256) -> None:
+        self.base, self._size = base, size
+        self._built: dict[tuple[str, Hashable], Select[Any]] = {}
+        self._lock = threading.Lock()
+
+    def search(self, parsed: ParsedSearch, dialect: str = "") -> tuple[Select[Any], dict[str, Any]]:
+        """The statement of ``parsed`` (as :func:`apply_search`'s) and the values to run it
+        with."""
+        shape = parsed.shape
+        if shape is None:
+            return apply_search(self.base, parsed, dialect), {}
+        parts = [p for p in parsed.parts if isinstance(p, _Shaped)]
+        values = [v for p in parts for v in p.values]
+        params = {f"search_{i}": v for i, v in enumerate(values)}
+        params["search_offset"] = parsed.offset
+        params["search_limit"] = parsed.count + 1 if parsed.count else 0
+        key = (dialect, shape)
+        with self._lock:
+            stmt = self._built.get(key)
+        if stmt is None:
+            stmt = self._build(parts, parsed.order_by)
+            with self._lock:
+                if len(self._built) >= self._size:
+                    del self._built[next(iter(self._built))]
+                self._built[key] = stmt
+        return stmt, params
+
+    def _build(
+        self, parts: Sequence[_Shaped], order: Sequence[UnaryExpression[Any]]
+    ) -> Select[Any]:
+        at, clauses = 0, []
+        for part in parts:
+            n = len(part.values)
+            clauses.append(part.build([sa.bindparam(f"search_{i}") for i in range(at, at + n)]))
+            at += n
+        return (
+            self.base.where(*clauses)
+            .order_by(None)
+            .order_by(*order)
+            .offset(sa.bindparam("search_offset"))
+            .limit(sa.bindparam("search_limit"))
+        )
 
 
 def count_stmt(stmt: Select[Any], parsed: ParsedSearch) -> Select[int]:

@@ -10,8 +10,8 @@ with SQLAlchemy operators and bound parameters only; no SQL text is ever assembl
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,38 @@ from enrs.kit.fhir.search_values import (
 
 ColumnLike = ColumnElement[Any] | QueryableAttribute[Any]
 Matcher = Callable[[Any], ColumnElement[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One value's clause, written once for every value of the same shape.
+
+    ``key`` is what the clause's SQL depends on (a prefix, a modifier, whether the value is
+    empty), ``values`` are what it binds, in order, and ``build`` writes the clause over any
+    values of that shape: the values themselves (:meth:`clause`), or one bind parameter each,
+    so that a search statement is built once per shape and executed with each request's
+    values (:class:`enrs.kit.fhir.search.SearchStatements`). ``build`` may depend on ``key``
+    and on the parameter's columns, never on ``values``; it must not write a
+    :class:`enrs.kit.db.Substring` (read by value on SQLite)."""
+
+    key: Hashable
+    values: tuple[Any, ...]
+    build: Callable[[Sequence[Any]], ColumnElement[bool]]
+
+    def clause(self) -> ColumnElement[bool]:
+        """The clause with this value in it."""
+        return self.build(self.values)
+
+
+Shaper = Callable[[Any], Shape]
+NOTHING = Shape("nothing", (), lambda _: sa.false())
+"""The shape of a value that matches no row (e.g. a name that folds to nothing)."""
+
+
+def escape_like(text: str) -> str:
+    """``text`` for a ``LIKE`` pattern with ``ESCAPE '/'`` (``%``, ``_`` and ``/`` taken
+    literally), as SQLAlchemy's ``autoescape`` does to a literal; for a value bound later."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
 def normalize_text(text: str) -> str:
@@ -164,17 +196,24 @@ def date_clause(
     * ``DateTime`` ``column`` + ``end``: the target is the period ``[column, end]``, a NULL
       bound being open (Period.start / Period.end).
     """
+    return date_shape(value, column, end).clause()
+
+
+def date_shape(value: DateValue, column: ColumnLike, end: ColumnLike | None = None) -> Shape:
+    """:func:`date_clause` as a :class:`Shape`: its prefix, and the bounds it binds."""
     col = as_column(column)
     kind = _base_type(col)
-    lower, upper = _approx(value) if value.prefix == "ap" else (value.lower, value.upper)
+    prefix = value.prefix
+    lower, upper = _approx(value) if prefix == "ap" else (value.lower, value.upper)
     if isinstance(kind, sa.DateTime):
         naive = not kind.timezone
         lo_utc, hi_utc = lower.astimezone(UTC), upper.astimezone(UTC)
         lo = lo_utc.replace(tzinfo=None) if naive else lo_utc
         hi = hi_utc.replace(tzinfo=None) if naive else hi_utc
         if end is None:
-            return _range_clause(value.prefix, col, lo, hi)
-        return _period_clause(value.prefix, col, as_column(end), lo, hi)
+            return Shape(prefix, (lo, hi), lambda v: _range_clause(prefix, col, v[0], v[1]))
+        end_col = as_column(end)
+        return Shape(prefix, (lo, hi), lambda v: _period_clause(prefix, col, end_col, v[0], v[1]))
     if not isinstance(kind, sa.Date) or end is not None:
         raise TypeError(f"date search needs a Date or DateTime column, not {kind!r}")
     # Wall-clock days of the value's bounds; the target day is [d, d+1).
@@ -191,8 +230,7 @@ def date_clause(
         "sa": (lo_ceil, hi_ceil),
         "eb": (lo_floor, hi_floor),
     }
-    day_lo, day_hi = bounds[value.prefix]
-    return _range_clause(value.prefix, col, day_lo, day_hi)
+    return Shape(prefix, bounds[prefix], lambda v: _range_clause(prefix, col, v[0], v[1]))
 
 
 def _period_clause(
@@ -267,6 +305,12 @@ def uri_clause(value: UriValue, column: ColumnLike) -> ColumnElement[bool]:
 
 # -------------------------------------------------------------------------- parameters
 
+
+def _shaped(shape: Shaper | None) -> Matcher | None:
+    """The matcher writing ``shape``'s clause with the value in it."""
+    return None if shape is None else (lambda v: shape(v).clause())
+
+
 _TYPE_MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains"}),
     "token": frozenset({"not"}),
@@ -282,7 +326,9 @@ class SearchParam:
     :meth:`reference`, :meth:`number`, :meth:`uri`), mapping either onto columns or onto
     ``match``, a callable receiving one parsed value (:class:`TokenValue`, ...) and returning
     a boolean clause, typically an ``EXISTS`` built with the public ``*_clause`` helpers.
-    Column-mapped parameters also accept ``:missing=true|false``.
+    Column-mapped parameters also accept ``:missing=true|false``. A parameter given by
+    ``shape`` instead of ``match`` (a callable returning a value's :class:`Shape`; ``date``
+    parameters on a column have one) lets a search of it be built once per shape.
     """
 
     type: ParamType
@@ -291,6 +337,7 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     doc: str = ""
     definition: str | None = None
+    shape: Shaper | None = None
 
     @property
     def modifiers(self) -> frozenset[str]:
@@ -324,15 +371,17 @@ class SearchParam:
         *columns: ColumnLike,
         normalized: Sequence[ColumnLike] = (),
         match: Callable[[StringValue], ColumnElement[bool]] | None = None,
+        shape: Callable[[StringValue], Shape] | None = None,
         doc: str = "",
         definition: str | None = None,
     ) -> SearchParam:
         """A ``string`` parameter over one or more columns (OR-ed); see :func:`string_clause`."""
-        if match is None and not columns:
+        if match is None and shape is None and not columns:
             raise ValueError("a string search parameter needs a column or a match callable")
         norm = tuple(normalized)
-        matcher = match or (lambda v: string_clause(v, columns, norm))
-        return cls("string", matcher, tuple(as_column(c) for c in columns), (), doc, definition)
+        matcher = match or _shaped(shape) or (lambda v: string_clause(v, columns, norm))
+        missing = tuple(as_column(c) for c in columns)
+        return cls("string", matcher, missing, (), doc, definition, shape)
 
     @classmethod
     def token(
@@ -342,18 +391,20 @@ class SearchParam:
         system: ColumnLike | None = None,
         fixed_system: str | None = None,
         match: Callable[[TokenValue], ColumnElement[bool]] | None = None,
+        shape: Callable[[TokenValue], Shape] | None = None,
         doc: str = "",
         definition: str | None = None,
     ) -> SearchParam:
         """A ``token`` parameter on a code column (+ system column); see :func:`token_clause`."""
-        return cls._build(
+        param = cls._build(
             "token",
             code,
-            match,
+            match or _shaped(shape),
             lambda c: lambda v: token_clause(v, c, system, fixed_system),
             doc,
             definition,
         )
+        return replace(param, shape=shape)
 
     @classmethod
     def date(
@@ -366,9 +417,12 @@ class SearchParam:
         definition: str | None = None,
     ) -> SearchParam:
         """A ``date`` parameter on a Date/DateTime column or a period; see :func:`date_clause`."""
-        return cls._build(
+        param = cls._build(
             "date", column, match, lambda c: lambda v: date_clause(v, c, end), doc, definition
         )
+        if match is not None or column is None:
+            return param
+        return replace(param, shape=lambda v: date_shape(v, column, end))
 
     @classmethod
     def reference(
