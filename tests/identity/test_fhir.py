@@ -426,6 +426,10 @@ def test_pdqm_search(client: TestClient, token: str, registry: dict[str, str]) -
     assert ipps(search(client, token, "given:exact=Marie")) == {"12"}
     assert ipps(search(client, token, "given:exact=Mar")) == set()
     assert ipps(search(client, token, "given=ma,pa&gender=male")) == {"11"}
+    assert ipps(search(client, token, "identifier=11")) == {"11"}
+    assert ipps(search(client, token, "address-city:exact=Paris")) == {"12"}
+    assert ipps(search(client, token, "address-city:contains=LAMENT")) == {"11"}
+    assert ipps(search(client, token, "address-postalcode=97_")) == set()
     bad = client.get("/fhir/Patient?family:below=x", headers=auth(token))
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
 

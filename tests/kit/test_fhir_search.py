@@ -645,6 +645,7 @@ def test_a_statement_is_built_once_per_shape(engine: sa.Engine) -> None:
     paged, page = run([("sex", "female"), ("_count", "1"), ("_offset", "1")])
     assert page == ["p2"]  # p3 then p2, by -_lastUpdated
     assert run([("sex", "male"), ("_count", "1"), ("_offset", "0")]) == (paged, ["p1"])
+    assert run([("sex", "female"), ("_count", "0")]) == (paged, [])  # the total only
     assert run([("family", "dup")])[0] is not run([("family", "dup")])[0]
 
 

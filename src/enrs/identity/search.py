@@ -109,27 +109,43 @@ def _given(value: StringValue) -> Shape:
     )
 
 
-def _ins(code: str) -> ColumnElement[bool]:
-    """Identities whose INS is ``code`` and may be trusted (``access``, rule 4)."""
-    return sa.and_(S.ins == code.replace(" ", "").upper(), access.trusted_ins_clause())
+def _ins(code: Any) -> ColumnElement[bool]:
+    """Identities whose INS is ``code`` (upper case, no spaces) and may be trusted
+    (``access``, rule 4)."""
+    return sa.and_(S.ins == code, access.trusted_ins_clause())
 
 
-def _identifier(config: IdentityConfig, value: TokenValue) -> ColumnElement[bool]:
+def _identifier(config: IdentityConfig, value: TokenValue) -> Shape:
     """IPP (``urn:oid:{authority}|ipp``), INS (``urn:oid:1.2.250.1.213.1.4.8|…``, a qualified
     identity's), RRI, or a bare value matching any of them."""
     system, code = value.system, value.code
     if system is None:
         assert code is not None
-        return sa.or_(S.ipp == code, _ins(code), _patients_with_rri(code))
+        values = (code, code.replace(" ", "").upper())
+        return Shape(
+            "any",
+            values,
+            lambda v: sa.or_(S.ipp == v[0], _ins(v[1]), _patients_with_rri(v[0])),
+        )
     if system == config.rri_system:
-        return _patients_with_rri(code) if code else sa.true()
+        if not code:
+            return Shape("all", (), lambda _: sa.true())
+        return Shape("rri", (code,), lambda v: _patients_with_rri(v[0]))
     oid = oid_of(system)
     if oid is None:
-        return sa.false()
+        return NOTHING
     if oid in config.accepted_ins:
-        clause = sa.and_(S.ins_system == oid, access.trusted_ins_clause())
-        return sa.and_(clause, _ins(code)) if code else clause
-    return sa.and_(S.authority == oid, S.ipp == code) if code else S.authority == oid
+        if not code:
+            return Shape(
+                "ins domain",
+                (oid,),
+                lambda v: sa.and_(S.ins_system == v[0], access.trusted_ins_clause()),
+            )
+        values = (oid, code.replace(" ", "").upper())
+        return Shape("ins", values, lambda v: sa.and_(S.ins_system == v[0], _ins(v[1])))
+    if not code:
+        return Shape("domain", (oid,), lambda v: S.authority == v[0])
+    return Shape("ipp", (oid, code), lambda v: sa.and_(S.authority == v[0], S.ipp == v[1]))
 
 
 def _gender(value: TokenValue) -> Shape:
@@ -169,7 +185,7 @@ def pdqm_search(config: IdentityConfig) -> SearchSpec:
                 shape=_gender, doc="male | female | unknown", definition=SP + "individual-gender"
             ),
             "identifier": SearchParam.token(
-                match=partial(_identifier, config),
+                shape=partial(_identifier, config),
                 doc="IPP (urn:oid:{authority}|ipp), INS (urn:oid:1.2.250.1.213.1.4.8|nir) or RRI",
                 definition=SP + "Patient-identifier",
             ),

@@ -180,7 +180,7 @@ class ParsedSearch:
         if not all(isinstance(p, _Shaped) for p in self.parts):
             return None
         keys = tuple(p.key for p in self.parts if isinstance(p, _Shaped))
-        return keys, self.sort_keys, self.count == 0
+        return keys, self.sort_keys
 
     @property
     def want_total(self) -> bool:
@@ -424,13 +424,13 @@ class SearchStatements:
     Building a search's statement, and SQLAlchemy's cache key of it, cost as much as running
     it on an indexed table. A search whose every condition has a :class:`Shape`
     (:attr:`ParsedSearch.shape`) is run as a statement of its shape, built at its first use
-    with a bind parameter per value and kept (the ``size`` latest shapes), with this request's
-    values; any other search is built as :func:`apply_search` builds it. Keep one per base
+    with a bind parameter per value and kept (the ``size`` shapes built last), with this
+    request's values; any other search is built as :func:`apply_search` builds it. Keep one per base
     statement, at module level: ``base`` is built once."""
 
     def __init__(self, base: Select[Any], size: int = 256) -> None:
         self.base, self._size = base, size
-        self._built: dict[tuple[str, Hashable], Select[Any]] = {}
+        self._built: dict[tuple[SearchSpec, Hashable], Select[Any]] = {}
         self._lock = threading.Lock()
 
     def search(self, parsed: ParsedSearch, dialect: str = "") -> tuple[Select[Any], dict[str, Any]]:
@@ -444,7 +444,7 @@ class SearchStatements:
         params = {f"search_{i}": v for i, v in enumerate(values)}
         params["search_offset"] = parsed.offset
         params["search_limit"] = parsed.count + 1 if parsed.count else 0
-        key = (dialect, shape)
+        key = (parsed.spec, shape)  # the spec itself: its builders, sorts and tiebreaker
         with self._lock:
             stmt = self._built.get(key)
         if stmt is None:

@@ -110,19 +110,28 @@ def string_clause(
     ``ILIKE`` semantics (Unicode case-insensitive on PostgreSQL, ASCII-only on SQLite).
     LIKE wildcards in the value are escaped.
     """
+    if value.modifier == "exact" or not normalized:
+        return string_shape(value, columns).clause()
+    folded = normalize_text(value.text)
+    norm = [as_column(c) for c in normalized]
+    if value.modifier == "contains":
+        return sa.or_(*(c.contains(folded, autoescape=True) for c in norm))
+    return sa.or_(*(prefix_clause(c, folded) for c in norm))
+
+
+def string_shape(value: StringValue, columns: Sequence[ColumnLike]) -> Shape:
+    """:func:`string_clause` over columns without a normalized form, as a :class:`Shape`."""
     cols = [as_column(c) for c in columns]
     if value.modifier == "exact":
-        return sa.or_(*(c == value.text for c in cols))
-    contains = value.modifier == "contains"
-    if normalized:
-        folded = normalize_text(value.text)
-        norm = [as_column(c) for c in normalized]
-        if contains:
-            return sa.or_(*(c.contains(folded, autoescape=True) for c in norm))
-        return sa.or_(*(prefix_clause(c, folded) for c in norm))
-    if contains:
-        return sa.or_(*(c.icontains(value.text, autoescape=True) for c in cols))
-    return sa.or_(*(c.istartswith(value.text, autoescape=True) for c in cols))
+        return Shape("exact", (value.text,), lambda v: sa.or_(*(c == v[0] for c in cols)))
+    like = escape_like(value.text)
+    if value.modifier == "contains":
+        return Shape(
+            "contains", (like,), lambda v: sa.or_(*(c.icontains(v[0], escape="/") for c in cols))
+        )
+    return Shape(
+        "starts", (like,), lambda v: sa.or_(*(c.istartswith(v[0], escape="/") for c in cols))
+    )
 
 
 def token_clause(
@@ -379,6 +388,8 @@ class SearchParam:
         if match is None and shape is None and not columns:
             raise ValueError("a string search parameter needs a column or a match callable")
         norm = tuple(normalized)
+        if match is None and shape is None and not norm:
+            shape = lambda v: string_shape(v, columns)  # noqa: E731
         matcher = match or _shaped(shape) or (lambda v: string_clause(v, columns, norm))
         missing = tuple(as_column(c) for c in columns)
         return cls("string", matcher, missing, (), doc, definition, shape)
