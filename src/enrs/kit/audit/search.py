@@ -18,7 +18,7 @@ from enrs.kit.fhir.search import (
     ParsedSearch,
     SearchParam,
     SearchSpec,
-    apply_search,
+    SearchStatements,
     parse_search,
     search_total,
     split_page,
@@ -83,6 +83,8 @@ AUDIT_SEARCH = SearchSpec(
     max_count=500,
 )
 
+_RECORDS = SearchStatements(select(AuditRecord))
+
 # The admin page's form fields and the FHIR parameters they become.
 AUDIT_FILTERS = ("date_from", "date_to", "agent", "patient", "action")
 
@@ -122,8 +124,8 @@ def search_audit(
 ) -> AuditPage:
     """Run an AuditEvent search; raises BadRequest on malformed parameters."""
     parsed = parse_search(AUDIT_SEARCH, form_to_fhir(items), strict=strict, base_url=base_url)
-    base = select(AuditRecord)
-    rows = list(session.scalars(apply_search(base, parsed)))
+    stmt, values = _RECORDS.search(parsed)
+    rows = list(session.scalars(stmt, values))
     records, has_next = split_page(rows, parsed)
-    total = search_total(session, base, parsed, records, has_next)
+    total = search_total(session, _RECORDS.base, parsed, records, has_next)
     return AuditPage(records, parsed, total, has_next)
