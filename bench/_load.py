@@ -226,7 +226,11 @@ def run_load_subprocess(spec: LoadSpec) -> LoadResult:
                 proc.kill()
     if proc.returncode:
         raise RuntimeError(f"load process failed with exit code {proc.returncode}")
-    fields = json.loads(out)
+    try:
+        fields = json.loads(out)
+    except json.JSONDecodeError as exc:  # seen 3 times in 16 runs: say what arrived
+        said = f"{len(out)} bytes, ending {out[-60:]!r}"
+        raise RuntimeError(f"the load result is not JSON ({exc}): {said}") from None
     fields["statuses"] = {int(k): v for k, v in fields["statuses"].items()}
     latencies = array("q", base64.b64decode(fields.pop("latencies_ns")))
     return LoadResult(**fields, latencies_ns=latencies)
