@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -366,13 +366,15 @@ class SearchParam:
         doc: str,
         definition: str | None,
         targets: tuple[str, ...] = (),
+        shape: Shaper | None = None,
     ) -> SearchParam:
+        match = match or _shaped(shape)
         if match is None:
             if column is None:
                 raise ValueError(f"a {kind} search parameter needs a column or a match callable")
             match = default(column)
         missing = (as_column(column),) if column is not None else ()
-        return cls(kind, match, missing, targets, doc, definition)
+        return cls(kind, match, missing, targets, doc, definition, shape)
 
     @classmethod
     def string(
@@ -407,15 +409,15 @@ class SearchParam:
         definition: str | None = None,
     ) -> SearchParam:
         """A ``token`` parameter on a code column (+ system column); see :func:`token_clause`."""
-        param = cls._build(
+        return cls._build(
             "token",
             code,
-            match or _shaped(shape),
+            match,
             lambda c: lambda v: token_clause(v, c, system, fixed_system),
             doc,
             definition,
+            shape=shape,
         )
-        return replace(param, shape=shape)
 
     @classmethod
     def date(
@@ -428,12 +430,11 @@ class SearchParam:
         definition: str | None = None,
     ) -> SearchParam:
         """A ``date`` parameter on a Date/DateTime column or a period; see :func:`date_clause`."""
-        param = cls._build(
-            "date", column, match, lambda c: lambda v: date_clause(v, c, end), doc, definition
-        )
-        if match is not None or column is None:
-            return param
-        return replace(param, shape=lambda v: date_shape(v, column, end))
+        shape = None if match or column is None else (lambda v: date_shape(v, column, end))
+        return cls._build(
+            "date", column, match, lambda c: lambda v: date_clause(v, c, end), doc, definition,
+            shape=shape,
+        )  # fmt: skip
 
     @classmethod
     def reference(
