@@ -8,8 +8,19 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from enrs.imaging.encoding import read_file
+from enrs.imaging.models import Instance
+from enrs.kit.storage.base import BLOB_SUFFIX
+from enrs.settings import Settings
 from tests.imaging.conftest import ct_dataset, write
+from tests.imaging.web_world import parts
 from tests.support.live_server import enrs_command, free_port, live_server
+
+ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 def _enrs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,3 +59,83 @@ def test_enrs_serve_runs_the_dicom_listener(tmp_path: Path, database_url: str) -
         refused = _dcmtk("echoscu", port)
         assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr
     assert _enrs(env, "imaging", "ae", "remove", "MODALITY").returncode == 1
+
+
+def _log_in(http: httpx.Client, username: str, password: str) -> None:
+    page = http.get("/login")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    answer = http.post("/login", data={"username": username, "password": password, "csrf": csrf})
+    assert answer.status_code == 303, answer.text
+
+
+def _sop_uids(answer: httpx.Response) -> list[str]:
+    return [str(read_file(content).SOPInstanceUID) for _, content in parts(answer)]
+
+
+def test_a_study_goes_out_as_its_files_are_read(tmp_path: Path, database_url: str) -> None:
+    """WADO-RS sends a study's files as it reads them: a file lost after the first cuts the
+    answer (no closing delimiter, no last chunk: the client sees it incomplete, and the server
+    says so in its log), and the server goes on serving; a first file lost is an error
+    status. Read through a real server, whose body a client receives while it is sent."""
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+    env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
+    assert _enrs(env, "imaging", "ae", "add", "MODALITY", "--host", "127.0.0.1", "--port", "104",
+                 "--store").returncode == 0  # fmt: skip
+    password = "Cellule-test-2026!"
+    made = _enrs(env, "users", "create", "cellule", "--name", "Cellule", "--role",
+                 "identitovigilance", "--password", password)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    first = ct_dataset(seed=1, size=256)
+    files = [write(first, tmp_path / "1.dcm")]
+    for n in (2, 3):
+        ds = ct_dataset(study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID,
+                        seed=n, size=256)  # fmt: skip
+        ds.InstanceNumber = n
+        files.append(write(ds, tmp_path / f"{n}.dcm"))
+    port = free_port()
+    dicom = {"ENRS_DICOM_PORT": str(port), "ENRS_DICOM_AET": "ARCHIVE"}
+    with (
+        live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as http,
+    ):
+        deadline = time.monotonic() + 30
+        while (stored := _dcmtk("storescu", port, *files)).returncode and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.3)  # the listener's process may start after the HTTP one answers
+        assert stored.returncode == 0, stored.stderr
+        _log_in(http, "cellule", password)
+        url = f"/dicomweb/studies/{first.StudyInstanceUID}"
+        whole = http.get(url, headers={"Accept": ACCEPT})
+        assert whole.status_code == 200
+        order = _sop_uids(whole)
+        assert len(order) == 3 and whole.content.endswith(b"--\r\n")
+
+        settings = Settings(data_dir=data_dir, database_url=database_url)
+        engine = create_engine(database_url)
+        with engine.connect() as conn:
+            keys = dict(conn.execute(select(Instance.sop_instance_uid, Instance.blob_key)).all())
+        engine.dispose()
+
+        def lose(sop_uid: str) -> None:
+            (settings.storage_path / f"{keys[sop_uid]}{BLOB_SUFFIX}").unlink()
+
+        lose(order[2])
+        received = b""
+        with http.stream("GET", url, headers={"Accept": ACCEPT}) as cut:
+            assert cut.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in cut.iter_bytes():
+                    received += chunk
+        assert received.count(b"\r\nContent-Type: application/dicom") == 2
+        assert [uid for uid in order if uid.encode() in received] == order[:2]
+        assert not received.endswith(b"--\r\n")
+        assert f"study {first.StudyInstanceUID}: an instance could not be read" in server.log()
+
+        one = http.get(f"{url}/series/{first.SeriesInstanceUID}/instances/{order[0]}",
+                       headers={"Accept": ACCEPT})  # fmt: skip
+        assert one.status_code == 200 and _sop_uids(one) == order[:1]
+        lose(order[0])
+        refused = http.get(url, headers={"Accept": ACCEPT})
+        assert refused.status_code >= 400 and refused.status_code != 403

@@ -10,7 +10,9 @@ caller (:mod:`.access`):
   with its ``transfer-syntax``. An Accept naming ``transfer-syntax=1.2.840.10008.1.2.1``
   gets them in Explicit VR Little Endian, compressed pixel data decoded
   (:mod:`.transcoding`); one naming another syntax than the stored one (or than ``*``)
-  answers 406, as does an instance that cannot be decoded.
+  answers 406, as does an instance that cannot be decoded. The files are read from the storage
+  one at a time as the body goes out (the server holds one, not the study); one that cannot
+  be read after the first cuts the answer, which then lacks its closing delimiter.
 - ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
   ``application/dicom+json``), one object per instance; bulk data (pixel data, and binary
   values over 1 KiB) is left out.
@@ -58,7 +60,9 @@ stored or refused STOW-RS instance has its own record too, as a C-STORE has.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -119,6 +123,7 @@ from enrs.kit.errors import (
 from enrs.kit.http import READS_ONLY, DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
 
+log = logging.getLogger(__name__)
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 router = APIRouter(route_class=TransactionalRoute, tags=["imaging"])
@@ -273,32 +278,47 @@ def _readable(
     return Found(study, instances, outgoing.corrected(session, study))
 
 
-def _files(request: Request, found: Found) -> Iterator[tuple[Instance, bytes]]:
+def _files(request: Request, found: Found) -> Iterator[tuple[str, bytes]]:
+    """Each instance's stored transfer syntax and file, read from the storage as the iterator
+    is consumed (the instances' keys are taken at the call: it may outlive the session)."""
     storage = request.app.state.storage
-    for instance, _series in found.instances:
-        content = storage.get(instance.blob_key)
-        if found.corrected is not None:
-            content = outgoing.rewrite(content, found.corrected)
-        yield instance, content
+    corrected = found.corrected
+    stored = [(instance.transfer_syntax_uid, instance.blob_key) for instance, _ in found.instances]
+    for syntax, key in stored:
+        content = storage.get(key)
+        yield syntax, content if corrected is None else outgoing.rewrite(content, corrected)
 
 
 def _multipart(request: Request, found: Found) -> Response:
+    """The instances as a multipart body, read from the storage one at a time as the body is
+    sent: the server holds one instance in memory, not the whole study. The first is read
+    before answering (a blob that cannot be read is then an error status); one that cannot be
+    read later cuts the answer (logged): the body then lacks its closing delimiter and, over
+    HTTP/1.1, its last chunk, which a client sees as an incomplete answer."""
     as_stored = _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
     boundary = secrets.token_hex(16)
-    files = [  # read before answering: a blob failure is a 5xx
-        (instance.transfer_syntax_uid, content)
-        if as_stored or instance.transfer_syntax_uid == transcoding.EXPLICIT
-        else (transcoding.EXPLICIT, _explicit(content))
-        for instance, content in _files(request, found)
-    ]
+    uid = found.study.study_uid
+
+    def labelled(item: tuple[str, bytes]) -> tuple[str, bytes]:
+        syntax, content = item
+        if as_stored or syntax == transcoding.EXPLICIT:
+            return item
+        return transcoding.EXPLICIT, _explicit(content)
+
+    files = map(labelled, _files(request, found))
+    first = next(files)
 
     def parts() -> Iterator[bytes]:
-        for syntax, content in files:
-            yield (
-                f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={syntax}\r\n\r\n"
-            ).encode()
-            yield content
-            yield b"\r\n"
+        try:
+            for syntax, content in itertools.chain((first,), files):
+                yield (
+                    f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={syntax}\r\n\r\n"
+                ).encode()
+                yield content
+                yield b"\r\n"
+        except Exception:
+            log.exception("WADO-RS: study %s: an instance could not be read; answer cut", uid)
+            raise
         yield f"--{boundary}--\r\n".encode()
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
@@ -353,7 +373,7 @@ def _metadata(request: Request, found: Found) -> Response:
     _accepts_json(request)
     answer = [
         _strip_bulk(read_file(content)).to_json_dict()
-        for _instance, content in _files(request, found)
+        for _syntax, content in _files(request, found)
     ]
     return Response(json.dumps(answer, separators=(",", ":")), media_type=DICOM_JSON)
 
@@ -403,7 +423,7 @@ def _rendered(
     request.state.audit[-1].detail = json.dumps(
         {**json.loads(request.state.audit[-1].detail), "frame": number}, separators=(",", ":")
     )
-    ((_instance, content),) = list(_files(request, found))
+    ((_syntax, content),) = list(_files(request, found))
     return Response(rendering.render(content, number, media), media_type=media)
 
 
@@ -523,8 +543,8 @@ def retrieve_frames(
         {**json.loads(entry.detail), "frames": numbers}, separators=(",", ":")
     )
     ((stored, content),) = list(_files(request, found))
-    syntax = _accepts_frames(request, stored.transfer_syntax_uid)
-    if syntax != stored.transfer_syntax_uid:
+    syntax = _accepts_frames(request, stored)
+    if syntax != stored:
         content = _explicit(content)
     boundary = secrets.token_hex(16)
     body = b"".join(
