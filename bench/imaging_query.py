@@ -45,7 +45,9 @@ encrypted files as stored, the same bytes plus a few dozen per blob) with ``O_DI
 device, not the page cache: "reading the same files from disk") and normally (from the page
 cache, which holds them: they were just written, and the server reads them from there too),
 and reading them through the kit's storage API (:meth:`BlobStorage.get`: read, decrypt and
-check). Each way is printed with its ratio to both plain reads.
+check). Each way is printed with its ratio to both plain reads. The whole studies are also
+retrieved by as many clients at once as there are studies (each its own study); for the WADO-RS
+ways, the server's peak RSS (its process tree, sampled every 0.2 s) is printed as well.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -592,6 +595,13 @@ def measure_wado(server: Archive, uids: list[str], rounds: int = 3) -> dict[str,
     def studies() -> int:
         return sum(_stream(server.http, f"/dicomweb/studies/{uid}") for uid in uids)
 
+    def together() -> int:
+        def one(uid: str) -> int:
+            return _stream(server.http, f"/dicomweb/studies/{uid}")
+
+        with ThreadPoolExecutor(len(uids)) as pool:
+            return sum(pool.map(one, uids))
+
     def instances() -> int:
         return sum(
             _stream(server.http, f"/dicomweb/studies/{st}/series/{se}/instances/{sop}")
@@ -609,6 +619,7 @@ def measure_wado(server: Archive, uids: list[str], rounds: int = 3) -> dict[str,
 
     ways = {
         "WADO-RS studies (multipart)": studies,
+        f"WADO-RS studies, {len(uids)} clients at once": together,
         "WADO-RS instance by instance": instances,
         "disk: stored files, O_DIRECT": direct,
         "disk: stored files, page cache": raw,
@@ -617,12 +628,17 @@ def measure_wado(server: Archive, uids: list[str], rounds: int = 3) -> dict[str,
     found: dict[str, Any] = {"instances": len(rows)}
     for name, way in ways.items():
         best: dict[str, float] | None = None
+        server.sampler.reset_peak()
         for _ in range(rounds):
             began = time.perf_counter()
             size = way()
             figures = _rate(size, time.perf_counter() - began)
             if best is None or figures["mb_per_s"] > best["mb_per_s"]:
                 best = figures
+        assert best is not None
+        if name.startswith("WADO-RS"):
+            time.sleep(2 * server.sampler.interval)
+            best["peak_rss_mb"] = round(server.sampler.peak_rss / 2**20)
         found[name] = best
     disk = found["disk: stored files, O_DIRECT"]["mb_per_s"]
     cached = found["disk: stored files, page cache"]["mb_per_s"]
@@ -727,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"  {name:<40} {f['mb']:>7.1f} MB {f['mb_per_s']:>8.1f} MB/s  ratio to "
                         f"O_DIRECT {f['ratio_to_disk']:.3f}, to page cache "
                         f"{f['ratio_to_page_cache']:.3f}"
+                        + (f", server peak RSS {f['peak_rss_mb']} MB" if "peak_rss_mb" in f else "")
                     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
