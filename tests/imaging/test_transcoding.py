@@ -4,6 +4,7 @@ RLE) and by OpenJPEG (JPEG 2000) decode to the original pixel values."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from io import BytesIO
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRBigEndian
 
-from enrs.imaging import rendering
+from enrs.imaging import decoding, rendering
 from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit
+from enrs.kit.errors import NotFound
 from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, smooth_ct, write
 
 
@@ -82,3 +84,28 @@ def test_what_cannot_be_decoded(original: Path, tmp_path: Path) -> None:
     assert dcmread(big).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     with pytest.raises(CannotTranscode):
         to_explicit(big.read_bytes())
+
+
+def test_compressed_instances_are_decoded_in_another_process(original: Path) -> None:
+    """:mod:`enrs.imaging.decoding`: the same answers as in the calling process, the decoders'
+    own errors raised as they are, and a decoding process that dies gives a 503 error once,
+    the next call a new pool."""
+    content = compressed(original, J2K).read_bytes()
+    assert decoding.off_process(os.getpid) != os.getpid()
+    assert decoding.explicit(content, J2K) == to_explicit(content)
+    png = rendering.render(content, 1, rendering.PNG)
+    assert decoding.rendered(content, J2K, 1, rendering.PNG) == png
+    plain = original.read_bytes()  # uncompressed: no decoder runs, handled in this process
+    assert decoding.explicit(plain, EXPLICIT) is plain
+    broken = bytearray(content)
+    start = broken.index(b"\xff\x4f\xff\x51")  # the JPEG 2000 codestream's SOC and SIZ
+    broken[start + 4 : start + 64] = b"\x00" * 60
+    with pytest.raises(CannotTranscode):
+        decoding.explicit(bytes(broken), J2K)
+    with pytest.raises(rendering.NotRenderable):
+        decoding.rendered(bytes(broken), J2K, 1, rendering.PNG)
+    with pytest.raises(NotFound):  # raised in the pool: a frame this instance does not have
+        decoding.rendered(content, J2K, 2, rendering.PNG)
+    with pytest.raises(decoding.DecoderUnavailable):
+        decoding.off_process(os._exit, 1)  # as a decoder that crashes its process
+    assert decoding.explicit(content, J2K) == to_explicit(content)

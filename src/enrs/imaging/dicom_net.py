@@ -48,7 +48,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from enrs.imaging import outgoing, query, transcoding
+from enrs.imaging import decoding, outgoing, query
 from enrs.imaging.encoding import read_file
 from enrs.imaging.filing import CANNOT_UNDERSTAND, NOT_AUTHORIZED, OUT_OF_RESOURCES, Caller
 from enrs.kit.mllp import Balancer
@@ -220,7 +220,7 @@ def move_contexts(stored: list[query.Stored]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: one per SOP class and
     transfer syntax kept, the uncompressed ones offered together (pynetdicom converts between
     them); for a compressed syntax, the uncompressed ones too in a context of their own, for a
-    destination that does not take it (the instance is then decoded: :mod:`.transcoding`)."""
+    destination that does not take it (the instance is then decoded: :mod:`.decoding`)."""
     found: dict[tuple[str, str], PresentationContext] = {}
     for s in stored:
         kept = s.transfer_syntax_uid
@@ -267,7 +267,7 @@ def sending_archived(assoc: Association) -> None:
         except ValueError:
             # Raises (the sub-operation fails) when no uncompressed context was accepted either.
             assoc._get_valid_context(stored.sop_class_uid, ExplicitVRLittleEndian, "scu")
-            explicit = transcoding.to_explicit(content)
+            explicit = decoding.explicit(content, syntax)
             return original(read_file(explicit), *args, **kwargs)
         with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
             file.write(content)

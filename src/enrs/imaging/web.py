@@ -87,7 +87,7 @@ from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
 from enrs.identity.xref import UnknownDomain, UnknownPatient
-from enrs.imaging import outgoing, query, rendering, repository, transcoding
+from enrs.imaging import decoding, outgoing, query, rendering, repository, transcoding
 from enrs.imaging.access import (
     StudyForbidden,
     StudyReader,
@@ -200,10 +200,11 @@ def _accepts_dicom(request: Request, syntaxes: set[str]) -> bool:
     )
 
 
-def _explicit(content: bytes) -> bytes:
-    """:func:`.transcoding.to_explicit`, 406 when the instance cannot be decoded."""
+def _explicit(content: bytes, syntax: str) -> bytes:
+    """The file kept in ``syntax`` in Explicit VR Little Endian (:mod:`.decoding`), 406 when
+    the instance cannot be decoded."""
     try:
-        return transcoding.to_explicit(content)
+        return decoding.explicit(content, syntax)
     except transcoding.CannotTranscode as exc:
         raise NotAcceptable(str(exc)) from None
 
@@ -303,7 +304,7 @@ def _multipart(request: Request, found: Found) -> Response:
         syntax, content = item
         if as_stored or syntax == transcoding.EXPLICIT:
             return item
-        return transcoding.EXPLICIT, _explicit(content)
+        return transcoding.EXPLICIT, _explicit(content, syntax)
 
     files = map(labelled, _files(request, found))
     first = next(files)
@@ -423,8 +424,8 @@ def _rendered(
     request.state.audit[-1].detail = json.dumps(
         {**json.loads(request.state.audit[-1].detail), "frame": number}, separators=(",", ":")
     )
-    ((_syntax, content),) = list(_files(request, found))
-    return Response(rendering.render(content, number, media), media_type=media)
+    ((syntax, content),) = list(_files(request, found))
+    return Response(decoding.rendered(content, syntax, number, media), media_type=media)
 
 
 @router.get(
@@ -545,7 +546,7 @@ def retrieve_frames(
     ((stored, content),) = list(_files(request, found))
     syntax = _accepts_frames(request, stored)
     if syntax != stored:
-        content = _explicit(content)
+        content = _explicit(content, stored)
     boundary = secrets.token_hex(16)
     body = b"".join(
         f"--{boundary}\r\nContent-Type: {OCTET}; transfer-syntax={syntax}\r\n\r\n".encode()

@@ -1,0 +1,92 @@
+"""Compressed pixel data decoded out of the serving process.
+
+pylibjpeg's decoders hold the GIL while they run (OpenJPEG's, called with the GIL, reads its
+input through a Python file object): decoding a JPEG 2000 mammogram takes about 1.5 s, during
+which every other thread of the process (an HTTP worker's event loop and its requests, the DICOM
+listener's associations) is all but stopped. So an instance kept in a compressed transfer syntax
+is transcoded (:func:`.transcoding.to_explicit`) or rendered (:func:`.rendering.render`) in a
+pool of processes of its own; the calling thread waits for the answer without holding the GIL.
+An instance kept uncompressed is handled in the calling thread, as before (no decoder runs).
+
+The pool belongs to the serving process: started at its first decoding, with at most
+:data:`PROCESSES` processes (``spawn``: the serving process runs threads, which ``fork`` does not
+copy safely), stopped when the process exits. A pool process that dies (killed, out of memory)
+fails the calls it was running with :class:`DecoderUnavailable` (503) and the next call starts a
+new pool. Errors raised by the decoding itself (:class:`~.transcoding.CannotTranscode`,
+:class:`~.rendering.NotRenderable`) reach the caller as they are.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from pydicom.uid import UID
+
+from enrs.imaging import rendering, transcoding
+from enrs.kit.errors import ServiceUnavailable
+
+T = TypeVar("T")
+PROCESSES = 2  # decodings at once per serving process (they are CPU-bound: one core each)
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+class DecoderUnavailable(ServiceUnavailable):
+    """The process decoding the instance died: 503, the next call starts a new pool."""
+
+
+def _ignore_interrupts() -> None:
+    # A Ctrl-C reaches the whole process group: the serving process stops its pool itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _current() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            context = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(
+                PROCESSES, mp_context=context, initializer=_ignore_interrupts
+            )
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def off_process(work: Callable[..., T], *args: object) -> T:
+    """``work(*args)`` run in the decoding pool (``work`` and ``args`` picklable)."""
+    pool = _current()
+    try:
+        return pool.submit(work, *args).result()
+    except BrokenProcessPool as exc:
+        _discard(pool)
+        raise DecoderUnavailable("the process decoding the instance stopped; try again") from exc
+
+
+def explicit(content: bytes, syntax: str) -> bytes:
+    """:func:`.transcoding.to_explicit` of a file kept in ``syntax``, decoded out of the
+    process when ``syntax`` is compressed."""
+    if UID(syntax).is_compressed:
+        return off_process(transcoding.to_explicit, content)
+    return transcoding.to_explicit(content)
+
+
+def rendered(content: bytes, syntax: str, number: int, media_type: str) -> bytes:
+    """:func:`.rendering.render` of a file kept in ``syntax``, decoded out of the process when
+    ``syntax`` is compressed."""
+    if UID(syntax).is_compressed:
+        return off_process(rendering.render, content, number, media_type)
+    return rendering.render(content, number, media_type)
