@@ -14,9 +14,10 @@ from sqlalchemy import create_engine, select
 
 from enrs.imaging.encoding import read_file
 from enrs.imaging.models import Instance
+from enrs.imaging.transcoding import EXPLICIT
 from enrs.kit.storage.base import BLOB_SUFFIX
 from enrs.settings import Settings
-from tests.imaging.conftest import ct_dataset, write
+from tests.imaging.conftest import JPEG_LS, compressed, ct_dataset, smooth_ct, write
 from tests.imaging.web_world import parts
 from tests.support.live_server import enrs_command, free_port, live_server
 
@@ -27,9 +28,12 @@ def _enrs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(enrs_command(*args), env=env, capture_output=True, text=True, timeout=120)
 
 
-def _dcmtk(tool: str, port: int, *files: Path) -> subprocess.CompletedProcess[str]:
+def _dcmtk(
+    tool: str, port: int, *files: Path, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [tool, "-aet", "MODALITY", "-aec", "ARCHIVE", "127.0.0.1", str(port), *map(str, files)],
+        [tool, *options, "-aet", "MODALITY", "-aec", "ARCHIVE", "127.0.0.1", str(port),
+         *map(str, files)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -139,3 +143,44 @@ def test_a_study_goes_out_as_its_files_are_read(tmp_path: Path, database_url: st
         lose(order[0])
         refused = http.get(url, headers={"Accept": ACCEPT})
         assert refused.status_code >= 400 and refused.status_code != 403
+
+
+def test_compressed_instances_decoded_under_enrs_serve(tmp_path: Path, database_url: str) -> None:
+    """The decoding pool (:mod:`enrs.imaging.decoding`) from the processes of ``enrs serve``
+    (its HTTP worker, itself a spawned process): a JPEG-LS instance stored by storescu comes
+    out decoded and rendered, and the server stops cleanly with its pool."""
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+    env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
+    assert _enrs(env, "imaging", "ae", "add", "MODALITY", "--host", "127.0.0.1", "--port", "104",
+                 "--store").returncode == 0  # fmt: skip
+    password = "Cellule-test-2026!"
+    made = _enrs(env, "users", "create", "cellule", "--name", "Cellule", "--role",
+                 "identitovigilance", "--password", password)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ds = smooth_ct(size=64)
+    path = compressed(write(ds, tmp_path / "ct.dcm"), JPEG_LS)
+    port = free_port()
+    dicom = {"ENRS_DICOM_PORT": str(port), "ENRS_DICOM_AET": "ARCHIVE"}
+    with (
+        live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        deadline = time.monotonic() + 30
+        while (stored := _dcmtk("storescu", port, path, options=("-xt",))).returncode and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.3)  # the listener's process may start after the HTTP one answers
+        assert stored.returncode == 0, stored.stderr
+        _log_in(http, "cellule", password)
+        url = (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+               f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
+        explicit = http.get(url, headers={"Accept": ACCEPT.replace("*", EXPLICIT)})
+        assert explicit.status_code == 200, explicit.text
+        ((kind, content),) = parts(explicit)
+        assert kind.endswith(f"transfer-syntax={EXPLICIT}")
+        assert read_file(content).PixelData == ds.PixelData
+        png = http.get(f"{url}/rendered", headers={"Accept": "image/png"})
+        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert server.process.returncode == 0, server.log()
+    assert "Traceback" not in server.log()
