@@ -86,12 +86,14 @@ def test_what_cannot_be_decoded(original: Path, tmp_path: Path) -> None:
         to_explicit(big.read_bytes())
 
 
-def test_compressed_instances_are_decoded_in_another_process(original: Path) -> None:
+def test_compressed_instances_are_decoded_in_another_process(
+    original: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """:mod:`enrs.imaging.decoding`: the same answers as in the calling process, the decoders'
     own errors raised as they are, and a decoding process that dies gives a 503 error once,
     the next call a new pool."""
     content = compressed(original, J2K).read_bytes()
-    assert decoding.off_process(os.getpid) != os.getpid()
+    before = set(decoding.SHARED_MEMORY.glob("enrs-decoded-*"))
     assert decoding.explicit(content, J2K) == to_explicit(content)
     png = rendering.render(content, 1, rendering.PNG)
     assert decoding.rendered(content, J2K, 1, rendering.PNG) == png
@@ -106,6 +108,9 @@ def test_compressed_instances_are_decoded_in_another_process(original: Path) -> 
         decoding.rendered(bytes(broken), J2K, 1, rendering.PNG)
     with pytest.raises(NotFound):  # raised in the pool: a frame this instance does not have
         decoding.rendered(content, J2K, 2, rendering.PNG)
-    with pytest.raises(decoding.DecoderUnavailable):
+    with pytest.raises(decoding.DecoderUnavailable):  # (run here, it would end the tests)
         decoding.off_process(os._exit, 1)  # as a decoder that crashes its process
     assert decoding.explicit(content, J2K) == to_explicit(content)
+    assert set(decoding.SHARED_MEMORY.glob("enrs-decoded-*")) == before  # none left
+    monkeypatch.setattr(decoding, "SHARED_MEMORY", tmp_path / "no-such-folder")
+    assert decoding.explicit(content, J2K) == to_explicit(content)  # then through the pipe

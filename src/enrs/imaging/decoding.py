@@ -13,26 +13,32 @@ The pool belongs to the serving process: started at its first decoding, with at 
 copy safely), stopped when the process exits. A pool process that dies (killed, out of memory)
 fails the calls it was running with :class:`DecoderUnavailable` (503) and the next call starts a
 new pool. Errors raised by the decoding itself (:class:`~.transcoding.CannotTranscode`,
-:class:`~.rendering.NotRenderable`) reach the caller as they are.
+:class:`~.rendering.NotRenderable`) reach the caller as they are. The decoded bytes come back
+through a file in shared memory (``/dev/shm``, deleted once read; through the pool's pipe where
+there is none), which the calling process reads at once rather than 64 KiB at a time: see
+:func:`_handed_back`, and docs/benchmarks.md for what each way costs.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from pathlib import Path
 
 from pydicom.uid import UID
 
 from enrs.imaging import rendering, transcoding
 from enrs.kit.errors import ServiceUnavailable
 
-T = TypeVar("T")
 PROCESSES = 2  # decodings at once per serving process (they are CPU-bound: one core each)
+# Where the answers come back: memory, never a disk (mkstemp: a file of our own, mode 0600).
+SHARED_MEMORY = Path("/dev/shm")  # noqa: S108
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
@@ -66,14 +72,35 @@ def _discard(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def off_process(work: Callable[..., T], *args: object) -> T:
+def _handed_back(folder: Path, work: Callable[..., bytes], *args: object) -> bytes | Path:
+    """In a pool process: ``work(*args)``, in a file of ``folder`` (shared memory) when there is
+    one, else itself.
+    (Read from the pool's pipe, a large answer would be received 64 KiB at a time by a
+    thread of the calling process, which takes the GIL for each piece: up to the switch
+    interval, 5 ms, each time another thread holds it, seconds for a mammogram.)"""
+    data = work(*args)
+    if not folder.is_dir():
+        return data
+    fd, path = tempfile.mkstemp(prefix="enrs-decoded-", dir=folder)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return Path(path)
+
+
+def off_process(work: Callable[..., bytes], *args: object) -> bytes:
     """``work(*args)`` run in the decoding pool (``work`` and ``args`` picklable)."""
     pool = _current()
     try:
-        return pool.submit(work, *args).result()
+        answer = pool.submit(_handed_back, SHARED_MEMORY, work, *args).result()
     except BrokenProcessPool as exc:
         _discard(pool)
         raise DecoderUnavailable("the process decoding the instance stopped; try again") from exc
+    if isinstance(answer, bytes):
+        return answer
+    try:
+        return answer.read_bytes()
+    finally:
+        answer.unlink()
 
 
 def explicit(content: bytes, syntax: str) -> bytes:
