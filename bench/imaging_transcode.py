@@ -14,6 +14,14 @@ decoders (``dcmdjpeg``, ``dcmdjpls``, ``dcmdrle`` run on each file, process star
 Printed: compression ratio, instances/s, decoded MB/s, p50/p95 ms, the peak of Python
 allocations in one call (tracemalloc: numpy's arrays included), and the ratio of the
 decoded MB/s to the Implicit VR baseline's.
+
+Then the decoding pool (:mod:`enrs.imaging.decoding`, which the archive's services call): the
+JPEG 2000 files decoded in this process (``to_explicit``) and through the pool
+(``decoding.explicit``, the files sent to and the answers received from another process): ms
+per instance, alone, then beside a busy Python thread of this process, with how much that
+thread gets done meanwhile, as a ratio to what it does alone for as long (the same thread, the
+main one sleeping): what the other requests of a serving process get while an instance is
+decoded.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ import argparse
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import tracemalloc
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +42,7 @@ from pydicom import dcmread
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation as MG_STORAGE
 from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, ct_dataset, write
 
+from enrs.imaging import decoding
 from enrs.imaging.transcoding import to_explicit
 
 DECODERS = {JPEG_LOSSLESS: "dcmdjpeg", JPEG_LS: "dcmdjpls", RLE: "dcmdrle"}
@@ -105,6 +117,48 @@ def _row(label: str, took: list[float], decoded: int, ratio: str, peak: int, bas
     )
 
 
+def _spin(stop: threading.Event, counts: list[int]) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+    counts.append(n)
+
+
+def _beside(work: Callable[[], object], seconds: float | None = None) -> tuple[float, int]:
+    """Seconds ``work`` took (or, without it, ``seconds`` slept) and the loops a busy thread
+    made meanwhile."""
+    stop, counts = threading.Event(), []
+    thread = threading.Thread(target=_spin, args=(stop, counts))
+    start = time.perf_counter()
+    thread.start()
+    if seconds is None:
+        work()
+    else:
+        time.sleep(seconds)
+    took = time.perf_counter() - start
+    stop.set()
+    thread.join()
+    return took, counts[0]
+
+
+def pool_rows(kind: str, files: list[bytes]) -> None:
+    """The JPEG 2000 ``files`` decoded here and through the decoding pool (see the docstring)."""
+    decoding.explicit(files[0], J2K)  # the pool started (its processes spawned) before timing
+    for label, decode in (("in process", to_explicit),
+                          ("decoding pool", partial(decoding.explicit, syntax=J2K))):  # fmt: skip
+        start = time.perf_counter()
+        for content in files:
+            decode(content)
+        quiet = (time.perf_counter() - start) / len(files)
+        took, loops = _beside(lambda decode=decode: [decode(content) for content in files])
+        alone, alone_loops = _beside(lambda: None, took)
+        beside = (loops / took) / (alone_loops / alone)
+        print(
+            f"{kind} JPEG 2000, {label:14s} {quiet * 1e3:8.1f} ms each; beside a busy thread "
+            f"{took / len(files) * 1e3:8.1f} ms each, and the thread did {beside:4.2f} of its work"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct", type=int, default=40, help="CT instances (512 x 512)")
@@ -137,6 +191,7 @@ def main() -> None:
                     took = _dcmtk(paths, syntax, folder)
                     label = f"{kind} {NAMES[syntax]} (DCMTK)"
                     print(_row(label, took, decoded, ratio, 0, base))
+            pool_rows(kind, [compressed(p, J2K).read_bytes() for p in originals])
 
 
 if __name__ == "__main__":
