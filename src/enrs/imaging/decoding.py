@@ -1,7 +1,7 @@
 """Compressed pixel data decoded out of the serving process.
 
 pylibjpeg's decoders hold the GIL while they run (OpenJPEG's, called with the GIL, reads its
-input through a Python file object): decoding a JPEG 2000 mammogram takes about 1.5 s, during
+input through a Python file object): decoding a JPEG 2000 mammogram takes about 0.9 s, during
 which every other thread of the process (an HTTP worker's event loop and its requests, the DICOM
 listener's associations) is all but stopped. So an instance kept in a compressed transfer syntax
 is transcoded (:func:`.transcoding.to_explicit`) or rendered (:func:`.rendering.render`) in a

@@ -293,9 +293,9 @@ def _files(request: Request, found: Found) -> Iterator[tuple[str, bytes]]:
 def _multipart(request: Request, found: Found) -> Response:
     """The instances as a multipart body, read from the storage one at a time as the body is
     sent: the server holds one instance in memory, not the whole study. The first is read
-    before answering (a blob that cannot be read is then an error status); one that cannot be
-    read later cuts the answer (logged): the body then lacks its closing delimiter and, over
-    HTTP/1.1, its last chunk, which a client sees as an incomplete answer."""
+    before answering (a blob that cannot be read or decoded is then an error status); one that
+    cannot be read or decoded later cuts the answer (logged): the body then lacks its closing
+    delimiter and, over HTTP/1.1, its last chunk, which a client sees as an incomplete answer."""
     as_stored = _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
     boundary = secrets.token_hex(16)
     uid = found.study.study_uid
@@ -318,7 +318,9 @@ def _multipart(request: Request, found: Found) -> Response:
                 yield content
                 yield b"\r\n"
         except Exception:
-            log.exception("WADO-RS: study %s: an instance could not be read; answer cut", uid)
+            log.exception(
+                "WADO-RS: study %s: an instance could not be read or decoded; answer cut", uid
+            )
             raise
         yield f"--{boundary}--\r\n".encode()
 
