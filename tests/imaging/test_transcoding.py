@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -114,3 +116,39 @@ def test_compressed_instances_are_decoded_in_another_process(
     assert set(decoding.SHARED_MEMORY.glob("enrs-decoded-*")) == before  # none left
     monkeypatch.setattr(decoding, "SHARED_MEMORY", tmp_path / "no-such-folder")
     assert decoding.explicit(content, J2K) == to_explicit(content)  # then through the pipe
+
+
+def test_the_pool_ends_with_its_serving_process(tmp_path: Path) -> None:
+    """A serving process killed (SIGKILL: no exit hook runs) leaves no decoding process."""
+    script = tmp_path / "serving.py"
+    script.write_text(
+        "import multiprocessing, time\n"
+        "from enrs.imaging import decoding\n"
+        "if __name__ == '__main__':\n"
+        "    assert decoding.off_process(bytes, 3) == bytes(3)\n"
+        "    print(*(p.pid for p in multiprocessing.active_children()), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    serving = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )  # (stderr: the resource tracker of the killed process reports what it cleans up)
+    try:
+        assert serving.stdout is not None
+        pids = [int(pid) for pid in serving.stdout.readline().split()]
+        assert pids and all(_alive(pid) for pid in pids)
+    finally:
+        serving.kill()
+        serving.wait()
+    deadline = time.monotonic() + 10 * decoding.PARENT_CHECK_S
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (not a zombie waiting for its new parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -10,13 +10,15 @@ An instance kept uncompressed is handled in the calling thread, as before (no de
 
 The pool belongs to the serving process: started at its first decoding, with at most
 :data:`PROCESSES` processes (``spawn``: the serving process runs threads, which ``fork`` does not
-copy safely), stopped when the process exits. A pool process that dies (killed, out of memory)
-fails the calls it was running with :class:`DecoderUnavailable` (503) and the next call starts a
-new pool. Errors raised by the decoding itself (:class:`~.transcoding.CannotTranscode`,
-:class:`~.rendering.NotRenderable`) reach the caller as they are. The decoded bytes come back
-through a file in shared memory (``/dev/shm``, deleted once read; through the pool's pipe where
-there is none), which the calling process reads at once rather than 64 KiB at a time: see
-:func:`_handed_back`, and docs/benchmarks.md for what each way costs.
+copy safely), stopped when the process exits (each pool process also ends by itself within a
+second of the serving process's end, however it ended). A pool process that dies (killed, out
+of memory) fails the calls it was running with :class:`DecoderUnavailable` (503) and the next
+call starts a new pool. Errors raised by the decoding itself
+(:class:`~.transcoding.CannotTranscode`, :class:`~.rendering.NotRenderable`) reach the caller as
+they are. The decoded bytes come back through a file in shared memory (``/dev/shm``, deleted
+once read; through the pool's pipe where there is none), which the calling process reads at
+once rather than 64 KiB at a time: see :func:`_handed_back`, and docs/benchmarks.md for what
+each way costs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +40,7 @@ from enrs.imaging import rendering, transcoding
 from enrs.kit.errors import ServiceUnavailable
 
 PROCESSES = 2  # decodings at once per serving process (they are CPU-bound: one core each)
+PARENT_CHECK_S = 1.0  # how often a pool process checks that the serving process is there
 # Where the answers come back: memory, never a disk (mkstemp: a file of our own, mode 0600).
 SHARED_MEMORY = Path("/dev/shm")  # noqa: S108
 
@@ -48,9 +52,19 @@ class DecoderUnavailable(ServiceUnavailable):
     """The process decoding the instance died: 503, the next call starts a new pool."""
 
 
-def _ignore_interrupts() -> None:
-    # A Ctrl-C reaches the whole process group: the serving process stops its pool itself.
+def _in_pool(parent: int) -> None:
+    """Set up each pool process: a Ctrl-C (sent to the whole process group) is left to the
+    serving process, and the pool process ends once the serving process has (killed, or ended
+    as multiprocessing's children end, by ``os._exit``, which skips the exit hook of
+    ``concurrent.futures`` that would stop the pool)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _current() -> ProcessPoolExecutor:
@@ -59,7 +73,7 @@ def _current() -> ProcessPoolExecutor:
         if _pool is None:
             context = multiprocessing.get_context("spawn")
             _pool = ProcessPoolExecutor(
-                PROCESSES, mp_context=context, initializer=_ignore_interrupts
+                PROCESSES, mp_context=context, initializer=_in_pool, initargs=(os.getpid(),)
             )
         return _pool
 
