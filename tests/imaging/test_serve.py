@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,8 @@ from enrs.kit.storage.base import BLOB_SUFFIX
 from enrs.settings import Settings
 from tests.imaging.conftest import JPEG_LS, compressed, ct_dataset, smooth_ct, write
 from tests.imaging.web_world import parts
-from tests.support.live_server import enrs_command, free_port, live_server
+from tests.support.live_server import LiveServer, enrs_command, free_port, live_server
+from tests.support.portal import PASSWORD, log_in
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -65,11 +68,34 @@ def test_enrs_serve_runs_the_dicom_listener(tmp_path: Path, database_url: str) -
     assert _enrs(env, "imaging", "ae", "remove", "MODALITY").returncode == 1
 
 
-def _log_in(http: httpx.Client, username: str, password: str) -> None:
-    page = http.get("/login")
-    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-    answer = http.post("/login", data={"username": username, "password": password, "csrf": csrf})
-    assert answer.status_code == 303, answer.text
+@contextmanager
+def _archive_with(
+    tmp_path: Path, database_url: str, *files: Path, options: tuple[str, ...] = ()
+) -> Iterator[tuple[LiveServer, httpx.Client, Path]]:
+    """``enrs serve`` with its DICOM listener, ``files`` stored by storescu (``options``) from
+    a registered modality, and an httpx client logged in as the cell; and its data folder."""
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
+    env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
+    assert _enrs(env, "imaging", "ae", "add", "MODALITY", "--host", "127.0.0.1", "--port", "104",
+                 "--store").returncode == 0  # fmt: skip
+    made = _enrs(env, "users", "create", "cellule", "--name", "Cellule", "--role",
+                 "identitovigilance", "--password", PASSWORD)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    dicom = {"ENRS_DICOM_PORT": str(port), "ENRS_DICOM_AET": "ARCHIVE"}
+    with (
+        live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
+        deadline = time.monotonic() + 30
+        while (stored := _dcmtk("storescu", port, *files, options=options)).returncode and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.3)  # the listener's process may start after the HTTP one answers
+        assert stored.returncode == 0, stored.stderr
+        log_in(http, "cellule")
+        yield server, http, data_dir
 
 
 def _sop_uids(answer: httpx.Response) -> list[str]:
@@ -81,15 +107,6 @@ def test_a_study_goes_out_as_its_files_are_read(tmp_path: Path, database_url: st
     answer (no closing delimiter, no last chunk: the client sees it incomplete, and the server
     says so in its log), and the server goes on serving; a first file lost is an error
     status. Read through a real server, whose body a client receives while it is sent."""
-    data_dir = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
-    env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
-    assert _enrs(env, "imaging", "ae", "add", "MODALITY", "--host", "127.0.0.1", "--port", "104",
-                 "--store").returncode == 0  # fmt: skip
-    password = "Cellule-test-2026!"
-    made = _enrs(env, "users", "create", "cellule", "--name", "Cellule", "--role",
-                 "identitovigilance", "--password", password)  # fmt: skip
-    assert made.returncode == 0, made.stderr
     first = ct_dataset(seed=1, size=256)
     files = [write(first, tmp_path / "1.dcm")]
     for n in (2, 3):
@@ -97,19 +114,7 @@ def test_a_study_goes_out_as_its_files_are_read(tmp_path: Path, database_url: st
                         seed=n, size=256)  # fmt: skip
         ds.InstanceNumber = n
         files.append(write(ds, tmp_path / f"{n}.dcm"))
-    port = free_port()
-    dicom = {"ENRS_DICOM_PORT": str(port), "ENRS_DICOM_AET": "ARCHIVE"}
-    with (
-        live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server,
-        httpx.Client(base_url=server.base_url, timeout=30) as http,
-    ):
-        deadline = time.monotonic() + 30
-        while (stored := _dcmtk("storescu", port, *files)).returncode and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.3)  # the listener's process may start after the HTTP one answers
-        assert stored.returncode == 0, stored.stderr
-        _log_in(http, "cellule", password)
+    with _archive_with(tmp_path, database_url, *files) as (server, http, data_dir):
         url = f"/dicomweb/studies/{first.StudyInstanceUID}"
         whole = http.get(url, headers={"Accept": ACCEPT})
         assert whole.status_code == 200
@@ -152,30 +157,9 @@ def test_compressed_instances_decoded_under_enrs_serve(tmp_path: Path, database_
     """The decoding pool (:mod:`enrs.imaging.decoding`) from the processes of ``enrs serve``
     (its HTTP worker, itself a spawned process): a JPEG-LS instance stored by storescu comes
     out decoded and rendered, and the server stops cleanly with its pool."""
-    data_dir = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRS_")}
-    env.update(ENRS_DATA_DIR=str(data_dir), ENRS_DATABASE_URL=database_url)
-    assert _enrs(env, "imaging", "ae", "add", "MODALITY", "--host", "127.0.0.1", "--port", "104",
-                 "--store").returncode == 0  # fmt: skip
-    password = "Cellule-test-2026!"
-    made = _enrs(env, "users", "create", "cellule", "--name", "Cellule", "--role",
-                 "identitovigilance", "--password", password)  # fmt: skip
-    assert made.returncode == 0, made.stderr
     ds = smooth_ct(size=64)
     path = compressed(write(ds, tmp_path / "ct.dcm"), JPEG_LS)
-    port = free_port()
-    dicom = {"ENRS_DICOM_PORT": str(port), "ENRS_DICOM_AET": "ARCHIVE"}
-    with (
-        live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server,
-        httpx.Client(base_url=server.base_url, timeout=60) as http,
-    ):
-        deadline = time.monotonic() + 30
-        while (stored := _dcmtk("storescu", port, path, options=("-xt",))).returncode and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.3)  # the listener's process may start after the HTTP one answers
-        assert stored.returncode == 0, stored.stderr
-        _log_in(http, "cellule", password)
+    with _archive_with(tmp_path, database_url, path, options=("-xt",)) as (server, http, _):
         url = (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
                f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
         explicit = http.get(url, headers={"Accept": ACCEPT.replace("*", EXPLICIT)})
