@@ -1,4 +1,5 @@
-"""Instances kept compressed, given out decoded (:func:`enrs.imaging.transcoding.to_explicit`):
+"""Instances kept compressed, given out decoded (:func:`enrs.imaging.transcoding.to_explicit`),
+and instances encoded losslessly (:func:`~enrs.imaging.transcoding.to_syntax`):
 what a C-GET / C-MOVE sub-operation or a WADO-RS retrieval with
 ``transfer-syntax=1.2.840.10008.1.2.1`` pays per instance, next to baselines in the same run.
 
@@ -13,7 +14,9 @@ Endian file (no decoding: the data set read and written again by pydicom) and DC
 decoders (``dcmdjpeg``, ``dcmdjpls``, ``dcmdrle`` run on each file, process start included).
 Printed: compression ratio, instances/s, decoded MB/s, p50/p95 ms, the peak of Python
 allocations in one call (tracemalloc: numpy's arrays included), and the ratio of the
-decoded MB/s to the Implicit VR baseline's.
+decoded MB/s to the Implicit VR baseline's. Then the encoding the other way, for a peer that
+takes only a compressed syntax (``to_syntax`` of each Explicit VR original into each lossless
+syntax the archive encodes to), beside DCMTK's encoder where it has one (``dcmcrle``).
 
 Then the decoding pool (:mod:`enrs.imaging.decoding`, which the archive's services call): the
 JPEG 2000 files decoded in this process (``to_explicit``) and through the pool
@@ -40,10 +43,19 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation as MG_STORAGE
-from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, ct_dataset, write
+from tests.imaging.conftest import (
+    ENCODERS,
+    J2K,
+    JPEG_LOSSLESS,
+    JPEG_LS,
+    RLE,
+    compressed,
+    ct_dataset,
+    write,
+)
 
 from enrs.imaging import decoding
-from enrs.imaging.transcoding import to_explicit
+from enrs.imaging.transcoding import ENCODABLE, to_explicit, to_syntax
 
 DECODERS = {JPEG_LOSSLESS: "dcmdjpeg", JPEG_LS: "dcmdjpls", RLE: "dcmdrle"}
 NAMES = {JPEG_LOSSLESS: "JPEG lossless", JPEG_LS: "JPEG-LS", RLE: "RLE", J2K: "JPEG 2000"}
@@ -78,30 +90,33 @@ def _implicit(path: Path) -> Path:
     return write(ds, path.with_name(f"{path.stem}-implicit.dcm"))
 
 
-def _time(files: list[bytes], rounds: int) -> tuple[list[float], int]:
-    """Seconds per call over the best pass, and the peak of allocations in one call."""
+def _time(
+    files: list[bytes], rounds: int, work: Callable[[bytes], bytes] = to_explicit
+) -> tuple[list[float], int]:
+    """Seconds per call of ``work`` over the best pass, and the peak of allocations in one
+    call."""
     best: list[float] = []
     for _ in range(rounds):
         took = []
         for content in files:
             start = time.perf_counter()
-            to_explicit(content)
+            work(content)
             took.append(time.perf_counter() - start)
         if not best or sum(took) < sum(best):
             best = took
     tracemalloc.start()
-    to_explicit(files[0])
+    work(files[0])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return best, peak
 
 
-def _dcmtk(paths: list[Path], syntax: str, folder: Path) -> list[float]:
+def _dcmtk(paths: list[Path], syntax: str, folder: Path, tools: dict[str, str]) -> list[float]:
     took = []
     for path in paths:
         start = time.perf_counter()
         out = folder / "dcmtk-out.dcm"
-        subprocess.run([DECODERS[syntax], str(path), str(out)], check=True)
+        subprocess.run([tools[syntax], str(path), str(out)], check=True)
         took.append(time.perf_counter() - start)
     return took
 
@@ -188,9 +203,18 @@ def main() -> None:
                 ratio = f"{decoded / size:.2f}"
                 print(_row(f"{kind} {NAMES[syntax]}", took, decoded, ratio, peak, base))
                 if syntax in DECODERS:
-                    took = _dcmtk(paths, syntax, folder)
+                    took = _dcmtk(paths, syntax, folder, DECODERS)
                     label = f"{kind} {NAMES[syntax]} (DCMTK)"
                     print(_row(label, took, decoded, ratio, 0, base))
+            explicit = [p.read_bytes() for p in originals]
+            for syntax in ENCODABLE:  # encoding (C-MOVE / WADO-RS to a compressed syntax)
+                took, peak = _time(explicit, args.rounds, partial(to_syntax, target=syntax))
+                size = sum(len(dcmread(compressed(p, syntax)).PixelData) for p in originals)
+                ratio = f"{decoded / size:.2f}"
+                print(_row(f"{kind} to {NAMES[syntax]}", took, decoded, ratio, peak, base))
+                if syntax in ENCODERS:
+                    took = _dcmtk(originals, syntax, folder, ENCODERS)
+                    print(_row(f"{kind} to {NAMES[syntax]} (DCMTK)", took, decoded, ratio, 0, base))
             pool_rows(kind, [compressed(p, J2K).read_bytes() for p in originals])
 
 

@@ -22,6 +22,7 @@ from enrs.imaging.models import Instance, Series, Study
 from enrs.kit.audit.models import AuditRecord
 from tests.imaging.conftest import (
     AET,
+    J2K,
     JPEG_LS,
     PROPOSE,
     RLE,
@@ -398,3 +399,36 @@ def test_move_of_a_compressed_instance(archive: Archived, tmp_path: Path) -> Non
             assert dataset_bytes(received) == dataset_bytes(path)  # byte for byte
         else:
             assert back.PixelData == dcmread(original).PixelData
+
+
+def test_move_to_a_destination_that_prefers_a_compressed_syntax(
+    archive: Archived, tmp_path: Path
+) -> None:
+    """storescp +xv / +xt / +xr accepts JPEG 2000 / JPEG-LS / RLE Lossless before any
+    uncompressed syntax: an instance kept uncompressed, and one kept in JPEG-LS, arrive in it
+    (encoded, or as kept), the same pixel values and SOP Instance UIDs. A destination that
+    prefers a lossy syntax (storescp +xw, JPEG 2000 lossy first) gets them uncompressed: the
+    archive never encodes with loss."""
+    _register(archive, "MODALITY", store=True, retrieve=True)
+    plain = write(smooth_ct(9), tmp_path / "plain.dcm")
+    kept_ls = compressed(write(smooth_ct(10, study_uid=_uid(plain)), tmp_path / "ls.dcm"), JPEG_LS)
+    assert archive.storescu(plain).returncode == 0
+    assert archive.storescu(kept_ls, options=("-xt",)).returncode == 0
+    originals = {_uid(p, "SOPInstanceUID"): dcmread(p) for p in (plain, kept_ls)}
+    originals[_uid(kept_ls, "SOPInstanceUID")].decompress(generate_instance_uid=False)
+    for aet, option, expected in (
+        ("J2K", "+xv", J2K),
+        ("JLS", "+xt", JPEG_LS),
+        ("RLE", "+xr", RLE),
+        ("LOSSY", "+xw", "1.2.840.10008.1.2.1"),
+    ):
+        with _storescp(tmp_path / aet, option, aet=aet) as (port, out):
+            _register(archive, aet, store=False, retrieve=False, port=port)
+            done = _movescu(archive, _uid(plain), aet)
+            assert "Received Final Move Response (Success)" in done.stderr, done.stderr
+            received = {_uid(p, "SOPInstanceUID"): dcmread(p) for p in out.iterdir()}
+        assert received.keys() == originals.keys(), aet
+        for uid, back in received.items():
+            assert back.file_meta.TransferSyntaxUID == expected, (aet, uid)
+            assert back.pixel_array.tobytes() == originals[uid].PixelData
+            assert back.PatientID == originals[uid].PatientID

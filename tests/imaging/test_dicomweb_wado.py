@@ -164,12 +164,13 @@ def test_jpeg_baseline_pixel_data_is_rendered(imaging: Imaging, tmp_path: Path) 
 def test_a_compressed_instance_as_stored_or_decoded(imaging: Imaging, tmp_path: Path) -> None:
     """An instance stored in JPEG-LS (encoded by DCMTK's dcmcjpls, sent by storescu -xt): as
     kept for ``transfer-syntax=*``; decoded, in Explicit VR Little Endian, for
-    ``transfer-syntax=1.2.840.10008.1.2.1`` (the instance and its frames); rendered as the
+    ``transfer-syntax=1.2.840.10008.1.2.1`` (the instance and its frames); encoded again in
+    JPEG 2000 Lossless or RLE when asked for, the same pixel values; rendered as the
     uncompressed original is. Pixel data that does not decode: 406, and the archive serves on."""
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
-    from tests.imaging.conftest import JPEG_LS, compressed, smooth_ct, write
+    from tests.imaging.conftest import J2K, JPEG_LS, RLE, compressed, smooth_ct, write
 
     ds = smooth_ct(patient_id="800001", issuer="1.2.250.1.999.1.1")
     original = write(ds, tmp_path / "ct.dcm")
@@ -191,6 +192,15 @@ def test_a_compressed_instance_as_stored_or_decoded(imaging: Imaging, tmp_path: 
     assert decoded.SOPInstanceUID == ds.SOPInstanceUID and decoded.PixelData == ds.PixelData
     assert client.get(_url(ds), headers={**chu, "Accept": dicom + "1.2.840.10008.1.2.4.50"}
                       ).status_code == 406  # fmt: skip
+    for syntax in (J2K, RLE):  # encoded again, losslessly, for a client that asks for it
+        encoded = client.get(_url(ds), headers={**chu, "Accept": dicom + syntax})
+        assert encoded.status_code == 200, encoded.text
+        ((kind, content),) = parts(encoded)
+        assert kind.endswith(f"transfer-syntax={syntax}")
+        again = dcmread(io.BytesIO(content))
+        assert again.file_meta.TransferSyntaxUID == syntax
+        assert again.SOPInstanceUID == ds.SOPInstanceUID
+        assert again.pixel_array.tobytes() == ds.PixelData
     octet = 'multipart/related; type="application/octet-stream"; transfer-syntax='
     frames = client.get(_url(ds, "/frames/1"), headers={**chu, "Accept": octet + "*"})
     ((kind, frame),) = parts(frames)

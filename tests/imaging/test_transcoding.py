@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRBigEndian
 
 from enrs.imaging import decoding, rendering
-from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit
+from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit, to_syntax
 from enrs.kit.errors import NotFound
 from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, smooth_ct, write
 
@@ -69,6 +69,52 @@ def test_no_pixel_data_under_a_compressed_syntax(tmp_path: Path) -> None:
     assert again == dcmread(path)
 
 
+@pytest.mark.parametrize("target", [JPEG_LS, J2K, RLE])
+def test_an_instance_encoded_losslessly(original: Path, tmp_path: Path, target: str) -> None:
+    """:func:`to_syntax`: an uncompressed instance (Explicit or Implicit VR) and one kept in
+    another compressed syntax come out in ``target``, the same pixel values, SOP Instance UID
+    and attributes; one kept in ``target`` as it is."""
+    source = dcmread(original)
+    implicit = dcmread(original)
+    implicit.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    sources = [
+        original,
+        write(implicit, tmp_path / "implicit.dcm"),
+        compressed(original, JPEG_LS if target != JPEG_LS else J2K),
+    ]
+    for path in sources:
+        content = path.read_bytes()
+        out = to_syntax(content, target)
+        again = dcmread(BytesIO(out))
+        assert again.file_meta.TransferSyntaxUID == target, path
+        assert again.SOPInstanceUID == source.SOPInstanceUID
+        assert again.file_meta.MediaStorageSOPInstanceUID == source.SOPInstanceUID
+        assert again["PixelData"].is_undefined_length  # encapsulated
+        assert np.array_equal(again.pixel_array, source.pixel_array)
+        assert again.PatientID == source.PatientID and again.StudyDate == source.StudyDate
+        assert len(out) < len(original.read_bytes())
+        assert to_syntax(out, target) is out  # kept in it: as it is
+    assert to_syntax(original.read_bytes(), EXPLICIT) == original.read_bytes()
+
+
+def test_no_lossy_encoding_nor_unknown_syntax(original: Path, tmp_path: Path) -> None:
+    content = original.read_bytes()
+    for lossy in ("1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.81"):
+        with pytest.raises(CannotTranscode, match="does not encode"):
+            to_syntax(content, lossy)
+    with pytest.raises(CannotTranscode):
+        to_syntax(b"not a DICOM file" * 20, J2K)
+    ds = smooth_ct(size=8)  # no pixel data: the same data set, relabelled
+    del ds.PixelData
+    path = write(ds, tmp_path / "no-pixels.dcm")
+    again = dcmread(BytesIO(to_syntax(path.read_bytes(), RLE)))
+    assert again.file_meta.TransferSyntaxUID == RLE and again == dcmread(path)
+    big = tmp_path / "big.dcm"  # the retired Explicit VR Big Endian: not converted
+    subprocess.run(["dcmconv", "+tb", str(original), str(big)], check=True, timeout=60)
+    with pytest.raises(CannotTranscode):
+        to_syntax(big.read_bytes(), J2K)
+
+
 def test_what_cannot_be_decoded(original: Path, tmp_path: Path) -> None:
     with pytest.raises(CannotTranscode):
         to_explicit(b"not a DICOM file" * 20)
@@ -113,6 +159,10 @@ def test_compressed_instances_are_decoded_in_another_process(
     with pytest.raises(decoding.DecoderUnavailable):  # (run here, it would end the tests)
         decoding.off_process(os._exit, 1)  # as a decoder that crashes its process
     assert decoding.explicit(content, J2K) == to_explicit(content)
+    plain_rle = to_syntax(plain, RLE)  # an encoding too runs in the pool: the same answer
+    assert decoding.transcoded(plain, EXPLICIT, RLE) == plain_rle
+    with pytest.raises(CannotTranscode):
+        decoding.transcoded(plain, EXPLICIT, "1.2.840.10008.1.2.4.91")
     assert set(decoding.SHARED_MEMORY.glob("enrs-decoded-*")) == before  # none left
     monkeypatch.setattr(decoding, "SHARED_MEMORY", tmp_path / "no-such-folder")
     assert decoding.explicit(content, J2K) == to_explicit(content)  # then through the pipe

@@ -3,10 +3,12 @@
 pylibjpeg's decoders hold the GIL while they run (OpenJPEG's, called with the GIL, reads its
 input through a Python file object): decoding a JPEG 2000 mammogram takes about 0.9 s, during
 which every other thread of the process (an HTTP worker's event loop and its requests, the DICOM
-listener's associations) is all but stopped. So an instance kept in a compressed transfer syntax
-is transcoded (:func:`.transcoding.to_explicit`) or rendered (:func:`.rendering.render`) in a
-pool of processes of its own; the calling thread waits for the answer without holding the GIL.
-An instance kept uncompressed is handled in the calling thread, as before (no decoder runs).
+listener's associations) is all but stopped, and so does encoding one. So an instance kept in
+a compressed transfer syntax is transcoded (:func:`.transcoding.to_syntax`) or rendered
+(:func:`.rendering.render`), and any instance is encoded to a compressed syntax, in a pool of
+processes of its own; the calling thread waits for the answer without holding the GIL. An
+instance kept uncompressed and given uncompressed is handled in the calling thread, as before
+(no decoder nor encoder runs).
 
 The pool belongs to the serving process: started at its first decoding, with at most
 :data:`PROCESSES` processes (``spawn``: the serving process runs threads, which ``fork`` does not
@@ -120,9 +122,15 @@ def off_process(work: Callable[..., bytes], *args: object) -> bytes:
 def explicit(content: bytes, syntax: str) -> bytes:
     """:func:`.transcoding.to_explicit` of a file kept in ``syntax``, decoded out of the
     process when ``syntax`` is compressed."""
-    if UID(syntax).is_compressed:
-        return off_process(transcoding.to_explicit, content)
-    return transcoding.to_explicit(content)
+    return transcoded(content, syntax, transcoding.EXPLICIT)
+
+
+def transcoded(content: bytes, syntax: str, target: str) -> bytes:
+    """:func:`.transcoding.to_syntax` of a file kept in ``syntax`` into ``target``, out of the
+    process when either is compressed (the encoders hold the GIL too)."""
+    if UID(syntax).is_compressed or UID(target).is_compressed:
+        return off_process(transcoding.to_syntax, content, target)
+    return transcoding.to_syntax(content, target)
 
 
 def rendered(content: bytes, syntax: str, number: int, media_type: str) -> bytes:

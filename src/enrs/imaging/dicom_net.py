@@ -48,7 +48,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from enrs.imaging import decoding, outgoing, query
+from enrs.imaging import decoding, outgoing, query, transcoding
 from enrs.imaging.encoding import read_file
 from enrs.imaging.filing import CANNOT_UNDERSTAND, NOT_AUTHORIZED, OUT_OF_RESOURCES, Caller
 from enrs.kit.mllp import Balancer
@@ -219,15 +219,17 @@ def contexts() -> list[PresentationContext]:
 def move_contexts(stored: list[query.Stored]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: one per SOP class and
     transfer syntax kept, the uncompressed ones offered together (pynetdicom converts between
-    them); for a compressed syntax, the uncompressed ones too in a context of their own, for a
-    destination that does not take it (the instance is then decoded: :mod:`.decoding`)."""
+    them), then the lossless ones the archive encodes to (:data:`.transcoding.ENCODABLE`), for
+    a destination that takes only those; for a compressed syntax, that second context too,
+    for a destination that does not take it (the instance is then decoded, and maybe encoded
+    again: :mod:`.decoding`)."""
     found: dict[tuple[str, str], PresentationContext] = {}
     for s in stored:
         kept = s.transfer_syntax_uid
         if kept not in _UNCOMPRESSED:
             found.setdefault((s.sop_class_uid, kept), build_context(s.sop_class_uid, [kept]))
             kept = ExplicitVRLittleEndian
-        syntaxes = [kept, *(t for t in _UNCOMPRESSED if t != kept)]
+        syntaxes = [kept, *(t for t in _UNCOMPRESSED if t != kept), *transcoding.ENCODABLE]
         found.setdefault((s.sop_class_uid, kept), build_context(s.sop_class_uid, syntaxes))
     return list(found.values())[:128]  # PS3.8: at most 128 contexts
 
@@ -252,23 +254,33 @@ def sending_archived(assoc: Association) -> None:
     in its transfer syntax when the peer accepted it (pynetdicom's chunked sending of a
     file); else, when the peer accepted an uncompressed syntax for its SOP class, in Explicit
     VR Little Endian, the pixel data decoded (:mod:`.transcoding`; pynetdicom encodes it
-    again in Implicit VR when only that one was accepted); else, or when it cannot be
-    decoded, the sub-operation fails."""
+    again in Implicit VR when only that one was accepted); else, when it accepted one of the
+    lossless syntaxes the archive encodes to, in that one; else, or when it cannot be
+    transcoded, the sub-operation fails."""
     original = assoc.send_c_store
+
+    def accepted(sop_class: str, syntax: str, conversion: bool = False) -> bool:
+        try:
+            assoc._get_valid_context(sop_class, syntax, "scu", allow_conversion=conversion)
+        except ValueError:
+            return False
+        return True
 
     def send(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, Outgoing):
             return original(dataset, *args, **kwargs)
         stored, load = dataset.archived()
         content = load(stored)
-        syntax = UID(stored.transfer_syntax_uid)
-        try:
-            assoc._get_valid_context(stored.sop_class_uid, syntax, "scu", allow_conversion=False)
-        except ValueError:
-            # Raises (the sub-operation fails) when no uncompressed context was accepted either.
-            assoc._get_valid_context(stored.sop_class_uid, ExplicitVRLittleEndian, "scu")
-            explicit = decoding.explicit(content, syntax)
-            return original(read_file(explicit), *args, **kwargs)
+        syntax, sop_class = UID(stored.transfer_syntax_uid), stored.sop_class_uid
+        if not accepted(sop_class, syntax):
+            if accepted(sop_class, ExplicitVRLittleEndian, conversion=True):
+                explicit = decoding.explicit(content, syntax)
+                return original(read_file(explicit), *args, **kwargs)
+            encodable = [t for t in transcoding.ENCODABLE if accepted(sop_class, t)]
+            if not encodable:
+                # Raises: the sub-operation fails (no context for the instance at all).
+                assoc._get_valid_context(sop_class, ExplicitVRLittleEndian, "scu")
+            content = decoding.transcoded(content, syntax, encodable[0])
         with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
             file.write(content)
             file.flush()

@@ -1,4 +1,4 @@
-"""Instances given out in Explicit VR Little Endian when the caller cannot take them as kept.
+"""Instances given out in another transfer syntax when the caller cannot take them as kept.
 
 The archive keeps every instance in the transfer syntax it was received in. A peer that did not
 accept that syntax (a C-GET requestor or a C-MOVE destination proposing only the uncompressed
@@ -11,6 +11,14 @@ The SOP Instance UID is kept: the pixel values are those the compressed data dec
 for a lossless syntax are the original ones; a lossy one (JPEG baseline, JPEG 2000) already
 carries Lossy Image Compression "01", which pydicom keeps. Colour pixel data given as YBR by
 the JPEG syntaxes comes out as RGB, its Photometric Interpretation changed to match.
+
+A peer that takes only a compressed syntax (a C-MOVE destination or C-GET requestor proposing
+JPEG-LS, JPEG 2000 or RLE alone, a DICOMweb client asking for one to save bandwidth) gets the
+instance encoded in one of the **lossless** syntaxes of :data:`ENCODABLE` (:func:`to_syntax`):
+the pixel data decoded if it is kept compressed, then encoded by pydicom's plugins (CharLS
+through pyjpegls, OpenJPEG and pylibjpeg-rle through pylibjpeg), so the values are those kept
+and the SOP Instance UID stays.
+The archive never encodes to a lossy syntax: that would change the image a radiologist reads.
 """
 
 from __future__ import annotations
@@ -18,17 +26,19 @@ from __future__ import annotations
 import warnings
 from io import BytesIO
 
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from enrs.imaging.encoding import read_file
 
 EXPLICIT = ExplicitVRLittleEndian
+# The compressed syntaxes the archive encodes to, in the order it offers them: lossless only.
+ENCODABLE: tuple[UID, ...] = (JPEGLSLossless, JPEG2000Lossless, RLELossless)
 
 
 class CannotTranscode(ValueError):
-    """The data set cannot be given in Explicit VR Little Endian (no decoder for its pixel
-    data, pixel data that does not decode, or the retired Explicit VR Big Endian, which
-    pydicom does not convert)."""
+    """The data set cannot be given in the syntax asked for (no decoder for its pixel data,
+    pixel data that does not decode or that the encoder does not take, or the retired Explicit
+    VR Big Endian, which pydicom does not convert)."""
 
 
 def to_explicit(content: bytes) -> bytes:
@@ -49,4 +59,35 @@ def to_explicit(content: bytes) -> bytes:
         ds.save_as(out, enforce_file_format=True)
     except Exception as exc:  # no decoder, broken pixel data, a value pydicom cannot encode
         raise CannotTranscode(f"the instance cannot be given in {EXPLICIT.name}: {exc}") from exc
+    return out.getvalue()
+
+
+def to_syntax(content: bytes, target: str) -> bytes:
+    """The DICOM file ``content`` in ``target``: Explicit VR Little Endian
+    (:func:`to_explicit`) or a syntax of :data:`ENCODABLE`; itself when it is kept in it.
+    Raises :class:`CannotTranscode`, also for any other ``target``."""
+    wanted = UID(target)
+    if wanted == EXPLICIT:
+        return to_explicit(content)
+    if wanted not in ENCODABLE:
+        raise CannotTranscode(f"the archive does not encode instances in {wanted.name}")
+    try:
+        ds = read_file(content)
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        if syntax == wanted:
+            return content
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if "PixelData" not in ds:  # no pixel data: the data set in Explicit VR, relabelled
+                if not syntax.is_little_endian:
+                    raise ValueError(f"{syntax.name} is not converted")
+                ds.file_meta.TransferSyntaxUID = wanted
+            else:
+                if syntax.is_compressed:
+                    ds.decompress(generate_instance_uid=False)
+                ds.compress(wanted, generate_instance_uid=False)
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+    except Exception as exc:  # no decoder or encoder, broken pixel data, a value not encoded
+        raise CannotTranscode(f"the instance cannot be given in {wanted.name}: {exc}") from exc
     return out.getvalue()

@@ -9,8 +9,10 @@ caller (:mod:`.access`):
   study the cell corrected, with the corrected identifiers: :mod:`.outgoing`) and labelled
   with its ``transfer-syntax``. An Accept naming ``transfer-syntax=1.2.840.10008.1.2.1``
   gets them in Explicit VR Little Endian, compressed pixel data decoded
-  (:mod:`.transcoding`); one naming another syntax than the stored one (or than ``*``)
-  answers 406, as does an instance that cannot be decoded. The files are read from the storage
+  (:mod:`.transcoding`); one naming JPEG 2000 Lossless (``1.2.840.10008.1.2.4.90``) or RLE
+  Lossless (``1.2.840.10008.1.2.5``) gets them encoded in it, losslessly (for a client short of
+  bandwidth); one naming another syntax than the stored one (or than ``*``) answers 406, as
+  does an instance that cannot be decoded or encoded. The files are read from the storage
   one at a time as the body goes out (the server holds one, not the study); one that cannot
   be read after the first cuts the answer, which then lacks its closing delimiter.
 - ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
@@ -180,31 +182,34 @@ def _split_accept(header: str) -> list[str]:
     return [*parts, current]
 
 
-def _accepts_dicom(request: Request, syntaxes: set[str]) -> bool:
-    """Whether the caller takes the stored files as they are (``False``: it asked for them in
-    Explicit VR Little Endian, :mod:`.transcoding`); 406 when it takes neither."""
+def _accepts_dicom(request: Request, syntaxes: set[str]) -> str | None:
+    """The transfer syntax the caller asked the stored files in: ``None`` when it takes them
+    as they are, else Explicit VR Little Endian or a lossless syntax the archive encodes to
+    (:data:`.transcoding.ENCODABLE`); 406 when it takes none of those."""
+    offered = (transcoding.EXPLICIT, *transcoding.ENCODABLE)
     for found in _accept(request):
         if found.type in ("*/*", "multipart/*") and not found.params:
-            return True
+            return None
         if found.type == "multipart/related":
             kind = found.params.get("type", DICOM).lower()
             syntax = found.params.get("transfer-syntax", "*")
             if kind == DICOM and (syntax == "*" or syntaxes <= {syntax}):
-                return True
-            if kind == DICOM and syntax == transcoding.EXPLICIT:
-                return False
-    stored = ", ".join(sorted(syntaxes | {transcoding.EXPLICIT}))
+                return None
+            if kind == DICOM and syntax in offered:
+                return syntax
+    stored = ", ".join(sorted(syntaxes | set(offered)))
     raise NotAcceptable(
         f'give Accept: multipart/related; type="{DICOM}" (transfer-syntax * or {stored}): '
-        "the archive returns the instances as stored, or in Explicit VR Little Endian"
+        "the archive returns the instances as stored, in Explicit VR Little Endian, or "
+        "encoded losslessly"
     )
 
 
-def _explicit(content: bytes, syntax: str) -> bytes:
-    """The file kept in ``syntax`` in Explicit VR Little Endian (:mod:`.decoding`), 406 when
-    the instance cannot be decoded."""
+def _transcoded(content: bytes, syntax: str, target: str) -> bytes:
+    """The file kept in ``syntax`` in ``target`` (:mod:`.decoding`), 406 when the instance
+    cannot be given in it."""
     try:
-        return decoding.explicit(content, syntax)
+        return decoding.transcoded(content, syntax, target)
     except transcoding.CannotTranscode as exc:
         raise NotAcceptable(str(exc)) from None
 
@@ -296,15 +301,15 @@ def _multipart(request: Request, found: Found) -> Response:
     before answering (a blob that cannot be read or decoded is then an error status); one that
     cannot be read or decoded later cuts the answer (logged): the body then lacks its closing
     delimiter and, over HTTP/1.1, its last chunk, which a client sees as an incomplete answer."""
-    as_stored = _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
+    target = _accepts_dicom(request, {i.transfer_syntax_uid for i, _ in found.instances})
     boundary = secrets.token_hex(16)
     uid = found.study.study_uid
 
     def labelled(item: tuple[str, bytes]) -> tuple[str, bytes]:
         syntax, content = item
-        if as_stored or syntax == transcoding.EXPLICIT:
+        if target is None or syntax == target:
             return item
-        return transcoding.EXPLICIT, _explicit(content, syntax)
+        return target, _transcoded(content, syntax, target)
 
     files = map(labelled, _files(request, found))
     first = next(files)
@@ -548,7 +553,7 @@ def retrieve_frames(
     ((stored, content),) = list(_files(request, found))
     syntax = _accepts_frames(request, stored)
     if syntax != stored:
-        content = _explicit(content, stored)
+        content = _transcoded(content, stored, syntax)
     boundary = secrets.token_hex(16)
     body = b"".join(
         f"--{boundary}\r\nContent-Type: {OCTET}; transfer-syntax={syntax}\r\n\r\n".encode()
