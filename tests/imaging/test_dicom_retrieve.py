@@ -432,3 +432,57 @@ def test_move_to_a_destination_that_prefers_a_compressed_syntax(
             assert back.file_meta.TransferSyntaxUID == expected, (aet, uid)
             assert back.pixel_array.tobytes() == originals[uid].PixelData
             assert back.PatientID == originals[uid].PatientID
+
+
+def test_get_by_a_requestor_that_takes_only_a_compressed_syntax(
+    archive: Archived, tmp_path: Path
+) -> None:
+    """A C-GET requestor (pynetdicom's AE) whose CT storage context proposes JPEG-LS Lossless
+    alone: the instance kept uncompressed comes back encoded in it, the same pixel values;
+    one proposing only a lossy syntax gets nothing, a failed sub-operation."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        CTImageStorage,
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    _register(archive, "MODALITY", store=True, retrieve=True)
+    plain = write(smooth_ct(11), tmp_path / "plain.dcm")
+    assert archive.storescu(plain).returncode == 0
+    for syntax, completed in ((JPEG_LS, 1), ("1.2.840.10008.1.2.4.81", 0)):
+        received: list[Dataset] = []
+
+        def on_store(event: evt.Event, received: list[Dataset] = received) -> int:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            received.append(ds)
+            return 0x0000
+
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(CTImageStorage, [syntax])
+        role = build_role(CTImageStorage, scp_role=True)
+        assoc = ae.associate(
+            "127.0.0.1",
+            archive.port,
+            ae_title=AET,
+            ext_neg=[role],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = _uid(plain)
+        try:
+            answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+        finally:
+            assoc.release()
+        final = answers[-1][0]
+        assert final.NumberOfCompletedSuboperations == completed, syntax
+        assert final.NumberOfFailedSuboperations == 1 - completed, syntax
+        assert len(received) == completed
+        if completed:
+            [back] = received
+            assert back.file_meta.TransferSyntaxUID == syntax
+            assert back.SOPInstanceUID == dcmread(plain).SOPInstanceUID
+            assert back.pixel_array.tobytes() == dcmread(plain).PixelData
