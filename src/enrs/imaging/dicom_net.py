@@ -259,27 +259,31 @@ def sending_archived(assoc: Association) -> None:
     transcoded, the sub-operation fails."""
     original = assoc.send_c_store
 
-    def accepted(sop_class: str, syntax: str, conversion: bool = False) -> bool:
-        try:
-            assoc._get_valid_context(sop_class, syntax, "scu", allow_conversion=conversion)
-        except ValueError:
-            return False
-        return True
+    def taken(sop_class: str) -> set[UID]:
+        """The transfer syntaxes of the contexts accepted for ``sop_class`` in which the
+        archive may send (pynetdicom's own look-up logs an error for each miss)."""
+        return {
+            UID(cx.transfer_syntax[0])
+            for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class and cx.as_scu is True
+        }
 
     def send(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, Outgoing):
             return original(dataset, *args, **kwargs)
         stored, load = dataset.archived()
-        content = load(stored)
         syntax, sop_class = UID(stored.transfer_syntax_uid), stored.sop_class_uid
-        if not accepted(sop_class, syntax):
-            if accepted(sop_class, ExplicitVRLittleEndian, conversion=True):
+        syntaxes = taken(sop_class)
+        content = load(stored)
+        if syntax not in syntaxes:
+            # pynetdicom converts between the uncompressed little endian syntaxes
+            if any(t.is_little_endian and not t.is_compressed for t in syntaxes):
                 explicit = decoding.explicit(content, syntax)
                 return original(read_file(explicit), *args, **kwargs)
-            encodable = [t for t in transcoding.ENCODABLE if accepted(sop_class, t)]
-            if not encodable:
-                # Raises: the sub-operation fails (no context for the instance at all).
-                assoc._get_valid_context(sop_class, ExplicitVRLittleEndian, "scu")
+            encodable = [t for t in transcoding.ENCODABLE if t in syntaxes]
+            if not encodable:  # the sub-operation fails
+                raise ValueError(f"the peer accepted no transfer syntax for {sop_class} "
+                                 f"that {stored.sop_instance_uid} can be sent in")  # fmt: skip
             content = decoding.transcoded(content, syntax, encodable[0])
         with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
             file.write(content)
