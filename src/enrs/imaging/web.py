@@ -9,9 +9,9 @@ caller (:mod:`.access`):
   study the cell corrected, with the corrected identifiers: :mod:`.outgoing`) and labelled
   with its ``transfer-syntax``. An Accept naming ``transfer-syntax=1.2.840.10008.1.2.1``
   gets them in Explicit VR Little Endian, compressed pixel data decoded
-  (:mod:`.transcoding`); one naming JPEG 2000 Lossless (``1.2.840.10008.1.2.4.90``) or RLE
-  Lossless (``1.2.840.10008.1.2.5``) gets them encoded in it, losslessly (for a client short of
-  bandwidth); one naming another syntax than the stored one (or than ``*``) answers 406, as
+  (:mod:`.transcoding`); one naming JPEG-LS Lossless (``1.2.840.10008.1.2.4.80``), JPEG 2000
+  Lossless (``1.2.840.10008.1.2.4.90``) or RLE Lossless (``1.2.840.10008.1.2.5``) gets them
+  encoded in it (for a client short of bandwidth), the pixel values unchanged; one naming another syntax than the stored one (or than ``*``) answers 406, as
   does an instance that cannot be decoded or encoded. The files are read from the storage
   one at a time as the body goes out (the server holds one, not the study); one that cannot
   be read after the first cuts the answer, which then lacks its closing delimiter.
