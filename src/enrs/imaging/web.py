@@ -11,10 +11,11 @@ caller (:mod:`.access`):
   gets them in Explicit VR Little Endian, compressed pixel data decoded
   (:mod:`.transcoding`); one naming JPEG-LS Lossless (``1.2.840.10008.1.2.4.80``), JPEG 2000
   Lossless (``1.2.840.10008.1.2.4.90``) or RLE Lossless (``1.2.840.10008.1.2.5``) gets them
-  encoded in it (for a client short of bandwidth), the pixel values unchanged; one naming another syntax than the stored one (or than ``*``) answers 406, as
-  does an instance that cannot be decoded or encoded. The files are read from the storage
-  one at a time as the body goes out (the server holds one, not the study); one that cannot
-  be read after the first cuts the answer, which then lacks its closing delimiter.
+  encoded in it (for a client short of bandwidth), the pixel values unchanged; one naming
+  another syntax than the stored one (or than ``*``) answers 406, as does an instance that
+  cannot be decoded or encoded. The files are read from the storage one at a time as the body
+  goes out (the server holds one, not the study); one that cannot be read after the first cuts
+  the answer, which then lacks its closing delimiter.
 - ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
   ``application/dicom+json``), one object per instance; bulk data (pixel data, and binary
   values over 1 KiB) is left out.
