@@ -250,6 +250,12 @@ def test_mistakes_print_an_error_not_a_traceback(tmp_path: Path, database_url: s
     assert "ENRS_HTTP_PORT" in _error_of(bad_port)
     down = {**env, "ENRS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
     assert "the database cannot be used" in _error_of(_run(down, "users", "list", check=False))
+    # run from another folder than the one holding the embedded database: said so
+    elsewhere = {**env, "ENRS_DATABASE_URL": f"sqlite:///{tmp_path / 'nowhere' / 'enrs.db'}"}
+    add_ae = ("imaging", "ae", "add", "M", "--host", "127.0.0.1", "--port", "104")
+    for command in (("users", "list"), add_ae):
+        missing = _error_of(_run(elsewhere, *command, check=False))
+        assert f"the database folder {tmp_path / 'nowhere'} does not exist" in missing
 
 
 def test_a_disabled_user_cannot_log_in_until_enabled(tmp_path: Path, database_url: str) -> None:

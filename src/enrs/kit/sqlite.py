@@ -39,6 +39,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from enrs.kit.errors import ServiceUnavailable
+
 log = logging.getLogger(__name__)
 
 # The execution option asking a connection's transactions to take a write turn.
@@ -70,6 +72,12 @@ class WriteTurns:
         self._lock = threading.Lock()
         self._fd: int | None = None
         if database and database != ":memory:" and not database.startswith("file:"):
+            folder = os.path.dirname(os.path.abspath(database))
+            if not os.path.isdir(folder):  # say so, rather than fail on the lock file's name
+                raise ServiceUnavailable(
+                    f"the database folder {folder} does not exist: run the command from the "
+                    "folder holding it, or set ENRS_DATA_DIR (`enrs migrate` creates it)"
+                )
             self._fd = os.open(f"{database}.writers-lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def acquire(self) -> None:
