@@ -97,6 +97,41 @@ def test_an_instance_encoded_losslessly(original: Path, tmp_path: Path, target: 
     assert to_syntax(original.read_bytes(), EXPLICIT) == original.read_bytes()
 
 
+@pytest.mark.parametrize("target", [JPEG_LS, J2K, RLE])
+def test_signed_and_colour_multi_frame_pixels_encoded_losslessly(
+    tmp_path: Path, target: str
+) -> None:
+    """Signed 16-bit values (a CT's air at -1000 and below) and an RGB 8-bit image of three
+    frames come back from ``target`` with the same values; float pixel data, which only the
+    native syntaxes carry, is not relabelled."""
+    rng = np.random.default_rng(4)
+    signed = smooth_ct(size=8)
+    signed.Rows = signed.Columns = 64
+    signed.BitsStored, signed.HighBit, signed.PixelRepresentation = 16, 15, 1
+    values = np.clip(rng.normal(-500, 400, (64, 64)), -2000, 3000).astype("<i2")
+    signed.PixelData = values.tobytes()
+    colour = smooth_ct(size=8)
+    colour.Rows, colour.Columns, colour.NumberOfFrames = 48, 40, 3
+    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
+    colour.PlanarConfiguration = 0
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
+    colour.PixelRepresentation = 0
+    frames = (rng.integers(0, 60, (3, 48, 40, 3)) + np.arange(40)[None, None, :, None]).astype("u1")
+    colour.PixelData = frames.tobytes()
+    for ds, wanted in ((signed, values), (colour, frames)):
+        content = write(ds, tmp_path / "source.dcm").read_bytes()
+        again = dcmread(BytesIO(to_syntax(content, target)))
+        assert again.file_meta.TransferSyntaxUID == target
+        assert np.array_equal(again.pixel_array.reshape(wanted.shape), wanted)
+        assert again.pixel_array.dtype == wanted.dtype
+    parametric = smooth_ct(size=8)
+    del parametric.PixelData
+    parametric.FloatPixelData = np.zeros(64, "<f4").tobytes()
+    content = write(parametric, tmp_path / "float.dcm").read_bytes()
+    with pytest.raises(CannotTranscode, match="float pixel data"):
+        to_syntax(content, target)
+
+
 def test_no_lossy_encoding_nor_unknown_syntax(original: Path, tmp_path: Path) -> None:
     content = original.read_bytes()
     for lossy in ("1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.81"):

@@ -78,6 +78,8 @@ def to_syntax(content: bytes, target: str) -> bytes:
             return content
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+                raise ValueError("float pixel data is kept in the native syntaxes only")
             if "PixelData" not in ds:  # no pixel data: the data set in Explicit VR, relabelled
                 if not syntax.is_little_endian:
                     raise ValueError(f"{syntax.name} is not converted")
