@@ -230,6 +230,79 @@ def test_a_compressed_instance_as_stored_or_decoded(imaging: Imaging, tmp_path: 
                       ).status_code == 200  # fmt: skip
 
 
+def _frames_decode(ds: object, syntax: str, frames: list[bytes]) -> bytes:
+    """The pixel values of ``frames`` (compressed in ``syntax``), decoded by pydicom's
+    plugins as a data set of ``ds``'s image attributes holding them."""
+    from pydicom import Dataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+
+    holder = Dataset()
+    holder.file_meta = FileMetaDataset()
+    holder.file_meta.TransferSyntaxUID = syntax
+    image = ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation")
+    for keyword in (*image, "SamplesPerPixel", "PhotometricInterpretation"):
+        setattr(holder, keyword, getattr(ds, keyword))
+    holder.NumberOfFrames = len(frames)
+    holder.PixelData = encapsulate(frames)
+    holder["PixelData"].VR = "OB"
+    return bytes(holder.pixel_array.astype("<u2").tobytes())
+
+
+def test_frames_in_a_compressed_media_type(imaging: Imaging, tmp_path: Path) -> None:
+    """Frames asked for in a compressed media type (PS3.18 Table 8.7.3-5): as stored when the
+    instance is kept in one of its syntaxes, else encoded losslessly, one part a frame labelled
+    ``image/jls; transfer-syntax=…``; each decodes to the stored values. A syntax the archive
+    neither keeps nor encodes (near-lossless, lossy): 406, the next Accept range tried first."""
+    from tests.imaging.conftest import J2K, JPEG_LS, RLE, compressed, smooth_ct, write
+
+    patient = {"patient_id": "800001", "issuer": "1.2.250.1.999.1.1"}
+    ds = smooth_ct(seed=5, **patient)  # two frames, kept uncompressed
+    first, second = ds.PixelData, smooth_ct(seed=9).PixelData
+    ds.NumberOfFrames, ds.PixelData = 2, first + second
+    assert imaging.archive.storescu(write(ds, tmp_path / "two.dcm")).returncode == 0
+    client, chu = imaging.client, imaging.chu
+    related = "multipart/related; type="
+    for media, syntax in (("image/jls", JPEG_LS), ("image/jp2", J2K), ("image/dicom-rle", RLE)):
+        answer = client.get(_url(ds, "/frames/2,1"), headers={**chu, "Accept": related + media})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith(f'{related}"{media}"; boundary=')
+        found = parts(answer)
+        assert [kind for kind, _ in found] == [f"{media}; transfer-syntax={syntax}"] * 2
+        assert _frames_decode(ds, syntax, [frame for _, frame in found]) == second + first
+    named = client.get(
+        _url(ds, "/frames/1"), headers={**chu, "Accept": f"{related}image/jls; transfer-syntax=*"}
+    )
+    assert parts(named)[0][0] == f"image/jls; transfer-syntax={JPEG_LS}"
+    for refused in (
+        "image/jls; transfer-syntax=1.2.840.10008.1.2.4.81",  # near-lossless: not encoded
+        "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.91",  # lossy: never encoded
+        "image/jpeg",  # JPEG lossless: not encoded
+        "image/jpx",
+        "image/gif",
+    ):
+        answer = client.get(_url(ds, "/frames/1"), headers={**chu, "Accept": related + refused})
+        assert answer.status_code == 406, refused
+    fallback = f"{related}image/jpx, {related}image/dicom-rle;q=0.5"
+    answer = client.get(_url(ds, "/frames/1"), headers={**chu, "Accept": fallback})
+    assert parts(answer)[0][0] == f"image/dicom-rle; transfer-syntax={RLE}"
+
+    # Kept in JPEG-LS: image/jls gives the stored fragments, image/jp2 encodes them again.
+    single = smooth_ct(seed=7, **patient)
+    path = compressed(write(single, tmp_path / "one.dcm"), JPEG_LS)
+    assert imaging.archive.storescu(path, options=("-xt",)).returncode == 0
+    octet = f"{related}application/octet-stream; transfer-syntax=*"
+    ((_, stored),) = parts(client.get(_url(single, "/frames/1"), headers={**chu, "Accept": octet}))
+    jls = client.get(_url(single, "/frames/1"), headers={**chu, "Accept": related + "image/jls"})
+    assert parts(jls) == [(f"image/jls; transfer-syntax={JPEG_LS}", stored)]
+    jp2 = client.get(_url(single, "/frames/1"), headers={**chu, "Accept": related + "image/jp2"})
+    ((kind, frame),) = parts(jp2)
+    assert kind == f"image/jp2; transfer-syntax={J2K}" and frame != stored
+    assert _frames_decode(single, J2K, [frame]) == single.PixelData
+    assert client.get(_url(single, "/frames/3"), headers={**chu, "Accept": related + "image/jls"}
+                      ).status_code == 404  # fmt: skip
+
+
 def test_negotiation_and_unknown_uids(imaging: Imaging, tmp_path: Path) -> None:
     _, ds = imaging.store(tmp_path)
     client, chu = imaging.client, imaging.chu

@@ -23,7 +23,11 @@ caller (:mod:`.access`):
   ``multipart/related; type="application/octet-stream"``, one part a frame as stored (an
   uncompressed frame's bytes, or a compressed one's fragments), labelled with the stored
   ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws. With
-  ``transfer-syntax=1.2.840.10008.1.2.1`` compressed frames are given decoded.
+  ``transfer-syntax=1.2.840.10008.1.2.1`` compressed frames are given decoded. With a
+  compressed media type (PS3.18 Table 8.7.3-5: ``image/jls``, ``image/jp2``,
+  ``image/dicom-rle``, ``image/jpeg``, ``image/jpx``) they are given as stored when kept in
+  one of its syntaxes, else encoded losslessly (JPEG-LS, JPEG 2000, RLE; the whole instance is
+  encoded, then cut), each part labelled ``image/jls; transfer-syntax=…``.
 - ``.../instances/{instance}/rendered`` and ``.../frames/{n}/rendered``: the (first) frame as
   ``image/jpeg`` (the default) or ``image/png``, rescaled and windowed
   (:mod:`.rendering`); 406 for another Accept, or an image that cannot be rendered.
@@ -483,23 +487,67 @@ def _frame_numbers(frames: str) -> list[int]:
     return numbers
 
 
-def _accepts_frames(request: Request, syntax: str) -> str:
-    """The transfer syntax the frames are given in: as stored (the uncompressed ones as
-    ``application/octet-stream``, little endian), or Explicit VR Little Endian when the caller
-    asks for it (compressed frames then decoded); 406 when the caller takes neither."""
+# PS3.18 Table 8.7.3-5: the media types of compressed pixel data, each syntax's first; the
+# syntax a media type means when the Accept names no transfer-syntax comes first.
+FRAME_MEDIA: dict[str, tuple[str, ...]] = {
+    "image/jpeg": (
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+    ),
+    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
+    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
+    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
+}
+
+
+@dataclass(frozen=True)
+class FrameAnswer:
+    """How the frames go out: the multipart's ``type``, and the ``transfer-syntax`` of each
+    part (the stored one, or the one they are decoded or encoded to)."""
+
+    media: str
+    syntax: str
+
+
+def _accepts_frames(request: Request, syntax: str) -> FrameAnswer:
+    """The form the frames are given in, the first of the Accept's ranges the archive can
+    serve: as stored (``application/octet-stream``; uncompressed ones little endian, compressed
+    ones as their fragments), decoded (``transfer-syntax=1.2.840.10008.1.2.1``), or in a
+    compressed media type (``image/jls``, ``image/jp2``, ``image/dicom-rle``, ``image/jpeg``,
+    ``image/jpx``): as stored when kept in one of its syntaxes, else encoded losslessly in its
+    syntax the archive encodes to (:data:`.transcoding.ENCODABLE`; never to a lossy one).
+    406 when the caller takes none of those."""
     for found in _accept(request):
         if found.type in ("*/*", "multipart/*") and not found.params:
-            return syntax
-        if found.type == "multipart/related":
-            kind = found.params.get("type", OCTET).lower()
-            wanted = found.params.get("transfer-syntax", "*")
-            if kind in (OCTET, "*/*") and wanted in ("*", syntax):
-                return syntax
-            if kind in (OCTET, "*/*") and wanted == transcoding.EXPLICIT:
-                return wanted
+            return FrameAnswer(OCTET, syntax)
+        if found.type != "multipart/related":
+            continue
+        kind = found.params.get("type", OCTET).lower()
+        wanted = found.params.get("transfer-syntax")
+        if kind in (OCTET, "*/*") and wanted in (None, "*", syntax):
+            return FrameAnswer(OCTET, syntax)
+        if kind in (OCTET, "*/*") and wanted == transcoding.EXPLICIT:
+            return FrameAnswer(OCTET, transcoding.EXPLICIT)
+        if kind not in FRAME_MEDIA:
+            continue
+        meant = FRAME_MEDIA[kind]
+        if wanted in ("*", syntax) and syntax in meant:
+            return FrameAnswer(kind, syntax)
+        encodable = [s for s in meant if s in transcoding.ENCODABLE]
+        if wanted in (None, "*") and encodable:
+            return FrameAnswer(kind, encodable[0])
+        if wanted in encodable:
+            return FrameAnswer(kind, str(wanted))
+        if wanted is None and syntax == meant[0]:
+            return FrameAnswer(kind, syntax)
+    offered = ", ".join(["application/octet-stream", *FRAME_MEDIA])
     raise NotAcceptable(
-        f'give Accept: multipart/related; type="{OCTET}" (transfer-syntax * or {syntax} '
-        f"or {transcoding.EXPLICIT}): the frames are returned as stored, or decoded"
+        f"give Accept: multipart/related; type= one of {offered} (stored in {syntax}): the "
+        "frames are returned as stored, decoded (transfer-syntax=1.2.840.10008.1.2.1), or "
+        "encoded losslessly (JPEG-LS, JPEG 2000, RLE)"
     )
 
 
@@ -542,9 +590,9 @@ def retrieve_frames(
     session: DbSession,
     principal: StudyRead,
 ) -> Response:
-    """The frames' pixel data as ``multipart/related``, one part a frame, labelled with the
-    stored transfer syntax (``application/octet-stream`` for uncompressed ones), or decoded
-    and labelled Explicit VR Little Endian when the caller asks for that one."""
+    """The frames' pixel data as ``multipart/related``, one part a frame, in the form
+    :func:`_accepts_frames` picks: as stored, decoded or encoded, each part labelled with its
+    media type and transfer syntax."""
     numbers = _frame_numbers(frames)
     found = _readable(request, session, principal, study, series, instance, what="frames")
     entry = request.state.audit[-1]
@@ -552,18 +600,17 @@ def retrieve_frames(
         {**json.loads(entry.detail), "frames": numbers}, separators=(",", ":")
     )
     ((stored, content),) = list(_files(request, found))
-    syntax = _accepts_frames(request, stored)
-    if syntax != stored:
-        content = _transcoded(content, stored, syntax)
+    answer = _accepts_frames(request, stored)
+    if answer.syntax != stored:
+        content = _transcoded(content, stored, answer.syntax)
+    kind = f"{answer.media}; transfer-syntax={answer.syntax}"
     boundary = secrets.token_hex(16)
     body = b"".join(
-        f"--{boundary}\r\nContent-Type: {OCTET}; transfer-syntax={syntax}\r\n\r\n".encode()
-        + frame
-        + b"\r\n"
+        f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode() + frame + b"\r\n"
         for frame in frames_of(content, numbers)
     )
     body += f"--{boundary}--\r\n".encode()
-    media = f'multipart/related; type="{OCTET}"; boundary={boundary}'
+    media = f'multipart/related; type="{answer.media}"; boundary={boundary}'
     return Response(body, media_type=media)
 
 
