@@ -6,6 +6,7 @@ read by PDQ (QBP^Q22) through the same MLLP client; and the mappings themselves.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from tests.identity.feeders import CHU, feeder_token
 from tests.identity.test_fhir import auth, fr_patient
 from tests.identity.test_fhir import feed as fhir_feed
-from tests.identity.test_hl7 import Feed, code, feed_server, msh, pid, q22
+from tests.identity.test_hl7 import Feed, code, err, feed_server, msh, pid, q22
 
 from enrs.identity import translate
 from enrs.kit.db import Database
@@ -307,3 +308,120 @@ def test_a_managing_organisation_is_pd1_3_when_no_organisation_is_the_gp() -> No
         {"generalPractitioner": [{"reference": "Practitioner/12", "display": "Dr X"}]}
     )
     assert segs == ["PD1||||^Dr X"]
+
+
+# ------------------------------------------------------------------------- the death
+
+
+def _adt_death(ipp: str, when: str, flag: str, event: str = "A08") -> str:
+    fields = pid(ipp).rstrip("\r").split("|")
+    fields += [""] * (31 - len(fields))
+    fields[29], fields[30] = when, flag
+    return msh(event, f"D{next(_CONTROL)}") + "|".join(fields) + "\r"
+
+
+_CONTROL = itertools.count(1)
+
+
+def _death_day(db: Database, ipp: str) -> object:
+    from sqlalchemy import select
+
+    from enrs.identity.models import SourceIdentity
+
+    with db.session(write=False) as session:
+        return session.scalar(select(SourceIdentity.death_date).where(SourceIdentity.ipp == ipp))
+
+
+def test_a_death_fed_by_adt_is_kept_and_read_over_both_protocols(
+    feed: Feed, client: TestClient, token: str, db: Database
+) -> None:
+    """PID-29 and PID-30 (PAM-FR) are kept with the identity, given back as fed over PDQ and
+    as ``deceasedDateTime`` over PDQm; the day is the identity's ``death_date`` (the imaging
+    retention job's). A malformed one is refused (AR) and the identity keeps what it had."""
+    assert code(feed.send(msh("A28", "D0") + pid("810"))) == "AA"
+    assert _death_day(db, "810") is None
+    assert code(feed.send(_adt_death("810", "202611301425-0400", "Y"))) == "AA"
+    assert str(_death_day(db, "810")) == "2026-11-30"
+    found = client.get("/fhir/Patient", params={"identifier": f"urn:oid:{CHU}|810"},
+                       headers=auth(token)).json()  # fmt: skip
+    [entry] = found["entry"]
+    assert entry["resource"]["deceasedDateTime"] == "2026-11-30T14:25:00-04:00"
+    answer = feed.send(q22("3", "@PID.3.1^810"))
+    [found_pid] = segments(answer, "PID")
+    assert found_pid.split("|")[29:31] == ["202611301425-0400", "Y"]
+    for when, flag, error in (
+        ("hier", "Y", "102"),
+        ("20261131", "Y", "102"),  # no 31st of November
+        ("", "X", "103"),
+        ("20261130", "N", "102"),  # a date that the indicator denies
+    ):
+        refused = feed.send(_adt_death("810", when, flag))
+        assert code(refused) == "AR" and err(refused)[0] == error, (when, flag)
+    assert str(_death_day(db, "810")) == "2026-11-30"
+    # A death known but not its day: the indicator alone, no day.
+    assert code(feed.send(_adt_death("811", "", "Y", "A28"))) == "AA"
+    assert _death_day(db, "811") is None
+    found = client.get("/fhir/Patient", params={"identifier": f"urn:oid:{CHU}|811"},
+                       headers=auth(token)).json()  # fmt: skip
+    assert found["entry"][0]["resource"]["deceasedBoolean"] is True
+
+
+def test_a_death_fed_over_fhir_is_kept_and_read_over_pdq(
+    feed: Feed, client: TestClient, token: str, db: Database
+) -> None:
+    made = fhir_feed(client, token, fr_patient("820") | {"deceasedDateTime": "2026-11-30"})
+    assert made.status_code == 201, made.text
+    assert str(_death_day(db, "820")) == "2026-11-30"
+    answer = feed.send(q22("4", "@PID.3.1^820"))
+    [found_pid] = segments(answer, "PID")
+    assert found_pid.split("|")[29:31] == ["20261130", "Y"]
+    for bad in (
+        {"deceasedDateTime": "30/11/2026"},
+        {"deceasedDateTime": "2026-11-30", "deceasedBoolean": True},
+        {"deceasedBoolean": "yes"},
+    ):
+        refused = fhir_feed(client, token, fr_patient("820") | bad)
+        assert refused.status_code == 422, bad
+        assert refused.json()["resourceType"] == "OperationOutcome"
+    assert str(_death_day(db, "820")) == "2026-11-30"
+    alive = fhir_feed(client, token, fr_patient("820") | {"deceasedBoolean": False})
+    assert alive.status_code == 200, alive.text
+    assert _death_day(db, "820") is None
+    [found_pid] = segments(feed.send(q22("5", "@PID.3.1^820")), "PID")
+    assert found_pid.split("|")[29:31] == ["", "N"]
+
+
+@pytest.mark.parametrize(
+    ("dtm", "fhir"),
+    [
+        ("2026", "2026"),
+        ("202611", "2026-11"),
+        ("20261130", "2026-11-30"),
+        ("202611301425", "2026-11-30"),  # a time without its zone: the day alone
+        ("20261130142507.25+0100", "2026-11-30T14:25:07+01:00"),
+        ("202611301425-0400", "2026-11-30T14:25:00-04:00"),
+        ("20261330", None),
+        ("2026113", None),
+        ("hier", None),
+    ],
+)
+def test_dtm_and_fhir_datetime(dtm: str, fhir: str | None) -> None:
+    assert translate.dtm_to_fhir(dtm) == fhir
+
+
+def test_fhir_datetime_to_dtm_and_the_death_day() -> None:
+    from datetime import date
+
+    from enrs.identity import record
+
+    assert translate.fhir_to_dtm("2026-11-30T14:25:00Z") == "20261130142500+0000"
+    assert translate.fhir_to_dtm("2026-11-30T14:25:00-04:00") == "20261130142500-0400"
+    assert translate.fhir_to_dtm("2026-11") == "202611"
+    assert translate.fhir_to_dtm("2026-11-30T14:25") is None  # FHIR wants seconds and a zone
+    assert translate.fhir_to_dtm("2026-02-30") is None
+    day = record.death_date
+    assert day({"fhir": {"deceasedDateTime": "2026-11-30T02:00:00+01:00"}}) == date(2026, 11, 30)
+    assert day({"fhir": {"deceasedDateTime": "2024-02"}}) == date(2024, 2, 29)  # its last day
+    assert day({"v2": {"PID": {"29": "2025", "30": "Y"}}}) == date(2025, 12, 31)
+    assert day({"fhir": {"deceasedBoolean": True}}) is None
+    assert day({"v2": {"PID": {"30": "Y"}}}) is None and day(None) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,11 @@ from pydantic import SecretStr
 from pydicom import dcmread
 from sqlalchemy import select, update
 
+from enrs.identity import domains
+from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
+from enrs.identity.matching.engine import matcher_for
+from enrs.identity.models import SourceIdentity
 from enrs.imaging import retention
 from enrs.imaging.dicom import Archive, DicomListener
 from enrs.imaging.encoding import dataset_of
@@ -33,7 +37,10 @@ from enrs.kit.storage import FsBlobStorage, open_storage
 from enrs.kit.storage.s3 import S3BlobStorage
 from enrs.settings import Settings
 from tests.imaging.conftest import AET, Archived, ct_dataset, dataset_bytes, write
+from tests.support.identities import person
 from tests.support.live_server import run_enrs
+
+CHU = "1.2.250.1.71.4.2.2.1"
 
 
 def _store_study(
@@ -274,6 +281,72 @@ def test_a_minors_studies_are_kept_until_their_28th_birthday(
     done = retention.purge(archive.db, archive.storage, years=20)
     assert done.studies == 1
     assert _study_uids(archive) == [a, b, d]  # B kept with A: one patient, one record
+
+
+def _ago(years: float) -> date:
+    return (utcnow() - timedelta(days=round(365.25 * years))).date()
+
+
+def _fed(archive: Archived, ipp: str, name: str, death: date | None, flag: str = "Y") -> int:
+    """A regional patient fed by the CHU with PID-29 ``death`` and PID-30 ``flag`` in its
+    record (as an ADT gives them); its id."""
+    pid = {"30": flag} | ({"29": death.strftime("%Y%m%d")} if death else {})
+    data = person(CHU, ipp, birth_name=name, record={"v2": {"PID": pid, "segments": []}})
+    with archive.db.transaction() as session:
+        if identity_service.authority_by_namespace(session, "CHU") is None:
+            domains.add(session, archive.config, CHU, namespace="CHU")
+        fed = identity_service.feed(
+            session, matcher_for(None), data, actor="test", config=archive.config
+        )
+        source = session.get(SourceIdentity, fed.source_id)
+        assert source is not None
+        return source.patient_id
+
+
+def test_a_dead_patients_studies_go_ten_years_after_the_death(
+    archive_fs: Archived, tmp_path: Path
+) -> None:
+    """R.1112-7: a patient who died less than 10 years after their last exam has their record
+    kept 10 years from the death, in all cases (a minor's too), before the 20 years; the day
+    from the identities the facilities fed (the latest one when they differ); a death without
+    its day, or one 10 years after the last exam or more, changes nothing."""
+    archive = archive_fs
+    day = lambda years: _ago(years).strftime("%Y%m%d")  # noqa: E731
+    cases = {  # name: (last exam, death, kept?)
+        "MARTIN": (12, 11, False),  # died 11 years ago, a year after the last exam: goes
+        "BERNARD": (12, 9, True),  # died 9 years ago: 10 years not passed
+        "THOMAS": (12, None, True),  # the death's day unknown: the 20 years
+        "PETIT": (21, 12, False),  # both periods passed: counted once
+        "ROBERT": (15, 2, True),  # died 13 years after the last exam: the 20 years
+    }
+    patients = {}
+    for n, (name, (exam, death, _)) in enumerate(cases.items()):
+        patients[name] = _fed(archive, f"IPP-D{n}", name, _ago(death) if death else None)
+        _store_study(archive, tmp_path, study_date=day(exam + 1), count=1, born=None)
+        _store_study(archive, tmp_path, study_date=day(exam), count=1, born=None)
+    # A second identity of BERNARD's (another facility's record, linked) says 11 years ago:
+    # the later day counts.
+    other = _fed(archive, "IPP-D9", "LEFEBVRE", _ago(11))
+    with archive.db.transaction() as session:
+        session.execute(
+            update(SourceIdentity)
+            .where(SourceIdentity.patient_id == other)
+            .values(patient_id=patients["BERNARD"])
+        )
+    uids = _study_uids(archive)
+    for n, name in enumerate(cases):
+        for uid in uids[2 * n : 2 * n + 2]:
+            _set_patient(archive, uid, patients[name])
+    gone = [u for n, c in enumerate(cases.values()) if not c[2] for u in uids[2 * n : 2 * n + 2]]
+    dry = retention.purge(archive.db, archive.storage, years=20, dry_run=True)
+    assert dry.studies == len(gone) == 4
+    assert retention.purge(archive.db, archive.storage, years=20).studies == 4
+    assert _study_uids(archive) == [u for u in uids if u not in gone]
+    deletions = [r for r in _retention_audit(archive) if r.interaction == "delete"]
+    assert sorted(r.entity_ref or "" for r in deletions) == sorted(
+        f"ImagingStudy/{u}" for u in gone
+    )
+    assert retention.purge(archive.db, archive.storage, years=20).studies == 0
 
 
 def test_orphan_blobs_are_swept_after_their_grace(

@@ -49,6 +49,9 @@ class SourceIdentity(Base):
     used_name: Mapped[str | None] = mapped_column(String(128))
     given_names: Mapped[str] = mapped_column(String(256))  # space separated, in order
     birth_date: Mapped[date | None] = mapped_column(Date, index=True)
+    # The day of the death, from the record (``record.death_date``): the imaging retention job's
+    # period after a death (R.1112-7).
+    death_date: Mapped[date | None] = mapped_column(Date, index=True)
     sex: Mapped[str] = mapped_column(String(1))
     birth_place: Mapped[str | None] = mapped_column(String(5))
     address_line: Mapped[str | None] = mapped_column(String(256))

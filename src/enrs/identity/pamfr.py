@@ -191,6 +191,18 @@ def _birth_date(pid: Segment, notes: list[str]) -> date | None:
         raise V2Error(102, f"PID-7: {raw!r} is not a date (YYYYMMDD)", location="PID^1^7") from None
 
 
+def _check_death(pid: Segment) -> None:
+    """PID-29 a DTM and PID-30 ``Y`` or ``N`` when given (AR otherwise: a death misread is
+    not to be kept)."""
+    when, flag = pid.get(29), pid.get(30).upper()
+    if when and translate.dtm_to_fhir(when) is None:
+        raise V2Error(102, f"PID-29: {when!r} is not a date and time (DTM)", location="PID^1^29")
+    if flag not in ("", "Y", "N"):
+        raise V2Error(103, f"PID-30: {flag!r} is not Y or N", location="PID^1^30")
+    if when and flag == "N":
+        raise V2Error(102, "PID-29 gives a death that PID-30 (N) denies", location="PID^1^30")
+
+
 def _addresses(pid: Segment) -> dict[str, str | None]:
     home, birth_place = None, None
     for r in pid.reps(11):
@@ -286,6 +298,7 @@ def identity_from_pid(
     offered = offered_identifiers(config, pid, (authority, ipp), ins_cx, notes)
     birth_name, used_name, given = _names(pid, notes)
     status, attributes = _status(pid, notes)
+    _check_death(pid)
     sex = pid.get(8).upper()
     if sex not in _SEX:
         notes.append(f"PID-8: sex {sex!r} read as U")

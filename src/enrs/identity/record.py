@@ -6,12 +6,13 @@ kin), language, general practitioner, managing organisation. Kept with the ident
 consumers in the protocol it came in:
 
 - from FHIR (ITI-104), the Patient elements ``name``, ``telecom``, ``address``,
-  ``maritalStatus``, ``multipleBirth[x]``, ``contact``, ``communication``,
+  ``maritalStatus``, ``multipleBirth[x]``, ``deceased[x]``, ``contact``, ``communication``,
   ``generalPractitioner``, ``managingOrganization`` as fed; a FHIR read or search returns
   them as they are;
 - from HL7 v2 (ADT), PID-5 (every name, with prefix and suffix), PID-11 (every address),
   PID-13 and PID-14 (every telecom), PID-15 (language), PID-16 (marital status), PID-24 and
-  PID-25 (multiple birth and order), and the PD1 and NK1 segments, as fed (in the standard
+  PID-25 (multiple birth and order), PID-29 and PID-30 (the death's date and indicator), and
+  the PD1 and NK1 segments, as fed (in the standard
   delimiters); a PDQ answer (RSP^K22) writes those PID fields as fed.
 
 An identity fed over one protocol and read over the other gets its record translated
@@ -21,8 +22,11 @@ addresses, contacts… as PID fields and PD1 and NK1 segments."""
 
 from __future__ import annotations
 
+import calendar
 import json
+import re
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from enrs.identity import translate
@@ -36,12 +40,14 @@ FHIR_ELEMENTS: dict[str, type | tuple[type, ...]] = {
     "maritalStatus": dict,
     "multipleBirthBoolean": bool,
     "multipleBirthInteger": int,
+    "deceasedBoolean": bool,
+    "deceasedDateTime": str,
     "contact": list,
     "communication": list,
     "generalPractitioner": list,
     "managingOrganization": dict,
 }
-PID_FIELDS = (5, 11, 13, 14, 15, 16, 24, 25)
+PID_FIELDS = (5, 11, 13, 14, 15, 16, 24, 25, 29, 30)
 SEGMENTS = ("PD1", "NK1")
 MAX_BYTES = 32_768
 
@@ -59,6 +65,16 @@ def from_fhir(resource: dict[str, Any]) -> dict[str, Any] | None:
         if wrong:
             raise Unprocessable(f"Patient.{name}: not a valid {name}", issue_code="structure")
         kept[name] = value
+    if "deceasedDateTime" in kept:
+        if "deceasedBoolean" in kept:
+            raise Unprocessable(
+                "Patient.deceased[x]: deceasedBoolean and deceasedDateTime both given",
+                issue_code="structure",
+            )
+        if translate.fhir_to_dtm(kept["deceasedDateTime"]) is None:
+            raise Unprocessable(
+                "Patient.deceasedDateTime: not a valid dateTime", issue_code="value"
+            )
     return {"fhir": kept} if kept else None
 
 
@@ -87,6 +103,33 @@ def birth_order(record: dict[str, Any] | None) -> str:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 99:
         return ""
     return str(value)
+
+
+def death_date(record: dict[str, Any] | None) -> date | None:
+    """The day of the death, as fed (FHIR ``deceasedDateTime``, HL7 v2 PID-29); a month or a
+    year alone gives its last day (a period counted from it then ends no earlier than the law
+    says); ``None`` when not given or not a date."""
+    if not record:
+        return None
+    fhir, v2 = record.get("fhir"), record.get("v2")
+    text = ""
+    if isinstance(fhir, dict) and isinstance(fhir.get("deceasedDateTime"), str):
+        text = fhir["deceasedDateTime"]
+    elif isinstance(v2, dict) and isinstance(v2.get("PID"), dict):
+        text = translate.dtm_to_fhir(str(v2["PID"].get("29", ""))) or ""
+    found = re.fullmatch(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", text[:10])
+    if not found:
+        return None
+    year, month, day = (int(g) if g else None for g in found.groups())
+    assert year is not None
+    try:
+        if day is not None and month is not None:
+            return date(year, month, day)
+        if month is not None:
+            return date(year, month, calendar.monthrange(year, month)[1])
+        return date(year, 12, 31)
+    except ValueError:
+        return None
 
 
 def dump(record: dict[str, Any] | None) -> str | None:

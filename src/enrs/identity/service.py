@@ -102,6 +102,7 @@ def _columns(data: SourceIdentityIn, ins: str | None) -> dict[str, Any]:
         **matching_keys(data),
         "updated_at": utcnow(),
         "record": record.dump(data.record),
+        "death_date": record.death_date(data.record),
     }
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from enrs.kit.hl7v2 import STANDARD, Segment, Value
@@ -284,6 +285,7 @@ def v2_to_fhir(fields: Mapping[int, str], segments: Sequence[str]) -> dict[str, 
         out["multipleBirthInteger"] = int(order)
     elif flag in ("Y", "N"):
         out["multipleBirthBoolean"] = flag == "Y"
+    out |= death_to_fhir(seg)
     stored = [segment(text) for text in segments]
     practitioners = [organization(r) for s in stored if s.name == "PD1" for r in s.reps(3)]
     practitioners += [practitioner(r) for s in stored if s.name == "PD1" for r in s.reps(4)]
@@ -466,6 +468,7 @@ def fhir_to_v2(elements: Mapping[str, Any]) -> tuple[dict[int, str], list[str]]:
         fields[24], fields[25] = "Y", str(order)
     elif isinstance(elements.get("multipleBirthBoolean"), bool):
         fields[24] = "Y" if elements["multipleBirthBoolean"] else "N"
+    fields |= death_to_v2(elements)
     refs = _dicts(elements.get("generalPractitioner"))
     orgs = [r for r in refs if _is_organization(r)]
     if not orgs and isinstance(elements.get("managingOrganization"), dict):
@@ -477,3 +480,85 @@ def fhir_to_v2(elements: Mapping[str, Any]) -> tuple[dict[int, str], list[str]]:
         segments.append(_join(["PD1", "", "", "~".join(pd1[0]), "~".join(pd1[1])], "|"))
     segments += [nk1(n, c) for n, c in enumerate(_dicts(elements.get("contact")), start=1)]
     return {n: text for n, text in fields.items() if text}, segments
+
+
+# --- death: PID-29 (DTM) and PID-30 (Y/N) ↔ Patient.deceased[x] --------------------------------
+
+_DTM = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d{1,4})?)?)?)?([+-]\d{4})?"
+)
+_DATETIME = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?"
+    r"(Z|[+-]\d{2}:\d{2}))?)?)?"
+)
+
+
+def _valid_day(year: str, month: str | None, day: str | None) -> bool:
+    try:
+        date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return False
+    return True
+
+
+def dtm_to_fhir(text: str) -> str | None:
+    """An HL7 v2 DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]``) as a FHIR dateTime; the time
+    kept only with its zone (FHIR requires one), else the day alone; ``None`` when it is not a
+    DTM."""
+    found = _DTM.fullmatch(text.strip())
+    if not found:
+        return None
+    year, month, day, hour, minute, second, zone = found.groups()
+    if not _valid_day(year, month, day):
+        return None
+    if month is None:
+        return year
+    if day is None:
+        return f"{year}-{month}"
+    if hour is None or zone is None:
+        return f"{year}-{month}-{day}"
+    if int(hour) > 23 or int(minute or 0) > 59 or int(second or 0) > 59:
+        return None
+    offset = f"{zone[:3]}:{zone[3:]}"
+    return f"{year}-{month}-{day}T{hour}:{minute or '00'}:{second or '00'}{offset}"
+
+
+def fhir_to_dtm(text: str) -> str | None:
+    """A FHIR dateTime as an HL7 v2 DTM (``Z`` as ``+0000``); ``None`` when it is not one."""
+    found = _DATETIME.fullmatch(text.strip())
+    if not found:
+        return None
+    year, month, day, hour, minute, second, zone = found.groups()
+    if not _valid_day(year, month, day):
+        return None
+    dtm = year + (month or "") + (day or "")
+    if hour is not None:
+        if int(hour) > 23 or int(minute) > 59 or int(second) > 60:
+            return None
+        offset = "+0000" if zone == "Z" else zone.replace(":", "")
+        dtm += f"{hour}{minute}{second}{offset}"
+    return dtm
+
+
+def death_to_fhir(seg: Segment) -> dict[str, Any]:
+    """PID-29 (the death's date and time) and PID-30 (the death indicator) as
+    ``deceasedDateTime`` or ``deceasedBoolean``."""
+    when = dtm_to_fhir(seg.get(29)) if seg.get(29) else None
+    if when:
+        return {"deceasedDateTime": when}
+    flag = seg.get(30).upper()
+    if flag in ("Y", "N"):
+        return {"deceasedBoolean": flag == "Y"}
+    return {}
+
+
+def death_to_v2(elements: Mapping[str, Any]) -> dict[int, str]:
+    """``deceasedDateTime`` or ``deceasedBoolean`` as PID-29 and PID-30."""
+    when = elements.get("deceasedDateTime")
+    dtm = fhir_to_dtm(when) if isinstance(when, str) else None
+    if dtm:
+        return {29: dtm, 30: "Y"}
+    flag = elements.get("deceasedBoolean")
+    if isinstance(flag, bool):
+        return {30: "Y" if flag else "N"}
+    return {}

@@ -21,8 +21,11 @@ consultation. A study without a regional patient counts from its own date. Each 
 audited (the study, its patient, its instance count) in the transaction that deletes the rows;
 blobs are deleted once it has committed. The same article keeps a record until its holder's 28th
 birthday when that comes later: no study is deleted while one of the patient's studies gives a
-birth date less than :data:`MINORS_UNTIL` years ago, or none (it may be a minor's). Not handled:
-the 10-year period after a death, which the archive cannot know.
+birth date less than :data:`MINORS_UNTIL` years ago, or none (it may be a minor's). And when the
+patient died less than 10 years after their last exam, "in all cases" the record is kept 10 years
+from the death: the studies of a regional patient whose identities give a day of death (HL7 v2
+PID-29, FHIR ``deceasedDateTime``: ``identity_source.death_date``; the latest when they differ) go
+10 years after it, before their 20 years, a minor's too. A death without its day keeps the 20 years.
 
 Run it from cron or a systemd timer, like ``enrs documents retention``.
 """
@@ -33,23 +36,28 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from enrs.identity import service as identity_service
+from enrs.identity.models import SourceIdentity
 from enrs.imaging.models import Instance, Series, Study, StudyCorrection
 from enrs.imaging.reading_models import Reading, ReadingRequest
 from enrs.imaging.share_models import Share, ShareSession
 from enrs.kit import retention as kit_retention
 from enrs.kit.audit.trail import AuditEntry, append_entries
-from enrs.kit.db import Database, after_commit
+from enrs.kit.db import Database, after_commit, utcnow
 from enrs.kit.errors import EnrsError
 from enrs.kit.storage import COLD, WARM, BlobStorage
 
 log = logging.getLogger(__name__)
 BATCH = 100  # studies per query
 MINORS_UNTIL = 28  # R.1112-7: a record is kept at least until its holder's 28th birthday
+AFTER_DEATH = (
+    10  # R.1112-7: years a record is kept after a death less than that after the last exam
+)
 
 
 @dataclass
@@ -169,8 +177,9 @@ def _move_study(
 
 
 def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = False) -> Purged:
-    """Delete the studies whose patient's last exam is older than ``years`` (``dry_run``:
-    count them), rows and blobs, each study audited."""
+    """Delete the studies whose patient's last exam is older than ``years``, and those of the
+    patients whose period after their death has passed (:func:`_deceased_past`); ``dry_run``:
+    count them. Rows and blobs, each study audited."""
     result = Purged()
     limit = kit_retention.cutoff(years=years)
     after = 0
@@ -185,36 +194,101 @@ def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = Fal
                 )
             )
             if not batch:
-                return result
+                break
             after = batch[-1].id
-            keys: list[str] = []
-            entries: list[AuditEntry] = []
-            for study in batch:
-                instances = _instances(session, study.id, None)
-                keys += [key for _, key, _ in instances]
-                result.studies += 1
-                result.instances += len(instances)
-                detail = {"study_uid": study.study_uid, "instances": len(instances)}
-                entries.append(
-                    _entry(session, "delete", "D", study.study_uid, study.patient_id, detail)
+            _delete(session, storage, batch, result, dry_run=dry_run)
+    with db.transaction(write=False) as session:
+        deceased = _deceased_past(session)
+    for at in range(0, len(deceased), BATCH):
+        with db.transaction(write=not dry_run) as session:
+            batch = list(
+                session.execute(
+                    select(Study.id, Study.study_uid, Study.patient_id)
+                    .where(
+                        Study.patient_id.in_(deceased[at : at + BATCH]),
+                        ~_past_retention(limit),  # (counted above when dry)
+                    )
+                    .order_by(Study.id)
                 )
-            if dry_run:
-                continue
-            ids = [study.id for study in batch]
-            series = select(Series.id).where(Series.study_id.in_(ids))
-            session.execute(delete(Instance).where(Instance.series_id.in_(series)))
-            session.execute(delete(Series).where(Series.study_id.in_(ids)))
-            session.execute(delete(StudyCorrection).where(StudyCorrection.study_id.in_(ids)))
-            shares = select(Share.id).where(Share.study_id.in_(ids))
-            session.execute(delete(ShareSession).where(ShareSession.share_id.in_(shares)))
-            session.execute(delete(Share).where(Share.study_id.in_(ids)))
-            requests = select(ReadingRequest.id).where(ReadingRequest.study_id.in_(ids))
-            session.execute(delete(Reading).where(Reading.request_id.in_(requests)))
-            session.execute(delete(ReadingRequest).where(ReadingRequest.study_id.in_(ids)))
-            session.execute(delete(Study).where(Study.id.in_(ids)))
-            session.flush()
-            append_entries(session.connection(), entries)
-            after_commit(session, lambda keys=keys: _remove(storage, keys, result))  # type: ignore[misc]
+            )
+            _delete(session, storage, batch, result, dry_run=dry_run)
+    return result
+
+
+def _delete(
+    session: Session, storage: BlobStorage, batch: list[Any], result: Purged, *, dry_run: bool
+) -> None:
+    """Delete the studies of ``batch`` (id, study_uid, patient_id rows), rows then blobs once
+    committed, each audited; ``dry_run``: count them."""
+    keys: list[str] = []
+    entries: list[AuditEntry] = []
+    for study in batch:
+        instances = _instances(session, study.id, None)
+        keys += [key for _, key, _ in instances]
+        result.studies += 1
+        result.instances += len(instances)
+        detail = {"study_uid": study.study_uid, "instances": len(instances)}
+        entries.append(_entry(session, "delete", "D", study.study_uid, study.patient_id, detail))
+    if dry_run or not batch:
+        return
+    ids = [study.id for study in batch]
+    series = select(Series.id).where(Series.study_id.in_(ids))
+    session.execute(delete(Instance).where(Instance.series_id.in_(series)))
+    session.execute(delete(Series).where(Series.study_id.in_(ids)))
+    session.execute(delete(StudyCorrection).where(StudyCorrection.study_id.in_(ids)))
+    shares = select(Share.id).where(Share.study_id.in_(ids))
+    session.execute(delete(ShareSession).where(ShareSession.share_id.in_(shares)))
+    session.execute(delete(Share).where(Share.study_id.in_(ids)))
+    requests = select(ReadingRequest.id).where(ReadingRequest.study_id.in_(ids))
+    session.execute(delete(Reading).where(Reading.request_id.in_(requests)))
+    session.execute(delete(ReadingRequest).where(ReadingRequest.study_id.in_(ids)))
+    session.execute(delete(Study).where(Study.id.in_(ids)))
+    session.flush()
+    append_entries(session.connection(), entries)
+    after_commit(session, lambda keys=keys: _remove(storage, keys, result))  # type: ignore[misc]
+
+
+def _deceased_past(session: Session, now: datetime | None = None) -> list[int]:
+    """The regional patients whose record has reached the end of its period after a death
+    (R.1112-7: a holder who dies less than :data:`AFTER_DEATH` years after their last exam has
+    it kept :data:`AFTER_DEATH` years from the death, in all cases, a minor's too): a day of
+    death (the latest one their active identities give) over :data:`AFTER_DEATH` years ago,
+    less than :data:`AFTER_DEATH` years after the last of their studies' exams."""
+    moment = now or utcnow()
+    died_before = kit_retention.cutoff(years=AFTER_DEATH, now=moment).date()
+    death = func.max(SourceIdentity.death_date)
+    rows = session.execute(
+        select(SourceIdentity.patient_id, death)
+        .where(SourceIdentity.active, SourceIdentity.death_date.is_not(None))
+        .group_by(SourceIdentity.patient_id)
+        .having(death < died_before)
+    ).tuples()
+    deaths = {patient: died for patient, died in rows if died is not None}
+    found: list[int] = []
+    ids = sorted(deaths)
+    for at in range(0, len(ids), BATCH):
+        last: dict[int, date] = {}
+        exams = session.execute(
+            select(Study.patient_id, Study.study_date, Study.created_at).where(
+                Study.patient_id.in_(ids[at : at + BATCH])
+            )
+        )
+        for patient, day, received in exams:
+            exam = day or received.date()
+            if patient is not None:
+                last[patient] = max(exam, last.get(patient, exam))
+        for patient, exam in last.items():
+            died = deaths[patient]
+            if died < _years_after(exam, AFTER_DEATH):
+                found.append(patient)
+    return sorted(found)
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
 
 
 def _young(study: type[Study], born_after: date) -> ColumnElement[bool]:
