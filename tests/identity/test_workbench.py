@@ -30,8 +30,10 @@ MATCHER = EmbeddedMatcher(MatchModel.load())
 CHU, CLINIC = "1.2.250.1.71.4.2.2.1", "1.2.250.1.71.4.2.2.2"
 
 
-def _doubtful_pair(db: Database) -> int:
-    """Two identities of one person, the second douteuse: a potential duplicate task."""
+def _doubtful_pair(db: Database, died: str = "") -> int:
+    """Two identities of one person, the second douteuse (and dead on ``died``, PID-29): a
+    potential duplicate task."""
+    death = {"v2": {"PID": {"29": died, "30": "Y"}, "segments": []}} if died else None
     common = {
         "birth_name": "LOUIS-JEAN",
         "given_names": ["Mireille"],
@@ -51,7 +53,9 @@ def _doubtful_pair(db: Database) -> int:
         result = service.feed(
             session,
             MATCHER,
-            SourceIdentityIn(authority=CLINIC, ipp="20", attributes=frozenset({"DOUT"}), **common),
+            SourceIdentityIn(
+                authority=CLINIC, ipp="20", attributes=frozenset({"DOUT"}), record=death, **common
+            ),
             actor="test",
             config=CONFIG,
         )
@@ -233,9 +237,11 @@ def test_a_task_explained_and_decided_in_the_cells_words(
 ) -> None:
     with db.transaction() as session:
         domains.add(session, CONFIG, CLINIC, namespace="CLIPORT", name="Clinique du Port")
-    task_id = _doubtful_pair(db)
+    task_id = _doubtful_pair(db, died="20240115")
     _cell_client(client, factory)
     page = html.unescape(client.get(f"/identitovigilance/taches/{task_id}").text)
+    death_row = page.split("<th>Date de décès</th>")[1].split("</tr>")[0]
+    assert death_row.count("15/01/2024") == 1  # the clinic's identity only
     assert "Probabilité qu'il s'agisse de la même personne" in page
     for sentence in ("Nom de naissance identique", "Date de naissance identique", "Même sexe"):
         assert sentence in page

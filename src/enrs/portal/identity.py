@@ -41,6 +41,7 @@ TRAITS = [
     ("birth_date", "Date de naissance"),
     ("sex", "Sexe"),
     ("birth_place", "Lieu de naissance"),
+    ("death_date", "Date de décès"),
     ("address_line", "Adresse"),
     ("postal_code", "Code postal"),
     ("city", "Commune"),
@@ -64,7 +65,7 @@ def _shown(field: str, value: Any, labels: dict[str, str]) -> str:
         return ""
     if field == "authority":
         return words.facility(labels, value)
-    if field == "birth_date":
+    if field in ("birth_date", "death_date"):
         return words.day(value)
     if field == "sex":
         return words.SEXES.get(str(value), str(value))
