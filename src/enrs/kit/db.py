@@ -523,6 +523,11 @@ class Prefix(_Condition):
     condition, served by a trigram index, made the planner expect a handful of rows and sort
     every match of a common prefix instead of reading the first page in index order."""
 
+    # Not cacheable: the compile functions bind ``prefix`` (and the bound after it) themselves,
+    # so a cached statement would keep the first search's text. Said per class, which also
+    # keeps SQLAlchemy from warning on each new one.
+    inherit_cache = False
+
     def __init__(self, column: ColumnElement[str], prefix: str) -> None:
         self.column, self.prefix = column, prefix
 
@@ -551,6 +556,8 @@ class Substring(_Condition):
     by an index on both databases: on SQLite, the FTS5 trigram table ``fts_table``
     (external content, rowid = ``key``) for three characters or more; elsewhere (PostgreSQL,
     with ``gin_trgm_ops`` indexes on the columns), ``LIKE '%text%'``."""
+
+    inherit_cache = False  # as :class:`Prefix`: the text is bound by the compile functions
 
     def __init__(
         self, columns: Sequence[ColumnElement[str]], text: str, fts_table: str, key: Any
