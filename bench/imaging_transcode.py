@@ -3,7 +3,7 @@ and instances encoded losslessly (:func:`~enrs.imaging.transcoding.to_syntax`):
 what a C-GET / C-MOVE sub-operation or a WADO-RS retrieval with
 ``transfer-syntax=1.2.840.10008.1.2.1`` pays per instance, next to baselines in the same run.
 
-    .venv/bin/python -m bench.imaging_transcode [--ct 40] [--mg 3] [--rounds 3]
+    .venv/bin/python -m bench.imaging_transcode [--ct 40] [--mg 3] [--rounds 3] [--frames 30]
 
 Synthetic images whose values compress like real ones (a smooth field plus noise, 12 bits): CT
 512 × 512 (0.5 MB decoded) and mammography 3328 × 2560 (17 MB decoded). Each is encoded in
@@ -25,6 +25,13 @@ per instance, alone, then beside a busy Python thread of this process, with how 
 thread gets done meanwhile, as a ratio to what it does alone for as long (the same thread, the
 main one sleeping): what the other requests of a serving process get while an instance is
 decoded.
+
+Last, one frame of a multi-frame image (``--frames`` frames of 1024 × 1024, 12 bits; a breast
+tomosynthesis has 50-70, larger), as a viewer asks for it over WADO-RS in another syntax than
+the kept one: the frame alone (:func:`~enrs.imaging.transcoding.frames_in`, what the archive
+does) against the baseline of the whole instance transcoded then cut (what it did before), ms
+per request (best of ``--rounds``) and the peak of allocations, for a JPEG-LS instance asked
+for in Explicit VR and an uncompressed one asked for in JPEG-LS.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ from tests.imaging.conftest import (
 )
 
 from enrs.imaging import decoding
-from enrs.imaging.transcoding import ENCODABLE, to_explicit, to_syntax
+from enrs.imaging.transcoding import ENCODABLE, EXPLICIT, frames_in, to_explicit, to_syntax
+from enrs.imaging.web import frames_of
 
 DECODERS = {JPEG_LOSSLESS: "dcmdjpeg", JPEG_LS: "dcmdjpls", RLE: "dcmdrle"}
 NAMES = {JPEG_LOSSLESS: "JPEG lossless", JPEG_LS: "JPEG-LS", RLE: "RLE", J2K: "JPEG 2000"}
@@ -174,11 +182,54 @@ def pool_rows(kind: str, files: list[bytes]) -> None:
         )
 
 
+def _one_call(work: Callable[[], object], rounds: int) -> tuple[float, int]:
+    """The best of ``rounds`` calls of ``work`` (s), and the peak of allocations in one."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    tracemalloc.start()
+    work()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return best, peak
+
+
+def frame_rows(folder: Path, frames: int, rounds: int) -> None:
+    ds = ct_dataset(seed=1, size=8)
+    ds.Rows = ds.Columns = 1024
+    ds.NumberOfFrames = frames
+    ds.PixelData = b"".join(_image(1024, 1024, i) for i in range(frames))
+    plain = write(ds, folder / "multi-frame.dcm").read_bytes()
+    kept = to_syntax(plain, JPEG_LS)
+    middle = [frames // 2 + 1]
+    print(f"\none frame of {frames} (1024 x 1024): {'alone ms':>9s} {'peak MB':>8s} "
+          f"{'whole ms':>9s} {'peak MB':>8s} {'whole/alone':>11s}")  # fmt: skip
+    for label, content, target in (
+        ("JPEG-LS kept, as Explicit", kept, EXPLICIT),
+        ("uncompressed, as JPEG-LS", plain, JPEG_LS),
+    ):
+        alone, alone_peak = _one_call(partial(frames_in, content, middle, target), rounds)
+        assert frames_in(content, middle, target) == _cut(to_syntax(content, target), middle)
+        whole, whole_peak = _one_call(
+            lambda c=content, t=target: _cut(to_syntax(c, t), middle), max(1, rounds // 2)
+        )
+        print(f"{label:30s} {alone * 1e3:9.1f} {alone_peak / 1e6:8.1f} {whole * 1e3:9.1f} "
+              f"{whole_peak / 1e6:8.1f} {whole / alone:11.1f}")  # fmt: skip
+
+
+def _cut(content: bytes, numbers: list[int]) -> list[bytes]:
+    """The frames of a file, as the archive cut them from a whole transcoded instance."""
+    return frames_of(content, numbers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct", type=int, default=40, help="CT instances (512 x 512)")
     parser.add_argument("--mg", type=int, default=3, help="mammography instances (3328 x 2560)")
     parser.add_argument("--rounds", type=int, default=3, help="passes; the best is kept")
+    parser.add_argument("--frames", type=int, default=30, help="frames of the multi-frame image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -216,6 +267,8 @@ def main() -> None:
                     took = _dcmtk(originals, syntax, folder, ENCODERS)
                     print(_row(f"{kind} to {NAMES[syntax]} (DCMTK)", took, decoded, ratio, 0, base))
             pool_rows(kind, [compressed(p, J2K).read_bytes() for p in originals])
+        if args.frames:
+            frame_rows(folder, args.frames, args.rounds)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRBigEndian
 
 from enrs.imaging import decoding, rendering
-from enrs.imaging.transcoding import EXPLICIT, CannotTranscode, to_explicit, to_syntax
+from enrs.imaging.transcoding import (
+    EXPLICIT,
+    CannotTranscode,
+    NoSuchFrame,
+    frames_in,
+    to_explicit,
+    to_syntax,
+)
 from enrs.kit.errors import NotFound
 from tests.imaging.conftest import J2K, JPEG_LOSSLESS, JPEG_LS, RLE, compressed, smooth_ct, write
 
@@ -130,6 +138,69 @@ def test_signed_and_colour_multi_frame_pixels_encoded_losslessly(
     content = write(parametric, tmp_path / "float.dcm").read_bytes()
     with pytest.raises(CannotTranscode, match="float pixel data"):
         to_syntax(content, target)
+
+
+def _multi_frame(tmp_path: Path) -> tuple[bytes, bytes, list[bytes]]:
+    """A 12-bit CT of three different frames (a gradient, turned, upside down), uncompressed,
+    and a colour image of three RGB frames; the colour frames' bytes."""
+    ct = smooth_ct(size=64)
+    ct.NumberOfFrames = 3
+    gradient = np.frombuffer(smooth_ct(seed=11, size=64).PixelData, "<u2").reshape(64, 64)
+    ct.PixelData = b"".join(
+        f.tobytes() for f in (gradient, gradient.T.copy(), gradient[::-1].copy())
+    )
+    rng = np.random.default_rng(5)
+    colour = smooth_ct(size=8)
+    colour.Rows, colour.Columns, colour.NumberOfFrames = 48, 40, 3
+    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
+    colour.PlanarConfiguration = 0
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
+    colour.PixelRepresentation = 0
+    frames = (rng.integers(0, 60, (3, 48, 40, 3)) + np.arange(40)[None, None, :, None]).astype("u1")
+    colour.PixelData = frames.tobytes()
+    return (
+        write(ct, tmp_path / "ct3.dcm").read_bytes(),
+        write(colour, tmp_path / "rgb3.dcm").read_bytes(),
+        [f.tobytes() for f in frames],
+    )
+
+
+@pytest.mark.parametrize("target", [JPEG_LS, J2K, RLE])
+def test_frames_alone_are_those_of_the_whole_instance(tmp_path: Path, target: str) -> None:
+    """:func:`frames_in` decodes or encodes the frames asked for, each alone: the same bytes
+    as the instance encoded whole and cut (and as pydicom decodes those), in the order asked
+    for; a kept-compressed instance's frames decoded alone are the native values; through
+    the decoding pool the same; a frame the instance does not have, a lossy target: refused."""
+    ct, colour, colour_frames = _multi_frame(tmp_path)
+    for content in (ct, colour):
+        whole = to_syntax(content, target)
+        cut = list(generate_frames(dcmread(BytesIO(whole)).PixelData, number_of_frames=3))
+        assert frames_in(content, [3, 1], target) == [cut[2], cut[0]]
+        native = dcmread(BytesIO(content)).PixelData
+        size = len(native) // 3
+        thirds = [native[n * size : (n + 1) * size] for n in range(3)]
+        assert frames_in(whole, [2, 3], EXPLICIT) == [thirds[1], thirds[2]]
+        assert decoding.frames(whole, target, [2, 3], EXPLICIT) == [thirds[1], thirds[2]]
+        assert decoding.frames(content, EXPLICIT, [1], target) == [cut[0]]
+    assert frames_in(colour, [2], EXPLICIT) == [colour_frames[1]]
+    with pytest.raises(NoSuchFrame):
+        frames_in(ct, [4], target)
+    with pytest.raises(NoSuchFrame):  # raised in the pool too
+        decoding.frames(ct, EXPLICIT, [0], target)
+    with pytest.raises(CannotTranscode):
+        frames_in(ct, [1], "1.2.840.10008.1.2.4.91")
+
+
+def test_a_frame_of_a_compressed_multi_frame_image_is_rendered_alone(tmp_path: Path) -> None:
+    ct, _, _ = _multi_frame(tmp_path)
+    kept = to_syntax(ct, JPEG_LS)
+    for number in (1, 2, 3):
+        wanted = rendering.render(ct, number, rendering.PNG)
+        assert rendering.render(kept, number, rendering.PNG) == wanted
+        assert decoding.rendered(kept, JPEG_LS, number, rendering.PNG) == wanted
+    assert rendering.render(ct, 1, rendering.PNG) != rendering.render(ct, 2, rendering.PNG)
+    with pytest.raises(NotFound):
+        rendering.render(kept, 4, rendering.PNG)
 
 
 def test_no_lossy_encoding_nor_unknown_syntax(original: Path, tmp_path: Path) -> None:

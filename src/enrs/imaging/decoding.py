@@ -28,6 +28,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import struct
 import tempfile
 import threading
 import time
@@ -131,6 +132,29 @@ def transcoded(content: bytes, syntax: str, target: str) -> bytes:
     if UID(syntax).is_compressed or UID(target).is_compressed:
         return off_process(transcoding.to_syntax, content, target)
     return transcoding.to_syntax(content, target)
+
+
+def frames(content: bytes, syntax: str, numbers: list[int], target: str) -> list[bytes]:
+    """:func:`.transcoding.frames_in` of a file kept in ``syntax``, out of the process when
+    either syntax is compressed."""
+    if UID(syntax).is_compressed or UID(target).is_compressed:
+        return _unpacked(off_process(_packed_frames, content, numbers, target))
+    return transcoding.frames_in(content, numbers, target)
+
+
+def _packed_frames(content: bytes, numbers: list[int], target: str) -> bytes:
+    """In a pool process: the frames as one answer, each after its length (8 bytes)."""
+    found = transcoding.frames_in(content, numbers, target)
+    return b"".join(struct.pack("<Q", len(frame)) + frame for frame in found)
+
+
+def _unpacked(data: bytes) -> list[bytes]:
+    found, at = [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from("<Q", data, at)
+        found.append(data[at + 8 : at + 8 + size])
+        at += 8 + size
+    return found
 
 
 def rendered(content: bytes, syntax: str, number: int, media_type: str) -> bytes:

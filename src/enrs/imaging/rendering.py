@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import pixel_array
 
 from enrs.imaging.encoding import read_file
 from enrs.kit.errors import NotAcceptable, NotFound
@@ -44,11 +45,10 @@ def frame(ds: Dataset, number: int) -> np.ndarray[Any, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pixels = ds.pixel_array
+            # That frame alone decoded: a viewer asks for each frame of a multi-frame image.
+            pixels = ds.pixel_array if frames == 1 else pixel_array(ds, index=number - 1)
     except Exception as exc:  # a missing decoder, a broken pixel data
         raise NotRenderable(f"the pixel data cannot be decoded: {exc}") from None
-    if frames > 1:
-        pixels = pixels[number - 1]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         return _grey(ds, pixels, invert=photometric == "MONOCHROME1")

@@ -26,6 +26,9 @@ from __future__ import annotations
 import warnings
 from io import BytesIO
 
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from enrs.imaging.encoding import read_file
@@ -93,3 +96,85 @@ def to_syntax(content: bytes, target: str) -> bytes:
     except Exception as exc:  # no decoder or encoder, broken pixel data, a value not encoded
         raise CannotTranscode(f"the instance cannot be given in {wanted.name}: {exc}") from exc
     return out.getvalue()
+
+
+class NoSuchFrame(LookupError):
+    """A frame number the instance does not have."""
+
+
+# The Image Pixel module's description of the pixel data: what a frame alone is encoded with.
+PIXEL_DESCRIPTION = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+)
+
+
+def frames_in(content: bytes, numbers: list[int], target: str) -> list[bytes]:
+    """Frames ``numbers`` (from 1) of the DICOM file ``content`` in ``target``, each handled
+    alone (a viewer asks for the frames of a multi-frame image one at a time: decoding or
+    encoding them all for each would cost the whole image per frame): Explicit VR Little
+    Endian gives a frame's native bytes, decoded when the pixel data is compressed; a syntax
+    of :data:`ENCODABLE` gives the frame encoded on its own (its fragments, as in an
+    encapsulated pixel data of that syntax). Raises :class:`NoSuchFrame`, and
+    :class:`CannotTranscode` as :func:`to_syntax` does."""
+    wanted = UID(target)
+    if wanted != EXPLICIT and wanted not in ENCODABLE:
+        raise CannotTranscode(f"the archive does not encode frames in {wanted.name}")
+    ds = _readable(content, wanted)
+    count = int(ds.get("NumberOfFrames") or 1)
+    missing = [n for n in numbers if not 1 <= n <= count]
+    if missing:
+        raise NoSuchFrame(f"the instance has {count} frame(s), not frame {missing[0]}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [_frame_in(ds, n, wanted) for n in numbers]
+    except Exception as exc:  # no decoder or encoder, broken pixel data
+        raise CannotTranscode(f"the frames cannot be given in {wanted.name}: {exc}") from exc
+
+
+def _readable(content: bytes, wanted: UID) -> Dataset:
+    try:
+        ds = read_file(content)
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        if "PixelData" not in ds:
+            raise ValueError("the instance has no pixel data")
+        if not syntax.is_little_endian:
+            raise ValueError(f"{syntax.name} is not converted")
+        if int(ds.BitsAllocated) % 8:
+            raise ValueError("bit-packed pixel data is not cut in frames")
+    except Exception as exc:
+        raise CannotTranscode(f"the frames cannot be given in {wanted.name}: {exc}") from exc
+    return ds
+
+
+def _frame_in(ds: Dataset, number: int, wanted: UID) -> bytes:
+    """Frame ``number`` of ``ds`` in ``wanted`` (see :func:`frames_in`)."""
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    one = Dataset()
+    one.file_meta = FileMetaDataset()
+    one.file_meta.TransferSyntaxUID = EXPLICIT
+    for keyword in PIXEL_DESCRIPTION:
+        if keyword in ds:
+            setattr(one, keyword, ds[keyword].value)
+    if syntax.is_compressed:
+        pixels = pixel_array(ds, index=number - 1)  # this frame only; YBR given as RGB
+        if int(ds.SamplesPerPixel) == 3:
+            one.PhotometricInterpretation, one.PlanarConfiguration = "RGB", 0
+        native = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+    else:
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel)
+        size *= int(ds.BitsAllocated) // 8
+        native = bytes(ds.PixelData[(number - 1) * size : number * size])
+    if wanted == EXPLICIT:
+        return native
+    one.PixelData = native
+    one.compress(wanted, generate_instance_uid=False)
+    return b"".join(generate_frames(one.PixelData, number_of_frames=1))

@@ -26,8 +26,9 @@ caller (:mod:`.access`):
   ``transfer-syntax=1.2.840.10008.1.2.1`` compressed frames are given decoded. With a
   compressed media type (PS3.18 Table 8.7.3-5: ``image/jls``, ``image/jp2``,
   ``image/dicom-rle``, ``image/jpeg``, ``image/jpx``) they are given as stored when kept in
-  one of its syntaxes, else encoded losslessly (JPEG-LS, JPEG 2000, RLE; the whole instance is
-  encoded, then cut), each part labelled ``image/jls; transfer-syntax=…``.
+  one of its syntaxes, else encoded losslessly (JPEG-LS, JPEG 2000, RLE), each part labelled
+  ``image/jls; transfer-syntax=…``. Frames decoded or encoded are those asked for only, each
+  on its own (:func:`.transcoding.frames_in`), not the whole instance.
 - ``.../instances/{instance}/rendered`` and ``.../frames/{n}/rendered``: the (first) frame as
   ``image/jpeg`` (the default) or ``image/png``, rescaled and windowed
   (:mod:`.rendering`); 406 for another Accept, or an image that cannot be rendered.
@@ -601,13 +602,19 @@ def retrieve_frames(
     )
     ((stored, content),) = list(_files(request, found))
     answer = _accepts_frames(request, stored)
-    if answer.syntax != stored:
-        content = _transcoded(content, stored, answer.syntax)
+    if answer.syntax == stored:
+        cut = frames_of(content, numbers)
+    else:  # those frames alone decoded or encoded, not the whole instance
+        try:
+            cut = decoding.frames(content, stored, numbers, answer.syntax)
+        except transcoding.NoSuchFrame as exc:
+            raise NotFound(str(exc)) from None
+        except transcoding.CannotTranscode as exc:
+            raise NotAcceptable(str(exc)) from None
     kind = f"{answer.media}; transfer-syntax={answer.syntax}"
     boundary = secrets.token_hex(16)
     body = b"".join(
-        f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode() + frame + b"\r\n"
-        for frame in frames_of(content, numbers)
+        f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode() + frame + b"\r\n" for frame in cut
     )
     body += f"--{boundary}--\r\n".encode()
     media = f'multipart/related; type="{answer.media}"; boundary={boundary}'
