@@ -10,6 +10,7 @@ import sys
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,6 +106,19 @@ def test_an_instance_encoded_losslessly(original: Path, tmp_path: Path, target: 
     assert to_syntax(original.read_bytes(), EXPLICIT) == original.read_bytes()
 
 
+def _rgb_frames(rng: np.random.Generator) -> tuple[Any, np.ndarray[Any, Any]]:
+    """An RGB 8-bit image of three 48 × 40 frames, and its values."""
+    colour = smooth_ct(size=8)
+    colour.Rows, colour.Columns, colour.NumberOfFrames = 48, 40, 3
+    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
+    colour.PlanarConfiguration = 0
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
+    colour.PixelRepresentation = 0
+    frames = (rng.integers(0, 60, (3, 48, 40, 3)) + np.arange(40)[None, None, :, None]).astype("u1")
+    colour.PixelData = frames.tobytes()
+    return colour, frames
+
+
 @pytest.mark.parametrize("target", [JPEG_LS, J2K, RLE])
 def test_signed_and_colour_multi_frame_pixels_encoded_losslessly(
     tmp_path: Path, target: str
@@ -118,14 +132,7 @@ def test_signed_and_colour_multi_frame_pixels_encoded_losslessly(
     signed.BitsStored, signed.HighBit, signed.PixelRepresentation = 16, 15, 1
     values = np.clip(rng.normal(-500, 400, (64, 64)), -2000, 3000).astype("<i2")
     signed.PixelData = values.tobytes()
-    colour = smooth_ct(size=8)
-    colour.Rows, colour.Columns, colour.NumberOfFrames = 48, 40, 3
-    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
-    colour.PlanarConfiguration = 0
-    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
-    colour.PixelRepresentation = 0
-    frames = (rng.integers(0, 60, (3, 48, 40, 3)) + np.arange(40)[None, None, :, None]).astype("u1")
-    colour.PixelData = frames.tobytes()
+    colour, frames = _rgb_frames(rng)
     for ds, wanted in ((signed, values), (colour, frames)):
         content = write(ds, tmp_path / "source.dcm").read_bytes()
         again = dcmread(BytesIO(to_syntax(content, target)))
@@ -150,14 +157,7 @@ def _multi_frame(tmp_path: Path) -> tuple[bytes, bytes, list[bytes]]:
         f.tobytes() for f in (gradient, gradient.T.copy(), gradient[::-1].copy())
     )
     rng = np.random.default_rng(5)
-    colour = smooth_ct(size=8)
-    colour.Rows, colour.Columns, colour.NumberOfFrames = 48, 40, 3
-    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
-    colour.PlanarConfiguration = 0
-    colour.BitsAllocated, colour.BitsStored, colour.HighBit = 8, 8, 7
-    colour.PixelRepresentation = 0
-    frames = (rng.integers(0, 60, (3, 48, 40, 3)) + np.arange(40)[None, None, :, None]).astype("u1")
-    colour.PixelData = frames.tobytes()
+    colour, frames = _rgb_frames(rng)
     return (
         write(ct, tmp_path / "ct3.dcm").read_bytes(),
         write(colour, tmp_path / "rgb3.dcm").read_bytes(),

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
@@ -262,7 +262,7 @@ def _deceased_past(session: Session, now: datetime | None = None) -> list[int]:
         .where(SourceIdentity.active, SourceIdentity.death_date.is_not(None))
         .group_by(SourceIdentity.patient_id)
         .having(death < died_before)
-    ).tuples()
+    )
     deaths = {patient: died for patient, died in rows if died is not None}
     found: list[int] = []
     ids = sorted(deaths)
@@ -279,16 +279,14 @@ def _deceased_past(session: Session, now: datetime | None = None) -> list[int]:
                 last[patient] = max(exam, last.get(patient, exam))
         for patient, exam in last.items():
             died = deaths[patient]
-            if died < _years_after(exam, AFTER_DEATH):
+            # died less than AFTER_DEATH years after the exam, years counted as everywhere
+            if exam > kit_retention.cutoff(years=AFTER_DEATH, now=_midnight(died)).date():
                 found.append(patient)
     return sorted(found)
 
 
-def _years_after(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _young(study: type[Study], born_after: date) -> ColumnElement[bool]:
