@@ -7,6 +7,9 @@ OIDC_NODE := tests/oidc_provider/node_modules/.package-lock.json
 PG_ADMIN_URL ?= $(or $(ENRS_TEST_DATABASE_URL),postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 SRC := src tests bench
 CONSTRAINTS := constraints.txt
+# pytest-xdist workers per backend: most of the suite waits on sockets, subprocesses and a
+# browser, so three workers keep two cores busy (45 min on SQLite in one process, 11 in three)
+TEST_WORKERS ?= 3
 # The imaging viewer (OHIF, prebuilt): npm's tarball at this version, checked by its sha512
 # (npm view @ohif/app@VERSION dist.integrity), unpacked into vendor/ohif/VERSION (git-ignored).
 OHIF_VERSION := 3.13.2
@@ -69,12 +72,12 @@ $(OIDC_NODE): tests/oidc_provider/package-lock.json
 	npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error
 
 test-sqlite: test-deps
-	ENRS_TEST_BACKEND=sqlite $(BIN)/pytest
+	ENRS_TEST_BACKEND=sqlite $(BIN)/pytest -n $(TEST_WORKERS)
 
 test-postgresql: test-deps
 	@$(BIN)/python -c "import sqlalchemy as s; s.create_engine('$(PG_ADMIN_URL)').connect().close()" 2>/dev/null || { \
 	  echo "PostgreSQL is not reachable at $(PG_ADMIN_URL): start it or set ENRS_TEST_DATABASE_URL"; exit 1; }
-	ENRS_TEST_BACKEND=postgresql ENRS_TEST_DATABASE_URL='$(PG_ADMIN_URL)' $(BIN)/pytest
+	ENRS_TEST_BACKEND=postgresql ENRS_TEST_DATABASE_URL='$(PG_ADMIN_URL)' $(BIN)/pytest -n $(TEST_WORKERS)
 
 ## make viewer: the imaging viewer (OHIF) the platform serves under /imagerie/visionneuse
 viewer: $(OHIF)

@@ -174,10 +174,13 @@ def factory(db: Database, client: TestClient) -> Factory:
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     """Playwright driving Debian's Chromium (installed by `make test`)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     from tests.support.browser import CHROMIUM_ARGS, chromium_path
 
+    # Playwright's assertions wait 5 s by default: too short when the suite runs in parallel
+    # on two cores (`make test`); a wrong page still fails, only later.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as pw:
         instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield instance
