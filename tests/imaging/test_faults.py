@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -36,6 +37,7 @@ from enrs.kit.audit.writer import AuditWriter
 from enrs.kit.db import Database, utcnow
 from enrs.kit.storage import open_storage
 from enrs.settings import Settings
+from tests.conftest import BACKEND
 from tests.imaging.conftest import Archived, ct_dataset, dataset_bytes, write
 
 
@@ -118,6 +120,42 @@ def test_concurrent_associations_into_one_study(archive: Archived, tmp_path: Pat
         1,
         12,
     )
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="SQLite writers wait for each other")
+def test_a_study_series_and_instance_created_meanwhile_each_are_tried_again(
+    archive: Archived, tmp_path: Path
+) -> None:
+    """On PostgreSQL, associations into one study (several listener processes, or several
+    threads) may each find the study, the series, then the instance missing and insert it while
+    another commits it: each is a unique violation. A trigger plays that other association once
+    per table: the instance's filing meets three of them in a row, and still files it."""
+    archive.register("MODALITY")
+    with archive.db.engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION taken_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF nextval(TG_ARGV[0]::regclass) = 1 THEN RAISE unique_violation USING "
+            "MESSAGE = TG_TABLE_NAME || ' row committed meanwhile by another association'; "
+            "END IF; RETURN NEW; END $$"
+        ))  # fmt: skip
+        for table in ("imaging_study", "imaging_series", "imaging_instance"):
+            conn.execute(text(f"CREATE SEQUENCE taken_{table}"))
+            conn.execute(text(
+                f"CREATE TRIGGER taken_once BEFORE INSERT ON {table} FOR EACH ROW "
+                f"EXECUTE FUNCTION taken_once('taken_{table}')"
+            ))  # fmt: skip
+    done = archive.storescu(write(ct_dataset(), tmp_path / "ct.dcm"))
+    assert "Received Store Response (Success)" in done.stderr, done.stderr
+    with archive.db.engine.connect() as conn:
+        tries = [
+            conn.scalar(
+                text("SELECT pg_sequence_last_value(CAST(:s AS regclass))"), {"s": f"taken_{table}"}
+            )
+            for table in ("imaging_study", "imaging_series", "imaging_instance")
+        ]
+    assert min(tries) >= 2, tries  # each table's first insert refused, a later one made
+    assert (_count(archive, Study), _count(archive, Series), _count(archive, Instance)) == (1, 1, 1)
+    assert len(list(archive.storage.iter_keys("imaging"))) == 1
 
 
 def test_accepted_sockets_have_tcp_nodelay(archive: Archived) -> None:

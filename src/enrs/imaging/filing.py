@@ -59,6 +59,9 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700
 AUDIT_TIMEOUT = 60.0
+# Tries of an instance whose rows another association inserted meanwhile (a unique violation):
+# its study, its series, then the instance itself may each be the one met, one after the other.
+ATTEMPTS = 4
 _UNWRITTEN = "the index cannot be written"
 BLOB_WRITERS = 8  # threads writing blobs while the index is checked and written
 
@@ -155,7 +158,7 @@ class Filing:
         key: str,
         writing: Future[Any],
     ) -> tuple[int, str | None]:
-        for attempt in (1, 2):
+        for attempt in range(1, ATTEMPTS + 1):
             unit = UnitOfWork(self.db, self.audit, write=True)
             try:
                 filed = self._index(unit, received, indexed, caller, key)
@@ -169,7 +172,7 @@ class Filing:
                 unit.commit()
             except IntegrityError:  # a concurrent association filed the same rows first
                 unit.rollback()
-                if attempt == 1:
+                if attempt < ATTEMPTS:
                     continue
                 self._drop(writing, key)
                 return self._failed(received, OUT_OF_RESOURCES, "concurrent filing, try again")
