@@ -76,7 +76,7 @@ def open_work(session: Session, group_ids: list[int]) -> list[tuple[Reading, Rea
         .where(ReadingRequest.group_id.in_(group_ids), ReadingRequest.state != DONE)
         .order_by(ReadingRequest.due_at, Reading.id)
     )
-    return [(r, q) for r, q in session.execute(found).tuples()]
+    return [(r, q) for r, q in session.execute(found)]
 
 
 def requests_of_sites(session: Session, finess: frozenset[str]) -> list[ReadingRequest]:
