@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,14 @@ def _listening(port: int) -> set[int]:
     return set(_holders(port, "0A"))
 
 
+def _started(port: int, workers: int) -> bool:
+    """Whether ``workers`` processes listen, the same ones half a second later: a fork on its
+    way to ``exec`` holds its parent's sockets for a moment, and is not one of them."""
+    first = _listening(port)
+    time.sleep(0.5)
+    return len(first) == workers and _listening(port) == first
+
+
 def _dcmtk(tool: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool, "-aet", "MODALITY", "-aec", "ARCHIVE", "127.0.0.1", str(port), *args],
@@ -110,7 +119,7 @@ def _serving(tmp_path: Path, database_url: str, workers: int) -> Iterator[tuple[
     }
     with live_server(data_dir=data_dir, database_url=database_url, extra_env=dicom) as server:
         # the listener's processes may start after the HTTP one answers
-        assert wait_until(lambda: len(_listening(port)) == workers, timeout=60), server.log()
+        assert wait_until(lambda: _started(port, workers), timeout=60), server.log()
         assert wait_until(lambda: _dcmtk("echoscu", port).returncode == 0), server.log()
         yield server, port
 
