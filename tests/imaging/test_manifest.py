@@ -255,6 +255,56 @@ def test_a_report_and_the_kos_manifest_reach_the_dmp(
     assert sorted(audited) == ["file-report", "manifest", "manifest"]
 
 
+RIS = "1.2.250.1.71.4.2.7.1"  # the RIS that numbers the exams, not the IPP domain
+
+
+def _numbered_by(ds: Dataset, entity: str, kind: str = "ISO") -> Dataset:
+    issuer = Dataset()
+    issuer.UniversalEntityID, issuer.UniversalEntityIDType = entity, kind
+    ds.IssuerOfAccessionNumberSequence = [issuer]
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("issuer", "expected"),
+    [((RIS, "ISO"), RIS), (("ris.chu.example", "DNS"), CHU), (("RIS-CHU", "ISO"), CHU)],
+    ids=["ris-oid", "not-iso", "not-an-oid"],
+)
+def test_the_accession_numbers_own_issuer_reaches_the_dmp(
+    archive: Archived,
+    tmp_path: Path,
+    kos_settings: Settings,
+    dmp: FakeDmp,
+    issuer: tuple[str, str],
+    expected: str,
+) -> None:
+    """DRIM-M's exam identifier is the accession number in the authority that gave it: the
+    Issuer of Accession Number Sequence when the modality sends it as an OID (ISO), in the
+    filed documents, the DMP's referenceIdList and the KOS; otherwise the PatientID's issuer
+    (the facility's domain) stands for it, as before."""
+    archive.register("MODALITY")
+    _patient(archive, "IPP-16")
+    uid = generate_uid()
+    images = [_numbered_by(ds, *issuer) for ds in _ct_study(uid)]
+    _store(archive, tmp_path, *images, pdf_report(images[0]))
+    done = manifest.run_round(archive.db, archive.storage, kos_settings)
+    assert (done.reports, done.manifests, done.failed) == (1, 1, 0)
+    with archive.db.transaction(write=False) as session:
+        study = session.scalars(select(Study).where(Study.study_uid == uid)).one()
+        assert study.accession_issuer == (RIS if expected == RIS else None)
+    kos = _kos(archive, _entries(archive)[1].unique_id)
+    if expected == RIS:
+        [given] = kos.IssuerOfAccessionNumberSequence
+        assert (given.UniversalEntityID, given.UniversalEntityIDType) == (RIS, "ISO")
+    else:
+        assert "IssuerOfAccessionNumberSequence" not in kos
+    assert _send(archive, dmp).sent == 2
+    for sent in dmp.documents():
+        refs = sent.slots["urn:ihe:iti:xds:2013:referenceIdList"]
+        accession = [r for r in refs if r.endswith("^urn:ihe:iti:xds:2013:accession")]
+        assert accession == [f"ACC0001^^^&{expected}&ISO^urn:ihe:iti:xds:2013:accession"]
+
+
 def test_an_sr_report_is_filed_as_text(
     archive: Archived, tmp_path: Path, kos_settings: Settings
 ) -> None:

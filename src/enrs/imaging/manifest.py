@@ -86,15 +86,19 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def _issuer_item(oid: str) -> Dataset:
+    item = Dataset()
+    item.UniversalEntityID, item.UniversalEntityIDType = oid, "ISO"
+    return item
+
+
 def _patient(kos: Dataset, study: Study) -> None:
     kos.PatientName = study.patient_name or ""
     kos.PatientID = study.source_patient_id or ""
     if study.source_issuer:
         kos.IssuerOfPatientID = study.source_issuer
         if study.source_issuer.replace(".", "").isdigit():
-            issuer = Dataset()
-            issuer.UniversalEntityID, issuer.UniversalEntityIDType = study.source_issuer, "ISO"
-            kos.IssuerOfPatientIDQualifiersSequence = Sequence([issuer])
+            kos.IssuerOfPatientIDQualifiersSequence = Sequence([_issuer_item(study.source_issuer)])
     kos.PatientBirthDate = (
         study.patient_birth_date.strftime("%Y%m%d") if study.patient_birth_date else ""
     )
@@ -155,6 +159,8 @@ def build_kos(
     kos.ReferringPhysicianName = ""
     kos.StudyID = ""
     kos.AccessionNumber = study.accession_number or ""
+    if study.accession_number and study.accession_issuer:
+        kos.IssuerOfAccessionNumberSequence = Sequence([_issuer_item(study.accession_issuer)])
     kos.StudyDescription = study.study_description or ""
     kos.Modality = "KO"
     kos.SeriesInstanceUID = generate_uid()

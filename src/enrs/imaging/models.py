@@ -58,6 +58,9 @@ class Study(Base):
     patient_birth_date: Mapped[date | None] = mapped_column(Date)
     patient_sex: Mapped[str | None] = mapped_column(String(16))
     accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
+    # The accession number's assigning authority, an OID, when the data set gives one (Issuer
+    # of Accession Number Sequence, 0008,0051); else the PatientID's issuer stands for it.
+    accession_issuer: Mapped[str | None] = mapped_column(String(64))
     study_date: Mapped[date | None] = mapped_column(Date, index=True)
     study_description: Mapped[str | None] = mapped_column(String(64))
     sending_aet: Mapped[str] = mapped_column(String(128))  # AE title, or client id

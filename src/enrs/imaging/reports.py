@@ -264,7 +264,9 @@ def _context(study: Study, modalities: tuple[str, ...]) -> dict[str, Any]:
             }
         }
     ]
-    issuer = study.source_issuer or ""
+    # The accession number's own authority when the modality gave it, else the PatientID's
+    # issuer (the facility's domain) stands for it.
+    issuer = study.accession_issuer or study.source_issuer or ""
     if study.accession_number and issuer.replace(".", "").isdigit():
         related.append(
             {

@@ -147,6 +147,7 @@ class Indexed:
     birth_date: date | None
     sex: str | None
     accession_number: str | None
+    accession_issuer: str | None  # an OID (Issuer of Accession Number Sequence), if given
     study_date: date | None
     study_description: str | None
     modality: str | None
@@ -196,6 +197,16 @@ def _issuer(ds: Dataset) -> tuple[str | None, str | None]:
     return text, text if text and _OID.match(text) else None
 
 
+def _accession_issuer(ds: Dataset) -> str | None:
+    """The accession number's assigning authority, when the data set gives it as an OID
+    (Issuer of Accession Number Sequence: Universal Entity ID of type ISO)."""
+    for item in ds.get("IssuerOfAccessionNumberSequence") or []:
+        entity = _text(item, "UniversalEntityID", 64)
+        if entity and _text(item, "UniversalEntityIDType", 16) == "ISO" and _OID.match(entity):
+            return entity
+    return None
+
+
 def read_received(received: Received) -> Indexed:
     """Check and read the data set: :class:`UnreadableDataset` when it cannot be read whole,
     :class:`DatasetMismatch` when it is not the instance announced or lacks its UIDs."""
@@ -219,6 +230,7 @@ def read_received(received: Received) -> Indexed:
         birth_date=_date(ds, "PatientBirthDate"),
         sex=_text(ds, "PatientSex", 16),
         accession_number=_text(ds, "AccessionNumber", 16),
+        accession_issuer=_accession_issuer(ds),
         study_date=_date(ds, "StudyDate"),
         study_description=_text(ds, "StudyDescription", 64),
         modality=_text(ds, "Modality", 16),
@@ -378,6 +390,7 @@ def _study(
                 "patient_birth_date": indexed.birth_date,
                 "patient_sex": indexed.sex,
                 "accession_number": indexed.accession_number,
+                "accession_issuer": indexed.accession_issuer,
                 "study_date": indexed.study_date,
                 "study_description": indexed.study_description,
                 "sending_aet": received.calling_aet,
