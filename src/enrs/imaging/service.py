@@ -187,24 +187,24 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-def _issuer(ds: Dataset) -> tuple[str | None, str | None]:
-    """(issuer as written, its OID if given as one)."""
-    for item in ds.get("IssuerOfPatientIDQualifiersSequence") or []:
-        entity = _text(item, "UniversalEntityID", 64)
-        if entity and _text(item, "UniversalEntityIDType", 16) == "ISO" and _OID.match(entity):
-            return entity, entity
-    text = _text(ds, "IssuerOfPatientID", 64)
-    return text, text if text and _OID.match(text) else None
-
-
-def _accession_issuer(ds: Dataset) -> str | None:
-    """The accession number's assigning authority, when the data set gives it as an OID
-    (Issuer of Accession Number Sequence: Universal Entity ID of type ISO)."""
-    for item in ds.get("IssuerOfAccessionNumberSequence") or []:
+def _iso_oid(ds: Dataset, keyword: str) -> str | None:
+    """The first Universal Entity ID of type ISO that is an OID in the HL7v2 hierarchic
+    designator sequence ``keyword`` (Issuer of Patient ID Qualifiers, Issuer of Accession
+    Number)."""
+    for item in ds.get(keyword) or []:
         entity = _text(item, "UniversalEntityID", 64)
         if entity and _text(item, "UniversalEntityIDType", 16) == "ISO" and _OID.match(entity):
             return entity
     return None
+
+
+def _issuer(ds: Dataset) -> tuple[str | None, str | None]:
+    """(issuer as written, its OID if given as one)."""
+    qualified = _iso_oid(ds, "IssuerOfPatientIDQualifiersSequence")
+    if qualified is not None:
+        return qualified, qualified
+    text = _text(ds, "IssuerOfPatientID", 64)
+    return text, text if text and _OID.match(text) else None
 
 
 def read_received(received: Received) -> Indexed:
@@ -230,7 +230,7 @@ def read_received(received: Received) -> Indexed:
         birth_date=_date(ds, "PatientBirthDate"),
         sex=_text(ds, "PatientSex", 16),
         accession_number=_text(ds, "AccessionNumber", 16),
-        accession_issuer=_accession_issuer(ds),
+        accession_issuer=_iso_oid(ds, "IssuerOfAccessionNumberSequence"),
         study_date=_date(ds, "StudyDate"),
         study_description=_text(ds, "StudyDescription", 64),
         modality=_text(ds, "Modality", 16),
