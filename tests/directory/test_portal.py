@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from tests.directory.test_import import (
     MAILBOX_COLUMNS,
     finess,
@@ -20,6 +20,7 @@ from tests.directory.test_import import (
     structure,
     write,
 )
+from tests.support.browser import wait_for_query
 from tests.support.live_server import LiveServer, enrs_command, live_server
 
 CHU = finess(1)
@@ -68,10 +69,12 @@ def test_a_professional_finds_a_colleague_and_her_hospital(
     page.wait_for_url("**/annuaire")
     page.fill("#nom", "he")  # without the accent, both HÉLÈNE and HÉBERT
     page.click("#recherche button[type=submit]")
+    wait_for_query(page, nom="he")
     assert page.locator("#results tbody tr").count() == 2
     page.select_option("#profession", "10")
     page.fill("#commune", "fort")
     page.click("#recherche button[type=submit]")
+    wait_for_query(page, nom="he", profession="10", commune="fort")
     rows = page.locator("#results tbody tr")
     assert rows.count() == 1 and "Médecin" in rows.first.inner_text()
     page.screenshot(path=str(tmp_path / "annuaire.png"), full_page=True)
@@ -85,4 +88,4 @@ def test_a_professional_finds_a_colleague_and_her_hospital(
     assert "97200 FORT DE FRANCE" in page.locator("#structure").inner_text()
     assert page.locator("#staff tr").all_inner_texts()[0].startswith("Docteur Anne HÉLÈNE")
     page.goto(server.base_url + "/annuaire/ps/899999999999")
-    assert "aucun professionnel" in page.content()
+    expect(page.locator("body")).to_contain_text("aucun professionnel")

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from tests.directory.test_import import finess, line, position, structure, write
+from tests.support.browser import wait_for_query
 from tests.support.live_server import LiveServer, enrs_command, live_server
 
 from enrs.demo import DEMO_FINESS
@@ -88,6 +89,7 @@ def test_a_doctor_counts_the_beds_of_her_hospital_and_a_colleague_finds_them(
     page.fill("#commune", "Le Lamentin")
     page.select_option("#rayon", "30")
     page.click("#recherche-lits button[type=submit]")
+    wait_for_query(page, commune="Le Lamentin", rayon="30")
     rows = page.locator("#beds tbody tr")
     assert rows.count() == 1
     assert "CHU DE MARTINIQUE" in rows.first.inner_text()
@@ -95,9 +97,11 @@ def test_a_doctor_counts_the_beds_of_her_hospital_and_a_colleague_finds_them(
     assert 8 < km < 12 and rows.first.locator(".available").inner_text() == "1"
     page.select_option("#rayon", "10")
     page.click("#recherche-lits button[type=submit]")
+    wait_for_query(page, commune="Le Lamentin", rayon="10")
     assert page.locator("#beds tbody tr").count() == 0
     page.fill("#commune", "Atlantis")
     page.click("#recherche-lits button[type=submit]")
+    wait_for_query(page, commune="Atlantis")
     assert page.locator("#no-place").is_visible()
 
 
@@ -122,7 +126,7 @@ def test_another_structure_cannot_change_the_beds_and_the_admin_sees_connections
     )
     assert refused.status == 403 and "CLINIQUE" not in refused.text()
     page.goto(server.base_url + f"/annuaire/structure/{CLINIC}")
-    assert "pas encore décrit son offre" in page.content()
+    expect(page.locator("body")).to_contain_text("pas encore décrit son offre")
     # The identitovigilance cell (no structure) sees the beds, not the forms.
     other = browser.new_page()
     log_in(other, server, "cellule", "Cellule-demo-2026!")

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from enrs.accounts import service as accounts_service
 from enrs.identity import domains
@@ -35,6 +35,7 @@ from tests.documents.world import (
     bundle,
     pdf,
 )
+from tests.support.browser import wait_for_query
 from tests.support.identities import person
 from tests.support.live_server import LiveServer, live_server
 
@@ -182,15 +183,17 @@ def test_the_patient_file_in_a_browser(
     assert page.locator("#documents tbody tr").count() == 2
     page.select_option("#type", "11488-4")
     page.click("#filtres button[type=submit]")
+    wait_for_query(page, type="11488-4")
     rows = page.locator("#documents tbody tr")
     assert rows.count() == 1 and "Compte rendu de consultation" in rows.first.inner_text()
     page.fill("#du", "2030-01-01")
     page.click("#filtres button[type=submit]")
+    wait_for_query(page, type="11488-4", du="2030-01-01")
     assert page.locator("#aucun").count() == 1
     page.goto(f"{base}/dossiers/{rri}")
     page.click("#documents >> text=Compte rendu de consultation")
     frame = page.locator("#visionneuse")
-    assert frame.count() == 1
+    expect(frame).to_have_count(1)  # (the click returns before the document's page is there)
     shown = page.request.get(base + str(frame.get_attribute("src")))
     assert shown.headers["content-type"] == "application/pdf"
     assert shown.body() == upload.read_bytes()
@@ -217,8 +220,7 @@ def test_the_patient_file_in_a_browser(
     team.wait_for_url("**/admin/bris-de-glace")
     assert "Patient admis inconscient" in team.locator("#urgences").inner_text()
     team.click("#urgences button[type=submit]")
-    team.wait_for_url("**/admin/bris-de-glace")
-    assert team.locator("#aucun").count() == 1
+    expect(team.locator("#aucun")).to_have_count(1)
 
     # A result not yet announced to the patient: others are warned, its author's structure
     # makes it visible, for good, once the announcement is made.

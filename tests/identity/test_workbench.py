@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from tests.conftest import Factory
 from tests.identity.test_service import CONFIG
 from tests.support.live_server import LiveServer, enrs_command, live_server
@@ -158,20 +158,23 @@ def test_cell_decides_in_the_browser(browser: Browser, server: LiveServer) -> No
     page.fill("#password", "Cellule-demo-2026!")
     page.click("button[type=submit]")
     page.click("text=Identitovigilance")
-    assert "1 tâche(s) ouverte(s)" in page.locator("#queue-count").inner_text()
+    # Each assertion waits for its page: a click that submits a form returns before the next
+    # page is there (under load, the old page or an empty one can still be read).
+    expect(page.locator("#queue-count")).to_contain_text("1 tâche(s) ouverte(s)")
     page.click("text=Examiner")
+    expect(page.locator("h1")).to_contain_text("Doublon potentiel")
     assert page.locator("tr.diff").count() >= 2  # IPP and authority differ, attributes too
-    assert "Doublon potentiel" in page.locator("h1").inner_text()
     page.check("input[value=LINK]")
     page.fill("#reason", "Même personne : pièce d'identité vérifiée")
     page.click("text=Enregistrer la décision")
-    assert "Décision enregistrée" in page.content()
-    assert "Rattachement par Cellule d'identitovigilance" in page.locator("#decision").inner_text()
+    expect(page.locator("body")).to_contain_text("Décision enregistrée")
+    decision = page.locator("#decision")
+    expect(decision).to_contain_text("Rattachement par Cellule d'identitovigilance")
     page.fill("#undo-reason", "Erreur de manipulation")
     page.click("text=Annuler la décision")
-    assert "la tâche est rouverte" in page.content()
+    expect(page.locator("body")).to_contain_text("la tâche est rouverte")
     page.goto(server.base_url + "/identitovigilance")
-    assert "1 tâche(s) ouverte(s)" in page.locator("#queue-count").inner_text()
+    expect(page.locator("#queue-count")).to_contain_text("1 tâche(s) ouverte(s)")
 
 
 def _pair(db: Database, name: str, douteuse_at: str, born: date) -> None:

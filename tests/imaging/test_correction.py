@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from enrs.identity import service as identity_service
@@ -312,22 +312,24 @@ def test_the_cell_corrects_a_study_in_the_browser(
     page.click("button[type=submit]")
     page.click("text=Identitovigilance")
     page.click("#imaging-link")
-    assert "1 examen(s)." in page.locator("#studies-count").inner_text()
-    assert "neither an OID" in page.locator("#studies td.why").inner_text()
+    # (each assertion waits for its page: a submitting click returns before the next page)
+    expect(page.locator("#studies-count")).to_contain_text("1 examen(s).")
+    expect(page.locator("#studies td.why")).to_contain_text("neither an OID")
     page.click("text=Corriger")
-    assert "Patient inconnu" in page.locator("h1").inner_text()
+    expect(page.locator("h1")).to_contain_text("Patient inconnu")
     page.select_option("#autorite", "rri")
     page.fill("#identifiant", rri)
     page.fill("#accession-field", "ACC-77")
     page.fill("#motif", "Examen de Mme JOSEPH : vérifié avec le service d'imagerie")
     page.click("text=Enregistrer la correction")
-    assert "Correction enregistrée." in page.content()
-    assert page.locator("#patient").inner_text() == rri
-    assert page.locator("#accession").inner_text() == "ACC-77"
-    history = page.locator("#history tbody tr").inner_text()
-    assert "Patient inconnu → Rattaché" in history and "vérifié avec le service" in history
+    expect(page.locator("body")).to_contain_text("Correction enregistrée.")
+    expect(page.locator("#patient")).to_have_text(rri)
+    expect(page.locator("#accession")).to_have_text("ACC-77")
+    history = page.locator("#history tbody tr")
+    expect(history).to_contain_text("Patient inconnu → Rattaché")
+    expect(history).to_contain_text("vérifié avec le service")
     page.click("text=← Examens à rattacher")
-    assert "0 examen(s)." in page.locator("#studies-count").inner_text()
+    expect(page.locator("#studies-count")).to_contain_text("0 examen(s).")
     assert _study(archive, uid).patient_status == "resolved"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select, update
 
 from enrs.imaging import share
@@ -34,6 +34,7 @@ from tests.imaging.conftest import Archived, ct_dataset
 from tests.imaging.test_patients import CHU as CHU_OID_OF_TEST_PATIENTS
 from tests.imaging.test_patients import _patient, _store
 from tests.imaging.web_world import Imaging, client_headers, make_imaging
+from tests.support.browser import wait_for_js
 from tests.support.live_server import LiveServer, enrs_command, live_server
 from tests.support.portal import csrf_of, log_in
 
@@ -338,12 +339,11 @@ def test_a_patient_opens_the_study_in_the_browser(
     page.goto(f"{server.base_url}/imagerie/code")
     page.fill("#code", code.lower())
     page.click("text=Ouvrir l'examen")
-    assert page.locator("h1").inner_text() == "Examen d'imagerie"
-    assert "TEST SYNTHETIC" in page.locator("#patient-name").inner_text()
-    assert page.locator("#study-description").inner_text() == "TDM THORAX"
+    # (each assertion waits for its page: a submitting click returns before the next page)
+    expect(page.locator("h1")).to_have_text("Examen d'imagerie")
+    expect(page.locator("#patient-name")).to_contain_text("TEST SYNTHETIC")
+    expect(page.locator("#study-description")).to_have_text("TDM THORAX")
     image = page.locator("img.rendered").first
     image.wait_for()
-    page.wait_for_function(
-        "() => { const i = document.querySelector('img.rendered'); return i.complete; }"
-    )
+    wait_for_js(page, "() => document.querySelector('img.rendered').complete")
     assert image.evaluate("i => i.naturalWidth") == 128

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select
@@ -32,6 +32,7 @@ from tests.conftest import Factory
 from tests.documents.world import make_region
 from tests.imaging.conftest import Archived, ct_dataset, write
 from tests.imaging.web_world import Imaging, client_headers, make_imaging, parts
+from tests.support.browser import wait_for_js
 from tests.support.live_server import LiveServer, enrs_command, live_server
 from tests.support.portal import log_in
 
@@ -363,12 +364,13 @@ def test_a_ct_in_the_browser(
     page.click("#viewer-link")  # the cell's page of the study opens it in the viewer
     page.wait_for_url(f"{server.base_url}{PREFIX}/viewer?StudyInstanceUIDs={study}")
     page.locator(".cornerstone-canvas").first.wait_for(state="visible", timeout=60_000)
-    page.wait_for_function(f"({DRAWN})() > 50", timeout=60_000)
+    wait_for_js(page, f"() => ({DRAWN})() > 50")
     body = page.locator("body")
-    text = body.inner_text()
-    assert "Études" in text and "TDM THORAX" in text, text[:1000]
-    assert "Vous pouvez faire défiler les images" in text  # the viewer's French guide
-    assert "(1/5)" in text and "W:\n3000" in text and "L:\n1000" in text, text[:1000]
+    # The study list, the guide and the overlay come a moment after the image: waited for.
+    shown = ["Études", "TDM THORAX", "Vous pouvez faire défiler les images", "(1/5)"]
+    shown += [re.compile(r"W:\s*3000\s"), re.compile(r"L:\s*1000")]  # the CT's window/level
+    for text in shown:
+        expect(body).to_contain_text(text, use_inner_text=True, timeout=60_000)
     if page.locator("text=Tout passer").count():
         page.click("text=Tout passer")
     box = page.locator(".cornerstone-canvas").first.bounding_box()
@@ -376,11 +378,13 @@ def test_a_ct_in_the_browser(
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.wheel(0, 120)
-    page.wait_for_function("() => document.body.innerText.includes('(2/5)')", timeout=60_000)
+    expect(body).to_contain_text("(2/5)", use_inner_text=True, timeout=60_000)
     page.mouse.down()
     page.mouse.move(x + 80, y + 40, steps=8)
     page.mouse.up()
-    page.wait_for_function("() => !/W:\\s*3000\\s/.test(document.body.innerText)", timeout=60_000)
+    expect(body).not_to_contain_text(
+        re.compile(r"W:\s*3000\s"), use_inner_text=True, timeout=60_000
+    )
     canvas = page.locator(".cornerstone-canvas").first
     before = canvas.screenshot()
     page.click('[data-cy="Zoom-btn"]')
@@ -398,13 +402,10 @@ def test_a_ct_in_the_browser(
     page.mouse.move(x + 100, y, steps=10)
     page.mouse.up()
     # The length in mm (0.7 mm pixels), and the viewer asks, in French, to track it.
-    page.wait_for_function(
-        "() => /\\d+(\\.\\d+)? mm/.test(document.body.innerText)", timeout=60_000
-    )
+    expect(body).to_contain_text(re.compile(r"\d+(\.\d+)? mm"), use_inner_text=True, timeout=60_000)
     # (the question comes a moment after the length is drawn: waited for, not read at once)
-    page.wait_for_function(
-        "() => document.body.innerText.includes('Suivre les mesures pour cette série ?')",
-        timeout=60_000,
+    expect(body).to_contain_text(
+        "Suivre les mesures pour cette série ?", use_inner_text=True, timeout=60_000
     )
     assert not failed, failed
     assert not [p for p in problems if "Content Security Policy" in p], problems

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import text
 
 from enrs.accounts import service as accounts_service
@@ -31,6 +31,7 @@ from tests.messaging.mail import (
     MailServers,
     prepare_directory,
 )
+from tests.support.browser import wait_for_query
 from tests.support.live_server import LiveServer, live_server
 
 ME = f"dr.un@{DOMAIN}"
@@ -191,12 +192,13 @@ def test_read_reply_compose_search_in_the_browser(
         row = page.locator("ul.mails li")
         assert row.count() == 1 and "non-lu" in (row.get_attribute("class") or "")
         assert OTHER in row.inner_text() and "Avis cardiologique" in row.inner_text()
+        # (each assertion after a click waits for its page: the click returns before it)
         row.locator("a").click()
-        assert page.locator("#objet").inner_text() == "Avis cardiologique"
-        assert "ECG normal" in page.locator("#texte").inner_text()
-        assert OTHER in page.locator("dl.headers").inner_text()
+        expect(page.locator("h1#objet")).to_have_text("Avis cardiologique")
+        expect(page.locator("#texte")).to_contain_text("ECG normal")
+        expect(page.locator("dl.headers")).to_contain_text(OTHER)
         page.click("#repondre")
-        assert page.input_value("#objet") == "RE: Avis cardiologique"
+        expect(page.locator("input#objet")).to_have_value("RE: Avis cardiologique")
         page.fill("#corps", "Merci, je le revois dans un mois.")
         page.click("#envoyer")
         page.wait_for_selector("#envoye")
@@ -212,8 +214,9 @@ def test_read_reply_compose_search_in_the_browser(
         for words, found in (("cardiologique", 1), ("dr.deux", 1), ("ECG", 1), ("radiologie", 0)):
             page.fill("#q", words)
             page.click("form[role=search] button")
+            wait_for_query(page, q=words)
             assert page.locator("ul.mails li").count() == found, words
-        assert "Aucun message ne correspond" in page.locator("#vide").inner_text()
+        expect(page.locator("#vide")).to_contain_text("Aucun message ne correspond")
 
         # Compose with an attachment and a read receipt asked for.
         page.click("#ecrire")
@@ -227,7 +230,7 @@ def test_read_reply_compose_search_in_the_browser(
         page.check("#accuse")
         page.click("#envoyer")
         page.wait_for_selector("#envoye")
-        assert page.locator("ul.mails li").count() == 2  # the Sent folder, by IMAP APPEND
+        expect(page.locator("ul.mails li")).to_have_count(2)  # the Sent folder, by IMAP APPEND
         sent = mail.inbox(OTHER, expected=2)[1]
         parsed = webmail.parse(sent)
         assert parsed["Disposition-Notification-To"] == ME
@@ -250,11 +253,11 @@ def test_read_reply_compose_search_in_the_browser(
         page.fill("#a", f"personne@{DOMAIN}")
         page.fill("#objet", "Brouillon gardé")
         page.click("#envoyer")
-        assert "destinataire refusé" in page.locator("#erreur").inner_text()
-        assert page.input_value("#objet") == "Brouillon gardé"
+        expect(page.locator("#erreur")).to_contain_text("destinataire refusé")
+        expect(page.locator("input#objet")).to_have_value("Brouillon gardé")
         page.fill("#a", f"{OTHER}, personne@{DOMAIN}")  # one accepted, one refused
         page.click("#envoyer")
-        assert f"personne@{DOMAIN}" in page.locator("#refuses").inner_text()
+        expect(page.locator("#refuses")).to_contain_text(f"personne@{DOMAIN}")
 
         # Too large an attachment: refused, in French, nothing sent.
         page.click("#ecrire")
@@ -265,7 +268,7 @@ def test_read_reply_compose_search_in_the_browser(
                     "buffer": b"x" * (8 * 1024 * 1024 + 1)}],
         )  # fmt: skip
         page.click("#envoyer")
-        assert "trop volumineuses" in page.locator("#erreur").inner_text()
+        expect(page.locator("#erreur")).to_contain_text("trop volumineuses")
         assert len(mail.inbox(OTHER, expected=4, wait=2)) == 3
 
 
@@ -490,10 +493,11 @@ def test_a_read_receipt_asked_for_is_sent_by_hand_once(
         _log_in(page, web, "drun")
         page.goto(f"{web.base_url}/messagerie/{ME}/reception")
         page.click("ul.mails >> text=Sans accusé")
+        expect(page.locator("h1#objet")).to_contain_text("Sans accusé")  # the message's page
         assert page.locator("#accuse-lecture").count() == 0  # nothing asked, nothing offered
         page.goto(f"{web.base_url}/messagerie/{ME}/reception")
         page.click("ul.mails >> text=Résultats à confirmer")
-        assert "accusé de lecture" in page.locator("#accuse-lecture").inner_text()
+        expect(page.locator("#accuse-lecture")).to_contain_text("accusé de lecture")
         message_url = page.url
         page.click("#envoyer-accuse")
         page.wait_for_selector("#accuse-envoye")

@@ -66,13 +66,14 @@ def live_server(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     dev: bool = True,
-    start_timeout: float = 30,
+    start_timeout: float = 60,
 ) -> Iterator[LiveServer]:
     """Start ``enrs serve`` and wait until ``/healthz`` answers; stop it with SIGTERM.
 
     ``dev``: development mode (``--dev``: the placeholder OID root and test INS accepted, /docs
     open); a production start needs ``ENRS_OID_ROOT`` in ``extra_env``. ``start_timeout``: seconds
-    to wait for ``/healthz`` (each of its processes imports the platform first). The server runs in
+    to wait for ``/healthz`` (each of its processes imports the platform first: a few seconds, but
+    over 30 when the suite's workers all start servers at once on two cores). The server runs in
     ``data_dir`` with no ``ENRS_*`` variable but those given: no developer's ``.env`` is read."""
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
