@@ -42,7 +42,9 @@ def dmp_send() -> None:
 @click.option("--years", type=int, help="Retention period (default ENRS_DOCUMENT_RETENTION_YEARS)")
 @click.option("--dry-run", is_flag=True, help="Count the documents past the period only")
 def retention(years: int | None, dry_run: bool) -> None:
-    """Delete the documents older than the retention period, each deletion audited."""
+    """Delete the records past their retention period (R.1112-7: the period after the patient's
+    last document, at least until their 28th birthday; 10 years after a death that came less
+    than 10 years after the last document), each deletion audited."""
     from enrs.documents import retention as job
     from enrs.kit.db import Database
     from enrs.kit.storage import open_storage
@@ -55,7 +57,10 @@ def retention(years: int | None, dry_run: bool) -> None:
     finally:
         db.dispose()
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {done.documents} document(s) dated before {job.cutoff(period):%Y-%m-%d}")
+    click.echo(
+        f"{verb} {done.documents} document(s) of records past their period "
+        f"(last document before {job.cutoff(period):%Y-%m-%d}, or a death)"
+    )
     if done.contents_left:
         click.echo(f"{done.contents_left} content(s) could not be deleted (see the log)", err=True)
 

@@ -1,9 +1,23 @@
-"""The retention job: the only path by which a document is physically deleted. A document
-whose date is older than the retention period (``ENRS_DOCUMENT_RETENTION_YEARS``, 20 years by
-default: the longest period French law sets for a medical record kept by a health
-establishment) is deleted, row and content, each deletion written to the audit trail in the
-same transaction as the rows' (category ``retention``); the content is removed once that
-transaction has committed.
+"""The retention job: the only path by which a document is physically deleted, row and content,
+each deletion written to the audit trail in the same transaction as the rows' (category
+``retention``); the content is removed once that transaction has committed.
+
+A patient's record goes as a whole, as French law counts it for a medical record (Code de la
+santé publique, R.1112-7; :mod:`enrs.kit.retention`): the documents of a regional patient, with
+those of the patients merged into it, are deleted when
+
+- the latest of their dates is older than the retention period (``ENRS_DOCUMENT_RETENTION_YEARS``,
+  20 years by default: the period the article sets after the last stay or consultation), and
+  the patient's identities all give a birth date over :data:`~enrs.kit.retention.MINORS_UNTIL`
+  years ago (a record is kept until its holder's 28th birthday; none given: it may be a
+  minor's, kept);
+- or, whatever their age, when the patient died (the latest day of death their active
+  identities give) less than :data:`~enrs.kit.retention.AFTER_DEATH` years after the latest
+  document, and that day is over :data:`~enrs.kit.retention.AFTER_DEATH` years ago.
+
+An old document of a patient with a recent one is kept. The job decides and deletes one batch
+of patients per transaction, deleting the rows it read: a document filed meanwhile stays, for
+the next run to judge.
 
 The sweep (:func:`sweep`) removes contents that no document row names: left by a process that
 died between writing a submission's contents and committing its rows (an error rolls back and
@@ -14,6 +28,7 @@ are touched, so a filing in progress never loses its content; each removal is au
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,13 +38,14 @@ from sqlalchemy.orm import Session
 
 from enrs.documents import service
 from enrs.documents.models import DmpExport, DocumentEntry, Opposition, SubmissionSet
+from enrs.identity import service as identity_service
 from enrs.kit import retention as kit_retention
 from enrs.kit.audit.trail import AuditEntry, append_entries
-from enrs.kit.db import Database, after_commit
+from enrs.kit.db import Database, after_commit, utcnow
 from enrs.kit.storage.base import BlobStorage
 
 log = logging.getLogger(__name__)
-BATCH = 500
+BATCH = 100  # patients judged per transaction
 
 
 @dataclass
@@ -43,45 +59,112 @@ def cutoff(years: int, now: datetime | None = None) -> datetime:
 
 
 def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = False) -> Purged:
-    """Delete the documents dated before the retention cutoff (``dry_run``: count them)."""
-    limit = cutoff(years)
+    """Delete the documents of the patients whose record has reached the end of its retention
+    period (``dry_run``: count them). Judged patient by patient (:func:`_expired`)."""
+    now = utcnow()
+    with db.transaction(write=False) as session:
+        candidates = _candidates(session, cutoff(years, now), now)
     result = Purged()
-    while True:
+    judged: set[int] = set()  # (two candidates can be one record: merged patients)
+    for at in range(0, len(candidates), BATCH):
         with db.transaction(write=not dry_run) as session:
-            rows = list(
-                session.scalars(
-                    select(DocumentEntry)
-                    .where(DocumentEntry.date < limit)
-                    .order_by(DocumentEntry.id)
-                    .limit(BATCH)
+            rows: list[DocumentEntry] = []
+            reasons: dict[int, str] = {}
+            batch = candidates[at : at + BATCH]
+            for patient_ids, reason in _expired(session, batch, judged, years, now):
+                found = list(
+                    session.scalars(
+                        select(DocumentEntry)
+                        .where(DocumentEntry.patient_id.in_(patient_ids))
+                        .order_by(DocumentEntry.id)
+                    )
                 )
-            )
+                rows += found
+                reasons.update((r.id, reason) for r in found)
             if dry_run:
-                return Purged(len(rows) if len(rows) < BATCH else _count(db, limit))
-            if not rows:
-                return result
-            ids = [r.id for r in rows]
-            entries = [_audit(r, service.rri_of_patient(session, r.patient_id)) for r in rows]
-            session.execute(delete(DmpExport).where(DmpExport.document_id.in_(ids)))
-            session.execute(delete(Opposition).where(Opposition.document_id.in_(ids)))
-            session.execute(
-                update(DocumentEntry)
-                .where(DocumentEntry.replaces_id.in_(ids))
-                .values(replaces_id=None)
-            )
-            sets = {r.submission_set_id for r in rows}
-            session.execute(delete(DocumentEntry).where(DocumentEntry.id.in_(ids)))
-            left = select(DocumentEntry.submission_set_id).where(
-                DocumentEntry.submission_set_id.in_(sets)
-            )
-            empty = sets - set(session.scalars(left))
-            if empty:
-                session.execute(delete(SubmissionSet).where(SubmissionSet.id.in_(empty)))
-            session.flush()
-            append_entries(session.connection(), entries)
-            keys = [r.blob_key for r in rows]
-            after_commit(session, lambda keys=keys: _remove(storage, keys, result))  # type: ignore[misc]
-            result.documents += len(rows)
+                result.documents += len(rows)
+            elif rows:
+                _delete(session, storage, rows, reasons, result)
+    return result
+
+
+def _candidates(session: Session, limit: datetime, now: datetime) -> list[int]:
+    """The patients who may have reached the end: a document older than ``limit``, or a
+    death over :data:`~enrs.kit.retention.AFTER_DEATH` years ago."""
+    old = select(DocumentEntry.patient_id).where(DocumentEntry.date < limit).distinct()
+    died_before = kit_retention.cutoff(years=kit_retention.AFTER_DEATH, now=now).date()
+    return sorted(
+        set(session.scalars(old)) | set(identity_service.deaths_before(session, died_before))
+    )
+
+
+def _expired(
+    session: Session, candidates: list[int], judged: set[int], years: int, now: datetime
+) -> list[tuple[list[int], str]]:
+    """The records of ``candidates`` not ``judged`` yet (added to it) past their period: for
+    each, the patient ids whose documents go (the current patient, or the candidate when it has
+    none, and those merged into it) and the rule that applies."""
+    limit = cutoff(years, now)
+    born_after = kit_retention.cutoff(years=kit_retention.MINORS_UNTIL, now=now).date()
+    died_before = kit_retention.cutoff(years=kit_retention.AFTER_DEATH, now=now).date()
+    out: list[tuple[list[int], str]] = []
+    for candidate in candidates:
+        current = identity_service.current_patient(session, candidate)
+        root = current.id if current is not None else candidate
+        if root in judged:
+            continue
+        judged.add(root)
+        ids = identity_service.merged_patient_ids(session, root)
+        last = session.scalar(
+            select(func.max(DocumentEntry.date)).where(DocumentEntry.patient_id.in_(ids))
+        )
+        if last is None:
+            continue
+        births, died = identity_service.life_dates(session, ids)
+        if (
+            died is not None
+            and died < died_before
+            and kit_retention.died_soon_after(last.date(), died)
+        ):
+            out.append((ids, f"{kit_retention.AFTER_DEATH} years after the death"))
+        elif last < limit and births and all(b is not None and b <= born_after for b in births):
+            out.append((ids, f"{years} years after the last document"))
+    return out
+
+
+def _delete(
+    session: Session,
+    storage: BlobStorage,
+    rows: list[DocumentEntry],
+    reasons: dict[int, str],
+    result: Purged,
+) -> None:
+    """Delete ``rows`` (with their exports, oppositions and empty submission sets), each
+    audited; their contents once the transaction has committed."""
+    ids = [r.id for r in rows]
+    rris = {p: service.rri_of_patient(session, p) for p in {r.patient_id for r in rows}}
+    entries = [_audit(r, rris[r.patient_id], reasons[r.id]) for r in rows]
+    for at in range(0, len(ids), 500):  # (bound parameters per statement)
+        chunk = ids[at : at + 500]
+        session.execute(delete(DmpExport).where(DmpExport.document_id.in_(chunk)))
+        session.execute(delete(Opposition).where(Opposition.document_id.in_(chunk)))
+        session.execute(
+            update(DocumentEntry)
+            .where(DocumentEntry.replaces_id.in_(chunk))
+            .values(replaces_id=None)
+        )
+    sets = {r.submission_set_id for r in rows}
+    for at in range(0, len(ids), 500):
+        session.execute(delete(DocumentEntry).where(DocumentEntry.id.in_(ids[at : at + 500])))
+    left = select(DocumentEntry.submission_set_id).where(DocumentEntry.submission_set_id.in_(sets))
+    empty = sets - set(session.scalars(left))
+    if empty:
+        session.execute(delete(SubmissionSet).where(SubmissionSet.id.in_(empty)))
+    session.flush()
+    append_entries(session.connection(), entries)
+    keys = [r.blob_key for r in rows]
+    after_commit(session, lambda: _remove(storage, keys, result))
+    result.documents += len(rows)
 
 
 PREFIX = "documents/"
@@ -111,27 +194,17 @@ def _named(session: Session, keys: list[str]) -> set[str]:
     return set(session.scalars(found))
 
 
-def _count(db: Database, limit: datetime) -> int:
-
-    with db.transaction(write=False) as session:
-        return int(
-            session.scalar(
-                select(func.count()).select_from(DocumentEntry).where(DocumentEntry.date < limit)
-            )
-            or 0
-        )
-
-
 def _remove(storage: BlobStorage, keys: list[str], result: Purged) -> None:
     result.contents_left += kit_retention.remove_blobs(storage, keys)
 
 
-def _audit(entry: DocumentEntry, rri: str | None) -> AuditEntry:
+def _audit(entry: DocumentEntry, rri: str | None, reason: str) -> AuditEntry:
+    detail = {"uniqueId": entry.unique_id, "date": entry.date.isoformat(), "rule": reason}
     return kit_retention.entry(
         "delete",
         "D",
         patient_ref=f"Patient/{rri}" if rri else None,
         resource_type="DocumentReference",
         entity_ref=f"DocumentReference/{entry.resource_id}",
-        detail=f'{{"uniqueId": "{entry.unique_id}", "date": "{entry.date.isoformat()}"}}',
+        detail=json.dumps(detail),
     )

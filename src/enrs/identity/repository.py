@@ -539,6 +539,29 @@ def merged_into(session: Session, patient_id: int) -> list[int]:
     return found
 
 
+def deaths_before(session: Session, day: date) -> dict[int, date]:
+    """Patient id → the latest day of death its active identities give, when before ``day``."""
+    death = func.max(SourceIdentity.death_date)
+    rows = session.execute(
+        select(SourceIdentity.patient_id, death)
+        .where(SourceIdentity.active, SourceIdentity.death_date.is_not(None))
+        .group_by(SourceIdentity.patient_id)
+        .having(death < day)
+    )
+    return {patient: died for patient, died in rows if died is not None}
+
+
+def life_dates(session: Session, patient_ids: list[int]) -> tuple[list[date | None], date | None]:
+    """The birth dates of the active identities of ``patient_ids``, and their latest death."""
+    rows = session.execute(
+        select(SourceIdentity.birth_date, SourceIdentity.death_date).where(
+            SourceIdentity.patient_id.in_(patient_ids), SourceIdentity.active
+        )
+    ).all()
+    deaths = [died for _, died in rows if died is not None]
+    return [born for born, _ in rows], max(deaths, default=None)
+
+
 def facilities_of_patients(session: Session, patient_ids: list[int]) -> set[str]:
     """The FINESS of the facilities owning a domain with an active identity of one of
     ``patient_ids``."""

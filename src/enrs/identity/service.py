@@ -729,6 +729,18 @@ def merged_patient_ids(session: Session, patient_id: int) -> list[int]:
     return repository.merged_into(session, patient_id)
 
 
+def deaths_before(session: Session, day: date) -> dict[int, date]:
+    """The regional patients whose active identities give a day of death (HL7 v2 PID-29, FHIR
+    ``deceasedDateTime``), the latest of them before ``day``: patient id → that day."""
+    return repository.deaths_before(session, day)
+
+
+def life_dates(session: Session, patient_ids: list[int]) -> tuple[list[date | None], date | None]:
+    """The birth dates the active identities of ``patient_ids`` give (``None`` where one gives
+    none), and the latest day of death they give (``None``: no death known)."""
+    return repository.life_dates(session, patient_ids)
+
+
 def facilities_in_care(session: Session, patient_ids: list[int]) -> frozenset[str]:
     """The member facilities (FINESS) that have the patient in care: those owning a domain
     in which an active identity of one of ``patient_ids`` was fed (their ADT feed)."""

@@ -35,29 +35,26 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from enrs.identity import service as identity_service
-from enrs.identity.models import SourceIdentity
 from enrs.imaging.models import Instance, Series, Study, StudyCorrection
 from enrs.imaging.reading_models import Reading, ReadingRequest
 from enrs.imaging.share_models import Share, ShareSession
 from enrs.kit import retention as kit_retention
 from enrs.kit.audit.trail import AuditEntry, append_entries
-from enrs.kit.db import Database, after_commit, utcnow
+from enrs.kit.db import Database, after_commit
 from enrs.kit.errors import EnrsError
 from enrs.kit.storage import COLD, WARM, BlobStorage
 
 log = logging.getLogger(__name__)
 BATCH = 100  # studies per query
-MINORS_UNTIL = 28  # R.1112-7: a record is kept at least until its holder's 28th birthday
-AFTER_DEATH = (
-    10  # R.1112-7: years a record is kept after a death less than that after the last exam
-)
+MINORS_UNTIL = kit_retention.MINORS_UNTIL
+AFTER_DEATH = kit_retention.AFTER_DEATH
 
 
 @dataclass
@@ -254,16 +251,8 @@ def _deceased_past(session: Session, now: datetime | None = None) -> list[int]:
     it kept :data:`AFTER_DEATH` years from the death, in all cases, a minor's too): a day of
     death (the latest one their active identities give) over :data:`AFTER_DEATH` years ago,
     less than :data:`AFTER_DEATH` years after the last of their studies' exams."""
-    moment = now or utcnow()
-    died_before = kit_retention.cutoff(years=AFTER_DEATH, now=moment).date()
-    death = func.max(SourceIdentity.death_date)
-    rows = session.execute(
-        select(SourceIdentity.patient_id, death)
-        .where(SourceIdentity.active, SourceIdentity.death_date.is_not(None))
-        .group_by(SourceIdentity.patient_id)
-        .having(death < died_before)
-    )
-    deaths = {patient: died for patient, died in rows if died is not None}
+    died_before = kit_retention.cutoff(years=AFTER_DEATH, now=now).date()
+    deaths = identity_service.deaths_before(session, died_before)
     found: list[int] = []
     ids = sorted(deaths)
     for at in range(0, len(ids), BATCH):
@@ -279,14 +268,9 @@ def _deceased_past(session: Session, now: datetime | None = None) -> list[int]:
                 last[patient] = max(exam, last.get(patient, exam))
         for patient, exam in last.items():
             died = deaths[patient]
-            # died less than AFTER_DEATH years after the exam, years counted as everywhere
-            if exam > kit_retention.cutoff(years=AFTER_DEATH, now=_midnight(died)).date():
+            if kit_retention.died_soon_after(exam, died):
                 found.append(patient)
     return sorted(found)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _young(study: type[Study], born_after: date) -> ColumnElement[bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -24,10 +24,27 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "retention"
 
+# French law's periods for a medical record (Code de la santé publique, R.1112-7), counted from
+# the patient's last stay or consultation (``ENRS_*_RETENTION_YEARS``, 20 by default):
+MINORS_UNTIL = 28  # a record is kept at least until its holder's 28th birthday
+AFTER_DEATH = 10  # a holder who dies less than this after the last stay: years kept from death
+
 
 def cutoff(*, years: int = 0, days: int = 0, now: datetime | None = None) -> datetime:
     """The instant ``years`` (of 365.25 days) and ``days`` before ``now``."""
     return (now or utcnow()) - timedelta(days=round(365.25 * years) + days)
+
+
+def midnight(day: date) -> datetime:
+    """The start of ``day``, UTC."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def died_soon_after(last: date, died: date) -> bool:
+    """The holder died less than :data:`AFTER_DEATH` years after ``last`` (their last stay, exam
+    or document): R.1112-7 then keeps the record :data:`AFTER_DEATH` years from the death, "in
+    all cases" (a minor's too), and no longer."""
+    return last > cutoff(years=AFTER_DEATH, now=midnight(died)).date()
 
 
 def entry(
