@@ -89,6 +89,9 @@ class DocumentEntry(Base):
     __table_args__ = (
         Index("ix_document_entry_patient_date", "patient_id", "date"),
         Index("ix_document_entry_submission_set", "submission_set_id"),
+        # (deleting a document checks that no version replaces it: without this index, a scan
+        # of the table per document deleted, on SQLite and PostgreSQL alike)
+        Index("ix_document_entry_replaces", "replaces_id"),
     )
 
     @property
@@ -109,6 +112,8 @@ class Opposition(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lifted_by: Mapped[str | None] = mapped_column(String(256))
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_document_opposition_document", "document_id"),)
 
 
 class DeclaredAccess(Base):
