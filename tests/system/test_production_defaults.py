@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 from fastapi import FastAPI
@@ -52,6 +53,27 @@ def test_api_description_is_open_in_development(settings: Settings) -> None:
         for path in DOCS:
             assert client.get(path).status_code == 200, path
         assert client.get("/openapi.json").json()["info"]["title"] == "ENRS"
+
+
+def test_paths_two_services_share_are_described_once_for_both(settings: Settings) -> None:
+    """/fhir/Task and /fhir/Subscription/{id} are served by the identity server and the care
+    circles (dispatched by their query or id): /openapi.json has one operation for each, which
+    says so, and no operation id twice (FastAPI warns of a duplicate and keeps one of them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with TestClient(create_app(settings.model_copy(update={"dev": True}))) as client:
+            schema = client.get("/openapi.json").json()
+    assert not [w for w in caught if "Duplicate Operation ID" in str(w.message)]
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    paths = schema["paths"]
+    assert "owner=me" in paths["/fhir/Task"]["get"]["description"]
+    assert "identitovigilance" in paths["/fhir/Task"]["get"]["description"]
+    assert "digits only" in paths["/fhir/Task/{task_id}"]["get"]["description"]
+    assert "care circle" in paths["/fhir/Task/{task_id}"]["get"]["description"]
+    for method in ("get", "delete"):
+        described = paths["/fhir/Subscription/{sub_id}"][method]["description"]
+        assert "PMIR" in described and "care circle" in described
 
 
 @pytest.mark.parametrize("how", [repr, str])

@@ -114,7 +114,12 @@ async def create_subscription(
     )
 
 
-@router.get("/fhir/Subscription/{sub_id}", summary="Read one of the caller's Subscriptions")
+# (shared with the identity feed's route, which /openapi.json shows with both: one operation)
+@router.get(
+    "/fhir/Subscription/{sub_id}",
+    summary="Read one of the caller's Subscriptions",
+    include_in_schema=False,
+)
 def read_subscription(
     request: Request, sub_id: str, session: DbSession, principal: SubRead
 ) -> FhirJSONResponse:
@@ -149,7 +154,12 @@ def search_subscriptions(
     return FhirJSONResponse(bundle)
 
 
-@router.delete("/fhir/Subscription/{sub_id}", status_code=204, summary="End a Subscription")
+@router.delete(
+    "/fhir/Subscription/{sub_id}",
+    status_code=204,
+    summary="End a Subscription",
+    include_in_schema=False,  # (shared, as the read)
+)
 def delete_subscription(
     request: Request, sub_id: str, session: DbSession, principal: SubDelete
 ) -> Response:

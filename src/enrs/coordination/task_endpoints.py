@@ -171,7 +171,8 @@ def create_task(
     return _answer(request, session, task, 201)
 
 
-@router.get("/fhir/Task/{task_id}", summary="Read a task of a care circle")
+# (shared with the cell's route, which /openapi.json shows with both: one operation)
+@router.get("/fhir/Task/{task_id}", summary="Read a task of a care circle", include_in_schema=False)
 def read_task(
     request: Request, task_id: str, session: DbSession, principal: TaskRead
 ) -> FhirJSONResponse:
@@ -237,7 +238,11 @@ def task_spec() -> SearchSpec:
     )
 
 
-@router.get("/fhir/Task", summary="Find the tasks of the caller's care circles")
+@router.get(
+    "/fhir/Task",
+    summary="Find the tasks of the caller's care circles",
+    include_in_schema=False,  # (shared, as the read)
+)
 def search_tasks(request: Request, session: DbSession, principal: TaskSearch) -> FhirJSONResponse:
     parsed = parsed_search(request, task_spec())
     query = request.query_params

@@ -147,7 +147,18 @@ def create_pmir(
     )
 
 
-@router.get("/fhir/Subscription/{sub_id}", summary="Read one of the client's Subscriptions")
+SHARED_ID = (
+    "Shared by the identity feed (IHE PMIR) and the care circles: an id of digits only is a "
+    "PMIR subscription of the calling client, any other id a care circle's subscription of the "
+    "caller (enrs.coordination.subscription_endpoints)."
+)
+
+
+@router.get(
+    "/fhir/Subscription/{sub_id}",
+    summary="Read one of the caller's Subscriptions",
+    description=SHARED_ID,
+)
 def read_subscription(
     request: Request, sub_id: str, session: DbSession, principal: SubRead
 ) -> FhirJSONResponse:
@@ -164,7 +175,12 @@ def pmir_subscriptions(session: Session, principal: Principal) -> list[dict[str,
     return [_to_fhir(d, row) for d, row in _own(session, _client(principal))]
 
 
-@router.delete("/fhir/Subscription/{sub_id}", status_code=204, summary="End a Subscription")
+@router.delete(
+    "/fhir/Subscription/{sub_id}",
+    status_code=204,
+    summary="End a Subscription",
+    description=SHARED_ID,
+)
 def delete_subscription(
     request: Request, sub_id: str, session: DbSession, principal: SubDelete
 ) -> Response:

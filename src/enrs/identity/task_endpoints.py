@@ -89,7 +89,16 @@ def _task_id(raw: str) -> int:
     return int(raw)
 
 
-@router.get("/fhir/Task", summary="Search the identitovigilance cell's tasks")
+@router.get(
+    "/fhir/Task",
+    summary="Search the identitovigilance cell's tasks, or the care circles'",
+    description=(
+        "Shared by the identitovigilance cell's queue and the care circles' tasks: a search "
+        "with `owner=me`, `patient` or `overdue` is one of the caller's care circles' tasks "
+        "(`status`, `overdue`; `_sort` on `due`, `authored-on`, `_lastUpdated`); any other, "
+        "one of the cell's queue (`focus`, `code`, `facility`…)."
+    ),
+)
 def search_tasks(
     request: Request, session: DbSession, _principal: TaskSearcher
 ) -> FhirJSONResponse:
@@ -116,7 +125,15 @@ def search_tasks(
     return FhirJSONResponse(bundle)
 
 
-@router.get("/fhir/Task/{task_id}", summary="Read one of the identitovigilance cell's tasks")
+@router.get(
+    "/fhir/Task/{task_id}",
+    summary="Read one of the identitovigilance cell's tasks, or of a care circle",
+    description=(
+        "Shared by the identitovigilance cell's queue and the care circles' tasks: an id of "
+        "digits only is one of the cell's tasks; any other id a task of a care circle, with "
+        'its version as `ETag` (`W/"3"`).'
+    ),
+)
 def read_task(
     request: Request, task_id: str, session: DbSession, _principal: TaskReader
 ) -> FhirJSONResponse:
