@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from enrs.kit.db import Base, UTCDateTime, utcnow
@@ -90,8 +90,14 @@ class DocumentEntry(Base):
         Index("ix_document_entry_patient_date", "patient_id", "date"),
         Index("ix_document_entry_submission_set", "submission_set_id"),
         # (deleting a document checks that no version replaces it: without this index, a scan
-        # of the table per document deleted, on SQLite and PostgreSQL alike)
-        Index("ix_document_entry_replaces", "replaces_id"),
+        # of the table per document deleted, on SQLite and PostgreSQL alike; partial, as most
+        # documents replace none: SQLite's planner judges a full index of NULLs useless)
+        Index(
+            "ix_document_entry_replaces",
+            "replaces_id",
+            sqlite_where=text("replaces_id IS NOT NULL"),
+            postgresql_where=text("replaces_id IS NOT NULL"),
+        ),
     )
 
     @property
@@ -113,7 +119,14 @@ class Opposition(Base):
     lifted_by: Mapped[str | None] = mapped_column(String(256))
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_document_opposition_document", "document_id"),)
+    __table_args__ = (
+        Index(
+            "ix_document_opposition_document",
+            "document_id",
+            sqlite_where=text("document_id IS NOT NULL"),
+            postgresql_where=text("document_id IS NOT NULL"),
+        ),
+    )
 
 
 class DeclaredAccess(Base):
