@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -102,32 +102,45 @@ def _expired(
     session: Session, candidates: list[int], judged: set[int], years: int, now: datetime
 ) -> list[tuple[list[int], str]]:
     """The records of ``candidates`` not ``judged`` yet (added to it) past their period: for
-    each, the patient ids whose documents go (the current patient, or the candidate when it has
-    none, and those merged into it) and the rule that applies."""
+    each, the patient ids whose documents go (:func:`enrs.identity.service.records_of`: the
+    patient the candidate ends in, and those merged into it) and the rule that applies. A
+    few statements for the whole batch."""
     limit = cutoff(years, now)
     born_after = kit_retention.cutoff(years=kit_retention.MINORS_UNTIL, now=now).date()
     died_before = kit_retention.cutoff(years=kit_retention.AFTER_DEATH, now=now).date()
+    records = {
+        end: ids
+        for end, ids in identity_service.records_of(session, candidates).items()
+        if end not in judged
+    }
+    judged.update(records)
+    members = [patient for ids in records.values() for patient in ids]
+    last_stmt = (
+        select(DocumentEntry.patient_id, func.max(DocumentEntry.date))
+        .where(DocumentEntry.patient_id.in_(members))
+        .group_by(DocumentEntry.patient_id)
+    )
+    last_of: dict[int, datetime] = dict(session.execute(last_stmt).all())
+    births: dict[int, list[date | None]] = {}
+    deaths: dict[int, date] = {}
+    for patient, birth, death in identity_service.life_dates(session, members):
+        births.setdefault(patient, []).append(birth)
+        if death is not None:
+            deaths[patient] = max(death, deaths.get(patient, death))
     out: list[tuple[list[int], str]] = []
-    for candidate in candidates:
-        current = identity_service.current_patient(session, candidate)
-        root = current.id if current is not None else candidate
-        if root in judged:
-            continue
-        judged.add(root)
-        ids = identity_service.merged_patient_ids(session, root)
-        last = session.scalar(
-            select(func.max(DocumentEntry.date)).where(DocumentEntry.patient_id.in_(ids))
-        )
+    for ids in records.values():
+        last = max((last_of[i] for i in ids if i in last_of), default=None)
         if last is None:
             continue
-        births, died = identity_service.life_dates(session, ids)
+        born = [b for i in ids for b in births.get(i, [])]
+        died = max((deaths[i] for i in ids if i in deaths), default=None)
         if (
             died is not None
             and died < died_before
             and kit_retention.died_soon_after(last.date(), died)
         ):
             out.append((ids, f"{kit_retention.AFTER_DEATH} years after the death"))
-        elif last < limit and births and all(b is not None and b <= born_after for b in births):
+        elif last < limit and born and all(b is not None and b <= born_after for b in born):
             out.append((ids, f"{years} years after the last document"))
     return out
 

@@ -551,15 +551,52 @@ def deaths_before(session: Session, day: date) -> dict[int, date]:
     return {patient: died for patient, died in rows if died is not None}
 
 
-def life_dates(session: Session, patient_ids: list[int]) -> tuple[list[date | None], date | None]:
-    """The birth dates of the active identities of ``patient_ids``, and their latest death."""
-    rows = session.execute(
-        select(SourceIdentity.birth_date, SourceIdentity.death_date).where(
-            SourceIdentity.patient_id.in_(patient_ids), SourceIdentity.active
-        )
-    ).all()
-    deaths = [died for _, died in rows if died is not None]
-    return [born for born, _ in rows], max(deaths, default=None)
+def life_dates(
+    session: Session, patient_ids: list[int]
+) -> list[tuple[int, date | None, date | None]]:
+    """(patient id, birth date, day of death) of each active identity of ``patient_ids``."""
+    stmt = select(
+        SourceIdentity.patient_id, SourceIdentity.birth_date, SourceIdentity.death_date
+    ).where(SourceIdentity.patient_id.in_(patient_ids), SourceIdentity.active)
+    return [(patient, born, died) for patient, born, died in session.execute(stmt)]
+
+
+def records_of(session: Session, patient_ids: list[int]) -> dict[int, list[int]]:
+    """The records ``patient_ids`` are part of, by the patient each ends in (the first active
+    one up its merges, else the last of them): that patient, then those merged into it, directly
+    or not (at most ``_MERGED_HOPS`` merges each way). A few statements for many patients."""
+    ends: dict[int, int] = {}
+    at = {patient: patient for patient in patient_ids}
+    for _ in range(_MERGED_HOPS):
+        stmt = select(RegionalPatient.id, RegionalPatient.active, RegionalPatient.merged_into_id)
+        rows = session.execute(stmt.where(RegionalPatient.id.in_(set(at.values()))))
+        found = {patient: (active, into) for patient, active, into in rows}
+        following: dict[int, int] = {}
+        for patient, here in at.items():
+            active, into = found.get(here, (True, None))
+            if active or into is None:
+                ends[patient] = here
+            else:
+                following[patient] = into
+        at = following
+        if not at:
+            break
+    ends.update(at)  # (deeper than _MERGED_HOPS: where the search stopped)
+    records = {end: [end] for end in ends.values()}
+    frontier = {end: end for end in records}  # a patient of the record → the record's end
+    for _ in range(_MERGED_HOPS):
+        children = select(RegionalPatient.id, RegionalPatient.merged_into_id)
+        merged = session.execute(children.where(RegionalPatient.merged_into_id.in_(list(frontier))))
+        following = {}
+        for child, parent in merged:
+            end = frontier[parent] if parent is not None else child
+            if child not in records and child not in records[end]:  # (an end: its own record)
+                records[end].append(child)
+                following[child] = end
+        frontier = following
+        if not frontier:
+            break
+    return records
 
 
 def facilities_of_patients(session: Session, patient_ids: list[int]) -> set[str]:

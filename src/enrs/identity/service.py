@@ -735,10 +735,20 @@ def deaths_before(session: Session, day: date) -> dict[int, date]:
     return repository.deaths_before(session, day)
 
 
-def life_dates(session: Session, patient_ids: list[int]) -> tuple[list[date | None], date | None]:
-    """The birth dates the active identities of ``patient_ids`` give (``None`` where one gives
-    none), and the latest day of death they give (``None``: no death known)."""
+def life_dates(
+    session: Session, patient_ids: list[int]
+) -> list[tuple[int, date | None, date | None]]:
+    """(patient id, birth date, day of death) that each active identity of ``patient_ids``
+    gives (``None``: not given)."""
     return repository.life_dates(session, patient_ids)
+
+
+def records_of(session: Session, patient_ids: list[int]) -> dict[int, list[int]]:
+    """The records (what was filed for them is one patient's now) ``patient_ids`` are part of,
+    by the regional patient each ends in (the active one they were merged into, or the last of
+    their merges): that patient first, then every patient merged into it. For many patients at
+    once (:func:`current_patient` and :func:`merged_patient_ids` take one)."""
+    return repository.records_of(session, patient_ids)
 
 
 def facilities_in_care(session: Session, patient_ids: list[int]) -> frozenset[str]:
