@@ -61,14 +61,15 @@ def _resource(unique: str, kind: tuple[str, str], title: str) -> str:
 
 
 def _rows(
-    patients: int, documents: int, seed: int
+    patients: int, documents: int, seed: int, life: Life | None = None
 ) -> Iterator[
     tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 ]:
     """Batches of (patients, identities, submission sets, documents) rows."""
     rng = random.Random(seed)
     mean = max(documents / patients, 1e-9)
-    start = datetime(2016, 1, 1, tzinfo=UTC)
+    start = life.since if life else datetime(2016, 1, 1, tzinfo=UTC)
+    span = round((life.span_years if life else 10) * 365 * 24 * 60)
     made = 0
     p_rows: list[dict[str, Any]] = []
     s_rows: list[dict[str, Any]] = []
@@ -79,7 +80,7 @@ def _rows(
         p_rows.append(
             {"id": pid, "rri": f"R{pid:09d}", "active": True, "created_at": now, "updated_at": now}
         )
-        s_rows.append(_identity(pid, now))
+        s_rows.append(_identity(pid, now, rng, life))
         count = 0
         if documents > made:
             count = _documents_per_patient(rng, mean) if pid < patients else documents - made
@@ -87,7 +88,7 @@ def _rows(
         for _ in range(count):
             made += 1
             kind = TYPES[rng.randrange(len(TYPES))]
-            when = start + timedelta(minutes=rng.randrange(10 * 365 * 24 * 60))
+            when = start + timedelta(minutes=rng.randrange(span))
             unique = f"1.2.250.1.999.9.{made}"
             ss_rows.append({
                 "id": made, "resource_id": str(uuid.UUID(int=rng.getrandbits(128))),
@@ -118,24 +119,54 @@ def _rows(
             break
 
 
-def _identity(pid: int, now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Life:
+    """Documents dated from ``since`` over ``span_years``; birth dates between ``born`` and
+    2020, a share ``dead`` of the patients dead since 2000 (the retention bench)."""
+
+    since: datetime
+    span_years: float
+    born: int = 1930
+    dead: float = 0.05
+
+
+def _identity(
+    pid: int, now: datetime, rng: random.Random, life: Life | None = None
+) -> dict[str, Any]:
+    born = died = None
+    if life is not None:
+        days = rng.randrange(365 * (2020 - life.born))
+        born = datetime(life.born, 1, 1).date() + timedelta(days=days)
+        if rng.random() < life.dead:
+            died = datetime(2000, 1, 1).date() + timedelta(days=rng.randrange(365 * 26))
     return {
         "id": pid, "authority": CHU_OID, "ipp": f"IPP{pid}", "patient_id": pid,
         "birth_name": "BENCH", "used_name": None, "given_names": "PATIENT",
-        "birth_date": None, "sex": "U", "birth_place": None, "address_line": None,
-        "postal_code": None, "city": None, "country": None, "telecom": None, "ins": None,
-        "ins_system": None, "status": "PROV", "attributes": "", "method_collection": None,
+        "birth_date": born, "death_date": died, "sex": "U", "birth_place": None,
+        "address_line": None, "postal_code": None, "city": None, "country": None,
+        "telecom": None, "ins": None, "ins_system": None, "status": "PROV", "attributes": "",
+        "method_collection": None,
         "validation_mode": None, "n_birth_name": "BENCH", "n_used_name": "",
-        "n_given_names": "PATIENT", "n_first_given": "PATIENT", "birth_year": None,
+        "n_given_names": "PATIENT", "n_first_given": "PATIENT",
+        "birth_year": born.year if born else None,
         "p_birth_name": None, "p_first_given": None, "n_address": None, "n_city": None,
         "n_phone": None, "n_email": None, "birth_order": None, "active": True, "version": 1,
         "created_at": now, "updated_at": now, "record": None, "other_identifiers": None,
     }  # fmt: skip
 
 
-def seed(url: str, *, patients: int, documents: int, seed: int = 0, sample: int = 5000) -> Seeded:
+def seed(
+    url: str,
+    *,
+    patients: int,
+    documents: int,
+    seed: int = 0,
+    sample: int = 5000,
+    life: Life | None = None,
+) -> Seeded:
     """Fill the (migrated, empty) database at ``url``; the CHU's domain is registered and
-    owned by its FINESS, so that its client reads every patient's documents."""
+    owned by its FINESS, so that its client reads every patient's documents. ``life``: dates
+    of documents, births and deaths (else 2016–2026, no birth date, no death)."""
     db = Database(url)
     try:
         with db.transaction() as session:
@@ -145,7 +176,7 @@ def seed(url: str, *, patients: int, documents: int, seed: int = 0, sample: int 
             )  # fmt: skip
         tables = [RegionalPatient.__table__, SourceIdentity.__table__, SubmissionSet.__table__,
                   DocumentEntry.__table__]  # fmt: skip
-        for batch in _rows(patients, documents, seed):
+        for batch in _rows(patients, documents, seed, life):
             with db.engine.begin() as conn:
                 prepare_bulk(conn)
                 for table, rows in zip(tables, batch, strict=True):
