@@ -179,8 +179,9 @@ def test_a_merged_patients_documents_count_with_the_survivors(
 ) -> None:
     """The old documents of a patient merged into another are the survivor's: kept while
     the survivor has a recent one, deleted with the survivor's record, judged once even when
-    the two patients fall in two batches."""
+    the two patients fall in two batches (and each statement names one row)."""
     monkeypatch.setattr(retention, "BATCH", 1)
+    monkeypatch.setattr(retention, "CHUNK", 1)
     region = make_region(app, client, db, tmp_path)
     merged_rri = _patient(app, db, "IPP-F", date(1950, 1, 1), None)
     old = _file(region, "dossier fusionné", merged_rri)

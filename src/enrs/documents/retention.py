@@ -46,6 +46,7 @@ from enrs.kit.storage.base import BlobStorage
 
 log = logging.getLogger(__name__)
 BATCH = 100  # patients judged per transaction
+CHUNK = 500  # ids per IN list (bound parameters per statement)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def cutoff(years: int, now: datetime | None = None) -> datetime:
 
 def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = False) -> Purged:
     """Delete the documents of the patients whose record has reached the end of its retention
-    period (``dry_run``: count them). Judged patient by patient (:func:`_expired`)."""
+    period (``dry_run``: count them), judged by batches of candidates (:func:`_expired`)."""
     now = utcnow()
     with db.transaction(write=False) as session:
         candidates = _candidates(session, cutoff(years, now), now)
@@ -68,24 +69,29 @@ def purge(db: Database, storage: BlobStorage, *, years: int, dry_run: bool = Fal
     judged: set[int] = set()  # (two candidates can be one record: merged patients)
     for at in range(0, len(candidates), BATCH):
         with db.transaction(write=not dry_run) as session:
-            rows: list[DocumentEntry] = []
-            reasons: dict[int, str] = {}
             batch = candidates[at : at + BATCH]
-            for patient_ids, reason in _expired(session, batch, judged, years, now):
-                found = list(
-                    session.scalars(
-                        select(DocumentEntry)
-                        .where(DocumentEntry.patient_id.in_(patient_ids))
-                        .order_by(DocumentEntry.id)
-                    )
-                )
-                rows += found
-                reasons.update((r.id, reason) for r in found)
+            rule_of = {
+                patient: rule
+                for ids, rule in _expired(session, batch, judged, years, now)
+                for patient in ids
+            }
+            rows = _documents(session, list(rule_of))
+            reasons = {r.id: rule_of[r.patient_id] for r in rows}
             if dry_run:
                 result.documents += len(rows)
             elif rows:
                 _delete(session, storage, rows, reasons, result)
     return result
+
+
+def _documents(session: Session, patient_ids: list[int]) -> list[DocumentEntry]:
+    """The documents of ``patient_ids``, as they are now (deleted as read: one filed after
+    this read is not)."""
+    found: list[DocumentEntry] = []
+    for at in range(0, len(patient_ids), CHUNK):
+        of = DocumentEntry.patient_id.in_(patient_ids[at : at + CHUNK])
+        found += session.scalars(select(DocumentEntry).where(of).order_by(DocumentEntry.id))
+    return found
 
 
 def _candidates(session: Session, limit: datetime, now: datetime) -> list[int]:
@@ -157,8 +163,8 @@ def _delete(
     ids = [r.id for r in rows]
     rris = {p: service.rri_of_patient(session, p) for p in {r.patient_id for r in rows}}
     entries = [_audit(r, rris[r.patient_id], reasons[r.id]) for r in rows]
-    for at in range(0, len(ids), 500):  # (bound parameters per statement)
-        chunk = ids[at : at + 500]
+    for at in range(0, len(ids), CHUNK):
+        chunk = ids[at : at + CHUNK]
         session.execute(delete(DmpExport).where(DmpExport.document_id.in_(chunk)))
         session.execute(delete(Opposition).where(Opposition.document_id.in_(chunk)))
         session.execute(
@@ -166,13 +172,17 @@ def _delete(
             .where(DocumentEntry.replaces_id.in_(chunk))
             .values(replaces_id=None)
         )
-    sets = {r.submission_set_id for r in rows}
-    for at in range(0, len(ids), 500):
-        session.execute(delete(DocumentEntry).where(DocumentEntry.id.in_(ids[at : at + 500])))
-    left = select(DocumentEntry.submission_set_id).where(DocumentEntry.submission_set_id.in_(sets))
-    empty = sets - set(session.scalars(left))
-    if empty:
-        session.execute(delete(SubmissionSet).where(SubmissionSet.id.in_(empty)))
+    for at in range(0, len(ids), CHUNK):
+        session.execute(delete(DocumentEntry).where(DocumentEntry.id.in_(ids[at : at + CHUNK])))
+    sets = sorted({r.submission_set_id for r in rows})
+    for at in range(0, len(sets), CHUNK):
+        chunk = sets[at : at + CHUNK]
+        left = select(DocumentEntry.submission_set_id).where(
+            DocumentEntry.submission_set_id.in_(chunk)
+        )
+        empty = set(chunk) - set(session.scalars(left))
+        if empty:
+            session.execute(delete(SubmissionSet).where(SubmissionSet.id.in_(empty)))
     session.flush()
     append_entries(session.connection(), entries)
     keys = [r.blob_key for r in rows]
