@@ -8,6 +8,7 @@ that matching reads and throws away.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
@@ -529,14 +530,29 @@ _MERGED_HOPS = 16
 def merged_into(session: Session, patient_id: int) -> list[int]:
     """``patient_id`` and the patients merged into it, directly or not (at most
     ``_MERGED_HOPS`` merges deep), in that order."""
-    found, frontier = [patient_id], [patient_id]
+    return _merged_down(session, [patient_id])[patient_id]
+
+
+def _merged_down(session: Session, ends: Iterable[int]) -> dict[int, list[int]]:
+    """For each of ``ends``: itself, then the patients merged into it, directly or not (at most
+    ``_MERGED_HOPS`` merges deep), level by level; one statement per level for all of them."""
+    records = {end: [end] for end in ends}
+    frontier = {end: end for end in records}  # a patient of a record → the record's end
     for _ in range(_MERGED_HOPS):
-        stmt = select(RegionalPatient.id).where(RegionalPatient.merged_into_id.in_(frontier))
-        frontier = [i for i in session.scalars(stmt) if i not in found]
+        stmt = select(RegionalPatient.id, RegionalPatient.merged_into_id)
+        rows = session.execute(stmt.where(RegionalPatient.merged_into_id.in_(list(frontier))))
+        following: dict[int, int] = {}
+        for child, parent in rows:
+            if parent is None or child in records:  # (an end is its own record)
+                continue
+            end = frontier[parent]
+            if child not in records[end]:
+                records[end].append(child)
+                following[child] = end
+        frontier = following
         if not frontier:
             break
-        found += frontier
-    return found
+    return records
 
 
 def deaths_before(session: Session, day: date) -> dict[int, date]:
@@ -582,21 +598,7 @@ def records_of(session: Session, patient_ids: list[int]) -> dict[int, list[int]]
         if not at:
             break
     ends.update(at)  # (deeper than _MERGED_HOPS: where the search stopped)
-    records = {end: [end] for end in ends.values()}
-    frontier = {end: end for end in records}  # a patient of the record → the record's end
-    for _ in range(_MERGED_HOPS):
-        children = select(RegionalPatient.id, RegionalPatient.merged_into_id)
-        merged = session.execute(children.where(RegionalPatient.merged_into_id.in_(list(frontier))))
-        following = {}
-        for child, parent in merged:
-            end = frontier[parent] if parent is not None else child
-            if child not in records and child not in records[end]:  # (an end: its own record)
-                records[end].append(child)
-                following[child] = end
-        frontier = following
-        if not frontier:
-            break
-    return records
+    return _merged_down(session, ends.values())
 
 
 def facilities_of_patients(session: Session, patient_ids: list[int]) -> set[str]:
