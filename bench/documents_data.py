@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from bench.identity_bulk import pg_database
 from enrs.documents.models import DocumentEntry, SubmissionSet
 from enrs.identity import domains
 from enrs.identity.config import IdentityConfig
 from enrs.identity.models import RegionalPatient, SourceIdentity
 from enrs.kit.db import Database, prepare_bulk
+from enrs.kit.migrate import upgrade_head
 from enrs.settings import PLACEHOLDER_OID_ROOT
 
 CHU_FINESS = "970000014"  # a Luhn-valid FINESS of Martinique for the bench's CHU
@@ -153,6 +158,17 @@ def _identity(
         "n_phone": None, "n_email": None, "birth_order": None, "active": True, "version": 1,
         "created_at": now, "updated_at": now, "record": None, "other_identifiers": None,
     }  # fmt: skip
+
+
+def database(
+    stack: ExitStack, prefix: str, *, postgres: bool, pg_admin_url: str
+) -> tuple[Path, str]:
+    """A temporary folder, and a migrated empty database: SQLite in that folder, or a new
+    PostgreSQL database on the server of ``pg_admin_url``; both gone when ``stack`` closes."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    url = stack.enter_context(pg_database(pg_admin_url)) if postgres else f"sqlite:///{tmp}/enrs.db"
+    upgrade_head(url)
+    return tmp, url
 
 
 def seed(

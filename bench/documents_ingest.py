@@ -27,7 +27,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -43,9 +42,7 @@ from bench import documents_data
 from bench._load import ProcTreeSampler, percentiles
 from bench.documents_search import PG_ADMIN_URL
 from bench.http_baseline import say
-from bench.identity_bulk import pg_database
 from bench.identity_pdq import MB, _token
-from enrs.kit.migrate import upgrade_head
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -128,12 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
         # The data folder (blobs), the raw files and the SQLite database on one disk.
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-docingest-")))
-        if args.postgres:
-            url = stack.enter_context(pg_database(args.pg_admin_url))
-        else:
-            url = f"sqlite:///{tmp / 'enrs.db'}"
-        upgrade_head(url)
+        tmp, url = documents_data.database(
+            stack, "enrs-docingest-", postgres=args.postgres, pg_admin_url=args.pg_admin_url
+        )
         seeded = documents_data.seed(url, patients=args.patients, documents=0, seed=args.seed)
         pdfs = [fake_pdf(args.size, rng) for _ in range(args.documents)]
         chu = documents_data.CHU_OID

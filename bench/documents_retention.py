@@ -26,24 +26,20 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 import time
 import tracemalloc
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from bench import documents_data
 from bench.http_baseline import PG_ADMIN_URL, say
-from bench.identity_bulk import pg_database
 from enrs.documents import retention
 from enrs.documents.models import DocumentEntry
 from enrs.identity.models import SourceIdentity
 from enrs.kit import retention as kit_retention
 from enrs.kit.db import Database, utcnow
-from enrs.kit.migrate import upgrade_head
 from enrs.kit.storage import FsBlobStorage, MasterKeyring
 
 YEARS = 20
@@ -102,12 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-docret-")))
-        if args.postgres:
-            url = stack.enter_context(pg_database(args.pg_admin_url))
-        else:
-            url = f"sqlite:///{tmp / 'enrs.db'}"
-        upgrade_head(url)
+        tmp, url = documents_data.database(
+            stack, "enrs-docret-", postgres=args.postgres, pg_admin_url=args.pg_admin_url
+        )
         say(f"seeding {args.documents:,} documents of {args.patients:,} patients...")
         life = documents_data.Life(since=datetime(1990, 1, 1, tzinfo=UTC), span_years=36)
         documents_data.seed(

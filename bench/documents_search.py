@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,11 +37,9 @@ from bench import documents_data
 from bench._load import ProcTreeSampler
 from bench.directory_search import print_table
 from bench.http_baseline import say
-from bench.identity_bulk import pg_database
 from bench.identity_pdq import MB, Query, _http_query, _token, run_scenarios
 from enrs.documents.models import DocumentEntry
 from enrs.kit.db import Database
-from enrs.kit.migrate import upgrade_head
 
 SCOPE = "system/DocumentReference.rs system/List.s system/Binary.r"
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -84,12 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enrs-docsearch-")))
-        if args.postgres:
-            url = stack.enter_context(pg_database(args.pg_admin_url))
-        else:
-            url = f"sqlite:///{tmp / 'enrs.db'}"
-        upgrade_head(url)
+        tmp, url = documents_data.database(
+            stack, "enrs-docsearch-", postgres=args.postgres, pg_admin_url=args.pg_admin_url
+        )
         say(f"seeding {args.documents:,} documents of {args.patients:,} patients...")
         started = time.perf_counter()
         seeded = documents_data.seed(
