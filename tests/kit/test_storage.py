@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from moto.server import ThreadedMotoServer
 
 from enrs.kit.errors import BadRequest, EnrsError, NotFound, ServiceUnavailable
@@ -31,9 +33,11 @@ from enrs.kit.storage import (
     InvalidBlobKey,
     MasterKeyring,
     StorageUnavailable,
+    crypto,
     open_storage,
 )
 from enrs.kit.storage.crypto import BlobMeta, rewrap
+from enrs.kit.storage.s3 import S3BlobStorage as S3
 from enrs.settings import Settings
 
 # -- infrastructure ---------------------------------------------------------------------------
@@ -169,7 +173,7 @@ def test_content_is_encrypted_at_rest(storage: BlobStorage, raw: Raw) -> None:
     storage.put("doc", secret)
     stored = raw.read("doc.blob") + raw.read("doc.meta.json")
     assert b"DUPONT" not in stored
-    assert len(raw.read("doc.blob")) == len(secret) + 16  # GCM tag
+    assert len(raw.read("doc.blob")) == len(secret) + 16  # one segment: its GCM tag
     meta = raw.meta("doc")
     assert set(meta) >= {"kid", "wrapped_dek", "nonce", "size", "sha256", "content_type"}
     assert len(base64.b64decode(meta["nonce"])) == 12
@@ -298,6 +302,8 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], object]] = {
     "missing_field": lambda m: m.pop("nonce"),
     "bad_base64": lambda m: m.update(wrapped_dek="***"),
     "version": lambda m: m.update(v=99),
+    "segment": lambda m: m.update(segment=1024),
+    "segment_missing": lambda m: m.pop("segment"),
 }
 
 
@@ -346,6 +352,125 @@ def test_blob_moved_to_another_key_fails(storage: BlobStorage, raw: Raw) -> None
     with pytest.raises(BlobCorrupted):
         storage.get("patients/2/doc")
     assert storage.get("patients/1/doc") == b"patient one"
+
+
+# -- reads in parts ---------------------------------------------------------------------------
+
+SEGMENT = crypto.SEGMENT_BYTES
+SEALED = SEGMENT + 16  # a segment's ciphertext and its GCM tag
+
+
+def test_reader_reads_any_part(storage: BlobStorage) -> None:
+    data = os.urandom(3 * SEGMENT + 1234)
+    storage.put("img/multi.dcm", data, "application/dicom")
+    spans = [
+        (0, 132), (0, len(data)), (SEGMENT - 5, 10), (SEGMENT, SEGMENT), (100, 2 * SEGMENT),
+        (3 * SEGMENT, 1234), (len(data) - 1, 1), (len(data) - 10, 100), (len(data), 5),
+        (len(data) + 50, 5), (10, 0), (SEGMENT + 7, 3), (SEGMENT + 8, 3),
+    ]  # fmt: skip
+    with storage.reader("img/multi.dcm") as reader:
+        assert reader.size == len(data)
+        for start, length in spans:
+            assert reader.read(start, length) == data[start : start + length], (start, length)
+    storage.put("img/empty", b"")
+    with storage.reader("img/empty") as reader:
+        assert (reader.size, reader.read(0, 10)) == (0, b"")
+    with pytest.raises(BlobNotFound), storage.reader("img/absent"):
+        pass
+
+
+def test_reader_decrypts_only_the_segments_read(storage: BlobStorage, raw: Raw) -> None:
+    """A segment is authenticated on its own: a part away from a damaged segment reads, the
+    damaged one fails, and so does the whole blob."""
+    data = os.urandom(4 * SEGMENT)
+    storage.put("img/frames.dcm", data)
+    blob = bytearray(raw.read("img/frames.dcm.blob"))
+    assert len(blob) == 4 * SEALED
+    blob[2 * SEALED + 100] ^= 0x01  # in the third segment
+    raw.write("img/frames.dcm.blob", bytes(blob))
+    with storage.reader("img/frames.dcm") as reader:
+        assert reader.read(0, 2 * SEGMENT) == data[: 2 * SEGMENT]
+        assert reader.read(3 * SEGMENT, 10) == data[3 * SEGMENT : 3 * SEGMENT + 10]
+        with pytest.raises(BlobCorrupted):
+            reader.read(2 * SEGMENT + 50, 100)
+    with pytest.raises(BlobCorrupted):
+        storage.get("img/frames.dcm")
+
+
+@pytest.mark.parametrize("how", ["swapped", "cut", "last_dropped"])
+def test_segments_moved_or_cut_detected(storage: BlobStorage, raw: Raw, how: str) -> None:
+    data = os.urandom(3 * SEGMENT + 10)
+    storage.put("img/a.dcm", data)
+    blob = raw.read("img/a.dcm.blob")
+    parts = [blob[i : i + SEALED] for i in range(0, len(blob), SEALED)]
+    if how == "swapped":
+        parts[0], parts[1] = parts[1], parts[0]
+    elif how == "cut":
+        parts[-1] = parts[-1][:-1]
+    else:
+        parts.pop()
+    raw.write("img/a.dcm.blob", b"".join(parts))
+    with pytest.raises(BlobCorrupted):
+        storage.get("img/a.dcm")
+    with storage.reader("img/a.dcm") as reader, pytest.raises(BlobCorrupted):
+        reader.read(0 if how == "swapped" else 3 * SEGMENT, 10)
+
+
+def test_version_1_blob_still_read(storage: BlobStorage, raw: Raw) -> None:
+    """A blob written before segments (one GCM message, meta ``"v": 1``) reads whole and in
+    parts, and a master key rotation keeps it readable."""
+    data = os.urandom(2 * SEGMENT + 99)
+    storage.put("old/scan.dcm", b"placeholder")  # the key's folders and the master key file
+    kid, master = storage.keyring.current()
+    dek, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    meta = BlobMeta(
+        key="old/scan.dcm", kid=kid, wrapped_dek=b"", nonce=nonce, size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(), content_type="application/dicom",
+        created_at=datetime(2026, 11, 1, tzinfo=UTC), segment=0,
+    )  # fmt: skip
+    meta = replace(meta, wrapped_dek=crypto._wrap(meta, dek, master))
+    assert json.loads(meta.to_json())["v"] == 1 and "segment" not in json.loads(meta.to_json())
+    raw.write("old/scan.dcm.blob", AESGCM(dek).encrypt(nonce, data, b"old/scan.dcm"))
+    raw.write("old/scan.dcm.meta.json", meta.to_json())
+    assert storage.get("old/scan.dcm") == data
+    with storage.reader("old/scan.dcm") as reader:
+        assert reader.read(SEGMENT - 3, 10) == data[SEGMENT - 3 : SEGMENT + 7]
+        assert reader.read(2 * SEGMENT, 500) == data[2 * SEGMENT :]
+    storage.rotate_master_key()
+    assert raw.meta("old/scan.dcm")["v"] == 1
+    assert storage.get("old/scan.dcm") == data
+
+
+def test_reader_of_a_missing_content_object(storage: BlobStorage, raw: Raw) -> None:
+    storage.put("img/b.dcm", b"pixels" * 100)
+    raw.remove("img/b.dcm.blob")
+    with storage.reader("img/b.dcm") as reader, pytest.raises(BlobCorrupted):
+        reader.read(0, 10)
+
+
+def test_reader_opened_before_an_overwrite(storage: BlobStorage) -> None:
+    """An overwrite while a reader is open never gives the new bytes under the old meta: the
+    fs backend goes on reading the file it opened, S3 fails the segment's authentication."""
+    old, new = os.urandom(2 * SEGMENT), os.urandom(2 * SEGMENT)
+    storage.put("img/c.dcm", old)
+    with storage.reader("img/c.dcm") as reader:
+        storage.put("img/c.dcm", new)
+        try:
+            got = reader.read(SEGMENT, 100)
+        except BlobCorrupted:
+            got = None
+    assert got == old[SEGMENT : SEGMENT + 100] or (got is None and isinstance(storage, S3))
+    assert storage.get("img/c.dcm") == new
+
+
+def test_reader_finds_the_cold_copy(storage: BlobStorage) -> None:
+    data = os.urandom(SEGMENT + 500)
+    storage.put("imaging/old.dcm", data)
+    storage.copy_to_cold("imaging/old.dcm")
+    storage.release_warm("imaging/old.dcm")
+    assert storage.tier("imaging/old.dcm") == "cold"
+    with storage.reader("imaging/old.dcm") as reader:
+        assert reader.read(SEGMENT - 1, 2) == data[SEGMENT - 1 : SEGMENT + 1]
 
 
 # -- master keys and rotation -----------------------------------------------------------------

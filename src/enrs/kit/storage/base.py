@@ -11,6 +11,10 @@ Storage tiers: a blob is *warm* when written; :meth:`BlobStorage.copy_to_cold` p
 copy of it in the backend's cheaper *cold* tier (a second folder for the fs backend, another
 storage class of the same object on S3), and :meth:`BlobStorage.release_warm` then drops the warm
 copy. Readers only ever know the key: :meth:`BlobStorage.get` finds the blob in either tier.
+
+Parts of a blob: :meth:`BlobStorage.reader` gives a :class:`BlobReader` whose ``read(start,
+length)`` fetches and decrypts only the segments holding those bytes (a frame of a multi-frame
+image, a DICOM file's header), where :meth:`~BlobStorage.get` reads, decrypts and checks it all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,7 +39,7 @@ META_SUFFIX = ".meta.json"
 MAX_KEY_LENGTH = 512
 MAX_SEGMENT_LENGTH = 200
 MAX_CONTENT_TYPE_LENGTH = 255
-MAX_BLOB_BYTES = 2**31 - 1  # AES-GCM limit of the ``cryptography`` package
+MAX_BLOB_BYTES = 2**31 - 1  # the largest blob taken (held whole in memory by put and get)
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _PREFIX = re.compile(r"[A-Za-z0-9._/-]*")
 _CONTENT_TYPE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
@@ -118,6 +122,59 @@ class Stored:
     meta: bytes
     tag: str
     content: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A blob opened by a backend for reads in parts: its meta, a function reading ``length``
+    bytes of its ciphertext from ``offset`` (``None`` when the content object is missing), and
+    one releasing what the reads hold."""
+
+    meta: bytes
+    read: Callable[[int, int], bytes | None]
+    close: Callable[[], None]
+
+
+class BlobReader:
+    """One blob read in parts (:meth:`BlobStorage.reader`). Each segment read is authenticated;
+    the whole blob's digest is not checked (that needs every byte). The last segments read are
+    kept, so small reads one after the other decrypt each segment once. Not thread-safe."""
+
+    def __init__(self, key: str, meta: crypto.BlobMeta, dek: bytes, opened: Opened) -> None:
+        self.key, self.size = key, meta.size
+        self._meta, self._dek, self._opened = meta, dek, opened
+        self._kept: tuple[int, bytes] = (0, b"")  # (plaintext offset, plaintext)
+
+    def read(self, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of the content, fewer at its end. Raises
+        :class:`BlobCorrupted` when a segment fails authentication or is missing."""
+        start, end = max(0, start), min(self.size, max(0, start) + max(0, length))
+        at, kept = self._kept
+        if at <= start and end <= at + len(kept):
+            return kept[start - at : end - at]
+        meta = self._meta
+        if not meta.segment:  # version 1: one GCM message, read and decrypted whole once
+            whole = self._fetch(0, meta.size + crypto.TAG_BYTES)
+            with _integrity(self.key):
+                self._kept = (0, crypto.open_content(meta, whole, self._dek, unwrapped=True))
+            return self._kept[1][start:end]
+        first, offset, count = crypto.span(meta, start, end - start)
+        with _integrity(self.key):
+            plain = crypto.open_segments(meta, self._dek, first, self._fetch(offset, count))
+        self._kept = (first * meta.segment, plain)
+        at = first * meta.segment
+        return plain[start - at : end - at]
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        data = self._opened.read(offset, length)
+        if data is None:
+            raise BlobCorrupted(self.key, "content object missing")
+        if len(data) != length:
+            raise BlobCorrupted(self.key, "content shorter than its meta says")
+        return data
+
+    def close(self) -> None:
+        self._opened.close()
 
 
 def validate_key(key: str) -> str:
@@ -223,6 +280,10 @@ class BlobStorage(ABC):
         """Delete the warm copy of ``key`` if a cold copy exists; ``False`` if there is none."""
 
     @abstractmethod
+    def _open(self, key: str) -> Opened | None:
+        """Open ``key`` (in either tier) for reads in parts; ``None`` if the meta is absent."""
+
+    @abstractmethod
     def _tier(self, key: str) -> str | None:
         """``"warm"`` while a warm copy exists, else ``"cold"``; ``None`` if absent."""
 
@@ -267,6 +328,24 @@ class BlobStorage(ABC):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def reader(self, key: str) -> Iterator[BlobReader]:
+        """``key`` opened for reads in parts (:class:`BlobReader`), closed on leaving. Raises
+        :class:`BlobNotFound` if absent, :class:`BlobCorrupted` if the meta fails
+        authentication (and later, from ``read``, a segment)."""
+        validate_key(key)
+        opened = self._open(key)
+        if opened is None:
+            raise BlobNotFound(key)
+        try:
+            meta = self._decode(key, opened.meta)
+            master = self._master(meta)
+            with _integrity(key):
+                dek = crypto.unwrap_dek(meta, master)
+            yield BlobReader(key, meta, dek, opened)
+        finally:
+            opened.close()
 
     def head(self, key: str) -> BlobInfo:
         """Return the authenticated metadata of ``key`` without reading its content."""

@@ -1,8 +1,13 @@
 """Envelope encryption of blobs and the master key file.
 
-Each blob gets its own random 256-bit data key (DEK). The content is encrypted with AES-256-GCM,
-a random 96-bit nonce and the blob key as associated data, so a blob moved under another key no
-longer decrypts. The DEK is wrapped (AES-256-GCM) by a master key; the wrap's associated data is
+Each blob gets its own random 256-bit data key (DEK). The content is encrypted with AES-256-GCM
+in segments of :data:`SEGMENT_BYTES` (meta version 2), so a part of a large blob (a frame of a
+multi-frame image, the header of a DICOM file) is read by decrypting only the segments that hold
+it (:func:`open_segments`). Segment ``i`` of ``n`` is sealed with the meta's random 96-bit nonce,
+its last 4 bytes replaced by ``i``, and the blob key, ``i`` and ``n`` as associated data: a blob
+moved under another key, a segment moved, and a blob cut short no longer decrypt. Blobs of
+version 1 (written before segments) are one GCM message under the meta's nonce and the key; they
+are still read. The DEK is wrapped (AES-256-GCM) by a master key; the wrap's associated data is
 every other field of the meta, so the meta cannot be altered without the unwrap failing.
 
 Master keys live in a JSON file, out of the database by design::
@@ -25,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,7 +45,9 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-META_VERSION = 1
+META_VERSION = 2
+SEGMENT_BYTES = 64 * 1024
+TAG_BYTES = 16
 _WRAP_CONTEXT = b"enrs-blob-dek-v1\x00"
 
 
@@ -82,10 +90,11 @@ class BlobMeta:
     sha256: str
     content_type: str
     created_at: datetime
+    segment: int = SEGMENT_BYTES  # plaintext bytes per GCM segment; 0: one message (version 1)
 
     def _fields(self) -> dict[str, Any]:
-        return {
-            "v": META_VERSION,
+        fields: dict[str, Any] = {"v": 1} if not self.segment else {"v": 2, "segment": self.segment}
+        return fields | {
             "key": self.key,
             "kid": self.kid,
             "nonce": _b64(self.nonce),
@@ -94,6 +103,11 @@ class BlobMeta:
             "content_type": self.content_type,
             "created_at": self.created_at.isoformat(),
         }
+
+    @property
+    def segments(self) -> int:
+        """How many GCM segments the ciphertext holds (an empty blob has one; version 1: one)."""
+        return max(1, -(-self.size // self.segment)) if self.segment else 1
 
     def wrap_aad(self) -> bytes:
         """Associated data of the DEK wrap: every meta field except the wrapped DEK itself."""
@@ -114,8 +128,14 @@ class BlobMeta:
             raise ValueError("not JSON") from None
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
-        if doc.get("v") != META_VERSION:
+        version = doc.get("v")
+        if version not in (1, META_VERSION):
             raise ValueError("unknown meta version")
+        segment = doc.get("segment") if version == META_VERSION else 0
+        if not isinstance(segment, int) or isinstance(segment, bool) or segment < 0:
+            raise ValueError("segment invalid")
+        if version == META_VERSION and not segment:
+            raise ValueError("segment invalid")
         if doc.get("key") != key:
             raise ValueError("meta names another key")
         kid, size, sha, ctype, created = (
@@ -142,6 +162,7 @@ class BlobMeta:
             sha256=sha,
             content_type=ctype,
             created_at=created_at,
+            segment=segment,
         )
 
 
@@ -159,7 +180,6 @@ def seal(
     """Encrypt ``plaintext`` for ``key`` under a fresh DEK wrapped by ``master``."""
     dek = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(NONCE_BYTES)
-    ciphertext = AESGCM(dek).encrypt(nonce, plaintext, key.encode("utf-8"))
     meta = BlobMeta(
         key=key,
         kid=kid,
@@ -170,7 +190,44 @@ def seal(
         content_type=content_type,
         created_at=datetime.now(UTC),
     )
+    aead, view, step = AESGCM(dek), memoryview(plaintext), meta.segment
+    ciphertext = b"".join(
+        aead.encrypt(_nonce(meta, i), view[i * step : (i + 1) * step], _aad(meta, i))
+        for i in range(meta.segments)
+    )
     return ciphertext, replace(meta, wrapped_dek=_wrap(meta, dek, master))
+
+
+def _nonce(meta: BlobMeta, index: int) -> bytes:
+    return meta.nonce[:-4] + struct.pack(">I", index)
+
+
+def _aad(meta: BlobMeta, index: int) -> bytes:
+    return meta.key.encode("utf-8") + struct.pack(">BII", 0, index, meta.segments)
+
+
+def span(meta: BlobMeta, start: int, length: int) -> tuple[int, int, int]:
+    """The segments holding plaintext bytes ``[start, start + length)`` of a version-2 blob
+    (``start`` and ``length`` within its size): ``(first segment, ciphertext offset,
+    ciphertext length)``."""
+    first, last = start // meta.segment, max(start, start + length - 1) // meta.segment
+    offset = first * (meta.segment + TAG_BYTES)
+    end = min((last + 1) * (meta.segment + TAG_BYTES), meta.size + meta.segments * TAG_BYTES)
+    return first, offset, end - offset
+
+
+def open_segments(meta: BlobMeta, dek: bytes, first: int, ciphertext: bytes) -> bytes:
+    """Decrypt whole segments ``first, first + 1, …`` of a version-2 blob from their
+    ``ciphertext`` (as :func:`span` located it); raise :class:`IntegrityError` if one fails."""
+    aead, view, step = AESGCM(dek), memoryview(ciphertext), meta.segment + TAG_BYTES
+    parts = []
+    for n, at in enumerate(range(0, len(ciphertext), step)):
+        index = first + n
+        try:
+            parts.append(aead.decrypt(_nonce(meta, index), view[at : at + step], _aad(meta, index)))
+        except InvalidTag:
+            raise IntegrityError(f"content segment {index} failed authentication") from None
+    return b"".join(parts)
 
 
 def unwrap_dek(meta: BlobMeta, master: bytes) -> bytes:
@@ -182,13 +239,21 @@ def unwrap_dek(meta: BlobMeta, master: bytes) -> bytes:
         raise IntegrityError("meta or wrapped data key failed authentication") from None
 
 
-def open_content(meta: BlobMeta, ciphertext: bytes, master: bytes) -> bytes:
-    """Decrypt and verify a blob's content; raise :class:`IntegrityError` on any mismatch."""
-    dek = unwrap_dek(meta, master)
-    try:
-        plaintext = AESGCM(dek).decrypt(meta.nonce, ciphertext, meta.key.encode("utf-8"))
-    except InvalidTag:
-        raise IntegrityError("content failed authentication") from None
+def open_content(
+    meta: BlobMeta, ciphertext: bytes, master: bytes, *, unwrapped: bool = False
+) -> bytes:
+    """Decrypt and verify a blob's content (``master`` is its DEK itself when ``unwrapped``);
+    raise :class:`IntegrityError` on any mismatch."""
+    dek = master if unwrapped else unwrap_dek(meta, master)
+    if meta.segment:
+        if len(ciphertext) != meta.size + meta.segments * TAG_BYTES:
+            raise IntegrityError("content does not have its segments' length")
+        plaintext = open_segments(meta, dek, 0, ciphertext)
+    else:
+        try:
+            plaintext = AESGCM(dek).decrypt(meta.nonce, ciphertext, meta.key.encode("utf-8"))
+        except InvalidTag:
+            raise IntegrityError("content failed authentication") from None
     if len(plaintext) != meta.size or hashlib.sha256(plaintext).hexdigest() != meta.sha256:
         raise IntegrityError("content does not match its size or digest")
     return plaintext

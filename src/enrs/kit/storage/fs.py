@@ -21,10 +21,20 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from . import crypto
-from .base import BLOB_SUFFIX, COLD, META_SUFFIX, WARM, BlobStorage, StorageUnavailable, Stored
+from .base import (
+    BLOB_SUFFIX,
+    COLD,
+    META_SUFFIX,
+    WARM,
+    BlobStorage,
+    Opened,
+    StorageUnavailable,
+    Stored,
+)
 
 _LOCK_STRIPES = 64
 _LOCK_DIR = ".locks"
@@ -32,6 +42,21 @@ _LOCK_DIR = ".locks"
 
 def _unavailable(action: str, exc: OSError) -> StorageUnavailable:
     return StorageUnavailable(f"Blob storage cannot {action}: {exc.strerror or exc}")
+
+
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes of the file ``fd`` from ``offset``, fewer only at its end."""
+    parts, done = [], 0
+    try:
+        while done < length:
+            part = os.pread(fd, length - done, offset + done)
+            if not part:
+                break
+            parts.append(part)
+            done += len(part)
+    except OSError as exc:
+        raise _unavailable("read", exc) from None
+    return b"".join(parts)
 
 
 class FsBlobStorage(BlobStorage):
@@ -100,6 +125,26 @@ class FsBlobStorage(BlobStorage):
                         with contextlib.suppress(FileNotFoundError):
                             data = blob_path.read_bytes()
                     return Stored(meta=meta, tag=hashlib.sha256(meta).hexdigest(), content=data)
+        except OSError as exc:
+            raise _unavailable("read", exc) from None
+        return None
+
+    def _open(self, key: str) -> Opened | None:
+        """The meta and the ciphertext file opened together under the key's lock: a later
+        overwrite renames another file over the name, and the reads go on in this one."""
+        try:
+            with self._locked(key, exclusive=False):
+                for root in self._roots():
+                    blob_path, meta_path = self._paths(key, root)
+                    try:
+                        meta = meta_path.read_bytes()
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    try:
+                        fd = os.open(blob_path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        return Opened(meta=meta, read=lambda _o, _n: None, close=lambda: None)
+                    return Opened(meta=meta, read=partial(_pread, fd), close=partial(os.close, fd))
         except OSError as exc:
             raise _unavailable("read", exc) from None
         return None

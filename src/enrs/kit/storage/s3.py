@@ -25,7 +25,16 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import crypto
-from .base import BLOB_SUFFIX, COLD, META_SUFFIX, WARM, BlobStorage, StorageUnavailable, Stored
+from .base import (
+    BLOB_SUFFIX,
+    COLD,
+    META_SUFFIX,
+    WARM,
+    BlobStorage,
+    Opened,
+    StorageUnavailable,
+    Stored,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -124,13 +133,20 @@ class S3BlobStorage(BlobStorage):
             if _code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise _unavailable("create the bucket", exc) from None
 
-    def _get(self, name: str) -> tuple[bytes, str] | None:
+    def _get(self, name: str, span: str | None = None) -> tuple[bytes, str] | None:
+        """The object ``name`` (``span``: only its bytes ``a-b``) and its ETag; ``None`` when
+        it is missing."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=name)
+            if span is None:
+                response = self.client.get_object(Bucket=self.bucket, Key=name)
+            else:
+                response = self.client.get_object(Bucket=self.bucket, Key=name, Range=span)
             return response["Body"].read(), response.get("ETag", "")
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return None
+            if span is not None and _code(exc) in {"InvalidRange", "416"}:
+                return b"", ""  # the object is shorter than the span starts: nothing in it
             raise _unavailable("read", exc) from None
         except BotoCoreError as exc:
             raise _unavailable("read", exc) from None
@@ -154,6 +170,19 @@ class S3BlobStorage(BlobStorage):
             return None
         data = self._get(f"{key}{BLOB_SUFFIX}") if content else None
         return Stored(meta=meta[0], tag=meta[1], content=None if data is None else data[0])
+
+    def _open(self, key: str) -> Opened | None:
+        self._ensure_bucket()
+        meta = self._get(f"{key}{META_SUFFIX}")
+        if meta is None:
+            return None
+        name = f"{key}{BLOB_SUFFIX}"
+
+        def read(offset: int, length: int) -> bytes | None:
+            got = self._get(name, f"bytes={offset}-{offset + length - 1}")
+            return None if got is None else got[0]
+
+        return Opened(meta=meta[0], read=read, close=lambda: None)
 
     def _store(self, key: str, content: bytes, meta: bytes) -> None:
         self._ensure_bucket()
