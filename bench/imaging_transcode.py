@@ -45,6 +45,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from functools import partial
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,8 @@ from tests.imaging.conftest import (
 )
 
 from enrs.imaging import decoding
+from enrs.imaging.parts import frames
 from enrs.imaging.transcoding import ENCODABLE, EXPLICIT, frames_in, to_explicit, to_syntax
-from enrs.imaging.web import frames_of
 
 DECODERS = {JPEG_LOSSLESS: "dcmdjpeg", JPEG_LS: "dcmdjpls", RLE: "dcmdrle"}
 NAMES = {JPEG_LOSSLESS: "JPEG lossless", JPEG_LS: "JPEG-LS", RLE: "RLE", J2K: "JPEG 2000"}
@@ -221,7 +222,7 @@ def frame_rows(folder: Path, frames: int, rounds: int) -> None:
 
 def _cut(content: bytes, numbers: list[int]) -> list[bytes]:
     """The frames of a file, as the archive cut them from a whole transcoded instance."""
-    return frames_of(content, numbers)
+    return frames(BytesIO(content), numbers)
 
 
 def main() -> None:

@@ -44,7 +44,14 @@ def corrected(session: Session, study: Study) -> Identifiers | None:
 
 def rewrite(content: bytes, identifiers: Identifiers) -> bytes:
     """The DICOM file ``content`` with the corrected identifiers, in its own transfer syntax."""
-    ds = read_file(content)
+    ds = correct(read_file(content), identifiers)
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def correct(ds: Dataset, identifiers: Identifiers) -> Dataset:
+    """``ds`` with the corrected identifiers written in (changed in place)."""
     _set(ds, "PatientID", identifiers.patient_id)
     _set(ds, "AccessionNumber", identifiers.accession_number)
     issuer = identifiers.issuer
@@ -56,9 +63,7 @@ def rewrite(content: bytes, identifiers: Identifiers) -> bytes:
         qualifier.UniversalEntityID = issuer
         qualifier.UniversalEntityIDType = "ISO"
         ds.IssuerOfPatientIDQualifiersSequence = [qualifier]
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return ds
 
 
 def _set(ds: Dataset, keyword: str, value: str | None) -> None:

@@ -18,11 +18,13 @@ caller (:mod:`.access`):
   the answer, which then lacks its closing delimiter.
 - ``.../metadata`` at the same three levels: DICOM JSON (PS3.18 F.2,
   ``application/dicom+json``), one object per instance; bulk data (pixel data, and binary
-  values over 1 KiB) is left out.
+  values over 1 KiB) is left out. Each instance's attributes are read from its blob's start
+  and end (:mod:`.parts`): the pixel data is neither fetched nor decrypted.
 - ``.../instances/{instance}/frames/{n[,m…]}``: the frames' pixel data (PS3.18 10.4.1.1.5),
   ``multipart/related; type="application/octet-stream"``, one part a frame as stored (an
   uncompressed frame's bytes, or a compressed one's fragments), labelled with the stored
-  ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws. With
+  ``transfer-syntax``; what the browser viewer (:mod:`.viewer`) draws. Those frames' bytes
+  alone are read from the blob (:func:`.parts.frames`), not the whole instance. With
   ``transfer-syntax=1.2.840.10008.1.2.1`` compressed frames are given decoded. With a
   compressed media type (PS3.18 Table 8.7.3-5: ``image/jls``, ``image/jp2``,
   ``image/dicom-rle``, ``image/jpeg``, ``image/jpx``) they are given as stored when kept in
@@ -83,7 +85,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
 from pynetdicom.dsutils import decode
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -95,7 +96,7 @@ from enrs.identity import service as identity_service
 from enrs.identity.config import IdentityConfig
 from enrs.identity.service import PatientRef
 from enrs.identity.xref import UnknownDomain, UnknownPatient
-from enrs.imaging import decoding, outgoing, query, rendering, repository, transcoding
+from enrs.imaging import decoding, outgoing, parts, query, rendering, repository, transcoding
 from enrs.imaging.access import (
     StudyForbidden,
     StudyReader,
@@ -104,7 +105,7 @@ from enrs.imaging.access import (
     visible_clause,
 )
 from enrs.imaging.auth import StudyRead, StudySearch, StudyStore
-from enrs.imaging.encoding import Malformed, dataset_of, read_file
+from enrs.imaging.encoding import Malformed, dataset_of
 from enrs.imaging.filing import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -384,11 +385,17 @@ def _strip_bulk(ds: Dataset) -> Dataset:
 
 
 def _metadata(request: Request, found: Found) -> Response:
+    """Each instance's attributes, read from the start and the end of its blob: the pixel
+    data in between is neither fetched nor decrypted (:func:`.parts.metadata`)."""
     _accepts_json(request)
-    answer = [
-        _strip_bulk(read_file(content)).to_json_dict()
-        for _syntax, content in _files(request, found)
-    ]
+    storage, corrected = request.app.state.storage, found.corrected
+    answer = []
+    for instance, _series in found.instances:
+        with storage.reader(instance.blob_key) as reader:
+            ds = parts.metadata(parts.open_file(reader))
+        if corrected is not None:
+            outgoing.correct(ds, corrected)
+        answer.append(_strip_bulk(ds).to_json_dict())
     return Response(json.dumps(answer, separators=(",", ":")), media_type=DICOM_JSON)
 
 
@@ -552,32 +559,6 @@ def _accepts_frames(request: Request, syntax: str) -> FrameAnswer:
     )
 
 
-def frames_of(content: bytes, numbers: list[int]) -> list[bytes]:
-    """Frames ``numbers`` (from 1) of a stored instance, as their bytes: the native pixel
-    data cut frame by frame, or an encapsulated frame's fragments joined. 404 for a frame the
-    instance does not have, 406 for pixel data that cannot be cut (none, big endian)."""
-    ds = read_file(content)
-    if "PixelData" not in ds:
-        raise NotAcceptable("the instance has no pixel data")
-    count = int(ds.get("NumberOfFrames") or 1)
-    missing = [n for n in numbers if n > count]
-    if missing:
-        raise NotFound(f"the instance has {count} frame(s), not frame {missing[0]}")
-    syntax = ds.file_meta.TransferSyntaxUID
-    data = ds.PixelData
-    if syntax.is_encapsulated:
-        every = list(generate_frames(data, number_of_frames=count))
-        return [every[n - 1] for n in numbers]
-    if syntax == BIG_ENDIAN:
-        raise NotAcceptable("big endian pixel data is not returned as frames")
-    bits = int(ds.BitsAllocated)
-    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits
-    if size % 8:
-        raise NotAcceptable("frames of bit-packed pixel data are not returned")
-    size //= 8
-    return [data[(n - 1) * size : n * size] for n in numbers]
-
-
 @router.get(
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
     summary="WADO-RS: retrieve frames (pixel data)",
@@ -600,17 +581,20 @@ def retrieve_frames(
     entry.detail = json.dumps(
         {**json.loads(entry.detail), "frames": numbers}, separators=(",", ":")
     )
-    ((stored, content),) = list(_files(request, found))
+    ((kept, _series),) = found.instances
+    stored, storage = kept.transfer_syntax_uid, request.app.state.storage
     answer = _accepts_frames(request, stored)
-    if answer.syntax == stored:
-        cut = frames_of(content, numbers)
-    else:  # those frames alone decoded or encoded, not the whole instance
-        try:
+    try:
+        if answer.syntax == stored:  # those frames' bytes alone read from the blob
+            with storage.reader(kept.blob_key) as reader:
+                cut = parts.frames(parts.open_file(reader), numbers)
+        else:  # those frames alone decoded or encoded, not the whole instance
+            content = storage.get(kept.blob_key)
             cut = decoding.frames(content, stored, numbers, answer.syntax)
-        except transcoding.NoSuchFrame as exc:
-            raise NotFound(str(exc)) from None
-        except transcoding.CannotTranscode as exc:
-            raise NotAcceptable(str(exc)) from None
+    except (parts.NoSuchFrame, transcoding.NoSuchFrame) as exc:
+        raise NotFound(str(exc)) from None
+    except (parts.NotCut, transcoding.CannotTranscode) as exc:
+        raise NotAcceptable(str(exc)) from None
     kind = f"{answer.media}; transfer-syntax={answer.syntax}"
     boundary = secrets.token_hex(16)
     body = b"".join(
