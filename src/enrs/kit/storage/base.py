@@ -247,7 +247,7 @@ class BlobStorage(ABC):
         """
 
     @abstractmethod
-    def _store(self, key: str, content: bytes, meta: bytes) -> None:
+    def _store(self, key: str, content: bytes | bytearray, meta: bytes) -> None:
         """Write the content, then the meta, of ``key`` (each atomically)."""
 
     @abstractmethod

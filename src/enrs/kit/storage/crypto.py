@@ -176,7 +176,7 @@ def _wrap(meta: BlobMeta, dek: bytes, master: bytes) -> bytes:
 
 def seal(
     key: str, plaintext: bytes, content_type: str, kid: str, master: bytes
-) -> tuple[bytes, BlobMeta]:
+) -> tuple[bytearray, BlobMeta]:
     """Encrypt ``plaintext`` for ``key`` under a fresh DEK wrapped by ``master``."""
     dek = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(NONCE_BYTES)
@@ -191,10 +191,13 @@ def seal(
         created_at=datetime.now(UTC),
     )
     aead, view, step = AESGCM(dek), memoryview(plaintext), meta.segment
-    ciphertext = b"".join(
-        aead.encrypt(_nonce(meta, i), view[i * step : (i + 1) * step], _aad(meta, i))
-        for i in range(meta.segments)
-    )
+    ciphertext = bytearray(meta.size + meta.segments * TAG_BYTES)  # written in place
+    out = memoryview(ciphertext)
+    for i in range(meta.segments):
+        part, at = view[i * step : (i + 1) * step], i * (step + TAG_BYTES)
+        aead.encrypt_into(
+            _nonce(meta, i), part, _aad(meta, i), out[at : at + len(part) + TAG_BYTES]
+        )
     return ciphertext, replace(meta, wrapped_dek=_wrap(meta, dek, master))
 
 
@@ -298,7 +301,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp_file(target: Path, data: bytes) -> Path:
+def write_temp_file(target: Path, data: bytes | bytearray) -> Path:
     """Write ``data`` (mode 0600, fsync'd) to a fresh hidden temp file beside ``target``.
 
     The caller ``os.replace``-s it onto ``target``; the temp file is removed if writing fails.

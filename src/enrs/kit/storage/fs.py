@@ -149,7 +149,7 @@ class FsBlobStorage(BlobStorage):
             raise _unavailable("read", exc) from None
         return None
 
-    def _store(self, key: str, content: bytes, meta: bytes) -> None:
+    def _store(self, key: str, content: bytes | bytearray, meta: bytes) -> None:
         blob_path, meta_path = self._paths(key)
         temps: list[Path] = []
         try:

@@ -184,10 +184,10 @@ class S3BlobStorage(BlobStorage):
 
         return Opened(meta=meta[0], read=read, close=lambda: None)
 
-    def _store(self, key: str, content: bytes, meta: bytes) -> None:
+    def _store(self, key: str, content: bytes | bytearray, meta: bytes) -> None:
         self._ensure_bucket()
         try:
-            self._put(f"{key}{BLOB_SUFFIX}", content, "application/octet-stream")
+            self._put(f"{key}{BLOB_SUFFIX}", bytes(content), "application/octet-stream")
             self._put(f"{key}{META_SUFFIX}", meta, "application/json")
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable("write", exc) from None
