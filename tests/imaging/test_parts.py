@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
-from pydicom.uid import ImplicitVRLittleEndian, JPEGLSLossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless
 
 from enrs.imaging import parts
 from enrs.imaging.encoding import read_file
@@ -72,6 +72,9 @@ def _case(name: str, frames: list[bytes]) -> Dataset:
     elif name == "native, implicit VR":
         ds = _native(ds, frames)
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    elif name == "native, deflated":
+        ds = _native(ds, frames)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     elif name == "no pixel data":
         del ds.PixelData
     else:
@@ -82,6 +85,7 @@ def _case(name: str, frames: list[bytes]) -> Dataset:
 CASES = [
     "native, trailing elements",
     "native, implicit VR",
+    "native, deflated",
     "encapsulated, bot",
     "encapsulated, bot, 3 fragments a frame",
     "encapsulated, no offset table",

@@ -14,6 +14,8 @@ of them (:meth:`enrs.kit.storage.BlobStorage.reader`); this module reads through
 - :func:`frames`: frames as stored: native ones cut at their offset (PS3.5 8.1.1),
   encapsulated ones found by pydicom's :func:`~pydicom.encaps.get_frame` from the Basic or
   Extended Offset Table or the fragments' item headers, reading only the frames' fragments.
+
+A file in Deflated Explicit VR Little Endian (its data set compressed whole) is read whole.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from enrs.imaging.encoding import read_file
 from enrs.kit.storage import BlobReader
 
 # The pixel data elements a data set's top level may end with (PS3.5 A.1 … A.4).
@@ -95,6 +98,7 @@ class Layout:
     value_at: int
     length: int | None
     end: int
+    inflated: bytes | None = None  # a deflated file's pixel data, read with the whole file
 
 
 def layout(file: BinaryIO) -> Layout:
@@ -107,6 +111,14 @@ def layout(file: BinaryIO) -> Layout:
     at = file.tell()  # pydicom stopped at the pixel data element's tag, or read to the end
     size = file.seek(0, io.SEEK_END)
     syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if syntax == DeflatedExplicitVRLittleEndian:  # the data set is compressed: read it whole
+        file.seek(0)
+        whole = read_file(file.read())
+        pixels = whole.get("PixelData")
+        if pixels is None:
+            return Layout(whole, None, size, 0, size)
+        del whole.PixelData
+        return Layout(whole, PIXEL_TAGS[0], 0, len(pixels), size, inflated=pixels)
     order = "<" if syntax.is_little_endian else ">"
     file.seek(at)
     head = file.read(8)
@@ -147,7 +159,7 @@ def metadata(file: BinaryIO) -> Dataset:
     left out (the metadata leave it out anyway): those before it, and those after."""
     found = layout(file)
     ds = found.dataset
-    if found.end < file.seek(0, io.SEEK_END):
+    if found.inflated is None and found.end < file.seek(0, io.SEEK_END):
         syntax = UID(ds.file_meta.TransferSyntaxUID)
         file.seek(found.end)
         with warnings.catch_warnings():
@@ -200,6 +212,9 @@ def frames(file: BinaryIO, numbers: list[int]) -> list[bytes]:
     end = found.value_at + found.length  # a value shorter than its frames gives them short
     cut = []
     for start in (found.value_at + (n - 1) * size for n in numbers):
-        file.seek(start)
-        cut.append(file.read(max(0, min(size, end - start))))
+        if found.inflated is not None:
+            cut.append(found.inflated[start : min(start + size, end)])
+        else:
+            file.seek(start)
+            cut.append(file.read(max(0, min(size, end - start))))
     return cut
