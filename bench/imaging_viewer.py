@@ -13,8 +13,9 @@ time, over WADO-RS from the real server, next to reading the same things from wh
 **The requests**, by httpx on one keep-alive connection with the portal session of a user of the
 identitovigilance cell (as the OHIF viewer the platform serves makes them): the CT study's
 metadata (``/dicomweb/studies/{uid}/metadata``), a frame of the tomosynthesis instance drawn at
-random (``…/frames/{n}``, ``application/octet-stream``: as stored), and the one frame of a CT
-instance drawn at random; ``--repeat`` times each. Printed: p50 / p95 / max latency, MB/s of
+random (``…/frames/{n}``, ``application/octet-stream``: as stored), the one frame of a CT
+instance drawn at random, and a frame of the tomosynthesis rendered as PNG
+(``…/frames/{n}/rendered``); ``--repeat`` times each. Printed: p50 / p95 / max latency, MB/s of
 the bodies, and the server's peak RSS (its process tree, sampled every 0.2 s).
 
 **The baseline**, in this process and the same run, on the same blobs: what the server did per
@@ -49,6 +50,7 @@ from bench.http_baseline import PG_ADMIN_URL, temporary_postgres
 from bench.imaging_query import STORE_AET, Archive, archive, migrate
 from enrs.imaging import parts
 from enrs.imaging.encoding import read_file
+from enrs.imaging.rendering import PNG, render
 from enrs.kit.storage import BlobStorage, open_storage
 from enrs.settings import Settings
 
@@ -170,6 +172,9 @@ def measure(server: Archive, args: argparse.Namespace) -> dict[str, Any]:
             http, tomo_url + str(picks[n]), OCTET
         ),
         "HTTP: the frame of a CT instance": lambda n: _get(http, ct_url(ct_picks[n]), OCTET),
+        "HTTP: a frame of the tomosynthesis, rendered (PNG)": lambda n: _get(
+            http, f"{tomo_url}{picks[n]}/rendered", {"Accept": "image/png"}
+        ),
     }
     found: dict[str, Any] = {}
     for name, way in ways.items():
@@ -195,6 +200,10 @@ def measure(server: Archive, args: argparse.Namespace) -> dict[str, Any]:
         "the frame of a CT instance": (
             lambda n: _whole_frame(storage, ct_picks[n][3], 1, 512 * 512 * 2),
             lambda n: _parts_frame(storage, ct_picks[n][3], 1),
+        ),
+        "a frame of the tomosynthesis, rendered": (
+            lambda n: len(render(storage.get(tomo[3]), picks[n], PNG)),
+            lambda n: _parts_rendered(storage, tomo[3], picks[n]),
         ),
     }
     for name, (whole, in_parts) in local.items():
@@ -228,6 +237,11 @@ def _whole_frame(storage: BlobStorage, key: str, number: int, size: int) -> int:
 def _parts_frame(storage: BlobStorage, key: str, number: int) -> int:
     with storage.reader(key) as reader:
         return sum(map(len, parts.frames(parts.open_file(reader), [number])))
+
+
+def _parts_rendered(storage: BlobStorage, key: str, number: int) -> int:
+    with storage.reader(key) as reader:
+        return len(render(parts.one_frame(parts.open_file(reader), number), 1, PNG))
 
 
 def main(argv: list[str] | None = None) -> int:

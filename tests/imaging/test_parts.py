@@ -9,16 +9,24 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from enrs.imaging import parts
 from enrs.imaging.encoding import read_file
 from enrs.imaging.models import Instance
+from enrs.imaging.rendering import PNG, render
+from enrs.imaging.transcoding import EXPLICIT, frames_in
 from enrs.kit.db import Database
 from enrs.kit.storage import BlobCorrupted, BlobStorage, open_storage
 from enrs.kit.storage.crypto import SEGMENT_BYTES, TAG_BYTES
@@ -132,6 +140,34 @@ def test_bit_packed_pixel_data_is_not_cut(storage: BlobStorage, tmp_path: Path) 
         parts.frames(parts.open_file(reader), [1])
 
 
+@pytest.mark.parametrize("syntax", ["native", str(RLELossless), str(JPEGLSLossless)])
+def test_one_frame_renders_and_decodes_as_in_the_whole_file(
+    storage: BlobStorage, tmp_path: Path, syntax: str
+) -> None:
+    """A file of the attributes and one frame renders, decodes and encodes that frame as the
+    whole file does (each frame's values differ: the wrong frame would show)."""
+    ds = ct_dataset(size=48)
+    values = [
+        np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) * (n + 1) % 4096 for n in range(4)
+    ]
+    ds.NumberOfFrames, ds.PixelData = 4, b"".join(v.tobytes() for v in values)
+    ds.WindowCenter, ds.WindowWidth = 1000, 2000
+    if syntax != "native":
+        ds.compress(syntax, generate_instance_uid=False)
+    content = write(ds, tmp_path / "f.dcm").read_bytes()
+    storage.put("imaging/one", content)
+    for number in (1, 3, 4):
+        with storage.reader("imaging/one") as reader:
+            one = parts.one_frame(parts.open_file(reader), number)
+        assert len(one) < len(content)
+        assert read_file(one).NumberOfFrames == 1
+        assert render(one, 1, PNG) == render(content, number, PNG)
+        assert frames_in(one, [1], EXPLICIT) == frames_in(content, [number], EXPLICIT)
+        assert frames_in(one, [1], RLELossless) == frames_in(content, [number], RLELossless)
+    with storage.reader("imaging/one") as reader, pytest.raises(parts.NoSuchFrame):
+        parts.one_frame(parts.open_file(reader), 5)
+
+
 def _damage(blob: Path, start: int, end: int) -> None:
     """Flip a byte of the first whole segment inside plaintext bytes ``[start, end)``."""
     index = -(-start // SEGMENT_BYTES)
@@ -201,5 +237,15 @@ def test_the_viewer_reads_a_frame_and_metadata_past_a_damaged_segment(
     assert [frame for _, frame in multipart_parts(first)] == [frames[0]]
     meta = client.get(f"{url}/metadata", headers=imaging.chu)
     assert meta.status_code == 200 and meta.json()[0]["00280008"]["Value"] == [FRAMES]
+    png = {**imaging.chu, "Accept": "image/png"}
+    rendered = client.get(f"{url}/frames/1/rendered", headers=png)
+    assert rendered.status_code == 200 and rendered.content.startswith(b"\x89PNG")
+    rle = client.get(
+        f"{url}/frames/1",
+        headers={**imaging.chu, "Accept": "multipart/related; type=image/dicom-rle"},
+    )
+    assert rle.status_code == 200, rle.text
+    assert multipart_parts(rle)[0][0] == f"image/dicom-rle; transfer-syntax={RLELossless}"
     assert client.get(f"{url}/frames/5", headers=octet).status_code == 500
+    assert client.get(f"{url}/frames/5/rendered", headers=png).status_code == 500
     assert client.get(url, headers=imaging.chu).status_code == 500

@@ -13,7 +13,9 @@ of them (:meth:`enrs.kit.storage.BlobStorage.reader`); this module reads through
   may go on after it, e.g. Data Set Trailing Padding), as pydicom reads the whole file;
 - :func:`frames`: frames as stored: native ones cut at their offset (PS3.5 8.1.1),
   encapsulated ones found by pydicom's :func:`~pydicom.encaps.get_frame` from the Basic or
-  Extended Offset Table or the fragments' item headers, reading only the frames' fragments.
+  Extended Offset Table or the fragments' item headers, reading only the frames' fragments;
+- :func:`one_frame`: a file of the attributes and one frame, for rendering, decoding or
+  encoding that frame.
 
 A file in Deflated Explicit VR Little Endian (its data set compressed whole) is read whole.
 """
@@ -28,7 +30,7 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -182,7 +184,36 @@ def frames(file: BinaryIO, numbers: list[int]) -> list[bytes]:
     """Frames ``numbers`` (from 1) of the DICOM file as stored: native pixel data cut at
     each frame's offset, an encapsulated frame's fragments joined. Raises :class:`NotCut`
     and :class:`NoSuchFrame`."""
+    return _cut(layout(file), file, numbers)
+
+
+def one_frame(file: BinaryIO, number: int) -> bytes:
+    """A DICOM file (PS3.10) of the file's attributes with frame ``number`` (from 1) alone as
+    its pixel data, in the same transfer syntax: what rendering, decoding or encoding that
+    frame needs (they read the top-level attributes and the frame's pixels), without the
+    other frames. Raises :class:`NotCut` and :class:`NoSuchFrame`."""
     found = layout(file)
+    (frame,) = _cut(found, file, [number])
+    ds = found.dataset
+    if "NumberOfFrames" in ds:
+        ds.NumberOfFrames = 1
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if found.length is None:
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = frame
+        ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"  # PS3.5 8.2
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _cut(found: Layout, file: BinaryIO, numbers: list[int]) -> list[bytes]:
     ds = found.dataset
     if found.tag != PIXEL_TAGS[0]:
         raise NotCut("the instance has no pixel data")

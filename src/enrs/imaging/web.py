@@ -30,10 +30,12 @@ caller (:mod:`.access`):
   ``image/dicom-rle``, ``image/jpeg``, ``image/jpx``) they are given as stored when kept in
   one of its syntaxes, else encoded losslessly (JPEG-LS, JPEG 2000, RLE), each part labelled
   ``image/jls; transfer-syntax=…``. Frames decoded or encoded are those asked for only, each
-  on its own (:func:`.transcoding.frames_in`), not the whole instance.
+  on its own (:func:`.transcoding.frames_in`) from a file of the instance's attributes and
+  that frame alone (:func:`.parts.one_frame`), not the whole instance.
 - ``.../instances/{instance}/rendered`` and ``.../frames/{n}/rendered``: the (first) frame as
   ``image/jpeg`` (the default) or ``image/png``, rescaled and windowed
-  (:mod:`.rendering`); 406 for another Accept, or an image that cannot be rendered.
+  (:mod:`.rendering`), from that frame alone (:func:`.parts.one_frame`); 406 for another
+  Accept, or an image that cannot be rendered.
 
 QIDO-RS (PS3.18 10.6), scope ``ImagingStudy.s``: ``GET /dicomweb/studies``, ``/series``,
 ``/instances``, and inside a study ``/studies/{study}/series``, ``/studies/{study}/instances``,
@@ -131,6 +133,7 @@ from enrs.kit.errors import (
 )
 from enrs.kit.http import READS_ONLY, DbSession, TransactionalRoute
 from enrs.kit.security.principal import Principal
+from enrs.kit.storage import BlobStorage
 
 log = logging.getLogger(__name__)
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -321,7 +324,7 @@ def _multipart(request: Request, found: Found) -> Response:
     files = map(labelled, _files(request, found))
     first = next(files)
 
-    def parts() -> Iterator[bytes]:
+    def body() -> Iterator[bytes]:
         try:
             for syntax, content in itertools.chain((first,), files):
                 yield (
@@ -337,7 +340,7 @@ def _multipart(request: Request, found: Found) -> Response:
         yield f"--{boundary}--\r\n".encode()
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
-    return StreamingResponse(parts(), media_type=media)
+    return StreamingResponse(body(), media_type=media)
 
 
 @router.get("/dicomweb/studies/{study}", summary="WADO-RS: retrieve a study")
@@ -444,8 +447,28 @@ def _rendered(
     request.state.audit[-1].detail = json.dumps(
         {**json.loads(request.state.audit[-1].detail), "frame": number}, separators=(",", ":")
     )
-    ((syntax, content),) = list(_files(request, found))
-    return Response(decoding.rendered(content, syntax, number, media), media_type=media)
+    ((kept, _series),) = found.instances
+    try:
+        content, at = _frame_file(request.app.state.storage, kept, number)
+    except parts.NoSuchFrame as exc:
+        raise NotFound(str(exc)) from None
+    return Response(
+        decoding.rendered(content, kept.transfer_syntax_uid, at, media), media_type=media
+    )
+
+
+def _frame_file(storage: BlobStorage, kept: Instance, number: int) -> tuple[bytes, int]:
+    """What rendering, decoding or encoding frame ``number`` of ``kept`` reads, and that
+    frame's number in it: a file of the instance's attributes and that frame alone
+    (:func:`.parts.one_frame`, from the blob's segments that hold them); the whole file when
+    its pixel data is not cut in frames (none, big endian, bit-packed), which the whole
+    file's readers then refuse as before. Raises :class:`.parts.NoSuchFrame`."""
+    with storage.reader(kept.blob_key) as reader:
+        try:
+            return parts.one_frame(parts.open_file(reader), number), 1
+        except parts.NotCut:
+            pass
+    return storage.get(kept.blob_key), number
 
 
 @router.get(
@@ -588,9 +611,11 @@ def retrieve_frames(
         if answer.syntax == stored:  # those frames' bytes alone read from the blob
             with storage.reader(kept.blob_key) as reader:
                 cut = parts.frames(parts.open_file(reader), numbers)
-        else:  # those frames alone decoded or encoded, not the whole instance
-            content = storage.get(kept.blob_key)
-            cut = decoding.frames(content, stored, numbers, answer.syntax)
+        else:  # those frames alone read, then decoded or encoded
+            cut = []
+            for number in numbers:
+                content, at = _frame_file(storage, kept, number)
+                cut += decoding.frames(content, stored, [at], answer.syntax)
     except (parts.NoSuchFrame, transcoding.NoSuchFrame) as exc:
         raise NotFound(str(exc)) from None
     except (parts.NotCut, transcoding.CannotTranscode) as exc:
