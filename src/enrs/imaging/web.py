@@ -505,7 +505,6 @@ def frame_rendered(
 # --- frames (the viewer's pixel data) ----------------------------------------------------------
 
 OCTET = "application/octet-stream"
-BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def _frame_numbers(frames: str) -> list[int]:
